@@ -1,0 +1,1 @@
+//! Commands replicated through the Raft log and their results.

@@ -1,0 +1,1 @@
+//! The deterministic key-value state machine.

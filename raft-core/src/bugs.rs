@@ -1,0 +1,20 @@
+//! The catalogue of known protocol bugs, compiled only with the `buggy`
+//! feature. The simulator's tests switch each on and show that a seed sweep
+//! finds it; normal builds contain none of this.
+
+/// Each flag re-introduces one classic Raft bug at exactly one place.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bugs {
+    /// Commit an entry of an earlier term by counting replicas (Figure 8).
+    pub commit_previous_term: bool,
+    /// Send a vote without first persisting it.
+    pub vote_before_persist: bool,
+    /// Grant a vote to a candidate whose log is less up to date.
+    pub vote_for_stale_log: bool,
+    /// Release read-index requests without confirming leadership.
+    pub read_without_quorum: bool,
+    /// Hand a committed entry to the state machine a second time.
+    pub apply_twice: bool,
+    /// Accept AppendEntries without checking the term at prev_log_index.
+    pub skip_prev_term_check: bool,
+}

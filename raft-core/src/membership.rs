@@ -1,0 +1,185 @@
+//! Who votes, who only listens, and how that changes through the log.
+
+use crate::quorum::{self, VoteResult};
+use crate::types::{LogIndex, NodeId};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The configuration in force. While `outgoing` is non-empty the cluster is
+/// in joint consensus and every decision needs a majority of both halves.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    pub voters: BTreeSet<NodeId>,
+    /// The previous voters while a joint configuration is in force.
+    pub outgoing: BTreeSet<NodeId>,
+    pub learners: BTreeSet<NodeId>,
+}
+
+/// One step of a membership change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConfChangeStep {
+    AddVoter(NodeId),
+    AddLearner(NodeId),
+    Remove(NodeId),
+}
+
+/// A membership change as it is proposed and stored in a `ConfChange` entry.
+/// `Enter` with several steps (or one that changes the voters) goes through a
+/// joint configuration; `Leave` ends it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConfChange {
+    Enter(Vec<ConfChangeStep>),
+    Leave,
+}
+
+/// Why a membership change cannot be applied.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    #[error("a joint configuration is already in force; leave it first")]
+    AlreadyJoint,
+    #[error("not in a joint configuration")]
+    NotJoint,
+    #[error("the change would leave no voters")]
+    NoVoters,
+    #[error("node {0} is not a member")]
+    UnknownMember(NodeId),
+}
+
+impl Membership {
+    pub fn new(voters: impl IntoIterator<Item = NodeId>) -> Membership {
+        Membership {
+            voters: voters.into_iter().collect(),
+            ..Membership::default()
+        }
+    }
+
+    pub fn is_joint(&self) -> bool {
+        !self.outgoing.is_empty()
+    }
+
+    /// True if `id` votes in either half.
+    pub fn is_voter(&self, id: NodeId) -> bool {
+        self.voters.contains(&id) || self.outgoing.contains(&id)
+    }
+
+    pub fn is_member(&self, id: NodeId) -> bool {
+        self.is_voter(id) || self.learners.contains(&id)
+    }
+
+    /// Every member, voter or learner, in order.
+    pub fn members(&self) -> BTreeSet<NodeId> {
+        self.voters
+            .iter()
+            .chain(&self.outgoing)
+            .chain(&self.learners)
+            .copied()
+            .collect()
+    }
+
+    pub fn committed_index(&self, acked: &BTreeMap<NodeId, LogIndex>) -> LogIndex {
+        quorum::joint_majority_index(&self.voters, &self.outgoing, acked)
+    }
+
+    pub fn vote_result(&self, votes: &BTreeMap<NodeId, bool>) -> VoteResult {
+        quorum::joint_vote_result(&self.voters, &self.outgoing, votes)
+    }
+
+    /// True if the nodes in `heard` form a quorum (of both halves if joint).
+    pub fn has_quorum(&self, heard: &BTreeSet<NodeId>) -> bool {
+        let votes: BTreeMap<NodeId, bool> = heard.iter().map(|&n| (n, true)).collect();
+        self.vote_result(&votes) == VoteResult::Won
+    }
+
+    /// The configuration after `change`. Entering keeps the current voters as
+    /// the outgoing half, so the change is safe for any set of steps.
+    pub fn apply(&self, change: &ConfChange) -> Result<Membership, MembershipError> {
+        match change {
+            ConfChange::Leave => {
+                if !self.is_joint() {
+                    return Err(MembershipError::NotJoint);
+                }
+                let mut next = self.clone();
+                next.outgoing.clear();
+                Ok(next)
+            }
+            ConfChange::Enter(steps) => {
+                if self.is_joint() {
+                    return Err(MembershipError::AlreadyJoint);
+                }
+                let mut next = self.clone();
+                next.outgoing = self.voters.clone();
+                for step in steps {
+                    match *step {
+                        ConfChangeStep::AddVoter(id) => {
+                            next.learners.remove(&id);
+                            next.voters.insert(id);
+                        }
+                        ConfChangeStep::AddLearner(id) => {
+                            next.voters.remove(&id);
+                            next.learners.insert(id);
+                        }
+                        ConfChangeStep::Remove(id) => {
+                            if !self.is_member(id) {
+                                return Err(MembershipError::UnknownMember(id));
+                            }
+                            next.voters.remove(&id);
+                            next.learners.remove(&id);
+                        }
+                    }
+                }
+                if next.voters.is_empty() {
+                    return Err(MembershipError::NoVoters);
+                }
+                // A change that leaves the voters as they were needs no joint phase.
+                if next.voters == next.outgoing {
+                    next.outgoing.clear();
+                }
+                Ok(next)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replacing_a_voter_enters_and_leaves_a_joint_configuration() {
+        let m = Membership::new([NodeId(1), NodeId(2), NodeId(3)]);
+        let joint = m
+            .apply(&ConfChange::Enter(vec![
+                ConfChangeStep::AddVoter(NodeId(4)),
+                ConfChangeStep::Remove(NodeId(1)),
+            ]))
+            .unwrap();
+        assert!(joint.is_joint());
+        assert!(joint.is_voter(NodeId(1)), "outgoing voters still vote");
+        assert_eq!(
+            joint.apply(&ConfChange::Enter(vec![])),
+            Err(MembershipError::AlreadyJoint)
+        );
+        let done = joint.apply(&ConfChange::Leave).unwrap();
+        assert!(!done.is_voter(NodeId(1)));
+        assert!(done.is_voter(NodeId(4)));
+    }
+
+    #[test]
+    fn adding_a_learner_needs_no_joint_phase() {
+        let m = Membership::new([NodeId(1)]);
+        let next = m
+            .apply(&ConfChange::Enter(vec![ConfChangeStep::AddLearner(NodeId(2))]))
+            .unwrap();
+        assert!(!next.is_joint());
+        assert!(next.is_member(NodeId(2)) && !next.is_voter(NodeId(2)));
+    }
+
+    #[test]
+    fn removing_every_voter_is_refused() {
+        let m = Membership::new([NodeId(1)]);
+        assert_eq!(
+            m.apply(&ConfChange::Enter(vec![ConfChangeStep::Remove(NodeId(1))])),
+            Err(MembershipError::NoVoters)
+        );
+    }
+}
