@@ -1,1 +1,230 @@
 //! Commands replicated through the Raft log and their results.
+//!
+//! A [`Command`] is what the HTTP layer proposes; its postcard encoding is the
+//! payload of a `Normal` log entry. An [`OpResult`] is what the state machine
+//! answers when it applies one, and is what the HTTP layer maps onto a reply.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Identifies one proposal, so that the node that proposed it can wake the
+/// waiting HTTP request when the entry is applied. `node` is the proposing
+/// node's id, `id` a number unique among that node's proposals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId {
+    pub node: u64,
+    pub id: u64,
+}
+
+/// A client's identity and the sequence number of one of its writes, used to
+/// apply a retried write at most once (see `KvStateMachine`'s dedup table).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ClientSeq {
+    pub client_id: String,
+    pub seq: u64,
+}
+
+/// A write to the key-value store. Each `Op` is one log entry, applied
+/// atomically.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    Put {
+        key: String,
+        value: String,
+    },
+    /// Deleting a missing key succeeds and changes nothing.
+    Delete {
+        key: String,
+    },
+    /// Compare-and-swap. `expected: None` means "the key must be absent";
+    /// `value: None` means "delete the key if the comparison holds".
+    Cas {
+        key: String,
+        expected: Option<String>,
+        value: Option<String>,
+    },
+    /// Several puts applied atomically at one revision. If a key appears more
+    /// than once, the last value wins.
+    MultiPut {
+        entries: Vec<(String, String)>,
+    },
+}
+
+/// The payload of a `Normal` log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// Who is waiting for the result; `None` when nobody is.
+    pub request: Option<RequestId>,
+    /// Set when the client asked for deduplication (both `client_id` and `seq`).
+    pub client: Option<ClientSeq>,
+    pub op: Op,
+}
+
+/// Why bytes from the log are not a [`Command`].
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("malformed command: {0}")]
+    Malformed(#[source] postcard::Error),
+    #[error("command followed by {count} unexpected trailing bytes")]
+    TrailingBytes { count: usize },
+}
+
+impl Command {
+    /// The compact binary form (postcard) that goes into a log entry.
+    pub fn encode(&self) -> Bytes {
+        // Serializing into a growable Vec fails only for types serde cannot
+        // describe up front (e.g. iterators of unknown length); a Command has
+        // none, so a failure here is a bug.
+        let bytes = postcard::to_allocvec(self).expect("a Command always serializes");
+        Bytes::from(bytes)
+    }
+
+    /// Parses bytes produced by [`Command::encode`]. Any other input gives an
+    /// error, never a panic: lengths inside the input are checked against the
+    /// bytes actually present before anything is allocated.
+    pub fn decode(bytes: &[u8]) -> Result<Command, CommandError> {
+        let (command, rest) =
+            postcard::take_from_bytes::<Command>(bytes).map_err(CommandError::Malformed)?;
+        if !rest.is_empty() {
+            return Err(CommandError::TrailingBytes { count: rest.len() });
+        }
+        Ok(command)
+    }
+}
+
+/// What applying a [`Command`] produced. `revision` is always the Raft log
+/// index of the entry that applied the write.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpResult {
+    Put {
+        revision: u64,
+        prev: Option<String>,
+    },
+    /// `prev` is `None` when the key was already absent (still a success).
+    Delete {
+        revision: u64,
+        prev: Option<String>,
+    },
+    /// On success `current` is the new value (`None` if the CAS deleted the
+    /// key); on failure it is the actual value, which was left unchanged. In
+    /// both cases `revision` is the index of the entry that ran the CAS.
+    Cas {
+        succeeded: bool,
+        revision: u64,
+        current: Option<String>,
+    },
+    MultiPut {
+        revision: u64,
+    },
+    /// `seq` is lower than `newest`, the newest seq already applied for this
+    /// client: nothing was applied.
+    StaleSeq {
+        client_id: String,
+        seq: u64,
+        newest: u64,
+    },
+}
+
+impl OpResult {
+    /// The revision of the write, or `None` for a rejected (stale) write.
+    pub fn revision(&self) -> Option<u64> {
+        match self {
+            OpResult::Put { revision, .. }
+            | OpResult::Delete { revision, .. }
+            | OpResult::Cas { revision, .. }
+            | OpResult::MultiPut { revision } => Some(*revision),
+            OpResult::StaleSeq { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_commands() -> Vec<Command> {
+        vec![
+            Command {
+                request: Some(RequestId { node: 3, id: 99 }),
+                client: Some(ClientSeq {
+                    client_id: "c1".into(),
+                    seq: 7,
+                }),
+                op: Op::Put {
+                    key: "k".into(),
+                    value: "v".into(),
+                },
+            },
+            Command {
+                request: None,
+                client: None,
+                op: Op::Delete { key: "k".into() },
+            },
+            Command {
+                request: Some(RequestId {
+                    node: u64::MAX,
+                    id: 0,
+                }),
+                client: None,
+                op: Op::Cas {
+                    key: "ключ".into(),
+                    expected: None,
+                    value: Some("new".into()),
+                },
+            },
+            Command {
+                request: None,
+                client: Some(ClientSeq {
+                    client_id: String::new(),
+                    seq: u64::MAX,
+                }),
+                op: Op::MultiPut {
+                    entries: vec![("a".into(), "1".into()), ("b".into(), "".into())],
+                },
+            },
+        ]
+    }
+
+    #[test]
+    fn encode_then_decode_gives_back_the_same_command() {
+        for command in sample_commands() {
+            let bytes = command.encode();
+            assert_eq!(Command::decode(&bytes).unwrap(), command);
+        }
+    }
+
+    #[test]
+    fn decode_of_garbage_returns_an_error_without_panicking() {
+        assert!(Command::decode(&[]).is_err());
+        assert!(Command::decode(&[0xff; 32]).is_err());
+        // A huge length prefix for the key must not allocate or panic.
+        assert!(Command::decode(&[0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
+    }
+
+    #[test]
+    fn decode_rejects_trailing_bytes_and_every_truncation() {
+        for command in sample_commands() {
+            let bytes = command.encode();
+            let mut longer = bytes.to_vec();
+            longer.push(0);
+            assert!(matches!(
+                Command::decode(&longer),
+                Err(CommandError::TrailingBytes { count: 1 })
+            ));
+            for cut in 0..bytes.len() {
+                assert!(Command::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn revision_of_a_stale_seq_result_is_none() {
+        let stale = OpResult::StaleSeq {
+            client_id: "c".into(),
+            seq: 1,
+            newest: 2,
+        };
+        assert_eq!(stale.revision(), None);
+        assert_eq!(OpResult::MultiPut { revision: 45 }.revision(), Some(45));
+    }
+}
