@@ -148,13 +148,22 @@ mod tests {
         assert_eq!(c.validate(), Err(ConfigError::ZeroHeartbeat));
         let mut c = Config::new(NodeId(1));
         c.election_ticks_min = 2;
-        assert!(matches!(c.validate(), Err(ConfigError::ElectionNotAboveHeartbeat { .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::ElectionNotAboveHeartbeat { .. })
+        ));
         let mut c = Config::new(NodeId(1));
         c.election_ticks_max = 10;
-        assert_eq!(c.validate(), Err(ConfigError::EmptyElectionRange { min: 10, max: 10 }));
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::EmptyElectionRange { min: 10, max: 10 })
+        );
         let mut c = Config::new(NodeId(1));
         c.lease_drift_ticks = 10;
-        assert!(matches!(c.validate(), Err(ConfigError::DriftNotBelowElection { .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::DriftNotBelowElection { .. })
+        ));
         let mut c = Config::new(NodeId(1));
         c.max_inflight_messages = 0;
         assert_eq!(c.validate(), Err(ConfigError::ZeroInflight));

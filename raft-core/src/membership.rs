@@ -43,6 +43,8 @@ pub enum MembershipError {
     NoVoters,
     #[error("node {0} is not a member")]
     UnknownMember(NodeId),
+    #[error("malformed membership change of {0} bytes")]
+    Malformed(usize),
 }
 
 impl Membership {
@@ -168,7 +170,9 @@ mod tests {
     fn adding_a_learner_needs_no_joint_phase() {
         let m = Membership::new([NodeId(1)]);
         let next = m
-            .apply(&ConfChange::Enter(vec![ConfChangeStep::AddLearner(NodeId(2))]))
+            .apply(&ConfChange::Enter(vec![ConfChangeStep::AddLearner(
+                NodeId(2),
+            )]))
             .unwrap();
         assert!(!next.is_joint());
         assert!(next.is_member(NodeId(2)) && !next.is_voter(NodeId(2)));
@@ -181,5 +185,82 @@ mod tests {
             m.apply(&ConfChange::Enter(vec![ConfChangeStep::Remove(NodeId(1))])),
             Err(MembershipError::NoVoters)
         );
+    }
+}
+
+impl ConfChange {
+    /// A compact, self-describing encoding for the payload of a
+    /// `ConfChange` entry: `[0]` for Leave, or `[1][count u32 LE]` followed
+    /// by `[kind u8][node u64 LE]` per step.
+    pub fn encode(&self) -> bytes::Bytes {
+        let mut out = Vec::new();
+        match self {
+            ConfChange::Leave => out.push(0),
+            ConfChange::Enter(steps) => {
+                out.push(1);
+                out.extend_from_slice(&(steps.len() as u32).to_le_bytes());
+                for step in steps {
+                    let (kind, id) = match *step {
+                        ConfChangeStep::AddVoter(id) => (0u8, id),
+                        ConfChangeStep::AddLearner(id) => (1, id),
+                        ConfChangeStep::Remove(id) => (2, id),
+                    };
+                    out.push(kind);
+                    out.extend_from_slice(&id.0.to_le_bytes());
+                }
+            }
+        }
+        out.into()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<ConfChange, MembershipError> {
+        let malformed = || MembershipError::Malformed(bytes.len());
+        match bytes.first() {
+            Some(0) if bytes.len() == 1 => Ok(ConfChange::Leave),
+            Some(1) if bytes.len() >= 5 => {
+                let count = u32::from_le_bytes(bytes[1..5].try_into().unwrap()) as usize;
+                let body = &bytes[5..];
+                if body.len() != count.checked_mul(9).ok_or_else(malformed)? {
+                    return Err(malformed());
+                }
+                let steps = body
+                    .chunks_exact(9)
+                    .map(|c| {
+                        let id = NodeId(u64::from_le_bytes(c[1..9].try_into().unwrap()));
+                        match c[0] {
+                            0 => Ok(ConfChangeStep::AddVoter(id)),
+                            1 => Ok(ConfChangeStep::AddLearner(id)),
+                            2 => Ok(ConfChangeStep::Remove(id)),
+                            _ => Err(malformed()),
+                        }
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(ConfChange::Enter(steps))
+            }
+            _ => Err(malformed()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod codec_tests {
+    use super::*;
+
+    #[test]
+    fn conf_changes_round_trip_and_garbage_is_refused() {
+        for change in [
+            ConfChange::Leave,
+            ConfChange::Enter(vec![
+                ConfChangeStep::AddVoter(NodeId(4)),
+                ConfChangeStep::AddLearner(NodeId(5)),
+                ConfChangeStep::Remove(NodeId(1)),
+            ]),
+        ] {
+            assert_eq!(ConfChange::decode(&change.encode()), Ok(change));
+        }
+        assert!(ConfChange::decode(&[]).is_err());
+        assert!(ConfChange::decode(&[1, 1, 0, 0, 0, 7]).is_err());
+        assert!(ConfChange::decode(&[1, 255, 255, 255, 255]).is_err());
+        assert!(ConfChange::decode(&[0, 0]).is_err());
     }
 }

@@ -29,7 +29,10 @@ pub enum MessageBody {
         /// (leadership transfer): receivers skip the leader-lease check.
         transfer: bool,
     },
-    RequestVoteResponse { pre_vote: bool, granted: bool },
+    RequestVoteResponse {
+        pre_vote: bool,
+        granted: bool,
+    },
     /// AppendEntries: `entries` follow the entry at `prev_log_index`, which
     /// must have `prev_log_term` on the receiver.
     AppendEntries {
@@ -54,23 +57,41 @@ pub enum MessageBody {
     },
     /// A leader's periodic proof of life. `read_round` identifies the
     /// heartbeat round so that read-index requests can be confirmed in batches.
-    Heartbeat { commit: LogIndex, read_round: u64 },
-    HeartbeatResponse { read_round: u64 },
+    Heartbeat {
+        commit: LogIndex,
+        read_round: u64,
+    },
+    HeartbeatResponse {
+        read_round: u64,
+    },
     /// The leader's snapshot for a follower that needs compacted entries.
     /// `data` may be empty when the driver's transport streams the state
     /// separately and attaches it on delivery.
-    InstallSnapshot { meta: SnapshotMeta, data: Bytes },
+    InstallSnapshot {
+        meta: SnapshotMeta,
+        data: Bytes,
+    },
     /// Acknowledges a snapshot: the follower's log now ends at `last_index`.
-    InstallSnapshotResponse { last_index: LogIndex },
+    InstallSnapshotResponse {
+        last_index: LogIndex,
+    },
     /// Tells a caught-up follower to campaign at once (leadership transfer).
     TimeoutNow,
     /// Proposals a follower forwards to the leader it knows.
-    Propose { entries: Vec<ForwardedEntry> },
+    Propose {
+        entries: Vec<ForwardedEntry>,
+    },
     /// A read-index request a follower forwards to the leader.
-    ReadIndex { context: u64, lease: bool },
+    ReadIndex {
+        context: u64,
+        lease: bool,
+    },
     /// The leader's answer to a forwarded read-index request: `index` is the
     /// read index, or None if the leader could not serve it.
-    ReadIndexResponse { context: u64, index: Option<LogIndex> },
+    ReadIndexResponse {
+        context: u64,
+        index: Option<LogIndex>,
+    },
 }
 
 /// A proposal on its way from a follower to the leader.

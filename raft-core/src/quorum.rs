@@ -89,7 +89,10 @@ mod tests {
     }
 
     fn acks(pairs: &[(u64, u64)]) -> BTreeMap<NodeId, LogIndex> {
-        pairs.iter().map(|&(n, i)| (NodeId(n), LogIndex(i))).collect()
+        pairs
+            .iter()
+            .map(|&(n, i)| (NodeId(n), LogIndex(i)))
+            .collect()
     }
 
     #[test]
@@ -103,11 +106,17 @@ mod tests {
     #[test]
     fn majority_index_is_the_median_reached_by_a_majority() {
         let voters = set(&[1, 2, 3]);
-        assert_eq!(majority_index(&voters, &acks(&[(1, 9), (2, 5), (3, 2)])), LogIndex(5));
+        assert_eq!(
+            majority_index(&voters, &acks(&[(1, 9), (2, 5), (3, 2)])),
+            LogIndex(5)
+        );
         // A missing voter counts as having nothing.
         assert_eq!(majority_index(&voters, &acks(&[(1, 9)])), LogIndex(0));
         // Acks from non-voters do not count.
-        assert_eq!(majority_index(&voters, &acks(&[(1, 9), (7, 9)])), LogIndex(0));
+        assert_eq!(
+            majority_index(&voters, &acks(&[(1, 9), (7, 9)])),
+            LogIndex(0)
+        );
     }
 
     #[test]

@@ -1,0 +1,179 @@
+//! Leader election (Raft paper, section 5.2) with pre-vote (Raft thesis,
+//! section 9.6).
+
+use crate::message::MessageBody;
+use crate::node::Node;
+use crate::progress::Progress;
+use crate::quorum::VoteResult;
+use crate::types::{EntryKind, NodeId, Role, Term};
+use bytes::Bytes;
+
+impl Node {
+    /// Starts an election: a pre-vote round first unless pre-vote is off or
+    /// the current leader handed over leadership (`transfer`).
+    pub(crate) fn campaign(&mut self, transfer: bool) {
+        assert!(
+            self.is_promotable(),
+            "{} campaigns without a vote",
+            self.config.id
+        );
+        if self.config.pre_vote && !transfer {
+            self.become_pre_candidate();
+        } else {
+            self.become_candidate(transfer);
+        }
+    }
+
+    fn become_pre_candidate(&mut self) {
+        assert_ne!(self.role, Role::Leader, "a leader does not campaign");
+        // A pre-vote changes neither term nor vote.
+        self.role = Role::PreCandidate;
+        self.set_leader(None);
+        self.votes.clear();
+        self.reset_election_timer();
+        tracing::debug!(term = %self.term.next(), "starting pre-vote");
+        self.request_votes(true, false);
+    }
+
+    fn become_candidate(&mut self, transfer: bool) {
+        assert_ne!(self.role, Role::Leader, "a leader does not campaign");
+        self.term = self.term.next();
+        self.vote = Some(self.config.id);
+        self.role = Role::Candidate;
+        self.set_leader(None);
+        self.votes.clear();
+        self.reset_election_timer();
+        tracing::debug!(term = %self.term, "starting election");
+        self.request_votes(false, transfer);
+    }
+
+    /// Votes for ourselves and asks every other voter. The real requests are
+    /// held until our term and vote are durable.
+    fn request_votes(&mut self, pre_vote: bool, transfer: bool) {
+        let me = self.config.id;
+        self.votes.insert(me, true);
+        if self.membership.vote_result(&self.votes) == VoteResult::Won {
+            self.on_election_won(pre_vote);
+            return;
+        }
+        let last_log_index = self.log.last_index();
+        let last_log_term = self.log.last_term();
+        let voters: Vec<NodeId> = self
+            .membership
+            .voters
+            .iter()
+            .chain(&self.membership.outgoing)
+            .copied()
+            .filter(|&v| v != me)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for voter in voters {
+            self.send(
+                voter,
+                MessageBody::RequestVote {
+                    pre_vote,
+                    last_log_index,
+                    last_log_term,
+                    transfer,
+                },
+            );
+        }
+    }
+
+    fn on_election_won(&mut self, pre_vote: bool) {
+        if pre_vote {
+            self.become_candidate(false);
+        } else {
+            self.become_leader();
+        }
+    }
+
+    pub(crate) fn handle_vote_request(&mut self, m: crate::Message) {
+        let MessageBody::RequestVote {
+            pre_vote,
+            last_log_index,
+            last_log_term,
+            ..
+        } = m.body
+        else {
+            unreachable!("handle_vote_request takes vote requests")
+        };
+        // The term rules ran already: a real vote request is of our term now.
+        debug_assert!(pre_vote || m.term == self.term);
+        let can_vote = self.vote == Some(m.from)
+            || (self.vote.is_none() && self.leader.is_none())
+            || (pre_vote && m.term > self.term);
+        #[allow(unused_mut)]
+        let mut up_to_date = self.log.is_up_to_date(last_log_index, last_log_term);
+        #[cfg(feature = "buggy")]
+        if self.config.bugs.vote_for_stale_log {
+            up_to_date = true;
+        }
+        let granted = can_vote && up_to_date;
+        if granted && !pre_vote {
+            self.vote = Some(m.from);
+            self.election_elapsed = 0;
+        }
+        tracing::debug!(from = %m.from, pre_vote, granted, "vote request");
+        self.send(
+            m.from,
+            MessageBody::RequestVoteResponse { pre_vote, granted },
+        );
+    }
+
+    pub(crate) fn handle_vote_response(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        pre_vote: bool,
+        granted: bool,
+    ) {
+        let expected = match self.role {
+            Role::PreCandidate => pre_vote && (!granted || term == self.term.next()),
+            Role::Candidate => !pre_vote && term == self.term,
+            _ => false,
+        };
+        if !expected {
+            return;
+        }
+        self.votes.insert(from, granted);
+        match self.membership.vote_result(&self.votes) {
+            VoteResult::Won => self.on_election_won(pre_vote),
+            VoteResult::Lost => {
+                tracing::debug!(term = %self.term, pre_vote, "election lost");
+                self.become_follower(self.term, None);
+            }
+            VoteResult::Pending => {}
+        }
+    }
+
+    pub(crate) fn become_leader(&mut self) {
+        assert_eq!(
+            self.role,
+            Role::Candidate,
+            "only a candidate becomes leader"
+        );
+        let me = self.config.id;
+        tracing::info!(term = %self.term, "became leader");
+        self.role = Role::Leader;
+        self.set_leader(Some(me));
+        self.votes.clear();
+        self.heartbeat_elapsed = 0;
+        self.check_quorum_elapsed = 0;
+        let next = self.log.last_index().next();
+        self.progress = self
+            .membership
+            .members()
+            .into_iter()
+            .filter(|&id| id != me)
+            .map(|id| (id, Progress::new(next)))
+            .collect();
+        self.reads.reset_for_new_term();
+        // Any membership change in the uncommitted tail may be in flight.
+        self.pending_conf_index = self.log.last_index();
+        // Section 5.4.2: commit a no-op of our own term so that entries of
+        // earlier terms commit, and reads can be served.
+        self.append_entry(EntryKind::Noop, Bytes::new());
+    }
+}

@@ -1,0 +1,281 @@
+//! A deterministic in-memory cluster for tests, examples and benchmarks:
+//! single-threaded, perfect storage that persists every `Ready` at once,
+//! and a network that delivers in order unless a link is cut.
+//!
+//! It follows the driver contract of [`Ready`](crate::Ready) exactly, so
+//! tests written against it exercise the same paths a real driver does. The
+//! chaos simulator (`sim`) is the harsher world; this one is for focused,
+//! readable scenarios and traces.
+
+use crate::{
+    Accepted, Config, Entry, HardState, InitialState, Input, LogIndex, Membership, Message, Node,
+    NodeId, ReadState, Role, StepError,
+};
+use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// What a node has written to its "disk".
+#[derive(Clone, Debug, Default)]
+pub struct MemStorage {
+    pub hard_state: HardState,
+    pub entries: Vec<Entry>,
+}
+
+impl MemStorage {
+    fn append(&mut self, entries: &[Entry]) {
+        let Some(first) = entries.first() else { return };
+        self.entries.retain(|e| e.index < first.index);
+        self.entries.extend_from_slice(entries);
+    }
+}
+
+/// A cluster of nodes driven by hand.
+pub struct Cluster {
+    pub nodes: BTreeMap<NodeId, Node>,
+    pub storage: BTreeMap<NodeId, MemStorage>,
+    /// Every entry each node's state machine applied, in order.
+    pub applied: BTreeMap<NodeId, Vec<Entry>>,
+    /// Confirmed reads, per node.
+    pub read_states: BTreeMap<NodeId, Vec<ReadState>>,
+    pub dropped_reads: BTreeMap<NodeId, Vec<u64>>,
+    /// Messages sent and not yet delivered, in send order.
+    pub in_flight: VecDeque<Message>,
+    /// One line per delivered message: `t=12 n1->n2 Append{...}`.
+    pub trace: Vec<String>,
+    /// Record the trace (off for benchmarks).
+    pub tracing: bool,
+    /// Logical time: the number of `tick_all` calls.
+    pub time: u64,
+    /// Nodes cut off from everyone: messages to or from them are dropped.
+    pub isolated: BTreeSet<NodeId>,
+    configs: BTreeMap<NodeId, Config>,
+}
+
+impl Cluster {
+    /// `n` voters with ids 1..=n and default configuration.
+    pub fn new(n: u64) -> Cluster {
+        Cluster::with_config(n, |_| {})
+    }
+
+    /// `n` voters, each configuration adjusted by `adjust`.
+    pub fn with_config(n: u64, adjust: impl Fn(&mut Config)) -> Cluster {
+        let ids: Vec<NodeId> = (1..=n).map(NodeId).collect();
+        let mut cluster = Cluster {
+            nodes: BTreeMap::new(),
+            storage: BTreeMap::new(),
+            applied: BTreeMap::new(),
+            read_states: BTreeMap::new(),
+            dropped_reads: BTreeMap::new(),
+            in_flight: VecDeque::new(),
+            trace: Vec::new(),
+            tracing: true,
+            time: 0,
+            isolated: BTreeSet::new(),
+            configs: BTreeMap::new(),
+        };
+        for &id in &ids {
+            let mut config = Config::new(id);
+            adjust(&mut config);
+            cluster.configs.insert(id, config);
+            cluster.storage.insert(id, MemStorage::default());
+            cluster.start(id, Membership::new(ids.iter().copied()));
+        }
+        cluster
+    }
+
+    fn start(&mut self, id: NodeId, bootstrap: Membership) {
+        let disk = self.storage[&id].clone();
+        let node = Node::new(
+            self.configs[&id].clone(),
+            InitialState {
+                hard_state: disk.hard_state,
+                snapshot: None,
+                entries: disk.entries,
+                bootstrap,
+            },
+        )
+        .expect("valid configuration");
+        self.nodes.insert(id, node);
+        self.applied.insert(id, Vec::new());
+    }
+
+    /// Crashes `id` and starts it again from its storage. Its in-memory
+    /// state machine starts empty and re-applies from the log.
+    pub fn restart(&mut self, id: NodeId) {
+        let membership = self.nodes[&id].membership().clone();
+        self.in_flight.retain(|m| m.to != id);
+        self.start(id, membership);
+    }
+
+    pub fn node(&self, id: u64) -> &Node {
+        &self.nodes[&NodeId(id)]
+    }
+
+    /// Steps one input into one node.
+    pub fn step(&mut self, id: u64, input: Input) -> Result<Accepted, StepError> {
+        self.nodes
+            .get_mut(&NodeId(id))
+            .expect("node exists")
+            .step(input)
+    }
+
+    pub fn propose(&mut self, id: u64, data: &[u8]) -> Result<Accepted, StepError> {
+        self.step(
+            id,
+            Input::Propose {
+                data: Bytes::copy_from_slice(data),
+            },
+        )
+    }
+
+    /// Drains `Ready` from every node that has one, acting on it as a
+    /// driver must. Returns true if anything happened.
+    pub fn drain_ready(&mut self) -> bool {
+        let mut any = false;
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            while self.nodes[&id].has_ready() {
+                any = true;
+                self.handle_ready(id);
+            }
+        }
+        any
+    }
+
+    fn handle_ready(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).expect("node exists");
+        let rd = node.ready();
+        let disk = self.storage.get_mut(&id).expect("storage exists");
+        disk.append(&rd.entries);
+        if let Some(hs) = rd.hard_state {
+            disk.hard_state = hs;
+        }
+        if rd.must_persist() {
+            node.step(Input::Persisted { ready: rd.number })
+                .expect("persisted acknowledgement is valid");
+        }
+        for m in rd.messages {
+            if self.isolated.contains(&m.from) || self.isolated.contains(&m.to) {
+                continue;
+            }
+            self.in_flight.push_back(m);
+        }
+        if let Some(last) = rd.committed_entries.last() {
+            let last = last.index;
+            self.applied
+                .get_mut(&id)
+                .expect("applied exists")
+                .extend(rd.committed_entries);
+            node.step(Input::Applied { index: last })
+                .expect("applied acknowledgement is valid");
+        }
+        self.read_states
+            .entry(id)
+            .or_default()
+            .extend(rd.read_states);
+        self.dropped_reads
+            .entry(id)
+            .or_default()
+            .extend(rd.dropped_reads);
+    }
+
+    /// Delivers the oldest message in flight. Returns false if none.
+    pub fn deliver_one(&mut self) -> bool {
+        let Some(m) = self.in_flight.pop_front() else {
+            return false;
+        };
+        if self.isolated.contains(&m.from) || self.isolated.contains(&m.to) {
+            return true;
+        }
+        if self.tracing {
+            self.trace.push(format!("t={} {}", self.time, m.describe()));
+        }
+        let to = m.to;
+        if let Some(node) = self.nodes.get_mut(&to) {
+            node.step(Input::Message(m))
+                .expect("message is for this node");
+        }
+        true
+    }
+
+    /// Drains readies and delivers messages until the cluster is quiet
+    /// (bounded, so a livelock fails loudly instead of hanging).
+    pub fn settle(&mut self) {
+        for _ in 0..100_000 {
+            let drained = self.drain_ready();
+            let delivered = self.deliver_one();
+            if !drained && !delivered {
+                return;
+            }
+        }
+        panic!("cluster did not settle within 100000 rounds");
+    }
+
+    /// One tick on every node, then settle.
+    pub fn tick_all(&mut self) {
+        self.time += 1;
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.nodes
+                .get_mut(&id)
+                .expect("node exists")
+                .step(Input::Tick)
+                .expect("tick never fails");
+        }
+        self.settle();
+    }
+
+    /// Ticks until a single leader is known to everyone reachable, at most
+    /// `max_ticks` times. Returns the leader.
+    pub fn elect(&mut self, max_ticks: u64) -> Option<NodeId> {
+        for _ in 0..max_ticks {
+            self.tick_all();
+            if let Some(leader) = self.leader() {
+                return Some(leader);
+            }
+        }
+        None
+    }
+
+    /// Makes node `id` leader by campaigning it directly.
+    pub fn campaign(&mut self, id: u64) {
+        self.step(id, Input::Campaign).expect("campaign accepted");
+        self.settle();
+    }
+
+    /// The leader of the highest term, if one exists among connected nodes.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.nodes
+            .values()
+            .filter(|n| n.role() == Role::Leader && !self.isolated.contains(&n.id()))
+            .max_by_key(|n| n.term())
+            .map(|n| n.id())
+    }
+
+    pub fn isolate(&mut self, id: u64) {
+        self.isolated.insert(NodeId(id));
+    }
+
+    pub fn heal(&mut self) {
+        self.isolated.clear();
+    }
+
+    /// The indexes of the entries a node applied.
+    pub fn applied_indexes(&self, id: u64) -> Vec<LogIndex> {
+        self.applied[&NodeId(id)].iter().map(|e| e.index).collect()
+    }
+
+    /// The payloads of the normal entries a node applied.
+    pub fn applied_data(&self, id: u64) -> Vec<Bytes> {
+        self.applied[&NodeId(id)]
+            .iter()
+            .filter(|e| e.kind == crate::EntryKind::Normal)
+            .map(|e| e.data.clone())
+            .collect()
+    }
+
+    /// Takes the trace recorded so far.
+    pub fn take_trace(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.trace)
+    }
+}

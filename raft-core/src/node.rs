@@ -1,0 +1,891 @@
+//! The Raft node: its state, the term rules that run before anything else,
+//! and dispatch by role. Elections, replication, reads and output assembly
+//! live in their own files as further `impl Node` blocks.
+
+use crate::config::{Config, ConfigError};
+use crate::input::{Accepted, Input, StepError};
+use crate::log::RaftLog;
+use crate::membership::{ConfChange, Membership};
+use crate::message::{ForwardedEntry, Message, MessageBody};
+use crate::progress::Progress;
+use crate::read_index::ReadQueue;
+use crate::ready::ReadState;
+use crate::types::{
+    Entry, EntryKind, HardState, LogIndex, NodeId, Role, Snapshot, SnapshotMeta, SoftState, Term,
+};
+use bytes::Bytes;
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::{Rng, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// What the driver loaded from stable storage to rebuild a node.
+#[derive(Clone, Debug, Default)]
+pub struct InitialState {
+    pub hard_state: HardState,
+    /// The snapshot the state machine was restored from, if any.
+    pub snapshot: Option<SnapshotMeta>,
+    /// The durable log after the snapshot, contiguous.
+    pub entries: Vec<Entry>,
+    /// The voters of a brand-new cluster; ignored when a snapshot exists.
+    /// Committed membership changes in `entries` are replayed on top.
+    pub bootstrap: Membership,
+}
+
+/// A read-only view of a node, for status pages and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub id: NodeId,
+    pub role: Role,
+    pub term: Term,
+    pub vote: Option<NodeId>,
+    pub leader: Option<NodeId>,
+    pub commit_index: LogIndex,
+    pub applied_index: LogIndex,
+    pub last_log_index: LogIndex,
+    pub last_log_term: Term,
+    pub snapshot_index: LogIndex,
+    pub membership: Membership,
+    /// Leader only: each follower's match index.
+    pub match_index: BTreeMap<NodeId, LogIndex>,
+}
+
+/// Messages held until a `Ready` they depend on is durable.
+#[derive(Debug)]
+pub(crate) struct PendingPersist {
+    pub number: u64,
+    pub last_entry: Option<(LogIndex, Term)>,
+    pub hard_state: Option<HardState>,
+    pub messages: Vec<Message>,
+}
+
+/// A Raft node. See the crate documentation for the driving loop.
+#[derive(Debug)]
+pub struct Node {
+    pub(crate) config: Config,
+    pub(crate) rng: ChaCha8Rng,
+
+    // Persistent state (Raft paper, Figure 2).
+    pub(crate) term: Term,
+    pub(crate) vote: Option<NodeId>,
+    pub(crate) log: RaftLog,
+
+    /// The membership in force: the latest committed configuration.
+    pub(crate) membership: Membership,
+    /// Committed configurations above the snapshot, by the index that set them.
+    pub(crate) membership_history: Vec<(LogIndex, Membership)>,
+    /// The snapshot the log starts after (what a lagging follower is sent).
+    pub(crate) snapshot_meta: SnapshotMeta,
+
+    pub(crate) role: Role,
+    pub(crate) leader: Option<NodeId>,
+
+    /// Local ticks since start; the clock of leases.
+    pub(crate) ticks: u64,
+    /// Ticks since the last sign of a live leader (or since a campaign began).
+    pub(crate) election_elapsed: u32,
+    /// This term's randomized election timeout, in
+    /// `[election_ticks_min, election_ticks_max)`.
+    pub(crate) election_timeout: u32,
+    pub(crate) heartbeat_elapsed: u32,
+    /// Leader: ticks since the last check-quorum round.
+    pub(crate) check_quorum_elapsed: u32,
+
+    /// Candidate and pre-candidate: the votes received this round.
+    pub(crate) votes: BTreeMap<NodeId, bool>,
+
+    /// Leader: every other member's replication progress.
+    pub(crate) progress: BTreeMap<NodeId, Progress>,
+    /// Leader: the index of the latest membership change proposed; another
+    /// may only be proposed once this one is committed.
+    pub(crate) pending_conf_index: LogIndex,
+    /// Leader: entries appended but not yet committed (for backpressure).
+    pub(crate) lead_transferee: Option<NodeId>,
+    pub(crate) transfer_elapsed: u32,
+    /// Leader: send appends to every follower at the next `ready`.
+    pub(crate) broadcast_pending: bool,
+    /// Leader: the commit index last told to each follower in a heartbeat.
+    pub(crate) commit_sent: BTreeMap<NodeId, LogIndex>,
+
+    pub(crate) reads: ReadQueue,
+    /// Follower: read contexts forwarded to the leader and not yet answered.
+    pub(crate) forwarded_reads: BTreeSet<u64>,
+    /// Follower: proposals to forward to the leader at the next `ready`.
+    pub(crate) forward_buffer: Vec<ForwardedEntry>,
+
+    // Output, drained by `ready`.
+    pub(crate) msgs: Vec<Message>,
+    /// Messages that may only leave once this node's state is durable.
+    pub(crate) held_msgs: Vec<Message>,
+    pub(crate) unacked: VecDeque<PendingPersist>,
+    pub(crate) read_states: Vec<ReadState>,
+    pub(crate) dropped_reads: Vec<u64>,
+    pub(crate) pending_snapshot: Option<Snapshot>,
+    pub(crate) ready_number: u64,
+    pub(crate) last_soft_state: SoftState,
+    /// The hard state last handed out to persist.
+    pub(crate) last_hard_state: HardState,
+    /// The hard state known durable.
+    pub(crate) durable_hard_state: HardState,
+}
+
+impl Node {
+    /// Builds a node from its configuration and what storage recovered.
+    pub fn new(config: Config, initial: InitialState) -> Result<Node, ConfigError> {
+        config.validate()?;
+        let bad = |why: String| ConfigError::BadInitialState(why);
+        let (snap_index, snap_term, base_membership) = match &initial.snapshot {
+            Some(meta) => (meta.index, meta.term, meta.membership.clone()),
+            None => (LogIndex::ZERO, Term::ZERO, initial.bootstrap.clone()),
+        };
+        let mut log = RaftLog::restore(snap_index, snap_term, initial.entries).map_err(bad)?;
+        let hs = initial.hard_state;
+        if hs.commit > log.last_index() {
+            return Err(bad(format!(
+                "commit {} beyond last index {}",
+                hs.commit,
+                log.last_index()
+            )));
+        }
+        if log.last_term() > hs.term {
+            return Err(bad(format!(
+                "log term {} above current term {}",
+                log.last_term(),
+                hs.term
+            )));
+        }
+        // A snapshot implies its index is committed.
+        log.commit_to(hs.commit.max(snap_index));
+        let mut node = Node {
+            rng: ChaCha8Rng::seed_from_u64(config.seed),
+            term: hs.term,
+            vote: hs.vote,
+            log,
+            membership: base_membership.clone(),
+            membership_history: vec![(snap_index, base_membership.clone())],
+            snapshot_meta: SnapshotMeta {
+                index: snap_index,
+                term: snap_term,
+                membership: base_membership,
+            },
+            role: Role::Follower,
+            leader: None,
+            ticks: 0,
+            election_elapsed: 0,
+            election_timeout: config.election_ticks_min,
+            heartbeat_elapsed: 0,
+            check_quorum_elapsed: 0,
+            votes: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            pending_conf_index: LogIndex::ZERO,
+            lead_transferee: None,
+            transfer_elapsed: 0,
+            broadcast_pending: false,
+            commit_sent: BTreeMap::new(),
+            reads: ReadQueue::default(),
+            forwarded_reads: BTreeSet::new(),
+            forward_buffer: Vec::new(),
+            msgs: Vec::new(),
+            held_msgs: Vec::new(),
+            unacked: VecDeque::new(),
+            read_states: Vec::new(),
+            dropped_reads: Vec::new(),
+            pending_snapshot: None,
+            ready_number: 0,
+            last_soft_state: SoftState {
+                role: Role::Follower,
+                leader: None,
+                term: hs.term,
+            },
+            last_hard_state: hs,
+            durable_hard_state: hs,
+            config,
+        };
+        node.apply_committed_conf_changes(snap_index);
+        node.role = node.follower_role();
+        node.last_soft_state = node.soft_state();
+        node.reset_election_timer();
+        Ok(node)
+    }
+
+    /// The one way in. See [`Input`] for what each input means.
+    pub fn step(&mut self, input: Input) -> Result<Accepted, StepError> {
+        let result = match input {
+            Input::Tick => {
+                self.tick();
+                Ok(Accepted::Done)
+            }
+            Input::Message(m) => {
+                if m.to != self.config.id {
+                    return Err(StepError::WrongRecipient { to: m.to });
+                }
+                self.step_message(m);
+                Ok(Accepted::Done)
+            }
+            Input::Propose { data } => self.propose(EntryKind::Normal, data),
+            Input::ProposeConfChange(change) => self.propose_conf_change(change),
+            Input::ReadIndex { context, lease } => self.read_index(context, lease),
+            Input::Campaign => {
+                if !self.is_promotable() {
+                    return Err(StepError::NotAVoter(self.config.id));
+                }
+                if self.role != Role::Leader {
+                    self.campaign(false);
+                }
+                Ok(Accepted::Done)
+            }
+            Input::TransferLeadership { to } => self.transfer_leadership(to),
+            Input::Persisted { ready } => {
+                self.on_persisted(ready);
+                Ok(Accepted::Done)
+            }
+            Input::Applied { index } => {
+                if index > self.log.handed_out {
+                    return Err(StepError::AppliedBeyondHandedOut {
+                        applied: index,
+                        handed_out: self.log.handed_out,
+                    });
+                }
+                self.log.applied = self.log.applied.max(index);
+                Ok(Accepted::Done)
+            }
+            Input::SnapshotTaken { meta } => self.snapshot_taken(meta),
+        };
+        self.log.assert_invariants();
+        result
+    }
+
+    // ----- Term rules: one place, before any role code runs. -----
+
+    fn step_message(&mut self, m: Message) {
+        if m.term > self.term {
+            match &m.body {
+                MessageBody::RequestVote {
+                    pre_vote, transfer, ..
+                } => {
+                    if self.in_leader_lease() && !transfer {
+                        // We heard from a live leader within the minimum
+                        // election timeout: this candidate is disruptive.
+                        tracing::debug!(from = %m.from, "ignoring vote request inside leader lease");
+                        return;
+                    }
+                    if !pre_vote {
+                        self.become_follower(m.term, None);
+                    }
+                }
+                // A granted pre-vote carries the term we would campaign in.
+                MessageBody::RequestVoteResponse {
+                    pre_vote: true,
+                    granted: true,
+                } => {}
+                MessageBody::AppendEntries { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. }
+                | MessageBody::TimeoutNow => self.become_follower(m.term, Some(m.from)),
+                _ => self.become_follower(m.term, None),
+            }
+        } else if m.term < self.term {
+            match m.body {
+                // Tell a stale leader or pre-candidate about the newer term so
+                // that it steps down instead of retrying forever.
+                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+                    self.send(m.from, MessageBody::HeartbeatResponse { read_round: 0 });
+                }
+                MessageBody::RequestVote { pre_vote: true, .. } => self.send(
+                    m.from,
+                    MessageBody::RequestVoteResponse {
+                        pre_vote: true,
+                        granted: false,
+                    },
+                ),
+                _ => {
+                    tracing::trace!(from = %m.from, kind = m.body.name(), "ignoring stale-term message")
+                }
+            }
+            return;
+        }
+
+        if let MessageBody::RequestVote { .. } = m.body {
+            self.handle_vote_request(m);
+            return;
+        }
+        match self.role {
+            Role::Leader => self.step_leader(m),
+            Role::Candidate | Role::PreCandidate => self.step_candidate(m),
+            Role::Follower | Role::Learner => self.step_follower(m),
+        }
+    }
+
+    fn step_leader(&mut self, m: Message) {
+        if let Some(pr) = self.progress.get_mut(&m.from) {
+            pr.recent_active = true;
+        }
+        match m.body {
+            MessageBody::AppendEntriesResponse { .. } => self.handle_append_response(m),
+            MessageBody::HeartbeatResponse { read_round } => {
+                self.handle_heartbeat_response(m.from, read_round)
+            }
+            MessageBody::InstallSnapshotResponse { last_index } => {
+                self.handle_snapshot_response(m.from, last_index)
+            }
+            MessageBody::Propose { entries } => {
+                for e in entries {
+                    // A forwarded proposal that cannot be taken is dropped:
+                    // the proposer's driver times out with an unknown outcome.
+                    if let Err(err) = self.propose(e.kind, e.data) {
+                        tracing::debug!(from = %m.from, %err, "dropping forwarded proposal");
+                    }
+                }
+            }
+            MessageBody::ReadIndex { context, lease } => {
+                self.leader_read_index(Some(m.from), context, lease)
+            }
+            _ => tracing::trace!(from = %m.from, kind = m.body.name(), "leader ignores"),
+        }
+    }
+
+    fn step_candidate(&mut self, m: Message) {
+        match m.body {
+            MessageBody::RequestVoteResponse { pre_vote, granted } => {
+                self.handle_vote_response(m.from, m.term, pre_vote, granted)
+            }
+            // A leader of our term exists: stop campaigning and follow it.
+            MessageBody::AppendEntries { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. } => {
+                self.become_follower(m.term, Some(m.from));
+                self.step_follower(m);
+            }
+            _ => tracing::trace!(from = %m.from, kind = m.body.name(), "candidate ignores"),
+        }
+    }
+
+    fn step_follower(&mut self, m: Message) {
+        match m.body {
+            MessageBody::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+            } => {
+                self.heard_from_leader(m.from);
+                self.handle_append(
+                    m.from,
+                    prev_log_index,
+                    prev_log_term,
+                    entries,
+                    leader_commit,
+                );
+            }
+            MessageBody::Heartbeat { commit, read_round } => {
+                self.heard_from_leader(m.from);
+                let commit = commit.min(self.log.last_index());
+                self.commit_to(commit);
+                self.send(m.from, MessageBody::HeartbeatResponse { read_round });
+            }
+            MessageBody::InstallSnapshot { meta, data } => {
+                self.heard_from_leader(m.from);
+                self.handle_install_snapshot(m.from, meta, data);
+            }
+            MessageBody::TimeoutNow => {
+                if self.is_promotable() {
+                    tracing::info!(from = %m.from, "leadership transferred to us: campaigning");
+                    self.campaign(true);
+                }
+            }
+            MessageBody::ReadIndexResponse { context, index } => {
+                if self.forwarded_reads.remove(&context) {
+                    match index {
+                        Some(index) => self.read_states.push(ReadState { context, index }),
+                        None => self.dropped_reads.push(context),
+                    }
+                }
+            }
+            MessageBody::Propose { entries } => {
+                // The sender thought we lead; pass it on if we know who does.
+                if self.leader.is_some_and(|l| l != self.config.id) {
+                    self.forward_buffer.extend(entries);
+                }
+            }
+            MessageBody::ReadIndex { context, .. } => self.send(
+                m.from,
+                MessageBody::ReadIndexResponse {
+                    context,
+                    index: None,
+                },
+            ),
+            _ => tracing::trace!(from = %m.from, kind = m.body.name(), "follower ignores"),
+        }
+    }
+
+    fn heard_from_leader(&mut self, leader: NodeId) {
+        self.election_elapsed = 0;
+        if self.leader != Some(leader) {
+            self.set_leader(Some(leader));
+        }
+    }
+
+    // ----- Role transitions. -----
+
+    /// The role a non-leader takes in the current membership.
+    pub(crate) fn follower_role(&self) -> Role {
+        if self.membership.is_voter(self.config.id) {
+            Role::Follower
+        } else {
+            Role::Learner
+        }
+    }
+
+    pub(crate) fn is_promotable(&self) -> bool {
+        self.membership.is_voter(self.config.id)
+    }
+
+    pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        if term > self.term {
+            self.term = term;
+            self.vote = None;
+        }
+        assert!(
+            term == self.term,
+            "become follower of old term {term} in {}",
+            self.term
+        );
+        if self.role == Role::Leader {
+            self.abandon_leadership();
+        }
+        self.role = self.follower_role();
+        self.votes.clear();
+        self.set_leader(leader);
+        self.reset_election_timer();
+    }
+
+    /// Clears what only a leader keeps, failing reads it cannot confirm.
+    fn abandon_leadership(&mut self) {
+        self.progress.clear();
+        self.commit_sent.clear();
+        self.lead_transferee = None;
+        self.broadcast_pending = false;
+        for (requester, context) in self.reads.drain_all() {
+            match requester {
+                None => self.dropped_reads.push(context),
+                Some(follower) => self.send(
+                    follower,
+                    MessageBody::ReadIndexResponse {
+                        context,
+                        index: None,
+                    },
+                ),
+            }
+        }
+    }
+
+    pub(crate) fn set_leader(&mut self, leader: Option<NodeId>) {
+        if self.leader != leader {
+            // Forwarded reads went to a node that may never answer now.
+            self.dropped_reads
+                .extend(std::mem::take(&mut self.forwarded_reads));
+        }
+        self.leader = leader;
+    }
+
+    pub(crate) fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        let span = (self.config.election_ticks_max - self.config.election_ticks_min) as u64;
+        self.election_timeout =
+            self.config.election_ticks_min + (self.rng.next_u64() % span) as u32;
+    }
+
+    /// True while we heard from a leader within the minimum election timeout
+    /// (Raft thesis, section 4.2.3): then a vote request is disruptive.
+    fn in_leader_lease(&self) -> bool {
+        self.config.check_quorum
+            && self.leader.is_some()
+            && self.election_elapsed < self.config.election_ticks_min
+    }
+
+    // ----- Time. -----
+
+    fn tick(&mut self) {
+        self.ticks += 1;
+        if self.role == Role::Leader {
+            self.tick_leader();
+            return;
+        }
+        self.election_elapsed = self.election_elapsed.saturating_add(1);
+        if self.is_promotable() && self.election_elapsed >= self.election_timeout {
+            tracing::debug!(term = %self.term, "election timeout");
+            self.campaign(false);
+        }
+    }
+
+    fn tick_leader(&mut self) {
+        self.heartbeat_elapsed += 1;
+        self.check_quorum_elapsed += 1;
+        if self.lead_transferee.is_some() {
+            self.transfer_elapsed += 1;
+            if self.transfer_elapsed >= self.config.election_ticks_min {
+                tracing::info!(to = ?self.lead_transferee, "leadership transfer timed out");
+                self.lead_transferee = None;
+            }
+        }
+        if self.check_quorum_elapsed >= self.config.election_ticks_min {
+            self.check_quorum_elapsed = 0;
+            if self.config.check_quorum && !self.quorum_active() {
+                tracing::info!(term = %self.term, "lost contact with a quorum: stepping down");
+                self.become_follower(self.term, None);
+                return;
+            }
+        }
+        for pr in self.progress.values_mut() {
+            if let crate::progress::ReplicationState::Snapshot { .. } = pr.state {
+                pr.snapshot_ticks += 1;
+                // The snapshot or its answer was lost: try again.
+                if pr.snapshot_ticks >= self.config.election_ticks_max * 2 {
+                    pr.become_probe();
+                    self.broadcast_pending = true;
+                }
+            }
+        }
+        if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
+            self.heartbeat_elapsed = 0;
+            self.reads.request_round();
+        }
+    }
+
+    /// Check-quorum: were we heard from by a quorum since the last round?
+    fn quorum_active(&mut self) -> bool {
+        let mut active: BTreeSet<NodeId> = self
+            .progress
+            .iter()
+            .filter(|(_, pr)| pr.recent_active)
+            .map(|(&id, _)| id)
+            .collect();
+        active.insert(self.config.id);
+        for pr in self.progress.values_mut() {
+            pr.recent_active = false;
+        }
+        self.membership.has_quorum(&active)
+    }
+
+    // ----- Proposals. -----
+
+    pub(crate) fn propose(&mut self, kind: EntryKind, data: Bytes) -> Result<Accepted, StepError> {
+        match self.role {
+            Role::Leader => {
+                if self.lead_transferee.is_some() {
+                    return Err(StepError::TransferInProgress);
+                }
+                let uncommitted = (self.log.last_index().0 - self.log.committed.0) as usize;
+                if uncommitted >= self.config.max_uncommitted_entries {
+                    return Err(StepError::Backpressure { uncommitted });
+                }
+                let (index, term) = self.append_entry(kind, data);
+                Ok(Accepted::Appended { index, term })
+            }
+            _ => match self.leader {
+                Some(leader) if leader != self.config.id => {
+                    self.forward_buffer.push(ForwardedEntry { kind, data });
+                    Ok(Accepted::Forwarded { leader })
+                }
+                _ => Err(StepError::NoLeader),
+            },
+        }
+    }
+
+    /// Leader: appends an entry of the current term and schedules replication.
+    pub(crate) fn append_entry(&mut self, kind: EntryKind, data: Bytes) -> (LogIndex, Term) {
+        let index = self.log.last_index().next();
+        self.log.append(Entry {
+            term: self.term,
+            index,
+            kind,
+            data,
+        });
+        self.broadcast_pending = true;
+        (index, self.term)
+    }
+
+    fn propose_conf_change(&mut self, change: ConfChange) -> Result<Accepted, StepError> {
+        if self.role != Role::Leader {
+            return Err(StepError::NotLeader);
+        }
+        if self.pending_conf_index > self.log.committed {
+            return Err(StepError::ConfChangeInProgress);
+        }
+        // Validate against the configuration in force; it is the one the
+        // change will be applied to, as no other change is in flight.
+        self.membership.apply(&change)?;
+        let accepted = self.propose(EntryKind::ConfChange, change.encode())?;
+        if let Accepted::Appended { index, .. } = accepted {
+            self.pending_conf_index = index;
+        }
+        Ok(accepted)
+    }
+
+    fn transfer_leadership(&mut self, to: NodeId) -> Result<Accepted, StepError> {
+        if self.role != Role::Leader {
+            return Err(StepError::NotLeader);
+        }
+        if to == self.config.id {
+            return Ok(Accepted::Done);
+        }
+        if !self.membership.is_voter(to) {
+            return Err(StepError::NotAVoter(to));
+        }
+        tracing::info!(%to, "transferring leadership");
+        self.lead_transferee = Some(to);
+        self.transfer_elapsed = 0;
+        let caught_up = self.progress[&to].match_index == self.log.last_index();
+        if caught_up {
+            self.send_timeout_now(to);
+        } else {
+            self.send_append(to);
+        }
+        Ok(Accepted::Done)
+    }
+
+    pub(crate) fn send_timeout_now(&mut self, to: NodeId) {
+        // The target may win before our lease runs out: stop serving from it.
+        self.reads.end_lease();
+        self.send(to, MessageBody::TimeoutNow);
+    }
+
+    // ----- Commit and membership. -----
+
+    /// Advances the commit index and applies committed membership changes.
+    pub(crate) fn commit_to(&mut self, index: LogIndex) -> bool {
+        let old = self.log.committed;
+        if !self.log.commit_to(index) {
+            return false;
+        }
+        self.apply_committed_conf_changes(old);
+        true
+    }
+
+    /// Applies the membership changes committed after `from`.
+    fn apply_committed_conf_changes(&mut self, from: LogIndex) {
+        let mut index = from.next().max(self.log.first_index());
+        while index <= self.log.committed {
+            let entry = self
+                .log
+                .entry(index)
+                .expect("committed entry is in the log");
+            if entry.kind == EntryKind::ConfChange {
+                match ConfChange::decode(&entry.data)
+                    .map_err(|e| e.to_string())
+                    .and_then(|c| self.membership.apply(&c).map_err(|e| e.to_string()))
+                {
+                    Ok(next) => self.set_membership(index, next),
+                    // Proposals are validated before they are appended, so a
+                    // bad committed change means a bug; skip it identically
+                    // on every node.
+                    Err(err) => tracing::error!(%index, %err, "ignoring invalid membership change"),
+                }
+            }
+            index = index.next();
+        }
+    }
+
+    fn set_membership(&mut self, index: LogIndex, next: Membership) {
+        tracing::info!(%index, ?next, "membership changed");
+        self.membership = next.clone();
+        self.membership_history.push((index, next));
+        let me = self.config.id;
+        if self.role == Role::Leader {
+            let last = self.log.last_index();
+            let members = self.membership.members();
+            self.progress.retain(|id, _| members.contains(id));
+            for id in members {
+                if id != me {
+                    self.progress
+                        .entry(id)
+                        .or_insert_with(|| Progress::new(last.next()));
+                }
+            }
+            if !self.membership.is_voter(me) {
+                tracing::info!("removed from the voters: stepping down");
+                self.become_follower(self.term, None);
+            } else if self.membership.is_joint() {
+                // Leave the joint configuration as soon as it is committed.
+                let (index, _) =
+                    self.append_entry(EntryKind::ConfChange, ConfChange::Leave.encode());
+                self.pending_conf_index = index;
+            }
+        } else if matches!(self.role, Role::Follower | Role::Learner) || !self.is_promotable() {
+            // A follower may have become a learner or a voter; a candidate
+            // that lost its vote stops campaigning.
+            self.role = self.follower_role();
+        }
+    }
+
+    /// The membership in force at `index` (at or above the snapshot).
+    pub(crate) fn membership_at(&self, index: LogIndex) -> Membership {
+        self.membership_history
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= index)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_else(|| self.snapshot_meta.membership.clone())
+    }
+
+    // ----- Snapshots taken by the driver. -----
+
+    /// The metadata a snapshot of the state machine at `index` must carry,
+    /// for an index between the current snapshot and the applied index.
+    pub fn snapshot_meta_at(&self, index: LogIndex) -> Option<SnapshotMeta> {
+        if index < self.log.snapshot_index() || index > self.log.applied {
+            return None;
+        }
+        Some(SnapshotMeta {
+            index,
+            term: self.log.term(index)?,
+            membership: self.membership_at(index),
+        })
+    }
+
+    fn snapshot_taken(&mut self, meta: SnapshotMeta) -> Result<Accepted, StepError> {
+        if meta.index <= self.log.snapshot_index() {
+            return Ok(Accepted::Done);
+        }
+        if meta.index > self.log.applied {
+            return Err(StepError::SnapshotBeyondApplied {
+                index: meta.index,
+                applied: self.log.applied,
+            });
+        }
+        assert_eq!(
+            Some(&meta),
+            self.snapshot_meta_at(meta.index).as_ref(),
+            "snapshot metadata does not match the log"
+        );
+        self.log.compact(meta.index);
+        let keep_from = self
+            .membership_history
+            .iter()
+            .rposition(|(at, _)| *at <= meta.index)
+            .unwrap_or(0);
+        self.membership_history.drain(..keep_from);
+        self.snapshot_meta = meta;
+        Ok(Accepted::Done)
+    }
+
+    // ----- Output helpers. -----
+
+    pub(crate) fn send(&mut self, to: NodeId, body: MessageBody) {
+        let term = match &body {
+            // A granted pre-vote answers in the term it was asked for.
+            MessageBody::RequestVoteResponse {
+                pre_vote: true,
+                granted: true,
+            } => self.term.next(),
+            MessageBody::RequestVote { pre_vote: true, .. } => self.term.next(),
+            _ => self.term,
+        };
+        let message = Message {
+            from: self.config.id,
+            to,
+            term,
+            body,
+        };
+        if self.needs_durable_state(&message) {
+            self.held_msgs.push(message);
+        } else {
+            self.msgs.push(message);
+        }
+    }
+
+    /// Messages that promise something about this node's durable state.
+    fn needs_durable_state(&self, m: &Message) -> bool {
+        match m.body {
+            MessageBody::RequestVoteResponse {
+                pre_vote: false, ..
+            } => {
+                #[cfg(feature = "buggy")]
+                if self.config.bugs.vote_before_persist {
+                    return false;
+                }
+                true
+            }
+            MessageBody::RequestVote {
+                pre_vote: false, ..
+            }
+            | MessageBody::AppendEntriesResponse { .. }
+            | MessageBody::InstallSnapshotResponse { .. } => true,
+            _ => false,
+        }
+    }
+
+    pub(crate) fn soft_state(&self) -> SoftState {
+        SoftState {
+            role: self.role,
+            leader: self.leader,
+            term: self.term,
+        }
+    }
+
+    pub(crate) fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed,
+        }
+    }
+
+    // ----- Read-only accessors. -----
+
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn term(&self) -> Term {
+        self.term
+    }
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+    pub fn commit_index(&self) -> LogIndex {
+        self.log.committed
+    }
+    pub fn applied_index(&self) -> LogIndex {
+        self.log.applied
+    }
+    pub fn last_index(&self) -> LogIndex {
+        self.log.last_index()
+    }
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    /// The term of the entry at `index`, if it is still in the log.
+    pub fn log_term(&self, index: LogIndex) -> Option<Term> {
+        self.log.term(index)
+    }
+    /// The entry at `index`, if it is still in the log (for invariant checks).
+    pub fn log_entry(&self, index: LogIndex) -> Option<&Entry> {
+        self.log.entry(index)
+    }
+
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.config.id,
+            role: self.role,
+            term: self.term,
+            vote: self.vote,
+            leader: self.leader,
+            commit_index: self.log.committed,
+            applied_index: self.log.applied,
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+            snapshot_index: self.log.snapshot_index(),
+            membership: self.membership.clone(),
+            match_index: self
+                .progress
+                .iter()
+                .map(|(&id, pr)| (id, pr.match_index))
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Linearizable reads without writing to the log (Raft thesis, section
+//! 6.4): the read index is the leader's commit index once its own no-op is
+//! committed, released after a quorum answers a heartbeat round sent after
+//! the request arrived. Lease reads skip the round while the lease holds.
+
+use crate::input::{Accepted, StepError};
+use crate::message::MessageBody;
+use crate::node::Node;
+use crate::ready::ReadState;
+use crate::types::{LogIndex, NodeId, Role};
+use std::collections::{BTreeSet, VecDeque};
+
+/// Who asked for a read: this node's driver (None) or a follower.
+pub(crate) type Requester = Option<NodeId>;
+
+#[derive(Debug)]
+struct PendingRead {
+    requester: Requester,
+    context: u64,
+    index: LogIndex,
+    /// The heartbeat round that confirms this read; 0 until one is sent.
+    round: u64,
+}
+
+/// A leader's read-index bookkeeping.
+#[derive(Debug, Default)]
+pub(crate) struct ReadQueue {
+    /// The newest heartbeat round sent. Rounds only grow, across terms too.
+    round: u64,
+    /// Start a round at the next `ready`: a heartbeat is due or reads wait.
+    round_requested: bool,
+    /// The local tick at which each recent round was sent, oldest first.
+    round_ticks: VecDeque<(u64, u64)>,
+    /// Reads waiting for their round to be acknowledged, oldest first.
+    pending: VecDeque<PendingRead>,
+    /// Reads that arrived before this leader's no-op committed.
+    before_noop: Vec<(Requester, u64, bool)>,
+    /// The lease holds while the local tick is below this.
+    lease_until: u64,
+}
+
+impl ReadQueue {
+    pub fn request_round(&mut self) {
+        self.round_requested = true;
+    }
+
+    pub fn round_requested(&self) -> bool {
+        self.round_requested
+    }
+
+    pub fn current_round(&self) -> u64 {
+        self.round
+    }
+
+    pub fn end_lease(&mut self) {
+        self.lease_until = 0;
+    }
+
+    pub fn reset_for_new_term(&mut self) {
+        debug_assert!(self.pending.is_empty() && self.before_noop.is_empty());
+        self.round_ticks.clear();
+        self.lease_until = 0;
+        self.round_requested = true;
+    }
+
+    /// Removes every waiting read, for a leader that steps down.
+    pub fn drain_all(&mut self) -> Vec<(Requester, u64)> {
+        self.round_requested = false;
+        self.lease_until = 0;
+        self.round_ticks.clear();
+        self.pending
+            .drain(..)
+            .map(|r| (r.requester, r.context))
+            .chain(self.before_noop.drain(..).map(|(r, c, _)| (r, c)))
+            .collect()
+    }
+}
+
+impl Node {
+    /// `Input::ReadIndex`: serve on the leader, forward from a follower.
+    pub(crate) fn read_index(&mut self, context: u64, lease: bool) -> Result<Accepted, StepError> {
+        if self.role == Role::Leader {
+            self.leader_read_index(None, context, lease);
+            return Ok(Accepted::Done);
+        }
+        match self.leader {
+            Some(leader) if leader != self.config.id => {
+                self.forwarded_reads.insert(context);
+                self.send(leader, MessageBody::ReadIndex { context, lease });
+                Ok(Accepted::Forwarded { leader })
+            }
+            _ => Err(StepError::NoLeader),
+        }
+    }
+
+    pub(crate) fn leader_read_index(&mut self, requester: Requester, context: u64, lease: bool) {
+        if self.log.term(self.log.committed) != Some(self.term) {
+            // Until our no-op commits we may not know the latest commit index.
+            self.reads.before_noop.push((requester, context, lease));
+            return;
+        }
+        let index = self.log.committed;
+        #[allow(unused_mut)]
+        let mut confirmed = self.is_sole_voter() || (lease && self.lease_holds());
+        #[cfg(feature = "buggy")]
+        if self.config.bugs.read_without_quorum {
+            confirmed = true;
+        }
+        if confirmed {
+            self.release_read(requester, context, index);
+        } else {
+            self.reads.pending.push_back(PendingRead {
+                requester,
+                context,
+                index,
+                round: 0,
+            });
+            self.reads.round_requested = true;
+        }
+    }
+
+    fn is_sole_voter(&self) -> bool {
+        let mut me = BTreeSet::new();
+        me.insert(self.config.id);
+        self.membership.has_quorum(&me)
+    }
+
+    fn lease_holds(&self) -> bool {
+        self.config.check_quorum
+            && self.lead_transferee.is_none()
+            && self.ticks < self.reads.lease_until
+    }
+
+    fn release_read(&mut self, requester: Requester, context: u64, index: LogIndex) {
+        match requester {
+            None => self.read_states.push(ReadState { context, index }),
+            Some(follower) => self.send(
+                follower,
+                MessageBody::ReadIndexResponse {
+                    context,
+                    index: Some(index),
+                },
+            ),
+        }
+    }
+
+    /// Called when the commit index moves: reads held for the no-op may go.
+    pub(crate) fn on_commit_advanced(&mut self) {
+        if self.role != Role::Leader || self.reads.before_noop.is_empty() {
+            return;
+        }
+        if self.log.term(self.log.committed) == Some(self.term) {
+            for (requester, context, lease) in std::mem::take(&mut self.reads.before_noop) {
+                self.leader_read_index(requester, context, lease);
+            }
+        }
+    }
+
+    /// Sends a heartbeat round to every follower; the reads waiting without
+    /// a round are confirmed by this one.
+    pub(crate) fn start_read_round(&mut self) {
+        self.reads.round_requested = false;
+        self.reads.round += 1;
+        let round = self.reads.round;
+        self.reads.round_ticks.push_back((round, self.ticks));
+        while self.reads.round_ticks.len() > 64 {
+            self.reads.round_ticks.pop_front();
+        }
+        for read in self.reads.pending.iter_mut().filter(|r| r.round == 0) {
+            read.round = round;
+        }
+        let followers: Vec<(NodeId, LogIndex)> = self
+            .progress
+            .iter()
+            .map(|(&id, pr)| (id, pr.match_index))
+            .collect();
+        for (id, match_index) in followers {
+            let commit = self.log.committed.min(match_index);
+            self.commit_sent.insert(id, commit);
+            self.send(
+                id,
+                MessageBody::Heartbeat {
+                    commit,
+                    read_round: round,
+                },
+            );
+        }
+        self.on_read_round_acked();
+    }
+
+    /// The newest round a quorum (counting ourselves) has acknowledged.
+    fn confirmed_round(&self) -> u64 {
+        let me = self.config.id;
+        let mut candidates: Vec<u64> = self.progress.values().map(|pr| pr.read_round).collect();
+        candidates.push(self.reads.round);
+        candidates.sort_unstable_by(|a, b| b.cmp(a));
+        candidates.dedup();
+        for round in candidates {
+            let mut heard: BTreeSet<NodeId> = self
+                .progress
+                .iter()
+                .filter(|(_, pr)| pr.read_round >= round)
+                .map(|(&id, _)| id)
+                .collect();
+            heard.insert(me);
+            if self.membership.has_quorum(&heard) {
+                return round;
+            }
+        }
+        0
+    }
+
+    /// Releases the reads whose round a quorum acknowledged, and extends the
+    /// lease from the send time of that round.
+    pub(crate) fn on_read_round_acked(&mut self) {
+        let confirmed = self.confirmed_round();
+        if confirmed == 0 {
+            return;
+        }
+        if let Some(&(_, sent_at)) = self.reads.round_ticks.iter().find(|(r, _)| *r == confirmed) {
+            let lease = (self.config.election_ticks_min - self.config.lease_drift_ticks) as u64;
+            self.reads.lease_until = self.reads.lease_until.max(sent_at + lease);
+        }
+        while self
+            .reads
+            .pending
+            .front()
+            .is_some_and(|r| r.round != 0 && r.round <= confirmed)
+        {
+            let read = self.reads.pending.pop_front().expect("front exists");
+            self.release_read(read.requester, read.context, read.index);
+        }
+    }
+}

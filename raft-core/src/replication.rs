@@ -1,0 +1,328 @@
+//! Log replication (Raft paper, section 5.3): AppendEntries on both sides,
+//! fast backtracking with conflict hints, pipelining, commitment and
+//! snapshots for followers that fell behind the compacted log.
+
+use crate::message::{Message, MessageBody};
+use crate::node::Node;
+use crate::progress::ReplicationState;
+use crate::types::{Entry, LogIndex, NodeId, Snapshot, SnapshotMeta, Term};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+
+impl Node {
+    // ----- Follower side. -----
+
+    pub(crate) fn handle_append(
+        &mut self,
+        leader: NodeId,
+        mut prev_log_index: LogIndex,
+        mut prev_log_term: Term,
+        mut entries: Vec<Entry>,
+        leader_commit: LogIndex,
+    ) {
+        let committed = self.log.committed;
+        if prev_log_index < committed {
+            // Our committed prefix agrees with every current leader's log
+            // (leader completeness): skip the part of the message it covers.
+            entries.retain(|e| e.index > committed);
+            prev_log_index = committed;
+            prev_log_term = self
+                .log
+                .term(committed)
+                .expect("committed index is in the log");
+        }
+        #[allow(unused_mut)]
+        let mut consistent = self.log.matches(prev_log_index, prev_log_term);
+        #[cfg(feature = "buggy")]
+        if self.config.bugs.skip_prev_term_check && prev_log_index <= self.log.last_index() {
+            consistent = true;
+        }
+        if !consistent {
+            let (conflict_index, conflict_term) = if prev_log_index > self.log.last_index() {
+                (self.log.last_index().next(), None)
+            } else {
+                let term = self.log.term(prev_log_index);
+                (self.log.first_index_of_term_at(prev_log_index), term)
+            };
+            tracing::debug!(%leader, prev = %prev_log_index, %conflict_index, "rejecting append");
+            self.send(
+                leader,
+                MessageBody::AppendEntriesResponse {
+                    success: false,
+                    match_index: LogIndex::ZERO,
+                    conflict_index,
+                    conflict_term,
+                    reject_index: prev_log_index,
+                },
+            );
+            return;
+        }
+        let last_new = prev_log_index.plus(entries.len() as u64);
+        if !entries.is_empty() {
+            self.log.merge(&entries);
+        }
+        // Only what this message proved to match may be marked committed.
+        self.commit_to(leader_commit.min(last_new));
+        self.send(
+            leader,
+            MessageBody::AppendEntriesResponse {
+                success: true,
+                match_index: last_new,
+                conflict_index: LogIndex::ZERO,
+                conflict_term: None,
+                reject_index: LogIndex::ZERO,
+            },
+        );
+    }
+
+    pub(crate) fn handle_install_snapshot(
+        &mut self,
+        leader: NodeId,
+        meta: SnapshotMeta,
+        data: Bytes,
+    ) {
+        let last_index = if meta.index <= self.log.committed {
+            // Stale or duplicate: we are past it already.
+            self.log.committed
+        } else if self.log.matches(meta.index, meta.term) {
+            // We hold the snapshot's last entry: just learn it is committed.
+            self.commit_to(meta.index);
+            meta.index
+        } else {
+            tracing::info!(index = %meta.index, term = %meta.term, "installing snapshot from leader");
+            self.log.restore_snapshot(meta.index, meta.term);
+            self.membership = meta.membership.clone();
+            self.membership_history = vec![(meta.index, meta.membership.clone())];
+            self.role = self.follower_role();
+            self.snapshot_meta = meta.clone();
+            self.pending_snapshot = Some(Snapshot { meta, data });
+            self.log.last_index()
+        };
+        self.send(leader, MessageBody::InstallSnapshotResponse { last_index });
+    }
+
+    // ----- Leader side. -----
+
+    pub(crate) fn handle_append_response(&mut self, m: Message) {
+        let MessageBody::AppendEntriesResponse {
+            success,
+            match_index,
+            conflict_index,
+            conflict_term,
+            reject_index,
+        } = m.body
+        else {
+            unreachable!("handle_append_response takes append responses")
+        };
+        let from = m.from;
+        let hint_next = if success {
+            LogIndex::ZERO
+        } else {
+            self.next_index_from_hint(conflict_index, conflict_term)
+        };
+        let last = self.log.last_index();
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
+        if success {
+            assert!(
+                match_index <= last,
+                "{from} acknowledged {match_index} beyond our last index {last}"
+            );
+            if pr.update_match(match_index) {
+                if pr.state == ReplicationState::Probe {
+                    pr.become_replicate();
+                }
+                if self.maybe_commit() {
+                    self.broadcast_pending = true;
+                }
+            }
+            if self.lead_transferee == Some(from) && self.progress[&from].match_index == last {
+                self.send_timeout_now(from);
+            }
+            self.send_appends_to(from);
+        } else if pr.back_off(reject_index, hint_next) {
+            tracing::debug!(%from, next = %pr.next_index, "follower rejected append: backing up");
+            self.send_appends_to(from);
+        }
+    }
+
+    /// Where to resume after a rejection: past our last entry of the
+    /// follower's conflicting term if we have that term, else at the first
+    /// index the follower holds of it (or its log end).
+    fn next_index_from_hint(
+        &self,
+        conflict_index: LogIndex,
+        conflict_term: Option<Term>,
+    ) -> LogIndex {
+        if let Some(term) = conflict_term
+            && let Some(last) = self.log.last_index_of_term(term)
+        {
+            return last.next();
+        }
+        conflict_index.max(LogIndex(1))
+    }
+
+    pub(crate) fn handle_heartbeat_response(&mut self, from: NodeId, read_round: u64) {
+        let last = self.log.last_index();
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
+        pr.read_round = pr.read_round.max(read_round);
+        if pr.match_index < last {
+            if pr.state == ReplicationState::Replicate
+                && pr.is_paused(self.config.max_inflight_messages)
+            {
+                // The window is full and the follower still lacks entries:
+                // an append may be lost. Let one more through to find out.
+                pr.inflight.pop_front();
+            }
+            if pr.state == ReplicationState::Probe {
+                pr.probe_sent = false;
+            }
+            self.send_append(from);
+        }
+        self.on_read_round_acked();
+    }
+
+    pub(crate) fn handle_snapshot_response(&mut self, from: NodeId, last_index: LogIndex) {
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
+        pr.update_match(last_index);
+        if let ReplicationState::Snapshot { .. } = pr.state {
+            pr.become_probe();
+        }
+        if self.maybe_commit() {
+            self.broadcast_pending = true;
+        }
+        self.send_appends_to(from);
+    }
+
+    /// Sends as many appends to `to` as its state and window allow.
+    pub(crate) fn send_appends_to(&mut self, to: NodeId) {
+        let last = self.log.last_index();
+        loop {
+            let Some(pr) = self.progress.get(&to) else {
+                return;
+            };
+            if pr.is_paused(self.config.max_inflight_messages) {
+                return;
+            }
+            if pr.state == ReplicationState::Replicate && pr.next_index > last {
+                return;
+            }
+            if pr.state == ReplicationState::Probe && pr.match_index == last {
+                return;
+            }
+            let was_replicating = pr.state == ReplicationState::Replicate;
+            self.send_append(to);
+            if !was_replicating {
+                return;
+            }
+        }
+    }
+
+    /// Sends one AppendEntries (or the snapshot) to `to`, if not paused.
+    pub(crate) fn send_append(&mut self, to: NodeId) {
+        let Some(pr) = self.progress.get(&to) else {
+            return;
+        };
+        if pr.is_paused(self.config.max_inflight_messages) {
+            return;
+        }
+        let next = pr.next_index;
+        if next <= self.log.snapshot_index() {
+            self.send_snapshot(to);
+            return;
+        }
+        let prev_log_index = next.prev();
+        let prev_log_term = self
+            .log
+            .term(prev_log_index)
+            .expect("prev index is in the log");
+        let entries = if next <= self.log.last_index() {
+            self.log.slice(next, self.config.max_message_bytes)
+        } else {
+            Vec::new()
+        };
+        let last_sent = entries.last().map(|e| e.index);
+        let leader_commit = self.log.committed;
+        self.progress
+            .get_mut(&to)
+            .expect("progress checked above")
+            .sent_append(last_sent);
+        self.commit_sent.insert(to, leader_commit);
+        self.send(
+            to,
+            MessageBody::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+            },
+        );
+    }
+
+    fn send_snapshot(&mut self, to: NodeId) {
+        let meta = self.snapshot_meta.clone();
+        tracing::info!(%to, index = %meta.index, "follower needs compacted entries: sending snapshot");
+        self.progress
+            .get_mut(&to)
+            .expect("progress exists")
+            .become_snapshot(meta.index);
+        // The driver's transport attaches the snapshot's data on the way.
+        self.send(
+            to,
+            MessageBody::InstallSnapshot {
+                meta,
+                data: Bytes::new(),
+            },
+        );
+    }
+
+    /// Sends pending appends to every follower, and heartbeats to tell idle
+    /// followers of a commit index they have not heard of.
+    pub(crate) fn broadcast_appends(&mut self) {
+        self.broadcast_pending = false;
+        let followers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for id in followers {
+            self.send_appends_to(id);
+            let pr = &self.progress[&id];
+            let commit = self.log.committed.min(pr.match_index);
+            if self.commit_sent.get(&id).is_none_or(|&sent| sent < commit) {
+                self.commit_sent.insert(id, commit);
+                let read_round = self.reads.current_round();
+                self.send(id, MessageBody::Heartbeat { commit, read_round });
+            }
+        }
+    }
+
+    /// Advances the commit index to what a quorum holds, under the rule of
+    /// Raft paper section 5.4.2: only an entry of the current term is
+    /// committed by counting replicas.
+    pub(crate) fn maybe_commit(&mut self) -> bool {
+        let mut acked: BTreeMap<NodeId, LogIndex> = self
+            .progress
+            .iter()
+            .map(|(&id, pr)| (id, pr.match_index))
+            .collect();
+        acked.insert(self.config.id, self.log.persisted);
+        let index = self.membership.committed_index(&acked);
+        if index <= self.log.committed {
+            return false;
+        }
+        #[allow(unused_mut)]
+        let mut of_current_term = self.log.term(index) == Some(self.term);
+        #[cfg(feature = "buggy")]
+        if self.config.bugs.commit_previous_term {
+            of_current_term = true;
+        }
+        if !of_current_term {
+            return false;
+        }
+        self.commit_to(index);
+        self.on_commit_advanced();
+        true
+    }
+}
