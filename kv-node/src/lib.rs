@@ -6,5 +6,6 @@
 #![forbid(unsafe_code)]
 
 pub mod command;
+pub mod replica;
 pub mod state_machine;
 pub mod storage;

@@ -1,0 +1,211 @@
+//! One replica: a raft-core node, the KV state machine and durable storage,
+//! with the ready-handling loop that both kv-node and the simulator run.
+//!
+//! Only the world differs between the two: the [`Durable`] implementation
+//! (a real WAL or a simulated disk) and what `send` does with a message.
+
+use crate::state_machine::{Applied, KvStateMachine, SnapshotError};
+use bytes::Bytes;
+use raft_core::{
+    Config, ConfigError, Entry, HardState, InitialState, Input, LogIndex, Membership, Message,
+    MessageBody, Node, ReadState, SnapshotMeta, SoftState,
+};
+
+/// The storage a replica writes to. Writes may be buffered until `sync`;
+/// only what was synced survives a crash.
+pub trait Durable {
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// Appends entries; if the first index is at or below the last stored
+    /// index, the stored suffix from there is discarded first.
+    fn append(&mut self, entries: &[Entry]) -> Result<(), Self::Error>;
+    fn set_hard_state(&mut self, hard_state: &HardState) -> Result<(), Self::Error>;
+    /// Makes every earlier write durable.
+    fn sync(&mut self) -> Result<(), Self::Error>;
+    /// Stores a snapshot this replica took, and drops the log it covers.
+    fn save_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), Self::Error>;
+    /// Stores a snapshot received from the leader and discards the whole log.
+    fn install_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), Self::Error>;
+    /// The data of the newest snapshot, to send to a follower.
+    fn snapshot_data(&mut self, meta: &SnapshotMeta) -> Result<Bytes, Self::Error>;
+}
+
+/// What storage recovered, to rebuild a replica from.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub hard_state: HardState,
+    pub snapshot: Option<(SnapshotMeta, Bytes)>,
+    pub entries: Vec<Entry>,
+}
+
+/// Why a replica cannot go on. Every variant stops the node.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError<E: std::error::Error + 'static> {
+    #[error("storage failed: {0}")]
+    Storage(#[source] E),
+    #[error("invalid configuration or recovered state: {0}")]
+    Config(#[from] ConfigError),
+    #[error("snapshot is unreadable: {0}")]
+    Snapshot(#[from] SnapshotError),
+}
+
+/// What one round of ready handling produced for the world outside.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub soft_state: Option<SoftState>,
+    /// Results of applied commands, for the waiting requests.
+    pub applied: Vec<Applied>,
+    pub read_states: Vec<ReadState>,
+    pub dropped_reads: Vec<u64>,
+    /// True if this round wrote and synced anything.
+    pub synced: bool,
+}
+
+pub struct Replica<D: Durable> {
+    pub node: Node,
+    pub state: KvStateMachine,
+    pub disk: D,
+    /// Take a snapshot after this many applied entries (0: never).
+    pub snapshot_every: u64,
+    last_snapshot_index: LogIndex,
+}
+
+impl<D: Durable> Replica<D> {
+    /// Rebuilds a replica from what storage recovered. `bootstrap` is the
+    /// membership of a brand-new cluster.
+    pub fn open(
+        config: Config,
+        recovered: Recovered,
+        bootstrap: Membership,
+        disk: D,
+        dedup_limit: usize,
+    ) -> Result<Replica<D>, ReplicaError<D::Error>> {
+        let (state, snapshot_meta) = match recovered.snapshot {
+            Some((meta, data)) => {
+                let state = KvStateMachine::restore_from_bytes(&data)?;
+                assert_eq!(
+                    state.applied_index(),
+                    meta.index.0,
+                    "snapshot state does not match its metadata"
+                );
+                (state, Some(meta))
+            }
+            None => (KvStateMachine::with_dedup_limit(dedup_limit), None),
+        };
+        let last_snapshot_index = snapshot_meta.as_ref().map_or(LogIndex::ZERO, |m| m.index);
+        let node = Node::new(
+            config,
+            InitialState {
+                hard_state: recovered.hard_state,
+                snapshot: snapshot_meta,
+                entries: recovered.entries,
+                bootstrap,
+            },
+        )?;
+        Ok(Replica {
+            node,
+            state,
+            disk,
+            snapshot_every: 0,
+            last_snapshot_index,
+        })
+    }
+
+    /// Steps an input into the node.
+    pub fn step(&mut self, input: Input) -> Result<raft_core::Accepted, raft_core::StepError> {
+        self.node.step(input)
+    }
+
+    /// Handles one `Ready`, in the order its contract gives: observe, send
+    /// (the node holds back what must wait for durability), persist and
+    /// sync, acknowledge, apply, answer reads. Returns None if there was
+    /// nothing to do.
+    pub fn process_ready(
+        &mut self,
+        mut send: impl FnMut(Message),
+    ) -> Result<Option<Output>, ReplicaError<D::Error>> {
+        if !self.node.has_ready() {
+            return Ok(None);
+        }
+        let rd = self.node.ready();
+        let must_persist = rd.must_persist();
+        let mut out = Output {
+            soft_state: rd.soft_state,
+            ..Output::default()
+        };
+        // Messages may leave before the write below is durable.
+        for mut m in rd.messages {
+            if let MessageBody::InstallSnapshot { meta, data } = &mut m.body
+                && data.is_empty()
+            {
+                *data = self
+                    .disk
+                    .snapshot_data(meta)
+                    .map_err(ReplicaError::Storage)?;
+            }
+            send(m);
+        }
+        if let Some(snapshot) = &rd.snapshot {
+            self.disk
+                .install_snapshot(&snapshot.meta, &snapshot.data)
+                .map_err(ReplicaError::Storage)?;
+            self.state = KvStateMachine::restore_from_bytes(&snapshot.data)?;
+            self.last_snapshot_index = snapshot.meta.index;
+        }
+        self.disk
+            .append(&rd.entries)
+            .map_err(ReplicaError::Storage)?;
+        if let Some(hs) = &rd.hard_state {
+            self.disk
+                .set_hard_state(hs)
+                .map_err(ReplicaError::Storage)?;
+        }
+        if must_persist {
+            self.disk.sync().map_err(ReplicaError::Storage)?;
+            out.synced = true;
+            self.node
+                .step(Input::Persisted { ready: rd.number })
+                .expect("acknowledging a ready never fails");
+        }
+        if let Some(last) = rd.committed_entries.last().map(|e| e.index) {
+            for entry in &rd.committed_entries {
+                out.applied.push(self.state.apply_entry(entry));
+            }
+            self.node
+                .step(Input::Applied { index: last })
+                .expect("applied index was handed out");
+        }
+        out.read_states = rd.read_states;
+        out.dropped_reads = rd.dropped_reads;
+        if self.snapshot_every > 0
+            && self.node.applied_index().0 >= self.last_snapshot_index.0 + self.snapshot_every
+        {
+            self.take_snapshot()?;
+        }
+        Ok(Some(out))
+    }
+
+    /// Snapshots the state machine at its applied index and compacts the log.
+    pub fn take_snapshot(&mut self) -> Result<Option<SnapshotMeta>, ReplicaError<D::Error>> {
+        let applied = self.node.applied_index();
+        if applied <= self.last_snapshot_index {
+            return Ok(None);
+        }
+        let meta = self
+            .node
+            .snapshot_meta_at(applied)
+            .expect("the applied index is in the log");
+        let data = self.state.snapshot_bytes();
+        self.disk
+            .save_snapshot(&meta, &data)
+            .map_err(ReplicaError::Storage)?;
+        self.node
+            .step(Input::SnapshotTaken { meta: meta.clone() })
+            .expect("snapshot at the applied index is accepted");
+        self.last_snapshot_index = meta.index;
+        Ok(Some(meta))
+    }
+
+    pub fn last_snapshot_index(&self) -> LogIndex {
+        self.last_snapshot_index
+    }
+}
