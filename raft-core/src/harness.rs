@@ -101,7 +101,8 @@ impl Cluster {
 
     /// Crashes `id` and starts it again from its storage. Its in-memory
     /// state machine starts empty and re-applies from the log.
-    pub fn restart(&mut self, id: NodeId) {
+    pub fn restart(&mut self, id: u64) {
+        let id = NodeId(id);
         let membership = self.nodes[&id].membership().clone();
         self.in_flight.retain(|m| m.to != id);
         self.start(id, membership);

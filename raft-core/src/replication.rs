@@ -141,6 +141,7 @@ impl Node {
                 self.send_timeout_now(from);
             }
             self.send_appends_to(from);
+            self.send_commit_if_stale(from);
         } else if pr.back_off(reject_index, hint_next) {
             tracing::debug!(%from, next = %pr.next_index, "follower rejected append: backing up");
             self.send_appends_to(from);
@@ -252,7 +253,10 @@ impl Node {
             .get_mut(&to)
             .expect("progress checked above")
             .sent_append(last_sent);
-        self.commit_sent.insert(to, leader_commit);
+        // The follower takes the commit index only as far as this message
+        // proves its log matches ours.
+        let proven = last_sent.unwrap_or(prev_log_index);
+        self.commit_sent.insert(to, leader_commit.min(proven));
         self.send(
             to,
             MessageBody::AppendEntries {
@@ -288,13 +292,22 @@ impl Node {
         let followers: Vec<NodeId> = self.progress.keys().copied().collect();
         for id in followers {
             self.send_appends_to(id);
-            let pr = &self.progress[&id];
-            let commit = self.log.committed.min(pr.match_index);
-            if self.commit_sent.get(&id).is_none_or(|&sent| sent < commit) {
-                self.commit_sent.insert(id, commit);
-                let read_round = self.reads.current_round();
-                self.send(id, MessageBody::Heartbeat { commit, read_round });
-            }
+            self.send_commit_if_stale(id);
+        }
+    }
+
+    /// A follower with nothing more to receive still needs to learn the
+    /// commit index to apply (and to serve reads) without waiting for the
+    /// next heartbeat.
+    fn send_commit_if_stale(&mut self, id: NodeId) {
+        let Some(pr) = self.progress.get(&id) else {
+            return;
+        };
+        let commit = self.log.committed.min(pr.match_index);
+        if self.commit_sent.get(&id).is_none_or(|&sent| sent < commit) {
+            self.commit_sent.insert(id, commit);
+            let read_round = self.reads.current_round();
+            self.send(id, MessageBody::Heartbeat { commit, read_round });
         }
     }
 
