@@ -60,7 +60,6 @@ impl ReadQueue {
         debug_assert!(self.pending.is_empty() && self.before_noop.is_empty());
         self.round_ticks.clear();
         self.lease_until = 0;
-        self.round_requested = true;
     }
 
     /// Removes every waiting read, for a leader that steps down.
