@@ -1,1 +1,370 @@
 //! Durable storage: write-ahead log, hard state, snapshots.
+//!
+//! One [`Storage`] owns a data directory:
+//!
+//! ```text
+//! <dir>/LOCK                 held with flock while a Storage is open
+//! <dir>/wal/<seq>-<first index>.wal
+//! <dir>/snapshots/<index>.snap
+//! ```
+//!
+//! The driver persists each `Ready` with [`Storage::install_snapshot`] (if
+//! any), [`Storage::append`], [`Storage::set_hard_state`], then one
+//! [`Storage::sync`]. Nothing is durable until `sync` returns.
+//!
+//! - `segment`: record framing and checksums.
+//! - `wal`: segment files, rollover, compaction.
+//! - `replay`: rebuilding the log on open; torn tail versus corruption.
+//! - `snapshot_file`: the snapshot file format, atomic writes, validation.
+//! - `lock`: the data directory lock.
+//! - `files`: directory fsync helpers.
+//! - `error`: [`StorageError`].
+
+mod error;
+mod files;
+mod lock;
+mod replay;
+mod segment;
+mod snapshot_file;
+mod wal;
+
+#[cfg(test)]
+mod model_tests;
+#[cfg(test)]
+mod tests;
+
+pub use error::StorageError;
+pub use snapshot_file::{SnapshotReader, open_snapshot};
+
+use lock::DirLock;
+use raft_core::{Entry, HardState, LogIndex, SnapshotMeta};
+use snapshot_file::SnapshotHeader;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use wal::Wal;
+
+/// The largest entry payload the log accepts. Larger proposals should be
+/// refused before they reach raft-core.
+pub const MAX_ENTRY_DATA_BYTES: usize = 64 * 1024 * 1024;
+
+const WAL_DIR: &str = "wal";
+const SNAPSHOT_DIR: &str = "snapshots";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StorageOptions {
+    /// A segment is closed and a new one started once it reaches this size.
+    pub segment_size_bytes: u64,
+    /// Appends are buffered up to this many bytes between syncs.
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        StorageOptions {
+            segment_size_bytes: 64 * 1024 * 1024,
+            write_buffer_bytes: 256 * 1024,
+        }
+    }
+}
+
+impl StorageOptions {
+    fn validate(&self) -> Result<(), StorageError> {
+        if self.segment_size_bytes == 0 {
+            return Err(StorageError::InvalidOption {
+                option: "segment_size_bytes",
+                reason: "must be positive".to_string(),
+            });
+        }
+        if self.write_buffer_bytes == 0 {
+            return Err(StorageError::InvalidOption {
+                option: "write_buffer_bytes",
+                reason: "must be positive".to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What [`Storage::open`] found on disk.
+#[derive(Debug)]
+pub struct Recovered {
+    /// The latest hard state written (default on a fresh directory).
+    pub hard_state: HardState,
+    /// The newest valid snapshot; read it with [`open_snapshot`].
+    pub snapshot: Option<(SnapshotMeta, PathBuf)>,
+    /// The log after the snapshot: contiguous, starting at its index + 1
+    /// (or at 1 without a snapshot).
+    pub entries: Vec<Entry>,
+    /// Damage that recovery repaired (a torn write cut off, a half-written
+    /// snapshot removed). Also logged with `tracing::warn!`.
+    pub warnings: Vec<String>,
+}
+
+/// The cost of one [`Storage::sync`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Bytes written since the previous sync.
+    pub bytes: u64,
+    pub duration: Duration,
+}
+
+/// A snapshot that is now durable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub meta: SnapshotMeta,
+    pub path: PathBuf,
+    pub file_bytes: u64,
+    /// WAL segments deleted because the snapshot covers them.
+    pub segments_removed: usize,
+}
+
+/// The durable state of one Raft node: its log, hard state and snapshot.
+pub struct Storage {
+    dir: PathBuf,
+    snapshot_dir: PathBuf,
+    wal: Wal,
+    snapshot: Option<(SnapshotMeta, PathBuf)>,
+    /// Set by an I/O error that may have left the files in an unknown state:
+    /// every later call fails, so the node stops instead of limping on.
+    failed: bool,
+    /// Declared last so that it is released after the WAL is flushed.
+    _lock: DirLock,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("dir", &self.dir)
+            .field("last_index", &self.wal.last_index())
+            .field("snapshot", &self.snapshot)
+            .field("failed", &self.failed)
+            .finish()
+    }
+}
+
+impl Storage {
+    /// Opens (creating if needed) the data directory `dir`, takes its lock
+    /// and recovers its contents.
+    pub fn open(dir: &Path, options: StorageOptions) -> Result<(Storage, Recovered), StorageError> {
+        options.validate()?;
+        files::ensure_dir(dir)?;
+        let lock = DirLock::acquire(dir)?;
+        let mut warnings = Vec::new();
+        let snapshot_dir = dir.join(SNAPSHOT_DIR);
+        files::ensure_dir(&snapshot_dir)?;
+        let latest = snapshot_file::recover_latest(&snapshot_dir, &mut warnings)?;
+        let (wal_start_seq, snapshot_index) =
+            latest.as_ref().map_or((0, LogIndex::ZERO), |(h, _)| {
+                (h.wal_start_seq, h.meta.index)
+            });
+        let (wal, replayed) = Wal::open(
+            &dir.join(WAL_DIR),
+            &options,
+            wal_start_seq,
+            snapshot_index,
+            &mut warnings,
+        )?;
+        let snapshot = latest.map(|(header, path)| (header.meta, path));
+        let storage = Storage {
+            dir: dir.to_path_buf(),
+            snapshot_dir,
+            wal,
+            snapshot: snapshot.clone(),
+            failed: false,
+            _lock: lock,
+        };
+        let recovered = Recovered {
+            hard_state: replayed.hard_state,
+            snapshot,
+            entries: replayed.entries,
+            warnings,
+        };
+        Ok((storage, recovered))
+    }
+
+    /// Appends `entries` (contiguous). If they start at or below the last
+    /// index, the log from `entries[0].index` on is discarded first, on disk
+    /// too. Buffered: durable after the next [`Storage::sync`].
+    pub fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        self.check_usable()?;
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let (last, snapshot_index) = (self.last_index(), self.snapshot_index());
+        assert!(
+            first.index > snapshot_index,
+            "append at {} would overwrite the snapshot at {snapshot_index}",
+            first.index
+        );
+        assert!(
+            first.index <= last.next(),
+            "append at {} leaves a gap after the last index {last}",
+            first.index
+        );
+        for pair in entries.windows(2) {
+            assert!(
+                pair[1].index == pair[0].index.next(),
+                "appended entries are not contiguous: {} then {}",
+                pair[0].index,
+                pair[1].index
+            );
+        }
+        if let Some(big) = entries.iter().find(|e| e.data.len() > MAX_ENTRY_DATA_BYTES) {
+            return Err(StorageError::RecordTooLarge {
+                kind: "entry",
+                bytes: big.data.len(),
+                max_bytes: MAX_ENTRY_DATA_BYTES,
+            });
+        }
+        let result = self.wal.append(entries);
+        self.fail_on_error(result)
+    }
+
+    /// Records the hard state. Buffered: durable after the next sync.
+    ///
+    /// In a batch, set it after appending the entries its commit index
+    /// covers: then a torn write can only take the hard state with them.
+    /// (Recovery copes with the other order by lowering the commit index.)
+    pub fn set_hard_state(&mut self, hard_state: &HardState) -> Result<(), StorageError> {
+        self.check_usable()?;
+        let result = self.wal.set_hard_state(hard_state);
+        self.fail_on_error(result)
+    }
+
+    /// Makes everything appended and set since the last sync durable with a
+    /// single flush and fdatasync.
+    pub fn sync(&mut self) -> Result<SyncStats, StorageError> {
+        self.check_usable()?;
+        let result = self.wal.sync();
+        self.fail_on_error(result)
+    }
+
+    /// The last entry's index, or the snapshot index if no entry follows it.
+    pub fn last_index(&self) -> LogIndex {
+        self.wal.last_index()
+    }
+
+    /// The hard state last set (durable once synced).
+    pub fn hard_state(&self) -> HardState {
+        self.wal.hard_state()
+    }
+
+    /// The current snapshot and its file, if any.
+    pub fn snapshot_path(&self) -> Option<(SnapshotMeta, PathBuf)> {
+        self.snapshot.clone()
+    }
+
+    /// Saves a snapshot of the local state machine taken at `meta.index`
+    /// (which must be in the log), streaming its bytes from `write`. Once
+    /// it is durable, WAL segments it covers and older snapshots are deleted.
+    /// A crash at any point leaves the previous snapshot usable.
+    pub fn save_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<SnapshotInfo, StorageError> {
+        self.check_usable()?;
+        self.check_newer(meta)?;
+        assert!(
+            meta.index <= self.last_index(),
+            "snapshot at {} is beyond the last index {}",
+            meta.index,
+            self.last_index()
+        );
+        let result = self.save_snapshot_inner(meta, write);
+        self.fail_on_error(result)
+    }
+
+    fn save_snapshot_inner(
+        &mut self,
+        meta: &SnapshotMeta,
+        write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<SnapshotInfo, StorageError> {
+        let covered = self.wal.covered_prefix(meta.index);
+        // Naming the first kept segment in the header lets recovery finish
+        // the deletions below if a crash interrupts them.
+        let header = SnapshotHeader {
+            meta: meta.clone(),
+            wal_start_seq: self.wal.seq_at(covered),
+        };
+        let (path, file_bytes) = snapshot_file::write(&self.snapshot_dir, &header, write)?;
+        self.snapshot = Some((meta.clone(), path.clone()));
+        self.wal.remove_oldest(covered)?;
+        snapshot_file::remove_others(&self.snapshot_dir, &path)?;
+        Ok(SnapshotInfo {
+            meta: meta.clone(),
+            path,
+            file_bytes,
+            segments_removed: covered,
+        })
+    }
+
+    /// Stores a snapshot received from the leader and discards the whole
+    /// log: the next entry appended has index `meta.index + 1`. Durable on
+    /// return.
+    pub fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        data: &[u8],
+    ) -> Result<(), StorageError> {
+        self.check_usable()?;
+        self.check_newer(meta)?;
+        let result = self.install_snapshot_inner(meta, data);
+        self.fail_on_error(result)
+    }
+
+    fn install_snapshot_inner(
+        &mut self,
+        meta: &SnapshotMeta,
+        data: &[u8],
+    ) -> Result<(), StorageError> {
+        // First a fresh segment holding the hard state, then the snapshot
+        // naming it: its rename is the moment the old log stops counting.
+        let wal_start_seq = self.wal.restart_after(meta.index)?;
+        let header = SnapshotHeader {
+            meta: meta.clone(),
+            wal_start_seq,
+        };
+        let (path, _) = snapshot_file::write(&self.snapshot_dir, &header, |w| w.write_all(data))?;
+        self.snapshot = Some((meta.clone(), path.clone()));
+        self.wal.remove_oldest(self.wal.segment_count() - 1)?;
+        snapshot_file::remove_others(&self.snapshot_dir, &path)
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn snapshot_index(&self) -> LogIndex {
+        self.snapshot
+            .as_ref()
+            .map_or(LogIndex::ZERO, |(meta, _)| meta.index)
+    }
+
+    fn check_newer(&self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+        let current = self.snapshot_index();
+        if meta.index <= current {
+            return Err(StorageError::StaleSnapshot {
+                index: meta.index,
+                current,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_usable(&self) -> Result<(), StorageError> {
+        if self.failed {
+            return Err(StorageError::Failed);
+        }
+        Ok(())
+    }
+
+    fn fail_on_error<T>(&mut self, result: Result<T, StorageError>) -> Result<T, StorageError> {
+        if let Err(StorageError::Io { .. }) = &result {
+            self.failed = true;
+        }
+        result
+    }
+}

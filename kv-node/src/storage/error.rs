@@ -1,0 +1,75 @@
+//! The typed errors of the storage layer, and the small helpers that build them.
+
+use raft_core::LogIndex;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Everything that can go wrong in [`crate::storage::Storage`].
+///
+/// `Io` and `Corrupt` are fatal for a node: it should stop with the message
+/// rather than limp on (a failed fsync may have lost writes it cannot see).
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// A file-system operation failed: a full disk, a failed fsync, a
+    /// permission problem.
+    #[error("storage I/O error: {op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Data on disk does not read back as written, somewhere a crash cannot
+    /// explain (anything but a torn record at the very end of the log).
+    #[error("corrupt storage: {} at byte offset {offset}: {reason}", file.display())]
+    Corrupt {
+        file: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    /// Another process (or another `Storage` in this one) holds the data
+    /// directory's lock file.
+    #[error("data directory {} is locked by another process (lock file {})", dir.display(), lock_file.display())]
+    Locked { dir: PathBuf, lock_file: PathBuf },
+    /// A single record would exceed the framing limit.
+    #[error("a {kind} record of {bytes} bytes exceeds the limit of {max_bytes} bytes")]
+    RecordTooLarge {
+        kind: &'static str,
+        bytes: usize,
+        max_bytes: usize,
+    },
+    /// A snapshot no newer than the one already stored.
+    #[error("snapshot at index {index} is not newer than the stored snapshot at index {current}")]
+    StaleSnapshot { index: LogIndex, current: LogIndex },
+    /// `StorageOptions` failed validation.
+    #[error("invalid storage option {option}: {reason}")]
+    InvalidOption {
+        option: &'static str,
+        reason: String,
+    },
+    /// An earlier write or fsync failed, so what is on disk is unknown. The
+    /// node must restart and recover from what is durable.
+    #[error("storage is unusable after an earlier I/O error; restart the node to recover")]
+    Failed,
+}
+
+/// `map_err(io_error("fdatasync", &path))`: an I/O error with its context.
+pub(super) fn io_error(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StorageError {
+    let path = path.to_path_buf();
+    move |source| StorageError::Io { op, path, source }
+}
+
+pub(super) fn corrupt(file: &Path, offset: u64, reason: impl fmt::Display) -> StorageError {
+    StorageError::Corrupt {
+        file: file.to_path_buf(),
+        offset,
+        reason: reason.to_string(),
+    }
+}
+
+/// Records a recovery warning for `Recovered.warnings` and the log.
+pub(super) fn warn(warnings: &mut Vec<String>, message: String) {
+    tracing::warn!("{message}");
+    warnings.push(message);
+}
