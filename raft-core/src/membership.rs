@@ -30,6 +30,9 @@ pub enum ConfChangeStep {
 pub enum ConfChange {
     Enter(Vec<ConfChangeStep>),
     Leave,
+    /// The initial voters, written as entry 1 of every new cluster's log so
+    /// that a node joining later learns the configuration from the log.
+    Bootstrap(Vec<NodeId>),
 }
 
 /// Why a membership change cannot be applied.
@@ -43,6 +46,8 @@ pub enum MembershipError {
     NoVoters,
     #[error("node {0} is not a member")]
     UnknownMember(NodeId),
+    #[error("the bootstrap configuration differs from the one in force")]
+    BootstrapMismatch,
     #[error("malformed membership change of {0} bytes")]
     Malformed(usize),
 }
@@ -96,6 +101,17 @@ impl Membership {
     /// the outgoing half, so the change is safe for any set of steps.
     pub fn apply(&self, change: &ConfChange) -> Result<Membership, MembershipError> {
         match change {
+            ConfChange::Bootstrap(voters) => {
+                let initial = Membership::new(voters.iter().copied());
+                let empty = self.members().is_empty();
+                if !empty && *self != initial {
+                    return Err(MembershipError::BootstrapMismatch);
+                }
+                if initial.voters.is_empty() {
+                    return Err(MembershipError::NoVoters);
+                }
+                Ok(initial)
+            }
             ConfChange::Leave => {
                 if !self.is_joint() {
                     return Err(MembershipError::NotJoint);
@@ -179,6 +195,20 @@ mod tests {
     }
 
     #[test]
+    fn bootstrap_sets_an_empty_configuration_and_must_match_an_existing_one() {
+        let joiner = Membership::default();
+        let boot = ConfChange::Bootstrap(vec![NodeId(1), NodeId(2)]);
+        assert_eq!(
+            joiner.apply(&boot),
+            Ok(Membership::new([NodeId(1), NodeId(2)]))
+        );
+        let same = Membership::new([NodeId(1), NodeId(2)]);
+        assert_eq!(same.apply(&boot), Ok(same.clone()));
+        let other = Membership::new([NodeId(3)]);
+        assert_eq!(other.apply(&boot), Err(MembershipError::BootstrapMismatch));
+    }
+
+    #[test]
     fn removing_every_voter_is_refused() {
         let m = Membership::new([NodeId(1)]);
         assert_eq!(
@@ -190,12 +220,20 @@ mod tests {
 
 impl ConfChange {
     /// A compact, self-describing encoding for the payload of a
-    /// `ConfChange` entry: `[0]` for Leave, or `[1][count u32 LE]` followed
-    /// by `[kind u8][node u64 LE]` per step.
+    /// `ConfChange` entry: `[0]` for Leave, `[1][count u32 LE]` followed
+    /// by `[kind u8][node u64 LE]` per step for Enter, and `[2][count u32
+    /// LE]` followed by `[node u64 LE]` per voter for Bootstrap.
     pub fn encode(&self) -> bytes::Bytes {
         let mut out = Vec::new();
         match self {
             ConfChange::Leave => out.push(0),
+            ConfChange::Bootstrap(voters) => {
+                out.push(2);
+                out.extend_from_slice(&(voters.len() as u32).to_le_bytes());
+                for v in voters {
+                    out.extend_from_slice(&v.0.to_le_bytes());
+                }
+            }
             ConfChange::Enter(steps) => {
                 out.push(1);
                 out.extend_from_slice(&(steps.len() as u32).to_le_bytes());
@@ -237,6 +275,18 @@ impl ConfChange {
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(ConfChange::Enter(steps))
             }
+            Some(2) if bytes.len() >= 5 => {
+                let count = u32::from_le_bytes(bytes[1..5].try_into().unwrap()) as usize;
+                let body = &bytes[5..];
+                if body.len() != count.checked_mul(8).ok_or_else(malformed)? {
+                    return Err(malformed());
+                }
+                Ok(ConfChange::Bootstrap(
+                    body.chunks_exact(8)
+                        .map(|c| NodeId(u64::from_le_bytes(c.try_into().unwrap())))
+                        .collect(),
+                ))
+            }
             _ => Err(malformed()),
         }
     }
@@ -250,6 +300,7 @@ mod codec_tests {
     fn conf_changes_round_trip_and_garbage_is_refused() {
         for change in [
             ConfChange::Leave,
+            ConfChange::Bootstrap(vec![NodeId(1), NodeId(2)]),
             ConfChange::Enter(vec![
                 ConfChangeStep::AddVoter(NodeId(4)),
                 ConfChangeStep::AddLearner(NodeId(5)),

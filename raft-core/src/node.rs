@@ -155,6 +155,19 @@ impl Node {
         }
         // A snapshot implies its index is committed.
         log.commit_to(hs.commit.max(snap_index));
+        if initial.snapshot.is_none() && log.last_index() == LogIndex::ZERO {
+            // A new cluster: its first entry records the initial voters, so
+            // that nodes added later learn them from the log.
+            let voters: Vec<NodeId> = initial.bootstrap.voters.iter().copied().collect();
+            if !voters.is_empty() {
+                log.append(Entry {
+                    term: Term::ZERO,
+                    index: LogIndex(1),
+                    kind: EntryKind::ConfChange,
+                    data: ConfChange::Bootstrap(voters).encode(),
+                });
+            }
+        }
         let mut node = Node {
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             term: hs.term,
@@ -795,23 +808,23 @@ impl Node {
 
     /// Messages that promise something about this node's durable state.
     fn needs_durable_state(&self, m: &Message) -> bool {
-        match m.body {
-            MessageBody::RequestVoteResponse {
-                pre_vote: false, ..
-            } => {
-                #[cfg(feature = "buggy")]
-                if self.config.bugs.vote_before_persist {
-                    return false;
-                }
-                true
-            }
-            MessageBody::RequestVote {
-                pre_vote: false, ..
-            }
-            | MessageBody::AppendEntriesResponse { .. }
-            | MessageBody::InstallSnapshotResponse { .. } => true,
-            _ => false,
+        #[cfg(feature = "buggy")]
+        if self.config.bugs.vote_before_persist
+            && matches!(m.body, MessageBody::RequestVoteResponse { .. })
+        {
+            return false;
         }
+        matches!(
+            m.body,
+            MessageBody::RequestVoteResponse {
+                pre_vote: false,
+                ..
+            } | MessageBody::RequestVote {
+                pre_vote: false,
+                ..
+            } | MessageBody::AppendEntriesResponse { .. }
+                | MessageBody::InstallSnapshotResponse { .. }
+        )
     }
 
     pub(crate) fn soft_state(&self) -> SoftState {

@@ -69,10 +69,22 @@ fn read_index_round() {
     c.propose(1, b"w").unwrap();
     c.settle();
     c.take_trace();
-    c.step(1, Input::ReadIndex { context: 42, lease: false })
-        .unwrap();
-    c.step(3, Input::ReadIndex { context: 43, lease: false })
-        .unwrap();
+    c.step(
+        1,
+        Input::ReadIndex {
+            context: 42,
+            lease: false,
+        },
+    )
+    .unwrap();
+    c.step(
+        3,
+        Input::ReadIndex {
+            context: 43,
+            lease: false,
+        },
+    )
+    .unwrap();
     c.settle();
     let reads = format!(
         "n1 reads: {:?}\nn3 reads: {:?}",
