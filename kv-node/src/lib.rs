@@ -3,9 +3,24 @@
 //! - `command`: the commands replicated through the log and their results.
 //! - `state_machine`: the deterministic KV state machine (shared with `sim`).
 //! - `storage`: the write-ahead log, hard state and snapshot files.
+//! - `replica`: the ready-handling loop shared with the simulator.
+//! - `wal_disk`: `Durable` on `storage`, for the real node.
+//! - `driver`: the thread that owns the replica; requests reach it by channel.
+//! - `transport`: raft messages to and from peers over HTTP.
+//! - `http`: the client API (API.md) and the peer endpoint.
+//! - `server`: wiring, startup, graceful shutdown; the binary's entry.
+//! - `cli`, `ids`, `metrics`: flags, node names and ids, Prometheus text.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod command;
+pub mod driver;
+pub mod http;
+pub mod ids;
+pub mod metrics;
 pub mod replica;
+pub mod server;
 pub mod state_machine;
 pub mod storage;
+pub mod transport;
+pub mod wal_disk;

@@ -1,0 +1,290 @@
+//! Command-line flags (each also an environment variable, `KV_NODE_*`),
+//! validated once into a [`NodeConfig`].
+
+use crate::ids::{IdError, Member, Members, node_id_of};
+use clap::{Parser, ValueEnum};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How a read is served (API.md, "Reads").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadPolicy {
+    /// ReadIndex: the leader confirms leadership with a quorum.
+    Linearizable,
+    /// The leader answers from its lease, without a quorum round trip.
+    Lease,
+    /// The local state machine answers at once; may be behind.
+    Stale,
+}
+
+impl ReadPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadPolicy::Linearizable => "linearizable",
+            ReadPolicy::Lease => "lease",
+            ReadPolicy::Stale => "stale",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ReadPolicy> {
+        match text {
+            "linearizable" => Some(ReadPolicy::Linearizable),
+            "lease" => Some(ReadPolicy::Lease),
+            "stale" => Some(ReadPolicy::Stale),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A replicated key-value node.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "kv-node", version, about)]
+pub struct Cli {
+    /// This node's name, e.g. node1. Its raft id is the FNV-1a hash of the name.
+    #[arg(long, env = "KV_NODE_ID")]
+    pub id: String,
+    /// Address to serve HTTP on (clients and peers).
+    #[arg(long, env = "KV_NODE_LISTEN", conflicts_with = "port")]
+    pub listen: Option<SocketAddr>,
+    /// Shorthand for --listen 127.0.0.1:N.
+    #[arg(long, env = "KV_NODE_PORT")]
+    pub port: Option<u16>,
+    /// The other members: name=url,name=url. An entry naming this node is
+    /// ignored. Without peers the node is a single-node cluster.
+    #[arg(long, env = "KV_NODE_PEERS", value_delimiter = ',')]
+    pub peers: Vec<String>,
+    /// Data directory [default: ./data/<id>].
+    #[arg(long, env = "KV_NODE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Length of one raft-core tick.
+    #[arg(long, env = "KV_NODE_TICK_MS", default_value_t = 15)]
+    pub tick_ms: u64,
+    /// Minimum election timeout; the maximum is twice this.
+    #[arg(long, env = "KV_NODE_ELECTION_TIMEOUT_MS", default_value_t = 150)]
+    pub election_timeout_ms: u64,
+    /// Leader heartbeat interval.
+    #[arg(long, env = "KV_NODE_HEARTBEAT_MS", default_value_t = 30)]
+    pub heartbeat_ms: u64,
+    /// Default read consistency; per request with ?consistency=.
+    #[arg(long, env = "KV_NODE_READ_POLICY", value_enum, default_value_t = ReadPolicy::Linearizable)]
+    pub read_policy: ReadPolicy,
+    /// Largest value accepted, in bytes.
+    #[arg(long, env = "KV_NODE_MAX_VALUE_BYTES", default_value_t = crate::state_machine::MAX_VALUE_BYTES)]
+    pub max_value_bytes: usize,
+    /// Take a snapshot after this many applied entries (0: only on request).
+    #[arg(long, env = "KV_NODE_SNAPSHOT_ENTRIES", default_value_t = 10_000)]
+    pub snapshot_entries: u64,
+    /// How long a request waits for its write or read before 504 timeout.
+    #[arg(long, env = "KV_NODE_REQUEST_TIMEOUT_MS", default_value_t = 5_000)]
+    pub request_timeout_ms: u64,
+    /// Log lines as text or JSON; filter with RUST_LOG.
+    #[arg(long, env = "KV_NODE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Shut down when standard input closes (used by the local-cluster
+    /// example so that nodes never outlive it).
+    #[arg(long, env = "KV_NODE_EXIT_ON_STDIN_EOF", hide = true)]
+    pub exit_on_stdin_eof: bool,
+}
+
+/// A configuration rule that the flags break.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Ids(#[from] IdError),
+    #[error("--peers entry {0:?} is not name=url")]
+    BadPeer(String),
+    #[error("peer URL {0:?} must start with http://")]
+    BadPeerUrl(String),
+    #[error("--tick-ms must be at least 1")]
+    ZeroTick,
+    #[error(
+        "--election-timeout-ms ({election_ms}) must be at least 3 ticks of --tick-ms ({tick_ms})"
+    )]
+    ElectionTooShort { election_ms: u64, tick_ms: u64 },
+    #[error(
+        "--heartbeat-ms ({heartbeat_ms}) must be at least --tick-ms ({tick_ms}) and below --election-timeout-ms ({election_ms})"
+    )]
+    BadHeartbeat {
+        heartbeat_ms: u64,
+        tick_ms: u64,
+        election_ms: u64,
+    },
+    #[error("--max-value-bytes must be between 1 and {max}, got {got}")]
+    BadMaxValue { got: usize, max: usize },
+    #[error("--request-timeout-ms must be at least 1")]
+    ZeroRequestTimeout,
+}
+
+/// Everything a node needs to start, checked.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub members: Members,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub tick: Duration,
+    pub election_ticks_min: u32,
+    pub heartbeat_ticks: u32,
+    pub read_policy: ReadPolicy,
+    pub max_value_bytes: usize,
+    /// Largest client request body: room for one value escaped as JSON.
+    pub max_body_bytes: usize,
+    pub snapshot_entries: u64,
+    pub request_timeout: Duration,
+    pub exit_on_stdin_eof: bool,
+}
+
+/// The value limit must leave room inside one snapshot record and one WAL
+/// record; 64 MiB is far below both.
+const MAX_VALUE_LIMIT: usize = 64 << 20;
+
+impl Cli {
+    /// Checks every rule once; the node is built only from a valid config.
+    pub fn validate(&self) -> Result<NodeConfig, CliError> {
+        let listen = match (self.listen, self.port) {
+            (Some(addr), _) => addr,
+            (None, Some(port)) => SocketAddr::from(([127, 0, 0, 1], port)),
+            (None, None) => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        };
+        let this = Member {
+            name: self.id.clone(),
+            id: node_id_of(&self.id),
+            url: format!("http://{listen}"),
+        };
+        let mut peers = Vec::new();
+        for entry in self.peers.iter().filter(|e| !e.trim().is_empty()) {
+            let (name, url) = entry
+                .trim()
+                .split_once('=')
+                .ok_or_else(|| CliError::BadPeer(entry.clone()))?;
+            if !url.starts_with("http://") {
+                return Err(CliError::BadPeerUrl(url.to_string()));
+            }
+            peers.push(Member {
+                name: name.to_string(),
+                id: node_id_of(name),
+                url: url.trim_end_matches('/').to_string(),
+            });
+        }
+        let members = Members::new(this, peers)?;
+        if self.tick_ms == 0 {
+            return Err(CliError::ZeroTick);
+        }
+        let election_ticks_min = self.election_timeout_ms.div_ceil(self.tick_ms);
+        if election_ticks_min < 3 {
+            return Err(CliError::ElectionTooShort {
+                election_ms: self.election_timeout_ms,
+                tick_ms: self.tick_ms,
+            });
+        }
+        let heartbeat_ticks = self.heartbeat_ms / self.tick_ms;
+        if heartbeat_ticks == 0 || heartbeat_ticks >= election_ticks_min {
+            return Err(CliError::BadHeartbeat {
+                heartbeat_ms: self.heartbeat_ms,
+                tick_ms: self.tick_ms,
+                election_ms: self.election_timeout_ms,
+            });
+        }
+        if self.max_value_bytes == 0 || self.max_value_bytes > MAX_VALUE_LIMIT {
+            return Err(CliError::BadMaxValue {
+                got: self.max_value_bytes,
+                max: MAX_VALUE_LIMIT,
+            });
+        }
+        if self.request_timeout_ms == 0 {
+            return Err(CliError::ZeroRequestTimeout);
+        }
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("data").join(&self.id));
+        Ok(NodeConfig {
+            members,
+            listen,
+            data_dir,
+            tick: Duration::from_millis(self.tick_ms),
+            election_ticks_min: u32::try_from(election_ticks_min).unwrap_or(u32::MAX / 4),
+            heartbeat_ticks: u32::try_from(heartbeat_ticks).unwrap_or(u32::MAX / 4),
+            read_policy: self.read_policy,
+            max_value_bytes: self.max_value_bytes,
+            max_body_bytes: (self.max_value_bytes * 2).max(1 << 20) + (64 << 10),
+            snapshot_entries: self.snapshot_entries,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            exit_on_stdin_eof: self.exit_on_stdin_eof,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("kv-node").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn defaults_give_a_single_node_on_8080_with_data_in_data_id() {
+        let config = parse(&["--id", "node1"]).validate().unwrap();
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.data_dir, PathBuf::from("data/node1"));
+        assert!(config.members.peers.is_empty());
+        assert_eq!((config.election_ticks_min, config.heartbeat_ticks), (10, 2));
+    }
+
+    #[test]
+    fn port_and_peers_are_parsed() {
+        let config = parse(&[
+            "--id",
+            "node2",
+            "--port",
+            "8081",
+            "--peers",
+            "node1=http://127.0.0.1:8080,node2=http://127.0.0.1:8081,node3=http://127.0.0.1:8082/",
+        ])
+        .validate()
+        .unwrap();
+        assert_eq!(config.listen.port(), 8081);
+        assert_eq!(config.members.peers.len(), 2);
+        assert_eq!(
+            config.members.by_name("node3").unwrap().url,
+            "http://127.0.0.1:8082"
+        );
+    }
+
+    #[test]
+    fn bad_flags_give_typed_errors() {
+        assert!(matches!(
+            parse(&["--id", "n", "--peers", "nope"]).validate(),
+            Err(CliError::BadPeer(_))
+        ));
+        assert!(matches!(
+            parse(&["--id", "n", "--heartbeat-ms", "500"]).validate(),
+            Err(CliError::BadHeartbeat { .. })
+        ));
+        assert!(matches!(
+            parse(&["--id", "n", "--election-timeout-ms", "20"]).validate(),
+            Err(CliError::ElectionTooShort { .. })
+        ));
+        assert!(
+            Cli::try_parse_from([
+                "kv-node",
+                "--id",
+                "n",
+                "--port",
+                "1",
+                "--listen",
+                "127.0.0.1:2"
+            ])
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,575 @@
+//! The driver: one thread owns the [`Replica`] (no lock around the core),
+//! steps inputs into it and hands each `Ready` to `Replica::process_ready`.
+//!
+//! HTTP handlers and the peer transport talk to it only through
+//! [`DriverHandle`]: a bounded channel of requests, each with a oneshot
+//! reply. The loop drains everything queued before it handles a `Ready`, so
+//! the proposals of many concurrent clients share one fsync (group commit).
+//! The fsync blocks, so the loop runs on a thread of its own with a
+//! single-threaded tokio runtime for its timer and channels.
+
+use crate::cli::ReadPolicy;
+use crate::command::{ClientSeq, Command, Op, OpResult, RequestId};
+use crate::metrics::Metrics;
+use crate::replica::{Durable, Output, Replica, ReplicaError};
+use crate::transport::PeerSender;
+use bytes::Bytes;
+use raft_core::{Input, Message, NodeId, Role};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Requests queued for the driver before new ones are refused with 503.
+const REQUEST_QUEUE: usize = 16 * 1024;
+/// The most requests handled between two `Ready` rounds.
+const MAX_DRAIN: usize = 8 * 1024;
+/// How often waiters whose HTTP request gave up are forgotten.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A read of the state machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadQuery {
+    Get { key: String },
+    Scan { prefix: String, limit: usize },
+}
+
+/// The answer to a [`ReadQuery`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadAnswer {
+    /// The value and revision, or None if the key is absent.
+    Get(Option<(String, u64)>),
+    Scan {
+        entries: Vec<(String, String, u64)>,
+        more: bool,
+    },
+}
+
+/// Why the driver could not answer. The two variants are the two classes a
+/// client must tell apart.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DriverError {
+    /// Certainly not proposed (or a read that was not served): safe to retry.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The write may or may not be applied.
+    #[error("{0}")]
+    OutcomeUnknown(String),
+}
+
+/// What `/status` shows, read from the core in one consistent moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub id: NodeId,
+    pub role: Role,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub commit_index: u64,
+    pub last_applied: u64,
+    pub last_log_index: u64,
+    pub snapshot_index: u64,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    pub keys: usize,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, DriverError>>;
+
+enum Request {
+    Propose {
+        request: u64,
+        data: Bytes,
+        reply: Reply<OpResult>,
+    },
+    Read {
+        policy: ReadPolicy,
+        query: ReadQuery,
+        reply: Reply<ReadAnswer>,
+    },
+    Peer(Vec<Message>),
+    Status(oneshot::Sender<NodeStatus>),
+    TransferLeader {
+        to: NodeId,
+        reply: Reply<()>,
+    },
+    Snapshot(Reply<Option<u64>>),
+}
+
+/// The cloneable way to talk to the driver.
+#[derive(Clone)]
+pub struct DriverHandle {
+    tx: mpsc::Sender<Request>,
+    node: NodeId,
+    /// Numbers this node's proposals. It starts at the boot time in
+    /// microseconds so that ids never repeat across restarts: an entry from
+    /// before a restart, re-applied while catching up, must not wake a new
+    /// request that happens to reuse its number.
+    next_request: Arc<AtomicU64>,
+    request_timeout: Duration,
+}
+
+impl DriverHandle {
+    /// Proposes a write and waits until this node has applied it.
+    pub async fn write(&self, client: Option<ClientSeq>, op: Op) -> Result<OpResult, DriverError> {
+        let request = self.next_request.fetch_add(1, Relaxed);
+        let command = Command {
+            request: Some(RequestId {
+                node: self.node.0,
+                id: request,
+            }),
+            client,
+            op,
+        };
+        let data = command.encode();
+        let (reply, rx) = oneshot::channel();
+        self.submit(Request::Propose {
+            request,
+            data,
+            reply,
+        })?;
+        self.wait(rx, true).await
+    }
+
+    pub async fn read(
+        &self,
+        policy: ReadPolicy,
+        query: ReadQuery,
+    ) -> Result<ReadAnswer, DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Request::Read {
+            policy,
+            query,
+            reply,
+        })?;
+        self.wait(rx, false).await
+    }
+
+    pub async fn status(&self) -> Result<NodeStatus, DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Request::Status(reply))?;
+        match tokio::time::timeout(self.request_timeout, rx).await {
+            Ok(Ok(status)) => Ok(status),
+            Ok(Err(_)) => Err(stopped()),
+            Err(_) => Err(DriverError::Unavailable(
+                "the node is not responding".into(),
+            )),
+        }
+    }
+
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Request::TransferLeader { to, reply })?;
+        self.wait(rx, false).await
+    }
+
+    /// Takes a snapshot now; returns its index, or None if nothing was
+    /// applied since the last one.
+    pub async fn snapshot(&self) -> Result<Option<u64>, DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Request::Snapshot(reply))?;
+        self.wait(rx, false).await
+    }
+
+    /// Hands messages from a peer to the core. Waits for room in the queue
+    /// (backpressure on the peer's connection) rather than dropping them.
+    pub async fn deliver(&self, messages: Vec<Message>) -> Result<(), DriverError> {
+        self.tx
+            .send(Request::Peer(messages))
+            .await
+            .map_err(|_| stopped())
+    }
+
+    fn submit(&self, request: Request) -> Result<(), DriverError> {
+        self.tx.try_send(request).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                DriverError::Unavailable("the node is overloaded; retry later".into())
+            }
+            mpsc::error::TrySendError::Closed(_) => stopped(),
+        })
+    }
+
+    async fn wait<T>(
+        &self,
+        rx: oneshot::Receiver<Result<T, DriverError>>,
+        proposed: bool,
+    ) -> Result<T, DriverError> {
+        match tokio::time::timeout(self.request_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) if proposed => Err(DriverError::OutcomeUnknown(
+                "the node stopped before the write was applied".into(),
+            )),
+            Ok(Err(_)) => Err(stopped()),
+            Err(_) if proposed => Err(DriverError::OutcomeUnknown(format!(
+                "the write was proposed but not applied within {} ms",
+                self.request_timeout.as_millis()
+            ))),
+            Err(_) => Err(DriverError::OutcomeUnknown(format!(
+                "no answer within {} ms",
+                self.request_timeout.as_millis()
+            ))),
+        }
+    }
+}
+
+fn stopped() -> DriverError {
+    DriverError::Unavailable("the node is shutting down".into())
+}
+
+/// Why the driver stopped the node.
+#[derive(Debug, thiserror::Error)]
+#[error("replica failed: {0}")]
+pub struct DriverFailed(pub String);
+
+struct PendingRead {
+    query: ReadQuery,
+    reply: Reply<ReadAnswer>,
+}
+
+/// The loop's state: the replica and everyone waiting on it.
+struct Driver<D: Durable> {
+    replica: Replica<D>,
+    peers: PeerSender,
+    metrics: Arc<Metrics>,
+    node: NodeId,
+    /// Writes proposed here, by request number, until applied locally.
+    writes: HashMap<u64, Reply<OpResult>>,
+    /// Reads waiting for their read index, by context.
+    reads_unconfirmed: HashMap<u64, PendingRead>,
+    /// Reads whose read index is known, waiting for it to be applied.
+    reads_confirmed: BTreeMap<u64, Vec<PendingRead>>,
+    next_read_context: u64,
+}
+
+/// Starts the driver thread. It runs until `shutdown` turns true or the
+/// replica fails; the returned receiver gets which, once everything the
+/// driver owned is dropped.
+pub fn spawn<D: Durable + Send + 'static>(
+    replica: Replica<D>,
+    peers: PeerSender,
+    metrics: Arc<Metrics>,
+    tick: Duration,
+    request_timeout: Duration,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<(DriverHandle, oneshot::Receiver<Result<(), DriverFailed>>)> {
+    let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
+    let node = replica.node.id();
+    let boot_micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(1));
+    let handle = DriverHandle {
+        tx,
+        node,
+        next_request: Arc::new(AtomicU64::new(boot_micros)),
+        request_timeout,
+    };
+    let driver = Driver {
+        replica,
+        peers,
+        metrics,
+        node,
+        writes: HashMap::new(),
+        reads_unconfirmed: HashMap::new(),
+        reads_confirmed: BTreeMap::new(),
+        next_read_context: 1,
+    };
+    let (done_tx, done_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("raft-driver".into())
+        .spawn(move || {
+            let result = match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                // `run` consumes the driver: the storage is flushed and its
+                // lock released before the result is reported.
+                Ok(runtime) => runtime.block_on(driver.run(rx, tick, shutdown)),
+                Err(e) => Err(DriverFailed(format!(
+                    "cannot start the driver runtime: {e}"
+                ))),
+            };
+            let _ = done_tx.send(result);
+        })?;
+    Ok((handle, done_rx))
+}
+
+impl<D: Durable> Driver<D> {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Request>,
+        tick: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), DriverFailed> {
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sweeper = tokio::time::interval(SWEEP_INTERVAL);
+        self.update_metrics();
+        let result = loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() { break Ok(()); }
+                }
+                _ = ticker.tick() => self.step_logged(Input::Tick),
+                _ = sweeper.tick() => self.sweep(),
+                request = rx.recv() => match request {
+                    Some(request) => self.handle(request),
+                    None => break Ok(()),
+                },
+            }
+            // Group commit: take in everything already queued, then persist
+            // it all with one fsync.
+            for _ in 0..MAX_DRAIN {
+                match rx.try_recv() {
+                    Ok(request) => self.handle(request),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = self.process_ready() {
+                break Err(e);
+            }
+        };
+        self.fail_everyone();
+        result
+    }
+
+    fn handle(&mut self, request: Request) {
+        match request {
+            Request::Propose {
+                request,
+                data,
+                reply,
+            } => match self.replica.step(Input::Propose { data }) {
+                Ok(_) => {
+                    self.metrics.proposals.fetch_add(1, Relaxed);
+                    self.writes.insert(request, reply);
+                }
+                Err(e) => {
+                    self.metrics.proposals_refused.fetch_add(1, Relaxed);
+                    let _ = reply.send(Err(DriverError::Unavailable(format!(
+                        "write not proposed: {e}"
+                    ))));
+                }
+            },
+            Request::Read {
+                policy,
+                query,
+                reply,
+            } => self.start_read(policy, query, reply),
+            Request::Peer(messages) => {
+                self.metrics
+                    .peer_messages_received
+                    .fetch_add(messages.len() as u64, Relaxed);
+                for m in messages {
+                    self.step_logged(Input::Message(m));
+                }
+            }
+            Request::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Request::TransferLeader { to, reply } => {
+                let result = self
+                    .replica
+                    .step(Input::TransferLeadership { to })
+                    .map(|_| ())
+                    .map_err(|e| DriverError::Unavailable(format!("transfer refused: {e}")));
+                let _ = reply.send(result);
+            }
+            Request::Snapshot(reply) => match self.replica.take_snapshot() {
+                Ok(meta) => {
+                    let _ = reply.send(Ok(meta.map(|m| m.index.0)));
+                }
+                Err(e) => {
+                    // Storage failures stop the node; the loop sees it on
+                    // the next `process_ready` (the storage stays failed).
+                    tracing::error!(error = %e, "snapshot failed");
+                    let _ = reply.send(Err(DriverError::Unavailable(format!(
+                        "snapshot failed: {e}"
+                    ))));
+                }
+            },
+        }
+    }
+
+    fn start_read(&mut self, policy: ReadPolicy, query: ReadQuery, reply: Reply<ReadAnswer>) {
+        let lease = match policy {
+            ReadPolicy::Stale => {
+                self.metrics.reads.fetch_add(1, Relaxed);
+                let _ = reply.send(Ok(self.answer(&query)));
+                return;
+            }
+            ReadPolicy::Lease => true,
+            ReadPolicy::Linearizable => false,
+        };
+        let context = self.next_read_context;
+        self.next_read_context += 1;
+        match self.replica.step(Input::ReadIndex { context, lease }) {
+            Ok(_) => {
+                self.reads_unconfirmed
+                    .insert(context, PendingRead { query, reply });
+            }
+            Err(e) => {
+                self.metrics.reads_dropped.fetch_add(1, Relaxed);
+                let _ = reply.send(Err(DriverError::Unavailable(format!(
+                    "read not served: {e}"
+                ))));
+            }
+        }
+    }
+
+    fn answer(&self, query: &ReadQuery) -> ReadAnswer {
+        let state = &self.replica.state;
+        match query {
+            ReadQuery::Get { key } => {
+                ReadAnswer::Get(state.get(key).map(|(v, rev)| (v.to_string(), rev)))
+            }
+            ReadQuery::Scan { prefix, limit } => {
+                let (entries, more) = state.scan(prefix, *limit);
+                ReadAnswer::Scan { entries, more }
+            }
+        }
+    }
+
+    fn step_logged(&mut self, input: Input) {
+        if let Err(e) = self.replica.step(input) {
+            tracing::debug!(error = %e, "input refused by the core");
+        }
+    }
+
+    fn process_ready(&mut self) -> Result<(), DriverFailed> {
+        loop {
+            let peers = &self.peers;
+            let output = self
+                .replica
+                .process_ready(|m| peers.send(m))
+                .map_err(|e: ReplicaError<D::Error>| DriverFailed(e.to_string()))?;
+            let Some(output) = output else { break };
+            self.metrics.ready_rounds.fetch_add(1, Relaxed);
+            self.handle_output(output);
+        }
+        self.serve_confirmed_reads();
+        self.update_metrics();
+        Ok(())
+    }
+
+    fn handle_output(&mut self, output: Output) {
+        if let Some(soft) = output.soft_state {
+            tracing::info!(role = ?soft.role, leader = ?soft.leader, term = %soft.term, "raft state changed");
+        }
+        for applied in output.applied {
+            let Some(request) = applied.request else {
+                continue;
+            };
+            if request.node != self.node.0 {
+                continue;
+            }
+            if let Some(reply) = self.writes.remove(&request.id) {
+                let result = applied.result.ok_or_else(|| {
+                    DriverError::OutcomeUnknown("the applied entry carried no result".into())
+                });
+                let _ = reply.send(result);
+            }
+        }
+        for read in output.read_states {
+            if let Some(pending) = self.reads_unconfirmed.remove(&read.context) {
+                self.reads_confirmed
+                    .entry(read.index.0)
+                    .or_default()
+                    .push(pending);
+            }
+        }
+        for context in output.dropped_reads {
+            if let Some(pending) = self.reads_unconfirmed.remove(&context) {
+                self.metrics.reads_dropped.fetch_add(1, Relaxed);
+                let _ = pending.reply.send(Err(DriverError::Unavailable(
+                    "leadership could not be confirmed for this read; retry".into(),
+                )));
+            }
+        }
+    }
+
+    /// Serves every confirmed read whose read index is applied.
+    fn serve_confirmed_reads(&mut self) {
+        let applied = self.replica.state.applied_index();
+        while let Some(entry) = self.reads_confirmed.first_entry() {
+            if *entry.key() > applied {
+                break;
+            }
+            for pending in entry.remove() {
+                self.metrics.reads.fetch_add(1, Relaxed);
+                let _ = pending.reply.send(Ok(self.answer(&pending.query)));
+            }
+        }
+    }
+
+    /// Forgets waiters whose HTTP request already gave up (504).
+    fn sweep(&mut self) {
+        self.writes.retain(|_, reply| !reply.is_closed());
+        self.reads_unconfirmed
+            .retain(|_, pending| !pending.reply.is_closed());
+        for pending in self.reads_confirmed.values_mut() {
+            pending.retain(|p| !p.reply.is_closed());
+        }
+        self.reads_confirmed
+            .retain(|_, pending| !pending.is_empty());
+    }
+
+    /// On shutdown or failure: writes in flight have an unknown outcome,
+    /// reads were not served.
+    fn fail_everyone(&mut self) {
+        for (_, reply) in self.writes.drain() {
+            let _ = reply.send(Err(DriverError::OutcomeUnknown(
+                "the node stopped before the write was applied".into(),
+            )));
+        }
+        let reads = self.reads_unconfirmed.drain().map(|(_, p)| p).chain(
+            std::mem::take(&mut self.reads_confirmed)
+                .into_values()
+                .flatten(),
+        );
+        for pending in reads {
+            let _ = pending.reply.send(Err(stopped()));
+        }
+    }
+
+    fn status(&self) -> NodeStatus {
+        let node = &self.replica.node;
+        let membership = node.membership();
+        let members = membership.members();
+        let (voters, learners) = members.into_iter().partition(|id| membership.is_voter(*id));
+        NodeStatus {
+            id: node.id(),
+            role: node.role(),
+            term: node.term().0,
+            leader: node.leader(),
+            commit_index: node.commit_index().0,
+            last_applied: self.replica.state.applied_index(),
+            last_log_index: node.last_index().0,
+            snapshot_index: self.replica.last_snapshot_index().0,
+            voters,
+            learners,
+            keys: self.replica.state.len(),
+        }
+    }
+
+    fn update_metrics(&self) {
+        let node = &self.replica.node;
+        let m = &self.metrics;
+        m.set_role(node.role());
+        m.term.store(node.term().0, Relaxed);
+        m.commit_index.store(node.commit_index().0, Relaxed);
+        m.applied_index
+            .store(self.replica.state.applied_index(), Relaxed);
+        m.last_log_index.store(node.last_index().0, Relaxed);
+        m.snapshot_index
+            .store(self.replica.last_snapshot_index().0, Relaxed);
+        m.leader_known
+            .store(u64::from(node.leader().is_some()), Relaxed);
+    }
+}
+
+/// The commit index as of `status`, for readiness: the node knows a leader
+/// and has applied everything it knows is committed.
+pub fn is_ready(status: &NodeStatus) -> bool {
+    status.leader.is_some() && status.last_applied >= status.commit_index
+}

@@ -1,0 +1,130 @@
+//! Every error the HTTP surface returns, and the one function that maps
+//! each to its status code and API code (API.md, "Errors").
+
+use crate::driver::DriverError;
+use warp::http::{Response, StatusCode, header};
+
+/// An error answered as `{"error": {"code", "message"}}`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed JSON, a missing field, a bad key or parameter.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method {method} is not allowed here; allowed: {allow}")]
+    MethodNotAllowed { method: String, allow: &'static str },
+    /// A newer seq was already applied for this client.
+    #[error("seq {seq} of client {client_id:?} is older than the newest seen, {newest}")]
+    StaleSeq {
+        client_id: String,
+        seq: u64,
+        newest: u64,
+    },
+    /// Key, value or body over its limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Certainly not proposed (no leader, no quorum, overload, shutdown).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Proposed, outcome unknown.
+    #[error("{0}")]
+    Timeout(String),
+    #[error("{0}")]
+    NotImplemented(String),
+}
+
+impl ApiError {
+    /// The one mapping from errors to HTTP status codes and API codes.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed { .. } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+            }
+            ApiError::StaleSeq { .. } => (StatusCode::CONFLICT, "stale_seq"),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            ApiError::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
+        }
+    }
+
+    pub fn into_response(self) -> Response<Vec<u8>> {
+        let (status, code) = self.status_and_code();
+        let body = serde_json::json!({"error": {"code": code, "message": self.to_string()}});
+        let mut response = super::json_response(status, &body);
+        if let ApiError::MethodNotAllowed { allow, .. } = self
+            && let Ok(value) = header::HeaderValue::from_str(allow)
+        {
+            response.headers_mut().insert(header::ALLOW, value);
+        }
+        response
+    }
+}
+
+impl From<DriverError> for ApiError {
+    fn from(e: DriverError) -> ApiError {
+        match e {
+            DriverError::Unavailable(message) => ApiError::Unavailable(message),
+            DriverError::OutcomeUnknown(message) => ApiError::Timeout(message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_class_has_its_status_and_code() {
+        let cases = [
+            (ApiError::BadRequest("x".into()), 400, "bad_request"),
+            (ApiError::NotFound("x".into()), 404, "not_found"),
+            (
+                ApiError::MethodNotAllowed {
+                    method: "PATCH".into(),
+                    allow: "GET",
+                },
+                405,
+                "method_not_allowed",
+            ),
+            (
+                ApiError::StaleSeq {
+                    client_id: "c".into(),
+                    seq: 1,
+                    newest: 2,
+                },
+                409,
+                "stale_seq",
+            ),
+            (ApiError::TooLarge("x".into()), 413, "too_large"),
+            (ApiError::Unavailable("x".into()), 503, "unavailable"),
+            (ApiError::Timeout("x".into()), 504, "timeout"),
+            (ApiError::NotImplemented("x".into()), 501, "not_implemented"),
+        ];
+        for (error, status, code) in cases {
+            assert_eq!(
+                error.status_and_code(),
+                (StatusCode::from_u16(status).unwrap(), code)
+            );
+        }
+    }
+
+    #[test]
+    fn driver_errors_keep_their_class() {
+        assert_eq!(
+            ApiError::from(DriverError::Unavailable("no leader".into()))
+                .status_and_code()
+                .0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            ApiError::from(DriverError::OutcomeUnknown("slow".into()))
+                .status_and_code()
+                .0,
+            StatusCode::GATEWAY_TIMEOUT
+        );
+    }
+}

@@ -1,0 +1,336 @@
+//! The HTTP surface (API.md): routing, body limits and replies.
+//!
+//! One catch-all warp filter hands every request to [`handle`], which
+//! resolves the route (404 and 405 included), reads the body under the
+//! route's size limit and calls the handler. Handlers talk to the node only
+//! through [`DriverHandle`]; errors become replies in `error.rs`.
+//!
+//! - `error`: [`ApiError`] and its mapping to status codes and API codes.
+//! - `kv`: the key-value routes.
+//! - `ops`: health, status, metrics, cluster, admin and the peer endpoint.
+
+mod error;
+mod kv;
+mod ops;
+
+pub use error::ApiError;
+
+use crate::cli::ReadPolicy;
+use crate::driver::DriverHandle;
+use crate::ids::Members;
+use crate::metrics::Metrics;
+use bytes::{Buf, Bytes};
+use futures_util::{Stream, StreamExt};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::time::Instant;
+use warp::Filter;
+use warp::http::{Method, Response, StatusCode, header};
+
+/// What every handler may use.
+pub struct AppState {
+    pub driver: DriverHandle,
+    pub members: Members,
+    pub metrics: Arc<Metrics>,
+    /// The server-wide default read consistency (`PUT /admin/read-policy`).
+    read_policy: AtomicU8,
+    pub max_value_bytes: usize,
+    pub max_body_bytes: usize,
+}
+
+impl AppState {
+    pub fn new(
+        driver: DriverHandle,
+        members: Members,
+        metrics: Arc<Metrics>,
+        read_policy: ReadPolicy,
+        max_value_bytes: usize,
+        max_body_bytes: usize,
+    ) -> AppState {
+        let state = AppState {
+            driver,
+            members,
+            metrics,
+            read_policy: AtomicU8::new(0),
+            max_value_bytes,
+            max_body_bytes,
+        };
+        state.set_read_policy(read_policy);
+        state
+    }
+
+    pub fn read_policy(&self) -> ReadPolicy {
+        match self.read_policy.load(Relaxed) {
+            1 => ReadPolicy::Lease,
+            2 => ReadPolicy::Stale,
+            _ => ReadPolicy::Linearizable,
+        }
+    }
+
+    pub fn set_read_policy(&self, policy: ReadPolicy) {
+        let code = match policy {
+            ReadPolicy::Linearizable => 0,
+            ReadPolicy::Lease => 1,
+            ReadPolicy::Stale => 2,
+        };
+        self.read_policy.store(code, Relaxed);
+    }
+}
+
+/// The whole HTTP surface as one warp filter.
+pub fn routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Response<Vec<u8>>,), Error = warp::Rejection> + Clone + Send + Sync + 'static
+{
+    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    warp::method()
+        .and(warp::path::full())
+        .and(query)
+        .and(warp::body::stream())
+        .then(
+            move |method: Method, path: warp::path::FullPath, query: String, body| {
+                let state = state.clone();
+                async move { handle(&state, method, path.as_str(), &query, body).await }
+            },
+        )
+}
+
+/// One request, from route resolution to reply, with its latency recorded.
+pub async fn handle<S, B>(
+    state: &AppState,
+    method: Method,
+    path: &str,
+    query: &str,
+    body: S,
+) -> Response<Vec<u8>>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    let started = Instant::now();
+    let (name, response) = match Route::resolve(&method, path) {
+        Ok(route) => {
+            let name = route.name();
+            let limit = route.body_limit(state);
+            let response = match read_body(body, limit).await {
+                Ok(body) => route.dispatch(state, query, body).await,
+                Err(e) => Err(e),
+            };
+            (name, response.unwrap_or_else(ApiError::into_response))
+        }
+        Err(e) => ("unmatched", e.into_response()),
+    };
+    state
+        .metrics
+        .observe_request(name, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// Reads a body, refusing it with 413 as soon as it passes `limit`.
+async fn read_body<S, B>(body: S, limit: usize) -> Result<Bytes, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    let mut body = std::pin::pin!(body);
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk =
+            chunk.map_err(|e| ApiError::BadRequest(format!("reading the body failed: {e}")))?;
+        if bytes.len() + chunk.remaining() > limit {
+            return Err(ApiError::TooLarge(format!(
+                "request body over the limit of {limit} bytes"
+            )));
+        }
+        while chunk.has_remaining() {
+            let piece = chunk.chunk();
+            bytes.extend_from_slice(piece);
+            let n = piece.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(Bytes::from(bytes))
+}
+
+/// Every route of API.md, resolved from the method and path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Route {
+    KvGet(String),
+    KvPut(String),
+    KvDelete(String),
+    KvCas(String),
+    KvMultiPut,
+    KvList,
+    Healthz,
+    Readyz,
+    Status,
+    Metrics,
+    MembersList,
+    MembersAdd,
+    MembersRemove,
+    TransferLeader,
+    Snapshot,
+    ReadPolicyGet,
+    ReadPolicySet,
+    RaftMessages,
+}
+
+impl Route {
+    fn resolve(method: &Method, path: &str) -> Result<Route, ApiError> {
+        let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+        let not_allowed = |allow: &'static str| ApiError::MethodNotAllowed {
+            method: method.to_string(),
+            allow,
+        };
+        let m = method;
+        let route = match segments.as_slice() {
+            ["kv"] => match *m {
+                Method::GET => Route::KvList,
+                _ => return Err(not_allowed("GET")),
+            },
+            ["kv", "mput"] if m == Method::POST => Route::KvMultiPut,
+            ["kv", key] => {
+                let key = kv::decode_key(key);
+                match *m {
+                    Method::GET => Route::KvGet(key?),
+                    Method::PUT => Route::KvPut(key?),
+                    Method::DELETE => Route::KvDelete(key?),
+                    _ => return Err(not_allowed("GET, PUT, DELETE")),
+                }
+            }
+            ["kv", key, "cas"] => match *m {
+                Method::POST => Route::KvCas(kv::decode_key(key)?),
+                _ => return Err(not_allowed("POST")),
+            },
+            ["healthz"] => only_get(m, Route::Healthz)?,
+            ["readyz"] => only_get(m, Route::Readyz)?,
+            ["status"] => only_get(m, Route::Status)?,
+            ["metrics"] => only_get(m, Route::Metrics)?,
+            ["cluster", "members"] => match *m {
+                Method::GET => Route::MembersList,
+                Method::POST => Route::MembersAdd,
+                _ => return Err(not_allowed("GET, POST")),
+            },
+            ["cluster", "members", _] => match *m {
+                Method::DELETE => Route::MembersRemove,
+                _ => return Err(not_allowed("DELETE")),
+            },
+            ["cluster", "transfer-leader"] => only_post(m, Route::TransferLeader)?,
+            ["admin", "snapshot"] => only_post(m, Route::Snapshot)?,
+            ["admin", "read-policy"] => match *m {
+                Method::GET => Route::ReadPolicyGet,
+                Method::PUT => Route::ReadPolicySet,
+                _ => return Err(not_allowed("GET, PUT")),
+            },
+            ["raft", "messages"] => only_post(m, Route::RaftMessages)?,
+            _ => return Err(ApiError::NotFound(format!("no route for {path}"))),
+        };
+        Ok(route)
+    }
+
+    /// The route's label in metrics: a fixed set, never a key.
+    fn name(&self) -> &'static str {
+        match self {
+            Route::KvGet(_) => "kv_get",
+            Route::KvPut(_) => "kv_put",
+            Route::KvDelete(_) => "kv_delete",
+            Route::KvCas(_) => "kv_cas",
+            Route::KvMultiPut => "kv_mput",
+            Route::KvList => "kv_list",
+            Route::Healthz => "healthz",
+            Route::Readyz => "readyz",
+            Route::Status => "status",
+            Route::Metrics => "metrics",
+            Route::MembersList => "members_list",
+            Route::MembersAdd => "members_add",
+            Route::MembersRemove => "members_remove",
+            Route::TransferLeader => "transfer_leader",
+            Route::Snapshot => "snapshot",
+            Route::ReadPolicyGet | Route::ReadPolicySet => "read_policy",
+            Route::RaftMessages => "raft_messages",
+        }
+    }
+
+    fn body_limit(&self, state: &AppState) -> usize {
+        match self {
+            Route::RaftMessages => crate::transport::MAX_BATCH_BYTES,
+            Route::KvPut(_) | Route::KvCas(_) | Route::KvMultiPut => state.max_body_bytes,
+            _ => 64 << 10,
+        }
+    }
+
+    async fn dispatch(
+        self,
+        state: &AppState,
+        query: &str,
+        body: Bytes,
+    ) -> Result<Response<Vec<u8>>, ApiError> {
+        match self {
+            Route::KvGet(key) => kv::get(state, key, query).await,
+            Route::KvPut(key) => kv::put(state, key, &body).await,
+            Route::KvDelete(key) => kv::delete(state, key, &body).await,
+            Route::KvCas(key) => kv::cas(state, key, &body).await,
+            Route::KvMultiPut => kv::multi_put(state, &body).await,
+            Route::KvList => kv::list(state, query).await,
+            Route::Healthz => Ok(json_response(
+                StatusCode::OK,
+                &serde_json::json!({"ok": true}),
+            )),
+            Route::Readyz => ops::readyz(state).await,
+            Route::Status => ops::status(state).await,
+            Route::Metrics => Ok(ops::metrics(state)),
+            Route::MembersList => ops::members(state).await,
+            Route::MembersAdd | Route::MembersRemove => Err(ApiError::NotImplemented(
+                "membership changes over HTTP are not implemented yet".into(),
+            )),
+            Route::TransferLeader => ops::transfer_leader(state, &body).await,
+            Route::Snapshot => ops::snapshot(state).await,
+            Route::ReadPolicyGet => Ok(ops::read_policy(state)),
+            Route::ReadPolicySet => ops::set_read_policy(state, &body),
+            Route::RaftMessages => ops::raft_messages(state, &body).await,
+        }
+    }
+}
+
+fn only_get(method: &Method, route: Route) -> Result<Route, ApiError> {
+    if method == Method::GET {
+        Ok(route)
+    } else {
+        Err(ApiError::MethodNotAllowed {
+            method: method.to_string(),
+            allow: "GET",
+        })
+    }
+}
+
+fn only_post(method: &Method, route: Route) -> Result<Route, ApiError> {
+    if method == Method::POST {
+        Ok(route)
+    } else {
+        Err(ApiError::MethodNotAllowed {
+            method: method.to_string(),
+            allow: "POST",
+        })
+    }
+}
+
+/// A JSON reply.
+pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Vec<u8>> {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut response = Response::new(bytes);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Parses a JSON body into `T`, as a 400 on failure.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))
+}
+
+#[cfg(test)]
+mod tests;

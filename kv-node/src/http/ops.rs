@@ -1,0 +1,161 @@
+//! Operations routes: health, readiness, status, metrics, cluster and
+//! admin, and the peer endpoint that receives raft messages.
+
+use super::{ApiError, AppState, json_response, parse_json};
+use crate::cli::ReadPolicy;
+use crate::driver::{NodeStatus, is_ready};
+use raft_core::Role;
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::atomic::Ordering::Relaxed;
+use warp::http::{Response, StatusCode, header};
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::Candidate | Role::PreCandidate => "candidate",
+        Role::Learner => "learner",
+    }
+}
+
+pub(super) async fn readyz(state: &AppState) -> Result<Response<Vec<u8>>, ApiError> {
+    let status = state.driver.status().await?;
+    if is_ready(&status) {
+        Ok(json_response(StatusCode::OK, &json!({"ready": true})))
+    } else if status.leader.is_none() {
+        Err(ApiError::Unavailable("no leader is known".into()))
+    } else {
+        Err(ApiError::Unavailable(format!(
+            "applied index {} is behind the commit index {}",
+            status.last_applied, status.commit_index
+        )))
+    }
+}
+
+pub(super) async fn status(state: &AppState) -> Result<Response<Vec<u8>>, ApiError> {
+    let s = state.driver.status().await?;
+    let names = |ids: &[raft_core::NodeId]| -> Vec<String> {
+        ids.iter().map(|id| state.members.name_of(*id)).collect()
+    };
+    let body = json!({
+        "id": state.members.this.name,
+        "role": role_name(s.role),
+        "term": s.term,
+        "leader": s.leader.map(|l| state.members.name_of(l)),
+        "commit_index": s.commit_index,
+        "last_applied": s.last_applied,
+        "last_log_index": s.last_log_index,
+        "snapshot_index": s.snapshot_index,
+        "members": names(&s.voters),
+        "learners": names(&s.learners),
+        "keys": s.keys,
+    });
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+pub(super) fn metrics(state: &AppState) -> Response<Vec<u8>> {
+    let mut response = Response::new(state.metrics.render().into_bytes());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}
+
+pub(super) async fn members(state: &AppState) -> Result<Response<Vec<u8>>, ApiError> {
+    let NodeStatus {
+        voters, learners, ..
+    } = state.driver.status().await?;
+    let url_of = |id| {
+        state
+            .members
+            .all()
+            .find(|m| m.id == id)
+            .map(|m| m.url.clone())
+    };
+    let members: Vec<_> = voters
+        .iter()
+        .map(|id| (*id, true))
+        .chain(learners.iter().map(|id| (*id, false)))
+        .map(|(id, voter)| json!({"id": state.members.name_of(id), "url": url_of(id), "voter": voter}))
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({"members": members})))
+}
+
+#[derive(Deserialize)]
+struct TransferBody {
+    to: String,
+}
+
+pub(super) async fn transfer_leader(
+    state: &AppState,
+    body: &[u8],
+) -> Result<Response<Vec<u8>>, ApiError> {
+    let body: TransferBody = parse_json(body)?;
+    let to = state
+        .members
+        .by_name(&body.to)
+        .ok_or_else(|| ApiError::BadRequest(format!("{:?} is not a member", body.to)))?
+        .id;
+    state.driver.transfer_leader(to).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"transferring_to": body.to}),
+    ))
+}
+
+pub(super) async fn snapshot(state: &AppState) -> Result<Response<Vec<u8>>, ApiError> {
+    let taken = state.driver.snapshot().await?;
+    let index = taken.unwrap_or_else(|| state.metrics.snapshot_index.load(Relaxed));
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"taken": taken.is_some(), "snapshot_index": index}),
+    ))
+}
+
+pub(super) fn read_policy(state: &AppState) -> Response<Vec<u8>> {
+    json_response(
+        StatusCode::OK,
+        &json!({"policy": state.read_policy().as_str()}),
+    )
+}
+
+#[derive(Deserialize)]
+struct ReadPolicyBody {
+    policy: String,
+}
+
+pub(super) fn set_read_policy(
+    state: &AppState,
+    body: &[u8],
+) -> Result<Response<Vec<u8>>, ApiError> {
+    let body: ReadPolicyBody = parse_json(body)?;
+    let policy = ReadPolicy::parse(&body.policy).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "policy must be linearizable, lease or stale, not {:?}",
+            body.policy
+        ))
+    })?;
+    state.set_read_policy(policy);
+    tracing::info!(policy = policy.as_str(), "default read policy changed");
+    Ok(read_policy(state))
+}
+
+pub(super) async fn raft_messages(
+    state: &AppState,
+    body: &[u8],
+) -> Result<Response<Vec<u8>>, ApiError> {
+    let messages = match crate::transport::decode_batch(body, &state.members) {
+        Ok(messages) => messages,
+        Err(e) => {
+            state.metrics.peer_batches_refused.fetch_add(1, Relaxed);
+            tracing::warn!(error = %e, bytes = body.len(), "refused a peer batch");
+            return Err(ApiError::BadRequest(e.to_string()));
+        }
+    };
+    state.driver.deliver(messages).await?;
+    let mut response = Response::new(Vec::new());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    Ok(response)
+}

@@ -1,0 +1,299 @@
+//! Starting and stopping a node: storage, replica, driver thread, peer
+//! transport and the HTTP server, wired together; and the binary's entry.
+
+use crate::cli::{Cli, LogFormat, NodeConfig};
+use crate::driver::{self, DriverFailed, DriverHandle};
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use crate::replica::{Replica, ReplicaError};
+use crate::storage::StorageError;
+use crate::transport::{self, PeerSender};
+use crate::wal_disk::WalDisk;
+use clap::Parser;
+use raft_core::{Config, Membership};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+
+/// How long a graceful shutdown waits for open connections.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the data directory {dir}: {source}")]
+    Storage {
+        dir: String,
+        #[source]
+        source: StorageError,
+    },
+    #[error("cannot rebuild the replica: {0}")]
+    Replica(#[from] ReplicaError<StorageError>),
+    #[error("cannot build the peer HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("cannot start the driver thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// A node that is serving.
+pub struct RunningNode {
+    pub local_addr: SocketAddr,
+    pub driver: DriverHandle,
+    pub metrics: Arc<Metrics>,
+    shutdown: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+    driver_done: oneshot::Receiver<Result<(), DriverFailed>>,
+}
+
+/// Opens storage, rebuilds the replica and starts serving. Must be called
+/// inside a multi-threaded tokio runtime.
+pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let members = &config.members;
+    let metrics = Arc::new(Metrics::new(
+        members.peers.values().map(|m| m.name.as_str()),
+    ));
+
+    let (disk, recovered) =
+        WalDisk::open(&config.data_dir, metrics.clone()).map_err(|source| StartError::Storage {
+            dir: config.data_dir.display().to_string(),
+            source,
+        })?;
+    tracing::info!(
+        dir = %config.data_dir.display(),
+        term = %recovered.hard_state.term,
+        commit = %recovered.hard_state.commit,
+        entries = recovered.entries.len(),
+        snapshot = ?recovered.snapshot.as_ref().map(|(m, _)| m.index),
+        "storage recovered"
+    );
+    let mut raft = Config::new(members.this.id);
+    raft.election_ticks_min = config.election_ticks_min;
+    raft.election_ticks_max = config.election_ticks_min * 2;
+    raft.heartbeat_ticks = config.heartbeat_ticks;
+    raft.lease_drift_ticks = (config.election_ticks_min / 5).max(1);
+    // The seed only spreads election timeouts; mixing in the boot time keeps
+    // two restarts of the same node from repeating the same timeouts.
+    raft.seed = members.this.id.0 ^ boot_nanos();
+    let bootstrap = Membership::new(members.all().map(|m| m.id));
+    let mut replica = Replica::open(
+        raft,
+        recovered,
+        bootstrap,
+        disk,
+        crate::state_machine::DEFAULT_DEDUP_LIMIT,
+    )?;
+    replica.snapshot_every = config.snapshot_entries;
+
+    let peers = if members.peers.is_empty() {
+        PeerSender::none()
+    } else {
+        transport::start(members, local_addr, metrics.clone())?
+    };
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (driver, driver_done) = driver::spawn(
+        replica,
+        peers,
+        metrics.clone(),
+        config.tick,
+        config.request_timeout,
+        shutdown_rx.clone(),
+    )
+    .map_err(StartError::Thread)?;
+
+    let state = Arc::new(AppState::new(
+        driver.clone(),
+        config.members.clone(),
+        metrics.clone(),
+        config.read_policy,
+        config.max_value_bytes,
+        config.max_body_bytes,
+    ));
+    let mut stop = shutdown_rx;
+    let server = tokio::spawn(
+        warp::serve(http::routes(state))
+            .incoming(listener)
+            .graceful(async move {
+                let _ = stop.wait_for(|stopping| *stopping).await;
+            })
+            .run(),
+    );
+    tracing::info!(
+        id = %config.members.this.name,
+        raft_id = config.members.this.id.0,
+        addr = %local_addr,
+        peers = config.members.peers.len(),
+        "serving"
+    );
+    Ok(RunningNode {
+        local_addr,
+        driver,
+        metrics,
+        shutdown,
+        server,
+        driver_done,
+    })
+}
+
+impl RunningNode {
+    /// Runs until SIGINT or SIGTERM (or `extra_stop` resolves), then shuts
+    /// down gracefully. An error means the replica failed.
+    pub async fn run_until_signal(
+        mut self,
+        extra_stop: impl Future<Output = ()>,
+    ) -> Result<(), DriverFailed> {
+        tokio::select! {
+            _ = shutdown_signal() => tracing::info!("signal received: shutting down"),
+            _ = extra_stop => tracing::info!("stop requested: shutting down"),
+            result = &mut self.driver_done => {
+                let result = result.unwrap_or_else(|_| Err(DriverFailed("driver thread vanished".into())));
+                let _ = self.shutdown.send(true);
+                let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.server).await;
+                return result;
+            }
+        }
+        self.shutdown().await
+    }
+
+    /// Stops accepting, fails requests in flight, flushes storage and
+    /// waits for the driver to finish.
+    pub async fn shutdown(self) -> Result<(), DriverFailed> {
+        let _ = self.shutdown.send(true);
+        let driver_result = self
+            .driver_done
+            .await
+            .unwrap_or_else(|_| Err(DriverFailed("driver thread vanished".into())));
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.server)
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after the grace period; closing");
+        }
+        tracing::info!("stopped");
+        driver_result
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn boot_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// The `kv-node` binary: parse flags, log, serve until a signal.
+/// Exit code 0 after a graceful shutdown, 1 on a failure, 2 on bad flags.
+pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logging(cli.log_format);
+    let config = match cli.validate() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("kv-node: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("kv-node: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let exit_on_stdin_eof = config.exit_on_stdin_eof;
+    let result = runtime.block_on(async move {
+        let node = start(config.clone()).await.map_err(|e| e.to_string())?;
+        // One plain line on stdout for scripts and tests to wait for.
+        println!(
+            "kv-node {} listening on http://{}",
+            config.members.this.name, node.local_addr
+        );
+        let stdin_closed = async move {
+            if exit_on_stdin_eof {
+                let _ = tokio::task::spawn_blocking(|| {
+                    let mut sink = Vec::new();
+                    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+                })
+                .await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        node.run_until_signal(stdin_closed)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    // The stdin reader may still block; do not wait for it.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("kv-node: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! Peer transport: raft messages between nodes, in batches over HTTP.
+//!
+//! Outbound, each peer has its own bounded queue and sender task, so a slow
+//! or dead peer never holds up the others. The task gathers whatever is
+//! queued into one batch (postcard-encoded [`PeerBatch`]) and POSTs it to the
+//! peer's `/raft/messages` over kept-alive connections, with a few batches
+//! in flight at once. A full queue drops messages: Raft tolerates loss and
+//! retransmits what matters. Connections leave from this node's own listen
+//! IP, so that tests can cut links with firewall rules between addresses.
+//!
+//! Inbound, [`decode_batch`] checks a received batch before any of it
+//! reaches the core.
+
+use crate::ids::Members;
+use crate::metrics::{Metrics, PeerMetrics};
+use raft_core::{Message, MessageBody, NodeId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, mpsc};
+
+/// Path of the peer endpoint.
+pub const MESSAGES_PATH: &str = "/raft/messages";
+/// The largest batch a node accepts: room for a large snapshot.
+pub const MAX_BATCH_BYTES: usize = 512 << 20;
+/// Messages queued per peer before new ones are dropped.
+const PEER_QUEUE: usize = 8 * 1024;
+/// Batches in flight to one peer at once.
+const INFLIGHT_BATCHES: usize = 4;
+/// A batch stops growing at this many bytes of entries.
+const TARGET_BATCH_BYTES: usize = 4 << 20;
+const TARGET_BATCH_MESSAGES: usize = 4096;
+
+/// What travels in one `POST /raft/messages`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PeerBatch {
+    pub from: NodeId,
+    pub messages: Vec<Message>,
+}
+
+/// Why a received batch was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("batch does not parse: {0}")]
+    Malformed(String),
+    #[error("batch from unknown node id {0}")]
+    UnknownSender(u64),
+    #[error("message from {from} inside a batch from {batch_from}")]
+    MixedSender { from: NodeId, batch_from: NodeId },
+    #[error("message addressed to {to}, but this node is {this}")]
+    WrongRecipient { to: NodeId, this: NodeId },
+}
+
+/// Parses and checks a batch: known sender, every message from it and to us.
+pub fn decode_batch(bytes: &[u8], members: &Members) -> Result<Vec<Message>, BatchError> {
+    let batch: PeerBatch =
+        postcard::from_bytes(bytes).map_err(|e| BatchError::Malformed(e.to_string()))?;
+    if !members.peers.contains_key(&batch.from) {
+        return Err(BatchError::UnknownSender(batch.from.0));
+    }
+    for m in &batch.messages {
+        if m.from != batch.from {
+            return Err(BatchError::MixedSender {
+                from: m.from,
+                batch_from: batch.from,
+            });
+        }
+        if m.to != members.this.id {
+            return Err(BatchError::WrongRecipient {
+                to: m.to,
+                this: members.this.id,
+            });
+        }
+    }
+    Ok(batch.messages)
+}
+
+/// The driver's side of the transport: non-blocking, never waits.
+#[derive(Clone)]
+pub struct PeerSender {
+    queues: BTreeMap<NodeId, (mpsc::Sender<Message>, Arc<Metrics>, String)>,
+}
+
+impl PeerSender {
+    /// A sender with no peers (a single-node cluster).
+    pub fn none() -> PeerSender {
+        PeerSender {
+            queues: BTreeMap::new(),
+        }
+    }
+
+    /// Queues `m` for its recipient; drops it if that queue is full.
+    pub fn send(&self, m: Message) {
+        match self.queues.get(&m.to) {
+            Some((queue, metrics, name)) => {
+                if queue.try_send(m).is_err()
+                    && let Some(peer) = metrics.peers.get(name)
+                {
+                    peer.messages_dropped.fetch_add(1, Relaxed);
+                }
+            }
+            None => tracing::debug!(to = %m.to, "no route to node; message dropped"),
+        }
+    }
+}
+
+/// Starts one sender task per peer on the current runtime.
+pub fn start(
+    members: &Members,
+    listen: SocketAddr,
+    metrics: Arc<Metrics>,
+) -> Result<PeerSender, reqwest::Error> {
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_millis(500))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(INFLIGHT_BATCHES * 2);
+    if !listen.ip().is_unspecified() {
+        builder = builder.local_address(listen.ip());
+    }
+    let client = builder.build()?;
+    let mut queues = BTreeMap::new();
+    for peer in members.peers.values() {
+        let (tx, rx) = mpsc::channel(PEER_QUEUE);
+        queues.insert(peer.id, (tx, metrics.clone(), peer.name.clone()));
+        let task = PeerTask {
+            from: members.this.id,
+            name: peer.name.clone(),
+            url: format!("{}{MESSAGES_PATH}", peer.url),
+            client: client.clone(),
+            metrics: metrics.clone(),
+            inflight: Arc::new(Semaphore::new(INFLIGHT_BATCHES)),
+        };
+        tokio::spawn(task.run(rx));
+    }
+    Ok(PeerSender { queues })
+}
+
+struct PeerTask {
+    from: NodeId,
+    name: String,
+    url: String,
+    client: reqwest::Client,
+    metrics: Arc<Metrics>,
+    inflight: Arc<Semaphore>,
+}
+
+impl PeerTask {
+    async fn run(self, mut rx: mpsc::Receiver<Message>) {
+        let mut last_error_logged: Option<Instant> = None;
+        let this = Arc::new(self);
+        while let Some(first) = rx.recv().await {
+            // Wait for a free slot first, so that the batch takes in
+            // everything that queued up meanwhile.
+            let Ok(permit) = this.inflight.clone().acquire_owned().await else {
+                return;
+            };
+            let mut bytes = message_bytes(&first);
+            let mut messages = vec![first];
+            while bytes < TARGET_BATCH_BYTES && messages.len() < TARGET_BATCH_MESSAGES {
+                match rx.try_recv() {
+                    Ok(m) => {
+                        bytes += message_bytes(&m);
+                        messages.push(m);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let count = messages.len() as u64;
+            let body = match postcard::to_allocvec(&PeerBatch {
+                from: this.from,
+                messages,
+            }) {
+                Ok(body) => body,
+                Err(e) => {
+                    tracing::error!(peer = %this.name, error = %e, "cannot encode a batch");
+                    continue;
+                }
+            };
+            let timeout = Duration::from_secs(if body.len() > (1 << 20) { 60 } else { 2 });
+            let task = this.clone();
+            let log_error = last_error_logged.is_none_or(|t| t.elapsed() > Duration::from_secs(5));
+            if log_error {
+                last_error_logged = None;
+            }
+            tokio::spawn(async move {
+                let _permit = permit;
+                let result = task
+                    .client
+                    .post(&task.url)
+                    .header("content-type", "application/octet-stream")
+                    .timeout(timeout)
+                    .body(body)
+                    .send()
+                    .await
+                    .and_then(|r| r.error_for_status());
+                let peer = task.peer_metrics();
+                match result {
+                    Ok(_) => {
+                        if let Some(p) = peer {
+                            p.batches_sent.fetch_add(1, Relaxed);
+                            p.messages_sent.fetch_add(count, Relaxed);
+                        }
+                    }
+                    Err(e) => {
+                        if let Some(p) = peer {
+                            p.send_errors.fetch_add(1, Relaxed);
+                        }
+                        if log_error {
+                            tracing::warn!(peer = %task.name, error = %e, "sending to peer failed");
+                        } else {
+                            tracing::debug!(peer = %task.name, error = %e, "sending to peer failed");
+                        }
+                    }
+                }
+            });
+            if log_error {
+                last_error_logged = Some(Instant::now());
+            }
+        }
+    }
+
+    fn peer_metrics(&self) -> Option<&PeerMetrics> {
+        self.metrics.peers.get(&self.name)
+    }
+}
+
+/// A rough size, for batch limits.
+fn message_bytes(m: &Message) -> usize {
+    64 + match &m.body {
+        MessageBody::AppendEntries { entries, .. } => entries.iter().map(|e| e.size_bytes()).sum(),
+        MessageBody::InstallSnapshot { data, .. } => data.len(),
+        MessageBody::Propose { entries } => entries.iter().map(|e| e.data.len() + 16).sum(),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{Member, node_id_of};
+    use raft_core::Term;
+
+    fn members() -> Members {
+        let member = |name: &str| Member {
+            name: name.into(),
+            id: node_id_of(name),
+            url: String::new(),
+        };
+        Members::new(member("n1"), vec![member("n2")]).unwrap()
+    }
+
+    fn heartbeat(from: &str, to: &str) -> Message {
+        Message {
+            from: node_id_of(from),
+            to: node_id_of(to),
+            term: Term(3),
+            body: MessageBody::HeartbeatResponse { read_round: 1 },
+        }
+    }
+
+    fn encode(from: &str, messages: Vec<Message>) -> Vec<u8> {
+        postcard::to_allocvec(&PeerBatch {
+            from: node_id_of(from),
+            messages,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_batch_from_a_known_peer_decodes() {
+        let bytes = encode("n2", vec![heartbeat("n2", "n1")]);
+        assert_eq!(
+            decode_batch(&bytes, &members()).unwrap(),
+            vec![heartbeat("n2", "n1")]
+        );
+    }
+
+    #[test]
+    fn garbage_unknown_senders_and_misaddressed_messages_are_refused() {
+        let m = members();
+        assert!(matches!(
+            decode_batch(b"\xff\xff\xff", &m),
+            Err(BatchError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode_batch(&encode("n9", vec![]), &m),
+            Err(BatchError::UnknownSender(_))
+        ));
+        assert!(matches!(
+            decode_batch(&encode("n2", vec![heartbeat("n9", "n1")]), &m),
+            Err(BatchError::MixedSender { .. })
+        ));
+        assert!(matches!(
+            decode_batch(&encode("n2", vec![heartbeat("n2", "n3")]), &m),
+            Err(BatchError::WrongRecipient { .. })
+        ));
+    }
+}

@@ -1,0 +1,127 @@
+//! [`Durable`] on the real write-ahead log: the disk the driver's replica
+//! writes to, with fsync timing for the metrics.
+
+use crate::metrics::Metrics;
+use crate::replica::{Durable, Recovered};
+use crate::storage::{Storage, StorageError, StorageOptions, open_snapshot};
+use bytes::Bytes;
+use raft_core::{Entry, HardState, LogIndex, SnapshotMeta};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+/// The WAL and snapshot files of one node.
+pub struct WalDisk {
+    storage: Storage,
+    metrics: Arc<Metrics>,
+    /// The data of the newest snapshot, kept so that every InstallSnapshot
+    /// message does not read the file again.
+    snapshot_cache: Option<(LogIndex, Bytes)>,
+}
+
+impl WalDisk {
+    /// Opens (or creates) the data directory and recovers what it holds.
+    pub fn open(dir: &Path, metrics: Arc<Metrics>) -> Result<(WalDisk, Recovered), StorageError> {
+        let (storage, recovered) = Storage::open(dir, StorageOptions::default())?;
+        let snapshot = match recovered.snapshot {
+            Some((_, path)) => {
+                let (meta, mut reader) = open_snapshot(&path)?;
+                let mut data = Vec::with_capacity(
+                    usize::try_from(reader.remaining_bytes()).unwrap_or_default(),
+                );
+                reader
+                    .read_to_end(&mut data)
+                    .map_err(|source| StorageError::Io {
+                        op: "read snapshot",
+                        path: path.clone(),
+                        source,
+                    })?;
+                Some((meta, Bytes::from(data)))
+            }
+            None => None,
+        };
+        let snapshot_cache = snapshot.as_ref().map(|(m, d)| (m.index, d.clone()));
+        let disk = WalDisk {
+            storage,
+            metrics,
+            snapshot_cache,
+        };
+        let recovered = Recovered {
+            hard_state: recovered.hard_state,
+            snapshot,
+            entries: recovered.entries,
+        };
+        Ok((disk, recovered))
+    }
+}
+
+impl Durable for WalDisk {
+    type Error = StorageError;
+
+    fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        self.storage.append(entries)
+    }
+
+    fn set_hard_state(&mut self, hard_state: &HardState) -> Result<(), StorageError> {
+        self.storage.set_hard_state(hard_state)
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        let started = Instant::now();
+        let stats = self.storage.sync()?;
+        self.metrics.fsync.observe(started.elapsed());
+        self.metrics.fsync_bytes.fetch_add(stats.bytes, Relaxed);
+        Ok(())
+    }
+
+    fn save_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+        let info = self
+            .storage
+            .save_snapshot(meta, |w: &mut dyn Write| w.write_all(data))?;
+        tracing::info!(
+            index = %meta.index,
+            bytes = info.file_bytes,
+            segments_removed = info.segments_removed,
+            "snapshot saved"
+        );
+        self.snapshot_cache = Some((meta.index, Bytes::copy_from_slice(data)));
+        self.metrics.snapshot_index.store(meta.index.0, Relaxed);
+        self.metrics.snapshots_taken.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    fn install_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+        self.storage.install_snapshot(meta, data)?;
+        tracing::info!(index = %meta.index, bytes = data.len(), "snapshot installed from the leader");
+        self.snapshot_cache = Some((meta.index, Bytes::copy_from_slice(data)));
+        self.metrics.snapshot_index.store(meta.index.0, Relaxed);
+        Ok(())
+    }
+
+    fn snapshot_data(&mut self, meta: &SnapshotMeta) -> Result<Bytes, StorageError> {
+        if let Some((index, data)) = &self.snapshot_cache
+            && *index == meta.index
+        {
+            return Ok(data.clone());
+        }
+        // Not cached (should not happen: every snapshot passes through the
+        // two methods above or `open`); read the file.
+        let Some((_, path)) = self.storage.snapshot_path() else {
+            return Ok(Bytes::new());
+        };
+        let (_, mut reader) = open_snapshot(&path)?;
+        let mut data = Vec::new();
+        reader
+            .read_to_end(&mut data)
+            .map_err(|source| StorageError::Io {
+                op: "read snapshot",
+                path,
+                source,
+            })?;
+        let data = Bytes::from(data);
+        self.snapshot_cache = Some((meta.index, data.clone()));
+        Ok(data)
+    }
+}
