@@ -1,5 +1,38 @@
 //! sim: a seeded, deterministic simulator for raft-core and the KV state
 //! machine, and a linearizability checker for client histories.
+//!
+//! The simulator runs the real code: each node is a
+//! [`kv_node::replica::Replica`] (raft-core plus the KV state machine plus the
+//! ready-handling loop kv-node runs) over a simulated disk, and only the
+//! network, the disk and time are fake. One seed decides everything.
+//!
+//! - `faults`: the one declarative plan of every fault knob, drawn per seed.
+//! - `network`, `disk`: the fake world; they ask the plan what happens.
+//! - `world`, `world_clients`, `world_faults`: the event loop.
+//! - `client`: clients and the history they record; `history` hands it to
+//!   `linearizability`.
+//! - `checks`: the safety properties checked after every step.
+//! - `report`, `minimize`: what a run prints, and shrinking a failing one.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "buggy")]
+pub mod bugs;
+pub mod checks;
+pub mod client;
+pub mod disk;
+pub mod faults;
+pub mod history;
 pub mod linearizability;
+pub mod minimize;
+pub mod network;
+pub mod options;
+pub mod report;
+pub mod rng;
+pub mod trace;
+pub mod world;
+mod world_clients;
+mod world_faults;
+
+pub use faults::{FaultKind, FaultSelection};
+pub use options::{ConfigHook, SimOptions};
+pub use report::{RunReport, Summary, run};

@@ -1,0 +1,197 @@
+//! A simulated disk under the must-sync contract: writes are buffered until
+//! `sync`, a crash keeps only what was synced, and a restart recovers from it.
+
+use bytes::Bytes;
+use kv_node::replica::{Durable, Recovered};
+use raft_core::{Entry, HardState, LogIndex, SnapshotMeta};
+
+/// What survives a crash.
+#[derive(Clone, Debug, Default)]
+pub struct DiskImage {
+    pub hard_state: HardState,
+    pub snapshot: Option<(SnapshotMeta, Bytes)>,
+    /// The log after the snapshot, contiguous.
+    pub entries: Vec<Entry>,
+}
+
+impl DiskImage {
+    fn snapshot_index(&self) -> LogIndex {
+        self.snapshot
+            .as_ref()
+            .map_or(LogIndex::ZERO, |(meta, _)| meta.index)
+    }
+
+    fn append(&mut self, entries: &[Entry]) {
+        let Some(first) = entries.first() else { return };
+        let base = self.snapshot_index();
+        assert!(
+            first.index > base,
+            "append at {} at or below the snapshot at {base}",
+            first.index
+        );
+        let keep = (first.index.0 - base.0 - 1) as usize;
+        assert!(
+            keep <= self.entries.len(),
+            "append at {} leaves a gap after {} stored entries from {}",
+            first.index,
+            self.entries.len(),
+            base.next()
+        );
+        self.entries.truncate(keep);
+        self.entries.extend_from_slice(entries);
+    }
+
+    fn save_snapshot(&mut self, meta: &SnapshotMeta, data: &Bytes) {
+        let covered =
+            (meta.index.0.saturating_sub(self.snapshot_index().0) as usize).min(self.entries.len());
+        self.entries.drain(..covered);
+        self.snapshot = Some((meta.clone(), data.clone()));
+    }
+
+    fn install_snapshot(&mut self, meta: &SnapshotMeta, data: &Bytes) {
+        self.entries.clear();
+        self.snapshot = Some((meta.clone(), data.clone()));
+    }
+
+    /// What a restarting replica loads.
+    pub fn recover(&self) -> Recovered {
+        Recovered {
+            hard_state: self.hard_state,
+            snapshot: self.snapshot.clone(),
+            entries: self.entries.clone(),
+        }
+    }
+}
+
+/// A write not yet synced.
+#[derive(Clone, Debug)]
+enum Write {
+    Append(Vec<Entry>),
+    HardState(HardState),
+    SaveSnapshot(SnapshotMeta, Bytes),
+    InstallSnapshot(SnapshotMeta, Bytes),
+}
+
+/// When an armed disk fails its fsync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncFailure {
+    /// The next sync, whatever it writes.
+    Next,
+    /// The next sync that writes a vote.
+    NextVote,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimDiskError {
+    #[error("fsync failed (injected): the node stops")]
+    SyncFailed,
+    #[error("no snapshot at index {index} to send")]
+    NoSnapshot { index: LogIndex },
+}
+
+/// The disk of one node.
+#[derive(Debug, Default)]
+pub struct SimDisk {
+    durable: DiskImage,
+    pending: Vec<Write>,
+    /// The newest snapshot written, synced or not (what leaders send).
+    latest_snapshot: Option<(SnapshotMeta, Bytes)>,
+    /// Set by the world from the fault plan.
+    pub armed: Option<SyncFailure>,
+    /// Entries written since the checker last looked, in write order.
+    pub appended: Vec<Entry>,
+    pub syncs: u64,
+}
+
+impl SimDisk {
+    /// A disk holding what survived a crash.
+    pub fn from_image(durable: DiskImage) -> SimDisk {
+        SimDisk {
+            latest_snapshot: durable.snapshot.clone(),
+            durable,
+            ..SimDisk::default()
+        }
+    }
+
+    /// The node died: unsynced writes are gone.
+    pub fn crash(self) -> DiskImage {
+        self.durable
+    }
+
+    pub fn durable(&self) -> &DiskImage {
+        &self.durable
+    }
+
+    fn pending_vote(&self) -> bool {
+        self.pending.iter().any(|w| match w {
+            Write::HardState(hs) => {
+                hs.vote.is_some()
+                    && (hs.vote != self.durable.hard_state.vote
+                        || hs.term != self.durable.hard_state.term)
+            }
+            _ => false,
+        })
+    }
+}
+
+impl Durable for SimDisk {
+    type Error = SimDiskError;
+
+    fn append(&mut self, entries: &[Entry]) -> Result<(), SimDiskError> {
+        if !entries.is_empty() {
+            self.appended.extend_from_slice(entries);
+            self.pending.push(Write::Append(entries.to_vec()));
+        }
+        Ok(())
+    }
+
+    fn set_hard_state(&mut self, hard_state: &HardState) -> Result<(), SimDiskError> {
+        self.pending.push(Write::HardState(*hard_state));
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), SimDiskError> {
+        let fails = match self.armed {
+            Some(SyncFailure::Next) => !self.pending.is_empty(),
+            Some(SyncFailure::NextVote) => self.pending_vote(),
+            None => false,
+        };
+        if fails {
+            self.pending.clear();
+            self.armed = None;
+            return Err(SimDiskError::SyncFailed);
+        }
+        self.syncs += 1;
+        for write in self.pending.drain(..) {
+            match write {
+                Write::Append(entries) => self.durable.append(&entries),
+                Write::HardState(hs) => self.durable.hard_state = hs,
+                Write::SaveSnapshot(meta, data) => self.durable.save_snapshot(&meta, &data),
+                Write::InstallSnapshot(meta, data) => self.durable.install_snapshot(&meta, &data),
+            }
+        }
+        Ok(())
+    }
+
+    fn save_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), SimDiskError> {
+        let data = Bytes::copy_from_slice(data);
+        self.latest_snapshot = Some((meta.clone(), data.clone()));
+        self.pending.push(Write::SaveSnapshot(meta.clone(), data));
+        Ok(())
+    }
+
+    fn install_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), SimDiskError> {
+        let data = Bytes::copy_from_slice(data);
+        self.latest_snapshot = Some((meta.clone(), data.clone()));
+        self.pending
+            .push(Write::InstallSnapshot(meta.clone(), data));
+        Ok(())
+    }
+
+    fn snapshot_data(&mut self, meta: &SnapshotMeta) -> Result<Bytes, SimDiskError> {
+        match &self.latest_snapshot {
+            Some((have, data)) if have.index == meta.index => Ok(data.clone()),
+            _ => Err(SimDiskError::NoSnapshot { index: meta.index }),
+        }
+    }
+}

@@ -1,0 +1,456 @@
+//! Every fault knob of a run, in one declarative plan drawn from the seed.
+//!
+//! The plan says how often the network loses, duplicates and delays
+//! messages, how fast each node's clock runs, and which discrete faults
+//! (partitions, crashes, pauses, divergence) happen when. The network and the
+//! disk ask it what happens; they never roll dice on their own. Each seed
+//! enables a different mix of fault kinds (swarm testing: a run with fewer
+//! kinds switched on explores those more deeply).
+
+use crate::rng::SimRng;
+use raft_core::NodeId;
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// Simulated time runs in steps; a node's tick is about this many steps, so
+/// that message latency and clock skew have sub-tick resolution.
+pub const STEPS_PER_TICK: u64 = 20;
+
+/// One kind of fault that a run may switch on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FaultKind {
+    /// Random splits, one-way links, an isolated leader, a bridge node.
+    Partition,
+    /// Messages lost at random.
+    Loss,
+    /// Messages delivered twice.
+    Duplicate,
+    /// A long latency tail, so that messages overtake each other.
+    Reorder,
+    /// A node stops and later restarts from its synced disk.
+    Crash,
+    /// A node dies inside an fsync: what it sent went out, what it wrote is lost.
+    Fsync,
+    /// A node stops taking ticks and messages, then resumes with a backlog.
+    Pause,
+    /// Nodes' clocks tick at different rates.
+    Skew,
+    /// A leader with an uncommitted tail is cut off, a new leader overwrites
+    /// the tail, the old leader returns.
+    Diverge,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 9] = [
+        FaultKind::Partition,
+        FaultKind::Loss,
+        FaultKind::Duplicate,
+        FaultKind::Reorder,
+        FaultKind::Crash,
+        FaultKind::Fsync,
+        FaultKind::Pause,
+        FaultKind::Skew,
+        FaultKind::Diverge,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Partition => "partition",
+            FaultKind::Loss => "loss",
+            FaultKind::Duplicate => "dup",
+            FaultKind::Reorder => "reorder",
+            FaultKind::Crash => "crash",
+            FaultKind::Fsync => "fsync",
+            FaultKind::Pause => "pause",
+            FaultKind::Skew => "skew",
+            FaultKind::Diverge => "diverge",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<FaultKind> {
+        FaultKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// Which fault kinds a run may use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FaultSelection {
+    /// Each seed switches each kind on with probability 1/2 (swarm testing).
+    Swarm,
+    /// Exactly these kinds (intensities still come from the seed).
+    Exactly(BTreeSet<FaultKind>),
+}
+
+impl FaultSelection {
+    /// Parses `all`, `none` or a comma-separated list of kind names.
+    pub fn parse(text: &str) -> Result<FaultSelection, String> {
+        match text {
+            "all" => return Ok(FaultSelection::Swarm),
+            "none" => return Ok(FaultSelection::Exactly(BTreeSet::new())),
+            _ => {}
+        }
+        let mut kinds = BTreeSet::new();
+        for name in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let kind = FaultKind::parse(name).ok_or_else(|| {
+                let known: Vec<_> = FaultKind::ALL.iter().map(|k| k.name()).collect();
+                format!(
+                    "unknown fault {name:?}; known: all, none, {}",
+                    known.join(",")
+                )
+            })?;
+            kinds.insert(kind);
+        }
+        Ok(FaultSelection::Exactly(kinds))
+    }
+}
+
+/// Where a node fault lands: a fixed node, or whoever leads when it fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Node(NodeId),
+    Leader,
+}
+
+/// The shape of a network partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Partition {
+    /// `side` cannot talk to the rest, in either direction.
+    Split { side: Vec<NodeId> },
+    /// Messages from `from` to `to` are lost; the other direction works.
+    OneWay { from: NodeId, to: NodeId },
+    /// Whoever leads when it fires is cut off from everyone.
+    IsolateLeader,
+    /// `left` and `right` cannot talk to each other; `bridge` talks to both.
+    Bridge {
+        bridge: NodeId,
+        left: Vec<NodeId>,
+        right: Vec<NodeId>,
+    },
+}
+
+/// One discrete fault. It starts at `at_tick` and heals `duration_ticks`
+/// later (a crashed node restarts then).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    Partition(Partition),
+    Crash {
+        target: Target,
+    },
+    /// Arms the target's disk: its next fsync (its next fsync that writes a
+    /// vote, with `on_vote`) fails and the node dies.
+    SyncCrash {
+        target: Target,
+        on_vote: bool,
+    },
+    Pause {
+        target: Target,
+    },
+    /// Cuts the leader off right after giving it `tail` proposals of its own.
+    Diverge {
+        tail: u32,
+    },
+}
+
+/// A fault with its place in time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduledFault {
+    pub at_tick: u64,
+    pub duration_ticks: u64,
+    pub fault: Fault,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Node(id) => write!(f, "{id}"),
+            Target::Leader => write!(f, "leader"),
+        }
+    }
+}
+
+fn list(ids: &[NodeId]) -> String {
+    let names: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+    format!("{{{}}}", names.join(","))
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Partition(Partition::Split { side }) => write!(f, "split {}", list(side)),
+            Fault::Partition(Partition::OneWay { from, to }) => write!(f, "one-way {from}-x->{to}"),
+            Fault::Partition(Partition::IsolateLeader) => write!(f, "isolate leader"),
+            Fault::Partition(Partition::Bridge {
+                bridge,
+                left,
+                right,
+            }) => write!(
+                f,
+                "bridge {bridge} between {} and {}",
+                list(left),
+                list(right)
+            ),
+            Fault::Crash { target } => write!(f, "crash {target}"),
+            Fault::SyncCrash { target, on_vote } => {
+                let what = if *on_vote { "vote fsync" } else { "fsync" };
+                write!(f, "crash {target} in its next {what}")
+            }
+            Fault::Pause { target } => write!(f, "pause {target}"),
+            Fault::Diverge { tail } => write!(f, "diverge leader with {tail} uncommitted entries"),
+        }
+    }
+}
+
+impl fmt::Display for ScheduledFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "t={} +{} {}",
+            self.at_tick, self.duration_ticks, self.fault
+        )
+    }
+}
+
+/// What the network does with one message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fate {
+    /// Steps until delivery, or None if the message is lost.
+    pub first: Option<u64>,
+    /// Steps until a duplicate arrives, if one does.
+    pub duplicate: Option<u64>,
+}
+
+/// All the knobs of one run. Probabilities are in parts per million.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultPlan {
+    pub enabled: BTreeSet<FaultKind>,
+    pub latency_min_steps: u64,
+    pub latency_max_steps: u64,
+    pub slow_ppm: u64,
+    pub slow_max_steps: u64,
+    pub loss_ppm: u64,
+    pub duplicate_ppm: u64,
+    /// Each node's tick lasts STEPS_PER_TICK +/- this percentage.
+    pub skew_percent: u64,
+    /// Replicas snapshot after this many applied entries (0: never).
+    pub snapshot_every: u64,
+    /// Clients ask for lease reads part of the time. Only with clocks that
+    /// stay within the lease's drift margin and without pauses: a paused
+    /// leader's lease is an assumption about time the simulator breaks.
+    pub lease_reads: bool,
+    /// Mean client think time between operations.
+    pub think_ticks: u64,
+    /// The fault schedule, sorted by start tick.
+    pub schedule: Vec<ScheduledFault>,
+    /// Set in the final phase: the network stops misbehaving.
+    pub healed: bool,
+}
+
+/// The shape of the run the plan is drawn for.
+#[derive(Clone, Copy, Debug)]
+pub struct PlanShape {
+    pub nodes: usize,
+    /// Faults start at or after this tick...
+    pub first_fault_tick: u64,
+    /// ...and are healed by this tick.
+    pub heal_tick: u64,
+}
+
+impl FaultPlan {
+    /// Draws the plan for one seed.
+    pub fn draw(selection: &FaultSelection, shape: PlanShape, rng: &mut SimRng) -> FaultPlan {
+        let enabled: BTreeSet<FaultKind> = match selection {
+            FaultSelection::Swarm => FaultKind::ALL
+                .into_iter()
+                .filter(|_| rng.chance_ppm(500_000))
+                .collect(),
+            FaultSelection::Exactly(kinds) => kinds.clone(),
+        };
+        let on = |k| enabled.contains(&k);
+        let latency_min_steps = rng.range(1, 4);
+        let mut plan = FaultPlan {
+            latency_min_steps,
+            latency_max_steps: latency_min_steps + rng.range(0, 12),
+            slow_ppm: if on(FaultKind::Reorder) {
+                rng.pick(&[20_000, 100_000, 300_000])
+            } else {
+                0
+            },
+            slow_max_steps: STEPS_PER_TICK * rng.range(2, 12),
+            loss_ppm: if on(FaultKind::Loss) {
+                rng.pick(&[10_000, 50_000, 200_000])
+            } else {
+                0
+            },
+            duplicate_ppm: if on(FaultKind::Duplicate) {
+                rng.pick(&[10_000, 50_000, 200_000])
+            } else {
+                0
+            },
+            skew_percent: if on(FaultKind::Skew) {
+                rng.pick(&[5, 10, 25])
+            } else {
+                0
+            },
+            snapshot_every: rng.pick(&[0, 50, 200]),
+            lease_reads: false,
+            think_ticks: rng.pick(&[2, 8, 30]),
+            schedule: Vec::new(),
+            healed: false,
+            enabled,
+        };
+        plan.lease_reads =
+            !plan.enabled.contains(&FaultKind::Pause) && plan.skew_percent <= 10 && rng.coin();
+        plan.schedule = draw_schedule(&plan.enabled, shape, rng);
+        plan
+    }
+
+    /// What happens to one message sent now.
+    pub fn message_fate(&self, rng: &mut SimRng) -> Fate {
+        let latency = |rng: &mut SimRng| {
+            if !self.healed && self.slow_ppm > 0 && rng.chance_ppm(self.slow_ppm) {
+                rng.range(self.latency_max_steps, self.slow_max_steps)
+            } else {
+                rng.range(self.latency_min_steps, self.latency_max_steps)
+            }
+        };
+        if self.healed {
+            return Fate {
+                first: Some(latency(rng)),
+                duplicate: None,
+            };
+        }
+        let first = if self.loss_ppm > 0 && rng.chance_ppm(self.loss_ppm) {
+            None
+        } else {
+            Some(latency(rng))
+        };
+        let duplicate = if self.duplicate_ppm > 0 && rng.chance_ppm(self.duplicate_ppm) {
+            Some(latency(rng))
+        } else {
+            None
+        };
+        Fate { first, duplicate }
+    }
+
+    /// The length of node `id`'s tick in steps.
+    pub fn tick_period_steps(&self, rng: &mut SimRng) -> u64 {
+        if self.skew_percent == 0 {
+            return STEPS_PER_TICK;
+        }
+        let spread = STEPS_PER_TICK * self.skew_percent / 100;
+        rng.range(STEPS_PER_TICK - spread, STEPS_PER_TICK + spread)
+            .max(1)
+    }
+
+    /// Keeps only the scheduled faults whose positions are in `keep`.
+    pub fn keep_faults(&mut self, keep: &[usize]) {
+        let schedule = std::mem::take(&mut self.schedule);
+        self.schedule = schedule
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| keep.contains(i))
+            .map(|(_, f)| f)
+            .collect();
+    }
+
+    /// The enabled kinds as a compact list, for reports.
+    pub fn kinds_label(&self) -> String {
+        if self.enabled.is_empty() {
+            return "none".to_string();
+        }
+        let names: Vec<&str> = self.enabled.iter().map(|k| k.name()).collect();
+        names.join(",")
+    }
+}
+
+fn random_target(nodes: usize, rng: &mut SimRng) -> Target {
+    if rng.coin() {
+        Target::Leader
+    } else {
+        Target::Node(NodeId(rng.range(1, nodes as u64)))
+    }
+}
+
+fn draw_partition(nodes: usize, rng: &mut SimRng) -> Partition {
+    let mut ids: Vec<NodeId> = (1..=nodes as u64).map(NodeId).collect();
+    rng.shuffle(&mut ids);
+    match rng.range(0, 3) {
+        0 => {
+            let cut = rng.range(1, (nodes as u64 - 1).max(1)) as usize;
+            let mut side = ids[..cut].to_vec();
+            side.sort();
+            Partition::Split { side }
+        }
+        1 => Partition::OneWay {
+            from: ids[0],
+            to: ids[1],
+        },
+        2 => Partition::IsolateLeader,
+        _ => {
+            let bridge = ids[0];
+            let rest = &ids[1..];
+            let half = rest.len() / 2;
+            let (mut left, mut right) = (rest[..half].to_vec(), rest[half..].to_vec());
+            left.sort();
+            right.sort();
+            Partition::Bridge {
+                bridge,
+                left,
+                right,
+            }
+        }
+    }
+}
+
+fn draw_schedule(
+    enabled: &BTreeSet<FaultKind>,
+    shape: PlanShape,
+    rng: &mut SimRng,
+) -> Vec<ScheduledFault> {
+    let mut schedule = Vec::new();
+    if shape.heal_tick <= shape.first_fault_tick + 20 {
+        return schedule;
+    }
+    let window = shape.heal_tick - shape.first_fault_tick;
+    // Up to about one fault of each kind per 500 ticks.
+    let max_per_kind = (window / 500).max(1);
+    for kind in enabled {
+        let (max_duration, count) = match kind {
+            FaultKind::Partition => (400, rng.range(1, 2 * max_per_kind)),
+            FaultKind::Crash => (300, rng.range(1, max_per_kind)),
+            FaultKind::Fsync => (50, rng.range(1, 2 * max_per_kind)),
+            FaultKind::Pause => (120, rng.range(1, max_per_kind)),
+            FaultKind::Diverge => (300, rng.range(1, max_per_kind)),
+            _ => continue,
+        };
+        for _ in 0..count {
+            let at_tick = rng.range(shape.first_fault_tick, shape.heal_tick - 10);
+            let longest = max_duration.min(shape.heal_tick - at_tick);
+            let duration_ticks = rng.range(1.min(longest), longest);
+            let fault = match kind {
+                FaultKind::Partition => Fault::Partition(draw_partition(shape.nodes, rng)),
+                FaultKind::Crash => Fault::Crash {
+                    target: random_target(shape.nodes, rng),
+                },
+                FaultKind::Fsync => Fault::SyncCrash {
+                    target: random_target(shape.nodes, rng),
+                    on_vote: rng.coin(),
+                },
+                FaultKind::Pause => Fault::Pause {
+                    target: random_target(shape.nodes, rng),
+                },
+                _ => Fault::Diverge {
+                    tail: rng.range(1, 5) as u32,
+                },
+            };
+            schedule.push(ScheduledFault {
+                at_tick,
+                duration_ticks,
+                fault,
+            });
+        }
+    }
+    // Stable sort: equal start ticks keep their drawing order.
+    schedule.sort_by_key(|f| f.at_tick);
+    schedule
+}

@@ -1,0 +1,81 @@
+//! What a run is asked to do.
+
+use crate::faults::FaultSelection;
+use raft_core::Config;
+use std::fmt;
+use std::sync::Arc;
+
+/// Adjusts each node's configuration (tests switch protocol bugs on here).
+pub type ConfigHook = Arc<dyn Fn(&mut Config) + Send + Sync>;
+
+/// How long after the final heal a new write must commit.
+pub const LIVENESS_BOUND_TICKS: u64 = 150;
+
+#[derive(Clone)]
+pub struct SimOptions {
+    pub seed: u64,
+    /// Cluster size, 1..=9 (3 or 5 in practice).
+    pub nodes: usize,
+    /// Simulated ticks in the whole run, final phase included.
+    pub ticks: u64,
+    pub clients: usize,
+    pub faults: FaultSelection,
+    /// Print every trace line as it happens.
+    pub print_trace: bool,
+    /// Stop issuing client operations after this many (shrinking).
+    pub max_ops: Option<u64>,
+    /// Keep only these positions of the drawn fault schedule (shrinking).
+    pub keep_faults: Option<Vec<usize>>,
+    /// Run the linearizability checker at the end.
+    pub check_linearizability: bool,
+    pub config_hook: Option<ConfigHook>,
+}
+
+impl SimOptions {
+    /// Three nodes, 10,000 ticks, four clients, every fault kind eligible.
+    pub fn new(seed: u64) -> SimOptions {
+        SimOptions {
+            seed,
+            nodes: 3,
+            ticks: 10_000,
+            clients: 4,
+            faults: FaultSelection::Swarm,
+            print_trace: false,
+            max_ops: None,
+            keep_faults: None,
+            check_linearizability: true,
+            config_hook: None,
+        }
+    }
+
+    /// Ticks of the final phase, in which every fault is healed.
+    pub fn final_phase_ticks(&self) -> u64 {
+        (self.ticks / 2).min(400)
+    }
+
+    /// The tick at which every fault heals.
+    pub fn heal_tick(&self) -> u64 {
+        self.ticks - self.final_phase_ticks()
+    }
+
+    /// Clients start no new operation from this tick on, so that the run
+    /// ends quiet and the replicas can be compared.
+    pub fn quiet_tick(&self) -> u64 {
+        self.ticks - self.final_phase_ticks() / 4
+    }
+}
+
+impl fmt::Debug for SimOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimOptions")
+            .field("seed", &self.seed)
+            .field("nodes", &self.nodes)
+            .field("ticks", &self.ticks)
+            .field("clients", &self.clients)
+            .field("faults", &self.faults)
+            .field("max_ops", &self.max_ops)
+            .field("keep_faults", &self.keep_faults)
+            .field("config_hook", &self.config_hook.is_some())
+            .finish()
+    }
+}

@@ -1,0 +1,481 @@
+//! The simulated world: a clock, an event queue, the nodes (each a real
+//! `kv_node::replica::Replica` over a simulated disk), the network and the
+//! clients. Everything happens in one thread, in event order, with all
+//! randomness from the seed.
+//!
+//! Client handling lives in `world_clients.rs`, fault injection in
+//! `world_faults.rs`.
+
+use crate::checks::{Checker, Violation, Writers};
+use crate::client::{Client, Recorded};
+use crate::disk::{DiskImage, SimDisk};
+use crate::faults::{FaultPlan, PlanShape, STEPS_PER_TICK};
+use crate::network::Network;
+use crate::options::SimOptions;
+use crate::rng::SimRng;
+use crate::trace::{MessageSummary, Trace, TraceEvent};
+use kv_node::command::RequestId;
+use kv_node::replica::{Output, Replica};
+use kv_node::state_machine::{Applied, DEFAULT_DEDUP_LIMIT};
+use raft_core::{Config, Input, Membership, Message, NodeId, Role};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// Something that happens at a point in simulated time.
+#[derive(Debug)]
+pub(crate) enum Event {
+    Tick(NodeId),
+    Deliver(Message),
+    ClientWake(usize),
+    ClientTimeout { client: usize, attempt: u32 },
+    FaultStart(usize),
+    FaultEnd(usize),
+    Restart { node: NodeId, incarnation: u32 },
+    Heal,
+    Probe,
+    LivenessDeadline,
+}
+
+pub(crate) enum NodeState {
+    Up(Box<Replica<SimDisk>>),
+    Down(DiskImage),
+}
+
+/// Delivered to a paused node and handled when it resumes.
+#[derive(Debug)]
+pub(crate) enum Backlog {
+    Message(Message),
+    Client { client: usize, attempt: u32 },
+}
+
+pub(crate) struct SimNode {
+    pub id: NodeId,
+    pub state: NodeState,
+    pub paused: bool,
+    pub backlog: VecDeque<Backlog>,
+    /// Steps between this node's ticks (clock skew).
+    pub tick_period: u64,
+    pub incarnation: u32,
+    /// Down time after an injected fsync failure kills it.
+    pub sync_crash_down_ticks: u64,
+}
+
+impl SimNode {
+    pub fn replica(&self) -> Option<&Replica<SimDisk>> {
+        match &self.state {
+            NodeState::Up(r) => Some(r),
+            NodeState::Down(_) => None,
+        }
+    }
+
+    pub fn replica_mut(&mut self) -> Option<&mut Replica<SimDisk>> {
+        match &mut self.state {
+            NodeState::Up(r) => Some(r),
+            NodeState::Down(_) => None,
+        }
+    }
+
+    /// Up and not paused: takes ticks, messages and requests.
+    pub fn is_live(&self) -> bool {
+        !self.paused && matches!(self.state, NodeState::Up(_))
+    }
+}
+
+/// The liveness probe of the final phase.
+#[derive(Debug, Default)]
+pub(crate) struct Probe {
+    pub requests: BTreeSet<RequestId>,
+    pub healed_step: Option<u64>,
+    pub satisfied_step: Option<u64>,
+}
+
+pub struct World {
+    pub(crate) opts: SimOptions,
+    pub(crate) plan: FaultPlan,
+    pub(crate) rng: SimRng,
+    pub(crate) now: u64,
+    pub(crate) end_step: u64,
+    queue: BTreeMap<(u64, u64), Event>,
+    queue_seq: u64,
+    pub(crate) nodes: Vec<SimNode>,
+    pub(crate) network: Network,
+    pub(crate) clients: Vec<Client>,
+    pub(crate) history: Vec<Recorded>,
+    /// Live write attempts: request id -> (client, history position).
+    pub(crate) requests: BTreeMap<RequestId, (usize, usize)>,
+    /// Every write attempt ever: request id -> (client, seq).
+    pub(crate) writers: Writers,
+    /// Live reads: context -> client.
+    pub(crate) reads: BTreeMap<u64, usize>,
+    pub(crate) next_request: u64,
+    pub(crate) next_context: u64,
+    pub(crate) keys: Vec<String>,
+    pub(crate) checker: Checker,
+    pub(crate) trace: Trace,
+    pub(crate) faults_fired: u64,
+    /// Links cut by each active scheduled fault.
+    pub(crate) active_links: BTreeMap<usize, Vec<(NodeId, NodeId)>>,
+    pub(crate) probe: Probe,
+    pub(crate) violation: Option<Violation>,
+    /// Set when the linearizability search ran out of budget.
+    pub(crate) linearizability_unknown: Option<String>,
+    outbox: Vec<Message>,
+}
+
+/// A panic inside the node code, as text.
+fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic".to_string()
+    }
+}
+
+impl World {
+    pub fn new(opts: SimOptions) -> World {
+        assert!((1..=9).contains(&opts.nodes), "1..=9 nodes");
+        let mut plan_rng = SimRng::new(opts.seed, 0);
+        let shape = PlanShape {
+            nodes: opts.nodes,
+            first_fault_tick: 20,
+            heal_tick: opts.heal_tick(),
+        };
+        let mut plan = FaultPlan::draw(&opts.faults, shape, &mut plan_rng);
+        if let Some(keep) = &opts.keep_faults {
+            plan.keep_faults(keep);
+        }
+        let key_count = plan_rng.range(2, 5);
+        let keys = (0..key_count).map(|k| format!("k{k}")).collect();
+        let mut rng = SimRng::new(opts.seed, 1);
+        let mut world = World {
+            end_step: opts.ticks * STEPS_PER_TICK,
+            queue: BTreeMap::new(),
+            queue_seq: 0,
+            nodes: Vec::new(),
+            network: Network::new(opts.nodes),
+            clients: (0..opts.clients)
+                .map(|c| Client::new(c as u64 + 1))
+                .collect(),
+            history: Vec::new(),
+            requests: BTreeMap::new(),
+            writers: Writers::new(),
+            reads: BTreeMap::new(),
+            next_request: 1,
+            next_context: 1,
+            keys,
+            checker: Checker::default(),
+            trace: Trace::new(opts.print_trace),
+            faults_fired: 0,
+            active_links: BTreeMap::new(),
+            probe: Probe::default(),
+            violation: None,
+            linearizability_unknown: None,
+            outbox: Vec::new(),
+            now: 0,
+            rng: SimRng::new(0, 0),
+            plan,
+            opts,
+        };
+        for i in 1..=world.opts.nodes as u64 {
+            let tick_period = world.plan.tick_period_steps(&mut rng);
+            world.nodes.push(SimNode {
+                id: NodeId(i),
+                state: NodeState::Down(DiskImage::default()),
+                paused: false,
+                backlog: VecDeque::new(),
+                tick_period,
+                incarnation: 0,
+                sync_crash_down_ticks: 0,
+            });
+            let first_tick = rng.range(1, tick_period);
+            world.schedule(first_tick, Event::Tick(NodeId(i)));
+        }
+        world.rng = rng;
+        for i in 0..world.nodes.len() {
+            world.start_node(NodeId(i as u64 + 1));
+        }
+        for c in 0..world.clients.len() {
+            let at = world.rng.range(1, 10 * STEPS_PER_TICK);
+            world.schedule(at, Event::ClientWake(c));
+        }
+        for (i, f) in world.plan.schedule.clone().iter().enumerate() {
+            world.schedule(f.at_tick * STEPS_PER_TICK, Event::FaultStart(i));
+        }
+        world.schedule(world.opts.heal_tick() * STEPS_PER_TICK, Event::Heal);
+        world
+    }
+
+    /// Queues `event` at absolute step `at`.
+    pub(crate) fn schedule(&mut self, at: u64, event: Event) {
+        self.queue_seq += 1;
+        self.queue.insert((at, self.queue_seq), event);
+    }
+
+    pub(crate) fn schedule_in(&mut self, steps: u64, event: Event) {
+        self.schedule(self.now + steps.max(1), event);
+    }
+
+    pub(crate) fn node(&self, id: NodeId) -> &SimNode {
+        &self.nodes[id.0 as usize - 1]
+    }
+
+    pub(crate) fn node_mut(&mut self, id: NodeId) -> &mut SimNode {
+        &mut self.nodes[id.0 as usize - 1]
+    }
+
+    pub(crate) fn fail(&mut self, property: &'static str, detail: String) {
+        if self.violation.is_none() {
+            self.violation = Some(Violation {
+                step: self.now,
+                property,
+                detail,
+            });
+        }
+    }
+
+    /// The node that leads the highest term, among the nodes that are up.
+    pub(crate) fn leader(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.replica())
+            .filter(|r| r.node.role() == Role::Leader)
+            .max_by_key(|r| r.node.term())
+            .map(|r| r.node.id())
+    }
+
+    /// Runs to the end or to the first violation.
+    pub fn run(&mut self) {
+        while let Some((&(at, _), _)) = self.queue.first_key_value() {
+            if at >= self.end_step || self.violation.is_some() {
+                break;
+            }
+            let (_, event) = self.queue.pop_first().expect("queue is not empty");
+            self.now = at;
+            self.handle(event);
+        }
+        if self.violation.is_none() {
+            self.now = self.now.max(self.end_step);
+            self.final_checks();
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Tick(id) => {
+                let period = self.node(id).tick_period;
+                self.schedule_in(period, Event::Tick(id));
+                if self.node(id).is_live() {
+                    self.step_node(id, Input::Tick);
+                }
+            }
+            Event::Deliver(m) => self.deliver(m),
+            Event::ClientWake(c) => self.client_wake(c),
+            Event::ClientTimeout { client, attempt } => self.client_timeout(client, attempt),
+            Event::FaultStart(i) => self.fault_start(i),
+            Event::FaultEnd(i) => self.fault_end(i),
+            Event::Restart { node, incarnation } => {
+                if self.node(node).incarnation == incarnation {
+                    self.start_node(node);
+                }
+            }
+            Event::Heal => self.heal(),
+            Event::Probe => self.probe(),
+            Event::LivenessDeadline => self.liveness_deadline(),
+        }
+    }
+
+    fn deliver(&mut self, m: Message) {
+        let to = m.to;
+        let why = if self.network.is_cut(m.from, to) {
+            Some("link cut")
+        } else if self.node(to).replica().is_none() {
+            Some("node down")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            self.trace
+                .record(self.now, TraceEvent::Drop(MessageSummary::of(&m), why));
+            return;
+        }
+        if self.node(to).paused {
+            self.node_mut(to).backlog.push_back(Backlog::Message(m));
+            return;
+        }
+        self.trace
+            .record(self.now, TraceEvent::Deliver(MessageSummary::of(&m)));
+        self.step_node(to, Input::Message(m));
+    }
+
+    /// Sends a message through the network.
+    fn send(&mut self, m: Message) {
+        let route = self.network.route(m.from, m.to, &self.plan, &mut self.rng);
+        match route.deliveries {
+            [Some(a), Some(b)] => {
+                self.schedule_in(a, Event::Deliver(m.clone()));
+                self.schedule_in(b, Event::Deliver(m));
+            }
+            [Some(a), None] | [None, Some(a)] => self.schedule_in(a, Event::Deliver(m)),
+            [None, None] => {}
+        }
+    }
+
+    /// The configuration of node `id` in its current incarnation.
+    fn config(&self, id: NodeId) -> Config {
+        let mut config = Config::new(id);
+        let incarnation = u64::from(self.node(id).incarnation);
+        config.seed = self.opts.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ (id.0 << 32)
+            ^ incarnation.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        if let Some(hook) = &self.opts.config_hook {
+            hook(&mut config);
+        }
+        config
+    }
+
+    /// Starts (or restarts) a node from what its disk synced.
+    pub(crate) fn start_node(&mut self, id: NodeId) {
+        let NodeState::Down(image) = &self.node(id).state else {
+            return;
+        };
+        let image = image.clone();
+        let membership = Membership::new((1..=self.opts.nodes as u64).map(NodeId));
+        let config = self.config(id);
+        let opened = catch_unwind(AssertUnwindSafe(|| {
+            Replica::open(
+                config,
+                image.recover(),
+                membership,
+                SimDisk::from_image(image.clone()),
+                DEFAULT_DEDUP_LIMIT,
+            )
+        }));
+        let mut replica = match opened {
+            Ok(Ok(replica)) => replica,
+            Ok(Err(e)) => return self.fail("restart recovers", format!("{id}: {e}")),
+            Err(p) => return self.fail("restart recovers", format!("{id}: {}", panic_text(p))),
+        };
+        replica.snapshot_every = self.plan.snapshot_every;
+        if let Err(v) = self.checker.on_start(self.now, &replica) {
+            self.violation.get_or_insert(v);
+        }
+        let node = self.node_mut(id);
+        node.state = NodeState::Up(Box::new(replica));
+        node.paused = false;
+        node.backlog.clear();
+        if self.now > 0 {
+            self.trace.note(self.now, || format!("{id} restarts"));
+        }
+        self.drive(id);
+    }
+
+    /// Crashes a node: unsynced writes are lost, its requests fail.
+    pub(crate) fn crash_node(&mut self, id: NodeId, why: &str) {
+        let node = self.node_mut(id);
+        let state = std::mem::replace(&mut node.state, NodeState::Down(DiskImage::default()));
+        let NodeState::Up(replica) = state else {
+            node.state = state;
+            return;
+        };
+        node.state = NodeState::Down(replica.disk.crash());
+        node.incarnation += 1;
+        node.paused = false;
+        node.backlog.clear();
+        self.trace
+            .note(self.now, || format!("{id} crashes ({why})"));
+        self.node_lost_requests(id);
+    }
+
+    /// Steps one input into a live node and handles what comes out.
+    pub(crate) fn step_node(&mut self, id: NodeId, input: Input) -> Option<raft_core::Accepted> {
+        let replica = self.node_mut(id).replica_mut()?;
+        let stepped = catch_unwind(AssertUnwindSafe(|| replica.step(input)));
+        let accepted = match stepped {
+            Ok(result) => result.ok(),
+            Err(p) => {
+                self.fail(
+                    "node code does not panic",
+                    format!("{id}: {}", panic_text(p)),
+                );
+                return None;
+            }
+        };
+        self.drive(id);
+        accepted
+    }
+
+    /// Drains every `Ready` of a node through the real ready-handling loop,
+    /// sends what it sent, checks the invariants and answers clients.
+    pub(crate) fn drive(&mut self, id: NodeId) {
+        let mut outbox = std::mem::take(&mut self.outbox);
+        let mut outputs: Vec<Output> = Vec::new();
+        let Some(replica) = self.node_mut(id).replica_mut() else {
+            return;
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            loop {
+                match replica.process_ready(|m| outbox.push(m)) {
+                    Ok(Some(out)) => outputs.push(out),
+                    Ok(None) => return Ok(()),
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        }));
+        // Whatever was sent left before any failure.
+        for m in outbox.drain(..) {
+            self.send(m);
+        }
+        self.outbox = outbox;
+        match result {
+            Err(p) => {
+                return self.fail(
+                    "node code does not panic",
+                    format!("{id}: {}", panic_text(p)),
+                );
+            }
+            Ok(Err(storage)) => {
+                let down = self.node(id).sync_crash_down_ticks.max(1);
+                self.crash_node(id, &storage);
+                let incarnation = self.node(id).incarnation;
+                self.schedule_in(
+                    down * STEPS_PER_TICK,
+                    Event::Restart {
+                        node: id,
+                        incarnation,
+                    },
+                );
+                return;
+            }
+            Ok(Ok(())) => {}
+        }
+        let applied: Vec<Applied> = outputs
+            .iter_mut()
+            .flat_map(|o| std::mem::take(&mut o.applied))
+            .collect();
+        let node = &mut self.nodes[id.0 as usize - 1];
+        let NodeState::Up(replica) = &mut node.state else {
+            return;
+        };
+        let appended = std::mem::take(&mut replica.disk.appended);
+        if let Err(v) =
+            self.checker
+                .after_step(self.now, replica, &appended, &applied, &self.writers)
+        {
+            self.violation.get_or_insert(v);
+            return;
+        }
+        for out in &outputs {
+            if let Some(ss) = out.soft_state {
+                self.trace.note(self.now, || {
+                    format!(
+                        "{id} is {:?} of term {} (leader {:?})",
+                        ss.role, ss.term, ss.leader
+                    )
+                });
+            }
+        }
+        self.answer_clients(id, &applied, outputs);
+    }
+}

@@ -1,0 +1,210 @@
+//! Firing and healing the scheduled faults, the final heal, and the checks
+//! that run once the world is quiet.
+
+use crate::client::{ClientCall, ClientRet, Outcome};
+use crate::disk::SyncFailure;
+use crate::faults::{Fault, Partition, STEPS_PER_TICK, Target};
+use crate::options::LIVENESS_BOUND_TICKS;
+use crate::world::{Event, World};
+use kv_node::command::{Command, Op};
+use raft_core::{Input, NodeId};
+
+impl World {
+    fn resolve(&mut self, target: Target) -> NodeId {
+        match target {
+            Target::Node(id) => id,
+            Target::Leader => match self.leader() {
+                Some(id) => id,
+                None => NodeId(self.rng.range(1, self.opts.nodes as u64)),
+            },
+        }
+    }
+
+    pub(crate) fn fault_start(&mut self, i: usize) {
+        let scheduled = self.plan.schedule[i].clone();
+        let duration = scheduled.duration_ticks * STEPS_PER_TICK;
+        let fired = match scheduled.fault {
+            Fault::Partition(partition) => {
+                let isolated = match partition {
+                    Partition::IsolateLeader => self.resolve(Target::Leader),
+                    _ => NodeId(1),
+                };
+                let links = self.network.links(&partition, isolated);
+                self.network.cut(&links);
+                self.active_links.insert(i, links);
+                self.schedule_in(duration, Event::FaultEnd(i));
+                Some(match partition {
+                    Partition::IsolateLeader => format!("isolate {isolated}"),
+                    other => Fault::Partition(other).to_string(),
+                })
+            }
+            Fault::Crash { target } => {
+                let id = self.resolve(target);
+                (self.node(id).replica().is_some()).then(|| {
+                    self.crash_node(id, "fault");
+                    let incarnation = self.node(id).incarnation;
+                    self.schedule_in(
+                        duration,
+                        Event::Restart {
+                            node: id,
+                            incarnation,
+                        },
+                    );
+                    format!("crash {id} for {} ticks", scheduled.duration_ticks)
+                })
+            }
+            Fault::SyncCrash { target, on_vote } => {
+                let id = self.resolve(target);
+                let node = self.node_mut(id);
+                node.sync_crash_down_ticks = scheduled.duration_ticks;
+                node.replica_mut().map(|r| {
+                    r.disk.armed = Some(if on_vote {
+                        SyncFailure::NextVote
+                    } else {
+                        SyncFailure::Next
+                    });
+                    format!(
+                        "arm {id} to die in its next {}fsync",
+                        if on_vote { "vote " } else { "" }
+                    )
+                })
+            }
+            Fault::Pause { target } => {
+                let id = self.resolve(target);
+                self.node(id).is_live().then(|| {
+                    self.node_mut(id).paused = true;
+                    self.schedule_in(duration, Event::FaultEnd(i));
+                    format!("pause {id} for {} ticks", scheduled.duration_ticks)
+                })
+            }
+            Fault::Diverge { tail } => self.leader().map(|leader| {
+                let links = self.network.links(&Partition::IsolateLeader, leader);
+                self.network.cut(&links);
+                self.active_links.insert(i, links);
+                for k in 0..tail {
+                    let command = Command {
+                        request: None,
+                        client: None,
+                        op: Op::Put {
+                            key: "__diverge".into(),
+                            value: format!("{i}.{k}"),
+                        },
+                    };
+                    self.step_node(
+                        leader,
+                        Input::Propose {
+                            data: command.encode(),
+                        },
+                    );
+                }
+                self.schedule_in(duration, Event::FaultEnd(i));
+                format!("diverge: cut off leader {leader} with {tail} new entries")
+            }),
+        };
+        if let Some(what) = fired {
+            self.faults_fired += 1;
+            self.trace.note(self.now, || format!("fault #{i}: {what}"));
+        }
+    }
+
+    pub(crate) fn fault_end(&mut self, i: usize) {
+        if let Some(links) = self.active_links.remove(&i) {
+            self.network.restore(&links);
+            self.trace.note(self.now, || format!("fault #{i} heals"));
+        }
+        if let Fault::Pause { .. } = self.plan.schedule[i].fault {
+            for id in (1..=self.opts.nodes as u64).map(NodeId) {
+                if self.node(id).paused {
+                    self.resume(id);
+                }
+            }
+        }
+    }
+
+    /// The final phase: every fault heals, and liveness is measured.
+    pub(crate) fn heal(&mut self) {
+        self.trace.note(self.now, || "final heal".into());
+        self.plan.healed = true;
+        self.network.heal_all();
+        self.active_links.clear();
+        for id in (1..=self.opts.nodes as u64).map(NodeId) {
+            if let Some(r) = self.node_mut(id).replica_mut() {
+                r.disk.armed = None;
+            }
+            if self.node(id).paused {
+                self.resume(id);
+            }
+            self.start_node(id);
+        }
+        self.probe.healed_step = Some(self.now);
+        self.schedule_in(STEPS_PER_TICK, Event::Probe);
+        self.schedule_in(
+            LIVENESS_BOUND_TICKS * STEPS_PER_TICK,
+            Event::LivenessDeadline,
+        );
+    }
+
+    /// Checks that need the whole run: convergence, durability of
+    /// acknowledged writes, liveness.
+    pub(crate) fn final_checks(&mut self) {
+        for op in &mut self.history {
+            if op.outcome == Outcome::Pending {
+                op.outcome = match op.call {
+                    ClientCall::Get { .. } => Outcome::Failed,
+                    ClientCall::Write(_) => Outcome::Unknown,
+                };
+            }
+        }
+        if let Some(healed) = self.probe.healed_step
+            && self.probe.satisfied_step.is_none()
+            && self.now >= healed + LIVENESS_BOUND_TICKS * STEPS_PER_TICK
+        {
+            return self.liveness_deadline();
+        }
+        // Every replica reached the same state.
+        let mut states = Vec::new();
+        for node in &self.nodes {
+            match node.replica() {
+                Some(r) => states.push((node.id, r.state.applied_index(), r.state.digest())),
+                None => {
+                    return self.fail(
+                        "replicas converge",
+                        format!("{} is down at the end", node.id),
+                    );
+                }
+            }
+        }
+        let (first_id, first_index, first_digest) = states[0];
+        for &(id, index, digest) in &states[1..] {
+            if index != first_index || digest != first_digest {
+                let detail = format!(
+                    "{first_id} applied {first_index} (digest {first_digest:016x}), {id} applied {index} (digest {digest:016x})"
+                );
+                return self.fail("replicas converge", detail);
+            }
+        }
+        // No acknowledged write was lost.
+        for (n, op) in self.history.iter().enumerate() {
+            let Some(ClientRet::Write(result)) = &op.ret else {
+                continue;
+            };
+            let Some(revision) = result.revision() else {
+                continue;
+            };
+            let holds = revision <= first_index
+                && self
+                    .checker
+                    .applied_request(revision)
+                    .flatten()
+                    .is_some_and(|r| op.attempts.contains(&r));
+            if !holds {
+                let detail = format!(
+                    "op #{n} of c{} was acknowledged at revision {revision}, which holds another entry",
+                    op.client
+                );
+                return self.fail("acknowledged writes survive", detail);
+            }
+        }
+        self.check_history();
+    }
+}
