@@ -212,6 +212,25 @@ impl DriverHandle {
     }
 }
 
+impl DriverHandle {
+    /// A handle whose requests go to `rx` and are never answered by a
+    /// driver: for tests of timeouts and shutdown.
+    #[cfg(test)]
+    pub(crate) fn detached(
+        request_timeout: Duration,
+        capacity: usize,
+    ) -> (DriverHandle, mpsc::Receiver<impl Send>) {
+        let (tx, rx) = mpsc::channel::<Request>(capacity);
+        let handle = DriverHandle {
+            tx,
+            node: NodeId(1),
+            next_request: Arc::new(AtomicU64::new(1)),
+            request_timeout,
+        };
+        (handle, rx)
+    }
+}
+
 fn stopped() -> DriverError {
     DriverError::Unavailable("the node is shutting down".into())
 }

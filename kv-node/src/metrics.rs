@@ -62,6 +62,9 @@ impl Histogram {
     }
 }
 
+/// Picks one counter of a peer, for rendering.
+type PeerField = fn(&PeerMetrics) -> &AtomicU64;
+
 /// Counters for one outbound peer queue.
 #[derive(Debug, Default)]
 pub struct PeerMetrics {
@@ -220,7 +223,7 @@ impl Metrics {
         );
         self.fsync.render(&mut out, name, "");
 
-        let peer_counters: [(&str, &str, fn(&PeerMetrics) -> &AtomicU64); 4] = [
+        let peer_counters: [(&str, &str, PeerField); 4] = [
             (
                 "kv_peer_batches_sent_total",
                 "batches sent to a peer",

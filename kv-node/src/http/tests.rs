@@ -1,1 +1,393 @@
+//! The HTTP layer against a real single-node replica in a temporary data
+//! directory (through `warp::test`), and against a driver that never
+//! answers (for 503 and 504).
 
+use super::{AppState, routes};
+use crate::cli::ReadPolicy;
+use crate::driver::{self, DriverHandle};
+use crate::ids::{Member, Members, node_id_of};
+use crate::metrics::Metrics;
+use crate::replica::Replica;
+use crate::transport::PeerSender;
+use crate::wal_disk::WalDisk;
+use raft_core::{Config, Membership};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+const MAX_VALUE: usize = 1024;
+
+fn members() -> Members {
+    let this = Member {
+        name: "node1".into(),
+        id: node_id_of("node1"),
+        url: "http://127.0.0.1:1".into(),
+    };
+    Members::new(this, vec![]).unwrap()
+}
+
+fn app_state(driver: DriverHandle, metrics: Arc<Metrics>) -> Arc<AppState> {
+    Arc::new(AppState::new(
+        driver,
+        members(),
+        metrics,
+        ReadPolicy::Linearizable,
+        MAX_VALUE,
+        4 * MAX_VALUE,
+    ))
+}
+
+/// A single-node cluster that has elected itself.
+struct TestNode {
+    state: Arc<AppState>,
+    _stop: watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+async fn single_node() -> TestNode {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let (disk, recovered) = WalDisk::open(dir.path(), metrics.clone()).unwrap();
+    let members = members();
+    let replica = Replica::open(
+        Config::new(members.this.id),
+        recovered,
+        Membership::new([members.this.id]),
+        disk,
+        100,
+    )
+    .unwrap();
+    let (stop, stop_rx) = watch::channel(false);
+    let (driver, _done) = driver::spawn(
+        replica,
+        PeerSender::none(),
+        metrics.clone(),
+        Duration::from_millis(5),
+        Duration::from_secs(5),
+        stop_rx,
+    )
+    .unwrap();
+    let state = app_state(driver, metrics);
+    for _ in 0..200 {
+        let status = state.driver.status().await.unwrap();
+        if status.leader.is_some() && driver::is_ready(&status) {
+            return TestNode {
+                state,
+                _stop: stop,
+                _dir: dir,
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("single node did not elect itself");
+}
+
+async fn call(state: &Arc<AppState>, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let response = warp::test::request()
+        .method(method)
+        .path(path)
+        .body(body)
+        .reply(&routes(state.clone()))
+        .await;
+    let status = response.status().as_u16();
+    let body = serde_json::from_slice(response.body()).unwrap_or(Value::Null);
+    (status, body)
+}
+
+fn error_code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<no error body>")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_and_reads_follow_the_contract() {
+    let node = single_node().await;
+    let s = &node.state;
+    let (status, body) = call(s, "PUT", "/kv/a%2Fb", r#"{"value":"1"}"#).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["prev"], Value::Null);
+    let revision = body["revision"].as_u64().unwrap();
+
+    let (status, body) = call(s, "GET", "/kv/a%2Fb", "").await;
+    assert_eq!(
+        (status, &body),
+        (
+            200,
+            &json!({"key": "a/b", "value": "1", "revision": revision})
+        )
+    );
+    for consistency in ["lease", "stale", "linearizable"] {
+        let (status, _) = call(
+            s,
+            "GET",
+            &format!("/kv/a%2Fb?consistency={consistency}"),
+            "",
+        )
+        .await;
+        assert_eq!(status, 200, "{consistency}");
+    }
+
+    let (_, body) = call(s, "PUT", "/kv/a%2Fb", r#"{"value":"2"}"#).await;
+    assert_eq!(body["prev"], "1");
+    let (_, body) = call(
+        s,
+        "POST",
+        "/kv/a%2Fb/cas",
+        r#"{"expected":"1","value":"3"}"#,
+    )
+    .await;
+    assert_eq!(
+        (&body["succeeded"], &body["current"]),
+        (&json!(false), &json!("2"))
+    );
+    let (_, body) = call(
+        s,
+        "POST",
+        "/kv/a%2Fb/cas",
+        r#"{"expected":"2","value":null}"#,
+    )
+    .await;
+    assert_eq!(
+        (&body["succeeded"], &body["current"]),
+        (&json!(true), &Value::Null)
+    );
+    let (status, body) = call(
+        s,
+        "POST",
+        "/kv/mput",
+        r#"{"entries":[{"key":"p1","value":"x"},{"key":"p2","value":"y"}]}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = call(s, "GET", "/kv?prefix=p&limit=1", "").await;
+    assert_eq!(body["entries"][0]["key"], "p1");
+    assert_eq!(body["more"], true);
+    let (status, body) = call(s, "DELETE", "/kv/missing", "").await;
+    assert_eq!((status, &body["prev"]), (200, &Value::Null));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_write_applies_once_and_an_older_seq_is_stale() {
+    let node = single_node().await;
+    let s = &node.state;
+    let put = r#"{"value":"v","client_id":"c1","seq":5}"#;
+    let (_, first) = call(s, "PUT", "/kv/k", put).await;
+    let (_, again) = call(s, "PUT", "/kv/k", put).await;
+    assert_eq!(first, again);
+    let (status, body) = call(
+        s,
+        "PUT",
+        "/kv/k",
+        r#"{"value":"w","client_id":"c1","seq":4}"#,
+    )
+    .await;
+    assert_eq!((status, error_code(&body)), (409, "stale_seq"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_bad_request_gets_its_error_class() {
+    let node = single_node().await;
+    let s = &node.state;
+    let long_key = "k".repeat(crate::state_machine::MAX_KEY_BYTES + 1);
+    let big_value = format!(r#"{{"value":"{}"}}"#, "v".repeat(MAX_VALUE + 1));
+    let huge_body = format!(r#"{{"value":"{}"}}"#, "v".repeat(8 * MAX_VALUE));
+    let cases: Vec<(&str, String, String, u16, &str)> = vec![
+        (
+            "PUT",
+            "/kv/k".into(),
+            "{not json".into(),
+            400,
+            "bad_request",
+        ),
+        (
+            "PUT",
+            "/kv/k".into(),
+            r#"{"valu":"x"}"#.into(),
+            400,
+            "bad_request",
+        ),
+        (
+            "PUT",
+            "/kv/k".into(),
+            r#"{"value":5}"#.into(),
+            400,
+            "bad_request",
+        ),
+        ("PUT", "/kv/k".into(), String::new(), 400, "bad_request"),
+        (
+            "PUT",
+            "/kv/%FF".into(),
+            r#"{"value":"x"}"#.into(),
+            400,
+            "bad_request",
+        ),
+        ("GET", "/kv/".into(), String::new(), 400, "bad_request"),
+        (
+            "GET",
+            "/kv/k?consistency=eventual".into(),
+            String::new(),
+            400,
+            "bad_request",
+        ),
+        (
+            "GET",
+            "/kv?limit=-1".into(),
+            String::new(),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/kv/k/cas".into(),
+            r#"{"value":"x"}"#.into(),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/kv/mput".into(),
+            r#"{"entries":[]}"#.into(),
+            400,
+            "bad_request",
+        ),
+        (
+            "PUT",
+            "/admin/read-policy".into(),
+            r#"{"policy":"fast"}"#.into(),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/cluster/transfer-leader".into(),
+            r#"{"to":"nobody"}"#.into(),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/raft/messages".into(),
+            "garbage".into(),
+            400,
+            "bad_request",
+        ),
+        ("GET", "/kv/absent".into(), String::new(), 404, "not_found"),
+        (
+            "GET",
+            "/no/such/route".into(),
+            String::new(),
+            404,
+            "not_found",
+        ),
+        (
+            "PATCH",
+            "/kv/k".into(),
+            String::new(),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "POST",
+            "/healthz".into(),
+            String::new(),
+            405,
+            "method_not_allowed",
+        ),
+        ("GET", "/kv/mput".into(), String::new(), 404, "not_found"),
+        (
+            "PUT",
+            format!("/kv/{long_key}"),
+            r#"{"value":"x"}"#.into(),
+            413,
+            "too_large",
+        ),
+        ("PUT", "/kv/k".into(), big_value, 413, "too_large"),
+        ("PUT", "/kv/k".into(), huge_body, 413, "too_large"),
+        (
+            "POST",
+            "/cluster/members".into(),
+            r#"{"id":"n4","url":"http://x"}"#.into(),
+            501,
+            "not_implemented",
+        ),
+        (
+            "DELETE",
+            "/cluster/members/node2".into(),
+            String::new(),
+            501,
+            "not_implemented",
+        ),
+    ];
+    for (method, path, body, status, code) in cases {
+        let (got_status, got) = call(s, method, &path, &body).await;
+        let shown = &path[..path.len().min(40)];
+        assert_eq!(
+            (got_status, error_code(&got)),
+            (status, code),
+            "{method} {shown}: {got}"
+        );
+        assert!(
+            got["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_routes_answer() {
+    let node = single_node().await;
+    let s = &node.state;
+    assert_eq!(
+        call(s, "GET", "/healthz", "").await,
+        (200, json!({"ok": true}))
+    );
+    assert_eq!(call(s, "GET", "/readyz", "").await.0, 200);
+    let (_, status) = call(s, "GET", "/status", "").await;
+    assert_eq!(
+        (&status["id"], &status["role"], &status["leader"]),
+        (&json!("node1"), &json!("leader"), &json!("node1"))
+    );
+    let (_, members) = call(s, "GET", "/cluster/members", "").await;
+    assert_eq!(members["members"][0]["id"], "node1");
+    let (status, body) = call(s, "PUT", "/admin/read-policy", r#"{"policy":"stale"}"#).await;
+    assert_eq!((status, &body["policy"]), (200, &json!("stale")));
+    assert_eq!(s.read_policy(), ReadPolicy::Stale);
+    call(s, "PUT", "/kv/x", r#"{"value":"1"}"#).await;
+    let (status, body) = call(s, "POST", "/admin/snapshot", "").await;
+    assert_eq!((status, &body["taken"]), (200, &json!(true)), "{body}");
+    let response = warp::test::request()
+        .path("/metrics")
+        .reply(&routes(s.clone()))
+        .await;
+    let text = String::from_utf8_lossy(response.body());
+    assert!(text.contains("kv_raft_role 2"), "{text}");
+    assert!(text.contains("kv_http_request_duration_seconds_count{route=\"kv_put\"}"));
+}
+
+#[tokio::test]
+async fn a_write_that_is_never_applied_times_out_with_504() {
+    let (driver, _rx) = DriverHandle::detached(Duration::from_millis(50), 8);
+    let (status, body) = call(&app_state(driver, Arc::default()), "PUT", "/kv/k", r#"{"value":"x"}"#).await;
+    assert_eq!((status, error_code(&body)), (504, "timeout"));
+}
+
+#[tokio::test]
+async fn requests_to_a_stopped_or_overloaded_driver_get_503() {
+    let (driver, rx) = DriverHandle::detached(Duration::from_millis(50), 1);
+    let state = app_state(driver, Arc::default());
+    // The queue holds one request; the first write waits there (and times
+    // out as an unknown outcome), the second finds the queue full.
+    let first = call(&state, "PUT", "/kv/k", r#"{"value":"x"}"#);
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        call(&state, "PUT", "/kv/k", r#"{"value":"x"}"#).await
+    };
+    let ((s1, b1), (s2, b2)) = tokio::join!(first, second);
+    assert_eq!((s1, error_code(&b1)), (504, "timeout"));
+    assert_eq!((s2, error_code(&b2)), (503, "unavailable"));
+    drop(rx);
+    let (status, body) = call(&state, "GET", "/kv/k", "").await;
+    assert_eq!((status, error_code(&body)), (503, "unavailable"));
+    assert_eq!(call(&state, "GET", "/readyz", "").await.0, 503);
+}
