@@ -717,16 +717,24 @@ impl Node {
             if !self.membership.is_voter(me) {
                 tracing::info!("removed from the voters: stepping down");
                 self.become_follower(self.term, None);
-            } else if self.membership.is_joint() {
-                // Leave the joint configuration as soon as it is committed.
-                let (index, _) =
-                    self.append_entry(EntryKind::ConfChange, ConfChange::Leave.encode());
-                self.pending_conf_index = index;
             }
         } else if matches!(self.role, Role::Follower | Role::Learner) || !self.is_promotable() {
             // A follower may have become a learner or a voter; a candidate
             // that lost its vote stops campaigning.
             self.role = self.follower_role();
+        }
+    }
+
+    /// Leader: once a joint configuration is committed and no other change
+    /// is in flight, propose leaving it. A leader elected while a joint
+    /// configuration is in force does the same once its no-op commits.
+    pub(crate) fn maybe_leave_joint(&mut self) {
+        if self.role == Role::Leader
+            && self.membership.is_joint()
+            && self.pending_conf_index <= self.log.committed
+        {
+            let (index, _) = self.append_entry(EntryKind::ConfChange, ConfChange::Leave.encode());
+            self.pending_conf_index = index;
         }
     }
 

@@ -336,6 +336,7 @@ impl Node {
         }
         self.commit_to(index);
         self.on_commit_advanced();
+        self.maybe_leave_joint();
         true
     }
 }

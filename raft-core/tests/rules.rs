@@ -776,3 +776,33 @@ fn a_leader_that_removes_itself_steps_down_once_the_change_commits() {
     assert_ne!(leader, NodeId(1));
     assert!(!c.node(leader.0).membership().is_member(NodeId(1)));
 }
+
+#[test]
+fn a_new_leader_finishes_a_joint_configuration_left_behind() {
+    // Node 1 enters a joint configuration removing node 5 and is cut off
+    // the moment it has committed it, before its Leave entry gets out.
+    let mut c = Cluster::new(5);
+    c.campaign(1);
+    c.step(
+        1,
+        Input::ProposeConfChange(ConfChange::Enter(vec![ConfChangeStep::Remove(NodeId(5))])),
+    )
+    .unwrap();
+    for _ in 0..10_000 {
+        c.drain_ready();
+        if c.node(1).membership().is_joint() {
+            break;
+        }
+        assert!(c.deliver_one(), "the change commits");
+    }
+    assert!(c.node(1).membership().is_joint());
+    c.isolate(1);
+    for _ in 0..100 {
+        c.tick_all();
+    }
+    let leader = c.leader().expect("nodes 2-5 elect a leader");
+    assert_ne!(leader, NodeId(1));
+    let m = c.node(leader.0).membership().clone();
+    assert!(!m.is_joint(), "the new leader left the joint configuration");
+    assert!(!m.is_member(NodeId(5)));
+}
