@@ -1,0 +1,268 @@
+//! The command line: every subcommand, flag and environment variable.
+
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use std::time::Duration;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the server answered with an error (printed as `code: message`), or a
+     write's outcome is unknown (timeout after it was sent)
+  2  usage error (bad flags or arguments)
+  3  no endpoint could be reached
+  4  `cas` only: the comparison failed; nothing was written and the current
+     value is printed (a definite, normal answer, so it is not 1; distinct
+     from 0 so that `if kvctl cas ...; then` does what it reads like)
+
+Endpoints are tried in order; the next one is tried when a connection fails
+or a node answers 503 (unavailable: nothing was proposed, safe to retry).
+A read is also retried elsewhere after a timeout; a write only when it
+carries --client-id and --seq (the server deduplicates the retry).";
+
+/// kvctl: the command-line client for kv-node clusters.
+#[derive(Debug, Parser)]
+#[command(name = "kvctl", version, about, after_long_help = EXIT_CODES)]
+pub struct Cli {
+    /// Comma-separated node URLs, tried in order.
+    #[arg(
+        long,
+        env = "KVCTL_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub endpoints: Vec<String>,
+
+    /// `table` for people; `json` prints the server's JSON (one line).
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table, global = true)]
+    pub output: Output,
+
+    /// Timeout of each HTTP request: `5s`, `500ms`, `1m` or seconds.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, global = true)]
+    pub timeout: Duration,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Consistency {
+    Linearizable,
+    Lease,
+    Stale,
+}
+
+impl Consistency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consistency::Linearizable => "linearizable",
+            Consistency::Lease => "lease",
+            Consistency::Stale => "stale",
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write VALUE under KEY (PUT /kv/KEY).
+    Put {
+        key: String,
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+        #[command(flatten)]
+        write_id: WriteId,
+    },
+    /// Print the value of KEY (GET /kv/KEY); a missing key exits 1 (not_found).
+    Get {
+        key: String,
+        /// Read consistency; the server's default policy when omitted.
+        #[arg(long, value_enum)]
+        consistency: Option<Consistency>,
+    },
+    /// Delete KEY (DELETE /kv/KEY); deleting a missing key succeeds.
+    Del {
+        key: String,
+        #[command(flatten)]
+        write_id: WriteId,
+    },
+    /// Compare and swap (POST /kv/KEY/cas). Exits 4 and prints the current
+    /// value when the comparison fails.
+    Cas(CasArgs),
+    /// List keys starting with PREFIX in byte order (GET /kv?prefix=).
+    Scan {
+        /// Empty lists every key.
+        #[arg(default_value = "")]
+        prefix: String,
+        /// Most entries to return (the server caps it too).
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long, value_enum)]
+        consistency: Option<Consistency>,
+    },
+    /// Write several keys atomically, in one log entry (POST /kv/mput).
+    Mput {
+        /// KEY=VALUE pairs; the first `=` splits, so keys cannot contain `=`.
+        #[arg(required = true, value_parser = parse_entry, allow_hyphen_values = true)]
+        entries: Vec<(String, String)>,
+        #[command(flatten)]
+        write_id: WriteId,
+    },
+    /// Cluster membership.
+    #[command(subcommand)]
+    Member(MemberCommand),
+    /// GET /status from every endpoint and print one row per node.
+    /// Exits 0 if at least one node answered, 3 if none did.
+    Status,
+    /// Ask the leader to hand leadership to node TO (POST /cluster/transfer-leader).
+    TransferLeader { to: String },
+    /// Take a snapshot and compact the log on every endpoint (POST /admin/snapshot).
+    Snapshot,
+    /// Show (no argument) or set the default read policy of every endpoint
+    /// (GET or PUT /admin/read-policy).
+    ReadPolicy {
+        #[arg(value_enum)]
+        policy: Option<Consistency>,
+    },
+    /// A small built-in load test: puts and gets from concurrent workers.
+    Bench(BenchArgs),
+}
+
+/// Deduplication of a write: a retry with the same pair is applied at most once.
+#[derive(Debug, Args)]
+pub struct WriteId {
+    /// Client id for deduplication (requires --seq).
+    #[arg(long, requires = "seq")]
+    pub client_id: Option<String>,
+    /// Sequence number for deduplication (requires --client-id).
+    #[arg(long, requires = "client_id")]
+    pub seq: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("compare").required(true).args(["expected", "absent"])))]
+#[command(group(ArgGroup::new("swap").required(true).args(["value", "delete"])))]
+pub struct CasArgs {
+    pub key: String,
+    /// The value the key must hold now.
+    #[arg(long, allow_hyphen_values = true)]
+    pub expected: Option<String>,
+    /// The key must be absent now.
+    #[arg(long)]
+    pub absent: bool,
+    /// The new value if the comparison holds.
+    #[arg(long, allow_hyphen_values = true)]
+    pub value: Option<String>,
+    /// Delete the key if the comparison holds.
+    #[arg(long)]
+    pub delete: bool,
+    #[command(flatten)]
+    pub write_id: WriteId,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// List voters and learners (GET /cluster/members).
+    List,
+    /// Add node ID reachable at URL (POST /cluster/members).
+    Add {
+        id: String,
+        url: String,
+        /// Add as a non-voting learner (`"voter": false`).
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove node ID (DELETE /cluster/members/ID).
+    Remove { id: String },
+    /// Make learner ID a voter: looks up its URL with GET /cluster/members,
+    /// then sends POST /cluster/members {"id": ID, "url": URL, "voter": true}.
+    Promote { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Concurrent workers, each with its own connection.
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    /// How long to run: `10s`, `1m`.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Percentage of operations that are gets; the rest are puts.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub read_percent: u8,
+    /// Number of distinct keys.
+    #[arg(long, default_value_t = 1000)]
+    pub keys: u64,
+    /// Bytes in each value.
+    #[arg(long, default_value_t = 64)]
+    pub value_size: usize,
+    /// Prefix of every key the benchmark writes.
+    #[arg(long, default_value = "bench/")]
+    pub key_prefix: String,
+    #[arg(long, value_enum)]
+    pub consistency: Option<Consistency>,
+}
+
+/// `500ms`, `5s`, `2m`, or a bare number of seconds (`0.5`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (text, 1.0)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 5s or 1m"))?;
+    if !value.is_finite() || value <= 0.0 {
+        return Err(format!("duration {text:?} must be positive"));
+    }
+    Ok(Duration::from_secs_f64(value * scale))
+}
+
+fn parse_entry(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some(("", _)) => Err(format!("{text:?} has an empty key")),
+        Some((key, value)) => Ok((key.to_string(), value.to_string())),
+        None => Err(format!("{text:?} is not KEY=VALUE")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_accept_units_and_bare_seconds() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("0.25"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn entries_split_at_the_first_equals_sign() {
+        assert_eq!(parse_entry("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert_eq!(parse_entry("a="), Ok(("a".into(), String::new())));
+        assert!(parse_entry("=b").is_err());
+        assert!(parse_entry("ab").is_err());
+    }
+}
