@@ -333,7 +333,7 @@ impl Checker {
         }
         // Whole-state agreement at the index the state machine reached.
         let applied_index = replica.state.applied_index();
-        if applied_index > 0 {
+        if applied_index > 0 && applied_index != watch.applied {
             let digest = replica.state.digest();
             let known = slot(&mut self.digests, applied_index);
             if *known == 0 {

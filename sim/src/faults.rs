@@ -237,6 +237,10 @@ pub struct FaultPlan {
     /// stay within the lease's drift margin and without pauses: a paused
     /// leader's lease is an assumption about time the simulator breaks.
     pub lease_reads: bool,
+    /// Node configuration drawn per seed: small limits split batches so that
+    /// an entry can be replicated without the ones after it.
+    pub max_message_bytes: usize,
+    pub max_inflight_messages: usize,
     /// Mean client think time between operations.
     pub think_ticks: u64,
     /// The fault schedule, sorted by start tick.
@@ -293,14 +297,16 @@ impl FaultPlan {
             },
             snapshot_every: rng.pick(&[0, 50, 200]),
             lease_reads: false,
-            think_ticks: rng.pick(&[2, 8, 30]),
+            think_ticks: rng.pick(&[6, 15, 30]),
+            max_message_bytes: rng.pick(&[1 << 20, 512, 1]),
+            max_inflight_messages: rng.pick(&[256, 4, 1]),
             schedule: Vec::new(),
             healed: false,
             enabled,
         };
         plan.lease_reads =
             !plan.enabled.contains(&FaultKind::Pause) && plan.skew_percent <= 10 && rng.coin();
-        plan.schedule = draw_schedule(&plan.enabled, shape, rng);
+        plan.schedule = crate::schedule::draw(&plan.enabled, shape, rng);
         plan
     }
 
@@ -361,96 +367,4 @@ impl FaultPlan {
         let names: Vec<&str> = self.enabled.iter().map(|k| k.name()).collect();
         names.join(",")
     }
-}
-
-fn random_target(nodes: usize, rng: &mut SimRng) -> Target {
-    if rng.coin() {
-        Target::Leader
-    } else {
-        Target::Node(NodeId(rng.range(1, nodes as u64)))
-    }
-}
-
-fn draw_partition(nodes: usize, rng: &mut SimRng) -> Partition {
-    let mut ids: Vec<NodeId> = (1..=nodes as u64).map(NodeId).collect();
-    rng.shuffle(&mut ids);
-    match rng.range(0, 3) {
-        0 => {
-            let cut = rng.range(1, (nodes as u64 - 1).max(1)) as usize;
-            let mut side = ids[..cut].to_vec();
-            side.sort();
-            Partition::Split { side }
-        }
-        1 => Partition::OneWay {
-            from: ids[0],
-            to: ids[1],
-        },
-        2 => Partition::IsolateLeader,
-        _ => {
-            let bridge = ids[0];
-            let rest = &ids[1..];
-            let half = rest.len() / 2;
-            let (mut left, mut right) = (rest[..half].to_vec(), rest[half..].to_vec());
-            left.sort();
-            right.sort();
-            Partition::Bridge {
-                bridge,
-                left,
-                right,
-            }
-        }
-    }
-}
-
-fn draw_schedule(
-    enabled: &BTreeSet<FaultKind>,
-    shape: PlanShape,
-    rng: &mut SimRng,
-) -> Vec<ScheduledFault> {
-    let mut schedule = Vec::new();
-    if shape.heal_tick <= shape.first_fault_tick + 20 {
-        return schedule;
-    }
-    let window = shape.heal_tick - shape.first_fault_tick;
-    // Up to about one fault of each kind per 500 ticks.
-    let max_per_kind = (window / 500).max(1);
-    for kind in enabled {
-        let (max_duration, count) = match kind {
-            FaultKind::Partition => (400, rng.range(1, 2 * max_per_kind)),
-            FaultKind::Crash => (300, rng.range(1, max_per_kind)),
-            FaultKind::Fsync => (50, rng.range(1, 2 * max_per_kind)),
-            FaultKind::Pause => (120, rng.range(1, max_per_kind)),
-            FaultKind::Diverge => (300, rng.range(1, max_per_kind)),
-            _ => continue,
-        };
-        for _ in 0..count {
-            let at_tick = rng.range(shape.first_fault_tick, shape.heal_tick - 10);
-            let longest = max_duration.min(shape.heal_tick - at_tick);
-            let duration_ticks = rng.range(1.min(longest), longest);
-            let fault = match kind {
-                FaultKind::Partition => Fault::Partition(draw_partition(shape.nodes, rng)),
-                FaultKind::Crash => Fault::Crash {
-                    target: random_target(shape.nodes, rng),
-                },
-                FaultKind::Fsync => Fault::SyncCrash {
-                    target: random_target(shape.nodes, rng),
-                    on_vote: rng.coin(),
-                },
-                FaultKind::Pause => Fault::Pause {
-                    target: random_target(shape.nodes, rng),
-                },
-                _ => Fault::Diverge {
-                    tail: rng.range(1, 5) as u32,
-                },
-            };
-            schedule.push(ScheduledFault {
-                at_tick,
-                duration_ticks,
-                fault,
-            });
-        }
-    }
-    // Stable sort: equal start ticks keep their drawing order.
-    schedule.sort_by_key(|f| f.at_tick);
-    schedule
 }

@@ -28,10 +28,12 @@ pub mod network;
 pub mod options;
 pub mod report;
 pub mod rng;
+pub mod schedule;
 pub mod trace;
 pub mod world;
 mod world_clients;
 mod world_faults;
+mod world_nodes;
 
 pub use faults::{FaultKind, FaultSelection};
 pub use options::{ConfigHook, SimOptions};

@@ -32,8 +32,10 @@ impl Fnv {
         }
     }
 
+    /// One multiply per word: a fingerprint, not a portable FNV of bytes.
     pub fn u64(&mut self, value: u64) {
-        self.bytes(&value.to_le_bytes());
+        self.0 ^= value;
+        self.0 = self.0.wrapping_mul(FNV_PRIME);
     }
 
     pub fn str(&mut self, value: &str) {

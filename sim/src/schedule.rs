@@ -1,0 +1,99 @@
+//! Drawing the discrete faults of a run (partitions, crashes, pauses,
+//! divergence) and their times from the seed.
+
+use crate::faults::{Fault, FaultKind, Partition, PlanShape, ScheduledFault, Target};
+use crate::rng::SimRng;
+use raft_core::NodeId;
+use std::collections::BTreeSet;
+
+fn random_target(nodes: usize, rng: &mut SimRng) -> Target {
+    if rng.coin() {
+        Target::Leader
+    } else {
+        Target::Node(NodeId(rng.range(1, nodes as u64)))
+    }
+}
+
+fn draw_partition(nodes: usize, rng: &mut SimRng) -> Partition {
+    let mut ids: Vec<NodeId> = (1..=nodes as u64).map(NodeId).collect();
+    rng.shuffle(&mut ids);
+    match rng.range(0, 3) {
+        0 => {
+            let cut = rng.range(1, (nodes as u64 - 1).max(1)) as usize;
+            let mut side = ids[..cut].to_vec();
+            side.sort();
+            Partition::Split { side }
+        }
+        1 => Partition::OneWay {
+            from: ids[0],
+            to: ids[1],
+        },
+        2 => Partition::IsolateLeader,
+        _ => {
+            let bridge = ids[0];
+            let rest = &ids[1..];
+            let half = rest.len() / 2;
+            let (mut left, mut right) = (rest[..half].to_vec(), rest[half..].to_vec());
+            left.sort();
+            right.sort();
+            Partition::Bridge {
+                bridge,
+                left,
+                right,
+            }
+        }
+    }
+}
+
+pub fn draw(
+    enabled: &BTreeSet<FaultKind>,
+    shape: PlanShape,
+    rng: &mut SimRng,
+) -> Vec<ScheduledFault> {
+    let mut schedule = Vec::new();
+    if shape.heal_tick <= shape.first_fault_tick + 20 {
+        return schedule;
+    }
+    let window = shape.heal_tick - shape.first_fault_tick;
+    // Up to about one fault of each kind per 500 ticks.
+    let max_per_kind = (window / 500).max(1);
+    for kind in enabled {
+        let (max_duration, count) = match kind {
+            FaultKind::Partition => (400, rng.range(1, 2 * max_per_kind)),
+            FaultKind::Crash => (300, rng.range(1, max_per_kind)),
+            FaultKind::Fsync => (50, rng.range(1, 2 * max_per_kind)),
+            FaultKind::Pause => (120, rng.range(1, max_per_kind)),
+            FaultKind::Diverge => (300, rng.range(1, max_per_kind)),
+            _ => continue,
+        };
+        for _ in 0..count {
+            let at_tick = rng.range(shape.first_fault_tick, shape.heal_tick - 10);
+            let longest = max_duration.min(shape.heal_tick - at_tick);
+            let duration_ticks = rng.range(1.min(longest), longest);
+            let fault = match kind {
+                FaultKind::Partition => Fault::Partition(draw_partition(shape.nodes, rng)),
+                FaultKind::Crash => Fault::Crash {
+                    target: random_target(shape.nodes, rng),
+                },
+                FaultKind::Fsync => Fault::SyncCrash {
+                    target: random_target(shape.nodes, rng),
+                    on_vote: rng.coin(),
+                },
+                FaultKind::Pause => Fault::Pause {
+                    target: random_target(shape.nodes, rng),
+                },
+                _ => Fault::Diverge {
+                    tail: rng.range(1, 5) as u32,
+                },
+            };
+            schedule.push(ScheduledFault {
+                at_tick,
+                duration_ticks,
+                fault,
+            });
+        }
+    }
+    // Stable sort: equal start ticks keep their drawing order.
+    schedule.sort_by_key(|f| f.at_tick);
+    schedule
+}

@@ -1,0 +1,189 @@
+//! The nodes' life cycle: configuration, start and restart from the synced
+//! disk, crash, and the driving of each step through the real
+//! ready-handling loop of `kv_node::replica::Replica`.
+
+use crate::disk::{DiskImage, SimDisk};
+use crate::faults::STEPS_PER_TICK;
+use crate::world::{Event, NodeState, World};
+use kv_node::replica::{Output, Replica};
+use kv_node::state_machine::{Applied, DEFAULT_DEDUP_LIMIT};
+use raft_core::{Config, Input, Membership, NodeId};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// A panic inside the node code, as text.
+fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic".to_string()
+    }
+}
+
+/// The property a panic in node code stands for.
+fn panic_property(text: &str) -> &'static str {
+    // The state machine refuses an entry it already applied.
+    if text.contains("applied out of order") {
+        "no entry applied twice"
+    } else {
+        "node code does not panic"
+    }
+}
+
+impl World {
+    /// The configuration of node `id` in its current incarnation.
+    fn config(&self, id: NodeId) -> Config {
+        let mut config = Config::new(id);
+        config.max_message_bytes = self.plan.max_message_bytes;
+        config.max_inflight_messages = self.plan.max_inflight_messages;
+        let incarnation = u64::from(self.node(id).incarnation);
+        config.seed = self.opts.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ (id.0 << 32)
+            ^ incarnation.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        if let Some(hook) = &self.opts.config_hook {
+            hook(&mut config);
+        }
+        config
+    }
+
+    /// Starts (or restarts) a node from what its disk synced.
+    pub(crate) fn start_node(&mut self, id: NodeId) {
+        let NodeState::Down(image) = &self.node(id).state else {
+            return;
+        };
+        let image = image.clone();
+        let membership = Membership::new((1..=self.opts.nodes as u64).map(NodeId));
+        let config = self.config(id);
+        let opened = catch_unwind(AssertUnwindSafe(|| {
+            Replica::open(
+                config,
+                image.recover(),
+                membership,
+                SimDisk::from_image(image.clone()),
+                DEFAULT_DEDUP_LIMIT,
+            )
+        }));
+        let mut replica = match opened {
+            Ok(Ok(replica)) => replica,
+            Ok(Err(e)) => return self.fail("restart recovers", format!("{id}: {e}")),
+            Err(p) => return self.fail("restart recovers", format!("{id}: {}", panic_text(p))),
+        };
+        replica.snapshot_every = self.plan.snapshot_every;
+        if let Err(v) = self.checker.on_start(self.now, &replica) {
+            self.violation.get_or_insert(v);
+        }
+        let node = self.node_mut(id);
+        node.state = NodeState::Up(Box::new(replica));
+        node.paused = false;
+        node.backlog.clear();
+        if self.now > 0 {
+            self.trace.note(self.now, || format!("{id} restarts"));
+        }
+        self.drive(id);
+    }
+
+    /// Crashes a node: unsynced writes are lost, its requests fail.
+    pub(crate) fn crash_node(&mut self, id: NodeId, why: &str) {
+        let node = self.node_mut(id);
+        let state = std::mem::replace(&mut node.state, NodeState::Down(DiskImage::default()));
+        let NodeState::Up(replica) = state else {
+            node.state = state;
+            return;
+        };
+        node.state = NodeState::Down(replica.disk.crash());
+        node.incarnation += 1;
+        node.paused = false;
+        node.backlog.clear();
+        self.trace
+            .note(self.now, || format!("{id} crashes ({why})"));
+        self.node_lost_requests(id);
+    }
+
+    /// Steps one input into a live node and handles what comes out.
+    pub(crate) fn step_node(&mut self, id: NodeId, input: Input) -> Option<raft_core::Accepted> {
+        let replica = self.node_mut(id).replica_mut()?;
+        let stepped = catch_unwind(AssertUnwindSafe(|| replica.step(input)));
+        let accepted = match stepped {
+            Ok(result) => result.ok(),
+            Err(p) => {
+                let text = panic_text(p);
+                self.fail(panic_property(&text), format!("{id}: {text}"));
+                return None;
+            }
+        };
+        self.drive(id);
+        accepted
+    }
+
+    /// Drains every `Ready` of a node through the real ready-handling loop,
+    /// sends what it sent, checks the invariants and answers clients.
+    pub(crate) fn drive(&mut self, id: NodeId) {
+        let mut outbox = std::mem::take(&mut self.outbox);
+        let mut outputs: Vec<Output> = Vec::new();
+        let Some(replica) = self.node_mut(id).replica_mut() else {
+            return;
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            loop {
+                match replica.process_ready(|m| outbox.push(m)) {
+                    Ok(Some(out)) => outputs.push(out),
+                    Ok(None) => return Ok(()),
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        }));
+        // Whatever was sent left before any failure.
+        for m in outbox.drain(..) {
+            self.send(m);
+        }
+        self.outbox = outbox;
+        match result {
+            Err(p) => {
+                let text = panic_text(p);
+                return self.fail(panic_property(&text), format!("{id}: {text}"));
+            }
+            Ok(Err(storage)) => {
+                let down = self.node(id).sync_crash_down_ticks.max(1);
+                self.crash_node(id, &storage);
+                let incarnation = self.node(id).incarnation;
+                self.schedule_in(
+                    down * STEPS_PER_TICK,
+                    Event::Restart {
+                        node: id,
+                        incarnation,
+                    },
+                );
+                return;
+            }
+            Ok(Ok(())) => {}
+        }
+        let applied: Vec<Applied> = outputs
+            .iter_mut()
+            .flat_map(|o| std::mem::take(&mut o.applied))
+            .collect();
+        let node = &mut self.nodes[id.0 as usize - 1];
+        let NodeState::Up(replica) = &mut node.state else {
+            return;
+        };
+        let appended = std::mem::take(&mut replica.disk.appended);
+        if let Err(v) =
+            self.checker
+                .after_step(self.now, replica, &appended, &applied, &self.writers)
+        {
+            self.violation.get_or_insert(v);
+            return;
+        }
+        for out in &outputs {
+            if let Some(ss) = out.soft_state {
+                self.trace.note(self.now, || {
+                    format!(
+                        "{id} is {:?} of term {} (leader {:?})",
+                        ss.role, ss.term, ss.leader
+                    )
+                });
+            }
+        }
+        self.answer_clients(id, &applied, outputs);
+    }
+}
