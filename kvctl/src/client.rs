@@ -196,14 +196,16 @@ impl Client {
         }
         let response = match request.send() {
             Ok(response) => response,
-            Err(e) if e.is_connect() => return Attempt::NotSent(describe(&e)),
-            Err(e) if e.is_builder() => return Attempt::NotSent(describe(&e)),
-            Err(e) => return Attempt::MaybeSent(describe(&e)),
+            // The endpoint is printed next to the reason: drop the URL.
+            Err(e) if e.is_connect() || e.is_builder() => {
+                return Attempt::NotSent(describe(&e.without_url()));
+            }
+            Err(e) => return Attempt::MaybeSent(describe(&e.without_url())),
         };
         let status = response.status().as_u16();
         let text = match response.text() {
             Ok(text) => text,
-            Err(e) => return Attempt::MaybeSent(describe(&e)),
+            Err(e) => return Attempt::MaybeSent(describe(&e.without_url())),
         };
         let body = if text.trim().is_empty() {
             Value::Null
