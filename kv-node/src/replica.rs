@@ -67,6 +67,11 @@ pub struct Replica<D: Durable> {
     /// Take a snapshot after this many applied entries (0: never).
     pub snapshot_every: u64,
     last_snapshot_index: LogIndex,
+    /// A snapshot arriving from the leader in chunks, until it is complete.
+    staging: Vec<u8>,
+    /// The bytes of our newest snapshot, read once and sliced into chunks
+    /// for every follower that needs it.
+    snapshot_cache: Option<(LogIndex, Bytes)>,
 }
 
 impl<D: Durable> Replica<D> {
@@ -79,6 +84,10 @@ impl<D: Durable> Replica<D> {
         disk: D,
         dedup_limit: usize,
     ) -> Result<Replica<D>, ReplicaError<D::Error>> {
+        let snapshot_bytes = recovered
+            .snapshot
+            .as_ref()
+            .map_or(0, |(_, data)| data.len() as u64);
         let (state, snapshot_meta) = match recovered.snapshot {
             Some((meta, data)) => {
                 let state = KvStateMachine::restore_from_bytes(&data)?;
@@ -97,6 +106,7 @@ impl<D: Durable> Replica<D> {
             InitialState {
                 hard_state: recovered.hard_state,
                 snapshot: snapshot_meta,
+                snapshot_bytes,
                 entries: recovered.entries,
                 bootstrap,
             },
@@ -107,6 +117,8 @@ impl<D: Durable> Replica<D> {
             disk,
             snapshot_every: 0,
             last_snapshot_index,
+            staging: Vec::new(),
+            snapshot_cache: None,
         })
     }
 
@@ -134,22 +146,45 @@ impl<D: Durable> Replica<D> {
         };
         // Messages may leave before the write below is durable.
         for mut m in rd.messages {
-            if let MessageBody::InstallSnapshot { meta, data } = &mut m.body
+            if let MessageBody::InstallSnapshot {
+                meta,
+                offset,
+                len,
+                data,
+                ..
+            } = &mut m.body
                 && data.is_empty()
             {
-                *data = self
-                    .disk
-                    .snapshot_data(meta)
-                    .map_err(ReplicaError::Storage)?;
+                let bytes = self.snapshot_bytes(meta)?;
+                let end = (*offset + *len).min(bytes.len() as u64) as usize;
+                *data = bytes.slice((*offset as usize).min(end)..end);
             }
             send(m);
         }
-        if let Some(snapshot) = &rd.snapshot {
+        // Chunks are staged in memory: if we crash mid-transfer, the core
+        // restarts too and asks the leader for the snapshot from the start.
+        for chunk in &rd.snapshot_chunks {
+            if chunk.offset == 0 {
+                self.staging.clear();
+            }
+            assert_eq!(
+                chunk.offset,
+                self.staging.len() as u64,
+                "snapshot chunks arrive in order"
+            );
+            self.staging.extend_from_slice(&chunk.data);
+        }
+        if let Some(meta) = &rd.snapshot {
+            let data = Bytes::from(std::mem::take(&mut self.staging));
+            // Validate before anything is replaced: a corrupt transfer must
+            // not destroy the log we have.
+            let state = KvStateMachine::restore_from_bytes(&data)?;
             self.disk
-                .install_snapshot(&snapshot.meta, &snapshot.data)
+                .install_snapshot(meta, &data)
                 .map_err(ReplicaError::Storage)?;
-            self.state = KvStateMachine::restore_from_bytes(&snapshot.data)?;
-            self.last_snapshot_index = snapshot.meta.index;
+            self.state = state;
+            self.last_snapshot_index = meta.index;
+            self.snapshot_cache = Some((meta.index, data));
         }
         self.disk
             .append(&rd.entries)
@@ -198,11 +233,31 @@ impl<D: Durable> Replica<D> {
         self.disk
             .save_snapshot(&meta, &data)
             .map_err(ReplicaError::Storage)?;
+        let size_bytes = data.len() as u64;
+        self.snapshot_cache = Some((meta.index, Bytes::from(data)));
         self.node
-            .step(Input::SnapshotTaken { meta: meta.clone() })
+            .step(Input::SnapshotTaken {
+                meta: meta.clone(),
+                size_bytes,
+            })
             .expect("snapshot at the applied index is accepted");
         self.last_snapshot_index = meta.index;
         Ok(Some(meta))
+    }
+
+    /// The bytes of our newest snapshot, which must be the one at `meta`.
+    fn snapshot_bytes(&mut self, meta: &SnapshotMeta) -> Result<Bytes, ReplicaError<D::Error>> {
+        if let Some((index, bytes)) = &self.snapshot_cache
+            && *index == meta.index
+        {
+            return Ok(bytes.clone());
+        }
+        let bytes = self
+            .disk
+            .snapshot_data(meta)
+            .map_err(ReplicaError::Storage)?;
+        self.snapshot_cache = Some((meta.index, bytes.clone()));
+        Ok(bytes)
     }
 
     pub fn last_snapshot_index(&self) -> LogIndex {

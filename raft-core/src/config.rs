@@ -29,6 +29,8 @@ pub struct Config {
     /// The most entry bytes in one AppendEntries message (at least one entry
     /// is always sent).
     pub max_message_bytes: usize,
+    /// The size of one snapshot chunk sent to a lagging follower.
+    pub snapshot_chunk_bytes: u64,
     /// The most committed-entry bytes handed out in one `Ready`.
     pub max_committed_bytes_per_ready: usize,
     /// The most proposals a leader holds that are not yet committed; further
@@ -55,6 +57,7 @@ impl Config {
             lease_drift_ticks: 2,
             max_inflight_messages: 256,
             max_message_bytes: 1 << 20,
+            snapshot_chunk_bytes: 1 << 20,
             max_committed_bytes_per_ready: 16 << 20,
             max_uncommitted_entries: 100_000,
             seed: id.0,
@@ -89,7 +92,10 @@ impl Config {
         if self.max_inflight_messages == 0 {
             return Err(ConfigError::ZeroInflight);
         }
-        if self.max_message_bytes == 0 || self.max_committed_bytes_per_ready == 0 {
+        if self.max_message_bytes == 0
+            || self.max_committed_bytes_per_ready == 0
+            || self.snapshot_chunk_bytes == 0
+        {
             return Err(ConfigError::ZeroByteLimit);
         }
         if self.max_uncommitted_entries == 0 {

@@ -20,6 +20,7 @@ impl Node {
             || self.log.has_unpersisted()
             || self.log.has_committed_to_hand_out()
             || self.pending_snapshot.is_some()
+            || !self.snapshot_chunks.is_empty()
             || !self.read_states.is_empty()
             || !self.dropped_reads.is_empty()
     }
@@ -47,6 +48,7 @@ impl Node {
             rd.soft_state = Some(soft);
             self.last_soft_state = soft;
         }
+        rd.snapshot_chunks = std::mem::take(&mut self.snapshot_chunks);
         rd.snapshot = self.pending_snapshot.take();
         let hard = self.hard_state();
         if hard != self.last_hard_state {

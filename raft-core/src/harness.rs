@@ -8,8 +8,8 @@
 //! readable scenarios and traces.
 
 use crate::{
-    Accepted, Config, Entry, HardState, InitialState, Input, LogIndex, Membership, Message, Node,
-    NodeId, ReadState, Role, StepError,
+    Accepted, Config, Entry, HardState, InitialState, Input, LogIndex, Membership, Message,
+    MessageBody, Node, NodeId, ReadState, Role, SnapshotMeta, StepError, Term,
 };
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -18,16 +18,37 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 #[derive(Clone, Debug, Default)]
 pub struct MemStorage {
     pub hard_state: HardState,
+    /// The newest snapshot and its bytes.
+    pub snapshot: Option<(SnapshotMeta, Bytes)>,
+    /// The log after the snapshot, contiguous.
     pub entries: Vec<Entry>,
+    /// A snapshot being received from the leader.
+    pub staging: Vec<u8>,
 }
 
 impl MemStorage {
+    fn snapshot_index(&self) -> LogIndex {
+        self.snapshot
+            .as_ref()
+            .map_or(LogIndex::ZERO, |(m, _)| m.index)
+    }
+
     fn append(&mut self, entries: &[Entry]) {
         let Some(first) = entries.first() else { return };
-        // Entries are contiguous from index 1: cut the suffix by position.
-        self.entries.truncate(first.index.0 as usize - 1);
+        // Entries are contiguous after the snapshot: cut by position.
+        let keep = (first.index.0 - self.snapshot_index().0 - 1) as usize;
+        self.entries.truncate(keep);
         self.entries.extend_from_slice(entries);
     }
+}
+
+/// The bytes of the harness's snapshot at `index`: `size` deterministic
+/// bytes, so that a transfer in chunks can be checked byte for byte.
+pub fn snapshot_payload(index: LogIndex, size: usize) -> Bytes {
+    (0..size)
+        .map(|i| (i as u64).wrapping_mul(31).wrapping_add(index.0) as u8)
+        .collect::<Vec<u8>>()
+        .into()
 }
 
 /// A cluster of nodes driven by hand.
@@ -53,6 +74,11 @@ pub struct Cluster {
     pub time: u64,
     /// Nodes cut off from everyone: messages to or from them are dropped.
     pub isolated: BTreeSet<NodeId>,
+    /// The size of the snapshots `compact` takes.
+    pub snapshot_size: usize,
+    /// The applied entries each snapshot stands for, by (index, term): what
+    /// a node that installs the snapshot has applied.
+    snapshot_states: BTreeMap<(LogIndex, Term), Vec<Entry>>,
     configs: BTreeMap<NodeId, Config>,
 }
 
@@ -78,6 +104,8 @@ impl Cluster {
             applied_count: BTreeMap::new(),
             time: 0,
             isolated: BTreeSet::new(),
+            snapshot_size: 10_000,
+            snapshot_states: BTreeMap::new(),
             configs: BTreeMap::new(),
         };
         for &id in &ids {
@@ -92,18 +120,23 @@ impl Cluster {
 
     fn start(&mut self, id: NodeId, bootstrap: Membership) {
         let disk = self.storage[&id].clone();
+        let applied = match &disk.snapshot {
+            Some((meta, _)) => self.snapshot_states[&(meta.index, meta.term)].clone(),
+            None => Vec::new(),
+        };
         let node = Node::new(
             self.configs[&id].clone(),
             InitialState {
                 hard_state: disk.hard_state,
-                snapshot: None,
+                snapshot_bytes: disk.snapshot.as_ref().map_or(0, |(_, d)| d.len() as u64),
+                snapshot: disk.snapshot.map(|(m, _)| m),
                 entries: disk.entries,
                 bootstrap,
             },
         )
         .expect("valid configuration");
         self.nodes.insert(id, node);
-        self.applied.insert(id, Vec::new());
+        self.applied.insert(id, applied);
     }
 
     /// Crashes `id` and starts it again from its storage. Its in-memory
@@ -136,6 +169,40 @@ impl Cluster {
         )
     }
 
+    /// Sets the snapshot chunk size of every node (for tests of chunking):
+    /// takes effect at each node's next restart, so call it first.
+    pub fn with_chunk_bytes(&mut self, bytes: u64) {
+        for config in self.configs.values_mut() {
+            config.snapshot_chunk_bytes = bytes;
+        }
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            let membership = self.nodes[&id].membership().clone();
+            self.start(id, membership);
+        }
+    }
+
+    /// Takes a snapshot of node `id` at its applied index and compacts its
+    /// log, as a driver does every so many entries.
+    pub fn compact(&mut self, id: u64) {
+        let id = NodeId(id);
+        let node = self.nodes.get_mut(&id).expect("node exists");
+        let meta = node
+            .snapshot_meta_at(node.applied_index())
+            .expect("applied index is in the log");
+        let data = snapshot_payload(meta.index, self.snapshot_size);
+        let size_bytes = data.len() as u64;
+        let applied = self.applied[&id].clone();
+        self.snapshot_states
+            .insert((meta.index, meta.term), applied);
+        let disk = self.storage.get_mut(&id).expect("storage exists");
+        let drop = (meta.index.0 - disk.snapshot_index().0) as usize;
+        disk.entries.drain(..drop.min(disk.entries.len()));
+        disk.snapshot = Some((meta.clone(), data));
+        node.step(Input::SnapshotTaken { meta, size_bytes })
+            .expect("snapshot at the applied index is accepted");
+    }
+
     /// Drains `Ready` from every node that has one, acting on it as a
     /// driver must. Returns true if anything happened.
     pub fn drain_ready(&mut self) -> bool {
@@ -154,6 +221,29 @@ impl Cluster {
         let node = self.nodes.get_mut(&id).expect("node exists");
         let rd = node.ready();
         let disk = self.storage.get_mut(&id).expect("storage exists");
+        for chunk in &rd.snapshot_chunks {
+            if chunk.offset == 0 {
+                disk.staging.clear();
+            }
+            assert_eq!(
+                chunk.offset,
+                disk.staging.len() as u64,
+                "chunks arrive in order"
+            );
+            disk.staging.extend_from_slice(&chunk.data);
+        }
+        if let Some(meta) = &rd.snapshot {
+            let data = Bytes::from(std::mem::take(&mut disk.staging));
+            assert_eq!(
+                data,
+                snapshot_payload(meta.index, data.len()),
+                "the snapshot arrived intact"
+            );
+            disk.snapshot = Some((meta.clone(), data));
+            disk.entries.clear();
+            let state = self.snapshot_states[&(meta.index, meta.term)].clone();
+            self.applied.insert(id, state);
+        }
         disk.append(&rd.entries);
         if let Some(hs) = rd.hard_state {
             disk.hard_state = hs;
@@ -162,9 +252,21 @@ impl Cluster {
             node.step(Input::Persisted { ready: rd.number })
                 .expect("persisted acknowledgement is valid");
         }
-        for m in rd.messages {
+        for mut m in rd.messages {
             if self.isolated.contains(&m.from) || self.isolated.contains(&m.to) {
                 continue;
+            }
+            if let MessageBody::InstallSnapshot {
+                meta,
+                offset,
+                len,
+                data,
+                ..
+            } = &mut m.body
+            {
+                let (stored, bytes) = disk.snapshot.as_ref().expect("the sender has a snapshot");
+                assert_eq!(stored, meta, "only the newest snapshot is sent");
+                *data = bytes.slice(*offset as usize..(*offset + *len) as usize);
             }
             self.in_flight.push_back(m);
         }

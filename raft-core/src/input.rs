@@ -28,10 +28,11 @@ pub enum Input {
     Persisted { ready: u64 },
     /// The state machine has applied every entry up to `index`.
     Applied { index: LogIndex },
-    /// The driver stored a snapshot of the state machine at `meta.index`;
-    /// the core may drop the log prefix it covers. The snapshot's data stays
-    /// with the driver, which attaches it to `InstallSnapshot` messages.
-    SnapshotTaken { meta: SnapshotMeta },
+    /// The driver stored a snapshot of the state machine at `meta.index`,
+    /// `size_bytes` long; the core may drop the log prefix it covers. The
+    /// snapshot's data stays with the driver, which attaches chunks of it to
+    /// `InstallSnapshot` messages.
+    SnapshotTaken { meta: SnapshotMeta, size_bytes: u64 },
 }
 
 /// What a successful step did.

@@ -78,7 +78,7 @@ pub use input::{Accepted, Input, StepError};
 pub use membership::{ConfChange, ConfChangeStep, Membership, MembershipError};
 pub use message::{ForwardedEntry, Message, MessageBody};
 pub use node::{InitialState, Node, Status};
-pub use ready::{ReadState, Ready};
+pub use ready::{ReadState, Ready, SnapshotChunk};
 pub use types::{
     Entry, EntryKind, HardState, LogIndex, NodeId, Role, Snapshot, SnapshotMeta, SoftState, Term,
 };

@@ -64,16 +64,25 @@ pub enum MessageBody {
     HeartbeatResponse {
         read_round: u64,
     },
-    /// The leader's snapshot for a follower that needs compacted entries.
-    /// `data` may be empty when the driver's transport streams the state
-    /// separately and attaches it on delivery.
+    /// One chunk of the leader's snapshot, for a follower that needs
+    /// compacted entries: bytes `offset..offset + len` of `total_bytes`.
+    /// The core leaves `data` empty; the driver fills it from the snapshot
+    /// file on the way out, so the state is never held twice in memory.
     InstallSnapshot {
         meta: SnapshotMeta,
+        offset: u64,
+        len: u64,
+        total_bytes: u64,
         data: Bytes,
     },
-    /// Acknowledges a snapshot: the follower's log now ends at `last_index`.
+    /// Answers a snapshot chunk. With `last_index` the follower's log now
+    /// ends at that index (installed, or not needed); otherwise the follower
+    /// has staged `received` bytes of the snapshot at `snapshot_index` and
+    /// wants the rest from there (a transfer resumes, it does not restart).
     InstallSnapshotResponse {
-        last_index: LogIndex,
+        snapshot_index: LogIndex,
+        received: u64,
+        last_index: Option<LogIndex>,
     },
     /// Tells a caught-up follower to campaign at once (leadership transfer).
     TimeoutNow,
@@ -177,15 +186,24 @@ impl Message {
             MessageBody::HeartbeatResponse { read_round } => {
                 format!("HeartbeatResp{{term:{t} round:{read_round}}}")
             }
-            MessageBody::InstallSnapshot { meta, data } => format!(
-                "Snapshot{{term:{t} at:({},{}) {}B}}",
-                meta.index,
-                meta.term,
-                data.len()
+            MessageBody::InstallSnapshot {
+                meta,
+                offset,
+                len,
+                total_bytes,
+                ..
+            } => format!(
+                "Snapshot{{term:{t} at:({},{}) bytes:{offset}+{len}/{total_bytes}}}",
+                meta.index, meta.term
             ),
-            MessageBody::InstallSnapshotResponse { last_index } => {
-                format!("SnapshotResp{{term:{t} last:{last_index}}}")
-            }
+            MessageBody::InstallSnapshotResponse {
+                snapshot_index,
+                received,
+                last_index,
+            } => match last_index {
+                Some(last) => format!("SnapshotResp{{term:{t} at:{snapshot_index} last:{last}}}"),
+                None => format!("SnapshotResp{{term:{t} at:{snapshot_index} received:{received}}}"),
+            },
             MessageBody::TimeoutNow => format!("TimeoutNow{{term:{t}}}"),
             MessageBody::Propose { entries } => {
                 format!("Propose{{term:{t} entries:{}}}", entries.len())

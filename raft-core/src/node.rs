@@ -9,9 +9,9 @@ use crate::membership::{ConfChange, Membership};
 use crate::message::{ForwardedEntry, Message, MessageBody};
 use crate::progress::Progress;
 use crate::read_index::ReadQueue;
-use crate::ready::ReadState;
+use crate::ready::{ReadState, SnapshotChunk};
 use crate::types::{
-    Entry, EntryKind, HardState, LogIndex, NodeId, Role, Snapshot, SnapshotMeta, SoftState, Term,
+    Entry, EntryKind, HardState, LogIndex, NodeId, Role, SnapshotMeta, SoftState, Term,
 };
 use bytes::Bytes;
 use rand_chacha::ChaCha8Rng;
@@ -24,6 +24,8 @@ pub struct InitialState {
     pub hard_state: HardState,
     /// The snapshot the state machine was restored from, if any.
     pub snapshot: Option<SnapshotMeta>,
+    /// The size of that snapshot in bytes (what a lagging follower is sent).
+    pub snapshot_bytes: u64,
     /// The durable log after the snapshot, contiguous.
     pub entries: Vec<Entry>,
     /// The voters of a brand-new cluster; ignored when a snapshot exists.
@@ -75,6 +77,9 @@ pub struct Node {
     pub(crate) membership_history: Vec<(LogIndex, Membership)>,
     /// The snapshot the log starts after (what a lagging follower is sent).
     pub(crate) snapshot_meta: SnapshotMeta,
+    pub(crate) snapshot_bytes: u64,
+    /// Follower: the snapshot being received, and how many bytes are staged.
+    pub(crate) snapshot_staging: Option<(SnapshotMeta, u64)>,
 
     pub(crate) role: Role,
     pub(crate) leader: Option<NodeId>,
@@ -119,7 +124,8 @@ pub struct Node {
     pub(crate) unacked: VecDeque<PendingPersist>,
     pub(crate) read_states: Vec<ReadState>,
     pub(crate) dropped_reads: Vec<u64>,
-    pub(crate) pending_snapshot: Option<Snapshot>,
+    pub(crate) snapshot_chunks: Vec<SnapshotChunk>,
+    pub(crate) pending_snapshot: Option<SnapshotMeta>,
     pub(crate) ready_number: u64,
     pub(crate) last_soft_state: SoftState,
     /// The hard state last handed out to persist.
@@ -180,6 +186,8 @@ impl Node {
                 term: snap_term,
                 membership: base_membership,
             },
+            snapshot_bytes: initial.snapshot_bytes,
+            snapshot_staging: None,
             role: Role::Follower,
             leader: None,
             ticks: 0,
@@ -202,6 +210,7 @@ impl Node {
             unacked: VecDeque::new(),
             read_states: Vec::new(),
             dropped_reads: Vec::new(),
+            snapshot_chunks: Vec::new(),
             pending_snapshot: None,
             ready_number: 0,
             last_soft_state: SoftState {
@@ -261,7 +270,7 @@ impl Node {
                 self.log.applied = self.log.applied.max(index);
                 Ok(Accepted::Done)
             }
-            Input::SnapshotTaken { meta } => self.snapshot_taken(meta),
+            Input::SnapshotTaken { meta, size_bytes } => self.snapshot_taken(meta, size_bytes),
         };
         self.log.assert_invariants();
         result
@@ -337,9 +346,11 @@ impl Node {
             MessageBody::HeartbeatResponse { read_round } => {
                 self.handle_heartbeat_response(m.from, read_round)
             }
-            MessageBody::InstallSnapshotResponse { last_index } => {
-                self.handle_snapshot_response(m.from, last_index)
-            }
+            MessageBody::InstallSnapshotResponse {
+                snapshot_index,
+                received,
+                last_index,
+            } => self.handle_snapshot_response(m.from, snapshot_index, received, last_index),
             MessageBody::Propose { entries } => {
                 for e in entries {
                     // A forwarded proposal that cannot be taken is dropped:
@@ -395,9 +406,15 @@ impl Node {
                 self.commit_to(commit);
                 self.send(m.from, MessageBody::HeartbeatResponse { read_round });
             }
-            MessageBody::InstallSnapshot { meta, data } => {
+            MessageBody::InstallSnapshot {
+                meta,
+                offset,
+                total_bytes,
+                data,
+                ..
+            } => {
                 self.heard_from_leader(m.from);
-                self.handle_install_snapshot(m.from, meta, data);
+                self.handle_install_snapshot(m.from, meta, offset, total_bytes, data);
             }
             MessageBody::TimeoutNow => {
                 if self.is_promotable() {
@@ -551,9 +568,11 @@ impl Node {
         for pr in self.progress.values_mut() {
             if let crate::progress::ReplicationState::Snapshot { .. } = pr.state {
                 pr.snapshot_ticks += 1;
-                // The snapshot or its answer was lost: try again.
-                if pr.snapshot_ticks >= self.config.election_ticks_max * 2 {
-                    pr.become_probe();
+                // A chunk or its answer was lost: send it again, resuming
+                // from what the follower acknowledged.
+                if pr.probe_sent && pr.snapshot_ticks >= self.config.election_ticks_max {
+                    pr.probe_sent = false;
+                    pr.snapshot_ticks = 0;
                     self.broadcast_pending = true;
                 }
             }
@@ -763,7 +782,11 @@ impl Node {
         })
     }
 
-    fn snapshot_taken(&mut self, meta: SnapshotMeta) -> Result<Accepted, StepError> {
+    fn snapshot_taken(
+        &mut self,
+        meta: SnapshotMeta,
+        size_bytes: u64,
+    ) -> Result<Accepted, StepError> {
         if meta.index <= self.log.snapshot_index() {
             return Ok(Accepted::Done);
         }
@@ -786,6 +809,7 @@ impl Node {
             .unwrap_or(0);
         self.membership_history.drain(..keep_from);
         self.snapshot_meta = meta;
+        self.snapshot_bytes = size_bytes;
         Ok(Accepted::Done)
     }
 

@@ -13,9 +13,10 @@ pub(crate) enum ReplicationState {
     /// The follower's log is known to match: stream entries optimistically,
     /// up to a window of in-flight messages.
     Replicate,
-    /// The follower needs entries that are compacted: a snapshot at this
-    /// index is on its way.
-    Snapshot { index: LogIndex },
+    /// The follower needs entries that are compacted: the snapshot at
+    /// `index` is on its way, and the follower has acknowledged `offset`
+    /// bytes of it. One chunk is in flight at a time (`probe_sent`).
+    Snapshot { index: LogIndex, offset: u64 },
 }
 
 #[derive(Clone, Debug)]
@@ -56,14 +57,14 @@ impl Progress {
         match self.state {
             ReplicationState::Probe => self.probe_sent,
             ReplicationState::Replicate => self.inflight.len() >= max_inflight,
-            ReplicationState::Snapshot { .. } => true,
+            ReplicationState::Snapshot { .. } => self.probe_sent,
         }
     }
 
     pub fn become_probe(&mut self) {
         let next = match self.state {
             // Resume after the snapshot, whichever is further.
-            ReplicationState::Snapshot { index } => index.max(self.match_index).next(),
+            ReplicationState::Snapshot { index, .. } => index.max(self.match_index).next(),
             _ => self.match_index.next(),
         };
         self.state = ReplicationState::Probe;
@@ -80,8 +81,9 @@ impl Progress {
     }
 
     pub fn become_snapshot(&mut self, index: LogIndex) {
-        self.state = ReplicationState::Snapshot { index };
+        self.state = ReplicationState::Snapshot { index, offset: 0 };
         self.snapshot_ticks = 0;
+        self.probe_sent = false;
         self.inflight.clear();
     }
 

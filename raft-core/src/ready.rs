@@ -1,15 +1,18 @@
 //! What the core asks the driver to do, in one batch, in order.
 
 use crate::message::Message;
-use crate::types::{Entry, HardState, LogIndex, Snapshot, SoftState};
+use crate::types::{Entry, HardState, LogIndex, SnapshotMeta, SoftState};
+use bytes::Bytes;
 
 /// One batch of work for the driver, drained with [`crate::Node::ready`].
 ///
 /// The fields are listed in the order the driver acts on them:
 ///
 /// 1. Observe `soft_state` (role and leader changes) for routing requests.
-/// 2. Persist: if `snapshot` is set, store it and restore the state machine
-///    from it; then truncate the log from the first index of `entries`
+/// 2. Persist: stage `snapshot_chunks` (parts of a snapshot arriving from
+///    the leader; a chunk at offset 0 starts a new one). If `snapshot` is
+///    set, the staged snapshot is complete: install it, discard the whole
+///    log, and restore the state machine from it. Then truncate the log from the first index of `entries`
 ///    (a follower may be overwriting a conflicting suffix), append `entries`,
 ///    write `hard_state`, and make all of it durable (one fsync; many
 ///    proposals share it). Then step [`crate::Input::Persisted`] with
@@ -32,7 +35,8 @@ pub struct Ready {
     /// Identifies this batch for the `Persisted` acknowledgement.
     pub number: u64,
     pub soft_state: Option<SoftState>,
-    pub snapshot: Option<Snapshot>,
+    pub snapshot_chunks: Vec<SnapshotChunk>,
+    pub snapshot: Option<SnapshotMeta>,
     pub hard_state: Option<HardState>,
     pub entries: Vec<Entry>,
     pub messages: Vec<Message>,
@@ -44,7 +48,10 @@ pub struct Ready {
 impl Ready {
     /// True if step 2 has anything to write.
     pub fn must_persist(&self) -> bool {
-        self.snapshot.is_some() || self.hard_state.is_some() || !self.entries.is_empty()
+        self.snapshot.is_some()
+            || !self.snapshot_chunks.is_empty()
+            || self.hard_state.is_some()
+            || !self.entries.is_empty()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -63,4 +70,13 @@ impl Ready {
 pub struct ReadState {
     pub context: u64,
     pub index: LogIndex,
+}
+
+/// Part of a snapshot received from the leader, to stage until complete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    pub meta: SnapshotMeta,
+    pub offset: u64,
+    pub total_bytes: u64,
+    pub data: Bytes,
 }

@@ -5,7 +5,8 @@
 use crate::message::{Message, MessageBody};
 use crate::node::Node;
 use crate::progress::ReplicationState;
-use crate::types::{Entry, LogIndex, NodeId, Snapshot, SnapshotMeta, Term};
+use crate::ready::SnapshotChunk;
+use crate::types::{Entry, LogIndex, NodeId, SnapshotMeta, Term};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 
@@ -75,30 +76,69 @@ impl Node {
         );
     }
 
+    /// A chunk of the leader's snapshot. Chunks are staged by the driver in
+    /// order; the last one installs the snapshot and replaces our log.
     pub(crate) fn handle_install_snapshot(
         &mut self,
         leader: NodeId,
         meta: SnapshotMeta,
+        offset: u64,
+        total_bytes: u64,
         data: Bytes,
     ) {
-        let last_index = if meta.index <= self.log.committed {
+        let snapshot_index = meta.index;
+        let reply =
+            |received: u64, last_index: Option<LogIndex>| MessageBody::InstallSnapshotResponse {
+                snapshot_index,
+                received,
+                last_index,
+            };
+        if meta.index <= self.log.committed {
             // Stale or duplicate: we are past it already.
-            self.log.committed
-        } else if self.log.matches(meta.index, meta.term) {
+            self.snapshot_staging = None;
+            self.send(leader, reply(0, Some(self.log.committed)));
+            return;
+        }
+        if self.log.matches(meta.index, meta.term) {
             // We hold the snapshot's last entry: just learn it is committed.
+            self.snapshot_staging = None;
             self.commit_to(meta.index);
-            meta.index
-        } else {
-            tracing::info!(index = %meta.index, term = %meta.term, "installing snapshot from leader");
-            self.log.restore_snapshot(meta.index, meta.term);
-            self.membership = meta.membership.clone();
-            self.membership_history = vec![(meta.index, meta.membership.clone())];
-            self.role = self.follower_role();
-            self.snapshot_meta = meta.clone();
-            self.pending_snapshot = Some(Snapshot { meta, data });
-            self.log.last_index()
+            self.send(leader, reply(0, Some(meta.index)));
+            return;
+        }
+        if offset == 0 {
+            self.snapshot_staging = Some((meta.clone(), 0));
+        }
+        let received = match &mut self.snapshot_staging {
+            Some((staged, received)) if *staged == meta && *received == offset => {
+                *received += data.len() as u64;
+                self.snapshot_chunks.push(SnapshotChunk {
+                    meta: meta.clone(),
+                    offset,
+                    total_bytes,
+                    data,
+                });
+                *received
+            }
+            // Out of order, or a transfer we know nothing of (we restarted):
+            // tell the leader where to resume.
+            Some((staged, received)) if *staged == meta => *received,
+            _ => 0,
         };
-        self.send(leader, MessageBody::InstallSnapshotResponse { last_index });
+        if received < total_bytes {
+            self.send(leader, reply(received, None));
+            return;
+        }
+        tracing::info!(index = %meta.index, term = %meta.term, "installing snapshot from leader");
+        self.snapshot_staging = None;
+        self.log.restore_snapshot(meta.index, meta.term);
+        self.membership = meta.membership.clone();
+        self.membership_history = vec![(meta.index, meta.membership.clone())];
+        self.role = self.follower_role();
+        self.snapshot_meta = meta.clone();
+        self.snapshot_bytes = total_bytes;
+        self.pending_snapshot = Some(meta);
+        self.send(leader, reply(received, Some(self.log.last_index())));
     }
 
     // ----- Leader side. -----
@@ -186,16 +226,36 @@ impl Node {
         self.on_read_round_acked();
     }
 
-    pub(crate) fn handle_snapshot_response(&mut self, from: NodeId, last_index: LogIndex) {
+    pub(crate) fn handle_snapshot_response(
+        &mut self,
+        from: NodeId,
+        snapshot_index: LogIndex,
+        received: u64,
+        last_index: Option<LogIndex>,
+    ) {
         let Some(pr) = self.progress.get_mut(&from) else {
             return;
         };
-        pr.update_match(last_index);
-        if let ReplicationState::Snapshot { .. } = pr.state {
-            pr.become_probe();
-        }
-        if self.maybe_commit() {
-            self.broadcast_pending = true;
+        match (last_index, pr.state) {
+            (Some(last), _) => {
+                pr.update_match(last);
+                if let ReplicationState::Snapshot { .. } = pr.state {
+                    pr.become_probe();
+                }
+                if self.maybe_commit() {
+                    self.broadcast_pending = true;
+                }
+            }
+            (None, ReplicationState::Snapshot { index, .. }) if index == snapshot_index => {
+                pr.state = ReplicationState::Snapshot {
+                    index,
+                    offset: received,
+                };
+                pr.probe_sent = false;
+                pr.snapshot_ticks = 0;
+            }
+            // An answer about a transfer we have given up on.
+            (None, _) => return,
         }
         self.send_appends_to(from);
     }
@@ -233,8 +293,18 @@ impl Node {
             return;
         }
         let next = pr.next_index;
+        if let ReplicationState::Snapshot { .. } = pr.state {
+            self.send_snapshot_chunk(to);
+            return;
+        }
         if next <= self.log.snapshot_index() {
-            self.send_snapshot(to);
+            tracing::info!(%to, index = %self.snapshot_meta.index, "follower needs compacted entries: sending snapshot");
+            let index = self.snapshot_meta.index;
+            self.progress
+                .get_mut(&to)
+                .expect("progress exists")
+                .become_snapshot(index);
+            self.send_snapshot_chunk(to);
             return;
         }
         let prev_log_index = next.prev();
@@ -268,18 +338,31 @@ impl Node {
         );
     }
 
-    fn send_snapshot(&mut self, to: NodeId) {
+    /// Sends the next chunk of our snapshot. If a newer snapshot replaced
+    /// the one being sent, the transfer starts over with the newer one: the
+    /// driver keeps only the newest.
+    fn send_snapshot_chunk(&mut self, to: NodeId) {
         let meta = self.snapshot_meta.clone();
-        tracing::info!(%to, index = %meta.index, "follower needs compacted entries: sending snapshot");
-        self.progress
-            .get_mut(&to)
-            .expect("progress exists")
-            .become_snapshot(meta.index);
-        // The driver's transport attaches the snapshot's data on the way.
+        let total_bytes = self.snapshot_bytes;
+        let chunk = self.config.snapshot_chunk_bytes;
+        let pr = self.progress.get_mut(&to).expect("progress exists");
+        let offset = match pr.state {
+            ReplicationState::Snapshot { index, offset } if index == meta.index => offset,
+            _ => {
+                pr.become_snapshot(meta.index);
+                0
+            }
+        };
+        pr.probe_sent = true;
+        pr.snapshot_ticks = 0;
+        let len = chunk.min(total_bytes.saturating_sub(offset));
         self.send(
             to,
             MessageBody::InstallSnapshot {
                 meta,
+                offset,
+                len,
+                total_bytes,
                 data: Bytes::new(),
             },
         );

@@ -33,6 +33,7 @@ fn node_with_log(term: u64, log_terms: &[u64]) -> Node {
                 commit: LogIndex(0),
             },
             snapshot: None,
+            snapshot_bytes: 0,
             entries,
             bootstrap: Membership::new([NodeId(1), NodeId(2), NodeId(3)]),
         },

@@ -88,10 +88,19 @@ impl MessageSummary {
             ],
             MessageBody::Heartbeat { commit, read_round } => [commit.0, *read_round, 0, 0],
             MessageBody::HeartbeatResponse { read_round } => [*read_round, 0, 0, 0],
-            MessageBody::InstallSnapshot { meta, data } => {
-                [meta.index.0, meta.term.0, data.len() as u64, 0]
-            }
-            MessageBody::InstallSnapshotResponse { last_index } => [last_index.0, 0, 0, 0],
+            MessageBody::InstallSnapshot {
+                meta, offset, len, ..
+            } => [meta.index.0, meta.term.0, *offset, *len],
+            MessageBody::InstallSnapshotResponse {
+                snapshot_index,
+                received,
+                last_index,
+            } => [
+                snapshot_index.0,
+                *received,
+                last_index.map_or(0, |i| i.0 + 1),
+                0,
+            ],
             MessageBody::TimeoutNow => [0; 4],
             MessageBody::Propose { entries } => [entries.len() as u64, 0, 0, 0],
             MessageBody::ReadIndex { context, .. } => [*context, 0, 0, 0],
@@ -119,8 +128,9 @@ impl MessageSummary {
             "AppendResp" => format!("reject:{d} hint:{c}"),
             "Heartbeat" => format!("commit:{a} round:{b}"),
             "HeartbeatResp" => format!("round:{a}"),
-            "Snapshot" => format!("at:({a},{b}) {c}B"),
-            "SnapshotResp" => format!("last:{a}"),
+            "Snapshot" => format!("at:({a},{b}) bytes:{c}+{d}"),
+            "SnapshotResp" if c == 0 => format!("at:{a} received:{b}"),
+            "SnapshotResp" => format!("at:{a} last:{}", c - 1),
             "Propose" => format!("entries:{a}"),
             "ReadIndex" => format!("ctx:{a}"),
             "ReadIndexResp" if b == 0 => format!("ctx:{a} index:none"),

@@ -1,0 +1,191 @@
+//! Log compaction and InstallSnapshot: a follower that needs compacted
+//! entries gets the snapshot in chunks, resumably, and installs it whole.
+
+use raft_core::harness::Cluster;
+use raft_core::{Input, LogIndex, Message, MessageBody, NodeId};
+
+/// A 3-node cluster where node 3 missed `n` proposals that node 1 then
+/// compacted away.
+fn lagging_follower(n: u8) -> Cluster {
+    let mut c = Cluster::new(3);
+    c.snapshot_size = 10_000;
+    c.with_chunk_bytes(4096);
+    c.campaign(1);
+    c.isolate(3);
+    for i in 0..n {
+        c.propose(1, &[i]).unwrap();
+    }
+    c.settle();
+    c.tick_all();
+    c.compact(1);
+    c.heal();
+    c
+}
+
+fn chunk_offsets(trace: &[String]) -> Vec<String> {
+    trace
+        .iter()
+        .filter(|l| l.contains("n1->n3 Snapshot{"))
+        .map(|l| {
+            l.split("bytes:")
+                .nth(1)
+                .unwrap()
+                .trim_end_matches('}')
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn a_follower_behind_the_compacted_log_catches_up_by_snapshot_in_chunks() {
+    let mut c = lagging_follower(20);
+    c.take_trace();
+    for _ in 0..10 {
+        c.tick_all();
+    }
+    let trace = c.take_trace();
+    assert_eq!(
+        chunk_offsets(&trace),
+        vec!["0+4096/10000", "4096+4096/10000", "8192+1808/10000"],
+        "three chunks of at most 4096 bytes, in order"
+    );
+    assert_eq!(
+        c.node(3).status().snapshot_index,
+        c.node(1).status().snapshot_index
+    );
+    assert_eq!(c.node(3).commit_index(), c.node(1).commit_index());
+    assert_eq!(
+        c.applied_data(3),
+        c.applied_data(1),
+        "same state after install"
+    );
+    // New writes flow as appends after the snapshot.
+    c.propose(1, b"after").unwrap();
+    c.settle();
+    c.tick_all();
+    assert_eq!(c.applied_data(3), c.applied_data(1));
+}
+
+#[test]
+fn a_lost_chunk_is_resent_and_the_transfer_resumes_where_it_stopped() {
+    let mut c = lagging_follower(20);
+    c.take_trace();
+    // Deliver until the second chunk is on its way, then lose it.
+    let is_chunk = |m: &Message, offset: u64| matches!(m.body, MessageBody::InstallSnapshot { offset: o, .. } if o == offset);
+    c.step(1, Input::Tick).unwrap();
+    c.step(1, Input::Tick).unwrap();
+    for _ in 0..1000 {
+        c.drain_ready();
+        if let Some(pos) = c.in_flight.iter().position(|m| is_chunk(m, 4096)) {
+            c.in_flight.remove(pos);
+            break;
+        }
+        assert!(c.deliver_one() || c.drain_ready(), "the transfer starts");
+    }
+    for _ in 0..60 {
+        c.tick_all();
+    }
+    let offsets = chunk_offsets(&c.take_trace());
+    assert_eq!(offsets.first().map(String::as_str), Some("0+4096/10000"));
+    assert_eq!(
+        offsets.iter().filter(|o| o.starts_with("0+")).count(),
+        1,
+        "the transfer resumed instead of starting over: {offsets:?}"
+    );
+    assert_eq!(c.applied_data(3), c.applied_data(1));
+}
+
+#[test]
+fn a_follower_restarted_mid_transfer_asks_for_the_snapshot_from_the_start() {
+    let mut c = lagging_follower(20);
+    c.step(1, Input::Tick).unwrap();
+    c.step(1, Input::Tick).unwrap();
+    // Let the first chunk land on node 3, then crash node 3.
+    for _ in 0..1000 {
+        c.drain_ready();
+        if c.in_flight.iter().any(|m| {
+            m.from == NodeId(1)
+                && matches!(m.body, MessageBody::InstallSnapshot { offset: 4096, .. })
+        }) {
+            break;
+        }
+        c.deliver_one();
+    }
+    c.restart(3);
+    c.take_trace();
+    for _ in 0..60 {
+        c.tick_all();
+    }
+    let trace = c.take_trace();
+    assert!(
+        trace
+            .iter()
+            .any(|l| l.contains("n3->n1 SnapshotResp") && l.contains("received:0")),
+        "the restarted follower asked for the start"
+    );
+    assert_eq!(c.applied_data(3), c.applied_data(1));
+}
+
+#[test]
+fn a_stale_snapshot_is_ignored_and_answered_with_the_commit_index() {
+    let mut c = lagging_follower(5);
+    for _ in 0..10 {
+        c.tick_all();
+    }
+    let commit = c.node(3).commit_index();
+    let meta = c
+        .node(1)
+        .snapshot_meta_at(c.node(1).status().snapshot_index)
+        .unwrap();
+    let term = c.node(1).term();
+    c.take_trace();
+    c.step(
+        3,
+        Input::Message(Message {
+            from: NodeId(1),
+            to: NodeId(3),
+            term,
+            body: MessageBody::InstallSnapshot {
+                meta,
+                offset: 0,
+                len: 10,
+                total_bytes: 10,
+                data: vec![0; 10].into(),
+            },
+        }),
+    )
+    .unwrap();
+    c.settle();
+    assert_eq!(c.node(3).commit_index(), commit, "nothing reinstalled");
+    assert!(
+        c.take_trace().iter().any(
+            |l| l.contains(&format!("n3->n1 SnapshotResp{{term:{term} at:"))
+                && l.contains(&format!("last:{commit}"))
+        ),
+        "the leader learns where the follower is"
+    );
+}
+
+#[test]
+fn compaction_keeps_the_log_after_the_snapshot_and_restart_recovers_from_both() {
+    let mut c = Cluster::new(3);
+    c.campaign(1);
+    for i in 0..10u8 {
+        c.propose(1, &[i]).unwrap();
+    }
+    c.settle();
+    c.tick_all();
+    c.compact(2);
+    for i in 10..15u8 {
+        c.propose(1, &[i]).unwrap();
+    }
+    c.settle();
+    c.tick_all();
+    let before = c.applied_data(2);
+    c.restart(2);
+    for _ in 0..5 {
+        c.tick_all();
+    }
+    assert_eq!(c.applied_data(2), before);
+    assert!(c.node(2).status().snapshot_index > LogIndex(0));
+}
