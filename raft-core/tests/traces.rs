@@ -106,3 +106,31 @@ fn leadership_transfer() {
     c.settle();
     insta::assert_snapshot!(transcript(&mut c));
 }
+
+#[test]
+fn snapshot_install_round() {
+    // Node 3 misses entries that node 1 compacts; it catches up by a
+    // snapshot sent in chunks of 4 KiB.
+    let mut c = Cluster::new(3);
+    c.snapshot_size = 10_000;
+    c.with_chunk_bytes(4096);
+    c.campaign(1);
+    c.isolate(3);
+    for i in 0..5u8 {
+        c.propose(1, &[i]).unwrap();
+    }
+    c.settle();
+    c.tick_all();
+    c.compact(1);
+    c.heal();
+    c.take_trace();
+    for _ in 0..2 {
+        c.tick_all();
+    }
+    let trace: Vec<String> = c
+        .take_trace()
+        .into_iter()
+        .filter(|l| l.contains("n3"))
+        .collect();
+    insta::assert_snapshot!(trace.join("\n"));
+}
