@@ -56,12 +56,10 @@ pub struct RunningNode {
 /// Opens storage, rebuilds the replica and starts serving. Must be called
 /// inside a multi-threaded tokio runtime.
 pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+    let listener = bind(config.listen).map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
     let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
         addr: config.listen,
         source,
@@ -191,6 +189,21 @@ impl RunningNode {
     }
 }
 
+/// The listening socket: SO_REUSEADDR so that a restarted node gets its
+/// port back at once, and TCP_NODELAY, which accepted connections inherit
+/// on Linux, so that small replies are never held back by Nagle.
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
@@ -221,7 +234,10 @@ fn boot_nanos() -> u64 {
 
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // warp logs every connection cut at shutdown as an error; keep it quiet
+    // unless asked for.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,warp::server=off"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
