@@ -142,8 +142,12 @@ pub enum Fault {
         target: Target,
         on_vote: bool,
     },
+    /// With `isolated`, the node is also cut off while paused and for a
+    /// while after it resumes: a leader comes back as a zombie that has
+    /// not heard of the new term (a GC pause plus a partition).
     Pause {
         target: Target,
+        isolated: bool,
     },
     /// Cuts the leader off right after giving it `tail` proposals of its own.
     Diverge {
@@ -194,7 +198,13 @@ impl fmt::Display for Fault {
                 let what = if *on_vote { "vote fsync" } else { "fsync" };
                 write!(f, "crash {target} in its next {what}")
             }
-            Fault::Pause { target } => write!(f, "pause {target}"),
+            Fault::Pause { target, isolated } => {
+                write!(
+                    f,
+                    "pause {target}{}",
+                    if *isolated { " isolated" } else { "" }
+                )
+            }
             Fault::Diverge { tail } => write!(f, "diverge leader with {tail} uncommitted entries"),
         }
     }

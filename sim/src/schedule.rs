@@ -81,6 +81,7 @@ pub fn draw(
                 },
                 FaultKind::Pause => Fault::Pause {
                     target: random_target(shape.nodes, rng),
+                    isolated: rng.coin(),
                 },
                 _ => Fault::Diverge {
                     tail: rng.range(1, 5) as u32,

@@ -25,10 +25,18 @@ pub(crate) enum Event {
     Tick(NodeId),
     Deliver(Message),
     ClientWake(usize),
-    ClientTimeout { client: usize, attempt: u32 },
+    ClientTimeout {
+        client: usize,
+        op: usize,
+        attempt: u32,
+    },
     FaultStart(usize),
     FaultEnd(usize),
-    Restart { node: NodeId, incarnation: u32 },
+    RestoreLinks(usize),
+    Restart {
+        node: NodeId,
+        incarnation: u32,
+    },
     Heal,
     Probe,
     LivenessDeadline,
@@ -43,7 +51,11 @@ pub(crate) enum NodeState {
 #[derive(Debug)]
 pub(crate) enum Backlog {
     Message(Message),
-    Client { client: usize, attempt: u32 },
+    Client {
+        client: usize,
+        op: usize,
+        attempt: u32,
+    },
 }
 
 pub(crate) struct SimNode {
@@ -113,6 +125,8 @@ pub struct World {
     pub(crate) faults_fired: u64,
     /// Links cut by each active scheduled fault.
     pub(crate) active_links: BTreeMap<usize, Vec<(NodeId, NodeId)>>,
+    /// The node each active pause fault paused.
+    pub(crate) paused_by: BTreeMap<usize, NodeId>,
     pub(crate) probe: Probe,
     pub(crate) violation: Option<Violation>,
     /// Set when the linearizability search ran out of budget.
@@ -156,6 +170,7 @@ impl World {
             trace: Trace::new(opts.print_trace),
             faults_fired: 0,
             active_links: BTreeMap::new(),
+            paused_by: BTreeMap::new(),
             probe: Probe::default(),
             violation: None,
             linearizability_unknown: None,
@@ -259,9 +274,14 @@ impl World {
             }
             Event::Deliver(m) => self.deliver(m),
             Event::ClientWake(c) => self.client_wake(c),
-            Event::ClientTimeout { client, attempt } => self.client_timeout(client, attempt),
+            Event::ClientTimeout {
+                client,
+                op,
+                attempt,
+            } => self.client_timeout(client, op, attempt),
             Event::FaultStart(i) => self.fault_start(i),
             Event::FaultEnd(i) => self.fault_end(i),
+            Event::RestoreLinks(i) => self.restore_links(i),
             Event::Restart { node, incarnation } => {
                 if self.node(node).incarnation == incarnation {
                     self.start_node(node);

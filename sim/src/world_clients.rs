@@ -68,10 +68,15 @@ impl World {
         }
         busy.attempt += 1;
         let attempt = busy.attempt;
+        let busy_op = busy.op;
         let node = NodeId(self.rng.range(1, self.opts.nodes as u64));
         self.schedule_in(
             TIMEOUT_TICKS * STEPS_PER_TICK,
-            Event::ClientTimeout { client: c, attempt },
+            Event::ClientTimeout {
+                client: c,
+                op: busy_op,
+                attempt,
+            },
         );
         if self.node(node).replica().is_none() {
             // Connection refused: nothing was sent.
@@ -81,7 +86,11 @@ impl World {
             self.clients[c].busy.as_mut().expect("busy").waiting = Waiting::Queued { node: node.0 };
             self.node_mut(node)
                 .backlog
-                .push_back(crate::world::Backlog::Client { client: c, attempt });
+                .push_back(crate::world::Backlog::Client {
+                    client: c,
+                    op: busy_op,
+                    attempt,
+                });
             return;
         }
         self.submit(c, node);
@@ -182,11 +191,11 @@ impl World {
         self.schedule_in(backoff, Event::ClientWake(c));
     }
 
-    pub(crate) fn client_timeout(&mut self, c: usize, attempt: u32) {
+    pub(crate) fn client_timeout(&mut self, c: usize, op: usize, attempt: u32) {
         let current = self.clients[c]
             .busy
             .as_ref()
-            .is_some_and(|b| b.attempt == attempt && b.waiting != Waiting::Nothing);
+            .is_some_and(|b| b.op == op && b.attempt == attempt && b.waiting != Waiting::Nothing);
         if current {
             self.attempt_unknown(c);
         }
@@ -282,6 +291,8 @@ impl World {
             }
             for context in out.dropped_reads {
                 if let Some(&c) = self.reads.get(&context) {
+                    self.trace
+                        .note(self.now, || format!("{id} drops read {context}"));
                     self.finish(c, Outcome::Failed, None);
                 }
             }
@@ -328,9 +339,15 @@ impl World {
                 crate::world::Backlog::Message(m) => {
                     self.step_node(id, Input::Message(m));
                 }
-                crate::world::Backlog::Client { client, attempt } => {
+                crate::world::Backlog::Client {
+                    client,
+                    op,
+                    attempt,
+                } => {
                     let current = self.clients[client].busy.as_ref().is_some_and(|b| {
-                        b.attempt == attempt && b.waiting == Waiting::Queued { node: id.0 }
+                        b.op == op
+                            && b.attempt == attempt
+                            && b.waiting == Waiting::Queued { node: id.0 }
                     });
                     if current {
                         self.submit(client, id);

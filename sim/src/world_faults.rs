@@ -9,6 +9,9 @@ use crate::world::{Event, World};
 use kv_node::command::{Command, Op};
 use raft_core::{Input, NodeId};
 
+/// How long a node paused in isolation stays cut off after it resumes.
+const ZOMBIE_TICKS: u64 = 30;
+
 impl World {
     fn resolve(&mut self, target: Target) -> NodeId {
         match target {
@@ -69,10 +72,16 @@ impl World {
                     )
                 })
             }
-            Fault::Pause { target } => {
+            Fault::Pause { target, isolated } => {
                 let id = self.resolve(target);
                 self.node(id).is_live().then(|| {
                     self.node_mut(id).paused = true;
+                    self.paused_by.insert(i, id);
+                    if isolated {
+                        let links = self.network.links(&Partition::IsolateLeader, id);
+                        self.network.cut(&links);
+                        self.active_links.insert(i, links);
+                    }
                     self.schedule_in(duration, Event::FaultEnd(i));
                     format!("pause {id} for {} ticks", scheduled.duration_ticks)
                 })
@@ -108,16 +117,26 @@ impl World {
     }
 
     pub(crate) fn fault_end(&mut self, i: usize) {
+        if let Fault::Pause { isolated, .. } = self.plan.schedule[i].fault {
+            if let Some(id) = self.paused_by.remove(&i)
+                && self.node(id).paused
+            {
+                self.resume(id);
+            }
+            if isolated && self.active_links.contains_key(&i) {
+                // Awake but still cut off: a leader may go on believing it
+                // leads until check-quorum tells it otherwise.
+                self.schedule_in(ZOMBIE_TICKS * STEPS_PER_TICK, Event::RestoreLinks(i));
+                return;
+            }
+        }
+        self.restore_links(i);
+    }
+
+    pub(crate) fn restore_links(&mut self, i: usize) {
         if let Some(links) = self.active_links.remove(&i) {
             self.network.restore(&links);
             self.trace.note(self.now, || format!("fault #{i} heals"));
-        }
-        if let Fault::Pause { .. } = self.plan.schedule[i].fault {
-            for id in (1..=self.opts.nodes as u64).map(NodeId) {
-                if self.node(id).paused {
-                    self.resume(id);
-                }
-            }
         }
     }
 
@@ -127,6 +146,7 @@ impl World {
         self.plan.healed = true;
         self.network.heal_all();
         self.active_links.clear();
+        self.paused_by.clear();
         for id in (1..=self.opts.nodes as u64).map(NodeId) {
             if let Some(r) = self.node_mut(id).replica_mut() {
                 r.disk.armed = None;

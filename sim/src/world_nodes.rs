@@ -103,8 +103,13 @@ impl World {
     /// Steps one input into a live node and handles what comes out.
     pub(crate) fn step_node(&mut self, id: NodeId, input: Input) -> Option<raft_core::Accepted> {
         let replica = self.node_mut(id).replica_mut()?;
+        let from_client = matches!(input, Input::Propose { .. } | Input::ReadIndex { .. });
         let stepped = catch_unwind(AssertUnwindSafe(|| replica.step(input)));
         let accepted = match stepped {
+            Ok(Err(e)) if from_client => {
+                self.trace.note(self.now, || format!("{id} refuses: {e}"));
+                None
+            }
             Ok(result) => result.ok(),
             Err(p) => {
                 let text = panic_text(p);
