@@ -112,8 +112,10 @@ impl Nemesis<'_> {
                 self.rng.shuffle(&mut queue);
             }
             let kind = queue.pop().expect("kinds is not empty");
-            let start_ns = self.now_ns();
             let (detail, undo) = self.inject(kind);
+            // The fault is in effect from here: the process is reaped or
+            // stopped, the rules are in place.
+            let start_ns = self.now_ns();
             let hold = self.rng.between(pacing.hold_ms.0, pacing.hold_ms.1);
             thread::sleep(Duration::from_millis(hold));
             self.undo(undo);

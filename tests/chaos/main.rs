@@ -12,7 +12,9 @@
 //!   `cargo test --release --test chaos -- --ignored failover --nocapture`
 //!
 //! Environment overrides: `KVCHAOS_SEED`, `KVCHAOS_NODES`, `KVCHAOS_SECONDS`
-//! (of faults), `KVCHAOS_CLIENTS`, `KVCHAOS_KEYS`. A failed run panics
+//! (of faults), `KVCHAOS_CLIENTS`, `KVCHAOS_KEYS`; `KVCHAOS_READS=stale`
+//! makes the clients read stale, which the checker must then catch (a
+//! self-check of the harness). A failed run panics
 //! naming its seed and the folder with its history (JSON), summary and node
 //! logs, under `target/chaos/`.
 

@@ -92,6 +92,7 @@ pub fn run(config: &Config) {
         stop: stop.clone(),
         hard_deadline: epoch + config.fault_time * 2 + Duration::from_secs(600),
         run_tag: format!("s{}", config.seed),
+        read_consistency: std::env::var("KVCHAOS_READS").unwrap_or("linearizable".into()),
     });
     let clients: Vec<thread::JoinHandle<ClientLog>> = (0..config.clients as u64)
         .map(|id| {

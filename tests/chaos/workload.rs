@@ -85,6 +85,9 @@ pub struct Shared {
     /// Clients stop by this time even if never told to.
     pub hard_deadline: Instant,
     pub run_tag: String,
+    /// `linearizable` normally; `stale` only to see the checker catch the
+    /// stale reads (a self-check of the harness, `KVCHAOS_READS=stale`).
+    pub read_consistency: String,
 }
 
 impl Shared {
@@ -142,7 +145,13 @@ pub fn run_client(id: u64, shared: &Shared, mut rng: Rng) -> ClientLog {
         };
         let invoke_ns = shared.now_ns();
         let reply = match &call {
-            Call::Get { .. } => kv::get(&mut client, addr, &key, "linearizable", CLIENT_TIMEOUT),
+            Call::Get { .. } => kv::get(
+                &mut client,
+                addr,
+                &key,
+                &shared.read_consistency,
+                CLIENT_TIMEOUT,
+            ),
             Call::Put { value, .. } => {
                 kv::put(&mut client, addr, &key, value, Some(&cseq), CLIENT_TIMEOUT)
             }
