@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 use crate::replica::{Durable, Output, Replica, ReplicaError};
 use crate::transport::PeerSender;
 use bytes::Bytes;
-use raft_core::{Input, Message, NodeId, Role};
+use raft_core::{Input, Message, MessageBody, NodeId, Role};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -76,7 +76,7 @@ pub struct NodeStatus {
 
 type Reply<T> = oneshot::Sender<Result<T, DriverError>>;
 
-enum Request {
+pub(crate) enum Request {
     Propose {
         request: u64,
         data: Bytes,
@@ -219,7 +219,7 @@ impl DriverHandle {
     pub(crate) fn detached(
         request_timeout: Duration,
         capacity: usize,
-    ) -> (DriverHandle, mpsc::Receiver<impl Send>) {
+    ) -> (DriverHandle, mpsc::Receiver<Request>) {
         let (tx, rx) = mpsc::channel::<Request>(capacity);
         let handle = DriverHandle {
             tx,
@@ -380,6 +380,9 @@ impl<D: Durable> Driver<D> {
                     .peer_messages_received
                     .fetch_add(messages.len() as u64, Relaxed);
                 for m in messages {
+                    if let MessageBody::AppendEntriesResponse { success: false, .. } = m.body {
+                        self.metrics.append_rejections.fetch_add(1, Relaxed);
+                    }
                     self.step_logged(Input::Message(m));
                 }
             }

@@ -6,7 +6,7 @@
 //! - `replica`: the ready-handling loop shared with the simulator.
 //! - `wal_disk`: `Durable` on `storage`, for the real node.
 //! - `driver`: the thread that owns the replica; requests reach it by channel.
-//! - `transport`: raft messages to and from peers over HTTP.
+//! - `transport`: raft messages to peers over HTTP; `inbound`: from them.
 //! - `http`: the client API (API.md) and the peer endpoint.
 //! - `server`: wiring, startup, graceful shutdown; the binary's entry.
 //! - `cli`, `ids`, `metrics`: flags, node names and ids, Prometheus text.
@@ -17,6 +17,7 @@ pub mod command;
 pub mod driver;
 pub mod http;
 pub mod ids;
+pub mod inbound;
 pub mod metrics;
 pub mod replica;
 pub mod server;

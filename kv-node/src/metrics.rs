@@ -95,6 +95,8 @@ pub struct Metrics {
     pub snapshots_taken: AtomicU64,
     pub peer_messages_received: AtomicU64,
     pub peer_batches_refused: AtomicU64,
+    /// AppendEntries rejections received (log repair, or reordered batches).
+    pub append_rejections: AtomicU64,
     /// Fixed at start: one entry per peer name.
     pub peers: BTreeMap<String, PeerMetrics>,
     /// Latency by route name; routes are a fixed, small set.
@@ -169,7 +171,7 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
             let _ = writeln!(out, "{name} {}", value.load(Relaxed));
         }
-        let counters: [(&str, &str, &AtomicU64); 9] = [
+        let counters: [(&str, &str, &AtomicU64); 10] = [
             (
                 "kv_proposals_total",
                 "writes proposed to raft",
@@ -210,6 +212,11 @@ impl Metrics {
                 "kv_peer_batches_refused_total",
                 "peer batches refused (bad encoding or unknown sender)",
                 &self.peer_batches_refused,
+            ),
+            (
+                "kv_append_rejections_total",
+                "AppendEntries rejections received from followers",
+                &self.append_rejections,
             ),
         ];
         for (name, help, value) in counters {

@@ -8,8 +8,8 @@
 //! retransmits what matters. Connections leave from this node's own listen
 //! IP, so that tests can cut links with firewall rules between addresses.
 //!
-//! Inbound, [`decode_batch`] checks a received batch before any of it
-//! reaches the core.
+//! Inbound, `inbound.rs` checks a received batch and puts batches back in
+//! their sending order before any of it reaches the core.
 
 use crate::ids::Members;
 use crate::metrics::{Metrics, PeerMetrics};
@@ -38,44 +38,15 @@ const TARGET_BATCH_MESSAGES: usize = 4096;
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PeerBatch {
     pub from: NodeId,
+    /// The sender's start time (ns since the epoch): a new epoch restarts
+    /// the numbering of `seq`.
+    pub epoch: u64,
+    /// Numbers the batches of one sender to one peer, from 1, in the order
+    /// they were built. Several batches are in flight at once over separate
+    /// connections, so they may arrive out of order; the receiver puts them
+    /// back in order (see `inbound.rs`).
+    pub seq: u64,
     pub messages: Vec<Message>,
-}
-
-/// Why a received batch was refused.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum BatchError {
-    #[error("batch does not parse: {0}")]
-    Malformed(String),
-    #[error("batch from unknown node id {0}")]
-    UnknownSender(u64),
-    #[error("message from {from} inside a batch from {batch_from}")]
-    MixedSender { from: NodeId, batch_from: NodeId },
-    #[error("message addressed to {to}, but this node is {this}")]
-    WrongRecipient { to: NodeId, this: NodeId },
-}
-
-/// Parses and checks a batch: known sender, every message from it and to us.
-pub fn decode_batch(bytes: &[u8], members: &Members) -> Result<Vec<Message>, BatchError> {
-    let batch: PeerBatch =
-        postcard::from_bytes(bytes).map_err(|e| BatchError::Malformed(e.to_string()))?;
-    if !members.peers.contains_key(&batch.from) {
-        return Err(BatchError::UnknownSender(batch.from.0));
-    }
-    for m in &batch.messages {
-        if m.from != batch.from {
-            return Err(BatchError::MixedSender {
-                from: m.from,
-                batch_from: batch.from,
-            });
-        }
-        if m.to != members.this.id {
-            return Err(BatchError::WrongRecipient {
-                to: m.to,
-                this: members.this.id,
-            });
-        }
-    }
-    Ok(batch.messages)
 }
 
 /// The driver's side of the transport: non-blocking, never waits.
@@ -123,17 +94,25 @@ pub fn start(
         builder = builder.local_address(listen.ip());
     }
     let client = builder.build()?;
+    let inflight = std::env::var("KV_NODE_PEER_INFLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(INFLIGHT_BATCHES);
+    let epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     let mut queues = BTreeMap::new();
     for peer in members.peers.values() {
         let (tx, rx) = mpsc::channel(PEER_QUEUE);
         queues.insert(peer.id, (tx, metrics.clone(), peer.name.clone()));
         let task = PeerTask {
             from: members.this.id,
+            epoch,
             name: peer.name.clone(),
             url: format!("{}{MESSAGES_PATH}", peer.url),
             client: client.clone(),
             metrics: metrics.clone(),
-            inflight: Arc::new(Semaphore::new(INFLIGHT_BATCHES)),
+            inflight: Arc::new(Semaphore::new(inflight)),
         };
         tokio::spawn(task.run(rx));
     }
@@ -142,6 +121,7 @@ pub fn start(
 
 struct PeerTask {
     from: NodeId,
+    epoch: u64,
     name: String,
     url: String,
     client: reqwest::Client,
@@ -152,6 +132,7 @@ struct PeerTask {
 impl PeerTask {
     async fn run(self, mut rx: mpsc::Receiver<Message>) {
         let mut last_error_logged: Option<Instant> = None;
+        let mut seq = 0;
         let this = Arc::new(self);
         while let Some(first) = rx.recv().await {
             // Wait for a free slot first, so that the batch takes in
@@ -171,8 +152,11 @@ impl PeerTask {
                 }
             }
             let count = messages.len() as u64;
+            seq += 1;
             let body = match postcard::to_allocvec(&PeerBatch {
                 from: this.from,
+                epoch: this.epoch,
+                seq,
                 messages,
             }) {
                 Ok(body) => body,
@@ -236,68 +220,5 @@ fn message_bytes(m: &Message) -> usize {
         MessageBody::InstallSnapshot { data, .. } => data.len(),
         MessageBody::Propose { entries } => entries.iter().map(|e| e.data.len() + 16).sum(),
         _ => 0,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ids::{Member, node_id_of};
-    use raft_core::Term;
-
-    fn members() -> Members {
-        let member = |name: &str| Member {
-            name: name.into(),
-            id: node_id_of(name),
-            url: String::new(),
-        };
-        Members::new(member("n1"), vec![member("n2")]).unwrap()
-    }
-
-    fn heartbeat(from: &str, to: &str) -> Message {
-        Message {
-            from: node_id_of(from),
-            to: node_id_of(to),
-            term: Term(3),
-            body: MessageBody::HeartbeatResponse { read_round: 1 },
-        }
-    }
-
-    fn encode(from: &str, messages: Vec<Message>) -> Vec<u8> {
-        postcard::to_allocvec(&PeerBatch {
-            from: node_id_of(from),
-            messages,
-        })
-        .unwrap()
-    }
-
-    #[test]
-    fn a_batch_from_a_known_peer_decodes() {
-        let bytes = encode("n2", vec![heartbeat("n2", "n1")]);
-        assert_eq!(
-            decode_batch(&bytes, &members()).unwrap(),
-            vec![heartbeat("n2", "n1")]
-        );
-    }
-
-    #[test]
-    fn garbage_unknown_senders_and_misaddressed_messages_are_refused() {
-        let m = members();
-        assert!(matches!(
-            decode_batch(b"\xff\xff\xff", &m),
-            Err(BatchError::Malformed(_))
-        ));
-        assert!(matches!(
-            decode_batch(&encode("n9", vec![]), &m),
-            Err(BatchError::UnknownSender(_))
-        ));
-        assert!(matches!(
-            decode_batch(&encode("n2", vec![heartbeat("n9", "n1")]), &m),
-            Err(BatchError::MixedSender { .. })
-        ));
-        assert!(matches!(
-            decode_batch(&encode("n2", vec![heartbeat("n2", "n3")]), &m),
-            Err(BatchError::WrongRecipient { .. })
-        ));
     }
 }

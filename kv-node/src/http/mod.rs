@@ -18,6 +18,7 @@ pub use error::ApiError;
 use crate::cli::ReadPolicy;
 use crate::driver::DriverHandle;
 use crate::ids::Members;
+use crate::inbound::Inbound;
 use crate::metrics::Metrics;
 use bytes::{Buf, Bytes};
 use futures_util::{Stream, StreamExt};
@@ -31,6 +32,8 @@ use warp::http::{Method, Response, StatusCode, header};
 pub struct AppState {
     pub driver: DriverHandle,
     pub members: Members,
+    /// Puts peer batches back in their sending order.
+    pub inbound: Inbound,
     pub metrics: Arc<Metrics>,
     /// The server-wide default read consistency (`PUT /admin/read-policy`).
     read_policy: AtomicU8,
@@ -49,6 +52,7 @@ impl AppState {
     ) -> AppState {
         let state = AppState {
             driver,
+            inbound: Inbound::new(&members),
             members,
             metrics,
             read_policy: AtomicU8::new(0),

@@ -146,15 +146,15 @@ pub(super) async fn raft_messages(
     state: &AppState,
     body: &[u8],
 ) -> Result<Response<Vec<u8>>, ApiError> {
-    let messages = match crate::transport::decode_batch(body, &state.members) {
-        Ok(messages) => messages,
+    let batch = match crate::inbound::decode_batch(body, &state.members) {
+        Ok(batch) => batch,
         Err(e) => {
             state.metrics.peer_batches_refused.fetch_add(1, Relaxed);
             tracing::warn!(error = %e, bytes = body.len(), "refused a peer batch");
             return Err(ApiError::BadRequest(e.to_string()));
         }
     };
-    state.driver.deliver(messages).await?;
+    state.inbound.deliver(batch, &state.driver).await?;
     let mut response = Response::new(Vec::new());
     *response.status_mut() = StatusCode::NO_CONTENT;
     Ok(response)

@@ -368,7 +368,13 @@ async fn operations_routes_answer() {
 #[tokio::test]
 async fn a_write_that_is_never_applied_times_out_with_504() {
     let (driver, _rx) = DriverHandle::detached(Duration::from_millis(50), 8);
-    let (status, body) = call(&app_state(driver, Arc::default()), "PUT", "/kv/k", r#"{"value":"x"}"#).await;
+    let (status, body) = call(
+        &app_state(driver, Arc::default()),
+        "PUT",
+        "/kv/k",
+        r#"{"value":"x"}"#,
+    )
+    .await;
     assert_eq!((status, error_code(&body)), (504, "timeout"));
 }
 
