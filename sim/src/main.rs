@@ -41,6 +41,10 @@ struct Args {
     /// Stop issuing client operations after this many.
     #[arg(long)]
     max_ops: Option<u64>,
+    /// Draw the fault plan as for a run of this many ticks (set by
+    /// `--minimize` when it shortens a run).
+    #[arg(long)]
+    plan_ticks: Option<u64>,
     /// Keep only these positions of the seed's fault schedule (`1,4,7`).
     #[arg(long, value_delimiter = ',')]
     keep_faults: Option<Vec<usize>>,
@@ -64,6 +68,7 @@ fn options(args: &Args, seed: u64) -> Result<SimOptions, String> {
     o.print_trace = args.trace;
     o.max_ops = args.max_ops;
     o.keep_faults = args.keep_faults.clone();
+    o.plan_ticks = args.plan_ticks;
     o.check_linearizability = !args.no_linearizability;
     if let Some(bug) = &args.bug {
         o.config_hook = Some(bug_hook(bug)?);

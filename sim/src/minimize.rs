@@ -30,6 +30,9 @@ impl Minimized {
             o.ticks,
             faults_arg(&o.faults)
         );
+        if let Some(plan) = o.plan_ticks {
+            line.push_str(&format!(" --plan-ticks {plan}"));
+        }
         if let Some(max) = o.max_ops {
             line.push_str(&format!(" --max-ops {max}"));
         }
@@ -76,30 +79,56 @@ pub fn minimize(options: SimOptions) -> Option<Minimized> {
         same
     };
 
-    // Fewer ticks: stop soon after the violation (the final phase follows).
+    // Fewer ticks: stop soon after the violation (the final phase follows),
+    // with the fault plan still drawn for the original length.
     let violation_tick = best.report.ticks;
     let shorter = violation_tick + best.options.final_phase_ticks() + 1;
     if shorter < best.options.ticks {
         let mut candidate = best.options.clone();
+        candidate.plan_ticks = Some(candidate.plan_ticks.unwrap_or(candidate.ticks));
         candidate.ticks = shorter;
         attempt(&mut best, candidate);
     }
 
-    // Fewer faults: drop each one that is not needed, latest first.
-    let all: Vec<usize> = (0..best.report.schedule.len()).collect();
-    let mut keep = best.options.keep_faults.clone().unwrap_or(all);
-    for position in (0..keep.len()).rev() {
-        let mut fewer = keep.clone();
-        fewer.remove(position);
-        let mut candidate = best.options.clone();
-        candidate.keep_faults = Some(fewer.clone());
-        if attempt(&mut best, candidate) {
-            keep = fewer;
+    // Fewer faults. Those that start after the violation never fired; then
+    // drop chunks of the rest, halving the chunk size (delta debugging).
+    let positions: Vec<usize> = match &best.options.keep_faults {
+        Some(keep) => keep.clone(),
+        None => (0..best.report.schedule.len()).collect(),
+    };
+    let violation_tick = best.report.ticks;
+    let mut keep: Vec<usize> = positions
+        .iter()
+        .zip(&best.report.schedule)
+        .filter(|(_, f)| f.at_tick <= violation_tick)
+        .map(|(&p, _)| p)
+        .collect();
+    let mut candidate = best.options.clone();
+    candidate.keep_faults = Some(keep.clone());
+    if !attempt(&mut best, candidate) {
+        keep = positions;
+    }
+    let mut chunk = keep.len().div_ceil(2).max(1);
+    loop {
+        let mut start = 0;
+        while start < keep.len() {
+            let end = (start + chunk).min(keep.len());
+            let mut fewer = keep.clone();
+            fewer.drain(start..end);
+            let mut candidate = best.options.clone();
+            candidate.keep_faults = Some(fewer.clone());
+            if attempt(&mut best, candidate) {
+                keep = fewer;
+            } else {
+                start = end;
+            }
         }
+        if chunk == 1 {
+            break;
+        }
+        chunk = chunk.div_ceil(2);
     }
-    if best.options.keep_faults.is_none() {
-        best.options.keep_faults = Some(keep);
-    }
+    best.options.keep_faults = Some(keep);
 
     // Fewer operations: halve, then trim by eighths.
     let mut ops = best.report.history.len() as u64;
@@ -133,6 +162,7 @@ pub fn minimize(options: SimOptions) -> Option<Minimized> {
     let shorter = best.report.ticks + best.options.final_phase_ticks() + 1;
     if shorter < best.options.ticks {
         let mut candidate = best.options.clone();
+        candidate.plan_ticks = Some(candidate.plan_ticks.unwrap_or(candidate.ticks));
         candidate.ticks = shorter;
         attempt(&mut best, candidate);
     }

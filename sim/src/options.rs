@@ -24,6 +24,9 @@ pub struct SimOptions {
     pub print_trace: bool,
     /// Stop issuing client operations after this many (shrinking).
     pub max_ops: Option<u64>,
+    /// Draw the fault plan as for a run of this many ticks (shrinking: a
+    /// shorter run keeps the original schedule, cut at its heal tick).
+    pub plan_ticks: Option<u64>,
     /// Keep only these positions of the drawn fault schedule (shrinking).
     pub keep_faults: Option<Vec<usize>>,
     /// Run the linearizability checker at the end.
@@ -42,6 +45,7 @@ impl SimOptions {
             faults: FaultSelection::Swarm,
             print_trace: false,
             max_ops: None,
+            plan_ticks: None,
             keep_faults: None,
             check_linearizability: true,
             config_hook: None,
@@ -56,6 +60,12 @@ impl SimOptions {
     /// The tick at which every fault heals.
     pub fn heal_tick(&self) -> u64 {
         self.ticks - self.final_phase_ticks()
+    }
+
+    /// The heal tick the fault plan is drawn for.
+    pub fn plan_heal_tick(&self) -> u64 {
+        let ticks = self.plan_ticks.unwrap_or(self.ticks);
+        ticks - (ticks / 2).min(400)
     }
 
     /// Clients start no new operation from this tick on, so that the run
@@ -74,6 +84,7 @@ impl fmt::Debug for SimOptions {
             .field("clients", &self.clients)
             .field("faults", &self.faults)
             .field("max_ops", &self.max_ops)
+            .field("plan_ticks", &self.plan_ticks)
             .field("keep_faults", &self.keep_faults)
             .field("config_hook", &self.config_hook.is_some())
             .finish()

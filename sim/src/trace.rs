@@ -204,8 +204,7 @@ impl Trace {
         self.tail.push_back((step, event));
     }
 
-    /// Records a note; the text is only built when `print` or a report
-    /// needs it, so callers pass a closure.
+    /// Records a note (a fault, a client operation, a role change).
     pub fn note(&mut self, step: u64, text: impl FnOnce() -> String) {
         self.record(step, TraceEvent::Note(text()));
     }

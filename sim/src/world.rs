@@ -105,8 +105,12 @@ pub struct World {
     pub(crate) rng: SimRng,
     pub(crate) now: u64,
     pub(crate) end_step: u64,
-    queue: BTreeMap<(u64, u64), Event>,
+    /// (step, sequence number) -> slot in `events`: the order of events.
+    /// Events live in a slab so the ordered map moves small keys only.
+    queue: BTreeMap<(u64, u64), usize>,
     queue_seq: u64,
+    events: Vec<Option<Event>>,
+    free_slots: Vec<usize>,
     pub(crate) nodes: Vec<SimNode>,
     pub(crate) network: Network,
     pub(crate) clients: Vec<Client>,
@@ -141,7 +145,7 @@ impl World {
         let shape = PlanShape {
             nodes: opts.nodes,
             first_fault_tick: 20,
-            heal_tick: opts.heal_tick(),
+            heal_tick: opts.plan_heal_tick(),
         };
         let mut plan = FaultPlan::draw(&opts.faults, shape, &mut plan_rng);
         if let Some(keep) = &opts.keep_faults {
@@ -154,6 +158,8 @@ impl World {
             end_step: opts.ticks * STEPS_PER_TICK,
             queue: BTreeMap::new(),
             queue_seq: 0,
+            events: Vec::new(),
+            free_slots: Vec::new(),
             nodes: Vec::new(),
             network: Network::new(opts.nodes),
             clients: (0..opts.clients)
@@ -203,7 +209,9 @@ impl World {
             world.schedule(at, Event::ClientWake(c));
         }
         for (i, f) in world.plan.schedule.clone().iter().enumerate() {
-            world.schedule(f.at_tick * STEPS_PER_TICK, Event::FaultStart(i));
+            if f.at_tick < world.opts.heal_tick() {
+                world.schedule(f.at_tick * STEPS_PER_TICK, Event::FaultStart(i));
+            }
         }
         world.schedule(world.opts.heal_tick() * STEPS_PER_TICK, Event::Heal);
         world
@@ -212,7 +220,17 @@ impl World {
     /// Queues `event` at absolute step `at`.
     pub(crate) fn schedule(&mut self, at: u64, event: Event) {
         self.queue_seq += 1;
-        self.queue.insert((at, self.queue_seq), event);
+        let slot = match self.free_slots.pop() {
+            Some(slot) => {
+                self.events[slot] = Some(event);
+                slot
+            }
+            None => {
+                self.events.push(Some(event));
+                self.events.len() - 1
+            }
+        };
+        self.queue.insert((at, self.queue_seq), slot);
     }
 
     pub(crate) fn schedule_in(&mut self, steps: u64, event: Event) {
@@ -253,7 +271,11 @@ impl World {
             if at >= self.end_step || self.violation.is_some() {
                 break;
             }
-            let (_, event) = self.queue.pop_first().expect("queue is not empty");
+            let (_, slot) = self.queue.pop_first().expect("queue is not empty");
+            let event = self.events[slot]
+                .take()
+                .expect("a queued slot holds its event");
+            self.free_slots.push(slot);
             self.now = at;
             self.handle(event);
         }
