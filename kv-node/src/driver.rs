@@ -293,9 +293,13 @@ pub fn spawn<D: Durable + Send + 'static>(
         next_read_context: 1,
     };
     let (done_tx, done_rx) = oneshot::channel();
+    // Log lines of the core and the driver carry the node's name, which
+    // matters when several nodes share one terminal.
+    let span = tracing::Span::current();
     std::thread::Builder::new()
         .name("raft-driver".into())
         .spawn(move || {
+            let _span = span.entered();
             let result = match tokio::runtime::Builder::new_current_thread()
                 .enable_time()
                 .build()

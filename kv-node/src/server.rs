@@ -240,7 +240,8 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| EnvFilter::new("info,warp::server=off"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -280,28 +281,32 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
         }
     };
     let exit_on_stdin_eof = config.exit_on_stdin_eof;
-    let result = runtime.block_on(async move {
-        let node = start(config.clone()).await.map_err(|e| e.to_string())?;
-        // One plain line on stdout for scripts and tests to wait for.
-        println!(
-            "kv-node {} listening on http://{}",
-            config.members.this.name, node.local_addr
-        );
-        let stdin_closed = async move {
-            if exit_on_stdin_eof {
-                let _ = tokio::task::spawn_blocking(|| {
-                    let mut sink = Vec::new();
-                    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
-                })
-                .await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        };
-        node.run_until_signal(stdin_closed)
-            .await
-            .map_err(|e| e.to_string())
-    });
+    let span = tracing::info_span!("node", id = %config.members.this.name);
+    let result = runtime.block_on(tracing::Instrument::instrument(
+        async move {
+            let node = start(config.clone()).await.map_err(|e| e.to_string())?;
+            // One plain line on stdout for scripts and tests to wait for.
+            println!(
+                "kv-node {} listening on http://{}",
+                config.members.this.name, node.local_addr
+            );
+            let stdin_closed = async move {
+                if exit_on_stdin_eof {
+                    let _ = tokio::task::spawn_blocking(|| {
+                        let mut sink = Vec::new();
+                        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+                    })
+                    .await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            node.run_until_signal(stdin_closed)
+                .await
+                .map_err(|e| e.to_string())
+        },
+        span,
+    ));
     // The stdin reader may still block; do not wait for it.
     runtime.shutdown_timeout(Duration::from_millis(100));
     match result {
