@@ -90,6 +90,8 @@ pub struct Metrics {
     pub reads: AtomicU64,
     pub reads_dropped: AtomicU64,
     pub fsync: Histogram,
+    /// Writing a snapshot file (after the state is serialized).
+    pub snapshot_save: Histogram,
     pub fsync_bytes: AtomicU64,
     pub ready_rounds: AtomicU64,
     pub snapshots_taken: AtomicU64,
@@ -229,6 +231,12 @@ impl Metrics {
             "# HELP {name} WAL fsync latency\n# TYPE {name} histogram"
         );
         self.fsync.render(&mut out, name, "");
+        let name = "kv_snapshot_save_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} writing a snapshot file\n# TYPE {name} histogram"
+        );
+        self.snapshot_save.render(&mut out, name, "");
 
         let peer_counters: [(&str, &str, PeerField); 4] = [
             (

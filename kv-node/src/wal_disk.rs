@@ -5,7 +5,7 @@ use crate::metrics::Metrics;
 use crate::replica::{Durable, Recovered};
 use crate::storage::{Storage, StorageError, StorageOptions, open_snapshot};
 use bytes::Bytes;
-use raft_core::{Entry, HardState, LogIndex, SnapshotMeta};
+use raft_core::{Entry, HardState, SnapshotMeta};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -16,9 +16,6 @@ use std::time::Instant;
 pub struct WalDisk {
     storage: Storage,
     metrics: Arc<Metrics>,
-    /// The data of the newest snapshot, kept so that every InstallSnapshot
-    /// message does not read the file again.
-    snapshot_cache: Option<(LogIndex, Bytes)>,
 }
 
 impl WalDisk {
@@ -42,12 +39,7 @@ impl WalDisk {
             }
             None => None,
         };
-        let snapshot_cache = snapshot.as_ref().map(|(m, d)| (m.index, d.clone()));
-        let disk = WalDisk {
-            storage,
-            metrics,
-            snapshot_cache,
-        };
+        let disk = WalDisk { storage, metrics };
         let recovered = Recovered {
             hard_state: recovered.hard_state,
             snapshot,
@@ -77,16 +69,19 @@ impl Durable for WalDisk {
     }
 
     fn save_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+        let started = Instant::now();
         let info = self
             .storage
             .save_snapshot(meta, |w: &mut dyn Write| w.write_all(data))?;
+        let elapsed = started.elapsed();
+        self.metrics.snapshot_save.observe(elapsed);
         tracing::info!(
             index = %meta.index,
             bytes = info.file_bytes,
             segments_removed = info.segments_removed,
+            ms = elapsed.as_secs_f64() * 1e3,
             "snapshot saved"
         );
-        self.snapshot_cache = Some((meta.index, Bytes::copy_from_slice(data)));
         self.metrics.snapshot_index.store(meta.index.0, Relaxed);
         self.metrics.snapshots_taken.fetch_add(1, Relaxed);
         Ok(())
@@ -95,22 +90,19 @@ impl Durable for WalDisk {
     fn install_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
         self.storage.install_snapshot(meta, data)?;
         tracing::info!(index = %meta.index, bytes = data.len(), "snapshot installed from the leader");
-        self.snapshot_cache = Some((meta.index, Bytes::copy_from_slice(data)));
         self.metrics.snapshot_index.store(meta.index.0, Relaxed);
         Ok(())
     }
 
+    /// Reads the newest snapshot's file. The replica caches what it gets,
+    /// so this runs about once per snapshot that a follower needs.
     fn snapshot_data(&mut self, meta: &SnapshotMeta) -> Result<Bytes, StorageError> {
-        if let Some((index, data)) = &self.snapshot_cache
-            && *index == meta.index
-        {
-            return Ok(data.clone());
-        }
-        // Not cached (should not happen: every snapshot passes through the
-        // two methods above or `open`); read the file.
-        let Some((_, path)) = self.storage.snapshot_path() else {
+        let Some((stored, path)) = self.storage.snapshot_path() else {
             return Ok(Bytes::new());
         };
+        if stored.index != meta.index {
+            tracing::warn!(wanted = %meta.index, stored = %stored.index, "snapshot asked for is not the stored one");
+        }
         let (_, mut reader) = open_snapshot(&path)?;
         let mut data = Vec::new();
         reader
@@ -120,8 +112,6 @@ impl Durable for WalDisk {
                 path,
                 source,
             })?;
-        let data = Bytes::from(data);
-        self.snapshot_cache = Some((meta.index, data.clone()));
-        Ok(data)
+        Ok(Bytes::from(data))
     }
 }
