@@ -17,4 +17,10 @@ pub struct Bugs {
     pub apply_twice: bool,
     /// Accept AppendEntries without checking the term at prev_log_index.
     pub skip_prev_term_check: bool,
+    /// Decide (commit, elect, confirm reads) with only the new voters'
+    /// majority while a joint configuration is in force.
+    pub joint_new_majority_only: bool,
+    /// Let a second membership change be proposed and applied while one is
+    /// still in flight, entering a new joint configuration from a joint one.
+    pub concurrent_conf_changes: bool,
 }

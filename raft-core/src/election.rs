@@ -52,7 +52,7 @@ impl Node {
     fn request_votes(&mut self, pre_vote: bool, transfer: bool) {
         let me = self.config.id;
         self.votes.insert(me, true);
-        if self.membership.vote_result(&self.votes) == VoteResult::Won {
+        if self.quorum().vote_result(&self.votes) == VoteResult::Won {
             self.on_election_won(pre_vote);
             return;
         }
@@ -138,7 +138,7 @@ impl Node {
             return;
         }
         self.votes.insert(from, granted);
-        match self.membership.vote_result(&self.votes) {
+        match self.quorum().vote_result(&self.votes) {
             VoteResult::Won => self.on_election_won(pre_vote),
             VoteResult::Lost => {
                 tracing::debug!(term = %self.term, pre_vote, "election lost");

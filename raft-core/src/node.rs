@@ -595,7 +595,7 @@ impl Node {
         for pr in self.progress.values_mut() {
             pr.recent_active = false;
         }
-        self.membership.has_quorum(&active)
+        self.quorum().has_quorum(&active)
     }
 
     // ----- Proposals. -----
@@ -640,12 +640,18 @@ impl Node {
         if self.role != Role::Leader {
             return Err(StepError::NotLeader);
         }
-        if self.pending_conf_index > self.log.committed {
+        #[allow(unused_mut)]
+        let mut one_at_a_time = true;
+        #[cfg(feature = "buggy")]
+        if self.config.bugs.concurrent_conf_changes {
+            one_at_a_time = false;
+        }
+        if one_at_a_time && self.pending_conf_index > self.log.committed {
             return Err(StepError::ConfChangeInProgress);
         }
         // Validate against the configuration in force; it is the one the
         // change will be applied to, as no other change is in flight.
-        self.membership.apply(&change)?;
+        self.apply_conf_change(&change)?;
         let accepted = self.propose(EntryKind::ConfChange, change.encode())?;
         if let Accepted::Appended { index, .. } = accepted {
             self.pending_conf_index = index;
@@ -704,7 +710,7 @@ impl Node {
             if entry.kind == EntryKind::ConfChange {
                 match ConfChange::decode(&entry.data)
                     .map_err(|e| e.to_string())
-                    .and_then(|c| self.membership.apply(&c).map_err(|e| e.to_string()))
+                    .and_then(|c| self.apply_conf_change(&c).map_err(|e| e.to_string()))
                 {
                     Ok(next) => self.set_membership(index, next),
                     // Proposals are validated before they are appended, so a
@@ -755,6 +761,30 @@ impl Node {
             let (index, _) = self.append_entry(EntryKind::ConfChange, ConfChange::Leave.encode());
             self.pending_conf_index = index;
         }
+    }
+
+    /// The configuration that decides: the membership in force (with a
+    /// known bug, only its new voters while joint).
+    pub(crate) fn quorum(&self) -> std::borrow::Cow<'_, Membership> {
+        #[cfg(feature = "buggy")]
+        if self.config.bugs.joint_new_majority_only && self.membership.is_joint() {
+            let mut m = self.membership.clone();
+            m.outgoing.clear();
+            return std::borrow::Cow::Owned(m);
+        }
+        std::borrow::Cow::Borrowed(&self.membership)
+    }
+
+    /// The membership after `change` (with a known bug, a change may start
+    /// from a joint configuration, forgetting its outgoing half).
+    fn apply_conf_change(&self, change: &ConfChange) -> Result<Membership, crate::MembershipError> {
+        #[cfg(feature = "buggy")]
+        if self.config.bugs.concurrent_conf_changes && self.membership.is_joint() {
+            let mut flat = self.membership.clone();
+            flat.outgoing.clear();
+            return flat.apply(change);
+        }
+        self.membership.apply(change)
     }
 
     /// The membership in force at `index` (at or above the snapshot).

@@ -121,7 +121,7 @@ impl Node {
     fn is_sole_voter(&self) -> bool {
         let mut me = BTreeSet::new();
         me.insert(self.config.id);
-        self.membership.has_quorum(&me)
+        self.quorum().has_quorum(&me)
     }
 
     fn lease_holds(&self) -> bool {
@@ -202,7 +202,7 @@ impl Node {
                 .map(|(&id, _)| id)
                 .collect();
             heard.insert(me);
-            if self.membership.has_quorum(&heard) {
+            if self.quorum().has_quorum(&heard) {
                 return round;
             }
         }

@@ -404,7 +404,7 @@ impl Node {
             .map(|(&id, pr)| (id, pr.match_index))
             .collect();
         acked.insert(self.config.id, self.log.persisted);
-        let index = self.membership.committed_index(&acked);
+        let index = self.quorum().committed_index(&acked);
         if index <= self.log.committed {
             return false;
         }
