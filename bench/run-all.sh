@@ -21,11 +21,17 @@ out=${OUT:-bench/out/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 results=$out/results.jsonl
 
-cargo build --release -p kv-node && cargo build --release --example bench
+# BUILD=0 skips the build (e.g. with KV_NODE_BIN naming a binary built elsewhere).
+if [[ ${BUILD:-1} == 1 ]]; then
+    cargo build --release -p kv-node && cargo build --release --example bench
+fi
 bench=$out/bench
 cp target/release/examples/bench "$bench"
-git rev-parse HEAD >"$out/commit"
-git status --short >>"$out/commit"
+{
+    git rev-parse HEAD
+    git status --short
+    echo "KV_NODE_BIN=${KV_NODE_BIN:-target/release/kv-node}"
+} >"$out/commit"
 
 
 # One bench run; appends its JSON line (tagged with the system) to results.
