@@ -255,43 +255,60 @@ fn last_segment(data_dir: &std::path::Path) -> PathBuf {
     segments.pop().expect("a WAL segment")
 }
 
-#[test]
-fn a_torn_wal_tail_is_cut_off_with_a_warning_and_the_node_serves() {
-    let mut cluster = Cluster::start("e2e-torn-tail", 3);
-    let leader = cluster.wait_ready(READY_TIMEOUT);
-    let mut written = write_keys(&cluster.addrs(), "key", 20, "w1");
-    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+/// The byte range of the last whole record of a WAL segment; records are
+/// `[len: u32 LE][crc32c: u32 LE][len bytes]`.
+fn last_record(segment: &[u8]) -> std::ops::Range<usize> {
+    let (mut offset, mut last) = (0, 0..0);
+    while offset + 8 <= segment.len() {
+        let len = u32::from_le_bytes(segment[offset..offset + 4].try_into().unwrap()) as usize;
+        let end = offset + 8 + len;
+        if len == 0 || end > segment.len() {
+            break;
+        }
+        last = offset..end;
+        offset = end;
+    }
+    last
+}
 
-    // One follower gets garbage appended (a write torn before its header
-    // was complete); the other loses the end of its last record.
-    let (garbage, cut) = (followers[0], followers[1]);
+/// Kills two followers and leaves each WAL with a torn write at its end, as
+/// a crash in the middle of writing a record that was never fsynced (so
+/// never acknowledged) would: one gets a bare record header and a few bytes
+/// of garbage, the other the first half of a copy of its last record.
+/// Returns the two followers.
+fn kill_followers_and_tear_their_wal_tails(cluster: &mut Cluster, leader: usize) -> [usize; 2] {
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let (garbage, half) = (followers[0], followers[1]);
     cluster.kill(garbage);
     let segment = last_segment(&cluster.nodes[garbage].data_dir);
     let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
     file.write_all(&[0x5a, 0x00, 0x00, 0x00, 0xde, 0xad, 0xbe, 0xef, 0x01, 0x02])
         .unwrap();
     drop(file);
-    cluster.kill(cut);
-    let segment = last_segment(&cluster.nodes[cut].data_dir);
-    let len = fs::metadata(&segment).unwrap().len();
-    assert!(
-        len > 16,
-        "segment {} is only {len} bytes",
-        segment.display()
-    );
-    OpenOptions::new()
-        .write(true)
-        .open(&segment)
-        .unwrap()
-        .set_len(len - 3)
-        .unwrap();
+    cluster.kill(half);
+    let segment = last_segment(&cluster.nodes[half].data_dir);
+    let bytes = fs::read(&segment).unwrap();
+    let record = last_record(&bytes);
+    assert!(record.len() > 9, "no whole record in {}", segment.display());
+    let torn = &bytes[record.start..record.start + record.len() / 2];
+    let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
+    file.write_all(torn).unwrap();
+    [garbage, half]
+}
 
-    for i in [garbage, cut] {
+#[test]
+fn a_torn_wal_tail_is_cut_off_with_a_warning_and_the_node_serves() {
+    let mut cluster = Cluster::start("e2e-torn-tail", 3);
+    let leader = cluster.wait_ready(READY_TIMEOUT);
+    let mut written = write_keys(&cluster.addrs(), "key", 20, "w1");
+    let torn = kill_followers_and_tear_their_wal_tails(&mut cluster, leader);
+
+    for i in torn {
         cluster.start_node(i);
     }
     cluster.wait_ready(READY_TIMEOUT);
     written.extend(write_keys(&cluster.addrs(), "later", 10, "w2"));
-    for i in [garbage, cut] {
+    for i in torn {
         let log = cluster.log(i);
         assert!(
             log.lines()
@@ -302,7 +319,33 @@ fn a_torn_wal_tail_is_cut_off_with_a_warning_and_the_node_serves() {
         );
         wait_until_node_holds(&cluster, i, &written, READY_TIMEOUT);
     }
-    assert_all_readable_linearizably(&cluster, &[garbage, cut], &written);
+    assert_all_readable_linearizably(&cluster, &torn, &written);
+}
+
+/// Finding F2 in tests/FOUND_BUGS.md. Cutting into the last *whole* record
+/// is not a torn write (that record was fsynced and acknowledged), so this
+/// is outside the crash model; still, the follower that lost its last
+/// acknowledged entry is never repaired by the leader.
+#[test]
+#[ignore = "finding F2 (outside the crash model): a follower whose acknowledged WAL tail was cut never catches up"]
+fn a_follower_that_lost_its_last_acknowledged_entry_catches_up() {
+    let mut cluster = Cluster::start("e2e-lost-tail", 3);
+    let leader = cluster.wait_ready(READY_TIMEOUT);
+    let mut written = write_keys(&cluster.addrs(), "key", 20, "w1");
+    let follower = follower_of(&cluster, leader);
+    cluster.kill(follower);
+    let segment = last_segment(&cluster.nodes[follower].data_dir);
+    let len = fs::metadata(&segment).unwrap().len();
+    OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
+    cluster.start_node(follower);
+    cluster.wait_ready(READY_TIMEOUT);
+    written.extend(write_keys(&cluster.addrs(), "later", 10, "w2"));
+    wait_until_node_holds(&cluster, follower, &written, Duration::from_secs(30));
 }
 
 #[test]
