@@ -4,13 +4,15 @@
 use raft_core::bugs::Bugs;
 
 /// Every bug flag, by the name `--bug` takes.
-pub const BUG_NAMES: [&str; 6] = [
+pub const BUG_NAMES: [&str; 8] = [
     "commit_previous_term",
     "vote_before_persist",
     "vote_for_stale_log",
     "read_without_quorum",
     "apply_twice",
     "skip_prev_term_check",
+    "joint_new_majority_only",
+    "concurrent_conf_changes",
 ];
 
 /// A `Bugs` with exactly the named flag on.
@@ -23,6 +25,8 @@ pub fn bugs_named(name: &str) -> Result<Bugs, String> {
         "read_without_quorum" => bugs.read_without_quorum = true,
         "apply_twice" => bugs.apply_twice = true,
         "skip_prev_term_check" => bugs.skip_prev_term_check = true,
+        "joint_new_majority_only" => bugs.joint_new_majority_only = true,
+        "concurrent_conf_changes" => bugs.concurrent_conf_changes = true,
         _ => {
             return Err(format!(
                 "unknown bug {name:?}; known: {}",

@@ -79,6 +79,9 @@ pub enum SyncFailure {
     Next,
     /// The next sync that writes a vote.
     NextVote,
+    /// The next sync that writes a snapshot: a crash while a snapshot taken
+    /// (or received) is being written loses it with the rest of the batch.
+    NextSnapshot,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +157,10 @@ impl Durable for SimDisk {
         let fails = match self.armed {
             Some(SyncFailure::Next) => !self.pending.is_empty(),
             Some(SyncFailure::NextVote) => self.pending_vote(),
+            Some(SyncFailure::NextSnapshot) => self
+                .pending
+                .iter()
+                .any(|w| matches!(w, Write::SaveSnapshot(..) | Write::InstallSnapshot(..))),
             None => false,
         };
         if fails {

@@ -38,10 +38,18 @@ pub enum FaultKind {
     /// A leader with an uncommitted tail is cut off, a new leader overwrites
     /// the tail, the old leader returns.
     Diverge,
+    /// Raft's Figure 8, scripted on events: two leaders in a row are cut off
+    /// with their own uncommitted entries, the first is re-elected and cut
+    /// off again the moment its commit index first advances.
+    Figure8,
+    /// Membership changes proposed on the leader: learners added and
+    /// promoted, voters added, removed (the leader too) and replaced, with
+    /// spare nodes that join from an empty log.
+    Membership,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::Partition,
         FaultKind::Loss,
         FaultKind::Duplicate,
@@ -51,6 +59,8 @@ impl FaultKind {
         FaultKind::Pause,
         FaultKind::Skew,
         FaultKind::Diverge,
+        FaultKind::Figure8,
+        FaultKind::Membership,
     ];
 
     pub fn name(self) -> &'static str {
@@ -64,6 +74,8 @@ impl FaultKind {
             FaultKind::Pause => "pause",
             FaultKind::Skew => "skew",
             FaultKind::Diverge => "diverge",
+            FaultKind::Figure8 => "figure8",
+            FaultKind::Membership => "membership",
         }
     }
 
@@ -126,6 +138,40 @@ pub enum Partition {
         left: Vec<NodeId>,
         right: Vec<NodeId>,
     },
+    /// A follower is cut off until the leader's snapshot covers more than its
+    /// log (so that it must catch up by InstallSnapshot), or at least for
+    /// the fault's duration when replicas take no snapshots.
+    LagFollower,
+}
+
+/// Which fsync an armed disk fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncOn {
+    /// The next fsync that writes anything.
+    Any,
+    /// The next fsync that writes a vote.
+    Vote,
+    /// The next fsync that writes a snapshot (taken, or received whole).
+    Snapshot,
+}
+
+/// A membership change, resolved against the configuration in force when
+/// it fires (which nodes it names is decided then).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// A node outside the configuration joins as a learner.
+    AddLearner,
+    /// A learner becomes a voter (a learner is added first if there is none).
+    Promote,
+    /// A node outside the configuration joins as a voter directly.
+    AddVoter,
+    /// A voter other than the leader leaves.
+    RemoveVoter,
+    /// The leader removes itself.
+    RemoveLeader,
+    /// `count` voters other than the leader are replaced by as many nodes
+    /// from outside the configuration, in one joint change.
+    Replace { count: u8 },
 }
 
 /// One discrete fault. It starts at `at_tick` and heals `duration_ticks`
@@ -136,12 +182,15 @@ pub enum Fault {
     Crash {
         target: Target,
     },
-    /// Arms the target's disk: its next fsync (its next fsync that writes a
-    /// vote, with `on_vote`) fails and the node dies.
+    /// Arms the target's disk: its next fsync of the kind `on` fails and the
+    /// node dies (what it sent went out, what it wrote is lost).
     SyncCrash {
         target: Target,
-        on_vote: bool,
+        on: SyncOn,
     },
+    /// Whichever node next receives a snapshot chunk that is not the last
+    /// one crashes right after staging it, mid-transfer.
+    CrashMidSnapshot,
     /// With `isolated`, the node is also cut off while paused and for a
     /// while after it resumes: a leader comes back as a zombie that has
     /// not heard of the new term (a GC pause plus a partition).
@@ -152,6 +201,24 @@ pub enum Fault {
     /// Cuts the leader off right after giving it `tail` proposals of its own.
     Diverge {
         tail: u32,
+    },
+    /// Figure 8 (see [`FaultKind::Figure8`]); the first leader gets `tail`
+    /// proposals of its own. Heals after the duration whatever phase it
+    /// reached.
+    Figure8 {
+        tail: u32,
+    },
+    /// Proposes `change` on the leader. With `burst`, a second replacement
+    /// is proposed at once, before the first commits (the core refuses it
+    /// unless a bug lets two changes be in flight). With `split`, the moment
+    /// the leader's configuration first makes the incoming nodes voters, the
+    /// leader and the incoming voters are cut off from everyone else for the
+    /// fault's duration: only a joint quorum keeps the two sides from both
+    /// deciding.
+    Membership {
+        change: MembershipChange,
+        burst: bool,
+        split: bool,
     },
 }
 
@@ -193,11 +260,19 @@ impl fmt::Display for Fault {
                 list(left),
                 list(right)
             ),
+            Fault::Partition(Partition::LagFollower) => {
+                write!(f, "cut a follower off until it needs a snapshot")
+            }
             Fault::Crash { target } => write!(f, "crash {target}"),
-            Fault::SyncCrash { target, on_vote } => {
-                let what = if *on_vote { "vote fsync" } else { "fsync" };
+            Fault::SyncCrash { target, on } => {
+                let what = match on {
+                    SyncOn::Any => "fsync",
+                    SyncOn::Vote => "vote fsync",
+                    SyncOn::Snapshot => "snapshot fsync",
+                };
                 write!(f, "crash {target} in its next {what}")
             }
+            Fault::CrashMidSnapshot => write!(f, "crash a node mid snapshot transfer"),
             Fault::Pause { target, isolated } => {
                 write!(
                     f,
@@ -206,6 +281,17 @@ impl fmt::Display for Fault {
                 )
             }
             Fault::Diverge { tail } => write!(f, "diverge leader with {tail} uncommitted entries"),
+            Fault::Figure8 { tail } => write!(f, "figure 8 with {tail} uncommitted entries"),
+            Fault::Membership {
+                change,
+                burst,
+                split,
+            } => write!(
+                f,
+                "membership {change:?}{}{}",
+                if *burst { " burst" } else { "" },
+                if *split { " split" } else { "" }
+            ),
         }
     }
 }
@@ -251,6 +337,14 @@ pub struct FaultPlan {
     /// an entry can be replicated without the ones after it.
     pub max_message_bytes: usize,
     pub max_inflight_messages: usize,
+    /// Snapshots travel in chunks of this many bytes. The simulator's
+    /// snapshots are a few hundred bytes, so the small sizes split a
+    /// transfer into several chunks that can be lost, reordered, duplicated
+    /// and interrupted by a crash.
+    pub snapshot_chunk_bytes: u64,
+    /// Nodes beyond the initial voters, started with an empty configuration
+    /// so that they can join through membership changes.
+    pub spare_nodes: usize,
     /// Mean client think time between operations.
     pub think_ticks: u64,
     /// The fault schedule, sorted by start tick.
@@ -310,12 +404,26 @@ impl FaultPlan {
             think_ticks: rng.pick(&[6, 15, 30]),
             max_message_bytes: rng.pick(&[1 << 20, 512, 1]),
             max_inflight_messages: rng.pick(&[256, 4, 1]),
+            snapshot_chunk_bytes: rng.pick(&[16, 64, 256, 4096]),
+            spare_nodes: 0,
             schedule: Vec::new(),
             healed: false,
             enabled,
         };
         plan.lease_reads =
             !plan.enabled.contains(&FaultKind::Pause) && plan.skew_percent <= 10 && rng.coin();
+        if plan.enabled.contains(&FaultKind::Figure8) {
+            // Figure 8 needs an earlier-term entry to be acknowledged
+            // without the new leader's no-op after it: one entry per message.
+            plan.max_message_bytes = 1;
+        }
+        if plan.enabled.contains(&FaultKind::Membership) {
+            plan.spare_nodes = 2;
+        }
+        let shape = PlanShape {
+            nodes: shape.nodes + plan.spare_nodes,
+            ..shape
+        };
         plan.schedule = crate::schedule::draw(&plan.enabled, shape, rng);
         plan
     }

@@ -8,7 +8,10 @@
 //!
 //! - `faults`: the one declarative plan of every fault knob, drawn per seed.
 //! - `network`, `disk`: the fake world; they ask the plan what happens.
-//! - `world`, `world_clients`, `world_faults`: the event loop.
+//! - `world`, `world_clients`, `world_faults`: the event loop;
+//!   `world_triggers`: faults fired by events (Figure 8, splits after a
+//!   membership change, crashes mid snapshot transfer);
+//!   `world_membership`: membership changes and spare nodes.
 //! - `client`: clients and the history they record; `history` hands it to
 //!   `linearizability`.
 //! - `checks`: the safety properties checked after every step.
@@ -33,7 +36,9 @@ pub mod trace;
 pub mod world;
 mod world_clients;
 mod world_faults;
+mod world_membership;
 mod world_nodes;
+mod world_triggers;
 
 pub use faults::{FaultKind, FaultSelection};
 pub use options::{ConfigHook, SimOptions};

@@ -88,6 +88,8 @@ impl Network {
                 between(&[leader], &rest)
             }
             Partition::Bridge { left, right, .. } => between(left, right),
+            // Resolved at run time against the leader (see `world_triggers`).
+            Partition::LagFollower => Vec::new(),
         }
     }
 

@@ -1,7 +1,9 @@
 //! Drawing the discrete faults of a run (partitions, crashes, pauses,
 //! divergence) and their times from the seed.
 
-use crate::faults::{Fault, FaultKind, Partition, PlanShape, ScheduledFault, Target};
+use crate::faults::{
+    Fault, FaultKind, MembershipChange, Partition, PlanShape, ScheduledFault, SyncOn, Target,
+};
 use crate::rng::SimRng;
 use raft_core::NodeId;
 use std::collections::BTreeSet;
@@ -17,7 +19,7 @@ fn random_target(nodes: usize, rng: &mut SimRng) -> Target {
 fn draw_partition(nodes: usize, rng: &mut SimRng) -> Partition {
     let mut ids: Vec<NodeId> = (1..=nodes as u64).map(NodeId).collect();
     rng.shuffle(&mut ids);
-    match rng.range(0, 3) {
+    match rng.range(0, 4) {
         0 => {
             let cut = rng.range(1, (nodes as u64 - 1).max(1)) as usize;
             let mut side = ids[..cut].to_vec();
@@ -29,6 +31,7 @@ fn draw_partition(nodes: usize, rng: &mut SimRng) -> Partition {
             to: ids[1],
         },
         2 => Partition::IsolateLeader,
+        4 => Partition::LagFollower,
         _ => {
             let bridge = ids[0];
             let rest = &ids[1..];
@@ -42,6 +45,19 @@ fn draw_partition(nodes: usize, rng: &mut SimRng) -> Partition {
                 right,
             }
         }
+    }
+}
+
+fn draw_membership_change(rng: &mut SimRng) -> MembershipChange {
+    match rng.range(0, 6) {
+        0 => MembershipChange::AddLearner,
+        1 => MembershipChange::Promote,
+        2 => MembershipChange::AddVoter,
+        3 => MembershipChange::RemoveVoter,
+        4 => MembershipChange::RemoveLeader,
+        _ => MembershipChange::Replace {
+            count: rng.range(1, 2) as u8,
+        },
     }
 }
 
@@ -64,20 +80,35 @@ pub fn draw(
             FaultKind::Fsync => (50, rng.range(1, 2 * max_per_kind)),
             FaultKind::Pause => (120, rng.range(1, max_per_kind)),
             FaultKind::Diverge => (300, rng.range(1, max_per_kind)),
+            FaultKind::Figure8 => (300, rng.range(1, max_per_kind)),
+            FaultKind::Membership => (300, rng.range(1, 2 * max_per_kind)),
             _ => continue,
         };
         for _ in 0..count {
             let at_tick = rng.range(shape.first_fault_tick, shape.heal_tick - 10);
             let longest = max_duration.min(shape.heal_tick - at_tick);
-            let duration_ticks = rng.range(1.min(longest), longest);
+            let mut duration_ticks = rng.range(1.min(longest), longest);
             let fault = match kind {
                 FaultKind::Partition => Fault::Partition(draw_partition(shape.nodes, rng)),
+                FaultKind::Crash if rng.range(0, 3) == 0 => Fault::CrashMidSnapshot,
                 FaultKind::Crash => Fault::Crash {
                     target: random_target(shape.nodes, rng),
                 },
                 FaultKind::Fsync => Fault::SyncCrash {
                     target: random_target(shape.nodes, rng),
-                    on_vote: rng.coin(),
+                    on: rng.pick(&[SyncOn::Any, SyncOn::Vote, SyncOn::Snapshot]),
+                },
+                FaultKind::Figure8 => {
+                    // Two elections and two re-elections need time.
+                    duration_ticks = duration_ticks.max(150.min(longest));
+                    Fault::Figure8 {
+                        tail: rng.range(1, 4) as u32,
+                    }
+                }
+                FaultKind::Membership => Fault::Membership {
+                    change: draw_membership_change(rng),
+                    burst: rng.range(0, 3) == 0,
+                    split: rng.coin(),
                 },
                 FaultKind::Pause => Fault::Pause {
                     target: random_target(shape.nodes, rng),

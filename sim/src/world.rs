@@ -14,9 +14,10 @@ use crate::network::Network;
 use crate::options::SimOptions;
 use crate::rng::SimRng;
 use crate::trace::{MessageSummary, Trace, TraceEvent};
+use crate::world_triggers::Armed;
 use kv_node::command::RequestId;
 use kv_node::replica::Replica;
-use raft_core::{Input, Message, NodeId, Role};
+use raft_core::{Input, Message, MessageBody, NodeId, Role};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Something that happens at a point in simulated time.
@@ -33,6 +34,8 @@ pub(crate) enum Event {
     FaultStart(usize),
     FaultEnd(usize),
     RestoreLinks(usize),
+    /// Nudges an event-triggered fault that waits for an election.
+    Kick(usize),
     Restart {
         node: NodeId,
         incarnation: u32,
@@ -131,6 +134,8 @@ pub struct World {
     pub(crate) active_links: BTreeMap<usize, Vec<(NodeId, NodeId)>>,
     /// The node each active pause fault paused.
     pub(crate) paused_by: BTreeMap<usize, NodeId>,
+    /// Event-triggered faults waiting for their event, by schedule position.
+    pub(crate) armed: BTreeMap<usize, Armed>,
     pub(crate) probe: Probe,
     pub(crate) violation: Option<Violation>,
     /// Set when the linearizability search ran out of budget.
@@ -161,7 +166,7 @@ impl World {
             events: Vec::new(),
             free_slots: Vec::new(),
             nodes: Vec::new(),
-            network: Network::new(opts.nodes),
+            network: Network::new(opts.nodes + plan.spare_nodes),
             clients: (0..opts.clients)
                 .map(|c| Client::new(c as u64 + 1))
                 .collect(),
@@ -177,6 +182,7 @@ impl World {
             faults_fired: 0,
             active_links: BTreeMap::new(),
             paused_by: BTreeMap::new(),
+            armed: BTreeMap::new(),
             probe: Probe::default(),
             violation: None,
             linearizability_unknown: None,
@@ -186,7 +192,7 @@ impl World {
             plan,
             opts,
         };
-        for i in 1..=world.opts.nodes as u64 {
+        for i in 1..=(world.opts.nodes + world.plan.spare_nodes) as u64 {
             let tick_period = world.plan.tick_period_steps(&mut rng);
             world.nodes.push(SimNode {
                 id: NodeId(i),
@@ -304,6 +310,7 @@ impl World {
             Event::FaultStart(i) => self.fault_start(i),
             Event::FaultEnd(i) => self.fault_end(i),
             Event::RestoreLinks(i) => self.restore_links(i),
+            Event::Kick(i) => self.kick(i),
             Event::Restart { node, incarnation } => {
                 if self.node(node).incarnation == incarnation {
                     self.start_node(node);
@@ -335,7 +342,13 @@ impl World {
         }
         self.trace
             .record(self.now, TraceEvent::Deliver(MessageSummary::of(&m)));
+        if self.armed.is_empty() || !matches!(m.body, MessageBody::InstallSnapshot { .. }) {
+            self.step_node(to, Input::Message(m));
+            return;
+        }
+        let body = m.body.clone();
         self.step_node(to, Input::Message(m));
+        self.maybe_crash_mid_snapshot(to, &body);
     }
 
     /// Sends a message through the network.

@@ -6,7 +6,7 @@ use crate::client::{
     ClientCall, ClientRet, InFlight, MAX_ATTEMPTS, Outcome, Recorded, TIMEOUT_TICKS, Waiting,
 };
 use crate::faults::STEPS_PER_TICK;
-use crate::options::LIVENESS_BOUND_TICKS;
+use crate::options::{KNOWN_PREVOTE_BUG, LIVENESS_BOUND_TICKS};
 use crate::world::{Event, World};
 use kv_node::command::{ClientSeq, Command, Op, OpResult, RequestId};
 use kv_node::replica::Output;
@@ -69,7 +69,7 @@ impl World {
         busy.attempt += 1;
         let attempt = busy.attempt;
         let busy_op = busy.op;
-        let node = NodeId(self.rng.range(1, self.opts.nodes as u64));
+        let node = NodeId(self.rng.range(1, self.nodes.len() as u64));
         self.schedule_in(
             TIMEOUT_TICKS * STEPS_PER_TICK,
             Event::ClientTimeout {
@@ -362,7 +362,7 @@ impl World {
         if self.probe.satisfied_step.is_some() {
             return;
         }
-        let node = NodeId(self.rng.range(1, self.opts.nodes as u64));
+        let node = NodeId(self.rng.range(1, self.nodes.len() as u64));
         if self.node(node).is_live() {
             let request = RequestId {
                 node: node.0,
@@ -388,11 +388,58 @@ impl World {
         self.schedule_in(5 * STEPS_PER_TICK, Event::Probe);
     }
 
+    /// A liveness failure that matches the raft-core bug recorded in
+    /// `sim/FOUND_BUGS.md`: a granted pre-vote answers in the voter's term
+    /// plus one rather than in the term asked for, so a candidate never
+    /// counts the vote of a voter more than one term behind it. With
+    /// membership changes such a voter is common: a node promoted (or added
+    /// back) while cut off stays at its old term, and nothing but pre-votes
+    /// reaches it while no leader can be elected without it.
+    fn prevote_term_suspect(&self) -> Option<String> {
+        for node in self.nodes.iter().filter_map(|n| n.replica()) {
+            let (me, term, config) = (node.node.id(), node.node.term(), node.node.membership());
+            if !config.is_voter(me) {
+                continue;
+            }
+            for voter in config.voters.iter().chain(&config.outgoing) {
+                let Some(other) = self.node(*voter).replica() else {
+                    continue;
+                };
+                if other.node.term() < term {
+                    return Some(format!(
+                        "{voter} (term {}) can grant {me} (term {term}) no pre-vote that {me} counts",
+                        other.node.term()
+                    ));
+                }
+            }
+        }
+        None
+    }
+
     pub(crate) fn liveness_deadline(&mut self) {
         if self.probe.satisfied_step.is_none() {
-            let detail =
+            let mut detail =
                 format!("no write committed within {LIVENESS_BOUND_TICKS} ticks of the final heal");
-            self.fail("liveness", detail);
+            for node in &self.nodes {
+                let Some(r) = node.replica() else {
+                    detail.push_str(&format!("\n{} is down", node.id));
+                    continue;
+                };
+                let s = r.node.status();
+                let m = &s.membership;
+                detail.push_str(&format!(
+                    "\n{} {:?} term {} vote {:?} last {}@{} commit {} voters {:?} outgoing {:?} learners {:?}",
+                    s.id, s.role, s.term, s.vote, s.last_log_index, s.last_log_term, s.commit_index,
+                    m.voters, m.outgoing, m.learners
+                ));
+            }
+            match self.prevote_term_suspect() {
+                Some(why) => {
+                    detail = format!("{why}\n{detail}");
+                    self.fail(KNOWN_PREVOTE_BUG, detail);
+                }
+                None => self.fail("liveness", detail),
+            }
         }
     }
 }

@@ -3,9 +3,10 @@
 
 use crate::client::{ClientCall, ClientRet, Outcome};
 use crate::disk::SyncFailure;
-use crate::faults::{Fault, Partition, STEPS_PER_TICK, Target};
+use crate::faults::{Fault, Partition, STEPS_PER_TICK, SyncOn, Target};
 use crate::options::LIVENESS_BOUND_TICKS;
 use crate::world::{Event, World};
+use crate::world_triggers::Armed;
 use kv_node::command::{Command, Op};
 use raft_core::{Input, NodeId};
 
@@ -18,7 +19,7 @@ impl World {
             Target::Node(id) => id,
             Target::Leader => match self.leader() {
                 Some(id) => id,
-                None => NodeId(self.rng.range(1, self.opts.nodes as u64)),
+                None => NodeId(self.rng.range(1, self.nodes.len() as u64)),
             },
         }
     }
@@ -28,6 +29,10 @@ impl World {
         let duration = scheduled.duration_ticks * STEPS_PER_TICK;
         let fired = match scheduled.fault {
             Fault::Partition(partition) => {
+                if partition == Partition::LagFollower {
+                    let fired = self.lag_start(i);
+                    return self.note_fired(i, fired);
+                }
                 let isolated = match partition {
                     Partition::IsolateLeader => self.resolve(Target::Leader),
                     _ => NodeId(1),
@@ -56,22 +61,32 @@ impl World {
                     format!("crash {id} for {} ticks", scheduled.duration_ticks)
                 })
             }
-            Fault::SyncCrash { target, on_vote } => {
+            Fault::SyncCrash { target, on } => {
                 let id = self.resolve(target);
                 let node = self.node_mut(id);
                 node.sync_crash_down_ticks = scheduled.duration_ticks;
+                let (failure, what) = match on {
+                    SyncOn::Any => (SyncFailure::Next, ""),
+                    SyncOn::Vote => (SyncFailure::NextVote, "vote "),
+                    SyncOn::Snapshot => (SyncFailure::NextSnapshot, "snapshot "),
+                };
                 node.replica_mut().map(|r| {
-                    r.disk.armed = Some(if on_vote {
-                        SyncFailure::NextVote
-                    } else {
-                        SyncFailure::Next
-                    });
-                    format!(
-                        "arm {id} to die in its next {}fsync",
-                        if on_vote { "vote " } else { "" }
-                    )
+                    r.disk.armed = Some(failure);
+                    format!("arm {id} to die in its next {what}fsync")
                 })
             }
+            Fault::CrashMidSnapshot => {
+                let duration_ticks = scheduled.duration_ticks;
+                self.armed
+                    .insert(i, Armed::CrashMidSnapshot { duration_ticks });
+                Some("arm a crash for the next node mid snapshot transfer".to_string())
+            }
+            Fault::Figure8 { tail } => self.figure8_start(i, tail),
+            Fault::Membership {
+                change,
+                burst,
+                split,
+            } => self.membership_start(i, change, burst, split),
             Fault::Pause { target, isolated } => {
                 let id = self.resolve(target);
                 self.node(id).is_live().then(|| {
@@ -90,33 +105,46 @@ impl World {
                 let links = self.network.links(&Partition::IsolateLeader, leader);
                 self.network.cut(&links);
                 self.active_links.insert(i, links);
-                for k in 0..tail {
-                    let command = Command {
-                        request: None,
-                        client: None,
-                        op: Op::Put {
-                            key: "__diverge".into(),
-                            value: format!("{i}.{k}"),
-                        },
-                    };
-                    self.step_node(
-                        leader,
-                        Input::Propose {
-                            data: command.encode(),
-                        },
-                    );
-                }
+                self.propose_own_entries(leader, i, tail, "__diverge");
                 self.schedule_in(duration, Event::FaultEnd(i));
                 format!("diverge: cut off leader {leader} with {tail} new entries")
             }),
         };
+        self.note_fired(i, fired);
+    }
+
+    fn note_fired(&mut self, i: usize, fired: Option<String>) {
         if let Some(what) = fired {
             self.faults_fired += 1;
             self.trace.note(self.now, || format!("fault #{i}: {what}"));
         }
     }
 
+    /// Gives a (cut off) leader `tail` proposals of its own.
+    pub(crate) fn propose_own_entries(&mut self, leader: NodeId, i: usize, tail: u32, key: &str) {
+        for k in 0..tail {
+            let command = Command {
+                request: None,
+                client: None,
+                op: Op::Put {
+                    key: key.into(),
+                    value: format!("{i}.{k}"),
+                },
+            };
+            self.step_node(
+                leader,
+                Input::Propose {
+                    data: command.encode(),
+                },
+            );
+        }
+    }
+
     pub(crate) fn fault_end(&mut self, i: usize) {
+        if self.keep_lagging(i) {
+            return self.recheck_lag(i);
+        }
+        self.armed.remove(&i);
         if let Fault::Pause { isolated, .. } = self.plan.schedule[i].fault {
             if let Some(id) = self.paused_by.remove(&i)
                 && self.node(id).paused
@@ -147,7 +175,8 @@ impl World {
         self.network.heal_all();
         self.active_links.clear();
         self.paused_by.clear();
-        for id in (1..=self.opts.nodes as u64).map(NodeId) {
+        self.armed.clear();
+        for id in self.all_ids() {
             if let Some(r) = self.node_mut(id).replica_mut() {
                 r.disk.armed = None;
             }
@@ -181,9 +210,11 @@ impl World {
         {
             return self.liveness_deadline();
         }
-        // Every replica reached the same state.
+        // Every member of the final configuration reached the same state
+        // (a removed node, or a spare never added, hears nothing more).
+        let members = self.final_members();
         let mut states = Vec::new();
-        for node in &self.nodes {
+        for node in self.nodes.iter().filter(|n| members.contains(&n.id)) {
             match node.replica() {
                 Some(r) => states.push((node.id, r.state.applied_index(), r.state.digest())),
                 None => {

@@ -7,7 +7,7 @@ use crate::faults::STEPS_PER_TICK;
 use crate::world::{Event, NodeState, World};
 use kv_node::replica::{Output, Replica};
 use kv_node::state_machine::{Applied, DEFAULT_DEDUP_LIMIT};
-use raft_core::{Config, Input, Membership, NodeId};
+use raft_core::{Config, Input, NodeId};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 /// A panic inside the node code, as text.
@@ -37,6 +37,7 @@ impl World {
         let mut config = Config::new(id);
         config.max_message_bytes = self.plan.max_message_bytes;
         config.max_inflight_messages = self.plan.max_inflight_messages;
+        config.snapshot_chunk_bytes = self.plan.snapshot_chunk_bytes;
         let incarnation = u64::from(self.node(id).incarnation);
         config.seed = self.opts.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
             ^ (id.0 << 32)
@@ -53,7 +54,7 @@ impl World {
             return;
         };
         let image = image.clone();
-        let membership = Membership::new((1..=self.opts.nodes as u64).map(NodeId));
+        let membership = self.bootstrap_for(id);
         let config = self.config(id);
         let opened = catch_unwind(AssertUnwindSafe(|| {
             Replica::open(
@@ -103,7 +104,10 @@ impl World {
     /// Steps one input into a live node and handles what comes out.
     pub(crate) fn step_node(&mut self, id: NodeId, input: Input) -> Option<raft_core::Accepted> {
         let replica = self.node_mut(id).replica_mut()?;
-        let from_client = matches!(input, Input::Propose { .. } | Input::ReadIndex { .. });
+        let from_client = matches!(
+            input,
+            Input::Propose { .. } | Input::ReadIndex { .. } | Input::ProposeConfChange(_)
+        );
         let stepped = catch_unwind(AssertUnwindSafe(|| replica.step(input)));
         let accepted = match stepped {
             Ok(Err(e)) if from_client => {
@@ -138,6 +142,10 @@ impl World {
                 }
             }
         }));
+        // Event-triggered faults see the step before its messages leave.
+        if matches!(result, Ok(Ok(()))) && !self.armed.is_empty() {
+            self.on_node_stepped(id);
+        }
         // Whatever was sent left before any failure.
         for m in outbox.drain(..) {
             self.send(m);
