@@ -1,0 +1,238 @@
+//! The client side of the driver: the requests handlers send, their
+//! answers and errors, and [`DriverHandle`], which sends them.
+
+use crate::cli::ReadPolicy;
+use crate::command::{ClientSeq, Command, Op, OpResult, RequestId};
+use bytes::Bytes;
+use raft_core::{Message, NodeId, Role};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// A read of the state machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadQuery {
+    Get { key: String },
+    Scan { prefix: String, limit: usize },
+}
+
+/// The answer to a [`ReadQuery`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadAnswer {
+    /// The value and revision, or None if the key is absent.
+    Get(Option<(String, u64)>),
+    Scan {
+        entries: Vec<(String, String, u64)>,
+        more: bool,
+    },
+}
+
+/// Why the driver could not answer. The two variants are the two classes a
+/// client must tell apart.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DriverError {
+    /// Certainly not proposed (or a read that was not served): safe to retry.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The write may or may not be applied.
+    #[error("{0}")]
+    OutcomeUnknown(String),
+}
+
+/// What `/status` shows, read from the core in one consistent moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub id: NodeId,
+    pub role: Role,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub commit_index: u64,
+    pub last_applied: u64,
+    pub last_log_index: u64,
+    pub snapshot_index: u64,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    pub keys: usize,
+}
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, DriverError>>;
+
+pub(crate) enum Request {
+    Propose {
+        request: u64,
+        data: Bytes,
+        reply: Reply<OpResult>,
+    },
+    Read {
+        policy: ReadPolicy,
+        query: ReadQuery,
+        reply: Reply<ReadAnswer>,
+    },
+    Peer(Vec<Message>),
+    Status(oneshot::Sender<NodeStatus>),
+    TransferLeader {
+        to: NodeId,
+        reply: Reply<()>,
+    },
+    Snapshot(Reply<Option<u64>>),
+}
+
+/// The cloneable way to talk to the driver.
+#[derive(Clone)]
+pub struct DriverHandle {
+    tx: mpsc::Sender<Request>,
+    node: NodeId,
+    /// Numbers this node's proposals. It starts at the boot time in
+    /// microseconds so that ids never repeat across restarts: an entry from
+    /// before a restart, re-applied while catching up, must not wake a new
+    /// request that happens to reuse its number.
+    next_request: Arc<AtomicU64>,
+    request_timeout: Duration,
+}
+
+impl DriverHandle {
+    pub(super) fn new(tx: mpsc::Sender<Request>, node: NodeId, request_timeout: Duration) -> Self {
+        // Proposal numbers start at the boot time in microseconds, so that
+        // they never repeat across restarts (see `next_request`).
+        let boot_micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(1));
+        DriverHandle {
+            tx,
+            node,
+            next_request: Arc::new(AtomicU64::new(boot_micros)),
+            request_timeout,
+        }
+    }
+
+    /// Proposes a write and waits until this node has applied it.
+    pub async fn write(&self, client: Option<ClientSeq>, op: Op) -> Result<OpResult, DriverError> {
+        let request = self.next_request.fetch_add(1, Relaxed);
+        let command = Command {
+            request: Some(RequestId {
+                node: self.node.0,
+                id: request,
+            }),
+            client,
+            op,
+        };
+        let data = command.encode();
+        let (reply, rx) = oneshot::channel();
+        self.submit(Request::Propose {
+            request,
+            data,
+            reply,
+        })?;
+        self.wait(rx, true).await
+    }
+
+    pub async fn read(
+        &self,
+        policy: ReadPolicy,
+        query: ReadQuery,
+    ) -> Result<ReadAnswer, DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Request::Read {
+            policy,
+            query,
+            reply,
+        })?;
+        self.wait(rx, false).await
+    }
+
+    pub async fn status(&self) -> Result<NodeStatus, DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Request::Status(reply))?;
+        match tokio::time::timeout(self.request_timeout, rx).await {
+            Ok(Ok(status)) => Ok(status),
+            Ok(Err(_)) => Err(stopped()),
+            Err(_) => Err(DriverError::Unavailable(
+                "the node is not responding".into(),
+            )),
+        }
+    }
+
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Request::TransferLeader { to, reply })?;
+        self.wait(rx, false).await
+    }
+
+    /// Takes a snapshot now; returns its index, or None if nothing was
+    /// applied since the last one.
+    pub async fn snapshot(&self) -> Result<Option<u64>, DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Request::Snapshot(reply))?;
+        self.wait(rx, false).await
+    }
+
+    /// Hands messages from a peer to the core. Waits for room in the queue
+    /// (backpressure on the peer's connection) rather than dropping them.
+    pub async fn deliver(&self, messages: Vec<Message>) -> Result<(), DriverError> {
+        self.tx
+            .send(Request::Peer(messages))
+            .await
+            .map_err(|_| stopped())
+    }
+
+    fn submit(&self, request: Request) -> Result<(), DriverError> {
+        self.tx.try_send(request).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                DriverError::Unavailable("the node is overloaded; retry later".into())
+            }
+            mpsc::error::TrySendError::Closed(_) => stopped(),
+        })
+    }
+
+    async fn wait<T>(
+        &self,
+        rx: oneshot::Receiver<Result<T, DriverError>>,
+        proposed: bool,
+    ) -> Result<T, DriverError> {
+        match tokio::time::timeout(self.request_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) if proposed => Err(DriverError::OutcomeUnknown(
+                "the node stopped before the write was applied".into(),
+            )),
+            Ok(Err(_)) => Err(stopped()),
+            Err(_) if proposed => Err(DriverError::OutcomeUnknown(format!(
+                "the write was proposed but not applied within {} ms",
+                self.request_timeout.as_millis()
+            ))),
+            Err(_) => Err(DriverError::OutcomeUnknown(format!(
+                "no answer within {} ms",
+                self.request_timeout.as_millis()
+            ))),
+        }
+    }
+}
+
+impl DriverHandle {
+    /// A handle whose requests go to `rx` and are never answered by a
+    /// driver: for tests of timeouts and shutdown.
+    #[cfg(test)]
+    pub(crate) fn detached(
+        request_timeout: Duration,
+        capacity: usize,
+    ) -> (DriverHandle, mpsc::Receiver<Request>) {
+        let (tx, rx) = mpsc::channel::<Request>(capacity);
+        let handle = DriverHandle {
+            tx,
+            node: NodeId(1),
+            next_request: Arc::new(AtomicU64::new(1)),
+            request_timeout,
+        };
+        (handle, rx)
+    }
+}
+
+pub(crate) fn stopped() -> DriverError {
+    DriverError::Unavailable("the node is shutting down".into())
+}
+
+/// The commit index as of `status`, for readiness: the node knows a leader
+/// and has applied everything it knows is committed.
+pub fn is_ready(status: &NodeStatus) -> bool {
+    status.leader.is_some() && status.last_applied >= status.commit_index
+}
