@@ -92,6 +92,41 @@ impl Command {
     }
 }
 
+/// The first byte of a [`ClusterCommand`] payload. A [`Command`] starts with
+/// postcard's `Option` tag (0 or 1), so the two can never be confused.
+pub const CLUSTER_COMMAND_TAG: u8 = 0xC1;
+
+/// A cluster-level write carried in a `Normal` entry: the address book that
+/// membership changes need (raft-core's `ConfChange` knows node ids only).
+/// Nobody waits for its result through a [`RequestId`]: the leader that
+/// proposes it waits for its log index instead.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClusterCommand {
+    /// Node `name` is reachable at `url` (replaces an earlier address).
+    SetAddress { name: String, url: String },
+}
+
+impl ClusterCommand {
+    pub fn encode(&self) -> Bytes {
+        let mut bytes = vec![CLUSTER_COMMAND_TAG];
+        bytes = postcard::to_extend(self, bytes).expect("a ClusterCommand always serializes");
+        Bytes::from(bytes)
+    }
+
+    /// `None` if `bytes` is not a cluster command at all (no tag);
+    /// `Some(Err)` if it has the tag but does not parse.
+    pub fn decode(bytes: &[u8]) -> Option<Result<ClusterCommand, CommandError>> {
+        let rest = bytes.strip_prefix(&[CLUSTER_COMMAND_TAG])?;
+        Some(match postcard::take_from_bytes::<ClusterCommand>(rest) {
+            Ok((command, [])) => Ok(command),
+            Ok((_, trailing)) => Err(CommandError::TrailingBytes {
+                count: trailing.len(),
+            }),
+            Err(e) => Err(CommandError::Malformed(e)),
+        })
+    }
+}
+
 /// What applying a [`Command`] produced. `revision` is always the Raft log
 /// index of the entry that applied the write.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,6 +250,25 @@ mod tests {
                 assert!(Command::decode(&bytes[..cut]).is_err(), "cut at {cut}");
             }
         }
+    }
+
+    #[test]
+    fn cluster_commands_round_trip_and_are_never_taken_for_commands() {
+        let command = ClusterCommand::SetAddress {
+            name: "node4".into(),
+            url: "http://127.0.0.1:8083".into(),
+        };
+        let bytes = command.encode();
+        assert_eq!(ClusterCommand::decode(&bytes).unwrap().unwrap(), command);
+        assert!(Command::decode(&bytes).is_err());
+        for sample in sample_commands() {
+            assert!(ClusterCommand::decode(&sample.encode()).is_none());
+        }
+        assert!(
+            ClusterCommand::decode(&[CLUSTER_COMMAND_TAG, 0xff])
+                .unwrap()
+                .is_err()
+        );
     }
 
     #[test]

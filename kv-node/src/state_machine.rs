@@ -8,7 +8,9 @@
 //! The file has three parts: applying entries and reading (the state machine
 //! proper), the snapshot format, and the digest the simulator compares.
 
-use crate::command::{ClientSeq, Command, Op, OpResult, RequestId};
+use crate::command::{
+    CLUSTER_COMMAND_TAG, ClientSeq, ClusterCommand, Command, Op, OpResult, RequestId,
+};
 use raft_core::{Entry, EntryKind, LogIndex};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,7 +29,9 @@ pub const DEFAULT_DEDUP_LIMIT: usize = 100_000;
 /// The first bytes of every snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"RAFTKVSM";
 /// The snapshot format this build writes and reads.
-pub const SNAPSHOT_VERSION: u32 = 1;
+/// Version 2 added the address book (`Address` records); version 1
+/// snapshots, which have none, are still read.
+pub const SNAPSHOT_VERSION: u32 = 2;
 /// Largest record payload a snapshot may hold. A reader refuses larger length
 /// fields instead of trusting them, and a writer refuses to produce them.
 pub const MAX_SNAPSHOT_RECORD_BYTES: u32 = 64 << 20;
@@ -92,6 +96,10 @@ pub struct KvStateMachine {
     dedup_by_index: BTreeSet<(u64, String)>,
     /// Invariant: `dedup.len() <= dedup_limit` after every apply.
     dedup_limit: usize,
+    /// The cluster's address book: node name -> base URL, written by
+    /// [`ClusterCommand::SetAddress`]. It may name nodes that are no longer
+    /// members; raft-core's membership says who is one.
+    addresses: BTreeMap<String, String>,
 }
 
 impl Default for KvStateMachine {
@@ -115,6 +123,7 @@ impl KvStateMachine {
             dedup: BTreeMap::new(),
             dedup_by_index: BTreeSet::new(),
             dedup_limit,
+            addresses: BTreeMap::new(),
         }
     }
 
@@ -134,6 +143,10 @@ impl KvStateMachine {
         self.applied_index = index;
         let (request, result) = match entry.kind {
             EntryKind::Noop | EntryKind::ConfChange => (None, None),
+            EntryKind::Normal if entry.data.first() == Some(&CLUSTER_COMMAND_TAG) => {
+                self.apply_cluster_command(index, &entry.data);
+                (None, None)
+            }
             EntryKind::Normal => match Command::decode(&entry.data) {
                 Ok(command) => (command.request, Some(self.apply_command(index, command))),
                 Err(error) => {
@@ -149,6 +162,18 @@ impl KvStateMachine {
             index: entry.index,
             request,
             result,
+        }
+    }
+
+    fn apply_cluster_command(&mut self, index: u64, data: &[u8]) {
+        match ClusterCommand::decode(data) {
+            Some(Ok(ClusterCommand::SetAddress { name, url })) => {
+                self.addresses.insert(name, url);
+            }
+            Some(Err(error)) => {
+                tracing::warn!(index, %error, "undecodable cluster command applied as a no-op");
+            }
+            None => unreachable!("entry {index} carries the cluster command tag"),
         }
     }
 
@@ -276,6 +301,11 @@ impl KvStateMachine {
         (entries, more)
     }
 
+    /// The address book: node name -> base URL.
+    pub fn addresses(&self) -> &BTreeMap<String, String> {
+        &self.addresses
+    }
+
     /// Index of the last entry applied (0 before the first).
     pub fn applied_index(&self) -> u64 {
         self.applied_index
@@ -319,6 +349,7 @@ impl KvStateMachine {
 //   record 0:             Meta { applied_index, dedup_limit, key_count, dedup_count }
 //   next key_count:       Key { key, value, revision }, keys strictly ascending
 //   next dedup_count:     Dedup { client_id, seq, index, result }, ids ascending
+//   then (version 2):     Address { name, url }, names ascending, until the trailer
 //   last:                 Trailer { record_count }: records before the trailer
 //
 // The reader stops after the trailer, so a snapshot may sit inside a longer
@@ -397,6 +428,10 @@ enum RecordOut<'a> {
     Trailer {
         record_count: u64,
     },
+    Address {
+        name: &'a str,
+        url: &'a str,
+    },
 }
 
 /// The reading twin of [`RecordOut`]: same variants in the same order.
@@ -421,6 +456,10 @@ enum RecordIn<'a> {
     },
     Trailer {
         record_count: u64,
+    },
+    Address {
+        name: &'a str,
+        url: &'a str,
     },
 }
 
@@ -555,7 +594,11 @@ impl KvStateMachine {
             };
             write_record(w, &mut buffer, &record)?;
         }
-        let record_count = 1 + self.data.len() as u64 + self.dedup.len() as u64;
+        for (name, url) in &self.addresses {
+            write_record(w, &mut buffer, &RecordOut::Address { name, url })?;
+        }
+        let record_count =
+            1 + self.data.len() as u64 + self.dedup.len() as u64 + self.addresses.len() as u64;
         write_record(w, &mut buffer, &RecordOut::Trailer { record_count })
     }
 
@@ -570,7 +613,7 @@ impl KvStateMachine {
             return Err(SnapshotError::BadMagic { found: magic });
         }
         let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-        if version != SNAPSHOT_VERSION {
+        if version != SNAPSHOT_VERSION && version != 1 {
             return Err(SnapshotError::BadVersion {
                 found: version,
                 supported: SNAPSHOT_VERSION,
@@ -614,16 +657,34 @@ impl KvStateMachine {
             machine.restore_dedup_entry(records.next()?)?;
         }
 
-        let actual = records.next_record;
-        match records.next()? {
-            (_, RecordIn::Trailer { record_count }) if record_count == actual => Ok(machine),
-            (_, RecordIn::Trailer { record_count }) => Err(SnapshotError::RecordCountMismatch {
-                trailer: record_count,
-                actual,
-            }),
-            (record, _) => {
-                let expected = "trailer";
-                Err(SnapshotError::UnexpectedRecord { record, expected })
+        loop {
+            let actual = records.next_record;
+            match records.next()? {
+                (_, RecordIn::Trailer { record_count }) if record_count == actual => {
+                    return Ok(machine);
+                }
+                (_, RecordIn::Trailer { record_count }) => {
+                    return Err(SnapshotError::RecordCountMismatch {
+                        trailer: record_count,
+                        actual,
+                    });
+                }
+                (record, RecordIn::Address { name, url }) if version >= 2 => {
+                    if let Some((last, _)) = machine.addresses.last_key_value()
+                        && name <= last.as_str()
+                    {
+                        return Err(SnapshotError::OutOfOrder { record });
+                    }
+                    machine.addresses.insert(name.to_owned(), url.to_owned());
+                }
+                (record, _) => {
+                    let expected = if version >= 2 {
+                        "address or trailer"
+                    } else {
+                        "trailer"
+                    };
+                    return Err(SnapshotError::UnexpectedRecord { record, expected });
+                }
             }
         }
     }
@@ -770,6 +831,15 @@ impl KvStateMachine {
             hash.u64(encoded.len() as u64);
             hash.bytes(&encoded);
         }
+        // Only when present, so that digests of clusters without an address
+        // book stay what they were.
+        if !self.addresses.is_empty() {
+            hash.u64(self.addresses.len() as u64);
+            for (name, url) in &self.addresses {
+                hash.str(name);
+                hash.str(url);
+            }
+        }
         hash.0
     }
 }
@@ -778,6 +848,52 @@ impl KvStateMachine {
 mod tests {
     use super::*;
     use raft_core::Term;
+
+    #[test]
+    fn the_address_book_is_applied_and_survives_a_snapshot() {
+        let mut machine = KvStateMachine::new();
+        let set = |index, name: &str, url: &str| Entry {
+            term: Term(1),
+            index: LogIndex(index),
+            kind: EntryKind::Normal,
+            data: ClusterCommand::SetAddress {
+                name: name.into(),
+                url: url.into(),
+            }
+            .encode(),
+        };
+        let applied = machine.apply_entry(&set(1, "node4", "http://127.0.0.1:1"));
+        assert_eq!((applied.request, applied.result), (None, None));
+        machine.apply_entry(&set(2, "node2", "http://127.0.0.1:2"));
+        machine.apply_entry(&set(3, "node4", "http://127.0.0.1:4"));
+        let expected: BTreeMap<String, String> = [
+            ("node2".to_string(), "http://127.0.0.1:2".to_string()),
+            ("node4".to_string(), "http://127.0.0.1:4".to_string()),
+        ]
+        .into();
+        assert_eq!(machine.addresses(), &expected);
+        let restored = KvStateMachine::restore_from_bytes(&machine.snapshot_bytes()).unwrap();
+        assert_eq!(restored, machine);
+        assert_eq!(restored.digest(), machine.digest());
+    }
+
+    #[test]
+    fn a_version_1_snapshot_without_addresses_is_still_read() {
+        let mut machine = KvStateMachine::new();
+        machine.apply_entry(&normal(
+            1,
+            &command(
+                None,
+                Op::Put {
+                    key: "k".into(),
+                    value: "v".into(),
+                },
+            ),
+        ));
+        let mut bytes = machine.snapshot_bytes();
+        bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+        assert_eq!(KvStateMachine::restore_from_bytes(&bytes).unwrap(), machine);
+    }
 
     fn normal(index: u64, command: &Command) -> Entry {
         Entry {
