@@ -10,7 +10,6 @@
 use crate::rng::SimRng;
 use raft_core::NodeId;
 use std::collections::BTreeSet;
-use std::fmt;
 
 /// Simulated time runs in steps; a node's tick is about this many steps, so
 /// that message latency and clock skew have sub-tick resolution.
@@ -228,82 +227,6 @@ pub struct ScheduledFault {
     pub at_tick: u64,
     pub duration_ticks: u64,
     pub fault: Fault,
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Target::Node(id) => write!(f, "{id}"),
-            Target::Leader => write!(f, "leader"),
-        }
-    }
-}
-
-fn list(ids: &[NodeId]) -> String {
-    let names: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
-    format!("{{{}}}", names.join(","))
-}
-
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Fault::Partition(Partition::Split { side }) => write!(f, "split {}", list(side)),
-            Fault::Partition(Partition::OneWay { from, to }) => write!(f, "one-way {from}-x->{to}"),
-            Fault::Partition(Partition::IsolateLeader) => write!(f, "isolate leader"),
-            Fault::Partition(Partition::Bridge {
-                bridge,
-                left,
-                right,
-            }) => write!(
-                f,
-                "bridge {bridge} between {} and {}",
-                list(left),
-                list(right)
-            ),
-            Fault::Partition(Partition::LagFollower) => {
-                write!(f, "cut a follower off until it needs a snapshot")
-            }
-            Fault::Crash { target } => write!(f, "crash {target}"),
-            Fault::SyncCrash { target, on } => {
-                let what = match on {
-                    SyncOn::Any => "fsync",
-                    SyncOn::Vote => "vote fsync",
-                    SyncOn::Snapshot => "snapshot fsync",
-                };
-                write!(f, "crash {target} in its next {what}")
-            }
-            Fault::CrashMidSnapshot => write!(f, "crash a node mid snapshot transfer"),
-            Fault::Pause { target, isolated } => {
-                write!(
-                    f,
-                    "pause {target}{}",
-                    if *isolated { " isolated" } else { "" }
-                )
-            }
-            Fault::Diverge { tail } => write!(f, "diverge leader with {tail} uncommitted entries"),
-            Fault::Figure8 { tail } => write!(f, "figure 8 with {tail} uncommitted entries"),
-            Fault::Membership {
-                change,
-                burst,
-                split,
-            } => write!(
-                f,
-                "membership {change:?}{}{}",
-                if *burst { " burst" } else { "" },
-                if *split { " split" } else { "" }
-            ),
-        }
-    }
-}
-
-impl fmt::Display for ScheduledFault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "t={} +{} {}",
-            self.at_tick, self.duration_ticks, self.fault
-        )
-    }
 }
 
 /// What the network does with one message.

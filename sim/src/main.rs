@@ -29,7 +29,7 @@ struct Args {
     #[arg(long, default_value_t = 4)]
     clients: usize,
     /// `all` (each seed picks a random mix), `none`, or a list such as
-    /// `partition,loss,dup,reorder,crash,fsync,pause,skew,diverge`.
+    /// `partition,loss,dup,reorder,crash,fsync,pause,skew,diverge,figure8,membership`.
     #[arg(long, default_value = "all")]
     faults: String,
     /// Print every trace line.

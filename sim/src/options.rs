@@ -18,6 +18,16 @@ pub const LIVENESS_BOUND_TICKS: u64 = 150;
 /// so that the suite stays green until the fix lands.
 pub const KNOWN_PREVOTE_BUG: &str = "liveness (known raft-core bug: pre-vote response term)";
 
+/// The second such bug: a leader that removes itself steps down in the step
+/// that commits its removal, so the commit index that ends the joint
+/// configuration never goes out; the remaining voters stay joint and need
+/// the removed node's vote, which it refuses when its log is longer.
+pub const KNOWN_REMOVED_LEADER_BUG: &str =
+    "liveness (known raft-core bug: a removed leader keeps its last commit)";
+
+/// Every property a known, not yet fixed raft-core bug is reported under.
+pub const KNOWN_CORE_BUGS: [&str; 2] = [KNOWN_PREVOTE_BUG, KNOWN_REMOVED_LEADER_BUG];
+
 #[derive(Clone)]
 pub struct SimOptions {
     pub seed: u64,

@@ -6,7 +6,7 @@ use crate::client::{
     ClientCall, ClientRet, InFlight, MAX_ATTEMPTS, Outcome, Recorded, TIMEOUT_TICKS, Waiting,
 };
 use crate::faults::STEPS_PER_TICK;
-use crate::options::{KNOWN_PREVOTE_BUG, LIVENESS_BOUND_TICKS};
+use crate::options::{KNOWN_PREVOTE_BUG, KNOWN_REMOVED_LEADER_BUG, LIVENESS_BOUND_TICKS};
 use crate::world::{Event, World};
 use kv_node::command::{ClientSeq, Command, Op, OpResult, RequestId};
 use kv_node::replica::Output;
@@ -388,34 +388,6 @@ impl World {
         self.schedule_in(5 * STEPS_PER_TICK, Event::Probe);
     }
 
-    /// A liveness failure that matches the raft-core bug recorded in
-    /// `sim/FOUND_BUGS.md`: a granted pre-vote answers in the voter's term
-    /// plus one rather than in the term asked for, so a candidate never
-    /// counts the vote of a voter more than one term behind it. With
-    /// membership changes such a voter is common: a node promoted (or added
-    /// back) while cut off stays at its old term, and nothing but pre-votes
-    /// reaches it while no leader can be elected without it.
-    fn prevote_term_suspect(&self) -> Option<String> {
-        for node in self.nodes.iter().filter_map(|n| n.replica()) {
-            let (me, term, config) = (node.node.id(), node.node.term(), node.node.membership());
-            if !config.is_voter(me) {
-                continue;
-            }
-            for voter in config.voters.iter().chain(&config.outgoing) {
-                let Some(other) = self.node(*voter).replica() else {
-                    continue;
-                };
-                if other.node.term() < term {
-                    return Some(format!(
-                        "{voter} (term {}) can grant {me} (term {term}) no pre-vote that {me} counts",
-                        other.node.term()
-                    ));
-                }
-            }
-        }
-        None
-    }
-
     pub(crate) fn liveness_deadline(&mut self) {
         if self.probe.satisfied_step.is_none() {
             let mut detail =
@@ -433,12 +405,14 @@ impl World {
                     m.voters, m.outgoing, m.learners
                 ));
             }
-            match self.prevote_term_suspect() {
-                Some(why) => {
-                    detail = format!("{why}\n{detail}");
-                    self.fail(KNOWN_PREVOTE_BUG, detail);
-                }
-                None => self.fail("liveness", detail),
+            if let Some(why) = self.removed_leader_suspect() {
+                detail = format!("{why}\n{detail}");
+                self.fail(KNOWN_REMOVED_LEADER_BUG, detail);
+            } else if let Some(why) = self.prevote_term_suspect() {
+                detail = format!("{why}\n{detail}");
+                self.fail(KNOWN_PREVOTE_BUG, detail);
+            } else {
+                self.fail("liveness", detail);
             }
         }
     }

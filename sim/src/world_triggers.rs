@@ -231,12 +231,13 @@ impl World {
             {
                 if id != a {
                     self.trace.note(self.now, || {
-                        format!("fault #{i}: figure 8: {id} leads term {term}, not {a}: heal")
+                        format!(
+                            "fault #{i}: figure 8: {id} leads term {term} after {b}, not {a}: heal"
+                        )
                     });
                     self.restore_links(i);
                     return None;
                 }
-                let _ = b;
                 Some(Figure8Phase::Commit {
                     b_links,
                     term,
