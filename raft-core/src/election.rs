@@ -116,8 +116,16 @@ impl Node {
             self.election_elapsed = 0;
         }
         tracing::debug!(from = %m.from, pre_vote, granted, "vote request");
-        self.send(
+        // A granted pre-vote answers in the term asked for, however far
+        // ahead of ours: the pre-candidate counts only answers in that term.
+        let term = if pre_vote && granted {
+            m.term
+        } else {
+            self.term
+        };
+        self.send_in_term(
             m.from,
+            term,
             MessageBody::RequestVoteResponse { pre_vote, granted },
         );
     }

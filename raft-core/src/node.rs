@@ -740,6 +740,11 @@ impl Node {
                 }
             }
             if !self.membership.is_voter(me) {
+                // Tell the followers the commit index that ended our
+                // membership first: without it they would never learn that
+                // the change committed, and a configuration that still
+                // counts us could not elect anyone.
+                self.send_commit_to_all();
                 tracing::info!("removed from the voters: stepping down");
                 self.become_follower(self.term, None);
             }
@@ -847,14 +852,16 @@ impl Node {
 
     pub(crate) fn send(&mut self, to: NodeId, body: MessageBody) {
         let term = match &body {
-            // A granted pre-vote answers in the term it was asked for.
-            MessageBody::RequestVoteResponse {
-                pre_vote: true,
-                granted: true,
-            } => self.term.next(),
+            // A pre-vote asks for the term we would campaign in.
             MessageBody::RequestVote { pre_vote: true, .. } => self.term.next(),
             _ => self.term,
         };
+        self.send_in_term(to, term, body);
+    }
+
+    /// Sends a message stamped with `term` (a granted pre-vote answers in
+    /// the term it was asked for, which may be well above ours).
+    pub(crate) fn send_in_term(&mut self, to: NodeId, term: Term, body: MessageBody) {
         let message = Message {
             from: self.config.id,
             to,

@@ -379,6 +379,18 @@ impl Node {
         }
     }
 
+    /// Tells every follower the commit index now, as far as its log is
+    /// known to match ours.
+    pub(crate) fn send_commit_to_all(&mut self) {
+        let followers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for id in followers {
+            let commit = self.log.committed.min(self.progress[&id].match_index);
+            self.commit_sent.insert(id, commit);
+            let read_round = self.reads.current_round();
+            self.send(id, MessageBody::Heartbeat { commit, read_round });
+        }
+    }
+
     /// A follower with nothing more to receive still needs to learn the
     /// commit index to apply (and to serve reads) without waiting for the
     /// next heartbeat.

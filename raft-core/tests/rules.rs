@@ -807,3 +807,86 @@ fn a_new_leader_finishes_a_joint_configuration_left_behind() {
     assert!(!m.is_joint(), "the new leader left the joint configuration");
     assert!(!m.is_member(NodeId(5)));
 }
+
+#[test]
+fn a_pre_vote_granted_by_a_voter_several_terms_behind_is_counted() {
+    // Found by the simulator (sim/FOUND_BUGS.md, bug 1): n1 at term 5 asks
+    // n2, still at term 1, for a pre-vote in term 6; n2 grants it, and its
+    // answer must come in term 6 for n1 to count it.
+    let mut n1 = node_with_log(5, &[]);
+    n1.step(Input::Campaign).unwrap();
+    assert_eq!(n1.role(), Role::PreCandidate);
+    n1.step(msg(
+        2,
+        1,
+        6,
+        MessageBody::RequestVoteResponse {
+            pre_vote: true,
+            granted: true,
+        },
+    ))
+    .unwrap();
+    assert_eq!(n1.role(), Role::Candidate);
+    // And the voter side stamps its grant with the requested term.
+    let mut n2 = Node::new(
+        Config::new(NodeId(2)),
+        InitialState {
+            hard_state: HardState {
+                term: Term(1),
+                vote: None,
+                commit: LogIndex(0),
+            },
+            bootstrap: Membership::new([NodeId(1), NodeId(2), NodeId(3)]),
+            ..InitialState::default()
+        },
+    )
+    .unwrap();
+    n2.step(msg(1, 2, 6, vote_request(true, (1, 0)))).unwrap();
+    let answer = drain_all(&mut n2).pop().expect("n2 answers");
+    assert_eq!(answer.term, Term(6));
+    assert_eq!(
+        n2.term(),
+        Term(1),
+        "a pre-vote changes nothing on the voter"
+    );
+}
+
+#[test]
+fn a_leader_that_removes_itself_tells_the_followers_the_commit_before_stepping_down() {
+    // Found by the simulator (sim/FOUND_BUGS.md, bug 2).
+    let mut c = Cluster::new(3);
+    c.campaign(1);
+    c.step(
+        1,
+        Input::ProposeConfChange(ConfChange::Enter(vec![ConfChangeStep::Remove(NodeId(1))])),
+    )
+    .unwrap();
+    // Deliver until node 1 has stepped down, then cut it off at once.
+    for _ in 0..10_000 {
+        c.drain_ready();
+        if c.node(1).role() != Role::Leader {
+            break;
+        }
+        assert!(c.deliver_one(), "the removal commits");
+    }
+    assert_ne!(c.node(1).role(), Role::Leader);
+    c.drain_ready();
+    // What node 1 sent before stepping down tells the others the end of
+    // the joint configuration.
+    let commit = c.node(1).commit_index();
+    assert!(
+        c.in_flight.iter().any(|m| m.from == NodeId(1)
+            && matches!(m.body, MessageBody::Heartbeat { commit: sent, .. } if sent == commit)),
+        "no message from the removed leader carries commit {commit}"
+    );
+    c.settle();
+    c.isolate(1);
+    for _ in 0..60 {
+        c.tick_all();
+    }
+    let leader = c
+        .leader()
+        .expect("nodes 2 and 3 elect a leader without node 1");
+    assert!(!c.node(leader.0).membership().is_member(NodeId(1)));
+    assert!(!c.node(leader.0).membership().is_joint());
+}
