@@ -1,11 +1,13 @@
 //! Command-line flags (each also an environment variable, `KV_NODE_*`),
 //! validated once into a [`NodeConfig`].
 
+use crate::auth::{Auth, TokenFileError};
 use crate::ids::{IdError, Member, Members, node_id_of};
 use clap::{Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How a read is served (API.md, "Reads").
@@ -89,6 +91,20 @@ pub struct Cli {
     /// Log lines as text or JSON; filter with RUST_LOG.
     #[arg(long, env = "KV_NODE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Client bearer tokens, one `ROLE TOKEN` a line (ROLE: read, write,
+    /// admin). Without it client requests need no token.
+    #[arg(long, env = "KV_NODE_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+    /// The cluster token (one line) sent and required on peer traffic.
+    #[arg(long, env = "KV_NODE_PEER_TOKEN_FILE")]
+    pub peer_token_file: Option<PathBuf>,
+    /// Client requests served at once; more get 503 with Retry-After.
+    #[arg(long, env = "KV_NODE_MAX_CONCURRENT_REQUESTS", default_value_t = crate::http::MAX_CONCURRENT_REQUESTS)]
+    pub max_concurrent_requests: usize,
+    /// Largest batch of raft messages accepted from a peer, in bytes (a
+    /// snapshot travels in one batch).
+    #[arg(long, env = "KV_NODE_MAX_PEER_BATCH_BYTES", default_value_t = crate::transport::MAX_BATCH_BYTES)]
+    pub max_peer_batch_bytes: usize,
     /// Shut down when standard input closes (used by the local-cluster
     /// example so that nodes never outlive it).
     #[arg(long, env = "KV_NODE_EXIT_ON_STDIN_EOF", hide = true)]
@@ -122,6 +138,12 @@ pub enum CliError {
     BadMaxValue { got: usize, max: usize },
     #[error("--request-timeout-ms must be at least 1")]
     ZeroRequestTimeout,
+    #[error(transparent)]
+    Tokens(#[from] TokenFileError),
+    #[error("--max-concurrent-requests must be at least 1")]
+    ZeroConcurrentRequests,
+    #[error("--max-peer-batch-bytes must be at least {min}, got {got}")]
+    PeerBatchTooSmall { got: usize, min: usize },
 }
 
 /// Everything a node needs to start, checked.
@@ -140,6 +162,10 @@ pub struct NodeConfig {
     pub snapshot_entries: u64,
     pub request_timeout: Duration,
     pub exit_on_stdin_eof: bool,
+    /// Token checks (`auth.rs`); `None`: no token file given.
+    pub auth: Option<Arc<Auth>>,
+    pub max_concurrent_requests: usize,
+    pub max_peer_batch_bytes: usize,
 }
 
 /// The value limit must leave room inside one snapshot record and one WAL
@@ -202,6 +228,24 @@ impl Cli {
         if self.request_timeout_ms == 0 {
             return Err(CliError::ZeroRequestTimeout);
         }
+        if self.max_concurrent_requests == 0 {
+            return Err(CliError::ZeroConcurrentRequests);
+        }
+        // A peer batch must hold at least one largest value with room.
+        let min_peer_batch = self.max_value_bytes * 2 + (64 << 10);
+        if self.max_peer_batch_bytes < min_peer_batch {
+            return Err(CliError::PeerBatchTooSmall {
+                got: self.max_peer_batch_bytes,
+                min: min_peer_batch,
+            });
+        }
+        let auth = Auth::load(
+            self.auth_token_file.as_deref(),
+            self.peer_token_file.as_deref(),
+            false,
+            !members.peers.is_empty(),
+        )?
+        .map(Arc::new);
         let data_dir = self
             .data_dir
             .clone()
@@ -219,6 +263,9 @@ impl Cli {
             snapshot_entries: self.snapshot_entries,
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             exit_on_stdin_eof: self.exit_on_stdin_eof,
+            auth,
+            max_concurrent_requests: self.max_concurrent_requests,
+            max_peer_batch_bytes: self.max_peer_batch_bytes,
         })
     }
 }

@@ -10,8 +10,10 @@
 //! - `http`: the client API (API.md) and the peer endpoint.
 //! - `server`: wiring, startup, graceful shutdown; the binary's entry.
 //! - `cli`, `ids`, `metrics`: flags, node names and ids, Prometheus text.
+//! - `auth`: bearer tokens, roles, and the access each request needs.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod cli;
 pub mod command;
 pub mod driver;

@@ -103,7 +103,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     let peers = if members.peers.is_empty() {
         PeerSender::none()
     } else {
-        transport::start(members, local_addr, metrics.clone())?
+        let peer_token = config.auth.as_ref().and_then(|a| a.peer_token());
+        transport::start(members, local_addr, metrics.clone(), peer_token)?
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (driver, driver_done) = driver::spawn(
@@ -116,14 +117,21 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     )
     .map_err(StartError::Thread)?;
 
-    let state = Arc::new(AppState::new(
-        driver.clone(),
-        config.members.clone(),
-        metrics.clone(),
-        config.read_policy,
-        config.max_value_bytes,
-        config.max_body_bytes,
-    ));
+    let state = Arc::new(
+        AppState::new(
+            driver.clone(),
+            config.members.clone(),
+            metrics.clone(),
+            config.read_policy,
+            config.max_value_bytes,
+            config.max_body_bytes,
+        )
+        .with_limits(
+            config.auth.clone(),
+            config.max_concurrent_requests,
+            config.max_peer_batch_bytes,
+        ),
+    );
     let mut stop = shutdown_rx;
     let server = tokio::spawn(
         warp::serve(http::routes(state))

@@ -83,6 +83,7 @@ pub fn start(
     members: &Members,
     listen: SocketAddr,
     metrics: Arc<Metrics>,
+    peer_token: Option<String>,
 ) -> Result<PeerSender, reqwest::Error> {
     let mut builder = reqwest::Client::builder()
         .no_proxy()
@@ -101,6 +102,12 @@ pub fn start(
     let epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    // Marked sensitive so that no debug output shows the token.
+    let authorization = peer_token.and_then(|t| {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok()?;
+        value.set_sensitive(true);
+        Some(value)
+    });
     let mut queues = BTreeMap::new();
     for peer in members.peers.values() {
         let (tx, rx) = mpsc::channel(PEER_QUEUE);
@@ -113,6 +120,7 @@ pub fn start(
             client: client.clone(),
             metrics: metrics.clone(),
             inflight: Arc::new(Semaphore::new(inflight)),
+            authorization: authorization.clone(),
         };
         tokio::spawn(task.run(rx));
     }
@@ -127,6 +135,8 @@ struct PeerTask {
     client: reqwest::Client,
     metrics: Arc<Metrics>,
     inflight: Arc<Semaphore>,
+    /// `Bearer <cluster token>`, when peers authenticate with one.
+    authorization: Option<reqwest::header::HeaderValue>,
 }
 
 impl PeerTask {
@@ -173,9 +183,11 @@ impl PeerTask {
             }
             tokio::spawn(async move {
                 let _permit = permit;
-                let result = task
-                    .client
-                    .post(&task.url)
+                let mut request = task.client.post(&task.url);
+                if let Some(authorization) = &task.authorization {
+                    request = request.header(reqwest::header::AUTHORIZATION, authorization.clone());
+                }
+                let result = request
                     .header("content-type", "application/octet-stream")
                     .timeout(timeout)
                     .body(body)

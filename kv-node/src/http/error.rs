@@ -32,6 +32,16 @@ pub enum ApiError {
     Timeout(String),
     #[error("{0}")]
     NotImplemented(String),
+    /// No bearer token, or one that no token file lists.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A valid token whose role does not allow this request.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Too many requests in flight (`--max-concurrent-requests`); answered
+    /// as 503 `unavailable` with `Retry-After`.
+    #[error("{0}")]
+    Overloaded(String),
 }
 
 impl ApiError {
@@ -48,6 +58,9 @@ impl ApiError {
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
             ApiError::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
     }
 
@@ -59,6 +72,20 @@ impl ApiError {
             && let Ok(value) = header::HeaderValue::from_str(allow)
         {
             response.headers_mut().insert(header::ALLOW, value);
+        }
+        match self {
+            ApiError::Unauthorized(_) => {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
+            }
+            ApiError::Overloaded(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            }
+            _ => {}
         }
         response
     }
@@ -103,6 +130,9 @@ mod tests {
             (ApiError::Unavailable("x".into()), 503, "unavailable"),
             (ApiError::Timeout("x".into()), 504, "timeout"),
             (ApiError::NotImplemented("x".into()), 501, "not_implemented"),
+            (ApiError::Unauthorized("x".into()), 401, "unauthorized"),
+            (ApiError::Forbidden("x".into()), 403, "forbidden"),
+            (ApiError::Overloaded("x".into()), 503, "unavailable"),
         ];
         for (error, status, code) in cases {
             assert_eq!(
@@ -110,6 +140,14 @@ mod tests {
                 (StatusCode::from_u16(status).unwrap(), code)
             );
         }
+    }
+
+    #[test]
+    fn overload_says_when_to_retry_and_401_names_the_scheme() {
+        let overloaded = ApiError::Overloaded("busy".into()).into_response();
+        assert_eq!(overloaded.headers()[header::RETRY_AFTER], "1");
+        let unauthorized = ApiError::Unauthorized("who".into()).into_response();
+        assert_eq!(unauthorized.headers()[header::WWW_AUTHENTICATE], "Bearer");
     }
 
     #[test]

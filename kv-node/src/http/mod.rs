@@ -1,8 +1,9 @@
 //! The HTTP surface (API.md): routing, body limits and replies.
 //!
 //! One catch-all warp filter hands every request to [`handle`], which
-//! resolves the route (404 and 405 included), reads the body under the
-//! route's size limit and calls the handler. Handlers talk to the node only
+//! checks its bearer token (`auth.rs`), takes one of the bounded request
+//! slots, resolves the route (404 and 405 included), reads the body under
+//! the route's size limit and calls the handler. Handlers talk to the node only
 //! through [`DriverHandle`]; errors become replies in `error.rs`.
 //!
 //! - `error`: [`ApiError`] and its mapping to status codes and API codes.
@@ -15,6 +16,7 @@ mod ops;
 
 pub use error::ApiError;
 
+use crate::auth::{Access, Auth, Denied};
 use crate::cli::ReadPolicy;
 use crate::driver::DriverHandle;
 use crate::ids::Members;
@@ -25,6 +27,7 @@ use futures_util::{Stream, StreamExt};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::time::Instant;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use warp::Filter;
 use warp::http::{Method, Response, StatusCode, header};
 
@@ -39,7 +42,23 @@ pub struct AppState {
     read_policy: AtomicU8,
     pub max_value_bytes: usize,
     pub max_body_bytes: usize,
+    /// Bearer-token checks; `None` when no token file is configured.
+    pub auth: Option<Arc<Auth>>,
+    /// Client requests being served at once (`--max-concurrent-requests`);
+    /// a request that finds none free gets 503 with `Retry-After`.
+    client_slots: Arc<Semaphore>,
+    /// Peer batches being received at once: kept apart from client slots
+    /// so that a flood of clients cannot starve heartbeats into elections.
+    peer_slots: Arc<Semaphore>,
+    /// Largest `POST /raft/messages` body (`--max-peer-batch-bytes`).
+    pub max_peer_batch_bytes: usize,
 }
+
+/// Default of `--max-concurrent-requests`.
+pub const MAX_CONCURRENT_REQUESTS: usize = 1024;
+/// Peer batches received at once; senders keep at most
+/// `KV_NODE_PEER_INFLIGHT` (4) in flight each.
+pub const MAX_CONCURRENT_PEER_BATCHES: usize = 256;
 
 impl AppState {
     pub fn new(
@@ -58,9 +77,54 @@ impl AppState {
             read_policy: AtomicU8::new(0),
             max_value_bytes,
             max_body_bytes,
+            auth: None,
+            client_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS)),
+            peer_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_PEER_BATCHES)),
+            max_peer_batch_bytes: crate::transport::MAX_BATCH_BYTES,
         };
         state.set_read_policy(read_policy);
         state
+    }
+
+    /// Sets the token checks and the concurrency and peer batch limits.
+    pub fn with_limits(
+        mut self,
+        auth: Option<Arc<Auth>>,
+        max_concurrent_requests: usize,
+        max_peer_batch_bytes: usize,
+    ) -> AppState {
+        self.auth = auth;
+        self.client_slots = Arc::new(Semaphore::new(max_concurrent_requests));
+        self.max_peer_batch_bytes = max_peer_batch_bytes;
+        self
+    }
+
+    /// Checks the token, then takes a request slot (none for the open
+    /// health probes, so that an overloaded node still answers them).
+    fn admit(
+        &self,
+        method: &Method,
+        path: &str,
+        authorization: Option<&str>,
+    ) -> Result<Option<OwnedSemaphorePermit>, ApiError> {
+        let access = Access::of(method, path);
+        if let Some(auth) = &self.auth {
+            auth.check(access, authorization).map_err(|e| match e {
+                Denied::Unauthorized(message) => ApiError::Unauthorized(message.to_string()),
+                Denied::Forbidden(message) => ApiError::Forbidden(message),
+            })?;
+        }
+        let slots = match access {
+            Access::Open => return Ok(None),
+            Access::Peer => &self.peer_slots,
+            Access::Client(_) => &self.client_slots,
+        };
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => Ok(Some(permit)),
+            Err(_) => Err(ApiError::Overloaded(
+                "too many requests in flight on this node; retry shortly".into(),
+            )),
+        }
     }
 
     pub fn read_policy(&self) -> ReadPolicy {
@@ -90,11 +154,21 @@ pub fn routes(
     warp::method()
         .and(warp::path::full())
         .and(query)
+        .and(warp::header::headers_cloned())
         .and(warp::body::stream())
         .then(
-            move |method: Method, path: warp::path::FullPath, query: String, body| {
+            move |method: Method,
+                  path: warp::path::FullPath,
+                  query: String,
+                  headers: header::HeaderMap,
+                  body| {
                 let state = state.clone();
-                async move { handle(&state, method, path.as_str(), &query, body).await }
+                async move {
+                    let authorization = headers
+                        .get(header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok());
+                    handle(&state, method, path.as_str(), &query, authorization, body).await
+                }
             },
         )
 }
@@ -105,6 +179,7 @@ pub async fn handle<S, B>(
     method: Method,
     path: &str,
     query: &str,
+    authorization: Option<&str>,
     body: S,
 ) -> Response<Vec<u8>>
 where
@@ -112,6 +187,19 @@ where
     B: Buf,
 {
     let started = Instant::now();
+    // Refused before the route is resolved or the body read: without a
+    // token nothing is learnt about routes, and no body is buffered.
+    let _slot = match state.admit(&method, path, authorization) {
+        Ok(slot) => slot,
+        Err(e) => {
+            let name = Route::resolve(&method, path).map_or("unmatched", |r| r.name());
+            let response = e.into_response();
+            state
+                .metrics
+                .observe_request(name, response.status().as_u16(), started.elapsed());
+            return response;
+        }
+    };
     let (name, response) = match Route::resolve(&method, path) {
         Ok(route) => {
             let name = route.name();
@@ -257,7 +345,7 @@ impl Route {
 
     fn body_limit(&self, state: &AppState) -> usize {
         match self {
-            Route::RaftMessages => crate::transport::MAX_BATCH_BYTES,
+            Route::RaftMessages => state.max_peer_batch_bytes,
             Route::KvPut(_) | Route::KvCas(_) | Route::KvMultiPut => state.max_body_bytes,
             _ => 64 << 10,
         }
