@@ -105,6 +105,14 @@ pub struct Cli {
     /// snapshot travels in one batch).
     #[arg(long, env = "KV_NODE_MAX_PEER_BATCH_BYTES", default_value_t = crate::transport::MAX_BATCH_BYTES)]
     pub max_peer_batch_bytes: usize,
+    /// Join a running cluster through this member's URL: start empty, ask
+    /// it to add this node as a learner, catch up. Keep it on restarts (a
+    /// member already is not added again).
+    #[arg(long, env = "KV_NODE_JOIN", conflicts_with = "peers")]
+    pub join: Option<String>,
+    /// With --join: once caught up as a learner, ask to become a voter.
+    #[arg(long, env = "KV_NODE_AUTO_PROMOTE", requires = "join")]
+    pub auto_promote: bool,
     /// Shut down when standard input closes (used by the local-cluster
     /// example so that nodes never outlive it).
     #[arg(long, env = "KV_NODE_EXIT_ON_STDIN_EOF", hide = true)]
@@ -162,6 +170,9 @@ pub struct NodeConfig {
     pub snapshot_entries: u64,
     pub request_timeout: Duration,
     pub exit_on_stdin_eof: bool,
+    /// `--join`: the base URL of a member to join through.
+    pub join: Option<String>,
+    pub auto_promote: bool,
     /// Token checks (`auth.rs`); `None`: no token file given.
     pub auth: Option<Arc<Auth>>,
     pub max_concurrent_requests: usize,
@@ -228,6 +239,13 @@ impl Cli {
         if self.request_timeout_ms == 0 {
             return Err(CliError::ZeroRequestTimeout);
         }
+        let join = match &self.join {
+            Some(url) if !url.starts_with("http://") => {
+                return Err(CliError::BadPeerUrl(url.clone()));
+            }
+            Some(url) => Some(url.trim_end_matches('/').to_string()),
+            None => None,
+        };
         if self.max_concurrent_requests == 0 {
             return Err(CliError::ZeroConcurrentRequests);
         }
@@ -263,6 +281,8 @@ impl Cli {
             snapshot_entries: self.snapshot_entries,
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             exit_on_stdin_eof: self.exit_on_stdin_eof,
+            join,
+            auto_promote: self.auto_promote,
             auth,
             max_concurrent_requests: self.max_concurrent_requests,
             max_peer_batch_bytes: self.max_peer_batch_bytes,

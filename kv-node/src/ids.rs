@@ -118,7 +118,8 @@ impl Members {
     }
 }
 
-fn check_name(name: &str) -> Result<(), IdError> {
+/// Checks a node name: 1..=64 characters of [A-Za-z0-9._-].
+pub fn check_name(name: &str) -> Result<(), IdError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name

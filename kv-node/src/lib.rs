@@ -6,6 +6,8 @@
 //! - `replica`: the ready-handling loop shared with the simulator.
 //! - `wal_disk`: `Durable` on `storage`, for the real node.
 //! - `driver`: the thread that owns the replica; requests reach it by channel.
+//! - `directory`: the address book (node name -> URL) the node runs with.
+//! - `join`: `--join`, asking a running cluster to add this node.
 //! - `transport`: raft messages to peers over HTTP; `inbound`: from them.
 //! - `http`: the client API (API.md) and the peer endpoint.
 //! - `server`: wiring, startup, graceful shutdown; the binary's entry.
@@ -16,10 +18,12 @@
 pub mod auth;
 pub mod cli;
 pub mod command;
+pub mod directory;
 pub mod driver;
 pub mod http;
 pub mod ids;
 pub mod inbound;
+pub mod join;
 pub mod metrics;
 pub mod replica;
 pub mod server;

@@ -7,7 +7,8 @@ use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::replica::{Replica, ReplicaError};
 use crate::storage::StorageError;
-use crate::transport::{self, PeerSender};
+use crate::directory::Directory;
+use crate::transport;
 use crate::wal_disk::WalDisk;
 use clap::Parser;
 use raft_core::{Config, Membership};
@@ -39,6 +40,8 @@ pub enum StartError {
     Replica(#[from] ReplicaError<StorageError>),
     #[error("cannot build the peer HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("cannot join the cluster: {0}")]
+    Join(#[from] crate::join::JoinError),
     #[error("cannot start the driver thread: {0}")]
     Thread(#[source] std::io::Error),
 }
@@ -64,7 +67,15 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         addr: config.listen,
         source,
     })?;
-    let members = &config.members;
+    // This node's URL as others reach it: the real port when started on 0.
+    let mut members = config.members.clone();
+    if config.listen.port() == 0 {
+        members.this.url = format!("http://{local_addr}");
+    }
+    if let Some(via) = &config.join {
+        members = crate::join::discover(via, &members).await?;
+    }
+    let members = &members;
     let metrics = Arc::new(Metrics::new(
         members.peers.values().map(|m| m.name.as_str()),
     ));
@@ -90,7 +101,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     // The seed only spreads election timeouts; mixing in the boot time keeps
     // two restarts of the same node from repeating the same timeouts.
     raft.seed = members.this.id.0 ^ boot_nanos();
-    let bootstrap = Membership::new(members.all().map(|m| m.id));
+    // A joiner starts with no configuration: it learns one from the log
+    // (or a snapshot) once the cluster adds it.
+    let bootstrap = if config.join.is_some() {
+        Membership::default()
+    } else {
+        Membership::new(members.all().map(|m| m.id))
+    };
     let mut replica = Replica::open(
         raft,
         recovered,
@@ -100,16 +117,15 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     )?;
     replica.snapshot_every = config.snapshot_entries;
 
-    let peers = if members.peers.is_empty() {
-        PeerSender::none()
-    } else {
-        let peer_token = config.auth.as_ref().and_then(|a| a.peer_token());
-        transport::start(members, local_addr, metrics.clone(), peer_token)?
-    };
+    // Started even without peers: members added later get a sender task.
+    let peer_token = config.auth.as_ref().and_then(|a| a.peer_token());
+    let peers = transport::start(members, local_addr, metrics.clone(), peer_token)?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (driver, driver_done) = driver::spawn(
         replica,
         peers,
+        Directory::new(members.clone()),
+        config.join.is_some(),
         metrics.clone(),
         config.tick,
         config.request_timeout,
@@ -120,7 +136,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     let state = Arc::new(
         AppState::new(
             driver.clone(),
-            config.members.clone(),
+            members.clone(),
             metrics.clone(),
             config.read_policy,
             config.max_value_bytes,
@@ -132,6 +148,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             config.max_peer_batch_bytes,
         ),
     );
+    let stop_join = shutdown_rx.clone();
     let mut stop = shutdown_rx;
     let server = tokio::spawn(
         warp::serve(http::routes(state))
@@ -142,12 +159,21 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             .run(),
     );
     tracing::info!(
-        id = %config.members.this.name,
-        raft_id = config.members.this.id.0,
+        id = %members.this.name,
+        raft_id = members.this.id.0,
         addr = %local_addr,
-        peers = config.members.peers.len(),
+        peers = members.peers.len(),
         "serving"
     );
+    if let Some(via) = config.join.clone() {
+        tokio::spawn(crate::join::run(
+            via,
+            members.this.clone(),
+            config.auto_promote,
+            driver.clone(),
+            stop_join,
+        ));
+    }
     Ok(RunningNode {
         local_addr,
         driver,

@@ -11,7 +11,7 @@
 //! Inbound, `inbound.rs` checks a received batch and puts batches back in
 //! their sending order before any of it reaches the core.
 
-use crate::ids::Members;
+use crate::ids::{Member, Members};
 use crate::metrics::{Metrics, PeerMetrics};
 use raft_core::{Message, MessageBody, NodeId};
 use serde::{Deserialize, Serialize};
@@ -53,14 +53,55 @@ pub struct PeerBatch {
 #[derive(Clone)]
 pub struct PeerSender {
     queues: BTreeMap<NodeId, (mpsc::Sender<Message>, Arc<Metrics>, String)>,
+    /// What a new peer's sender task needs; `None` for a sender that can
+    /// never reach anyone (tests).
+    spawner: Option<Arc<Spawner>>,
+}
+
+/// Everything shared by the sender tasks, kept so that peers learnt at run
+/// time (membership changes) get a task like the ones started with the node.
+struct Spawner {
+    from: NodeId,
+    epoch: u64,
+    client: reqwest::Client,
+    metrics: Arc<Metrics>,
+    inflight: usize,
+    authorization: Option<reqwest::header::HeaderValue>,
+    /// The server's runtime: the driver thread, which adds peers, runs a
+    /// runtime of its own that must not carry network tasks.
+    runtime: tokio::runtime::Handle,
 }
 
 impl PeerSender {
-    /// A sender with no peers (a single-node cluster).
+    /// A sender with no peers that cannot learn any (tests).
     pub fn none() -> PeerSender {
         PeerSender {
             queues: BTreeMap::new(),
+            spawner: None,
         }
+    }
+
+    /// Starts (or, for a known peer at a new URL, restarts) the sender task
+    /// of `peer`. The old task, if any, ends once its queue is dropped.
+    pub fn add(&mut self, peer: &Member) {
+        let Some(spawner) = &self.spawner else {
+            tracing::warn!(peer = %peer.name, "this node cannot reach new peers");
+            return;
+        };
+        let (tx, rx) = mpsc::channel(PEER_QUEUE);
+        self.queues
+            .insert(peer.id, (tx, spawner.metrics.clone(), peer.name.clone()));
+        let task = PeerTask {
+            from: spawner.from,
+            epoch: spawner.epoch,
+            name: peer.name.clone(),
+            url: format!("{}{MESSAGES_PATH}", peer.url),
+            client: spawner.client.clone(),
+            metrics: spawner.metrics.clone(),
+            inflight: Arc::new(Semaphore::new(spawner.inflight)),
+            authorization: spawner.authorization.clone(),
+        };
+        spawner.runtime.spawn(task.run(rx));
     }
 
     /// Queues `m` for its recipient; drops it if that queue is full.
@@ -78,7 +119,8 @@ impl PeerSender {
     }
 }
 
-/// Starts one sender task per peer on the current runtime.
+/// Starts one sender task per peer on the current runtime; peers added
+/// later with [`PeerSender::add`] get theirs on the same runtime.
 pub fn start(
     members: &Members,
     listen: SocketAddr,
@@ -108,23 +150,22 @@ pub fn start(
         value.set_sensitive(true);
         Some(value)
     });
-    let mut queues = BTreeMap::new();
-    for peer in members.peers.values() {
-        let (tx, rx) = mpsc::channel(PEER_QUEUE);
-        queues.insert(peer.id, (tx, metrics.clone(), peer.name.clone()));
-        let task = PeerTask {
+    let mut sender = PeerSender {
+        queues: BTreeMap::new(),
+        spawner: Some(Arc::new(Spawner {
             from: members.this.id,
             epoch,
-            name: peer.name.clone(),
-            url: format!("{}{MESSAGES_PATH}", peer.url),
-            client: client.clone(),
-            metrics: metrics.clone(),
-            inflight: Arc::new(Semaphore::new(inflight)),
-            authorization: authorization.clone(),
-        };
-        tokio::spawn(task.run(rx));
+            client,
+            metrics,
+            inflight,
+            authorization,
+            runtime: tokio::runtime::Handle::current(),
+        })),
+    };
+    for peer in members.peers.values() {
+        sender.add(peer);
     }
-    Ok(PeerSender { queues })
+    Ok(sender)
 }
 
 struct PeerTask {

@@ -2,9 +2,11 @@
 //! answers and errors, and [`DriverHandle`], which sends them.
 
 use crate::cli::ReadPolicy;
-use crate::command::{ClientSeq, Command, Op, OpResult, RequestId};
+use crate::command::{ClientSeq, ClusterCommand, Command, Op, OpResult, RequestId};
+use crate::directory::Directory;
 use bytes::Bytes;
-use raft_core::{Message, NodeId, Role};
+use raft_core::{ConfChange, Message, NodeId, Role};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -38,6 +40,16 @@ pub enum DriverError {
     /// The write may or may not be applied.
     #[error("{0}")]
     OutcomeUnknown(String),
+    /// A membership change is already in flight; nothing was proposed.
+    #[error("{0}")]
+    ChangeInProgress(String),
+    /// raft-core refused the membership change as invalid (it would leave
+    /// no voters, names a non-member, ...); nothing was proposed.
+    #[error("{0}")]
+    BadChange(String),
+    /// This node was removed from the cluster: it serves no writes.
+    #[error("{0}")]
+    Removed(String),
 }
 
 /// What `/status` shows, read from the core in one consistent moment.
@@ -54,6 +66,10 @@ pub struct NodeStatus {
     pub voters: Vec<NodeId>,
     pub learners: Vec<NodeId>,
     pub keys: usize,
+    /// Leader only: each follower's match index.
+    pub match_index: BTreeMap<NodeId, u64>,
+    /// True once this node has been removed from the membership.
+    pub removed: bool,
 }
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, DriverError>>;
@@ -76,6 +92,19 @@ pub(crate) enum Request {
         reply: Reply<()>,
     },
     Snapshot(Reply<Option<u64>>),
+    /// Leader only: proposes a cluster command (the address book) and
+    /// answers with its log index once it is applied here.
+    ProposeCluster {
+        data: Bytes,
+        reply: Reply<u64>,
+    },
+    /// Leader only: proposes a membership change and answers with its log
+    /// index once it is applied here and, if it entered a joint
+    /// configuration, once that is left (or leadership moved on).
+    ConfChange {
+        change: ConfChange,
+        reply: Reply<u64>,
+    },
 }
 
 /// The cloneable way to talk to the driver.
@@ -89,10 +118,16 @@ pub struct DriverHandle {
     /// request that happens to reuse its number.
     next_request: Arc<AtomicU64>,
     request_timeout: Duration,
+    directory: Directory,
 }
 
 impl DriverHandle {
-    pub(super) fn new(tx: mpsc::Sender<Request>, node: NodeId, request_timeout: Duration) -> Self {
+    pub(super) fn new(
+        tx: mpsc::Sender<Request>,
+        node: NodeId,
+        request_timeout: Duration,
+        directory: Directory,
+    ) -> Self {
         // Proposal numbers start at the boot time in microseconds, so that
         // they never repeat across restarts (see `next_request`).
         let boot_micros = std::time::SystemTime::now()
@@ -103,6 +138,7 @@ impl DriverHandle {
             node,
             next_request: Arc::new(AtomicU64::new(boot_micros)),
             request_timeout,
+            directory,
         }
     }
 
@@ -157,6 +193,32 @@ impl DriverHandle {
         let (reply, rx) = oneshot::channel();
         self.submit(Request::TransferLeader { to, reply })?;
         self.wait(rx, false).await
+    }
+
+    /// Records `name` at `url` in the replicated address book (leader only);
+    /// returns the index of the entry once applied.
+    pub async fn record_address(&self, name: &str, url: &str) -> Result<u64, DriverError> {
+        let data = ClusterCommand::SetAddress {
+            name: name.to_string(),
+            url: url.to_string(),
+        }
+        .encode();
+        let (reply, rx) = oneshot::channel();
+        self.submit(Request::ProposeCluster { data, reply })?;
+        self.wait(rx, true).await
+    }
+
+    /// Proposes a membership change (leader only) and waits until it is in
+    /// force (see [`Request::ConfChange`]).
+    pub async fn change_membership(&self, change: ConfChange) -> Result<u64, DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Request::ConfChange { change, reply })?;
+        self.wait(rx, true).await
+    }
+
+    /// The address book as this node knows it.
+    pub fn directory(&self) -> &Directory {
+        &self.directory
     }
 
     /// Takes a snapshot now; returns its index, or None if nothing was
@@ -222,6 +284,17 @@ impl DriverHandle {
             node: NodeId(1),
             next_request: Arc::new(AtomicU64::new(1)),
             request_timeout,
+            directory: Directory::new(
+                crate::ids::Members::new(
+                    crate::ids::Member {
+                        name: "n1".into(),
+                        id: NodeId(1),
+                        url: "http://127.0.0.1:1".into(),
+                    },
+                    vec![],
+                )
+                .expect("a valid name"),
+            ),
         };
         (handle, rx)
     }

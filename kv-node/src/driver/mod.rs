@@ -9,12 +9,14 @@
 //! single-threaded tokio runtime for its timer and channels.
 
 mod handle;
+mod membership;
 
 pub(crate) use handle::Request;
 pub use handle::{DriverError, DriverHandle, NodeStatus, ReadAnswer, ReadQuery, is_ready};
 
 use crate::cli::ReadPolicy;
 use crate::command::OpResult;
+use crate::directory::Directory;
 use crate::metrics::Metrics;
 use crate::replica::{Durable, Output, Replica, ReplicaError};
 use crate::transport::PeerSender;
@@ -38,6 +40,13 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 #[error("replica failed: {0}")]
 pub struct DriverFailed(pub String);
 
+/// A write proposed here, and the leader it went to (F1: when the leader
+/// changes, a write that went to another leader is answered at once).
+struct PendingWrite {
+    reply: Reply<OpResult>,
+    leader: Option<NodeId>,
+}
+
 struct PendingRead {
     query: ReadQuery,
     reply: Reply<ReadAnswer>,
@@ -50,7 +59,11 @@ struct Driver<D: Durable> {
     metrics: Arc<Metrics>,
     node: NodeId,
     /// Writes proposed here, by request number, until applied locally.
-    writes: HashMap<u64, Reply<OpResult>>,
+    writes: HashMap<u64, PendingWrite>,
+    /// The leader as of the last `Ready`.
+    leader: Option<NodeId>,
+    /// Membership changes and address-book entries proposed here.
+    membership: membership::MembershipState,
     /// Reads waiting for their read index, by context.
     reads_unconfirmed: HashMap<u64, PendingRead>,
     /// Reads whose read index is known, waiting for it to be applied.
@@ -61,9 +74,15 @@ struct Driver<D: Durable> {
 /// Starts the driver thread. It runs until `shutdown` turns true or the
 /// replica fails; the returned receiver gets which, once everything the
 /// driver owned is dropped.
+/// `directory` is the address book the driver keeps up to date; `joining`
+/// says the node was started with `--join` (it is not "removed" before it
+/// was ever a member).
+#[allow(clippy::too_many_arguments)]
 pub fn spawn<D: Durable + Send + 'static>(
     replica: Replica<D>,
     peers: PeerSender,
+    directory: Directory,
+    joining: bool,
     metrics: Arc<Metrics>,
     tick: Duration,
     request_timeout: Duration,
@@ -71,13 +90,17 @@ pub fn spawn<D: Durable + Send + 'static>(
 ) -> std::io::Result<(DriverHandle, oneshot::Receiver<Result<(), DriverFailed>>)> {
     let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
     let node = replica.node.id();
-    let handle = DriverHandle::new(tx, node, request_timeout);
+    let handle = DriverHandle::new(tx, node, request_timeout, directory.clone());
+    let leader = replica.node.leader();
+    let membership = membership::MembershipState::new(directory, joining);
     let driver = Driver {
         replica,
         peers,
         metrics,
         node,
         writes: HashMap::new(),
+        leader,
+        membership,
         reads_unconfirmed: HashMap::new(),
         reads_confirmed: BTreeMap::new(),
         next_read_context: 1,
@@ -117,6 +140,7 @@ impl<D: Durable> Driver<D> {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sweeper = tokio::time::interval(SWEEP_INTERVAL);
         self.update_metrics();
+        self.sync_addresses();
         let result = loop {
             tokio::select! {
                 biased;
@@ -152,10 +176,23 @@ impl<D: Durable> Driver<D> {
                 request,
                 data,
                 reply,
+            } if self.membership.is_removed(&self.replica.node) => {
+                let _ = request;
+                let _ = data;
+                let _ = reply.send(Err(membership::removed_error()));
+            }
+            Request::Propose {
+                request,
+                data,
+                reply,
             } => match self.replica.step(Input::Propose { data }) {
-                Ok(_) => {
+                Ok(accepted) => {
                     self.metrics.proposals.fetch_add(1, Relaxed);
-                    self.writes.insert(request, reply);
+                    let leader = match accepted {
+                        raft_core::Accepted::Forwarded { leader } => Some(leader),
+                        _ => Some(self.node),
+                    };
+                    self.writes.insert(request, PendingWrite { reply, leader });
                 }
                 Err(e) => {
                     self.metrics.proposals_refused.fetch_add(1, Relaxed);
@@ -204,6 +241,8 @@ impl<D: Durable> Driver<D> {
                     ))));
                 }
             },
+            Request::ProposeCluster { data, reply } => self.propose_cluster(data, reply),
+            Request::ConfChange { change, reply } => self.propose_conf_change(change, reply),
         }
     }
 
@@ -264,6 +303,8 @@ impl<D: Durable> Driver<D> {
             self.handle_output(output);
         }
         self.serve_confirmed_reads();
+        self.sync_addresses();
+        self.settle_membership();
         self.update_metrics();
         Ok(())
     }
@@ -279,12 +320,18 @@ impl<D: Durable> Driver<D> {
             if request.node != self.node.0 {
                 continue;
             }
-            if let Some(reply) = self.writes.remove(&request.id) {
+            if let Some(write) = self.writes.remove(&request.id) {
                 let result = applied.result.ok_or_else(|| {
                     DriverError::OutcomeUnknown("the applied entry carried no result".into())
                 });
-                let _ = reply.send(result);
+                let _ = write.reply.send(result);
             }
+        }
+        if let Some(soft) = output.soft_state
+            && soft.leader != self.leader
+        {
+            self.leader = soft.leader;
+            self.fail_writes_sent_elsewhere();
         }
         for read in output.read_states {
             if let Some(pending) = self.reads_unconfirmed.remove(&read.context) {
@@ -318,9 +365,31 @@ impl<D: Durable> Driver<D> {
         }
     }
 
+    /// F1: once the leader changed, a write that went to another leader
+    /// waits for nothing that will still come in time: if that leader
+    /// appended it, the new one may or may not keep it. Answer it now with
+    /// an unknown outcome (504) rather than at the request timeout.
+    fn fail_writes_sent_elsewhere(&mut self) {
+        let leader = self.leader;
+        let stale: Vec<u64> = self
+            .writes
+            .iter()
+            .filter(|(_, w)| w.leader != leader)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            if let Some(write) = self.writes.remove(&id) {
+                let _ = write.reply.send(Err(DriverError::OutcomeUnknown(
+                    "the leader changed before the write was applied; outcome unknown".into(),
+                )));
+            }
+        }
+    }
+
     /// Forgets waiters whose HTTP request already gave up (504).
     fn sweep(&mut self) {
-        self.writes.retain(|_, reply| !reply.is_closed());
+        self.writes.retain(|_, write| !write.reply.is_closed());
+        self.membership.sweep();
         self.reads_unconfirmed
             .retain(|_, pending| !pending.reply.is_closed());
         for pending in self.reads_confirmed.values_mut() {
@@ -333,8 +402,9 @@ impl<D: Durable> Driver<D> {
     /// On shutdown or failure: writes in flight have an unknown outcome,
     /// reads were not served.
     fn fail_everyone(&mut self) {
-        for (_, reply) in self.writes.drain() {
-            let _ = reply.send(Err(DriverError::OutcomeUnknown(
+        self.membership.fail_all();
+        for (_, write) in self.writes.drain() {
+            let _ = write.reply.send(Err(DriverError::OutcomeUnknown(
                 "the node stopped before the write was applied".into(),
             )));
         }
@@ -365,6 +435,13 @@ impl<D: Durable> Driver<D> {
             voters,
             learners,
             keys: self.replica.state.len(),
+            match_index: node
+                .status()
+                .match_index
+                .into_iter()
+                .map(|(id, index)| (id, index.0))
+                .collect(),
+            removed: self.membership.is_removed(node),
         }
     }
 

@@ -32,6 +32,12 @@ pub enum ApiError {
     Timeout(String),
     #[error("{0}")]
     NotImplemented(String),
+    /// Another membership change is in flight; nothing was proposed.
+    #[error("{0}")]
+    ChangeInProgress(String),
+    /// This node was removed from the cluster and serves no writes.
+    #[error("{0}")]
+    Removed(String),
     /// No bearer token, or one that no token file lists.
     #[error("{0}")]
     Unauthorized(String),
@@ -58,6 +64,8 @@ impl ApiError {
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
             ApiError::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
+            ApiError::ChangeInProgress(_) => (StatusCode::CONFLICT, "change_in_progress"),
+            ApiError::Removed(_) => (StatusCode::SERVICE_UNAVAILABLE, "removed"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -96,6 +104,9 @@ impl From<DriverError> for ApiError {
         match e {
             DriverError::Unavailable(message) => ApiError::Unavailable(message),
             DriverError::OutcomeUnknown(message) => ApiError::Timeout(message),
+            DriverError::ChangeInProgress(message) => ApiError::ChangeInProgress(message),
+            DriverError::BadChange(message) => ApiError::BadRequest(message),
+            DriverError::Removed(message) => ApiError::Removed(message),
         }
     }
 }
@@ -130,6 +141,8 @@ mod tests {
             (ApiError::Unavailable("x".into()), 503, "unavailable"),
             (ApiError::Timeout("x".into()), 504, "timeout"),
             (ApiError::NotImplemented("x".into()), 501, "not_implemented"),
+            (ApiError::ChangeInProgress("x".into()), 409, "change_in_progress"),
+            (ApiError::Removed("x".into()), 503, "removed"),
             (ApiError::Unauthorized("x".into()), 401, "unauthorized"),
             (ApiError::Forbidden("x".into()), 403, "forbidden"),
             (ApiError::Overloaded("x".into()), 503, "unavailable"),

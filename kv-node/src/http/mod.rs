@@ -8,10 +8,14 @@
 //!
 //! - `error`: [`ApiError`] and its mapping to status codes and API codes.
 //! - `kv`: the key-value routes.
-//! - `ops`: health, status, metrics, cluster, admin and the peer endpoint.
+//! - `ops`: health, status, metrics, admin and the peer endpoint.
+//! - `members`: membership changes and leader transfer; `forward`: sending
+//!   those from a follower to the leader.
 
 mod error;
+mod forward;
 mod kv;
+mod members;
 mod ops;
 
 pub use error::ApiError;
@@ -259,7 +263,7 @@ enum Route {
     Metrics,
     MembersList,
     MembersAdd,
-    MembersRemove,
+    MembersRemove(String),
     TransferLeader,
     Snapshot,
     ReadPolicyGet,
@@ -303,8 +307,8 @@ impl Route {
                 Method::POST => Route::MembersAdd,
                 _ => return Err(not_allowed("GET, POST")),
             },
-            ["cluster", "members", _] => match *m {
-                Method::DELETE => Route::MembersRemove,
+            ["cluster", "members", id] => match *m {
+                Method::DELETE => Route::MembersRemove(id.to_string()),
                 _ => return Err(not_allowed("DELETE")),
             },
             ["cluster", "transfer-leader"] => only_post(m, Route::TransferLeader)?,
@@ -335,7 +339,7 @@ impl Route {
             Route::Metrics => "metrics",
             Route::MembersList => "members_list",
             Route::MembersAdd => "members_add",
-            Route::MembersRemove => "members_remove",
+            Route::MembersRemove(_) => "members_remove",
             Route::TransferLeader => "transfer_leader",
             Route::Snapshot => "snapshot",
             Route::ReadPolicyGet | Route::ReadPolicySet => "read_policy",
@@ -371,11 +375,10 @@ impl Route {
             Route::Readyz => ops::readyz(state).await,
             Route::Status => ops::status(state).await,
             Route::Metrics => Ok(ops::metrics(state)),
-            Route::MembersList => ops::members(state).await,
-            Route::MembersAdd | Route::MembersRemove => Err(ApiError::NotImplemented(
-                "membership changes over HTTP are not implemented yet".into(),
-            )),
-            Route::TransferLeader => ops::transfer_leader(state, &body).await,
+            Route::MembersList => members::list(state).await,
+            Route::MembersAdd => members::add(state, query, &body).await,
+            Route::MembersRemove(id) => members::remove(state, &id, query).await,
+            Route::TransferLeader => members::transfer_leader(state, query, &body).await,
             Route::Snapshot => ops::snapshot(state).await,
             Route::ReadPolicyGet => Ok(ops::read_policy(state)),
             Route::ReadPolicySet => ops::set_read_policy(state, &body),

@@ -3,7 +3,7 @@
 
 use super::{ApiError, AppState, json_response, parse_json};
 use crate::cli::ReadPolicy;
-use crate::driver::{NodeStatus, is_ready};
+use crate::driver::is_ready;
 use raft_core::Role;
 use serde::Deserialize;
 use serde_json::json;
@@ -35,14 +35,15 @@ pub(super) async fn readyz(state: &AppState) -> Result<Response<Vec<u8>>, ApiErr
 
 pub(super) async fn status(state: &AppState) -> Result<Response<Vec<u8>>, ApiError> {
     let s = state.driver.status().await?;
+    let directory = state.driver.directory();
     let names = |ids: &[raft_core::NodeId]| -> Vec<String> {
-        ids.iter().map(|id| state.members.name_of(*id)).collect()
+        ids.iter().map(|id| directory.name_of(*id)).collect()
     };
     let body = json!({
         "id": state.members.this.name,
         "role": role_name(s.role),
         "term": s.term,
-        "leader": s.leader.map(|l| state.members.name_of(l)),
+        "leader": s.leader.map(|l| directory.name_of(l)),
         "commit_index": s.commit_index,
         "last_applied": s.last_applied,
         "last_log_index": s.last_log_index,
@@ -50,6 +51,7 @@ pub(super) async fn status(state: &AppState) -> Result<Response<Vec<u8>>, ApiErr
         "members": names(&s.voters),
         "learners": names(&s.learners),
         "keys": s.keys,
+        "removed": s.removed,
     });
     Ok(json_response(StatusCode::OK, &body))
 }
@@ -63,38 +65,21 @@ pub(super) fn metrics(state: &AppState) -> Response<Vec<u8>> {
     response
 }
 
-pub(super) async fn members(state: &AppState) -> Result<Response<Vec<u8>>, ApiError> {
-    let NodeStatus {
-        voters, learners, ..
-    } = state.driver.status().await?;
-    let url_of = |id| {
-        state
-            .members
-            .all()
-            .find(|m| m.id == id)
-            .map(|m| m.url.clone())
-    };
-    let members: Vec<_> = voters
-        .iter()
-        .map(|id| (*id, true))
-        .chain(learners.iter().map(|id| (*id, false)))
-        .map(|(id, voter)| json!({"id": state.members.name_of(id), "url": url_of(id), "voter": voter}))
-        .collect();
-    Ok(json_response(StatusCode::OK, &json!({"members": members})))
-}
-
 #[derive(Deserialize)]
 struct TransferBody {
     to: String,
 }
 
+/// Runs on the leader (`members::transfer_leader` forwards to it).
 pub(super) async fn transfer_leader(
     state: &AppState,
     body: &[u8],
 ) -> Result<Response<Vec<u8>>, ApiError> {
     let body: TransferBody = parse_json(body)?;
     let to = state
-        .members
+        .driver
+        .directory()
+        .read()
         .by_name(&body.to)
         .ok_or_else(|| ApiError::BadRequest(format!("{:?} is not a member", body.to)))?
         .id;
@@ -146,7 +131,8 @@ pub(super) async fn raft_messages(
     state: &AppState,
     body: &[u8],
 ) -> Result<Response<Vec<u8>>, ApiError> {
-    let batch = match crate::inbound::decode_batch(body, &state.members) {
+    let decoded = crate::inbound::decode_batch(body, &state.driver.directory().read());
+    let batch = match decoded {
         Ok(batch) => batch,
         Err(e) => {
             state.metrics.peer_batches_refused.fetch_add(1, Relaxed);

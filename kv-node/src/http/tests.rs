@@ -62,6 +62,8 @@ async fn single_node() -> TestNode {
     let (driver, _done) = driver::spawn(
         replica,
         PeerSender::none(),
+        crate::directory::Directory::new(members.clone()),
+        false,
         metrics.clone(),
         Duration::from_millis(5),
         Duration::from_secs(5),
@@ -306,16 +308,30 @@ async fn each_bad_request_gets_its_error_class() {
         (
             "POST",
             "/cluster/members".into(),
-            r#"{"id":"n4","url":"http://x"}"#.into(),
-            501,
-            "not_implemented",
+            r#"{"id":"bad name","url":"http://x"}"#.into(),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/cluster/members".into(),
+            r#"{"id":"n4","url":"ftp://x"}"#.into(),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/cluster/members".into(),
+            r#"{"url":"http://x"}"#.into(),
+            400,
+            "bad_request",
         ),
         (
             "DELETE",
             "/cluster/members/node2".into(),
             String::new(),
-            501,
-            "not_implemented",
+            404,
+            "not_found",
         ),
     ];
     for (method, path, body, status, code) in cases {
@@ -397,3 +413,5 @@ async fn requests_to_a_stopped_or_overloaded_driver_get_503() {
     assert_eq!((status, error_code(&body)), (503, "unavailable"));
     assert_eq!(call(&state, "GET", "/readyz", "").await.0, 503);
 }
+
+mod members;

@@ -1,0 +1,120 @@
+//! The address book as a running node sees it: this node, the peers named
+//! by `--peers` (or learnt from `--join`), and every address the replicated
+//! state machine has recorded (`ClusterCommand::SetAddress`).
+//!
+//! The driver writes it after each round that changed the state machine's
+//! address book; the HTTP handlers and the peer endpoint read it. It may
+//! name nodes that are no longer members: raft-core's membership says who
+//! is one, this only says where each node is.
+
+use crate::ids::{Member, Members, node_id_of};
+use raft_core::NodeId;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+/// A shared, growing [`Members`] table.
+#[derive(Clone, Debug)]
+pub struct Directory(Arc<RwLock<Members>>);
+
+impl Directory {
+    pub fn new(members: Members) -> Directory {
+        Directory(Arc::new(RwLock::new(members)))
+    }
+
+    /// The table as it is now. Hold the guard briefly: the driver waits
+    /// for it to record new addresses.
+    pub fn read(&self) -> RwLockReadGuard<'_, Members> {
+        // A panic while holding the lock cannot leave the map half-written
+        // (every write is one insert), so a poisoned lock is still usable.
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The URL of `id`, this node included.
+    pub fn url_of(&self, id: NodeId) -> Option<String> {
+        let members = self.read();
+        if members.this.id == id {
+            return Some(members.this.url.clone());
+        }
+        members.peers.get(&id).map(|m| m.url.clone())
+    }
+
+    /// The name of `id`, or its number if no address names it.
+    pub fn name_of(&self, id: NodeId) -> String {
+        self.read().name_of(id)
+    }
+
+    /// Records `(name, url)` pairs; returns the peers that are new or whose
+    /// URL changed (never this node), for the transport to (re)connect. A
+    /// name whose id collides with another name's is refused with a log
+    /// line: names are unique by construction of the API, but a collision
+    /// must not redirect one node's traffic to another.
+    pub fn merge<'a>(
+        &self,
+        addresses: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Vec<Member> {
+        let mut members = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let mut changed = Vec::new();
+        for (name, url) in addresses {
+            if name == members.this.name {
+                continue;
+            }
+            let id = node_id_of(name);
+            if id == members.this.id {
+                tracing::error!(
+                    name,
+                    "address book names a node whose id collides with ours"
+                );
+                continue;
+            }
+            match members.peers.get(&id) {
+                Some(known) if known.name != name => {
+                    tracing::error!(name, known = %known.name, "address book names collide; ignored");
+                    continue;
+                }
+                Some(known) if known.url == url => continue,
+                _ => {}
+            }
+            let member = Member {
+                name: name.to_string(),
+                id,
+                url: url.to_string(),
+            };
+            members.peers.insert(id, member.clone());
+            changed.push(member);
+        }
+        changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, port: u16) -> Member {
+        Member {
+            name: name.into(),
+            id: node_id_of(name),
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    #[test]
+    fn merging_reports_new_and_moved_peers_only() {
+        let directory =
+            Directory::new(Members::new(member("n1", 1), vec![member("n2", 2)]).unwrap());
+        let changed = directory.merge([
+            ("n1", "http://elsewhere:1"),
+            ("n2", "http://127.0.0.1:2"),
+            ("n4", "http://127.0.0.1:4"),
+        ]);
+        assert_eq!(changed, vec![member("n4", 4)]);
+        assert_eq!(
+            directory.merge([("n4", "http://127.0.0.1:5")]),
+            vec![member("n4", 5)]
+        );
+        assert_eq!(
+            directory.url_of(node_id_of("n1")).unwrap(),
+            "http://127.0.0.1:1"
+        );
+        assert_eq!(directory.name_of(node_id_of("n4")), "n4");
+    }
+}

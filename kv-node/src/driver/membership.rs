@@ -1,0 +1,231 @@
+//! The driver's side of membership changes: proposing address-book
+//! entries and `ConfChange`s on the leader and answering them once they are
+//! in force, keeping the [`Directory`] and the transport in step with the
+//! replicated address book, seeding that book with `--peers`, and telling
+//! whether this node was removed.
+
+use super::{Driver, DriverError, Reply};
+use crate::directory::Directory;
+use crate::replica::Durable;
+use bytes::Bytes;
+use raft_core::{Accepted, ConfChange, Input, LogIndex, Node, Role, StepError, Term};
+use std::collections::BTreeMap;
+
+/// A proposal made here as leader, answered once its entry is applied.
+struct IndexWaiter {
+    index: LogIndex,
+    term: Term,
+    /// A `ConfChange`: also wait until the joint configuration it may have
+    /// entered is left again (raft-core proposes the leave by itself).
+    wait_leave: bool,
+    reply: Reply<u64>,
+}
+
+/// What the driver keeps for membership.
+pub(super) struct MembershipState {
+    directory: Directory,
+    /// The address book as last copied into `directory`.
+    synced: BTreeMap<String, String>,
+    waiters: Vec<IndexWaiter>,
+    /// The term in which this node, as leader, seeded the address book.
+    seeded_term: Option<Term>,
+    /// Started with `--join`: an empty or foreign membership does not mean
+    /// "removed" until this node has been a member.
+    joining: bool,
+    was_member: bool,
+}
+
+pub(super) fn removed_error() -> DriverError {
+    DriverError::Removed(
+        "this node was removed from the cluster and serves no writes; \
+         send requests to a member (GET /cluster/members on one lists them)"
+            .into(),
+    )
+}
+
+impl MembershipState {
+    pub(super) fn new(directory: Directory, joining: bool) -> MembershipState {
+        MembershipState {
+            directory,
+            synced: BTreeMap::new(),
+            waiters: Vec::new(),
+            seeded_term: None,
+            joining,
+            was_member: false,
+        }
+    }
+
+    /// True if the configuration in force names other nodes but not this
+    /// one, after this node was a member (or, without `--join`, at all: a
+    /// node started with `--peers` is in its bootstrap configuration).
+    pub(super) fn is_removed(&self, node: &Node) -> bool {
+        let membership = node.membership();
+        !membership.members().is_empty()
+            && !membership.is_member(node.id())
+            && (self.was_member || !self.joining)
+    }
+
+    pub(super) fn sweep(&mut self) {
+        self.waiters.retain(|w| !w.reply.is_closed());
+    }
+
+    pub(super) fn fail_all(&mut self) {
+        for w in self.waiters.drain(..) {
+            let _ = w.reply.send(Err(DriverError::OutcomeUnknown(
+                "the node stopped before the change was applied".into(),
+            )));
+        }
+    }
+}
+
+/// raft-core's refusal of a membership proposal, in the driver's classes.
+fn refused(e: StepError) -> DriverError {
+    match e {
+        StepError::ConfChangeInProgress => DriverError::ChangeInProgress(
+            "another membership change is in flight; retry once it is done".into(),
+        ),
+        StepError::Membership(e) => DriverError::BadChange(e.to_string()),
+        e => DriverError::Unavailable(format!("membership change not proposed: {e}")),
+    }
+}
+
+impl<D: Durable> Driver<D> {
+    pub(super) fn propose_cluster(&mut self, data: Bytes, reply: Reply<u64>) {
+        if self.replica.node.role() != Role::Leader {
+            let _ = reply.send(Err(DriverError::Unavailable(
+                "this node is not the leader".into(),
+            )));
+            return;
+        }
+        match self.replica.step(Input::Propose { data }) {
+            Ok(Accepted::Appended { index, term }) => self.membership.waiters.push(IndexWaiter {
+                index,
+                term,
+                wait_leave: false,
+                reply,
+            }),
+            Ok(_) => {
+                let _ = reply.send(Err(DriverError::Unavailable(
+                    "this node is not the leader".into(),
+                )));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(DriverError::Unavailable(format!("not proposed: {e}"))));
+            }
+        }
+    }
+
+    pub(super) fn propose_conf_change(&mut self, change: ConfChange, reply: Reply<u64>) {
+        tracing::info!(?change, "proposing a membership change");
+        match self.replica.step(Input::ProposeConfChange(change)) {
+            Ok(Accepted::Appended { index, term }) => self.membership.waiters.push(IndexWaiter {
+                index,
+                term,
+                wait_leave: true,
+                reply,
+            }),
+            Ok(_) => {
+                let _ = reply.send(Err(DriverError::Unavailable(
+                    "this node is not the leader".into(),
+                )));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(refused(e)));
+            }
+        }
+    }
+
+    /// After a round: copies a changed address book into the directory and
+    /// connects to new peers.
+    pub(super) fn sync_addresses(&mut self) {
+        let book = self.replica.state.addresses();
+        if *book == self.membership.synced {
+            return;
+        }
+        let changed = self
+            .membership
+            .directory
+            .merge(book.iter().map(|(n, u)| (n.as_str(), u.as_str())));
+        for peer in &changed {
+            tracing::info!(peer = %peer.name, url = %peer.url, "learnt a peer address");
+            self.peers.add(peer);
+        }
+        self.membership.synced = book.clone();
+    }
+
+    /// After a round: answers waiters whose proposal is in force or lost,
+    /// seeds the address book as a new leader, notes membership.
+    pub(super) fn settle_membership(&mut self) {
+        let node = &self.replica.node;
+        if node.membership().is_member(node.id()) {
+            self.membership.was_member = true;
+        }
+        let applied = LogIndex(self.replica.state.applied_index());
+        let term = node.term();
+        let leading = node.role() == Role::Leader;
+        let joint = node.membership().is_joint();
+        let mut keep = Vec::new();
+        for w in std::mem::take(&mut self.membership.waiters) {
+            // Is the entry applied at `w.index` the one proposed? Its term
+            // says so; once compacted away, an unchanged term does.
+            let ours = (applied >= w.index).then(|| match node.log_term(w.index) {
+                Some(t) => Some(t == w.term),
+                None => (term == w.term).then_some(true),
+            });
+            let answer = match ours {
+                Some(Some(true)) if w.wait_leave && joint && leading && term == w.term => {
+                    keep.push(w);
+                    continue;
+                }
+                Some(Some(true)) => Ok(w.index.0),
+                Some(Some(false)) => Err(DriverError::Unavailable(
+                    "the proposal was replaced by another leader's entry; not applied".into(),
+                )),
+                Some(None) => Err(DriverError::OutcomeUnknown(
+                    "leadership changed around the change; outcome unknown".into(),
+                )),
+                None if term != w.term => Err(DriverError::OutcomeUnknown(
+                    "leadership changed before the change was applied; outcome unknown".into(),
+                )),
+                None => {
+                    keep.push(w);
+                    continue;
+                }
+            };
+            let _ = w.reply.send(answer);
+        }
+        self.membership.waiters = keep;
+        if leading && self.membership.seeded_term != Some(term) {
+            self.seed_address_book(term);
+        }
+    }
+
+    /// A new leader records, for every member it knows an address of that
+    /// the replicated book lacks, that address: so the book starts from
+    /// `--peers`, and a later joiner learns every member's URL from the log.
+    /// Its own address is recorded when it changed too (a restart elsewhere).
+    fn seed_address_book(&mut self, term: Term) {
+        let members = self.replica.node.membership().members();
+        let missing: Vec<(String, String)> = {
+            let table = self.membership.directory.read();
+            let book = self.replica.state.addresses();
+            table
+                .all()
+                .filter(|m| members.contains(&m.id))
+                .filter(|m| match book.get(&m.name) {
+                    None => true,
+                    Some(url) => m.id == table.this.id && *url != m.url,
+                })
+                .map(|m| (m.name.clone(), m.url.clone()))
+                .collect()
+        };
+        for (name, url) in missing {
+            let data = crate::command::ClusterCommand::SetAddress { name, url }.encode();
+            if let Err(e) = self.replica.step(Input::Propose { data }) {
+                tracing::debug!(error = %e, "address book not seeded yet");
+                return;
+            }
+        }
+        self.membership.seeded_term = Some(term);
+    }
+}
