@@ -55,13 +55,19 @@ impl MembershipState {
         }
     }
 
-    /// True if the configuration in force names other nodes but not this
-    /// one, after this node was a member (or, without `--join`, at all: a
-    /// node started with `--peers` is in its bootstrap configuration).
+    /// True if the newest configuration this node knows names other nodes
+    /// but not this one as a voter or learner, after this node was a member
+    /// (or, without `--join`, at all: a node started with `--peers` is in
+    /// its bootstrap configuration). Only the outgoing half of a joint
+    /// configuration still holding it counts as removed too: a removed
+    /// node often never receives the entry that leaves the joint
+    /// configuration, since the leader stops replicating to it.
     pub(super) fn is_removed(&self, node: &Node) -> bool {
         let membership = node.membership();
+        let me = node.id();
         !membership.members().is_empty()
-            && !membership.is_member(node.id())
+            && !membership.voters.contains(&me)
+            && !membership.learners.contains(&me)
             && (self.was_member || !self.joining)
     }
 
@@ -157,7 +163,8 @@ impl<D: Durable> Driver<D> {
     /// seeds the address book as a new leader, notes membership.
     pub(super) fn settle_membership(&mut self) {
         let node = &self.replica.node;
-        if node.membership().is_member(node.id()) {
+        let me = node.id();
+        if node.membership().voters.contains(&me) || node.membership().learners.contains(&me) {
             self.membership.was_member = true;
         }
         let applied = LogIndex(self.replica.state.applied_index());
