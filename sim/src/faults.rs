@@ -339,6 +339,9 @@ impl FaultPlan {
             // Figure 8 needs an earlier-term entry to be acknowledged
             // without the new leader's no-op after it: one entry per message.
             plan.max_message_bytes = 1;
+            // At one entry per message, a window of one makes a lagging
+            // follower catch up too slowly to converge by the end.
+            plan.max_inflight_messages = plan.max_inflight_messages.max(4);
         }
         if plan.enabled.contains(&FaultKind::Membership) {
             plan.spare_nodes = 2;

@@ -6,7 +6,7 @@ use crate::client::{
     ClientCall, ClientRet, InFlight, MAX_ATTEMPTS, Outcome, Recorded, TIMEOUT_TICKS, Waiting,
 };
 use crate::faults::STEPS_PER_TICK;
-use crate::options::{KNOWN_PREVOTE_BUG, KNOWN_REMOVED_LEADER_BUG, LIVENESS_BOUND_TICKS};
+use crate::options::{KNOWN_REMOVED_LEADER_BUG, LIVENESS_BOUND_TICKS};
 use crate::world::{Event, World};
 use kv_node::command::{ClientSeq, Command, Op, OpResult, RequestId};
 use kv_node::replica::Output;
@@ -66,6 +66,18 @@ impl World {
         if busy.waiting != Waiting::Nothing {
             return;
         }
+        if self.now >= self.opts.settle_tick() * STEPS_PER_TICK {
+            // Too late to try again: the run is settling.
+            let outcome = if self.history[busy.op].attempts.is_empty() {
+                Outcome::Failed
+            } else {
+                Outcome::Unknown
+            };
+            return self.finish(c, outcome, None);
+        }
+        let Some(busy) = &mut self.clients[c].busy else {
+            return;
+        };
         busy.attempt += 1;
         let attempt = busy.attempt;
         let busy_op = busy.op;
@@ -408,9 +420,6 @@ impl World {
             if let Some(why) = self.removed_leader_suspect() {
                 detail = format!("{why}\n{detail}");
                 self.fail(KNOWN_REMOVED_LEADER_BUG, detail);
-            } else if let Some(why) = self.prevote_term_suspect() {
-                detail = format!("{why}\n{detail}");
-                self.fail(KNOWN_PREVOTE_BUG, detail);
             } else {
                 self.fail("liveness", detail);
             }

@@ -91,7 +91,7 @@ fn voting_before_persisting_the_vote_is_found() {
         vote_before_persist: true,
         ..Bugs::default()
     };
-    assert_found(bugs, 20, &["at most one leader per term", "log matching"]);
+    assert_found(bugs, 50, &["at most one leader per term", "log matching"]);
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Raft-core bugs the simulator found, each as the smallest reproduction
-//! (see `sim/FOUND_BUGS.md`). Ignored until the core is fixed: run with
+//! (see `sim/FOUND_BUGS.md`). Those fixed stay as regression tests; those
+//! not fixed yet are ignored: run them with
 //! `cargo test -p sim --test found_bugs -- --ignored`.
 
 use raft_core::{
@@ -39,8 +40,8 @@ fn messages(node: &mut Node) -> Vec<Message> {
     out
 }
 
+/// Bug 1, fixed in raft-core 175d8cf.
 #[test]
-#[ignore = "raft-core bug 1 in sim/FOUND_BUGS.md: granted pre-votes carry the voter's term + 1"]
 fn a_pre_vote_granted_by_a_voter_two_terms_behind_counts() {
     // n1 is at term 5, n2 at term 1 (it was cut off while terms moved on);
     // n3 is down. n1 needs n2's pre-vote to become a candidate.
@@ -75,12 +76,35 @@ fn a_pre_vote_granted_by_a_voter_two_terms_behind_counts() {
     );
 }
 
-/// The first seed of a default sweep that hit it: a voter promoted while cut
-/// off stays at its old term, and the joint configuration cannot elect a
-/// leader without it. Replay with `sim --seed 6`.
+/// Bug 1's first seed: a voter promoted while cut off stays at its old
+/// term, and the joint configuration could not elect a leader without it.
+/// Replay with `sim --seed 6`.
 #[test]
-#[ignore = "raft-core bug 1 in sim/FOUND_BUGS.md: granted pre-votes carry the voter's term + 1"]
 fn seed_6_elects_a_leader_after_the_final_heal() {
     let report = run(SimOptions::new(6));
+    assert!(report.passed(), "{}", report.violation_report().unwrap());
+}
+
+/// Bug 2's first seed (`sim --seed 113 --ticks 5000`): the leader removed
+/// itself and stepped down without the others learning that the joint
+/// configuration ended. Passes since raft-core 175d8cf.
+#[test]
+fn seed_113_elects_a_leader_after_the_leader_removed_itself() {
+    let mut o = SimOptions::new(113);
+    o.ticks = 5_000;
+    let report = run(o);
+    assert!(report.passed(), "{}", report.violation_report().unwrap());
+}
+
+/// Bug 2, the case 175d8cf leaves: the removed leader sends each follower
+/// the commit index only as far as that follower's acknowledged match
+/// index, so n1, whose acknowledgement of the `Leave` entry had not
+/// arrived, stays in the joint configuration {n1,n2} / {n1,n4}; n4
+/// (removed, longer log) refuses it its vote and cannot campaign, n2 (out
+/// of the joint configuration) has a shorter log than n1. `sim --seed 990`.
+#[test]
+#[ignore = "raft-core bug 2 in sim/FOUND_BUGS.md: not fully fixed"]
+fn seed_990_elects_a_leader_after_the_leader_removed_itself() {
+    let report = run(SimOptions::new(990));
     assert!(report.passed(), "{}", report.violation_report().unwrap());
 }
