@@ -3,6 +3,7 @@
 
 use crate::auth::{Auth, TokenFileError};
 use crate::ids::{IdError, Member, Members, node_id_of};
+use crate::tls::{TlsError, TlsSetup};
 use clap::{Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -98,6 +99,20 @@ pub struct Cli {
     /// The cluster token (one line) sent and required on peer traffic.
     #[arg(long, env = "KV_NODE_PEER_TOKEN_FILE")]
     pub peer_token_file: Option<PathBuf>,
+    /// This node's certificate chain (PEM). With --tls-key and --tls-ca,
+    /// clients and peers talk HTTPS, and --peers URLs are https://.
+    #[arg(long, env = "KV_NODE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "KV_NODE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster CA (PEM): peers' certificates must chain to it.
+    #[arg(long, env = "KV_NODE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Require client certificates signed by --tls-ca on every connection;
+    /// the node presents its own certificate to its peers.
+    #[arg(long, env = "KV_NODE_TLS_CLIENT_AUTH")]
+    pub tls_client_auth: bool,
     /// Client requests served at once; more get 503 with Retry-After.
     #[arg(long, env = "KV_NODE_MAX_CONCURRENT_REQUESTS", default_value_t = crate::http::MAX_CONCURRENT_REQUESTS)]
     pub max_concurrent_requests: usize,
@@ -128,6 +143,8 @@ pub enum CliError {
     BadPeer(String),
     #[error("peer URL {0:?} must start with http://")]
     BadPeerUrl(String),
+    #[error("peer URL {url:?} must start with {scheme} (https:// exactly when TLS is on)")]
+    PeerUrlScheme { url: String, scheme: &'static str },
     #[error("--tick-ms must be at least 1")]
     ZeroTick,
     #[error(
@@ -148,6 +165,8 @@ pub enum CliError {
     ZeroRequestTimeout,
     #[error(transparent)]
     Tokens(#[from] TokenFileError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("--max-concurrent-requests must be at least 1")]
     ZeroConcurrentRequests,
     #[error("--max-peer-batch-bytes must be at least {min}, got {got}")]
@@ -173,6 +192,8 @@ pub struct NodeConfig {
     /// `--join`: the base URL of a member to join through.
     pub join: Option<String>,
     pub auto_promote: bool,
+    /// TLS for clients and peers (`tls.rs`); `None`: plain HTTP.
+    pub tls: Option<TlsSetup>,
     /// Token checks (`auth.rs`); `None`: no token file given.
     pub auth: Option<Arc<Auth>>,
     pub max_concurrent_requests: usize,
@@ -191,10 +212,17 @@ impl Cli {
             (None, Some(port)) => SocketAddr::from(([127, 0, 0, 1], port)),
             (None, None) => SocketAddr::from(([127, 0, 0, 1], 8080)),
         };
+        let tls = TlsSetup::from_flags(
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            self.tls_ca.as_deref(),
+            self.tls_client_auth,
+        )?;
+        let scheme = if tls.is_some() { "https://" } else { "http://" };
         let this = Member {
             name: self.id.clone(),
             id: node_id_of(&self.id),
-            url: format!("http://{listen}"),
+            url: format!("{scheme}{listen}"),
         };
         let mut peers = Vec::new();
         for entry in self.peers.iter().filter(|e| !e.trim().is_empty()) {
@@ -202,8 +230,11 @@ impl Cli {
                 .trim()
                 .split_once('=')
                 .ok_or_else(|| CliError::BadPeer(entry.clone()))?;
-            if !url.starts_with("http://") {
-                return Err(CliError::BadPeerUrl(url.to_string()));
+            if !url.starts_with(scheme) {
+                return Err(CliError::PeerUrlScheme {
+                    url: url.to_string(),
+                    scheme,
+                });
             }
             peers.push(Member {
                 name: name.to_string(),
@@ -260,7 +291,7 @@ impl Cli {
         let auth = Auth::load(
             self.auth_token_file.as_deref(),
             self.peer_token_file.as_deref(),
-            false,
+            tls.as_ref().is_some_and(|t| t.client_auth),
             !members.peers.is_empty(),
         )?
         .map(Arc::new);
@@ -283,6 +314,7 @@ impl Cli {
             exit_on_stdin_eof: self.exit_on_stdin_eof,
             join,
             auto_promote: self.auto_promote,
+            tls,
             auth,
             max_concurrent_requests: self.max_concurrent_requests,
             max_peer_batch_bytes: self.max_peer_batch_bytes,

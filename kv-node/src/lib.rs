@@ -13,6 +13,8 @@
 //! - `server`: wiring, startup, graceful shutdown; the binary's entry.
 //! - `cli`, `ids`, `metrics`: flags, node names and ids, Prometheus text.
 //! - `auth`: bearer tokens, roles, and the access each request needs.
+//! - `tls`: rustls configurations and the TLS accept loop; `peer_client`:
+//!   the HTTP(S) client of the peer transport.
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -25,9 +27,11 @@ pub mod ids;
 pub mod inbound;
 pub mod join;
 pub mod metrics;
+pub mod peer_client;
 pub mod replica;
 pub mod server;
 pub mod state_machine;
 pub mod storage;
+pub mod tls;
 pub mod transport;
 pub mod wal_disk;

@@ -2,12 +2,12 @@
 //! transport and the HTTP server, wired together; and the binary's entry.
 
 use crate::cli::{Cli, LogFormat, NodeConfig};
+use crate::directory::Directory;
 use crate::driver::{self, DriverFailed, DriverHandle};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::replica::{Replica, ReplicaError};
 use crate::storage::StorageError;
-use crate::directory::Directory;
 use crate::transport;
 use crate::wal_disk::WalDisk;
 use clap::Parser;
@@ -119,7 +119,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
 
     // Started even without peers: members added later get a sender task.
     let peer_token = config.auth.as_ref().and_then(|a| a.peer_token());
-    let peers = transport::start(members, local_addr, metrics.clone(), peer_token)?;
+    let tls = config.tls.as_ref().map(|t| (*t.client).clone());
+    let peers = transport::start(members, local_addr, metrics.clone(), peer_token, tls)?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (driver, driver_done) = driver::spawn(
         replica,
@@ -150,14 +151,23 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     );
     let stop_join = shutdown_rx.clone();
     let mut stop = shutdown_rx;
-    let server = tokio::spawn(
-        warp::serve(http::routes(state))
-            .incoming(listener)
-            .graceful(async move {
-                let _ = stop.wait_for(|stopping| *stopping).await;
-            })
-            .run(),
-    );
+    let routes = http::routes(state);
+    let server = match &config.tls {
+        Some(tls) => tokio::spawn(crate::tls::serve(
+            listener,
+            tls.server.clone(),
+            routes,
+            stop,
+        )),
+        None => tokio::spawn(
+            warp::serve(routes)
+                .incoming(listener)
+                .graceful(async move {
+                    let _ = stop.wait_for(|stopping| *stopping).await;
+                })
+                .run(),
+        ),
+    };
     tracing::info!(
         id = %members.this.name,
         raft_id = members.this.id.0,
@@ -320,8 +330,13 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
         async move {
             let node = start(config.clone()).await.map_err(|e| e.to_string())?;
             // One plain line on stdout for scripts and tests to wait for.
+            let scheme = if config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
             println!(
-                "kv-node {} listening on http://{}",
+                "kv-node {} listening on {scheme}://{}",
                 config.members.this.name, node.local_addr
             );
             let stdin_closed = async move {

@@ -7,12 +7,15 @@
 //! in flight at once. A full queue drops messages: Raft tolerates loss and
 //! retransmits what matters. Connections leave from this node's own listen
 //! IP, so that tests can cut links with firewall rules between addresses.
+//! Over TLS the peer's certificate must chain to the cluster CA
+//! (`tls.rs`); with a cluster token each batch carries it as a bearer token.
 //!
 //! Inbound, `inbound.rs` checks a received batch and puts batches back in
 //! their sending order before any of it reaches the core.
 
 use crate::ids::{Member, Members};
 use crate::metrics::{Metrics, PeerMetrics};
+use crate::peer_client::{ClientOptions, PeerClient};
 use raft_core::{Message, MessageBody, NodeId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -63,7 +66,7 @@ pub struct PeerSender {
 struct Spawner {
     from: NodeId,
     epoch: u64,
-    client: reqwest::Client,
+    client: PeerClient,
     metrics: Arc<Metrics>,
     inflight: usize,
     authorization: Option<reqwest::header::HeaderValue>,
@@ -126,17 +129,16 @@ pub fn start(
     listen: SocketAddr,
     metrics: Arc<Metrics>,
     peer_token: Option<String>,
+    tls: Option<rustls::ClientConfig>,
 ) -> Result<PeerSender, reqwest::Error> {
-    let mut builder = reqwest::Client::builder()
-        .no_proxy()
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_millis(500))
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(INFLIGHT_BATCHES * 2);
-    if !listen.ip().is_unspecified() {
-        builder = builder.local_address(listen.ip());
-    }
-    let client = builder.build()?;
+    let client = PeerClient::new(
+        tls,
+        ClientOptions {
+            local_address: (!listen.ip().is_unspecified()).then_some(listen.ip()),
+            connect_timeout: Duration::from_millis(500),
+            pool_max_idle_per_host: INFLIGHT_BATCHES * 2,
+        },
+    )?;
     let inflight = std::env::var("KV_NODE_PEER_INFLIGHT")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -173,7 +175,7 @@ struct PeerTask {
     epoch: u64,
     name: String,
     url: String,
-    client: reqwest::Client,
+    client: PeerClient,
     metrics: Arc<Metrics>,
     inflight: Arc<Semaphore>,
     /// `Bearer <cluster token>`, when peers authenticate with one.
@@ -224,17 +226,26 @@ impl PeerTask {
             }
             tokio::spawn(async move {
                 let _permit = permit;
-                let mut request = task.client.post(&task.url);
-                if let Some(authorization) = &task.authorization {
-                    request = request.header(reqwest::header::AUTHORIZATION, authorization.clone());
-                }
-                let result = request
-                    .header("content-type", "application/octet-stream")
-                    .timeout(timeout)
-                    .body(body)
-                    .send()
+                let result = task
+                    .client
+                    .request(
+                        reqwest::Method::POST,
+                        &task.url,
+                        task.authorization.as_ref(),
+                        "application/octet-stream",
+                        body,
+                        timeout,
+                    )
                     .await
-                    .and_then(|r| r.error_for_status());
+                    .map_err(|e| e.to_string())
+                    .and_then(|(status, reply)| {
+                        if status.is_success() {
+                            Ok(())
+                        } else {
+                            let reply = &reply[..reply.len().min(200)];
+                            Err(format!("{status}: {}", String::from_utf8_lossy(reply)))
+                        }
+                    });
                 let peer = task.peer_metrics();
                 match result {
                     Ok(_) => {

@@ -141,7 +141,11 @@ mod tests {
             (ApiError::Unavailable("x".into()), 503, "unavailable"),
             (ApiError::Timeout("x".into()), 504, "timeout"),
             (ApiError::NotImplemented("x".into()), 501, "not_implemented"),
-            (ApiError::ChangeInProgress("x".into()), 409, "change_in_progress"),
+            (
+                ApiError::ChangeInProgress("x".into()),
+                409,
+                "change_in_progress",
+            ),
             (ApiError::Removed("x".into()), 503, "removed"),
             (ApiError::Unauthorized("x".into()), 401, "unauthorized"),
             (ApiError::Forbidden("x".into()), 403, "forbidden"),
