@@ -555,6 +555,11 @@ impl Node {
             if self.transfer_elapsed >= self.config.election_ticks_min {
                 tracing::info!(to = ?self.lead_transferee, "leadership transfer timed out");
                 self.lead_transferee = None;
+                if !self.is_promotable() {
+                    // A removed leader that could not hand over goes anyway.
+                    self.become_follower(self.term, None);
+                    return;
+                }
             }
         }
         if self.check_quorum_elapsed >= self.config.election_ticks_min {
@@ -685,6 +690,12 @@ impl Node {
         // The target may win before our lease runs out: stop serving from it.
         self.reads.end_lease();
         self.send(to, MessageBody::TimeoutNow);
+        if !self.is_promotable() {
+            // Removed, and the target holds our whole log: it can win
+            // without us, and nobody would tell us of its term.
+            tracing::info!(%to, "handed over after removal: stepping down");
+            self.become_follower(self.term, None);
+        }
     }
 
     // ----- Commit and membership. -----
@@ -740,18 +751,43 @@ impl Node {
                 }
             }
             if !self.membership.is_voter(me) {
-                // Tell the followers the commit index that ended our
-                // membership first: without it they would never learn that
-                // the change committed, and a configuration that still
-                // counts us could not elect anyone.
-                self.send_commit_to_all();
-                tracing::info!("removed from the voters: stepping down");
-                self.become_follower(self.term, None);
+                self.hand_over_after_removal();
             }
         } else if matches!(self.role, Role::Follower | Role::Learner) || !self.is_promotable() {
             // A follower may have become a learner or a voter; a candidate
             // that lost its vote stops campaigning.
             self.role = self.follower_role();
+        }
+    }
+
+    /// Leader: the change that removed us committed. Stepping down at once
+    /// can strand the remaining voters: those that did not yet hear of the
+    /// commit stay in a configuration that still counts us, and need a vote
+    /// we refuse them when our log is longer. So, as the Raft dissertation
+    /// (section 4.2.2) suggests, keep leading (refusing proposals) only to
+    /// hand over: bring the most up-to-date remaining voter level with our
+    /// log and tell it to campaign; its election deposes us. If that fails
+    /// within an election timeout, step down anyway.
+    fn hand_over_after_removal(&mut self) {
+        self.send_commit_to_all();
+        let target = self
+            .progress
+            .iter()
+            .filter(|(id, _)| self.membership.is_voter(**id))
+            .max_by_key(|(id, pr)| (pr.match_index, std::cmp::Reverse(**id)))
+            .map(|(&id, _)| id);
+        let Some(target) = target else {
+            tracing::info!("removed from the voters: stepping down");
+            self.become_follower(self.term, None);
+            return;
+        };
+        tracing::info!(%target, "removed from the voters: handing leadership over");
+        self.lead_transferee = Some(target);
+        self.transfer_elapsed = 0;
+        if self.progress[&target].match_index == self.log.last_index() {
+            self.send_timeout_now(target);
+        } else {
+            self.send_appends_to(target);
         }
     }
 
