@@ -37,7 +37,6 @@ pub mod trace;
 pub mod world;
 mod world_clients;
 mod world_faults;
-mod world_known_bugs;
 mod world_membership;
 mod world_nodes;
 mod world_triggers;

@@ -11,20 +11,6 @@ pub type ConfigHook = Arc<dyn Fn(&mut Config) + Send + Sync>;
 /// How long after the final heal a new write must commit.
 pub const LIVENESS_BOUND_TICKS: u64 = 150;
 
-/// The property reported for a liveness failure that matches the raft-core
-/// bug the simulator found and the core has not fully fixed yet (bug 2 of
-/// `sim/FOUND_BUGS.md`): a leader that removes itself steps down before
-/// every remaining voter learned the commit index that ended the joint
-/// configuration; they stay joint and need the removed node's vote, which it
-/// refuses when its log is longer. Still a violation (`sim` exits 1); the
-/// in-suite sweep and the bug catalogue count it apart so that the suite
-/// stays green until the fix lands.
-pub const KNOWN_REMOVED_LEADER_BUG: &str =
-    "liveness (known raft-core bug: a removed leader keeps its last commit)";
-
-/// Every property a known, not yet fixed raft-core bug is reported under.
-pub const KNOWN_CORE_BUGS: [&str; 1] = [KNOWN_REMOVED_LEADER_BUG];
-
 #[derive(Clone)]
 pub struct SimOptions {
     pub seed: u64,

@@ -6,7 +6,7 @@ use crate::client::{
     ClientCall, ClientRet, InFlight, MAX_ATTEMPTS, Outcome, Recorded, TIMEOUT_TICKS, Waiting,
 };
 use crate::faults::STEPS_PER_TICK;
-use crate::options::{KNOWN_REMOVED_LEADER_BUG, LIVENESS_BOUND_TICKS};
+use crate::options::LIVENESS_BOUND_TICKS;
 use crate::world::{Event, World};
 use kv_node::command::{ClientSeq, Command, Op, OpResult, RequestId};
 use kv_node::replica::Output;
@@ -417,12 +417,7 @@ impl World {
                     m.voters, m.outgoing, m.learners
                 ));
             }
-            if let Some(why) = self.removed_leader_suspect() {
-                detail = format!("{why}\n{detail}");
-                self.fail(KNOWN_REMOVED_LEADER_BUG, detail);
-            } else {
-                self.fail("liveness", detail);
-            }
+            self.fail("liveness", detail);
         }
     }
 }

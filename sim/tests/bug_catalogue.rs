@@ -6,7 +6,6 @@
 
 use raft_core::Config;
 use raft_core::bugs::Bugs;
-use sim::options::KNOWN_CORE_BUGS;
 use sim::{SimOptions, run};
 use std::sync::Arc;
 
@@ -17,10 +16,7 @@ fn first_failing_seed(bugs: Bugs, limit: u64) -> Option<(u64, &'static str)> {
     (1..=limit).find_map(|seed| {
         let mut o = SimOptions::new(seed);
         o.config_hook = Some(Arc::new(move |c: &mut Config| c.bugs = bugs));
-        run(o)
-            .violation
-            .map(|v| (seed, v.property))
-            .filter(|(_, property)| !KNOWN_CORE_BUGS.contains(property))
+        run(o).violation.map(|v| (seed, v.property))
     })
 }
 

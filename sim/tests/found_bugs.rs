@@ -103,7 +103,6 @@ fn seed_113_elects_a_leader_after_the_leader_removed_itself() {
 /// (removed, longer log) refuses it its vote and cannot campaign, n2 (out
 /// of the joint configuration) has a shorter log than n1. `sim --seed 990`.
 #[test]
-#[ignore = "raft-core bug 2 in sim/FOUND_BUGS.md: not fully fixed"]
 fn seed_990_elects_a_leader_after_the_leader_removed_itself() {
     let report = run(SimOptions::new(990));
     assert!(report.passed(), "{}", report.violation_report().unwrap());
