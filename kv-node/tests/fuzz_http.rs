@@ -1,0 +1,433 @@
+//! Fuzzing the HTTP surface of a real single-node kv-node (started with
+//! `server::start` on 127.0.0.1:0 over a temporary data dir), through
+//! `http::routes` and `warp::test`:
+//!
+//! - random requests: methods, paths with percent-encoded keys (invalid
+//!   UTF-8, empty, over the 4096-byte limit), query strings, and JSON bodies
+//!   for every route (random JSON trees using the real field names, wrong
+//!   types, deep nesting, mutated valid bodies, random bytes). Every answer
+//!   is a JSON reply with a status other than 500, in bounded time, and the
+//!   node still serves afterwards;
+//! - `POST /raft/messages`: random and mutated batches from a known peer,
+//!   whose well-formed messages reach the Raft core: the node must stay up.
+//!
+//! Run longer with `FUZZ_CASES=N` (FUZZING.md).
+
+mod fuzz_harness;
+
+use bytes::Bytes;
+use clap::Parser;
+use fuzz_harness::{config, hex};
+use kv_node::cli::{Cli, ReadPolicy};
+use kv_node::http::{AppState, routes};
+use kv_node::ids::{Member, Members, node_id_of};
+use kv_node::server::{self, RunningNode};
+use kv_node::transport::PeerBatch;
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::TestRunner;
+use raft_core::{Entry, EntryKind, LogIndex, Message, MessageBody, Term};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Far above a healthy reply; a write waits at most the node's request
+/// timeout (5 s by default).
+const DEADLINE: Duration = Duration::from_secs(15);
+
+struct Node {
+    node: RunningNode,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::try_parse_from([
+        "kv-node",
+        "--id",
+        "solo",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--max-value-bytes",
+        "2048",
+        "--request-timeout-ms",
+        "1000",
+    ])
+    .unwrap();
+    let node = server::start(cli.validate().unwrap()).await.unwrap();
+    for _ in 0..500 {
+        if let Ok(status) = node.driver.status().await
+            && status.leader.is_some()
+            && kv_node::driver::is_ready(&status)
+        {
+            return Node { node, _dir: dir };
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the node never became ready");
+}
+
+/// The routes over the node's driver. With `peer`, a member "n2" is known,
+/// so that its batches pass the sender check and reach the core.
+fn state(node: &Node, peer: bool) -> Arc<AppState> {
+    let member = |name: &str| Member {
+        name: name.into(),
+        id: node_id_of(name),
+        url: "http://127.0.0.1:1".into(),
+    };
+    let peers = if peer { vec![member("n2")] } else { vec![] };
+    Arc::new(AppState::new(
+        node.node.driver.clone(),
+        Members::new(member("solo"), peers).unwrap(),
+        node.node.metrics.clone(),
+        ReadPolicy::Linearizable,
+        2048,
+        8192,
+    ))
+}
+
+#[derive(Clone, Debug)]
+struct Request {
+    method: &'static str,
+    path: String,
+    body: Vec<u8>,
+}
+
+fn key() -> impl Strategy<Value = String> {
+    let raw = prop_oneof![
+        4 => prop::collection::vec(any::<u8>(), 0..12),
+        1 => (0usize..3).prop_map(|extra| vec![b'k'; 4095 + extra]),
+        1 => "[a-z]{1,4}".prop_map(String::into_bytes),
+    ];
+    // Percent-encode every byte: the path stays a valid URI while the key
+    // decodes to anything, invalid UTF-8 included.
+    raw.prop_map(|bytes| bytes.iter().map(|b| format!("%{b:02X}")).collect())
+}
+
+fn query() -> impl Strategy<Value = String> {
+    let value = prop_oneof![
+        Just("linearizable".to_string()),
+        Just("stale".to_string()),
+        Just("10001".to_string()),
+        Just("-1".to_string()),
+        Just("99999999999999999999999".to_string()),
+        "[a-z0-9%]{0,6}",
+    ];
+    prop::collection::vec(
+        (
+            prop::sample::select(vec!["consistency", "limit", "prefix", "x"]),
+            value,
+        ),
+        0..3,
+    )
+    .prop_map(|pairs| {
+        pairs
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&")
+    })
+}
+
+fn path() -> impl Strategy<Value = String> {
+    (
+        prop::sample::select(vec![
+            "/kv/{}",
+            "/kv/{}",
+            "/kv/{}/cas",
+            "/kv/mput",
+            "/kv",
+            "/admin/read-policy",
+            "/cluster/transfer-leader",
+            "/cluster/members/{}",
+            "/raft/messages",
+            "/status",
+            "/{}/{}",
+        ]),
+        key(),
+        query(),
+    )
+        .prop_map(|(template, key, query)| {
+            let path = template.replace("{}", &key);
+            if query.is_empty() {
+                path
+            } else {
+                format!("{path}?{query}")
+            }
+        })
+}
+
+/// Arbitrary JSON, biased towards the API's field names.
+fn json() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        ".{0,10}".prop_map(Value::String),
+        (0usize..3).prop_map(|n| Value::String("v".repeat(2047 + n))),
+    ];
+    leaf.prop_recursive(4, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::vec(
+                (
+                    prop::sample::select(vec![
+                        "value",
+                        "expected",
+                        "client_id",
+                        "seq",
+                        "entries",
+                        "key",
+                        "to",
+                        "policy",
+                        "other",
+                    ]),
+                    inner
+                ),
+                0..5
+            )
+            .prop_map(|fields| Value::Object(
+                fields
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect()
+            )),
+        ]
+    })
+}
+
+fn valid_body() -> impl Strategy<Value = String> {
+    prop::sample::select(vec![
+        r#"{"value": "v"}"#,
+        r#"{"value": "v", "client_id": "c", "seq": 3}"#,
+        r#"{"expected": null, "value": "x"}"#,
+        r#"{"expected": "x", "value": null, "client_id": "c", "seq": 4}"#,
+        r#"{"entries": [{"key": "a", "value": "1"}, {"key": "b", "value": "2"}]}"#,
+        r#"{"client_id": "c", "seq": 5}"#,
+        r#"{"policy": "lease"}"#,
+        r#"{"to": "solo"}"#,
+        "",
+    ])
+    .prop_map(str::to_string)
+}
+
+fn body() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        4 => json().prop_map(|v| serde_json::to_vec(&v).unwrap()),
+        3 => (valid_body(), any::<usize>(), any::<u8>()).prop_map(|(body, at, byte)| {
+            let mut bytes = body.into_bytes();
+            if !bytes.is_empty() && byte % 2 == 0 {
+                let at = at % bytes.len();
+                bytes[at] = byte;
+            }
+            bytes
+        }),
+        1 => (1usize..3000).prop_map(|depth| {
+            let mut bytes = vec![b'['; depth];
+            bytes.extend(vec![b']'; depth / 2]);
+            bytes
+        }),
+        1 => prop::collection::vec(any::<u8>(), 0..64),
+        1 => Just(vec![b' '; 9000]),
+    ]
+}
+
+fn request() -> impl Strategy<Value = Request> {
+    (
+        prop::sample::select(vec!["GET", "PUT", "POST", "DELETE", "PATCH"]),
+        path(),
+        body(),
+    )
+        .prop_map(|(method, path, body)| Request { method, path, body })
+}
+
+async fn send(
+    filter: &(
+         impl warp::Filter<Extract = (warp::http::Response<Vec<u8>>,), Error = warp::Rejection>
+         + Clone
+         + Send
+         + Sync
+         + 'static
+     ),
+    request: &Request,
+) -> warp::http::Response<Bytes> {
+    let reply = warp::test::request()
+        .method(request.method)
+        .path(&request.path)
+        .body(request.body.clone())
+        .reply(filter);
+    match tokio::time::timeout(DEADLINE, reply).await {
+        Ok(response) => response,
+        Err(_) => panic!(
+            "{} {} with body {}: no reply within {DEADLINE:?}",
+            request.method,
+            request.path.chars().take(200).collect::<String>(),
+            hex(&request.body)
+        ),
+    }
+}
+
+/// Runs `cases` values of `strategy` through `check` on the current runtime
+/// (proptest's runner is synchronous: values are drawn first, then sent).
+async fn run_async<S, F, Fut>(name: &str, default_cases: u32, strategy: S, check: F)
+where
+    S: Strategy,
+    S::Value: std::fmt::Debug,
+    F: Fn(S::Value) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let started = Instant::now();
+    let config = config(default_cases);
+    let mut runner = TestRunner::new(config.clone());
+    for _ in 0..config.cases {
+        let value = strategy.new_tree(&mut runner).unwrap().current();
+        check(value).await;
+    }
+    eprintln!(
+        "fuzz target {name}: {} cases in {:.1?}",
+        config.cases,
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuzz_http_requests_get_json_replies_and_never_a_500() {
+    let node = start().await;
+    let filter = routes(state(&node, false));
+    run_async("http_requests", 400, request(), |request| {
+        let filter = filter.clone();
+        async move {
+            let response = send(&filter, &request).await;
+            let status = response.status().as_u16();
+            let what = format!(
+                "{} {} with body {} -> {status}: {}",
+                request.method,
+                request.path.chars().take(200).collect::<String>(),
+                hex(&request.body),
+                String::from_utf8_lossy(response.body())
+            );
+            // 501 is the documented answer of the membership routes.
+            assert!(
+                status < 500 || [501, 503, 504].contains(&status),
+                "{what}: an internal error"
+            );
+            let is_metrics = request.path.starts_with("/metrics");
+            if !is_metrics {
+                let reply: serde_json::Value = serde_json::from_slice(response.body())
+                    .unwrap_or_else(|e| panic!("{what}: not JSON: {e}"));
+                if status >= 400 {
+                    assert!(reply["error"]["code"].is_string(), "{what}");
+                }
+            }
+        }
+    })
+    .await;
+    // The node still serves.
+    let status = node.node.driver.status().await.expect("the node is alive");
+    assert!(status.leader.is_some());
+    node.node.shutdown().await.unwrap();
+}
+
+/// A peer batch from "n2" to "solo" of a few messages, possibly mutated.
+fn peer_batch() -> impl Strategy<Value = Vec<u8>> {
+    let body = prop_oneof![
+        (0u64..4, 0u64..4, 0u64..8).prop_map(|(prev, term, commit)| MessageBody::AppendEntries {
+            prev_log_index: LogIndex(prev),
+            prev_log_term: Term(term),
+            entries: vec![Entry {
+                term: Term(term),
+                index: LogIndex(prev + 1),
+                kind: EntryKind::Normal,
+                data: Bytes::from_static(b"\x00\x00\x00\x01k\x01v"),
+            }],
+            leader_commit: LogIndex(commit),
+        }),
+        (0u64..8, any::<u64>()).prop_map(|(commit, read_round)| MessageBody::Heartbeat {
+            commit: LogIndex(commit),
+            read_round
+        }),
+        any::<u64>().prop_map(|read_round| MessageBody::HeartbeatResponse { read_round }),
+        (any::<bool>(), any::<bool>())
+            .prop_map(|(pre_vote, granted)| MessageBody::RequestVoteResponse { pre_vote, granted }),
+        (any::<u64>(), any::<bool>())
+            .prop_map(|(context, lease)| MessageBody::ReadIndex { context, lease }),
+        (0u64..8, any::<u64>(), prop::option::of(0u64..8)).prop_map(
+            |(snapshot_index, received, last_index)| MessageBody::InstallSnapshotResponse {
+                snapshot_index: LogIndex(snapshot_index),
+                received,
+                last_index: last_index.map(LogIndex),
+            }
+        ),
+    ];
+    (
+        prop::collection::vec((0u64..3, body), 0..4),
+        any::<u64>(),
+        prop::option::of((any::<usize>(), 1u8..=255)),
+        prop::option::of(prop::collection::vec(any::<u8>(), 0..48)),
+    )
+        .prop_map(|(messages, seq, flip, random)| {
+            if let Some(random) = random {
+                return random;
+            }
+            let from = node_id_of("n2");
+            let batch = PeerBatch {
+                from,
+                epoch: 1,
+                seq,
+                messages: messages
+                    .into_iter()
+                    .map(|(term, body)| Message {
+                        from,
+                        to: node_id_of("solo"),
+                        term: Term(term),
+                        body,
+                    })
+                    .collect(),
+            };
+            let mut bytes = postcard::to_allocvec(&batch).unwrap();
+            if let Some((at, mask)) = flip {
+                let at = at % bytes.len();
+                bytes[at] ^= mask;
+            }
+            bytes
+        })
+}
+
+/// Peer batches reach the core of a live node (small terms: a forged
+/// leader of a newer term may depose it, which Raft allows from a member).
+/// What is checked: every batch gets an answer and none stops the driver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuzz_http_peer_batches_never_stop_the_node() {
+    let node = start().await;
+    let filter = routes(state(&node, true));
+    run_async("http_peer_batches", 2000, peer_batch(), |body| {
+        let filter = filter.clone();
+        let driver = node.node.driver.clone();
+        async move {
+            let request = Request {
+                method: "POST",
+                path: "/raft/messages".into(),
+                body,
+            };
+            let response = send(&filter, &request).await;
+            let status = response.status().as_u16();
+            assert!(
+                status == 200 || status == 204 || status == 400,
+                "{}: {status} {}",
+                hex(&request.body),
+                String::from_utf8_lossy(response.body())
+            );
+            driver
+                .status()
+                .await
+                .unwrap_or_else(|e| panic!("{}: the node stopped: {e}", hex(&request.body)));
+        }
+    })
+    .await;
+    node.node.shutdown().await.unwrap();
+}
