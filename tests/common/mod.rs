@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod http;
 pub mod kv;
 pub mod rng;
+pub mod snapshot_helpers;
 
 use std::io::Write;
 
