@@ -46,6 +46,8 @@ pub enum ReplicaError<E: std::error::Error + 'static> {
     Config(#[from] ConfigError),
     #[error("snapshot is unreadable: {0}")]
     Snapshot(#[from] SnapshotError),
+    #[error("snapshot at index {meta_index} holds a state applied up to {state_index}")]
+    SnapshotMismatch { meta_index: u64, state_index: u64 },
 }
 
 /// What one round of ready handling produced for the world outside.
@@ -94,12 +96,7 @@ impl<D: Durable> Replica<D> {
             .map_or(0, |(_, data)| data.len() as u64);
         let (state, snapshot_meta) = match recovered.snapshot {
             Some((meta, data)) => {
-                let state = KvStateMachine::restore_from_bytes(&data)?;
-                assert_eq!(
-                    state.applied_index(),
-                    meta.index.0,
-                    "snapshot state does not match its metadata"
-                );
+                let state = restore_snapshot_state(&meta, &data)?;
                 (state, Some(meta))
             }
             None => (KvStateMachine::with_dedup_limit(dedup_limit), None),
@@ -184,7 +181,7 @@ impl<D: Durable> Replica<D> {
             let data = Bytes::from(std::mem::take(&mut self.staging));
             // Validate before anything is replaced: a corrupt transfer must
             // not destroy the log we have.
-            let state = KvStateMachine::restore_from_bytes(&data)?;
+            let state = restore_snapshot_state(meta, &data)?;
             self.disk
                 .install_snapshot(meta, &data)
                 .map_err(ReplicaError::Storage)?;
@@ -285,4 +282,21 @@ impl<D: Durable> Replica<D> {
     pub fn last_snapshot_index(&self) -> LogIndex {
         self.last_snapshot_index
     }
+}
+
+/// Decodes a snapshot's state and checks that it is the state its metadata
+/// describes: a mismatch (a corrupt file, a buggy or hostile peer) stops the
+/// node with a clear error instead of applying from the wrong place.
+fn restore_snapshot_state<E: std::error::Error + 'static>(
+    meta: &SnapshotMeta,
+    data: &[u8],
+) -> Result<KvStateMachine, ReplicaError<E>> {
+    let state = KvStateMachine::restore_from_bytes(data)?;
+    if state.applied_index() != meta.index.0 {
+        return Err(ReplicaError::SnapshotMismatch {
+            meta_index: meta.index.0,
+            state_index: state.applied_index(),
+        });
+    }
+    Ok(state)
 }

@@ -104,7 +104,14 @@ impl Replay {
                         format!("entry {} where entry {next} was expected", entry.index),
                     ));
                 }
-                self.next_index = Some(entry.index.next());
+                let Some(next) = entry.index.0.checked_add(1) else {
+                    return Err(corrupt(
+                        path,
+                        offset,
+                        format!("entry index {} is out of range", entry.index),
+                    ));
+                };
+                self.next_index = Some(raft_core::LogIndex(next));
                 self.entries.push(entry);
             }
             Record::Truncate(index) => {

@@ -294,7 +294,7 @@ fn read_layout(path: &Path) -> Result<Layout, StorageError> {
     let state_len = u64::from_le_bytes(footer[..8].try_into().expect("8 bytes"));
     let state_crc = u32::from_le_bytes(footer[8..12].try_into().expect("4 bytes"));
     let state_offset = PREFIX_BYTES + u64::from(header_len);
-    if state_offset + state_len != footer_offset {
+    if state_offset.checked_add(state_len) != Some(footer_offset) {
         let reason = format!(
             "state of {state_len} bytes does not fit between offsets {state_offset} and {footer_offset}"
         );
