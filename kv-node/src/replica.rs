@@ -27,6 +27,20 @@ pub trait Durable {
     fn install_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), Self::Error>;
     /// The data of the newest snapshot, to send to a follower.
     fn snapshot_data(&mut self, meta: &SnapshotMeta) -> Result<Bytes, Self::Error>;
+    /// Bytes `offset..offset + len` of the newest snapshot (the one at
+    /// `meta`), for one InstallSnapshot chunk. The default slices
+    /// `snapshot_data`; a file-backed store reads just the range, so that
+    /// sending a snapshot never holds a second copy of the state in memory.
+    fn snapshot_chunk(
+        &mut self,
+        meta: &SnapshotMeta,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes, Self::Error> {
+        let all = self.snapshot_data(meta)?;
+        let end = offset.saturating_add(len).min(all.len() as u64) as usize;
+        Ok(all.slice((offset as usize).min(end)..end))
+    }
 }
 
 /// What storage recovered, to rebuild a replica from.
@@ -71,9 +85,6 @@ pub struct Replica<D: Durable> {
     last_snapshot_index: LogIndex,
     /// A snapshot arriving from the leader in chunks, until it is complete.
     staging: Vec<u8>,
-    /// The bytes of our newest snapshot, read once and sliced into chunks
-    /// for every follower that needs it.
-    snapshot_cache: Option<(LogIndex, Bytes)>,
     /// The term and vote last made durable. A `Ready` whose only write is a
     /// hard state differing from them in the commit index alone is written
     /// without an fsync of its own (see `process_ready`).
@@ -120,7 +131,6 @@ impl<D: Durable> Replica<D> {
             snapshot_every: 0,
             last_snapshot_index,
             staging: Vec::new(),
-            snapshot_cache: None,
             synced_term_vote,
         })
     }
@@ -158,9 +168,10 @@ impl<D: Durable> Replica<D> {
             } = &mut m.body
                 && data.is_empty()
             {
-                let bytes = self.snapshot_bytes(meta)?;
-                let end = (*offset + *len).min(bytes.len() as u64) as usize;
-                *data = bytes.slice((*offset as usize).min(end)..end);
+                *data = self
+                    .disk
+                    .snapshot_chunk(meta, *offset, *len)
+                    .map_err(ReplicaError::Storage)?;
             }
             send(m);
         }
@@ -187,7 +198,6 @@ impl<D: Durable> Replica<D> {
                 .map_err(ReplicaError::Storage)?;
             self.state = state;
             self.last_snapshot_index = meta.index;
-            self.snapshot_cache = Some((meta.index, data));
         }
         self.disk
             .append(&rd.entries)
@@ -253,7 +263,6 @@ impl<D: Durable> Replica<D> {
             .save_snapshot(&meta, &data)
             .map_err(ReplicaError::Storage)?;
         let size_bytes = data.len() as u64;
-        self.snapshot_cache = Some((meta.index, Bytes::from(data)));
         self.node
             .step(Input::SnapshotTaken {
                 meta: meta.clone(),
@@ -262,21 +271,6 @@ impl<D: Durable> Replica<D> {
             .expect("snapshot at the applied index is accepted");
         self.last_snapshot_index = meta.index;
         Ok(Some(meta))
-    }
-
-    /// The bytes of our newest snapshot, which must be the one at `meta`.
-    fn snapshot_bytes(&mut self, meta: &SnapshotMeta) -> Result<Bytes, ReplicaError<D::Error>> {
-        if let Some((index, bytes)) = &self.snapshot_cache
-            && *index == meta.index
-        {
-            return Ok(bytes.clone());
-        }
-        let bytes = self
-            .disk
-            .snapshot_data(meta)
-            .map_err(ReplicaError::Storage)?;
-        self.snapshot_cache = Some((meta.index, bytes.clone()));
-        Ok(bytes)
     }
 
     pub fn last_snapshot_index(&self) -> LogIndex {

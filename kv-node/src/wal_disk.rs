@@ -3,7 +3,7 @@
 
 use crate::metrics::Metrics;
 use crate::replica::{Durable, Recovered};
-use crate::storage::{Storage, StorageError, StorageOptions, open_snapshot};
+use crate::storage::{Storage, StorageError, StorageOptions, open_snapshot, read_snapshot_range};
 use bytes::Bytes;
 use raft_core::{Entry, HardState, SnapshotMeta};
 use std::io::{Read, Write};
@@ -113,5 +113,20 @@ impl Durable for WalDisk {
                 source,
             })?;
         Ok(Bytes::from(data))
+    }
+
+    fn snapshot_chunk(
+        &mut self,
+        meta: &SnapshotMeta,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes, StorageError> {
+        let Some((stored, path)) = self.storage.snapshot_path() else {
+            return Ok(Bytes::new());
+        };
+        if stored.index != meta.index {
+            tracing::warn!(wanted = %meta.index, stored = %stored.index, "snapshot asked for is not the stored one");
+        }
+        Ok(Bytes::from(read_snapshot_range(&path, offset, len)?))
     }
 }

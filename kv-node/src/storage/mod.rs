@@ -34,7 +34,7 @@ mod model_tests;
 mod tests;
 
 pub use error::StorageError;
-pub use snapshot_file::{SnapshotReader, open_snapshot};
+pub use snapshot_file::{SnapshotReader, open_snapshot, read_snapshot_range};
 
 use lock::DirLock;
 use raft_core::{Entry, HardState, LogIndex, SnapshotMeta};

@@ -159,6 +159,23 @@ impl<W: Write> Write for CrcWriter<'_, W> {
     }
 }
 
+/// Reads bytes `offset..offset + len` of a snapshot file's state (fewer at
+/// its end), for one InstallSnapshot chunk: a seek and one read, so sending
+/// a snapshot never holds it whole in memory. The receiver checks the state
+/// as a whole (its records carry their own CRCs).
+pub fn read_snapshot_range(path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, StorageError> {
+    let layout = read_layout(path)?;
+    let start = offset.min(layout.state_len);
+    let end = offset.saturating_add(len).min(layout.state_len);
+    let mut file = File::open(path).map_err(io_error("open snapshot", path))?;
+    file.seek(SeekFrom::Start(layout.state_offset + start))
+        .map_err(io_error("seek snapshot", path))?;
+    let mut data = vec![0; (end - start) as usize];
+    file.read_exact(&mut data)
+        .map_err(io_error("read snapshot", path))?;
+    Ok(data)
+}
+
 /// Opens a snapshot file, validates its header and size, and returns its
 /// metadata with a reader positioned at the state bytes. The reader checks
 /// the state's CRC as it reaches the end and fails with `InvalidData` if it
