@@ -424,6 +424,12 @@ fn admin_snapshot_takes_a_snapshot_now_and_status_shows_its_index() {
         Some(index as f64)
     );
     assert_eq!(metric(&cluster, leader, "kv_snapshots_total"), Some(1.0));
+    let size = status_number(&cluster, leader, "snapshot_bytes").expect("status shows the size");
+    assert!(size > 0, "a snapshot of written keys has a size");
+    assert_eq!(
+        metric(&cluster, leader, "kv_snapshot_bytes"),
+        Some(size as f64)
+    );
     let snapshot_dir = cluster.nodes[leader].data_dir.join("snapshots");
     assert_eq!(count_files(&snapshot_dir, ".snap"), 1, "one snapshot file");
 

@@ -84,6 +84,8 @@ pub struct Metrics {
     pub applied_index: AtomicU64,
     pub last_log_index: AtomicU64,
     pub snapshot_index: AtomicU64,
+    /// Size of the latest snapshot's state, in bytes.
+    pub snapshot_bytes: AtomicU64,
     pub leader_known: AtomicU64,
     pub proposals: AtomicU64,
     pub proposals_refused: AtomicU64,
@@ -140,7 +142,7 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8 << 10);
-        let gauges: [(&str, &str, &AtomicU64); 7] = [
+        let gauges: [(&str, &str, &AtomicU64); 8] = [
             (
                 "kv_raft_role",
                 "0 follower, 1 candidate, 2 leader, 3 learner",
@@ -162,6 +164,11 @@ impl Metrics {
                 "kv_raft_snapshot_index",
                 "index of the latest snapshot",
                 &self.snapshot_index,
+            ),
+            (
+                "kv_snapshot_bytes",
+                "size of the latest snapshot's state in bytes",
+                &self.snapshot_bytes,
             ),
             (
                 "kv_raft_leader_known",

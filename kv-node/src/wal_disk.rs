@@ -39,6 +39,9 @@ impl WalDisk {
             }
             None => None,
         };
+        if let Some((_, data)) = &snapshot {
+            metrics.snapshot_bytes.store(data.len() as u64, Relaxed);
+        }
         let disk = WalDisk { storage, metrics };
         let recovered = Recovered {
             hard_state: recovered.hard_state,
@@ -83,6 +86,9 @@ impl Durable for WalDisk {
             "snapshot saved"
         );
         self.metrics.snapshot_index.store(meta.index.0, Relaxed);
+        self.metrics
+            .snapshot_bytes
+            .store(data.len() as u64, Relaxed);
         self.metrics.snapshots_taken.fetch_add(1, Relaxed);
         Ok(())
     }
@@ -91,6 +97,9 @@ impl Durable for WalDisk {
         self.storage.install_snapshot(meta, data)?;
         tracing::info!(index = %meta.index, bytes = data.len(), "snapshot installed from the leader");
         self.metrics.snapshot_index.store(meta.index.0, Relaxed);
+        self.metrics
+            .snapshot_bytes
+            .store(data.len() as u64, Relaxed);
         Ok(())
     }
 

@@ -48,6 +48,7 @@ pub(super) async fn status(state: &AppState) -> Result<Response<Vec<u8>>, ApiErr
         "last_applied": s.last_applied,
         "last_log_index": s.last_log_index,
         "snapshot_index": s.snapshot_index,
+        "snapshot_bytes": state.metrics.snapshot_bytes.load(Relaxed),
         "members": names(&s.voters),
         "learners": names(&s.learners),
         "keys": s.keys,
