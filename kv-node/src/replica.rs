@@ -25,22 +25,16 @@ pub trait Durable {
     fn save_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), Self::Error>;
     /// Stores a snapshot received from the leader and discards the whole log.
     fn install_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), Self::Error>;
-    /// The data of the newest snapshot, to send to a follower.
-    fn snapshot_data(&mut self, meta: &SnapshotMeta) -> Result<Bytes, Self::Error>;
     /// Bytes `offset..offset + len` of the newest snapshot (the one at
-    /// `meta`), for one InstallSnapshot chunk. The default slices
-    /// `snapshot_data`; a file-backed store reads just the range, so that
-    /// sending a snapshot never holds a second copy of the state in memory.
+    /// `meta`; fewer at its end), for one InstallSnapshot chunk. A
+    /// file-backed store reads just that range, so that sending a snapshot
+    /// never holds a second copy of the state in memory.
     fn snapshot_chunk(
         &mut self,
         meta: &SnapshotMeta,
         offset: u64,
         len: u64,
-    ) -> Result<Bytes, Self::Error> {
-        let all = self.snapshot_data(meta)?;
-        let end = offset.saturating_add(len).min(all.len() as u64) as usize;
-        Ok(all.slice((offset as usize).min(end)..end))
-    }
+    ) -> Result<Bytes, Self::Error>;
 }
 
 /// What storage recovered, to rebuild a replica from.

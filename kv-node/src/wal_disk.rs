@@ -103,27 +103,6 @@ impl Durable for WalDisk {
         Ok(())
     }
 
-    /// Reads the newest snapshot's file. The replica caches what it gets,
-    /// so this runs about once per snapshot that a follower needs.
-    fn snapshot_data(&mut self, meta: &SnapshotMeta) -> Result<Bytes, StorageError> {
-        let Some((stored, path)) = self.storage.snapshot_path() else {
-            return Ok(Bytes::new());
-        };
-        if stored.index != meta.index {
-            tracing::warn!(wanted = %meta.index, stored = %stored.index, "snapshot asked for is not the stored one");
-        }
-        let (_, mut reader) = open_snapshot(&path)?;
-        let mut data = Vec::new();
-        reader
-            .read_to_end(&mut data)
-            .map_err(|source| StorageError::Io {
-                op: "read snapshot",
-                path,
-                source,
-            })?;
-        Ok(Bytes::from(data))
-    }
-
     fn snapshot_chunk(
         &mut self,
         meta: &SnapshotMeta,

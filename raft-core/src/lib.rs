@@ -80,5 +80,5 @@ pub use message::{ForwardedEntry, Message, MessageBody};
 pub use node::{InitialState, Node, Status};
 pub use ready::{ReadState, Ready, SnapshotChunk};
 pub use types::{
-    Entry, EntryKind, HardState, LogIndex, NodeId, Role, Snapshot, SnapshotMeta, SoftState, Term,
+    Entry, EntryKind, HardState, LogIndex, NodeId, Role, SnapshotMeta, SoftState, Term,
 };

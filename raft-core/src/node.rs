@@ -103,7 +103,8 @@ pub struct Node {
     /// Leader: the index of the latest membership change proposed; another
     /// may only be proposed once this one is committed.
     pub(crate) pending_conf_index: LogIndex,
-    /// Leader: entries appended but not yet committed (for backpressure).
+    /// Leader: the node leadership is being handed to; proposals are
+    /// refused meanwhile.
     pub(crate) lead_transferee: Option<NodeId>,
     pub(crate) transfer_elapsed: u32,
     /// Leader: send appends to every follower at the next `ready`.

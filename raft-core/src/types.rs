@@ -155,22 +155,3 @@ pub struct SnapshotMeta {
     pub term: Term,
     pub membership: crate::Membership,
 }
-
-/// A whole snapshot as it travels to a follower or to the driver to install.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Snapshot {
-    pub meta: SnapshotMeta,
-    pub data: Bytes,
-}
-
-impl fmt::Debug for Snapshot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "Snapshot({}@{} {}B)",
-            self.meta.index,
-            self.meta.term,
-            self.data.len()
-        )
-    }
-}

@@ -195,9 +195,17 @@ impl Durable for SimDisk {
         Ok(())
     }
 
-    fn snapshot_data(&mut self, meta: &SnapshotMeta) -> Result<Bytes, SimDiskError> {
+    fn snapshot_chunk(
+        &mut self,
+        meta: &SnapshotMeta,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes, SimDiskError> {
         match &self.latest_snapshot {
-            Some((have, data)) if have.index == meta.index => Ok(data.clone()),
+            Some((have, data)) if have.index == meta.index => {
+                let end = offset.saturating_add(len).min(data.len() as u64) as usize;
+                Ok(data.slice((offset as usize).min(end)..end))
+            }
             _ => Err(SimDiskError::NoSnapshot { index: meta.index }),
         }
     }
