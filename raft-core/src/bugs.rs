@@ -23,4 +23,9 @@ pub struct Bugs {
     /// Let a second membership change be proposed and applied while one is
     /// still in flight, entering a new joint configuration from a joint one.
     pub concurrent_conf_changes: bool,
+    /// A removed or demoted leader that could not hand over gives up and
+    /// leaves nothing behind: it never tells the voters still in the old
+    /// configuration that its removal committed, so they can wait forever
+    /// for its vote (issue 18).
+    pub removed_leader_gives_up: bool,
 }

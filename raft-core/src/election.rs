@@ -81,7 +81,7 @@ impl Node {
         }
     }
 
-    fn on_election_won(&mut self, pre_vote: bool) {
+    pub(crate) fn on_election_won(&mut self, pre_vote: bool) {
         if pre_vote {
             self.become_candidate(false);
         } else {

@@ -80,6 +80,9 @@ pub struct Cluster {
     /// a node that installs the snapshot has applied.
     snapshot_states: BTreeMap<(LogIndex, Term), Vec<Entry>>,
     configs: BTreeMap<NodeId, Config>,
+    /// The voters the cluster was created with: every node (re)starts from
+    /// them and what it persisted, as a real node does.
+    bootstrap: Membership,
 }
 
 impl Cluster {
@@ -107,18 +110,23 @@ impl Cluster {
             snapshot_size: 10_000,
             snapshot_states: BTreeMap::new(),
             configs: BTreeMap::new(),
+            bootstrap: Membership::new(ids.iter().copied()),
         };
         for &id in &ids {
             let mut config = Config::new(id);
             adjust(&mut config);
             cluster.configs.insert(id, config);
             cluster.storage.insert(id, MemStorage::default());
-            cluster.start(id, Membership::new(ids.iter().copied()));
+            cluster.start(id);
         }
         cluster
     }
 
-    fn start(&mut self, id: NodeId, bootstrap: Membership) {
+    /// Starts `id` from what it persisted only, with the initial voters as
+    /// bootstrap: any membership it knows must come from its snapshot and
+    /// its log, so a configuration lost on restart shows in tests.
+    fn start(&mut self, id: NodeId) {
+        let bootstrap = self.bootstrap.clone();
         let disk = self.storage[&id].clone();
         let applied = match &disk.snapshot {
             Some((meta, _)) => self.snapshot_states[&(meta.index, meta.term)].clone(),
@@ -143,9 +151,8 @@ impl Cluster {
     /// state machine starts empty and re-applies from the log.
     pub fn restart(&mut self, id: u64) {
         let id = NodeId(id);
-        let membership = self.nodes[&id].membership().clone();
         self.in_flight.retain(|m| m.to != id);
-        self.start(id, membership);
+        self.start(id);
     }
 
     pub fn node(&self, id: u64) -> &Node {
@@ -177,8 +184,7 @@ impl Cluster {
         }
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in ids {
-            let membership = self.nodes[&id].membership().clone();
-            self.start(id, membership);
+            self.start(id);
         }
     }
 
@@ -213,6 +219,18 @@ impl Cluster {
                 any = true;
                 self.handle_ready(id);
             }
+        }
+        any
+    }
+
+    /// Drains `Ready` from node `id` only (for scenarios that must hold
+    /// back what another node would send). Returns true if it had any.
+    pub fn drain_ready_of(&mut self, id: u64) -> bool {
+        let id = NodeId(id);
+        let mut any = false;
+        while self.nodes[&id].has_ready() {
+            any = true;
+            self.handle_ready(id);
         }
         any
     }

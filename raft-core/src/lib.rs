@@ -70,6 +70,7 @@ mod progress;
 pub mod quorum;
 mod read_index;
 mod ready;
+mod removal;
 mod replication;
 mod types;
 

@@ -86,6 +86,15 @@ pub enum MessageBody {
     },
     /// Tells a caught-up follower to campaign at once (leadership transfer).
     TimeoutNow,
+    /// A fact, valid in every term: the entry at `index` with term
+    /// `log_term` is committed. A node outside the configuration it knows
+    /// committed sends it to whoever still asks for its vote, so that the
+    /// asker can leave the configuration that needs that vote
+    /// (`removal.rs` holds the safety argument).
+    CommitNotice {
+        index: LogIndex,
+        log_term: Term,
+    },
     /// Proposals a follower forwards to the leader it knows.
     Propose {
         entries: Vec<ForwardedEntry>,
@@ -125,6 +134,7 @@ impl MessageBody {
             MessageBody::InstallSnapshot { .. } => "Snapshot",
             MessageBody::InstallSnapshotResponse { .. } => "SnapshotResp",
             MessageBody::TimeoutNow => "TimeoutNow",
+            MessageBody::CommitNotice { .. } => "CommitNotice",
             MessageBody::Propose { .. } => "Propose",
             MessageBody::ReadIndex { .. } => "ReadIndex",
             MessageBody::ReadIndexResponse { .. } => "ReadIndexResp",
@@ -205,6 +215,9 @@ impl Message {
                 None => format!("SnapshotResp{{term:{t} at:{snapshot_index} received:{received}}}"),
             },
             MessageBody::TimeoutNow => format!("TimeoutNow{{term:{t}}}"),
+            MessageBody::CommitNotice { index, log_term } => {
+                format!("CommitNotice{{term:{t} committed:({index},{log_term})}}")
+            }
             MessageBody::Propose { entries } => {
                 format!("Propose{{term:{t} entries:{}}}", entries.len())
             }

@@ -280,6 +280,17 @@ impl Node {
     // ----- Term rules: one place, before any role code runs. -----
 
     fn step_message(&mut self, m: Message) {
+        // Facts about the committed log hold in every term (`removal.rs`).
+        match m.body {
+            MessageBody::CommitNotice { index, log_term } => {
+                self.handle_commit_notice(m.from, index, log_term);
+                return;
+            }
+            MessageBody::RequestVote { last_log_index, .. } => {
+                self.notify_commit_if_outside(m.from, last_log_index)
+            }
+            _ => {}
+        }
         if m.term > self.term {
             match &m.body {
                 MessageBody::RequestVote {
@@ -665,26 +676,58 @@ impl Node {
         Ok(accepted)
     }
 
+    /// `Input::TransferLeadership` (Raft thesis, section 3.10). A transfer
+    /// ends when the target campaigns, when it times out an election timeout
+    /// after it was first asked for, when leadership is transferred to this
+    /// node itself (a cancel), or when the target stops being a voter.
     fn transfer_leadership(&mut self, to: NodeId) -> Result<Accepted, StepError> {
         if self.role != Role::Leader {
             return Err(StepError::NotLeader);
         }
-        if to == self.config.id {
-            return Ok(Accepted::Done);
+        if !self.is_promotable() {
+            // Removed: the hand-over in progress is the only way out, and a
+            // cancel would let a non-member take proposals again.
+            return Err(StepError::Removed);
         }
-        if !self.membership.is_voter(to) {
+        if to != self.config.id && !self.membership.is_voter(to) {
             return Err(StepError::NotAVoter(to));
+        }
+        if let Some(pending) = self.lead_transferee {
+            if pending == to {
+                // A retry: its timeout still counts from the first request,
+                // or a client retrying could block proposals for ever.
+                return Ok(Accepted::Done);
+            }
+            tracing::info!(from = %pending, %to, "leadership transfer abandoned for another");
+            self.lead_transferee = None;
+        }
+        if to == self.config.id {
+            // Already leader: any pending transfer is cancelled above.
+            return Ok(Accepted::Done);
         }
         tracing::info!(%to, "transferring leadership");
         self.lead_transferee = Some(to);
         self.transfer_elapsed = 0;
-        let caught_up = self.progress[&to].match_index == self.log.last_index();
-        if caught_up {
-            self.send_timeout_now(to);
-        } else {
+        if !self.maybe_send_timeout_now(to) {
             self.send_append(to);
         }
         Ok(Accepted::Done)
+    }
+
+    /// Leader: tells the transfer target to campaign once it holds our whole
+    /// log, whichever answer showed it (append, snapshot or heartbeat
+    /// response; a heartbeat response also repeats a lost TimeoutNow).
+    /// Returns true if it was sent.
+    pub(crate) fn maybe_send_timeout_now(&mut self, from: NodeId) -> bool {
+        let caught_up = self
+            .progress
+            .get(&from)
+            .is_some_and(|pr| pr.match_index == self.log.last_index());
+        if self.lead_transferee == Some(from) && caught_up {
+            self.send_timeout_now(from);
+            return true;
+        }
+        false
     }
 
     pub(crate) fn send_timeout_now(&mut self, to: NodeId) {
@@ -740,6 +783,14 @@ impl Node {
         self.membership = next.clone();
         self.membership_history.push((index, next));
         let me = self.config.id;
+        if let Some(target) = self.lead_transferee
+            && !self.membership.is_voter(target)
+        {
+            // The target can no longer win an election: waiting for the
+            // timeout would only refuse proposals meanwhile.
+            tracing::info!(%target, "leadership transfer abandoned: the target is no voter");
+            self.lead_transferee = None;
+        }
         if self.role == Role::Leader {
             let last = self.log.last_index();
             let members = self.membership.members();
@@ -785,9 +836,7 @@ impl Node {
         tracing::info!(%target, "removed from the voters: handing leadership over");
         self.lead_transferee = Some(target);
         self.transfer_elapsed = 0;
-        if self.progress[&target].match_index == self.log.last_index() {
-            self.send_timeout_now(target);
-        } else {
+        if !self.maybe_send_timeout_now(target) {
             self.send_appends_to(target);
         }
     }

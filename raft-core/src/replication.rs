@@ -177,9 +177,7 @@ impl Node {
                     self.broadcast_pending = true;
                 }
             }
-            if self.lead_transferee == Some(from) && self.progress[&from].match_index == last {
-                self.send_timeout_now(from);
-            }
+            self.maybe_send_timeout_now(from);
             self.send_appends_to(from);
             self.send_commit_if_stale(from);
         } else if pr.back_off(reject_index, hint_next) {
@@ -224,6 +222,7 @@ impl Node {
             self.send_append(from);
         }
         self.on_read_round_acked();
+        self.maybe_send_timeout_now(from);
     }
 
     pub(crate) fn handle_snapshot_response(
@@ -244,6 +243,11 @@ impl Node {
                 }
                 if self.maybe_commit() {
                     self.broadcast_pending = true;
+                }
+                // A transfer target that caught up by snapshot may hold our
+                // whole log now, and no append response would follow.
+                if self.maybe_send_timeout_now(from) {
+                    return;
                 }
             }
             (None, ReplicationState::Snapshot { index, .. }) if index == snapshot_index => {

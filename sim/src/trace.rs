@@ -102,6 +102,7 @@ impl MessageSummary {
                 0,
             ],
             MessageBody::TimeoutNow => [0; 4],
+            MessageBody::CommitNotice { index, log_term } => [index.0, log_term.0, 0, 0],
             MessageBody::Propose { entries } => [entries.len() as u64, 0, 0, 0],
             MessageBody::ReadIndex { context, .. } => [*context, 0, 0, 0],
             MessageBody::ReadIndexResponse { context, index } => {
