@@ -1024,6 +1024,11 @@ impl Node {
     pub fn membership(&self) -> &Membership {
         &self.membership
     }
+    /// Leader: the node leadership is being handed to, while a transfer is
+    /// pending (proposals are refused meanwhile).
+    pub fn lead_transferee(&self) -> Option<NodeId> {
+        self.lead_transferee
+    }
     pub fn config(&self) -> &Config {
         &self.config
     }
