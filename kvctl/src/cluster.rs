@@ -227,7 +227,7 @@ pub fn transfer_leader(ctx: &Context, to: &str) -> Result<u8, Failure> {
     report(
         ctx,
         &reply.body,
-        &format!("OK transferring leadership to {to}"),
+        &format!("OK leadership transferred to {to}"),
     );
     Ok(0)
 }

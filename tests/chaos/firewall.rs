@@ -13,6 +13,7 @@ use std::process::Command;
 pub const CHAIN: &str = "KVCHAOS";
 
 pub struct Firewall {
+    chain: &'static str,
     port: u16,
     rules: usize,
 }
@@ -50,24 +51,48 @@ pub fn unavailable_reason() -> Option<String> {
 }
 
 /// Removes the chain and the jump to it, whatever state they are in.
-fn remove_chain() {
+fn remove_chain(chain: &str) {
     // A crashed run may have left more than one jump; bounded.
     for _ in 0..10 {
-        if iptables(&["-D", "OUTPUT", "-j", CHAIN]).is_err() {
+        if iptables(&["-D", "OUTPUT", "-j", chain]).is_err() {
             break;
         }
     }
-    let _ = iptables(&["-F", CHAIN]);
-    let _ = iptables(&["-X", CHAIN]);
+    let _ = iptables(&["-F", chain]);
+    let _ = iptables(&["-X", chain]);
 }
 
 impl Firewall {
     /// Sets up an empty `KVCHAOS` chain for a cluster on `port`.
     pub fn install(port: u16) -> Result<Firewall, String> {
-        remove_chain();
-        iptables(&["-N", CHAIN])?;
-        iptables(&["-I", "OUTPUT", "-j", CHAIN])?;
-        Ok(Firewall { port, rules: 0 })
+        Firewall::install_chain(CHAIN, port)
+    }
+
+    /// As [`Firewall::install`], in a chain of its own (a test that runs
+    /// beside the chaos test must not flush its rules).
+    pub fn install_chain(chain: &'static str, port: u16) -> Result<Firewall, String> {
+        remove_chain(chain);
+        iptables(&["-N", chain])?;
+        iptables(&["-I", "OUTPUT", "-j", chain])?;
+        Ok(Firewall {
+            chain,
+            port,
+            rules: 0,
+        })
+    }
+
+    /// Drops the requests `from` sends to `to` on the cluster's port, and
+    /// nothing else: `to`'s own requests to `from`, and their replies, still
+    /// pass. Peer traffic is one request per batch from sender to receiver,
+    /// so `to` hears nothing from `from` while `from` still hears `to`.
+    pub fn cut_one_way(&mut self, from: Ipv4Addr, to: Ipv4Addr) -> Result<(), String> {
+        let port = self.port.to_string();
+        let (from, to) = (from.to_string(), to.to_string());
+        iptables(&[
+            "-A", self.chain, "-p", "tcp", "-s", &from, "-d", &to, "--dport", &port, "-j", "DROP",
+        ])?;
+        self.rules += 1;
+        Ok(())
     }
 
     /// Drops every packet between `a` and `b` on the cluster's port, both
@@ -78,7 +103,7 @@ impl Firewall {
             let (from, to) = (from.to_string(), to.to_string());
             for direction in ["--dport", "--sport"] {
                 iptables(&[
-                    "-A", CHAIN, "-p", "tcp", "-s", &from, "-d", &to, direction, &port, "-j",
+                    "-A", self.chain, "-p", "tcp", "-s", &from, "-d", &to, direction, &port, "-j",
                     "DROP",
                 ])?;
                 self.rules += 1;
@@ -100,7 +125,7 @@ impl Firewall {
     /// Removes every cut.
     pub fn heal(&mut self) -> Result<(), String> {
         if self.rules > 0 {
-            iptables(&["-F", CHAIN])?;
+            iptables(&["-F", self.chain])?;
             self.rules = 0;
         }
         Ok(())
@@ -109,6 +134,6 @@ impl Firewall {
 
 impl Drop for Firewall {
     fn drop(&mut self) {
-        remove_chain();
+        remove_chain(self.chain);
     }
 }

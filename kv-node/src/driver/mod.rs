@@ -10,6 +10,7 @@
 
 mod handle;
 mod membership;
+mod transfer;
 
 pub(crate) use handle::Request;
 pub use handle::{DriverError, DriverHandle, NodeStatus, ReadAnswer, ReadQuery, is_ready};
@@ -69,6 +70,8 @@ struct Driver<D: Durable> {
     /// Reads whose read index is known, waiting for it to be applied.
     reads_confirmed: BTreeMap<u64, Vec<PendingRead>>,
     next_read_context: u64,
+    /// Leadership transfers asked for here, answered when they end.
+    transfers: Vec<transfer::TransferWaiter>,
 }
 
 /// Starts the driver thread. It runs until `shutdown` turns true or the
@@ -104,6 +107,7 @@ pub fn spawn<D: Durable + Send + 'static>(
         reads_unconfirmed: HashMap::new(),
         reads_confirmed: BTreeMap::new(),
         next_read_context: 1,
+        transfers: Vec::new(),
     };
     let (done_tx, done_rx) = oneshot::channel();
     // Log lines of the core and the driver carry the node's name, which
@@ -221,12 +225,18 @@ impl<D: Durable> Driver<D> {
                 let _ = reply.send(self.status());
             }
             Request::TransferLeader { to, reply } => {
-                let result = self
-                    .replica
-                    .step(Input::TransferLeadership { to })
-                    .map(|_| ())
-                    .map_err(|e| DriverError::Unavailable(format!("transfer refused: {e}")));
-                let _ = reply.send(result);
+                match self.replica.step(Input::TransferLeadership { to }) {
+                    Ok(_) => {
+                        // Only one transfer is pending at a time in the core.
+                        transfer::supersede(&mut self.transfers, to);
+                        self.transfers.push(transfer::TransferWaiter { to, reply });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(DriverError::Unavailable(format!(
+                            "transfer refused: {e}"
+                        ))));
+                    }
+                }
             }
             Request::Snapshot(reply) => match self.replica.take_snapshot() {
                 Ok(meta) => {
@@ -305,6 +315,7 @@ impl<D: Durable> Driver<D> {
         self.serve_confirmed_reads();
         self.sync_addresses();
         self.settle_membership();
+        transfer::settle(&self.replica.node, &mut self.transfers);
         self.update_metrics();
         Ok(())
     }
@@ -403,6 +414,9 @@ impl<D: Durable> Driver<D> {
     /// reads were not served.
     fn fail_everyone(&mut self) {
         self.membership.fail_all();
+        for w in self.transfers.drain(..) {
+            let _ = w.reply.send(Err(stopped()));
+        }
         for (_, write) in self.writes.drain() {
             let _ = write.reply.send(Err(DriverError::OutcomeUnknown(
                 "the node stopped before the write was applied".into(),

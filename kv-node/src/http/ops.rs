@@ -84,10 +84,12 @@ pub(super) async fn transfer_leader(
         .by_name(&body.to)
         .ok_or_else(|| ApiError::BadRequest(format!("{:?} is not a member", body.to)))?
         .id;
+    // Answers once the transfer ended: the target leads, or an error (503)
+    // says why not, within about an election timeout.
     state.driver.transfer_leader(to).await?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({"transferring_to": body.to}),
+        &json!({"transferring_to": body.to, "leader": body.to}),
     ))
 }
 
