@@ -30,12 +30,11 @@ pub(super) fn outcome(node: &Node, to: NodeId) -> Option<Result<(), DriverError>
              leads and accepts writes"
         )))),
         // We stepped down: the target is campaigning, or someone else won.
-        _ => match node.leader() {
-            None => None,
-            Some(other) => Some(Err(DriverError::Unavailable(format!(
+        _ => node.leader().map(|other| {
+            Err(DriverError::Unavailable(format!(
                 "leadership went to {other}, not to {to}"
-            )))),
-        },
+            )))
+        }),
     }
 }
 
