@@ -93,6 +93,10 @@ impl Durable for WalDisk {
         Ok(())
     }
 
+    fn snapshot_can_wait(error: &StorageError) -> bool {
+        matches!(error, StorageError::SnapshotNotWritten { .. })
+    }
+
     fn install_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
         self.storage.install_snapshot(meta, data)?;
         tracing::info!(index = %meta.index, bytes = data.len(), "snapshot installed from the leader");
