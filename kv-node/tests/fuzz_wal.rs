@@ -84,7 +84,7 @@ fn plan() -> impl Strategy<Value = Plan> {
 fn options(segment_size_bytes: u64) -> StorageOptions {
     StorageOptions {
         segment_size_bytes,
-        write_buffer_bytes: 4096,
+        preallocate: false,
     }
 }
 

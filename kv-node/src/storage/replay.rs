@@ -125,6 +125,14 @@ pub(super) fn replay_segment(
             // Space the file system extended the file by without the data
             // that was to fill it: an unsynced batch.
             replay.torn_tail = true;
+            warn(
+                warnings,
+                format!(
+                    "a torn write at the end of {}: {} zero bytes from offset {offset}",
+                    path.display(),
+                    buf.len() - offset
+                ),
+            );
             break;
         }
         if !is_last {

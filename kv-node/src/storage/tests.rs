@@ -114,7 +114,7 @@ fn a_suffix_truncation_survives_reopen() {
 }
 
 #[test]
-fn a_torn_tail_at_every_byte_offset_of_the_last_record_is_cut_with_a_warning() {
+fn a_batch_torn_at_any_offset_is_cut_into_a_side_file_and_torn_padding_is_restored() {
     let dir = tempfile::tempdir().unwrap();
     let (segment, before_last, full) = {
         let (mut storage, _) = open(dir.path());
@@ -122,34 +122,40 @@ fn a_torn_tail_at_every_byte_offset_of_the_last_record_is_cut_with_a_warning() {
         let full = append_synced(&mut storage, &entries(5..=5, 1));
         (active_segment(&storage), before_last, full)
     };
+    assert_eq!(full - before_last, batch::BLOCK_BYTES, "one padded batch");
     let pristine = fs::read(&segment).unwrap();
-    for cut in before_last + 1..full {
+    let batch_bytes = batch::BATCH_HEADER_BYTES as u64
+        + u64::from(u32::from_le_bytes(
+            pristine[before_last as usize + 12..before_last as usize + 16]
+                .try_into()
+                .unwrap(),
+        ));
+    let cut_dir = dir.path().join(WAL_CUT_DIR);
+    for cut in (before_last + 1..full).filter(|c| *c < before_last + batch_bytes + 3 || c % 512 == 0) {
+        let _ = fs::remove_dir_all(&cut_dir);
         fs::write(&segment, &pristine[..cut as usize]).unwrap();
         let (storage, recovered) = open(dir.path());
-        assert_eq!(recovered.entries, entries(1..=4, 1), "cut at {cut}");
-        assert_eq!(
-            recovered.warnings.len(),
-            1,
-            "cut at {cut}: {:?}",
-            recovered.warnings
-        );
-        assert!(
-            recovered.warnings[0].contains("torn"),
-            "{:?}",
-            recovered.warnings
-        );
-        assert_eq!(
-            fs::metadata(&segment).unwrap().len(),
-            before_last,
-            "cut at {cut}"
-        );
+        if cut < before_last + batch_bytes {
+            assert_eq!(recovered.entries, entries(1..=4, 1), "cut at {cut}");
+            assert_eq!(recovered.warnings.len(), 1, "cut at {cut}: {:?}", recovered.warnings);
+            assert!(recovered.warnings[0].contains("torn"), "{:?}", recovered.warnings);
+            let kept: Vec<_> = fs::read_dir(&cut_dir).unwrap().map(|e| e.unwrap().path()).collect();
+            assert_eq!(kept.len(), 1, "cut at {cut}: {kept:?}");
+            assert_eq!(
+                fs::read(&kept[0]).unwrap(),
+                &pristine[before_last as usize..cut as usize],
+                "the cut bytes are kept, not destroyed"
+            );
+        } else {
+            // The batch is whole; only padding was lost.
+            assert_eq!(recovered.entries, entries(1..=5, 1), "cut at {cut}");
+            assert!(recovered.warnings.is_empty(), "{:?}", recovered.warnings);
+        }
+        let expected_len = if cut < before_last + batch_bytes { before_last } else { full };
+        assert_eq!(fs::metadata(&segment).unwrap().len(), expected_len, "cut at {cut}");
         drop(storage);
         let (_, again) = open(dir.path());
-        assert!(
-            again.warnings.is_empty(),
-            "the cut is durable: {:?}",
-            again.warnings
-        );
+        assert!(again.warnings.is_empty(), "the repair is durable: {:?}", again.warnings);
     }
 }
 
@@ -177,24 +183,27 @@ fn a_zero_filled_tail_is_cut_with_a_warning_and_appends_continue_after_it() {
 }
 
 #[test]
-fn a_flipped_bit_in_a_middle_record_is_a_corrupt_error_naming_the_file_and_offset() {
+fn a_flipped_bit_in_an_acknowledged_batch_is_a_corrupt_error_naming_the_file_and_offset() {
     let dir = tempfile::tempdir().unwrap();
-    let (segment, record_start, record_end) = {
+    let (segment, batch_start) = {
         let (mut storage, _) = open(dir.path());
         let start = append_synced(&mut storage, &entries(1..=2, 1));
-        let end = append_synced(&mut storage, &entries(3..=3, 1));
+        append_synced(&mut storage, &entries(3..=3, 1));
         append_synced(&mut storage, &entries(4..=5, 1));
-        (active_segment(&storage), start, end)
+        (active_segment(&storage), start)
     };
     let pristine = fs::read(&segment).unwrap();
-    for byte in record_start..record_end {
+    let at = batch_start as usize;
+    let body_len = u32::from_le_bytes(pristine[at + 12..at + 16].try_into().unwrap()) as usize;
+    for byte in at..at + batch::BATCH_HEADER_BYTES + body_len {
         for bit in 0..8 {
             let mut raw = pristine.clone();
-            raw[byte as usize] ^= 1 << bit;
+            raw[byte] ^= 1 << bit;
             fs::write(&segment, &raw).unwrap();
             match Storage::open(dir.path(), StorageOptions::default()) {
-                Err(StorageError::Corrupt { file, offset, .. }) => {
-                    assert_eq!((file, offset), (segment.clone(), record_start));
+                Err(StorageError::Corrupt { file, offset, reason }) => {
+                    assert_eq!((file, offset), (segment.clone(), batch_start), "{reason}");
+                    assert!(reason.contains("acknowledged"), "{reason}");
                 }
                 other => panic!("bit {bit} of byte {byte}: expected Corrupt, got {other:?}"),
             }
@@ -206,29 +215,97 @@ fn a_flipped_bit_in_a_middle_record_is_a_corrupt_error_naming_the_file_and_offse
 }
 
 #[test]
-fn a_damaged_tail_of_a_segment_that_is_not_the_last_is_corrupt() {
+fn a_lost_or_zeroed_acknowledged_batch_followed_by_a_later_one_is_corrupt_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (segment, batch_start) = {
+        let (mut storage, _) = open(dir.path());
+        let start = append_synced(&mut storage, &entries(1..=2, 1));
+        append_synced(&mut storage, &entries(3..=3, 1));
+        append_synced(&mut storage, &entries(4..=5, 1));
+        (active_segment(&storage), start as usize)
+    };
+    let mut raw = fs::read(&segment).unwrap();
+    raw[batch_start..batch_start + batch::BLOCK_BYTES as usize].fill(0);
+    fs::write(&segment, &raw).unwrap();
+    let result = Storage::open(dir.path(), StorageOptions::default());
+    assert!(
+        matches!(&result, Err(StorageError::Corrupt { offset, .. }) if *offset == batch_start as u64),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn a_client_value_holding_batch_frames_on_block_boundaries_cannot_pass_for_a_batch() {
+    // A hostile value: batch frames as they would be written under some
+    // salt, placed so that copies start on block boundaries of the file.
+    let mut record = Vec::new();
+    segment::encode(segment::RecordRef::Entry(&entry(9, 9)), &mut record).unwrap();
+    let mut frame = Vec::new();
+    batch::encode_batch(0, 2, &record, &mut frame);
+    let write_value = |dir: &Path, pad: usize| -> PathBuf {
+        let mut value = vec![0xEE; pad];
+        value.extend(frame.repeat(4));
+        let (mut storage, _) = open(dir);
+        append_synced(&mut storage, &entries(1..=1, 1));
+        let big = Entry {
+            data: Bytes::from(value),
+            ..entry(2, 1)
+        };
+        storage.append(&[big]).unwrap();
+        storage.sync().unwrap();
+        active_segment(&storage)
+    };
+    let probe = tempfile::tempdir().unwrap();
+    let raw = fs::read(write_value(probe.path(), 0)).unwrap();
+    let first_copy = raw.windows(64).position(|w| w == &frame[..64]).unwrap();
+    let block = batch::BLOCK_BYTES as usize;
+    let pad = (block - first_copy % block) % block;
+
+    let dir = tempfile::tempdir().unwrap();
+    let segment_path = write_value(dir.path(), pad);
+    let raw = fs::read(&segment_path).unwrap();
+    let aligned_copies = (0..raw.len())
+        .step_by(block)
+        .filter(|&at| raw[at..].starts_with(&frame[..64]))
+        .count();
+    assert!(aligned_copies >= 2, "the test places copies on block boundaries");
+    // Damage the last batch inside the value, before the copies: a scan
+    // that trusted any well-framed batch would call this corruption.
+    let last_batch = 3 * block;
+    let mut torn = raw.clone();
+    torn[last_batch + 100] ^= 0xFF;
+    fs::write(&segment_path, &torn).unwrap();
+    let (_, recovered) = open(dir.path());
+    assert_eq!(recovered.entries, entries(1..=1, 1));
+    assert_eq!(recovered.warnings.len(), 1, "{:?}", recovered.warnings);
+}
+
+#[test]
+fn damage_in_a_segment_that_is_not_the_last_is_corrupt() {
     let dir = tempfile::tempdir().unwrap();
     let segments = {
         let (mut storage, _) = open_small(dir.path());
-        for index in 1..=30 {
-            storage.append(&[entry(index, 1)]).unwrap();
+        for index in 1..=5 {
+            append_synced(&mut storage, &[entry(index, 1)]);
         }
-        storage.sync().unwrap();
         storage.wal.segment_paths()
     };
     assert!(segments.len() >= 3, "{segments:?}");
     let middle = &segments[1];
-    let len = fs::metadata(middle).unwrap().len();
-    OpenOptions::new()
-        .write(true)
-        .open(middle)
-        .unwrap()
-        .set_len(len - 1)
-        .unwrap();
+    let pristine = fs::read(middle).unwrap();
+    let mut raw = pristine.clone();
+    // Inside the body of its last batch (an entry record).
+    let last = raw.len() - batch::BLOCK_BYTES as usize + batch::BATCH_HEADER_BYTES + 10;
+    raw[last] ^= 1;
+    fs::write(middle, &raw).unwrap();
     match Storage::open(dir.path(), small_segments()) {
         Err(StorageError::Corrupt { file, .. }) => assert_eq!(&file, middle),
         other => panic!("expected Corrupt, got {other:?}"),
     }
+    // A lost last batch of a closed segment leaves a gap before the next.
+    fs::write(middle, &pristine[..pristine.len() - batch::BLOCK_BYTES as usize]).unwrap();
+    let result = Storage::open(dir.path(), small_segments());
+    assert!(matches!(result, Err(StorageError::Corrupt { .. })), "{result:?}");
 }
 
 #[test]
@@ -249,6 +326,7 @@ fn segments_roll_over_and_recovery_reads_across_all_of_them() {
                     ..hard_state
                 })
                 .unwrap();
+            storage.sync().unwrap();
         }
         storage.set_hard_state(&hard_state).unwrap();
         storage.sync().unwrap();
@@ -291,7 +369,9 @@ fn a_snapshot_deletes_covered_segments_and_reopen_gives_snapshot_and_tail() {
     };
     {
         let (mut storage, _) = open_small(dir.path());
-        storage.append(&entries(1..=100, 1)).unwrap();
+        for batch in (1..=100).step_by(10) {
+            append_synced(&mut storage, &entries(batch..=batch + 9, 1));
+        }
         storage.set_hard_state(&hard_state).unwrap();
         storage.sync().unwrap();
         let before = storage.wal.segment_count();
@@ -523,12 +603,37 @@ fn a_zero_segment_size_is_an_invalid_option() {
 }
 
 #[test]
-fn a_hard_state_torn_off_with_the_entries_it_commits_lowers_the_commit_index_with_a_warning() {
+fn a_batch_torn_in_the_middle_loses_its_hard_state_and_its_entries_together() {
     let dir = tempfile::tempdir().unwrap();
     let (segment, before_batch) = {
         let (mut storage, _) = open(dir.path());
         let before_batch = append_synced(&mut storage, &entries(1..=2, 1));
-        // A driver that writes the hard state before the entries it commits.
+        storage.append(&entries(3..=4, 1)).unwrap();
+        storage
+            .set_hard_state(&HardState {
+                term: Term(2),
+                vote: Some(NodeId(3)),
+                commit: LogIndex(4),
+            })
+            .unwrap();
+        storage.sync().unwrap();
+        (active_segment(&storage), before_batch)
+    };
+    let raw = fs::read(&segment).unwrap();
+    fs::write(&segment, &raw[..before_batch as usize + 60]).unwrap();
+    let (_, recovered) = open(dir.path());
+    assert_eq!(recovered.entries, entries(1..=2, 1));
+    assert_eq!(recovered.hard_state, HardState::default());
+    assert_eq!(recovered.warnings.len(), 1, "{:?}", recovered.warnings);
+}
+
+#[test]
+fn a_hard_state_synced_before_the_entries_it_commits_lowers_the_commit_index_when_they_tear() {
+    let dir = tempfile::tempdir().unwrap();
+    let (segment, before_batch) = {
+        let (mut storage, _) = open(dir.path());
+        append_synced(&mut storage, &entries(1..=2, 1));
+        // A driver that syncs the hard state before the entries it commits.
         storage
             .set_hard_state(&HardState {
                 term: Term(1),
@@ -536,18 +641,14 @@ fn a_hard_state_torn_off_with_the_entries_it_commits_lowers_the_commit_index_wit
                 commit: LogIndex(4),
             })
             .unwrap();
+        storage.sync().unwrap();
+        let before_batch = fs::metadata(active_segment(&storage)).unwrap().len();
         storage.append(&entries(3..=4, 1)).unwrap();
         storage.sync().unwrap();
         (active_segment(&storage), before_batch)
     };
     let raw = fs::read(&segment).unwrap();
-    // Keep the hard state record and a piece of entry 3.
-    let hard_state_record_bytes = 8 + 1 + 3;
-    fs::write(
-        &segment,
-        &raw[..before_batch as usize + hard_state_record_bytes + 5],
-    )
-    .unwrap();
+    fs::write(&segment, &raw[..before_batch as usize + 30]).unwrap();
     {
         let (_, recovered) = open(dir.path());
         assert_eq!(recovered.entries, entries(1..=2, 1));
@@ -555,11 +656,7 @@ fn a_hard_state_torn_off_with_the_entries_it_commits_lowers_the_commit_index_wit
         assert_eq!(recovered.warnings.len(), 2, "{:?}", recovered.warnings);
     }
     let (_, again) = open(dir.path());
-    assert_eq!(
-        again.hard_state.commit,
-        LogIndex(2),
-        "the repair is durable"
-    );
+    assert_eq!(again.hard_state.commit, LogIndex(2), "the repair is durable");
     assert!(again.warnings.is_empty(), "{:?}", again.warnings);
 }
 
@@ -585,11 +682,8 @@ fn a_commit_index_beyond_an_intact_log_is_corrupt() {
             commit: LogIndex(9),
         };
         segment::encode(segment::RecordRef::HardState(&hard_state), &mut forged).unwrap();
-        let mut file = OpenOptions::new()
-            .append(true)
-            .open(active_segment(&storage))
-            .unwrap();
-        std::io::Write::write_all(&mut file, &forged).unwrap();
+        storage.wal.push_raw(&forged);
+        storage.sync().unwrap();
     }
     let result = Storage::open(dir.path(), StorageOptions::default());
     assert!(
@@ -621,8 +715,8 @@ fn storage_refuses_further_writes_after_an_io_error() {
     let dir = tempfile::tempdir().unwrap();
     let (mut storage, _) = open(dir.path());
     storage.append(&entries(1..=2, 1)).unwrap();
-    // A snapshot directory that vanished makes the snapshot write fail.
-    fs::remove_dir_all(dir.path().join(SNAPSHOT_DIR)).unwrap();
+    // A directory where the snapshot file goes makes its rename fail.
+    fs::create_dir_all(dir.path().join(SNAPSHOT_DIR).join(format!("{:020}.snap/x", 2))).unwrap();
     let result = storage.save_snapshot(&meta(2, 1), |w| w.write_all(b"x"));
     assert!(matches!(result, Err(StorageError::Io { .. })), "{result:?}");
     assert!(matches!(storage.sync(), Err(StorageError::Failed)));
@@ -630,6 +724,30 @@ fn storage_refuses_further_writes_after_an_io_error() {
         storage.append(&entries(3..=3, 1)),
         Err(StorageError::Failed)
     ));
+}
+
+#[test]
+fn a_snapshot_whose_temp_file_cannot_be_written_leaves_the_storage_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut storage, _) = open(dir.path());
+    storage.append(&entries(1..=2, 1)).unwrap();
+    storage.sync().unwrap();
+    let result = storage.save_snapshot(&meta(2, 1), |_| {
+        Err(std::io::Error::from_raw_os_error(28)) // ENOSPC
+    });
+    assert!(
+        matches!(result, Err(StorageError::SnapshotNotWritten { .. })),
+        "{result:?}"
+    );
+    assert!(fs::read_dir(dir.path().join(SNAPSHOT_DIR)).unwrap().next().is_none(), "temp file removed");
+    storage.append(&entries(3..=3, 1)).unwrap();
+    storage.sync().unwrap();
+    storage
+        .save_snapshot(&meta(3, 1), |w| w.write_all(b"x"))
+        .expect("a later attempt succeeds");
+    drop(storage);
+    let (_, recovered) = open(dir.path());
+    assert_eq!(recovered.snapshot.map(|(m, _)| m), Some(meta(3, 1)));
 }
 
 #[test]
