@@ -775,3 +775,211 @@ fn a_snapshot_range_is_read_without_loading_the_whole_state() {
         10
     );
 }
+
+/// The files of `dir` as a crash at this moment would leave them: every
+/// write of the storage is followed by an fdatasync, so what is in the
+/// files now is what a `kill -9` (or, given the syncs, a power loss) keeps.
+fn crash_copy(dir: &Path) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().unwrap();
+    for sub in [WAL_DIR, SNAPSHOT_DIR] {
+        fs::create_dir_all(copy.path().join(sub)).unwrap();
+        for item in fs::read_dir(dir.join(sub)).unwrap() {
+            let path = item.unwrap().path();
+            fs::copy(&path, copy.path().join(sub).join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    copy
+}
+
+#[test]
+fn a_roll_then_a_snapshot_then_a_crash_keeps_the_term_and_vote() {
+    let dir = tempfile::tempdir().unwrap();
+    let voted = HardState {
+        term: Term(3),
+        vote: Some(NodeId(2)),
+        commit: LogIndex(0),
+    };
+    let (mut storage, _) = open_small(dir.path());
+    storage.set_hard_state(&voted).unwrap();
+    append_synced(&mut storage, &entries(1..=10, 3));
+    // A round that only moves the commit index: not synced by the driver.
+    let committed = HardState {
+        commit: LogIndex(10),
+        ..voted
+    };
+    storage.set_hard_state(&committed).unwrap();
+    append_synced(&mut storage, &entries(11..=11, 3));
+    storage
+        .save_snapshot(&meta(11, 3), |w| w.write_all(b"state at 11"))
+        .unwrap();
+    assert_eq!(storage.wal.segment_count(), 1, "every older segment deleted");
+    let crashed = crash_copy(dir.path());
+    drop(storage);
+    let (_, recovered) = open_small(crashed.path());
+    assert_eq!(recovered.hard_state, committed);
+    assert_eq!(recovered.snapshot.map(|(m, _)| m), Some(meta(11, 3)));
+}
+
+#[test]
+fn a_hard_state_not_yet_synced_is_not_written_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut storage, _) = open(dir.path());
+    let before = append_synced(&mut storage, &entries(1..=1, 1));
+    storage
+        .set_hard_state(&HardState {
+            term: Term(1),
+            vote: None,
+            commit: LogIndex(1),
+        })
+        .unwrap();
+    assert_eq!(fs::metadata(active_segment(&storage)).unwrap().len(), before);
+    let crashed = crash_copy(dir.path());
+    let (_, recovered) = open(crashed.path());
+    assert_eq!(recovered.hard_state, HardState::default());
+    assert!(recovered.warnings.is_empty(), "{:?}", recovered.warnings);
+}
+
+#[test]
+fn a_snapshot_without_any_hard_state_in_the_wal_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment = {
+        let (mut storage, _) = open(dir.path());
+        append_synced(&mut storage, &entries(1..=3, 2));
+        storage
+            .save_snapshot(&meta(3, 2), |w| w.write_all(b"x"))
+            .unwrap();
+        active_segment(&storage)
+    };
+    // Only a header left: the segment's opening hard state is gone.
+    let raw = fs::read(&segment).unwrap();
+    fs::write(&segment, &raw[..batch::BLOCK_BYTES as usize]).unwrap();
+    let result = Storage::open(dir.path(), StorageOptions::default());
+    assert!(
+        matches!(result, Err(StorageError::MissingHardState { snapshot_index, .. }) if snapshot_index == LogIndex(3)),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn a_format_one_wal_is_refused_with_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal_dir = dir.path().join(WAL_DIR);
+    fs::create_dir_all(&wal_dir).unwrap();
+    let mut old = Vec::new();
+    segment::encode(segment::RecordRef::HardState(&HardState::default()), &mut old).unwrap();
+    segment::encode(segment::RecordRef::Entry(&entry(1, 1)), &mut old).unwrap();
+    let path = wal_dir.join("00000000000000000001-00000000000000000001.wal");
+    fs::write(&path, &old).unwrap();
+    let result = Storage::open(dir.path(), StorageOptions::default());
+    assert!(
+        matches!(&result, Err(StorageError::UnsupportedFormat { version: 1, file }) if *file == path),
+        "{result:?}"
+    );
+    assert_eq!(fs::read(&path).unwrap(), old, "the old file is left alone");
+}
+
+#[test]
+fn a_segment_whose_creation_was_torn_is_set_aside_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let next = {
+        let (mut storage, _) = open(dir.path());
+        append_synced(&mut storage, &entries(1..=2, 1));
+        let active = active_segment(&storage);
+        let name = active.file_name().unwrap().to_string_lossy().into_owned();
+        let seq: u64 = name[..20].parse().unwrap();
+        active.with_file_name(format!("{:020}-{:020}.wal", seq + 1, 3))
+    };
+    fs::write(&next, b"RKVWAL\0\0\x02\0\0\0 half a header").unwrap();
+    let (mut storage, recovered) = open(dir.path());
+    assert_eq!(recovered.entries, entries(1..=2, 1));
+    assert_eq!(recovered.warnings.len(), 1, "{:?}", recovered.warnings);
+    let kept = fs::read_dir(dir.path().join(WAL_CUT_DIR)).unwrap().count();
+    assert_eq!(kept, 1, "the torn segment's bytes are kept");
+    append_synced(&mut storage, &entries(3..=3, 1));
+    drop(storage);
+    let (_, again) = open(dir.path());
+    assert_eq!(again.entries, entries(1..=3, 1));
+    assert!(again.warnings.is_empty(), "{:?}", again.warnings);
+}
+
+#[test]
+fn a_failed_fsync_leaves_a_marker_that_stops_the_next_open_until_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut storage, _) = open(dir.path());
+        let result: Result<(), _> = storage.fail_on_error(Err(StorageError::Io {
+            op: "fdatasync",
+            path: dir.path().join("wal/x"),
+            source: std::io::Error::from_raw_os_error(5),
+        }));
+        assert!(result.is_err());
+        assert!(matches!(storage.sync(), Err(StorageError::Failed)));
+    }
+    let marker = dir.path().join(FSYNC_FAILED_MARKER);
+    assert!(marker.exists());
+    let result = Storage::open(dir.path(), StorageOptions::default());
+    assert!(
+        matches!(&result, Err(StorageError::FsyncFailedEarlier { reason, .. }) if reason.contains("fdatasync")),
+        "{result:?}"
+    );
+    fs::remove_file(&marker).unwrap();
+    open(dir.path());
+}
+
+#[test]
+fn open_fsyncs_what_it_replayed_and_reports_sync_bytes_as_whole_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut storage, _) = open(dir.path());
+    storage.append(&entries(1..=1, 1)).unwrap();
+    let stats = storage.sync().unwrap();
+    assert_eq!(stats.bytes, batch::BLOCK_BYTES, "a small batch costs one block");
+    assert_eq!(storage.sync().unwrap().bytes, 0, "nothing pending, nothing written");
+}
+
+#[test]
+fn check_reports_a_torn_tail_without_changing_anything_and_repair_cuts_it_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment = {
+        let (mut storage, _) = open(dir.path());
+        append_synced(&mut storage, &entries(1..=2, 1));
+        append_synced(&mut storage, &entries(3..=3, 1));
+        active_segment(&storage)
+    };
+    let clean = check(dir.path(), false).unwrap();
+    assert!(clean.is_clean(), "{clean:?}");
+    assert_eq!(clean.log_range, Some((LogIndex(1), LogIndex(3))));
+    let raw = fs::read(&segment).unwrap();
+    let torn_len = raw.len() - batch::BLOCK_BYTES as usize + 40;
+    fs::write(&segment, &raw[..torn_len]).unwrap();
+
+    let found = check(dir.path(), false).unwrap();
+    assert!(!found.is_clean());
+    assert_eq!(found.torn_bytes, 40);
+    assert_eq!(found.log_range, Some((LogIndex(1), LogIndex(2))));
+    assert_eq!(fs::metadata(&segment).unwrap().len(), torn_len as u64, "unchanged");
+
+    let repaired = check(dir.path(), true).unwrap();
+    assert!(repaired.repaired, "{repaired:?}");
+    assert_eq!(fs::read_dir(dir.path().join(WAL_CUT_DIR)).unwrap().count(), 1);
+    assert!(check(dir.path(), false).unwrap().is_clean());
+}
+
+#[test]
+fn check_refuses_damage_to_acknowledged_data_and_repair_does_not_cut_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (segment, batch_start) = {
+        let (mut storage, _) = open(dir.path());
+        let start = append_synced(&mut storage, &entries(1..=1, 1));
+        append_synced(&mut storage, &entries(2..=2, 1));
+        append_synced(&mut storage, &entries(3..=3, 1));
+        (active_segment(&storage), start as usize)
+    };
+    let mut raw = fs::read(&segment).unwrap();
+    raw[batch_start + 30] ^= 4;
+    fs::write(&segment, &raw).unwrap();
+    for repair in [false, true] {
+        let result = check(dir.path(), repair);
+        assert!(matches!(result, Err(StorageError::Corrupt { .. })), "{result:?}");
+        assert_eq!(fs::read(&segment).unwrap(), raw, "nothing cut (repair {repair})");
+    }
+}
