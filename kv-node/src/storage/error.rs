@@ -37,7 +37,7 @@ pub enum StorageError {
     /// A snapshot (or log) exists but no hard-state record was found: the
     /// only copy of the term and vote is gone, and starting at term 0 could
     /// make this node vote twice in a term.
-    #[error("no hard state (term and vote) found in the WAL of {}, although the snapshot reaches index {snapshot_index}: the term and vote are lost", dir.display())]
+    #[error("no hard state (term and vote) found in the WAL of {}, which holds entries or follows a snapshot (at index {snapshot_index}): the term and vote are lost", dir.display())]
     MissingHardState {
         dir: PathBuf,
         snapshot_index: LogIndex,

@@ -493,7 +493,9 @@ mod tests {
         let file = OpenOptions::new().write(true).open(&newer).unwrap();
         file.set_len(30).unwrap();
         let mut warnings = Vec::new();
-        let (found, path) = recover_latest(dir.path(), &mut warnings, true).unwrap().unwrap();
+        let (found, path) = recover_latest(dir.path(), &mut warnings, true)
+            .unwrap()
+            .unwrap();
         assert_eq!((found, path), (header(5), older));
         assert_eq!(warnings.len(), 2, "{warnings:?}");
         assert!(!dir.path().join("00000000000000000012.snap.tmp").exists());

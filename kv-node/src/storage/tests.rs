@@ -131,15 +131,29 @@ fn a_batch_torn_at_any_offset_is_cut_into_a_side_file_and_torn_padding_is_restor
                 .unwrap(),
         ));
     let cut_dir = dir.path().join(WAL_CUT_DIR);
-    for cut in (before_last + 1..full).filter(|c| *c < before_last + batch_bytes + 3 || c % 512 == 0) {
+    for cut in
+        (before_last + 1..full).filter(|c| *c < before_last + batch_bytes + 3 || c % 512 == 0)
+    {
         let _ = fs::remove_dir_all(&cut_dir);
         fs::write(&segment, &pristine[..cut as usize]).unwrap();
         let (storage, recovered) = open(dir.path());
         if cut < before_last + batch_bytes {
             assert_eq!(recovered.entries, entries(1..=4, 1), "cut at {cut}");
-            assert_eq!(recovered.warnings.len(), 1, "cut at {cut}: {:?}", recovered.warnings);
-            assert!(recovered.warnings[0].contains("torn"), "{:?}", recovered.warnings);
-            let kept: Vec<_> = fs::read_dir(&cut_dir).unwrap().map(|e| e.unwrap().path()).collect();
+            assert_eq!(
+                recovered.warnings.len(),
+                1,
+                "cut at {cut}: {:?}",
+                recovered.warnings
+            );
+            assert!(
+                recovered.warnings[0].contains("torn"),
+                "{:?}",
+                recovered.warnings
+            );
+            let kept: Vec<_> = fs::read_dir(&cut_dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
             assert_eq!(kept.len(), 1, "cut at {cut}: {kept:?}");
             assert_eq!(
                 fs::read(&kept[0]).unwrap(),
@@ -151,11 +165,23 @@ fn a_batch_torn_at_any_offset_is_cut_into_a_side_file_and_torn_padding_is_restor
             assert_eq!(recovered.entries, entries(1..=5, 1), "cut at {cut}");
             assert!(recovered.warnings.is_empty(), "{:?}", recovered.warnings);
         }
-        let expected_len = if cut < before_last + batch_bytes { before_last } else { full };
-        assert_eq!(fs::metadata(&segment).unwrap().len(), expected_len, "cut at {cut}");
+        let expected_len = if cut < before_last + batch_bytes {
+            before_last
+        } else {
+            full
+        };
+        assert_eq!(
+            fs::metadata(&segment).unwrap().len(),
+            expected_len,
+            "cut at {cut}"
+        );
         drop(storage);
         let (_, again) = open(dir.path());
-        assert!(again.warnings.is_empty(), "the repair is durable: {:?}", again.warnings);
+        assert!(
+            again.warnings.is_empty(),
+            "the repair is durable: {:?}",
+            again.warnings
+        );
     }
 }
 
@@ -201,7 +227,11 @@ fn a_flipped_bit_in_an_acknowledged_batch_is_a_corrupt_error_naming_the_file_and
             raw[byte] ^= 1 << bit;
             fs::write(&segment, &raw).unwrap();
             match Storage::open(dir.path(), StorageOptions::default()) {
-                Err(StorageError::Corrupt { file, offset, reason }) => {
+                Err(StorageError::Corrupt {
+                    file,
+                    offset,
+                    reason,
+                }) => {
                     assert_eq!((file, offset), (segment.clone(), batch_start), "{reason}");
                     assert!(reason.contains("acknowledged"), "{reason}");
                 }
@@ -268,7 +298,10 @@ fn a_client_value_holding_batch_frames_on_block_boundaries_cannot_pass_for_a_bat
         .step_by(block)
         .filter(|&at| raw[at..].starts_with(&frame[..64]))
         .count();
-    assert!(aligned_copies >= 2, "the test places copies on block boundaries");
+    assert!(
+        aligned_copies >= 2,
+        "the test places copies on block boundaries"
+    );
     // Damage the last batch inside the value, before the copies: a scan
     // that trusted any well-framed batch would call this corruption.
     let last_batch = 3 * block;
@@ -303,9 +336,16 @@ fn damage_in_a_segment_that_is_not_the_last_is_corrupt() {
         other => panic!("expected Corrupt, got {other:?}"),
     }
     // A lost last batch of a closed segment leaves a gap before the next.
-    fs::write(middle, &pristine[..pristine.len() - batch::BLOCK_BYTES as usize]).unwrap();
+    fs::write(
+        middle,
+        &pristine[..pristine.len() - batch::BLOCK_BYTES as usize],
+    )
+    .unwrap();
     let result = Storage::open(dir.path(), small_segments());
-    assert!(matches!(result, Err(StorageError::Corrupt { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(StorageError::Corrupt { .. })),
+        "{result:?}"
+    );
 }
 
 #[test]
@@ -656,7 +696,11 @@ fn a_hard_state_synced_before_the_entries_it_commits_lowers_the_commit_index_whe
         assert_eq!(recovered.warnings.len(), 2, "{:?}", recovered.warnings);
     }
     let (_, again) = open(dir.path());
-    assert_eq!(again.hard_state.commit, LogIndex(2), "the repair is durable");
+    assert_eq!(
+        again.hard_state.commit,
+        LogIndex(2),
+        "the repair is durable"
+    );
     assert!(again.warnings.is_empty(), "{:?}", again.warnings);
 }
 
@@ -716,7 +760,12 @@ fn storage_refuses_further_writes_after_an_io_error() {
     let (mut storage, _) = open(dir.path());
     storage.append(&entries(1..=2, 1)).unwrap();
     // A directory where the snapshot file goes makes its rename fail.
-    fs::create_dir_all(dir.path().join(SNAPSHOT_DIR).join(format!("{:020}.snap/x", 2))).unwrap();
+    fs::create_dir_all(
+        dir.path()
+            .join(SNAPSHOT_DIR)
+            .join(format!("{:020}.snap/x", 2)),
+    )
+    .unwrap();
     let result = storage.save_snapshot(&meta(2, 1), |w| w.write_all(b"x"));
     assert!(matches!(result, Err(StorageError::Io { .. })), "{result:?}");
     assert!(matches!(storage.sync(), Err(StorageError::Failed)));
@@ -739,7 +788,13 @@ fn a_snapshot_whose_temp_file_cannot_be_written_leaves_the_storage_usable() {
         matches!(result, Err(StorageError::SnapshotNotWritten { .. })),
         "{result:?}"
     );
-    assert!(fs::read_dir(dir.path().join(SNAPSHOT_DIR)).unwrap().next().is_none(), "temp file removed");
+    assert!(
+        fs::read_dir(dir.path().join(SNAPSHOT_DIR))
+            .unwrap()
+            .next()
+            .is_none(),
+        "temp file removed"
+    );
     storage.append(&entries(3..=3, 1)).unwrap();
     storage.sync().unwrap();
     storage
@@ -812,7 +867,11 @@ fn a_roll_then_a_snapshot_then_a_crash_keeps_the_term_and_vote() {
     storage
         .save_snapshot(&meta(11, 3), |w| w.write_all(b"state at 11"))
         .unwrap();
-    assert_eq!(storage.wal.segment_count(), 1, "every older segment deleted");
+    assert_eq!(
+        storage.wal.segment_count(),
+        1,
+        "every older segment deleted"
+    );
     let crashed = crash_copy(dir.path());
     drop(storage);
     let (_, recovered) = open_small(crashed.path());
@@ -832,7 +891,10 @@ fn a_hard_state_not_yet_synced_is_not_written_at_all() {
             commit: LogIndex(1),
         })
         .unwrap();
-    assert_eq!(fs::metadata(active_segment(&storage)).unwrap().len(), before);
+    assert_eq!(
+        fs::metadata(active_segment(&storage)).unwrap().len(),
+        before
+    );
     let crashed = crash_copy(dir.path());
     let (_, recovered) = open(crashed.path());
     assert_eq!(recovered.hard_state, HardState::default());
@@ -866,7 +928,11 @@ fn a_format_one_wal_is_refused_with_a_typed_error() {
     let wal_dir = dir.path().join(WAL_DIR);
     fs::create_dir_all(&wal_dir).unwrap();
     let mut old = Vec::new();
-    segment::encode(segment::RecordRef::HardState(&HardState::default()), &mut old).unwrap();
+    segment::encode(
+        segment::RecordRef::HardState(&HardState::default()),
+        &mut old,
+    )
+    .unwrap();
     segment::encode(segment::RecordRef::Entry(&entry(1, 1)), &mut old).unwrap();
     let path = wal_dir.join("00000000000000000001-00000000000000000001.wal");
     fs::write(&path, &old).unwrap();
@@ -932,8 +998,16 @@ fn open_fsyncs_what_it_replayed_and_reports_sync_bytes_as_whole_blocks() {
     let (mut storage, _) = open(dir.path());
     storage.append(&entries(1..=1, 1)).unwrap();
     let stats = storage.sync().unwrap();
-    assert_eq!(stats.bytes, batch::BLOCK_BYTES, "a small batch costs one block");
-    assert_eq!(storage.sync().unwrap().bytes, 0, "nothing pending, nothing written");
+    assert_eq!(
+        stats.bytes,
+        batch::BLOCK_BYTES,
+        "a small batch costs one block"
+    );
+    assert_eq!(
+        storage.sync().unwrap().bytes,
+        0,
+        "nothing pending, nothing written"
+    );
 }
 
 #[test]
@@ -956,11 +1030,18 @@ fn check_reports_a_torn_tail_without_changing_anything_and_repair_cuts_it_aside(
     assert!(!found.is_clean());
     assert_eq!(found.torn_bytes, 40);
     assert_eq!(found.log_range, Some((LogIndex(1), LogIndex(2))));
-    assert_eq!(fs::metadata(&segment).unwrap().len(), torn_len as u64, "unchanged");
+    assert_eq!(
+        fs::metadata(&segment).unwrap().len(),
+        torn_len as u64,
+        "unchanged"
+    );
 
     let repaired = check(dir.path(), true).unwrap();
     assert!(repaired.repaired, "{repaired:?}");
-    assert_eq!(fs::read_dir(dir.path().join(WAL_CUT_DIR)).unwrap().count(), 1);
+    assert_eq!(
+        fs::read_dir(dir.path().join(WAL_CUT_DIR)).unwrap().count(),
+        1
+    );
     assert!(check(dir.path(), false).unwrap().is_clean());
 }
 
@@ -979,7 +1060,14 @@ fn check_refuses_damage_to_acknowledged_data_and_repair_does_not_cut_it() {
     fs::write(&segment, &raw).unwrap();
     for repair in [false, true] {
         let result = check(dir.path(), repair);
-        assert!(matches!(result, Err(StorageError::Corrupt { .. })), "{result:?}");
-        assert_eq!(fs::read(&segment).unwrap(), raw, "nothing cut (repair {repair})");
+        assert!(
+            matches!(result, Err(StorageError::Corrupt { .. })),
+            "{result:?}"
+        );
+        assert_eq!(
+            fs::read(&segment).unwrap(),
+            raw,
+            "nothing cut (repair {repair})"
+        );
     }
 }
