@@ -3,7 +3,7 @@
 set -euo pipefail
 label=$1; bin=$2
 repo=$(cd "$(dirname "$0")/.." && pwd)
-export KV_BASE_PORT=39710 KV_BENCH_DIR=/tmp/storage15-kvbench KV_NODE_BIN=$bin
+export KV_BASE_PORT=39710 KV_BENCH_DIR=${KV_BENCH_DIR:-/tmp/kvbench-storage} KV_NODE_BIN=$bin
 bench=${BENCH_BIN:-$repo/target/release/examples/bench}
 $repo/bench/kv-cluster.sh start
 leader=$($repo/bench/kv-cluster.sh leader)

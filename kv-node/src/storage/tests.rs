@@ -3,7 +3,7 @@
 use super::*;
 use bytes::Bytes;
 use raft_core::{EntryKind, Membership, NodeId, Term};
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::Read;
 
 pub(super) fn entry(index: u64, term: u64) -> Entry {
