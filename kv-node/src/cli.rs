@@ -86,6 +86,11 @@ pub struct Cli {
     /// Take a snapshot after this many applied entries (0: only on request).
     #[arg(long, env = "KV_NODE_SNAPSHOT_ENTRIES", default_value_t = 10_000)]
     pub snapshot_entries: u64,
+    /// Refuse new writes (503 disk_full) while the data directory's file
+    /// system has less than this many MiB free, keeping the rest for hard
+    /// state, snapshots and compaction. 0 turns the check off.
+    #[arg(long, env = "KV_NODE_MIN_FREE_DISK_MB", default_value_t = 256)]
+    pub min_free_disk_mb: u64,
     /// How long a request waits for its write or read before 504 timeout.
     #[arg(long, env = "KV_NODE_REQUEST_TIMEOUT_MS", default_value_t = 5_000)]
     pub request_timeout_ms: u64,
@@ -187,6 +192,8 @@ pub struct NodeConfig {
     /// Largest client request body: room for one value escaped as JSON.
     pub max_body_bytes: usize,
     pub snapshot_entries: u64,
+    /// `--min-free-disk-mb` in bytes (0: no threshold).
+    pub min_free_disk_bytes: u64,
     pub request_timeout: Duration,
     pub exit_on_stdin_eof: bool,
     /// `--join`: the base URL of a member to join through.
@@ -310,6 +317,7 @@ impl Cli {
             max_value_bytes: self.max_value_bytes,
             max_body_bytes: (self.max_value_bytes * 2).max(1 << 20) + (64 << 10),
             snapshot_entries: self.snapshot_entries,
+            min_free_disk_bytes: self.min_free_disk_mb.saturating_mul(1024 * 1024),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             exit_on_stdin_eof: self.exit_on_stdin_eof,
             join,

@@ -18,9 +18,11 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod check_command;
 pub mod cli;
 pub mod command;
 pub mod directory;
+pub mod disk_space;
 pub mod driver;
 pub mod http;
 pub mod ids;

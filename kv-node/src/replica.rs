@@ -23,6 +23,12 @@ pub trait Durable {
     fn sync(&mut self) -> Result<(), Self::Error>;
     /// Stores a snapshot this replica took, and drops the log it covers.
     fn save_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), Self::Error>;
+    /// Whether `error`, from `save_snapshot`, left the storage as it was
+    /// (a full disk refused the snapshot file): the replica then goes on
+    /// and tries again later instead of stopping.
+    fn snapshot_can_wait(_error: &Self::Error) -> bool {
+        false
+    }
     /// Stores a snapshot received from the leader and discards the whole log.
     fn install_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), Self::Error>;
     /// Bytes `offset..offset + len` of the newest snapshot (the one at
@@ -83,7 +89,14 @@ pub struct Replica<D: Durable> {
     /// hard state differing from them in the commit index alone is written
     /// without an fsync of its own (see `process_ready`).
     synced_term_vote: (Term, Option<NodeId>),
+    /// Rounds to wait before the next automatic snapshot attempt after one
+    /// the storage refused without harm (`Durable::snapshot_can_wait`).
+    snapshot_retry_rounds: u32,
 }
+
+/// Rounds of ready handling between automatic snapshot attempts on a disk
+/// that refused one (a few seconds at the default tick).
+const SNAPSHOT_RETRY_ROUNDS: u32 = 1000;
 
 impl<D: Durable> Replica<D> {
     /// Rebuilds a replica from what storage recovered. `bootstrap` is the
@@ -126,6 +139,7 @@ impl<D: Durable> Replica<D> {
             last_snapshot_index,
             staging: Vec::new(),
             synced_term_vote,
+            snapshot_retry_rounds: 0,
         })
     }
 
@@ -234,10 +248,20 @@ impl<D: Durable> Replica<D> {
         }
         out.read_states = rd.read_states;
         out.dropped_reads = rd.dropped_reads;
+        self.snapshot_retry_rounds = self.snapshot_retry_rounds.saturating_sub(1);
         if self.snapshot_every > 0
+            && self.snapshot_retry_rounds == 0
             && self.node.applied_index().0 >= self.last_snapshot_index.0 + self.snapshot_every
         {
-            self.take_snapshot()?;
+            match self.take_snapshot() {
+                Err(ReplicaError::Storage(e)) if D::snapshot_can_wait(&e) => {
+                    tracing::warn!(error = %e, retry_after_rounds = SNAPSHOT_RETRY_ROUNDS, "snapshot not taken; will retry");
+                    self.snapshot_retry_rounds = SNAPSHOT_RETRY_ROUNDS;
+                }
+                other => {
+                    other?;
+                }
+            }
         }
         Ok(Some(out))
     }

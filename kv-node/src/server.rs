@@ -131,6 +131,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         config.tick,
         config.request_timeout,
         shutdown_rx.clone(),
+        crate::disk_space::DiskSpace::for_dir(config.data_dir.clone(), config.min_free_disk_bytes),
     )
     .map_err(StartError::Thread)?;
 
@@ -295,6 +296,10 @@ fn init_logging(format: LogFormat) {
 /// The `kv-node` binary: parse flags, log, serve until a signal.
 /// Exit code 0 after a graceful shutdown, 1 on a failure, 2 on bad flags.
 pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
+    let args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    if args.get(1).is_some_and(|a| a == "check") {
+        return crate::check_command::main(args);
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {

@@ -93,6 +93,10 @@ impl Durable for WalDisk {
         Ok(())
     }
 
+    fn snapshot_can_wait(error: &StorageError) -> bool {
+        matches!(error, StorageError::SnapshotNotWritten { .. })
+    }
+
     fn install_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
         self.storage.install_snapshot(meta, data)?;
         tracing::info!(index = %meta.index, bytes = data.len(), "snapshot installed from the leader");
@@ -116,5 +120,58 @@ impl Durable for WalDisk {
             tracing::warn!(wanted = %meta.index, stored = %stored.index, "snapshot asked for is not the stored one");
         }
         Ok(Bytes::from(read_snapshot_range(&path, offset, len)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replica::Replica;
+    use raft_core::{Config, Input, Membership, NodeId};
+
+    /// Issue 15, item 6: a snapshot whose file cannot be written (here its
+    /// directory is gone; on a full disk, ENOSPC) leaves the replica
+    /// running with its log, and a later attempt succeeds.
+    #[test]
+    fn a_snapshot_that_cannot_be_written_does_not_stop_the_replica() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let (disk, recovered) = WalDisk::open(dir.path(), metrics).unwrap();
+        let id = NodeId(1);
+        let mut replica =
+            Replica::open(Config::new(id), recovered, Membership::new([id]), disk, 100).unwrap();
+        replica.snapshot_every = 2;
+        replica.step(Input::Campaign).unwrap();
+        for _ in 0..10 {
+            replica.process_ready(|_| {}).unwrap();
+        }
+        let before = replica.last_snapshot_index();
+        std::fs::remove_dir_all(dir.path().join("snapshots")).unwrap();
+        for round in 0..20u8 {
+            replica
+                .step(Input::Propose {
+                    data: crate::command::Command {
+                        request: None,
+                        client: None,
+                        op: crate::command::Op::Put {
+                            key: format!("k{round}"),
+                            value: "v".into(),
+                        },
+                    }
+                    .encode(),
+                })
+                .unwrap();
+            replica
+                .process_ready(|_| {})
+                .expect("the replica keeps going without its snapshot");
+        }
+        for _ in 0..10 {
+            replica.process_ready(|_| {}).unwrap();
+        }
+        assert_eq!(replica.last_snapshot_index(), before, "no snapshot taken");
+        assert!(replica.node.applied_index().0 >= before.0 + 20);
+        std::fs::create_dir(dir.path().join("snapshots")).unwrap();
+        let taken = replica.take_snapshot().unwrap();
+        assert!(taken.is_some(), "a later attempt succeeds");
     }
 }

@@ -452,7 +452,7 @@ fn options() -> StorageOptions {
     StorageOptions {
         // Small, so that saving a snapshot deletes covered segments.
         segment_size_bytes: 64,
-        write_buffer_bytes: 4096,
+        preallocate: false,
     }
 }
 

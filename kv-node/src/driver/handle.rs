@@ -37,6 +37,9 @@ pub enum DriverError {
     /// Certainly not proposed (or a read that was not served): safe to retry.
     #[error("{0}")]
     Unavailable(String),
+    /// The node's disk is below its free-space threshold: not proposed.
+    #[error("{0}")]
+    DiskFull(String),
     /// The write may or may not be applied.
     #[error("{0}")]
     OutcomeUnknown(String),

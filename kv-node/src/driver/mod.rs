@@ -18,6 +18,7 @@ pub use handle::{DriverError, DriverHandle, NodeStatus, ReadAnswer, ReadQuery, i
 use crate::cli::ReadPolicy;
 use crate::command::OpResult;
 use crate::directory::Directory;
+use crate::disk_space::DiskSpace;
 use crate::metrics::Metrics;
 use crate::replica::{Durable, Output, Replica, ReplicaError};
 use crate::transport::PeerSender;
@@ -72,6 +73,8 @@ struct Driver<D: Durable> {
     next_read_context: u64,
     /// Leadership transfers asked for here, answered when they end.
     transfers: Vec<transfer::TransferWaiter>,
+    /// The free-space threshold for new proposals.
+    disk_space: DiskSpace,
 }
 
 /// Starts the driver thread. It runs until `shutdown` turns true or the
@@ -90,6 +93,7 @@ pub fn spawn<D: Durable + Send + 'static>(
     tick: Duration,
     request_timeout: Duration,
     shutdown: watch::Receiver<bool>,
+    disk_space: DiskSpace,
 ) -> std::io::Result<(DriverHandle, oneshot::Receiver<Result<(), DriverFailed>>)> {
     let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
     let node = replica.node.id();
@@ -108,6 +112,7 @@ pub fn spawn<D: Durable + Send + 'static>(
         reads_confirmed: BTreeMap::new(),
         next_read_context: 1,
         transfers: Vec::new(),
+        disk_space,
     };
     let (done_tx, done_rx) = oneshot::channel();
     // Log lines of the core and the driver carry the node's name, which
@@ -184,6 +189,11 @@ impl<D: Durable> Driver<D> {
                 let _ = request;
                 let _ = data;
                 let _ = reply.send(Err(membership::removed_error()));
+            }
+            Request::Propose { reply, .. } if self.disk_space.refusal().is_some() => {
+                self.metrics.proposals_refused.fetch_add(1, Relaxed);
+                let message = self.disk_space.refusal().unwrap_or_default();
+                let _ = reply.send(Err(DriverError::DiskFull(message)));
             }
             Request::Propose {
                 request,
@@ -399,6 +409,7 @@ impl<D: Durable> Driver<D> {
 
     /// Forgets waiters whose HTTP request already gave up (504).
     fn sweep(&mut self) {
+        self.disk_space.refresh();
         self.writes.retain(|_, write| !write.reply.is_closed());
         self.membership.sweep();
         self.reads_unconfirmed

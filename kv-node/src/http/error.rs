@@ -44,6 +44,9 @@ pub enum ApiError {
     /// A valid token whose role does not allow this request.
     #[error("{0}")]
     Forbidden(String),
+    /// The node's disk is almost full: writes are refused, reads served.
+    #[error("{0}")]
+    DiskFull(String),
     /// Too many requests in flight (`--max-concurrent-requests`); answered
     /// as 503 `unavailable` with `Retry-After`.
     #[error("{0}")]
@@ -69,6 +72,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::DiskFull(_) => (StatusCode::SERVICE_UNAVAILABLE, "disk_full"),
         }
     }
 
@@ -107,6 +111,7 @@ impl From<DriverError> for ApiError {
             DriverError::ChangeInProgress(message) => ApiError::ChangeInProgress(message),
             DriverError::BadChange(message) => ApiError::BadRequest(message),
             DriverError::Removed(message) => ApiError::Removed(message),
+            DriverError::DiskFull(message) => ApiError::DiskFull(message),
         }
     }
 }
@@ -147,6 +152,7 @@ mod tests {
                 "change_in_progress",
             ),
             (ApiError::Removed("x".into()), 503, "removed"),
+            (ApiError::DiskFull("x".into()), 503, "disk_full"),
             (ApiError::Unauthorized("x".into()), 401, "unauthorized"),
             (ApiError::Forbidden("x".into()), 403, "forbidden"),
             (ApiError::Overloaded("x".into()), 503, "unavailable"),

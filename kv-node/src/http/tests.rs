@@ -68,6 +68,7 @@ async fn single_node() -> TestNode {
         Duration::from_millis(5),
         Duration::from_secs(5),
         stop_rx,
+        crate::disk_space::DiskSpace::unlimited(),
     )
     .unwrap();
     let state = app_state(driver, metrics);

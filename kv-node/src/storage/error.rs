@@ -28,6 +28,27 @@ pub enum StorageError {
         offset: u64,
         reason: String,
     },
+    /// A WAL segment in an on-disk format this version does not read.
+    /// Format 1 (kv-node before the batch format) is refused rather than
+    /// converted: wipe the data directory and let the node rejoin (it is
+    /// sent a snapshot), or run the older version.
+    #[error("{} is in WAL format {version}; this kv-node reads format {} only (wipe the data directory and rejoin the cluster, or run the kv-node that wrote it)", file.display(), super::batch::FORMAT_VERSION)]
+    UnsupportedFormat { file: PathBuf, version: u32 },
+    /// A snapshot (or log) exists but no hard-state record was found: the
+    /// only copy of the term and vote is gone, and starting at term 0 could
+    /// make this node vote twice in a term.
+    #[error("no hard state (term and vote) found in the WAL of {}, which holds entries or follows a snapshot (at index {snapshot_index}): the term and vote are lost", dir.display())]
+    MissingHardState {
+        dir: PathBuf,
+        snapshot_index: LogIndex,
+    },
+    /// An fsync failed in an earlier run. Linux reports such an error once
+    /// and may then drop the dirty pages, so what the page cache shows may
+    /// not be on disk; the node refuses to start until an operator acts
+    /// (README, "Storage": check the device, reboot or drop caches, run
+    /// `kv-node check`, then delete the marker file).
+    #[error("an fsync failed in an earlier run ({reason}); refusing to start until an operator has checked the disk and removed {}", marker.display())]
+    FsyncFailedEarlier { marker: PathBuf, reason: String },
     /// Another process (or another `Storage` in this one) holds the data
     /// directory's lock file.
     #[error("data directory {} is locked by another process (lock file {})", dir.display(), lock_file.display())]
@@ -42,6 +63,15 @@ pub enum StorageError {
     /// A snapshot no newer than the one already stored.
     #[error("snapshot at index {index} is not newer than the stored snapshot at index {current}")]
     StaleSnapshot { index: LogIndex, current: LogIndex },
+    /// A snapshot's temp file could not be written (ENOSPC, most likely).
+    /// Nothing else changed: the previous snapshot and the whole WAL are
+    /// intact, the storage stays usable, and the snapshot can be retried.
+    #[error("snapshot not written ({}): {source}; the previous snapshot and the log are intact", path.display())]
+    SnapshotNotWritten {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     /// `StorageOptions` failed validation.
     #[error("invalid storage option {option}: {reason}")]
     InvalidOption {

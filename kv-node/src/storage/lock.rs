@@ -38,10 +38,14 @@ impl DirLock {
             Err(TryLockError::Error(source)) => return Err(io_error("lock", &path)(source)),
         }
         // The pid is only a hint for an operator wondering who holds the
-        // lock, so it is not fsynced.
-        file.set_len(0)
+        // lock, so it is not fsynced, and failing to write it (a full disk)
+        // must not stop the node from starting.
+        if let Err(error) = file
+            .set_len(0)
             .and_then(|()| writeln!(file, "{}", std::process::id()))
-            .map_err(io_error("write lock file", &path))?;
+        {
+            tracing::warn!(%error, lock_file = %path.display(), "cannot write the pid into the lock file");
+        }
         Ok(DirLock { _file: file })
     }
 }

@@ -5,27 +5,35 @@
 //! ```text
 //! <dir>/LOCK                 held with flock while a Storage is open
 //! <dir>/wal/<seq>-<first index>.wal
+//! <dir>/wal-cut/<segment>.<offset>.cut   torn tails cut off at open, kept
 //! <dir>/snapshots/<index>.snap
+//! <dir>/FSYNC_FAILED         left by a failed fsync; open refuses while present
 //! ```
 //!
 //! The driver persists each `Ready` with [`Storage::install_snapshot`] (if
 //! any), [`Storage::append`], [`Storage::set_hard_state`], then one
 //! [`Storage::sync`]. Nothing is durable until `sync` returns.
 //!
-//! - `segment`: record framing and checksums.
+//! - `batch`: the segment layout: header block, padded and salted batches.
+//! - `segment`: record framing inside a batch.
 //! - `wal`: segment files, rollover, compaction.
 //! - `replay`: rebuilding the log on open; torn tail versus corruption.
+//! - `check`: `kv-node check`, verifying (and repairing) a data directory.
+//! - `space`: preallocation and free space.
 //! - `snapshot_file`: the snapshot file format, atomic writes, validation.
 //! - `lock`: the data directory lock.
 //! - `files`: directory fsync helpers.
 //! - `error`: [`StorageError`].
 
+mod batch;
+mod check;
 mod error;
 mod files;
 mod lock;
 mod replay;
 mod segment;
 mod snapshot_file;
+mod space;
 mod wal;
 
 #[cfg(test)]
@@ -33,8 +41,10 @@ mod model_tests;
 #[cfg(test)]
 mod tests;
 
+pub use check::{CheckReport, check};
 pub use error::StorageError;
 pub use snapshot_file::{SnapshotReader, open_snapshot, read_snapshot_range};
+pub use space::free_bytes;
 
 use lock::DirLock;
 use raft_core::{Entry, HardState, LogIndex, SnapshotMeta};
@@ -49,21 +59,26 @@ use wal::Wal;
 pub const MAX_ENTRY_DATA_BYTES: usize = 64 * 1024 * 1024;
 
 const WAL_DIR: &str = "wal";
+const WAL_CUT_DIR: &str = "wal-cut";
 const SNAPSHOT_DIR: &str = "snapshots";
+/// Left in the data directory when an fsync fails (see
+/// [`StorageError::FsyncFailedEarlier`]).
+pub const FSYNC_FAILED_MARKER: &str = "FSYNC_FAILED";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StorageOptions {
     /// A segment is closed and a new one started once it reaches this size.
     pub segment_size_bytes: u64,
-    /// Appends are buffered up to this many bytes between syncs.
-    pub write_buffer_bytes: usize,
+    /// Reserve each new segment's space when it is created (`fallocate`),
+    /// so that appends to it do not fail on a disk that fills up meanwhile.
+    pub preallocate: bool,
 }
 
 impl Default for StorageOptions {
     fn default() -> Self {
         StorageOptions {
             segment_size_bytes: 64 * 1024 * 1024,
-            write_buffer_bytes: 256 * 1024,
+            preallocate: true,
         }
     }
 }
@@ -73,12 +88,6 @@ impl StorageOptions {
         if self.segment_size_bytes == 0 {
             return Err(StorageError::InvalidOption {
                 option: "segment_size_bytes",
-                reason: "must be positive".to_string(),
-            });
-        }
-        if self.write_buffer_bytes == 0 {
-            return Err(StorageError::InvalidOption {
-                option: "write_buffer_bytes",
                 reason: "must be positive".to_string(),
             });
         }
@@ -150,21 +159,27 @@ impl Storage {
         options.validate()?;
         files::ensure_dir(dir)?;
         let lock = DirLock::acquire(dir)?;
+        check_fsync_marker(dir)?;
         let mut warnings = Vec::new();
         let snapshot_dir = dir.join(SNAPSHOT_DIR);
         files::ensure_dir(&snapshot_dir)?;
-        let latest = snapshot_file::recover_latest(&snapshot_dir, &mut warnings)?;
+        let latest = snapshot_file::recover_latest(&snapshot_dir, &mut warnings, true)?;
         let (wal_start_seq, snapshot_index) =
             latest.as_ref().map_or((0, LogIndex::ZERO), |(h, _)| {
                 (h.wal_start_seq, h.meta.index)
             });
         let (wal, replayed) = Wal::open(
             &dir.join(WAL_DIR),
+            &dir.join(WAL_CUT_DIR),
             &options,
             wal_start_seq,
             snapshot_index,
             &mut warnings,
         )?;
+        // What the previous run left in the page cache is made durable
+        // before anything is built on it (the WAL did its own files).
+        files::sync_dir(&snapshot_dir)?;
+        files::sync_dir(dir)?;
         let snapshot = latest.map(|(header, path)| (header.meta, path));
         let storage = Storage {
             dir: dir.to_path_buf(),
@@ -281,6 +296,9 @@ impl Storage {
         meta: &SnapshotMeta,
         write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
     ) -> Result<SnapshotInfo, StorageError> {
+        // The active segment then holds the latest hard state durably, so
+        // the segments deleted below never hold its only copy.
+        self.wal.sync()?;
         let covered = self.wal.covered_prefix(meta.index);
         // Naming the first kept segment in the header lets recovery finish
         // the deletions below if a crash interrupts them.
@@ -288,7 +306,16 @@ impl Storage {
             meta: meta.clone(),
             wal_start_seq: self.wal.seq_at(covered),
         };
-        let (path, file_bytes) = snapshot_file::write(&self.snapshot_dir, &header, write)?;
+        let (path, file_bytes) = match snapshot_file::write(&self.snapshot_dir, &header, write) {
+            // The temp file failed (a full disk, most likely): it is gone
+            // and nothing else changed, so the node can go on and retry.
+            Err(StorageError::Io { op, path, source })
+                if snapshot_file::TEMP_FILE_OPS.contains(&op) =>
+            {
+                return Err(StorageError::SnapshotNotWritten { path, source });
+            }
+            other => other?,
+        };
         self.snapshot = Some((meta.clone(), path.clone()));
         self.wal.remove_oldest(covered)?;
         snapshot_file::remove_others(&self.snapshot_dir, &path)?;
@@ -362,9 +389,48 @@ impl Storage {
     }
 
     fn fail_on_error<T>(&mut self, result: Result<T, StorageError>) -> Result<T, StorageError> {
-        if let Err(StorageError::Io { .. }) = &result {
+        if let Err(StorageError::Io { op, source, .. }) = &result {
             self.failed = true;
+            if op.starts_with("fsync") || op.starts_with("fdatasync") {
+                leave_fsync_marker(&self.dir, &format!("{op}: {source}"));
+            }
         }
         result
+    }
+}
+
+/// Refuses to open while the marker of an earlier failed fsync exists.
+pub(super) fn check_fsync_marker(dir: &Path) -> Result<(), StorageError> {
+    let marker = dir.join(FSYNC_FAILED_MARKER);
+    match std::fs::read_to_string(&marker) {
+        Ok(reason) => Err(StorageError::FsyncFailedEarlier {
+            marker,
+            reason: reason.trim().to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(StorageError::Io {
+            op: "read fsync marker",
+            path: marker,
+            source,
+        }),
+    }
+}
+
+/// Leaves the fsync-failure marker, best effort: the node is stopping
+/// anyway, and a disk that failed an fsync may fail this write too (the
+/// error is then in the log).
+fn leave_fsync_marker(dir: &Path, reason: &str) {
+    let marker = dir.join(FSYNC_FAILED_MARKER);
+    let written = std::fs::File::create(&marker).and_then(|mut file| {
+        writeln!(file, "{reason}")?;
+        file.sync_all()
+    });
+    match written.and_then(|()| std::fs::File::open(dir)?.sync_all()) {
+        Ok(()) => {
+            tracing::error!(marker = %marker.display(), "fsync failed; the node will refuse to start until the marker is removed")
+        }
+        Err(error) => {
+            tracing::error!(%error, marker = %marker.display(), "fsync failed and the marker could not be written")
+        }
     }
 }

@@ -78,7 +78,7 @@ fn run(ops: Vec<Op>, segment_size_bytes: u64) {
     let dir = tempfile::tempdir().unwrap();
     let options = StorageOptions {
         segment_size_bytes,
-        write_buffer_bytes: 512,
+        preallocate: false,
     };
     let (mut storage, _) = Storage::open(dir.path(), options.clone()).unwrap();
     let mut model = Model::default();

@@ -5,8 +5,10 @@
 //! ```
 //!
 //! `len` counts the kind byte and the payload, which is exactly what the
-//! CRC32C covers, so a zero length is never valid (a zero-filled tail fails
-//! at once). Payloads are postcard.
+//! CRC32C covers, so a zero length is never valid. Payloads are postcard.
+//! Records travel inside batches (`batch`), whose salted checksum covers
+//! them again; the per-record checksum also identifies a format-1 segment,
+//! which was a bare sequence of records.
 
 use super::error::StorageError;
 use raft_core::{Entry, HardState, LogIndex};
@@ -164,20 +166,6 @@ fn check_frame(buf: &[u8], offset: usize) -> Result<(u8, &[u8], usize), String> 
     Ok((body[0], &body[1..], body_start + len))
 }
 
-/// The first offset after `from` where a well-framed record with a known kind
-/// and a matching checksum starts, if any. A bad record followed by such a
-/// record is corruption, not a torn tail.
-///
-/// Scanning every offset is quadratic in the worst case, but it only runs
-/// after damage was found, a random length is rarely plausible, and a torn
-/// tail is at most one record long.
-pub(super) fn next_valid_frame(buf: &[u8], from: usize) -> Option<usize> {
-    (from + 1..buf.len().saturating_sub(HEADER_BYTES)).find(|&at| {
-        let kind = buf[at + HEADER_BYTES];
-        matches!(kind, KIND_ENTRY | KIND_HARD_STATE | KIND_TRUNCATE) && check_frame(buf, at).is_ok()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,15 +240,6 @@ mod tests {
         buf.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
         buf.extend_from_slice(&body);
         assert!(matches!(decode_at(&buf, 0), Err(BadFrame::Undecodable(_))));
-    }
-
-    #[test]
-    fn the_resync_scan_finds_a_record_behind_garbage_and_nothing_in_zeros() {
-        let e = entry(2, 1, b"after the garbage");
-        let mut buf = vec![0xAB; 13];
-        buf.extend(encoded(&[RecordRef::Entry(&e)]));
-        assert_eq!(next_valid_frame(&buf, 0), Some(13));
-        assert_eq!(next_valid_frame(&[0; 100], 0), None);
     }
 
     #[test]

@@ -33,6 +33,10 @@ const MAX_HEADER_BYTES: u32 = 1024 * 1024;
 const SUFFIX: &str = ".snap";
 const TEMP_SUFFIX: &str = ".snap.tmp";
 
+/// The `StorageError::Io` operations that concern only a snapshot's temp
+/// file: when one fails, nothing durable changed.
+pub(super) const TEMP_FILE_OPS: &[&str] = &["create snapshot", "write snapshot", "fsync snapshot"];
+
 /// What the header records besides the Raft metadata.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct SnapshotHeader {
@@ -327,15 +331,20 @@ fn read_layout(path: &Path) -> Result<Layout, StorageError> {
 
 /// Finds the newest valid snapshot in `dir`, removing temp files left by a
 /// crash mid-write and skipping (with a warning) damaged files.
+/// With `repair` off (`kv-node check` without `--repair`) nothing is
+/// removed: leftover temp files are only reported.
 pub(super) fn recover_latest(
     dir: &Path,
     warnings: &mut Vec<String>,
+    repair: bool,
 ) -> Result<Option<(SnapshotHeader, PathBuf)>, StorageError> {
     let mut candidates = Vec::new();
     let mut removed_temp_files = false;
     for name in list_dir(dir)? {
         let path = dir.join(&name);
-        if name.ends_with(TEMP_SUFFIX) {
+        if name.ends_with(TEMP_SUFFIX) && !repair {
+            warn(warnings, format!("unfinished snapshot {}", path.display()));
+        } else if name.ends_with(TEMP_SUFFIX) {
             fs::remove_file(&path).map_err(io_error("remove snapshot temp file", &path))?;
             let message = format!("removed unfinished snapshot {}", path.display());
             warn(warnings, message);
@@ -484,7 +493,9 @@ mod tests {
         let file = OpenOptions::new().write(true).open(&newer).unwrap();
         file.set_len(30).unwrap();
         let mut warnings = Vec::new();
-        let (found, path) = recover_latest(dir.path(), &mut warnings).unwrap().unwrap();
+        let (found, path) = recover_latest(dir.path(), &mut warnings, true)
+            .unwrap()
+            .unwrap();
         assert_eq!((found, path), (header(5), older));
         assert_eq!(warnings.len(), 2, "{warnings:?}");
         assert!(!dir.path().join("00000000000000000012.snap.tmp").exists());

@@ -3,7 +3,7 @@
 use super::*;
 use bytes::Bytes;
 use raft_core::{EntryKind, Membership, NodeId, Term};
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::Read;
 
 pub(super) fn entry(index: u64, term: u64) -> Entry {
@@ -114,7 +114,7 @@ fn a_suffix_truncation_survives_reopen() {
 }
 
 #[test]
-fn a_torn_tail_at_every_byte_offset_of_the_last_record_is_cut_with_a_warning() {
+fn a_batch_torn_at_any_offset_is_cut_into_a_side_file_and_torn_padding_is_restored() {
     let dir = tempfile::tempdir().unwrap();
     let (segment, before_last, full) = {
         let (mut storage, _) = open(dir.path());
@@ -122,32 +122,64 @@ fn a_torn_tail_at_every_byte_offset_of_the_last_record_is_cut_with_a_warning() {
         let full = append_synced(&mut storage, &entries(5..=5, 1));
         (active_segment(&storage), before_last, full)
     };
+    assert_eq!(full - before_last, batch::BLOCK_BYTES, "one padded batch");
     let pristine = fs::read(&segment).unwrap();
-    for cut in before_last + 1..full {
+    let batch_bytes = batch::BATCH_HEADER_BYTES as u64
+        + u64::from(u32::from_le_bytes(
+            pristine[before_last as usize + 12..before_last as usize + 16]
+                .try_into()
+                .unwrap(),
+        ));
+    let cut_dir = dir.path().join(WAL_CUT_DIR);
+    for cut in
+        (before_last + 1..full).filter(|c| *c < before_last + batch_bytes + 3 || c % 512 == 0)
+    {
+        let _ = fs::remove_dir_all(&cut_dir);
         fs::write(&segment, &pristine[..cut as usize]).unwrap();
         let (storage, recovered) = open(dir.path());
-        assert_eq!(recovered.entries, entries(1..=4, 1), "cut at {cut}");
-        assert_eq!(
-            recovered.warnings.len(),
-            1,
-            "cut at {cut}: {:?}",
-            recovered.warnings
-        );
-        assert!(
-            recovered.warnings[0].contains("torn"),
-            "{:?}",
-            recovered.warnings
-        );
+        if cut < before_last + batch_bytes {
+            assert_eq!(recovered.entries, entries(1..=4, 1), "cut at {cut}");
+            assert_eq!(
+                recovered.warnings.len(),
+                1,
+                "cut at {cut}: {:?}",
+                recovered.warnings
+            );
+            assert!(
+                recovered.warnings[0].contains("torn"),
+                "{:?}",
+                recovered.warnings
+            );
+            let kept: Vec<_> = fs::read_dir(&cut_dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            assert_eq!(kept.len(), 1, "cut at {cut}: {kept:?}");
+            assert_eq!(
+                fs::read(&kept[0]).unwrap(),
+                &pristine[before_last as usize..cut as usize],
+                "the cut bytes are kept, not destroyed"
+            );
+        } else {
+            // The batch is whole; only padding was lost.
+            assert_eq!(recovered.entries, entries(1..=5, 1), "cut at {cut}");
+            assert!(recovered.warnings.is_empty(), "{:?}", recovered.warnings);
+        }
+        let expected_len = if cut < before_last + batch_bytes {
+            before_last
+        } else {
+            full
+        };
         assert_eq!(
             fs::metadata(&segment).unwrap().len(),
-            before_last,
+            expected_len,
             "cut at {cut}"
         );
         drop(storage);
         let (_, again) = open(dir.path());
         assert!(
             again.warnings.is_empty(),
-            "the cut is durable: {:?}",
+            "the repair is durable: {:?}",
             again.warnings
         );
     }
@@ -177,24 +209,31 @@ fn a_zero_filled_tail_is_cut_with_a_warning_and_appends_continue_after_it() {
 }
 
 #[test]
-fn a_flipped_bit_in_a_middle_record_is_a_corrupt_error_naming_the_file_and_offset() {
+fn a_flipped_bit_in_an_acknowledged_batch_is_a_corrupt_error_naming_the_file_and_offset() {
     let dir = tempfile::tempdir().unwrap();
-    let (segment, record_start, record_end) = {
+    let (segment, batch_start) = {
         let (mut storage, _) = open(dir.path());
         let start = append_synced(&mut storage, &entries(1..=2, 1));
-        let end = append_synced(&mut storage, &entries(3..=3, 1));
+        append_synced(&mut storage, &entries(3..=3, 1));
         append_synced(&mut storage, &entries(4..=5, 1));
-        (active_segment(&storage), start, end)
+        (active_segment(&storage), start)
     };
     let pristine = fs::read(&segment).unwrap();
-    for byte in record_start..record_end {
+    let at = batch_start as usize;
+    let body_len = u32::from_le_bytes(pristine[at + 12..at + 16].try_into().unwrap()) as usize;
+    for byte in at..at + batch::BATCH_HEADER_BYTES + body_len {
         for bit in 0..8 {
             let mut raw = pristine.clone();
-            raw[byte as usize] ^= 1 << bit;
+            raw[byte] ^= 1 << bit;
             fs::write(&segment, &raw).unwrap();
             match Storage::open(dir.path(), StorageOptions::default()) {
-                Err(StorageError::Corrupt { file, offset, .. }) => {
-                    assert_eq!((file, offset), (segment.clone(), record_start));
+                Err(StorageError::Corrupt {
+                    file,
+                    offset,
+                    reason,
+                }) => {
+                    assert_eq!((file, offset), (segment.clone(), batch_start), "{reason}");
+                    assert!(reason.contains("acknowledged"), "{reason}");
                 }
                 other => panic!("bit {bit} of byte {byte}: expected Corrupt, got {other:?}"),
             }
@@ -206,29 +245,107 @@ fn a_flipped_bit_in_a_middle_record_is_a_corrupt_error_naming_the_file_and_offse
 }
 
 #[test]
-fn a_damaged_tail_of_a_segment_that_is_not_the_last_is_corrupt() {
+fn a_lost_or_zeroed_acknowledged_batch_followed_by_a_later_one_is_corrupt_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (segment, batch_start) = {
+        let (mut storage, _) = open(dir.path());
+        let start = append_synced(&mut storage, &entries(1..=2, 1));
+        append_synced(&mut storage, &entries(3..=3, 1));
+        append_synced(&mut storage, &entries(4..=5, 1));
+        (active_segment(&storage), start as usize)
+    };
+    let mut raw = fs::read(&segment).unwrap();
+    raw[batch_start..batch_start + batch::BLOCK_BYTES as usize].fill(0);
+    fs::write(&segment, &raw).unwrap();
+    let result = Storage::open(dir.path(), StorageOptions::default());
+    assert!(
+        matches!(&result, Err(StorageError::Corrupt { offset, .. }) if *offset == batch_start as u64),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn a_client_value_holding_batch_frames_on_block_boundaries_cannot_pass_for_a_batch() {
+    // A hostile value: batch frames as they would be written under some
+    // salt, placed so that copies start on block boundaries of the file.
+    let mut record = Vec::new();
+    segment::encode(segment::RecordRef::Entry(&entry(9, 9)), &mut record).unwrap();
+    let mut frame = Vec::new();
+    batch::encode_batch(0, 2, &record, &mut frame);
+    let write_value = |dir: &Path, pad: usize| -> PathBuf {
+        let mut value = vec![0xEE; pad];
+        value.extend(frame.repeat(4));
+        let (mut storage, _) = open(dir);
+        append_synced(&mut storage, &entries(1..=1, 1));
+        let big = Entry {
+            data: Bytes::from(value),
+            ..entry(2, 1)
+        };
+        storage.append(&[big]).unwrap();
+        storage.sync().unwrap();
+        active_segment(&storage)
+    };
+    let probe = tempfile::tempdir().unwrap();
+    let raw = fs::read(write_value(probe.path(), 0)).unwrap();
+    let first_copy = raw.windows(64).position(|w| w == &frame[..64]).unwrap();
+    let block = batch::BLOCK_BYTES as usize;
+    let pad = (block - first_copy % block) % block;
+
+    let dir = tempfile::tempdir().unwrap();
+    let segment_path = write_value(dir.path(), pad);
+    let raw = fs::read(&segment_path).unwrap();
+    let aligned_copies = (0..raw.len())
+        .step_by(block)
+        .filter(|&at| raw[at..].starts_with(&frame[..64]))
+        .count();
+    assert!(
+        aligned_copies >= 2,
+        "the test places copies on block boundaries"
+    );
+    // Damage the last batch inside the value, before the copies: a scan
+    // that trusted any well-framed batch would call this corruption.
+    let last_batch = 3 * block;
+    let mut torn = raw.clone();
+    torn[last_batch + 100] ^= 0xFF;
+    fs::write(&segment_path, &torn).unwrap();
+    let (_, recovered) = open(dir.path());
+    assert_eq!(recovered.entries, entries(1..=1, 1));
+    assert_eq!(recovered.warnings.len(), 1, "{:?}", recovered.warnings);
+}
+
+#[test]
+fn damage_in_a_segment_that_is_not_the_last_is_corrupt() {
     let dir = tempfile::tempdir().unwrap();
     let segments = {
         let (mut storage, _) = open_small(dir.path());
-        for index in 1..=30 {
-            storage.append(&[entry(index, 1)]).unwrap();
+        for index in 1..=5 {
+            append_synced(&mut storage, &[entry(index, 1)]);
         }
-        storage.sync().unwrap();
         storage.wal.segment_paths()
     };
     assert!(segments.len() >= 3, "{segments:?}");
     let middle = &segments[1];
-    let len = fs::metadata(middle).unwrap().len();
-    OpenOptions::new()
-        .write(true)
-        .open(middle)
-        .unwrap()
-        .set_len(len - 1)
-        .unwrap();
+    let pristine = fs::read(middle).unwrap();
+    let mut raw = pristine.clone();
+    // Inside the body of its last batch (an entry record).
+    let last = raw.len() - batch::BLOCK_BYTES as usize + batch::BATCH_HEADER_BYTES + 10;
+    raw[last] ^= 1;
+    fs::write(middle, &raw).unwrap();
     match Storage::open(dir.path(), small_segments()) {
         Err(StorageError::Corrupt { file, .. }) => assert_eq!(&file, middle),
         other => panic!("expected Corrupt, got {other:?}"),
     }
+    // A lost last batch of a closed segment leaves a gap before the next.
+    fs::write(
+        middle,
+        &pristine[..pristine.len() - batch::BLOCK_BYTES as usize],
+    )
+    .unwrap();
+    let result = Storage::open(dir.path(), small_segments());
+    assert!(
+        matches!(result, Err(StorageError::Corrupt { .. })),
+        "{result:?}"
+    );
 }
 
 #[test]
@@ -249,6 +366,7 @@ fn segments_roll_over_and_recovery_reads_across_all_of_them() {
                     ..hard_state
                 })
                 .unwrap();
+            storage.sync().unwrap();
         }
         storage.set_hard_state(&hard_state).unwrap();
         storage.sync().unwrap();
@@ -291,7 +409,9 @@ fn a_snapshot_deletes_covered_segments_and_reopen_gives_snapshot_and_tail() {
     };
     {
         let (mut storage, _) = open_small(dir.path());
-        storage.append(&entries(1..=100, 1)).unwrap();
+        for batch in (1..=100).step_by(10) {
+            append_synced(&mut storage, &entries(batch..=batch + 9, 1));
+        }
         storage.set_hard_state(&hard_state).unwrap();
         storage.sync().unwrap();
         let before = storage.wal.segment_count();
@@ -523,12 +643,37 @@ fn a_zero_segment_size_is_an_invalid_option() {
 }
 
 #[test]
-fn a_hard_state_torn_off_with_the_entries_it_commits_lowers_the_commit_index_with_a_warning() {
+fn a_batch_torn_in_the_middle_loses_its_hard_state_and_its_entries_together() {
     let dir = tempfile::tempdir().unwrap();
     let (segment, before_batch) = {
         let (mut storage, _) = open(dir.path());
         let before_batch = append_synced(&mut storage, &entries(1..=2, 1));
-        // A driver that writes the hard state before the entries it commits.
+        storage.append(&entries(3..=4, 1)).unwrap();
+        storage
+            .set_hard_state(&HardState {
+                term: Term(2),
+                vote: Some(NodeId(3)),
+                commit: LogIndex(4),
+            })
+            .unwrap();
+        storage.sync().unwrap();
+        (active_segment(&storage), before_batch)
+    };
+    let raw = fs::read(&segment).unwrap();
+    fs::write(&segment, &raw[..before_batch as usize + 60]).unwrap();
+    let (_, recovered) = open(dir.path());
+    assert_eq!(recovered.entries, entries(1..=2, 1));
+    assert_eq!(recovered.hard_state, HardState::default());
+    assert_eq!(recovered.warnings.len(), 1, "{:?}", recovered.warnings);
+}
+
+#[test]
+fn a_hard_state_synced_before_the_entries_it_commits_lowers_the_commit_index_when_they_tear() {
+    let dir = tempfile::tempdir().unwrap();
+    let (segment, before_batch) = {
+        let (mut storage, _) = open(dir.path());
+        append_synced(&mut storage, &entries(1..=2, 1));
+        // A driver that syncs the hard state before the entries it commits.
         storage
             .set_hard_state(&HardState {
                 term: Term(1),
@@ -536,18 +681,14 @@ fn a_hard_state_torn_off_with_the_entries_it_commits_lowers_the_commit_index_wit
                 commit: LogIndex(4),
             })
             .unwrap();
+        storage.sync().unwrap();
+        let before_batch = fs::metadata(active_segment(&storage)).unwrap().len();
         storage.append(&entries(3..=4, 1)).unwrap();
         storage.sync().unwrap();
         (active_segment(&storage), before_batch)
     };
     let raw = fs::read(&segment).unwrap();
-    // Keep the hard state record and a piece of entry 3.
-    let hard_state_record_bytes = 8 + 1 + 3;
-    fs::write(
-        &segment,
-        &raw[..before_batch as usize + hard_state_record_bytes + 5],
-    )
-    .unwrap();
+    fs::write(&segment, &raw[..before_batch as usize + 30]).unwrap();
     {
         let (_, recovered) = open(dir.path());
         assert_eq!(recovered.entries, entries(1..=2, 1));
@@ -585,11 +726,8 @@ fn a_commit_index_beyond_an_intact_log_is_corrupt() {
             commit: LogIndex(9),
         };
         segment::encode(segment::RecordRef::HardState(&hard_state), &mut forged).unwrap();
-        let mut file = OpenOptions::new()
-            .append(true)
-            .open(active_segment(&storage))
-            .unwrap();
-        std::io::Write::write_all(&mut file, &forged).unwrap();
+        storage.wal.push_raw(&forged);
+        storage.sync().unwrap();
     }
     let result = Storage::open(dir.path(), StorageOptions::default());
     assert!(
@@ -621,8 +759,13 @@ fn storage_refuses_further_writes_after_an_io_error() {
     let dir = tempfile::tempdir().unwrap();
     let (mut storage, _) = open(dir.path());
     storage.append(&entries(1..=2, 1)).unwrap();
-    // A snapshot directory that vanished makes the snapshot write fail.
-    fs::remove_dir_all(dir.path().join(SNAPSHOT_DIR)).unwrap();
+    // A directory where the snapshot file goes makes its rename fail.
+    fs::create_dir_all(
+        dir.path()
+            .join(SNAPSHOT_DIR)
+            .join(format!("{:020}.snap/x", 2)),
+    )
+    .unwrap();
     let result = storage.save_snapshot(&meta(2, 1), |w| w.write_all(b"x"));
     assert!(matches!(result, Err(StorageError::Io { .. })), "{result:?}");
     assert!(matches!(storage.sync(), Err(StorageError::Failed)));
@@ -630,6 +773,36 @@ fn storage_refuses_further_writes_after_an_io_error() {
         storage.append(&entries(3..=3, 1)),
         Err(StorageError::Failed)
     ));
+}
+
+#[test]
+fn a_snapshot_whose_temp_file_cannot_be_written_leaves_the_storage_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut storage, _) = open(dir.path());
+    storage.append(&entries(1..=2, 1)).unwrap();
+    storage.sync().unwrap();
+    let result = storage.save_snapshot(&meta(2, 1), |_| {
+        Err(std::io::Error::from_raw_os_error(28)) // ENOSPC
+    });
+    assert!(
+        matches!(result, Err(StorageError::SnapshotNotWritten { .. })),
+        "{result:?}"
+    );
+    assert!(
+        fs::read_dir(dir.path().join(SNAPSHOT_DIR))
+            .unwrap()
+            .next()
+            .is_none(),
+        "temp file removed"
+    );
+    storage.append(&entries(3..=3, 1)).unwrap();
+    storage.sync().unwrap();
+    storage
+        .save_snapshot(&meta(3, 1), |w| w.write_all(b"x"))
+        .expect("a later attempt succeeds");
+    drop(storage);
+    let (_, recovered) = open(dir.path());
+    assert_eq!(recovered.snapshot.map(|(m, _)| m), Some(meta(3, 1)));
 }
 
 #[test]
@@ -656,4 +829,247 @@ fn a_snapshot_range_is_read_without_loading_the_whole_state() {
         read_snapshot_range(&info.path, 9_990, 100).unwrap().len(),
         10
     );
+}
+
+/// The files of `dir` as a crash at this moment would leave them: every
+/// write of the storage is followed by an fdatasync, so what is in the
+/// files now is what a `kill -9` (or, given the syncs, a power loss) keeps.
+fn crash_copy(dir: &Path) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().unwrap();
+    for sub in [WAL_DIR, SNAPSHOT_DIR] {
+        fs::create_dir_all(copy.path().join(sub)).unwrap();
+        for item in fs::read_dir(dir.join(sub)).unwrap() {
+            let path = item.unwrap().path();
+            fs::copy(&path, copy.path().join(sub).join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    copy
+}
+
+#[test]
+fn a_roll_then_a_snapshot_then_a_crash_keeps_the_term_and_vote() {
+    let dir = tempfile::tempdir().unwrap();
+    let voted = HardState {
+        term: Term(3),
+        vote: Some(NodeId(2)),
+        commit: LogIndex(0),
+    };
+    let (mut storage, _) = open_small(dir.path());
+    storage.set_hard_state(&voted).unwrap();
+    append_synced(&mut storage, &entries(1..=10, 3));
+    // A round that only moves the commit index: not synced by the driver.
+    let committed = HardState {
+        commit: LogIndex(10),
+        ..voted
+    };
+    // (Before format 2 this write rolled the full segment and left the new
+    // segment's opening hard state in a buffer; the snapshot then deleted
+    // every durable copy of term 3 and the vote.)
+    storage.set_hard_state(&committed).unwrap();
+    storage
+        .save_snapshot(&meta(10, 3), |w| w.write_all(b"state at 10"))
+        .unwrap();
+    assert_eq!(
+        storage.wal.segment_count(),
+        1,
+        "every older segment deleted"
+    );
+    let crashed = crash_copy(dir.path());
+    drop(storage);
+    let (_, recovered) = open_small(crashed.path());
+    assert_eq!(recovered.hard_state, committed);
+    assert_eq!(recovered.snapshot.map(|(m, _)| m), Some(meta(10, 3)));
+}
+
+#[test]
+fn a_hard_state_not_yet_synced_is_not_written_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut storage, _) = open(dir.path());
+    let before = append_synced(&mut storage, &entries(1..=1, 1));
+    storage
+        .set_hard_state(&HardState {
+            term: Term(1),
+            vote: None,
+            commit: LogIndex(1),
+        })
+        .unwrap();
+    assert_eq!(
+        fs::metadata(active_segment(&storage)).unwrap().len(),
+        before
+    );
+    let crashed = crash_copy(dir.path());
+    let (_, recovered) = open(crashed.path());
+    assert_eq!(recovered.hard_state, HardState::default());
+    assert!(recovered.warnings.is_empty(), "{:?}", recovered.warnings);
+}
+
+#[test]
+fn a_snapshot_without_any_hard_state_in_the_wal_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment = {
+        let (mut storage, _) = open(dir.path());
+        append_synced(&mut storage, &entries(1..=3, 2));
+        storage
+            .save_snapshot(&meta(3, 2), |w| w.write_all(b"x"))
+            .unwrap();
+        active_segment(&storage)
+    };
+    // Only a header left: the segment's opening hard state is gone.
+    let raw = fs::read(&segment).unwrap();
+    fs::write(&segment, &raw[..batch::BLOCK_BYTES as usize]).unwrap();
+    let result = Storage::open(dir.path(), StorageOptions::default());
+    assert!(
+        matches!(result, Err(StorageError::MissingHardState { snapshot_index, .. }) if snapshot_index == LogIndex(3)),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn a_format_one_wal_is_refused_with_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal_dir = dir.path().join(WAL_DIR);
+    fs::create_dir_all(&wal_dir).unwrap();
+    let mut old = Vec::new();
+    segment::encode(
+        segment::RecordRef::HardState(&HardState::default()),
+        &mut old,
+    )
+    .unwrap();
+    segment::encode(segment::RecordRef::Entry(&entry(1, 1)), &mut old).unwrap();
+    let path = wal_dir.join("00000000000000000001-00000000000000000001.wal");
+    fs::write(&path, &old).unwrap();
+    let result = Storage::open(dir.path(), StorageOptions::default());
+    assert!(
+        matches!(&result, Err(StorageError::UnsupportedFormat { version: 1, file }) if *file == path),
+        "{result:?}"
+    );
+    assert_eq!(fs::read(&path).unwrap(), old, "the old file is left alone");
+}
+
+#[test]
+fn a_segment_whose_creation_was_torn_is_set_aside_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let next = {
+        let (mut storage, _) = open(dir.path());
+        append_synced(&mut storage, &entries(1..=2, 1));
+        let active = active_segment(&storage);
+        let name = active.file_name().unwrap().to_string_lossy().into_owned();
+        let seq: u64 = name[..20].parse().unwrap();
+        active.with_file_name(format!("{:020}-{:020}.wal", seq + 1, 3))
+    };
+    fs::write(&next, b"RKVWAL\0\0\x02\0\0\0 half a header").unwrap();
+    let (mut storage, recovered) = open(dir.path());
+    assert_eq!(recovered.entries, entries(1..=2, 1));
+    assert_eq!(recovered.warnings.len(), 1, "{:?}", recovered.warnings);
+    let kept = fs::read_dir(dir.path().join(WAL_CUT_DIR)).unwrap().count();
+    assert_eq!(kept, 1, "the torn segment's bytes are kept");
+    append_synced(&mut storage, &entries(3..=3, 1));
+    drop(storage);
+    let (_, again) = open(dir.path());
+    assert_eq!(again.entries, entries(1..=3, 1));
+    assert!(again.warnings.is_empty(), "{:?}", again.warnings);
+}
+
+#[test]
+fn a_failed_fsync_leaves_a_marker_that_stops_the_next_open_until_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut storage, _) = open(dir.path());
+        let result: Result<(), _> = storage.fail_on_error(Err(StorageError::Io {
+            op: "fdatasync",
+            path: dir.path().join("wal/x"),
+            source: std::io::Error::from_raw_os_error(5),
+        }));
+        assert!(result.is_err());
+        assert!(matches!(storage.sync(), Err(StorageError::Failed)));
+    }
+    let marker = dir.path().join(FSYNC_FAILED_MARKER);
+    assert!(marker.exists());
+    let result = Storage::open(dir.path(), StorageOptions::default());
+    assert!(
+        matches!(&result, Err(StorageError::FsyncFailedEarlier { reason, .. }) if reason.contains("fdatasync")),
+        "{result:?}"
+    );
+    fs::remove_file(&marker).unwrap();
+    open(dir.path());
+}
+
+#[test]
+fn open_fsyncs_what_it_replayed_and_reports_sync_bytes_as_whole_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut storage, _) = open(dir.path());
+    storage.append(&entries(1..=1, 1)).unwrap();
+    let stats = storage.sync().unwrap();
+    assert_eq!(
+        stats.bytes,
+        batch::BLOCK_BYTES,
+        "a small batch costs one block"
+    );
+    assert_eq!(
+        storage.sync().unwrap().bytes,
+        0,
+        "nothing pending, nothing written"
+    );
+}
+
+#[test]
+fn check_reports_a_torn_tail_without_changing_anything_and_repair_cuts_it_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment = {
+        let (mut storage, _) = open(dir.path());
+        append_synced(&mut storage, &entries(1..=2, 1));
+        append_synced(&mut storage, &entries(3..=3, 1));
+        active_segment(&storage)
+    };
+    let clean = check(dir.path(), false).unwrap();
+    assert!(clean.is_clean(), "{clean:?}");
+    assert_eq!(clean.log_range, Some((LogIndex(1), LogIndex(3))));
+    let raw = fs::read(&segment).unwrap();
+    let torn_len = raw.len() - batch::BLOCK_BYTES as usize + 40;
+    fs::write(&segment, &raw[..torn_len]).unwrap();
+
+    let found = check(dir.path(), false).unwrap();
+    assert!(!found.is_clean());
+    assert_eq!(found.torn_bytes, 40);
+    assert_eq!(found.log_range, Some((LogIndex(1), LogIndex(2))));
+    assert_eq!(
+        fs::metadata(&segment).unwrap().len(),
+        torn_len as u64,
+        "unchanged"
+    );
+
+    let repaired = check(dir.path(), true).unwrap();
+    assert!(repaired.repaired, "{repaired:?}");
+    assert_eq!(
+        fs::read_dir(dir.path().join(WAL_CUT_DIR)).unwrap().count(),
+        1
+    );
+    assert!(check(dir.path(), false).unwrap().is_clean());
+}
+
+#[test]
+fn check_refuses_damage_to_acknowledged_data_and_repair_does_not_cut_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (segment, batch_start) = {
+        let (mut storage, _) = open(dir.path());
+        let start = append_synced(&mut storage, &entries(1..=1, 1));
+        append_synced(&mut storage, &entries(2..=2, 1));
+        append_synced(&mut storage, &entries(3..=3, 1));
+        (active_segment(&storage), start as usize)
+    };
+    let mut raw = fs::read(&segment).unwrap();
+    raw[batch_start + 30] ^= 4;
+    fs::write(&segment, &raw).unwrap();
+    for repair in [false, true] {
+        let result = check(dir.path(), repair);
+        assert!(
+            matches!(result, Err(StorageError::Corrupt { .. })),
+            "{result:?}"
+        );
+        assert_eq!(
+            fs::read(&segment).unwrap(),
+            raw,
+            "nothing cut (repair {repair})"
+        );
+    }
 }

@@ -7,20 +7,32 @@
 //! index alone would break after a truncation that reaches back before the
 //! active segment: the next segment would be named lower than the one before.
 //!
-//! Every segment starts with the current hard state, so deleting any prefix of
-//! segments whose entries a snapshot covers never loses the vote or term.
+//! Each segment is a header block and synced batches (layout and why in
+//! `batch`). Records are collected in memory and written as one padded
+//! batch by `sync`, followed by one fdatasync: nothing is written between
+//! syncs, so no write ever touches a block holding acknowledged records.
+//!
+//! Every segment opens with a batch holding the current hard state, and a
+//! new segment is fdatasynced (with its directory) before it is used, so
+//! deleting any prefix of older segments never removes the only durable
+//! copy of the term and vote.
 
 use super::StorageOptions;
 use super::SyncStats;
+use super::batch::{self, BLOCK_BYTES, SegmentHeader};
 use super::error::{StorageError, corrupt, io_error, warn};
 use super::files::{ensure_dir, list_dir, sync_dir};
-use super::replay::{Replay, Replayed, replay_segment};
+use super::replay::{Replay, Replayed, SegmentScan, replay_segment};
 use super::segment::{self, RecordRef};
 use raft_core::{Entry, HardState, LogIndex};
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// A batch body is written out (with an fdatasync) once it reaches this
+/// size even without a `sync`, so that its length fits the batch header.
+const MAX_BATCH_BODY_BYTES: usize = 256 * 1024 * 1024;
 
 #[derive(Clone, Debug)]
 struct SegmentInfo {
@@ -35,14 +47,20 @@ pub(super) struct Wal {
     dir: PathBuf,
     /// Live segments in write order; the last one is active. Never empty.
     segments: Vec<SegmentInfo>,
-    /// The active segment, positioned at its end.
-    active: BufWriter<File>,
-    /// Size of the active segment including bytes still in the buffer.
+    /// The active segment, opened for appending.
+    active: File,
+    /// Size of the active segment on disk: always a multiple of the block.
     active_bytes: u64,
-    /// Bytes written since the last `sync`, in any segment.
-    bytes_since_sync: u64,
+    /// The active segment's checksum salt.
+    salt: u64,
+    /// The sequence number of the next batch in the active segment.
+    next_batch_seq: u64,
+    /// Records written since the last sync: the body of the next batch.
+    pending: Vec<u8>,
     segment_size_bytes: u64,
-    write_buffer_bytes: usize,
+    preallocate: bool,
+    /// Set when a batch write or fdatasync failed: nothing more is written.
+    poisoned: bool,
     /// The hard state last written, repeated at the head of each segment.
     hard_state: HardState,
     /// The last entry's index, or the snapshot index if no entry follows it.
@@ -67,9 +85,13 @@ fn parse_segment_file_name(name: &str) -> Option<u64> {
 impl Wal {
     /// Opens (or creates) the WAL in `dir` and replays it. Segments numbered
     /// below `start_seq` predate the snapshot and are deleted; entries at or
-    /// below `snapshot_index` are dropped from the result.
+    /// below `snapshot_index` are dropped from the result. A torn tail is
+    /// moved into `cut_dir`, never destroyed. Before returning, every
+    /// segment replayed is fdatasynced and the directory fsynced: what was
+    /// replayed from the page cache after a crash is then really on disk.
     pub(super) fn open(
         dir: &Path,
+        cut_dir: &Path,
         options: &StorageOptions,
         start_seq: u64,
         snapshot_index: LogIndex,
@@ -95,50 +117,84 @@ impl Wal {
 
         let mut replay = Replay::default();
         let count = segments.len();
+        let mut last_scan = None;
         for (position, segment) in segments.iter_mut().enumerate() {
             let is_last = position + 1 == count;
-            segment.max_entry_index =
-                replay_segment(&segment.path, is_last, &mut replay, warnings)?;
+            let scan = replay_segment(&segment.path, is_last, &mut replay, warnings)?;
+            if let Some(header) = scan.header
+                && header.seq != segment.seq
+            {
+                return Err(corrupt(
+                    &segment.path,
+                    0,
+                    format!(
+                        "the header says segment {}, the name {}",
+                        header.seq, segment.seq
+                    ),
+                ));
+            }
+            segment.max_entry_index = scan.max_entry_index;
+            last_scan = Some(scan);
         }
         let replayed = replay.finish(dir, snapshot_index, warnings)?;
         let last_index = replayed.entries.last().map_or(snapshot_index, |e| e.index);
 
-        let (active, active_bytes) = match segments.last() {
-            Some(last) => {
+        if let Some(scan) = &last_scan {
+            let last = segments.last().expect("a scan means a segment");
+            if scan.file_bytes != scan.valid_bytes {
+                // A torn tail, or padding the crash cut short (re-extended).
+                cut_torn_tail(&last.path, cut_dir, scan)?;
+            }
+            if scan.header.is_none() {
+                remove_segment_files(dir, segments.pop().into_iter())?;
+            }
+        }
+        for segment in &segments {
+            sync_file(&segment.path)?;
+        }
+        sync_dir(dir)?;
+
+        let (active, active_bytes, header, next_batch_seq) = match (segments.last(), last_scan) {
+            (Some(last), Some(scan)) if scan.header.is_some() => {
                 let file = OpenOptions::new()
                     .append(true)
                     .open(&last.path)
                     .map_err(io_error("open segment", &last.path))?;
-                let len = file.metadata().map_err(io_error("stat", &last.path))?.len();
-                (file, len)
+                let header = scan.header.expect("checked above");
+                (file, scan.valid_bytes, header, scan.next_batch_seq)
             }
-            None => {
-                let seq = start_seq.max(1);
+            _ => {
+                let seq = segments.last().map_or(start_seq.max(1), |s| s.seq + 1);
                 let path = dir.join(segment_file_name(seq, last_index.next()));
+                let header = new_segment_header(seq);
+                let file = create_segment_file(dir, &path, header, options, warnings)?;
                 segments.push(SegmentInfo {
                     seq,
-                    path: path.clone(),
+                    path,
                     max_entry_index: None,
                 });
-                (create_segment_file(dir, &path)?, 0)
+                (file, BLOCK_BYTES, header, 0)
             }
         };
         let mut wal = Wal {
             dir: dir.to_path_buf(),
             segments,
-            active: BufWriter::with_capacity(options.write_buffer_bytes, active),
+            active,
             active_bytes,
-            bytes_since_sync: 0,
+            salt: header.salt,
+            next_batch_seq,
+            pending: Vec::new(),
             segment_size_bytes: options.segment_size_bytes,
-            write_buffer_bytes: options.write_buffer_bytes,
+            preallocate: options.preallocate,
+            poisoned: false,
             hard_state: replayed.hard_state,
             last_index,
             scratch: Vec::new(),
         };
-        if wal.active_bytes == 0 || replayed.hard_state_lowered {
-            // A new segment or one cut back to nothing needs its head; a
-            // repaired hard state must replace the one on disk.
-            wal.write_to_active(RecordRef::HardState(&replayed.hard_state))?;
+        if wal.next_batch_seq == 0 || replayed.hard_state_lowered {
+            // A new segment needs its opening hard state; a repaired hard
+            // state must replace the one on disk.
+            wal.push_record(RecordRef::HardState(&replayed.hard_state))?;
             wal.sync()?;
         }
         Ok((wal, replayed))
@@ -159,10 +215,10 @@ impl Wal {
             return Ok(());
         };
         if first.index <= self.last_index {
-            self.write(RecordRef::Truncate(first.index))?;
+            self.push_record(RecordRef::Truncate(first.index))?;
         }
         for entry in entries {
-            self.write(RecordRef::Entry(entry))?;
+            self.push_record(RecordRef::Entry(entry))?;
         }
         Ok(())
     }
@@ -171,17 +227,18 @@ impl Wal {
         if *hard_state == self.hard_state {
             return Ok(());
         }
-        self.write(RecordRef::HardState(hard_state))
+        self.push_record(RecordRef::HardState(hard_state))
     }
 
-    /// Makes everything written so far durable with one flush and one
-    /// fdatasync (group commit: many appends share it).
+    /// Makes everything written so far durable: one padded batch, one
+    /// fdatasync (group commit: many appends share it). Then rolls to a new
+    /// segment if the active one is full.
     pub(super) fn sync(&mut self) -> Result<SyncStats, StorageError> {
         let started = Instant::now();
-        if self.bytes_since_sync > 0 {
-            self.sync_active()?;
+        let bytes = self.write_batch()?;
+        if bytes > 0 && self.active_bytes >= self.segment_size_bytes {
+            self.roll(self.last_index.next())?;
         }
-        let bytes = std::mem::take(&mut self.bytes_since_sync);
         Ok(SyncStats {
             bytes,
             duration: started.elapsed(),
@@ -215,6 +272,10 @@ impl Wal {
             "removing {count} of {} segments would remove the active one",
             self.segments.len()
         );
+        assert!(
+            self.pending.is_empty(),
+            "segments are removed only after a sync: the active segment must hold the durable hard state"
+        );
         remove_segment_files(&self.dir, self.segments.drain(..count))
     }
 
@@ -223,9 +284,9 @@ impl Wal {
     /// sequence number. Older segments stay until the snapshot naming this
     /// sequence number is durable; recovery then ignores them.
     pub(super) fn restart_after(&mut self, snapshot_index: LogIndex) -> Result<u64, StorageError> {
+        self.write_batch()?;
         self.roll(snapshot_index.next())?;
         self.last_index = snapshot_index;
-        self.sync_active()?;
         Ok(self.segments.last().expect("never empty").seq)
     }
 
@@ -233,27 +294,12 @@ impl Wal {
         &self.segments.last().expect("never empty").path
     }
 
-    fn write(&mut self, record: RecordRef<'_>) -> Result<(), StorageError> {
-        if self.active_bytes >= self.segment_size_bytes {
-            let next_index = match record {
-                RecordRef::Entry(entry) => entry.index,
-                RecordRef::Truncate(index) => index,
-                RecordRef::HardState(_) => self.last_index.next(),
-            };
-            self.roll(next_index)?;
+    /// Adds a record to the pending batch.
+    fn push_record(&mut self, record: RecordRef<'_>) -> Result<(), StorageError> {
+        if self.pending.len() >= MAX_BATCH_BODY_BYTES {
+            self.write_batch()?;
         }
-        self.write_to_active(record)
-    }
-
-    fn write_to_active(&mut self, record: RecordRef<'_>) -> Result<(), StorageError> {
-        self.scratch.clear();
-        segment::encode(record, &mut self.scratch)?;
-        if let Err(source) = self.active.write_all(&self.scratch) {
-            return Err(io_error("write", self.active_path())(source));
-        }
-        let bytes = self.scratch.len() as u64;
-        self.active_bytes += bytes;
-        self.bytes_since_sync += bytes;
+        segment::encode(record, &mut self.pending)?;
         match record {
             RecordRef::Entry(entry) => {
                 let active = self.segments.last_mut().expect("never empty");
@@ -266,33 +312,75 @@ impl Wal {
         Ok(())
     }
 
-    fn sync_active(&mut self) -> Result<(), StorageError> {
-        if let Err(source) = self.active.flush() {
+    /// Writes the pending records as one padded batch at the end of the
+    /// active segment and fdatasyncs it. Returns the bytes written.
+    fn write_batch(&mut self) -> Result<u64, StorageError> {
+        if self.pending.is_empty() {
+            return Ok(0);
+        }
+        self.scratch.clear();
+        batch::encode_batch(
+            self.salt,
+            self.next_batch_seq,
+            &self.pending,
+            &mut self.scratch,
+        );
+        if let Err(source) = self.active.write_all(&self.scratch) {
             return Err(io_error("write", self.active_path())(source));
         }
         let path = self.active_path().to_path_buf();
         self.active
-            .get_ref()
             .sync_data()
-            .map_err(io_error("fdatasync", &path))
+            .map_err(io_error("fdatasync", &path))?;
+        let bytes = self.scratch.len() as u64;
+        self.active_bytes += bytes;
+        self.next_batch_seq += 1;
+        self.pending.clear();
+        if self.scratch.capacity() > MAX_RETAINED_SCRATCH_BYTES {
+            self.scratch = Vec::new();
+            self.pending = Vec::new();
+        }
+        Ok(bytes)
     }
 
-    /// Closes the active segment (durably: only the last segment may have a
-    /// torn tail) and starts a new one with the hard state at its head.
+    /// Starts a new segment (the active one was synced by the caller) whose
+    /// header and opening hard state are durable before it is used: only
+    /// then may a snapshot delete the segments before it.
     fn roll(&mut self, first_index: LogIndex) -> Result<(), StorageError> {
-        self.sync_active()?;
+        assert!(self.pending.is_empty(), "roll after a sync only");
         let seq = self.segments.last().expect("never empty").seq + 1;
         let path = self.dir.join(segment_file_name(seq, first_index));
-        let file = create_segment_file(&self.dir, &path)?;
-        self.active = BufWriter::with_capacity(self.write_buffer_bytes, file);
-        self.active_bytes = 0;
+        let header = new_segment_header(seq);
+        let mut ignored = Vec::new();
+        self.active = create_segment_file(
+            &self.dir,
+            &path,
+            header,
+            &StorageOptions {
+                segment_size_bytes: self.segment_size_bytes,
+                preallocate: self.preallocate,
+            },
+            &mut ignored,
+        )?;
+        self.active_bytes = BLOCK_BYTES;
+        self.salt = header.salt;
+        self.next_batch_seq = 0;
         self.segments.push(SegmentInfo {
             seq,
             path,
             max_entry_index: None,
         });
         let hard_state = self.hard_state;
-        self.write_to_active(RecordRef::HardState(&hard_state))
+        self.push_record(RecordRef::HardState(&hard_state))?;
+        self.write_batch()?;
+        Ok(())
+    }
+
+    /// Adds raw bytes to the pending batch: tests forge records the API
+    /// would never write, inside a batch with a valid checksum.
+    #[cfg(test)]
+    pub(super) fn push_raw(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
     }
 
     #[cfg(test)]
@@ -301,14 +389,146 @@ impl Wal {
     }
 }
 
-fn create_segment_file(dir: &Path, path: &Path) -> Result<File, StorageError> {
-    let file = OpenOptions::new()
+/// Replays the WAL in `dir` without changing anything: what `Wal::open`
+/// would find, and how many torn bytes it would cut.
+pub(super) fn verify(
+    dir: &Path,
+    start_seq: u64,
+    snapshot_index: LogIndex,
+    warnings: &mut Vec<String>,
+) -> Result<(Replayed, u64), StorageError> {
+    let mut segments = if dir.is_dir() {
+        list_segments(dir, warnings)?
+    } else {
+        Vec::new()
+    };
+    let stale = segments.iter().take_while(|s| s.seq < start_seq).count();
+    for segment in segments.drain(..stale) {
+        warn(
+            warnings,
+            format!(
+                "{} predates the snapshot (an interrupted compaction)",
+                segment.path.display()
+            ),
+        );
+    }
+    if start_seq > 0 && segments.first().is_none_or(|first| first.seq != start_seq) {
+        return Err(corrupt(
+            dir,
+            0,
+            format!(
+                "WAL segment {start_seq}, which the snapshot names as the first it needs, is missing"
+            ),
+        ));
+    }
+    let mut replay = Replay::default();
+    let mut torn_bytes = 0;
+    let count = segments.len();
+    for (position, segment) in segments.iter().enumerate() {
+        let scan = replay_segment(&segment.path, position + 1 == count, &mut replay, warnings)?;
+        torn_bytes += scan.torn_bytes();
+    }
+    Ok((replay.finish(dir, snapshot_index, warnings)?, torn_bytes))
+}
+
+impl Drop for Wal {
+    /// Writes what is pending as a last batch, as a buffered writer would
+    /// flush on drop: a clean shutdown loses nothing. Skipped after a failed
+    /// write (the file's state is unknown).
+    fn drop(&mut self) {
+        if self.poisoned || self.pending.is_empty() {
+            return;
+        }
+        if let Err(error) = self.write_batch() {
+            tracing::warn!(%error, "the last batch was not written at close");
+        }
+    }
+}
+
+/// Scratch buffers above this are released after use.
+const MAX_RETAINED_SCRATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// A header with a fresh random salt. `RandomState` is seeded from the
+/// operating system's randomness, so a client cannot predict the salt.
+fn new_segment_header(seq: u64) -> SegmentHeader {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(seq);
+    SegmentHeader {
+        salt: hasher.finish(),
+        seq,
+    }
+}
+
+/// Creates a segment holding just its header block, durably (file and
+/// directory), with its space reserved up front when `preallocate` is on:
+/// appends within it then do not fail for want of space.
+fn create_segment_file(
+    dir: &Path,
+    path: &Path,
+    header: SegmentHeader,
+    options: &StorageOptions,
+    warnings: &mut Vec<String>,
+) -> Result<File, StorageError> {
+    let mut file = OpenOptions::new()
         .append(true)
         .create_new(true)
         .open(path)
         .map_err(io_error("create segment", path))?;
+    if options.preallocate
+        && let Err(error) = super::space::preallocate(&file, options.segment_size_bytes)
+    {
+        // Not fatal: the space is then taken as batches are written; the
+        // free-space threshold is what keeps that from failing.
+        warn(
+            warnings,
+            format!("cannot preallocate {}: {error}", path.display()),
+        );
+    }
+    file.write_all(&batch::encode_segment_header(header))
+        .map_err(io_error("write segment header", path))?;
+    file.sync_data().map_err(io_error("fdatasync", path))?;
     sync_dir(dir)?;
     Ok(file)
+}
+
+/// fdatasyncs a segment written by an earlier run.
+fn sync_file(path: &Path) -> Result<(), StorageError> {
+    let file = File::open(path).map_err(io_error("open segment", path))?;
+    file.sync_data().map_err(io_error("fdatasync", path))
+}
+
+/// Moves the torn tail of `path` (from `scan.valid_bytes` on) into a side
+/// file in `cut_dir`, durably, then truncates the segment there. Zeros
+/// alone are not worth keeping.
+pub(super) fn cut_torn_tail(
+    path: &Path,
+    cut_dir: &Path,
+    scan: &SegmentScan,
+) -> Result<(), StorageError> {
+    let data = fs::read(path).map_err(io_error("read segment", path))?;
+    let start = (scan.valid_bytes as usize).min(data.len());
+    let tail = &data[start..];
+    if tail.iter().any(|&b| b != 0) {
+        ensure_dir(cut_dir)?;
+        let name = path
+            .file_name()
+            .map_or_else(|| "segment".into(), |n| n.to_string_lossy().into_owned());
+        let side = cut_dir.join(format!("{name}.{}.cut", scan.valid_bytes));
+        let mut file = File::create(&side).map_err(io_error("create cut file", &side))?;
+        file.write_all(tail)
+            .and_then(|()| file.sync_all())
+            .map_err(io_error("write cut file", &side))?;
+        sync_dir(cut_dir)?;
+        tracing::warn!(bytes = tail.len(), side = %side.display(), "torn tail kept in a side file");
+    }
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_error("open segment", path))?;
+    file.set_len(scan.valid_bytes)
+        .map_err(io_error("truncate segment", path))?;
+    file.sync_all().map_err(io_error("fsync segment", path))
 }
 
 fn remove_segment_files(
