@@ -23,4 +23,13 @@ pub struct Bugs {
     /// Let a second membership change be proposed and applied while one is
     /// still in flight, entering a new joint configuration from a joint one.
     pub concurrent_conf_changes: bool,
+    /// Let a leader that wins alone (one voter, any learners) send appends
+    /// and heartbeats in its new term before that term is durable.
+    pub lead_before_term_durable: bool,
+    /// Let the lease come back in a term after TimeoutNow was sent in it
+    /// (an aborted or delayed transfer).
+    pub lease_after_aborted_transfer: bool,
+    /// Let a node that restarted grant (pre-)votes at once, inside a lease
+    /// its acknowledgements before the crash may still support.
+    pub vote_at_once_after_restart: bool,
 }

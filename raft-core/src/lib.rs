@@ -72,6 +72,7 @@ mod read_index;
 mod ready;
 mod replication;
 mod types;
+mod validate;
 
 pub use config::{Config, ConfigError};
 pub use input::{Accepted, Input, StepError};
@@ -79,6 +80,7 @@ pub use membership::{ConfChange, ConfChangeStep, Membership, MembershipError};
 pub use message::{ForwardedEntry, Message, MessageBody};
 pub use node::{InitialState, Node, Status};
 pub use ready::{ReadState, Ready, SnapshotChunk};
+pub use validate::{MAX_PEER_INDEX, MAX_PEER_TERM};
 pub use types::{
     Entry, EntryKind, HardState, LogIndex, NodeId, Role, SnapshotMeta, SoftState, Term,
 };
