@@ -60,6 +60,22 @@ pub(crate) struct PendingPersist {
     pub messages: Vec<Message>,
 }
 
+/// Follower: a snapshot transfer in progress. A later chunk continues it
+/// only if it belongs to the same bytes, and the metadata alone does not
+/// say so: two leaders (or one leader before and after a restart) may hold
+/// different files for the same index and term (the encoding of a state
+/// need not be unique). Within one leader's term the file for a snapshot
+/// index never changes (a leader keeps one snapshot per index), so the
+/// transfer is keyed on the sender, its term and the total size as well.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StagedSnapshot {
+    pub meta: SnapshotMeta,
+    pub total_bytes: u64,
+    pub leader: NodeId,
+    pub term: Term,
+    pub received: u64,
+}
+
 /// A Raft node. See the crate documentation for the driving loop.
 #[derive(Debug)]
 pub struct Node {
@@ -79,7 +95,7 @@ pub struct Node {
     pub(crate) snapshot_meta: SnapshotMeta,
     pub(crate) snapshot_bytes: u64,
     /// Follower: the snapshot being received, and how many bytes are staged.
-    pub(crate) snapshot_staging: Option<(SnapshotMeta, u64)>,
+    pub(crate) snapshot_staging: Option<StagedSnapshot>,
 
     pub(crate) role: Role,
     pub(crate) leader: Option<NodeId>,
