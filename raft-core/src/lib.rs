@@ -80,7 +80,7 @@ pub use membership::{ConfChange, ConfChangeStep, Membership, MembershipError};
 pub use message::{ForwardedEntry, Message, MessageBody};
 pub use node::{InitialState, Node, Status};
 pub use ready::{ReadState, Ready, SnapshotChunk};
-pub use validate::{MAX_PEER_INDEX, MAX_PEER_TERM};
 pub use types::{
     Entry, EntryKind, HardState, LogIndex, NodeId, Role, SnapshotMeta, SoftState, Term,
 };
+pub use validate::{MAX_PEER_INDEX, MAX_PEER_TERM};

@@ -109,7 +109,10 @@ impl Node {
             } => {
                 check_index(meta.index)?;
                 check_log_term(meta.term, m.term)?;
-                if offset.checked_add(*len).is_none_or(|end| end > *total_bytes) {
+                if offset
+                    .checked_add(*len)
+                    .is_none_or(|end| end > *total_bytes)
+                {
                     return Err(StepError::SnapshotChunkOutOfRange {
                         offset: *offset,
                         len: *len,
@@ -160,13 +163,12 @@ impl Node {
             }
             // A peer forwards only client commands: no-ops and membership
             // changes are the leader's own, validated and one at a time.
-            MessageBody::Propose { entries } => match entries
-                .iter()
-                .find(|e| e.kind != EntryKind::Normal)
-            {
-                Some(e) => Err(StepError::ForwardedKindNotAllowed { kind: e.kind }),
-                None => Ok(()),
-            },
+            MessageBody::Propose { entries } => {
+                match entries.iter().find(|e| e.kind != EntryKind::Normal) {
+                    Some(e) => Err(StepError::ForwardedKindNotAllowed { kind: e.kind }),
+                    None => Ok(()),
+                }
+            }
             MessageBody::ReadIndex { .. } => Ok(()),
             MessageBody::ReadIndexResponse { index, .. } => match index {
                 Some(index) => check_index(*index),
@@ -258,4 +260,3 @@ fn check_entries(
     }
     Ok(())
 }
-

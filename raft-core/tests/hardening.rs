@@ -113,7 +113,12 @@ fn leader_after_an_aborted_transfer(adjust: impl Fn(&mut Config)) -> (Cluster, M
     for _ in 0..25 {
         c.tick_all();
     }
-    assert_eq!(c.node(1).role(), Role::Leader, "the transfer was aborted: {:#?}", c.trace);
+    assert_eq!(
+        c.node(1).role(),
+        Role::Leader,
+        "the transfer was aborted: {:#?}",
+        c.trace
+    );
     (c, late)
 }
 
@@ -309,7 +314,13 @@ fn leaving_a_joint_configuration_waits_for_a_transfer_in_progress() {
     c.step(1, Input::TransferLeadership { to: NodeId(3) })
         .unwrap();
     c.settle();
-    assert_eq!(c.node(3).role(), Role::Leader, "the transfer succeeded: {:?} {:?}", c.node(1).status(), c.node(3).status());
+    assert_eq!(
+        c.node(3).role(),
+        Role::Leader,
+        "the transfer succeeded: {:?} {:?}",
+        c.node(1).status(),
+        c.node(3).status()
+    );
     let leave = raft_core::ConfChange::Leave.encode();
     for id in 1..=3 {
         let node = c.node(id);
@@ -348,7 +359,12 @@ fn a_read_forwarded_to_a_leader_of_an_older_term_is_reported_dropped() {
     // n1 moves to a higher term and is elected again.
     c.step(
         1,
-        msg(2, 1, term + 1, MessageBody::HeartbeatResponse { read_round: 0 }),
+        msg(
+            2,
+            1,
+            term + 1,
+            MessageBody::HeartbeatResponse { read_round: 0 },
+        ),
     )
     .unwrap();
     c.isolate(3);

@@ -55,8 +55,15 @@ fn refused(c: &mut Cluster, id: u64, input: Input) -> StepError {
     let err = c
         .step(id, input)
         .expect_err("a forged message must be refused");
-    assert_eq!(c.node(id).status(), before, "a refused message changed state");
-    assert!(err.peer_message_kind().is_some(), "{err} has a metrics label");
+    assert_eq!(
+        c.node(id).status(),
+        before,
+        "a refused message changed state"
+    );
+    assert!(
+        err.peer_message_kind().is_some(),
+        "{err} has a metrics label"
+    );
     // The cluster carries on.
     c.tick_all();
     err
@@ -74,7 +81,9 @@ fn an_append_response_acknowledging_beyond_the_leaders_log_is_refused() {
         reject_index: LogIndex(0),
     };
     let err = refused(&mut c, 1, msg(2, 1, term, forged));
-    assert!(matches!(err, StepError::AckBeyondLastIndex { index, .. } if index == LogIndex(last + 100)));
+    assert!(
+        matches!(err, StepError::AckBeyondLastIndex { index, .. } if index == LogIndex(last + 100))
+    );
 }
 
 #[test]
@@ -103,7 +112,10 @@ fn an_append_whose_entries_repeat_an_index_is_refused() {
         u64::MAX / 8,
     );
     let err = refused(&mut c, 2, msg(1, 2, term, forged));
-    assert!(matches!(err, StepError::EntriesNotContiguous { position: 1, .. }));
+    assert!(matches!(
+        err,
+        StepError::EntriesNotContiguous { position: 1, .. }
+    ));
 }
 
 #[test]
@@ -130,14 +142,20 @@ fn an_append_contradicting_a_committed_entry_is_refused() {
     // Rewrites the last committed entry with a newer term.
     let forged = append((commit - 1, 1), vec![entry(commit, term + 1)], commit);
     let err = refused(&mut c, 2, msg(1, 2, term + 1, forged));
-    assert!(matches!(err, StepError::ConflictsWithCommitted { index, .. } if index == LogIndex(commit)));
+    assert!(
+        matches!(err, StepError::ConflictsWithCommitted { index, .. } if index == LogIndex(commit))
+    );
 }
 
 #[test]
 fn entries_whose_terms_go_down_or_exceed_the_senders_are_refused() {
     let (mut c, term) = cluster();
     let last = c.node(2).last_index().0;
-    let down = append((last, term), vec![entry(last + 1, term), entry(last + 2, 0)], 0);
+    let down = append(
+        (last, term),
+        vec![entry(last + 1, term), entry(last + 2, 0)],
+        0,
+    );
     assert!(matches!(
         refused(&mut c, 2, msg(1, 2, term, down)),
         StepError::EntryTermsDecrease { .. }
@@ -210,15 +228,30 @@ fn snapshot(offset: u64, len: u64, total: u64, data: &'static [u8], term: u64) -
 fn a_snapshot_chunk_whose_data_disagrees_with_its_metadata_is_refused() {
     let (mut c, term) = cluster();
     assert!(matches!(
-        refused(&mut c, 2, msg(1, 2, term, snapshot(0, 10, 3, b"0123456789", term))),
+        refused(
+            &mut c,
+            2,
+            msg(1, 2, term, snapshot(0, 10, 3, b"0123456789", term))
+        ),
         StepError::SnapshotChunkOutOfRange { .. }
     ));
     assert!(matches!(
-        refused(&mut c, 2, msg(1, 2, term, snapshot(0, 4, 10, b"0123456789", term))),
-        StepError::SnapshotChunkLength { len: 4, carried: 10 }
+        refused(
+            &mut c,
+            2,
+            msg(1, 2, term, snapshot(0, 4, 10, b"0123456789", term))
+        ),
+        StepError::SnapshotChunkLength {
+            len: 4,
+            carried: 10
+        }
     ));
     assert!(matches!(
-        refused(&mut c, 2, msg(1, 2, term, snapshot(u64::MAX, 2, 10, b"01", term))),
+        refused(
+            &mut c,
+            2,
+            msg(1, 2, term, snapshot(u64::MAX, 2, 10, b"01", term))
+        ),
         StepError::SnapshotChunkOutOfRange { .. }
     ));
     let mut no_voters = snapshot(0, 2, 2, b"01", term);
