@@ -363,7 +363,8 @@ fn hostile_body() -> impl Strategy<Value = MessageBody> {
             reject_index: LogIndex(0),
         }),
         // A heartbeat answer for a read round never sent.
-        (u64::MAX / 2..u64::MAX).prop_map(|read_round| MessageBody::HeartbeatResponse { read_round }),
+        (u64::MAX / 2..u64::MAX)
+            .prop_map(|read_round| MessageBody::HeartbeatResponse { read_round }),
     ]
 }
 
@@ -497,7 +498,9 @@ async fn fuzz_http_peer_batches_never_stop_the_node() {
     .sum();
     assert!(refused > 0, "no hostile message reached the core");
     assert!(
-        metrics.render().contains("kv_peer_messages_refused_total{kind="),
+        metrics
+            .render()
+            .contains("kv_peer_messages_refused_total{kind="),
         "refusals are in /metrics"
     );
     node.node.shutdown().await.unwrap();
