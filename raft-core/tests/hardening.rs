@@ -390,3 +390,38 @@ fn a_read_forwarded_to_a_leader_of_an_older_term_is_reported_dropped() {
         .is_some_and(|d| d.contains(&42));
     assert!(answered || dropped, "read 42 was silently lost");
 }
+
+#[test]
+fn a_leave_held_back_by_a_transfer_follows_once_the_transfer_is_given_up() {
+    let mut c = Cluster::new(5);
+    c.campaign(1);
+    // n5 is cut off, so the transfer to it can only time out; n6 never
+    // answers, but n1..n4 are a majority of both halves.
+    c.isolate(5);
+    c.step(
+        1,
+        Input::ProposeConfChange(raft_core::ConfChange::Enter(vec![
+            raft_core::ConfChangeStep::AddVoter(NodeId(6)),
+        ])),
+    )
+    .unwrap();
+    c.step(1, Input::TransferLeadership { to: NodeId(5) })
+        .unwrap();
+    c.settle();
+    assert!(
+        c.node(1).membership().is_joint(),
+        "the joint entry committed"
+    );
+    assert!(
+        c.node(1).membership().voters.contains(&NodeId(6)),
+        "in the joint configuration"
+    );
+    for _ in 0..30 {
+        c.tick_all();
+    }
+    assert_eq!(c.node(1).role(), Role::Leader);
+    assert!(
+        !c.node(1).membership().is_joint(),
+        "the joint configuration was left after the transfer timed out"
+    );
+}
