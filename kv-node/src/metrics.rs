@@ -106,6 +106,9 @@ pub struct Metrics {
     /// Latency by route name; routes are a fixed, small set.
     requests: Mutex<BTreeMap<&'static str, Histogram>>,
     responses: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    /// Peer messages the core refused, by kind of refusal (a small, fixed
+    /// set: `raft_core::StepError::peer_message_kind`).
+    peer_messages_refused: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -137,6 +140,21 @@ impl Metrics {
         if let Ok(mut responses) = self.responses.lock() {
             *responses.entry((route, status)).or_default() += 1;
         }
+    }
+
+    /// Records one peer message the core refused, by kind of refusal.
+    pub fn peer_message_refused(&self, kind: &'static str) {
+        if let Ok(mut refused) = self.peer_messages_refused.lock() {
+            *refused.entry(kind).or_default() += 1;
+        }
+    }
+
+    /// How many peer messages were refused with this kind (for tests).
+    pub fn peer_messages_refused(&self, kind: &str) -> u64 {
+        self.peer_messages_refused
+            .lock()
+            .map(|r| r.get(kind).copied().unwrap_or(0))
+            .unwrap_or(0)
     }
 
     /// The Prometheus text exposition.
@@ -275,6 +293,17 @@ impl Metrics {
                     "{name}{{peer=\"{peer}\"}} {}",
                     field(metrics).load(Relaxed)
                 );
+            }
+        }
+
+        let name = "kv_peer_messages_refused_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} peer messages the raft core refused as malformed or forged, by kind\n# TYPE {name} counter"
+        );
+        if let Ok(refused) = self.peer_messages_refused.lock() {
+            for (kind, count) in refused.iter() {
+                let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {count}");
             }
         }
 

@@ -28,4 +28,13 @@ pub struct Bugs {
     /// configuration that its removal committed, so they can wait forever
     /// for its vote (issue 18).
     pub removed_leader_gives_up: bool,
+    /// Let a leader that wins alone (one voter, any learners) send appends
+    /// and heartbeats in its new term before that term is durable.
+    pub lead_before_term_durable: bool,
+    /// Let the lease come back in a term after TimeoutNow was sent in it
+    /// (an aborted or delayed transfer).
+    pub lease_after_aborted_transfer: bool,
+    /// Let a node that restarted grant (pre-)votes at once, inside a lease
+    /// its acknowledgements before the crash may still support.
+    pub vote_at_once_after_restart: bool,
 }

@@ -18,11 +18,23 @@ pub struct Config {
     /// that a node that was cut off does not disrupt the cluster on return.
     pub pre_vote: bool,
     /// A leader that has not heard from a quorum within an election timeout
-    /// steps down; followers ignore votes while they hear from a leader.
+    /// steps down; followers ignore votes while they hear from a leader, and
+    /// for `election_ticks_min` ticks after they start (a restarted node may
+    /// have acknowledged the round a lease counts from). Lease reads need it.
     pub check_quorum: bool,
     /// The lease of a leader is `election_ticks_min - lease_drift_ticks`
     /// ticks from the send time of the last heartbeat a quorum acknowledged:
     /// the margin absorbs clock-rate drift between nodes.
+    ///
+    /// The lease is safe only because every follower refuses votes for its
+    /// own `election_ticks_min` after hearing from the leader: the lease
+    /// rests on values every member must agree on. The core cannot see its
+    /// peers' configuration, so the rule is the driver's to keep: every
+    /// member must run with the same tick length, `election_ticks_min`,
+    /// `lease_drift_ticks` and `check_quorum` (or at least no follower with a
+    /// shorter minimum election timeout, in wall time, than any leader's
+    /// lease). Mixed timings break lease reads only; ReadIndex reads with a
+    /// quorum round (`lease: false`) stay linearizable whatever the timings.
     pub lease_drift_ticks: u32,
     /// The most AppendEntries messages in flight to one follower.
     pub max_inflight_messages: usize,

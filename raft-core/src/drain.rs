@@ -133,6 +133,19 @@ impl Node {
         if self.config.bugs != crate::bugs::Bugs::default() {
             return;
         }
+        if !matches!(
+            m.body,
+            MessageBody::RequestVote { pre_vote: true, .. }
+                | MessageBody::RequestVoteResponse { pre_vote: true, .. }
+        ) {
+            debug_assert!(
+                m.term <= self.durable_hard_state.term,
+                "{} sent in term {} before the term was durable ({:?})",
+                m.body.name(),
+                m.term,
+                self.durable_hard_state
+            );
+        }
         match m.body {
             MessageBody::RequestVoteResponse {
                 pre_vote: false,

@@ -73,6 +73,7 @@ mod ready;
 mod removal;
 mod replication;
 mod types;
+mod validate;
 
 pub use config::{Config, ConfigError};
 pub use input::{Accepted, Input, StepError};
@@ -83,3 +84,4 @@ pub use ready::{ReadState, Ready, SnapshotChunk};
 pub use types::{
     Entry, EntryKind, HardState, LogIndex, NodeId, Role, SnapshotMeta, SoftState, Term,
 };
+pub use validate::{MAX_PEER_INDEX, MAX_PEER_TERM};

@@ -60,6 +60,22 @@ pub(crate) struct PendingPersist {
     pub messages: Vec<Message>,
 }
 
+/// Follower: a snapshot transfer in progress. A later chunk continues it
+/// only if it belongs to the same bytes, and the metadata alone does not
+/// say so: two leaders (or one leader before and after a restart) may hold
+/// different files for the same index and term (the encoding of a state
+/// need not be unique). Within one leader's term the file for a snapshot
+/// index never changes (a leader keeps one snapshot per index), so the
+/// transfer is keyed on the sender, its term and the total size as well.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StagedSnapshot {
+    pub meta: SnapshotMeta,
+    pub total_bytes: u64,
+    pub leader: NodeId,
+    pub term: Term,
+    pub received: u64,
+}
+
 /// A Raft node. See the crate documentation for the driving loop.
 #[derive(Debug)]
 pub struct Node {
@@ -79,13 +95,16 @@ pub struct Node {
     pub(crate) snapshot_meta: SnapshotMeta,
     pub(crate) snapshot_bytes: u64,
     /// Follower: the snapshot being received, and how many bytes are staged.
-    pub(crate) snapshot_staging: Option<(SnapshotMeta, u64)>,
+    pub(crate) snapshot_staging: Option<StagedSnapshot>,
 
     pub(crate) role: Role,
     pub(crate) leader: Option<NodeId>,
 
     /// Local ticks since start; the clock of leases.
     pub(crate) ticks: u64,
+    /// With check-quorum, (pre-)votes are refused until `ticks` reaches
+    /// this: see `in_leader_lease`.
+    pub(crate) votes_refused_until: u64,
     /// Ticks since the last sign of a live leader (or since a campaign began).
     pub(crate) election_elapsed: u32,
     /// This term's randomized election timeout, in
@@ -192,6 +211,13 @@ impl Node {
             role: Role::Follower,
             leader: None,
             ticks: 0,
+            // A node that never held a term acknowledged nothing a lease
+            // could rest on; one that did may have, just before it crashed.
+            votes_refused_until: if config.check_quorum && hs.term > Term::ZERO {
+                u64::from(config.election_ticks_min)
+            } else {
+                0
+            },
             election_elapsed: 0,
             election_timeout: config.election_ticks_min,
             heartbeat_elapsed: 0,
@@ -240,6 +266,10 @@ impl Node {
             Input::Message(m) => {
                 if m.to != self.config.id {
                     return Err(StepError::WrongRecipient { to: m.to });
+                }
+                if let Err(err) = self.validate(&m) {
+                    tracing::debug!(from = %m.from, kind = m.body.name(), %err, "refusing peer message");
+                    return Err(err);
                 }
                 self.step_message(m);
                 Ok(Accepted::Done)
@@ -329,6 +359,14 @@ impl Node {
                     MessageBody::RequestVoteResponse {
                         pre_vote: true,
                         granted: false,
+                    },
+                ),
+                // Never leave a forwarded read unanswered.
+                MessageBody::ReadIndex { context, .. } => self.send(
+                    m.from,
+                    MessageBody::ReadIndexResponse {
+                        context,
+                        index: None,
                     },
                 ),
                 _ => {
@@ -485,6 +523,10 @@ impl Node {
         if term > self.term {
             self.term = term;
             self.vote = None;
+            // Reads forwarded in the old term went to a leader that will
+            // ignore them as stale, even if it leads the new term too.
+            self.dropped_reads
+                .extend(std::mem::take(&mut self.forwarded_reads));
         }
         assert!(
             term == self.term,
@@ -537,11 +579,24 @@ impl Node {
     }
 
     /// True while we heard from a leader within the minimum election timeout
-    /// (Raft thesis, section 4.2.3): then a vote request is disruptive.
+    /// (Raft thesis, section 4.2.3): then a vote request is disruptive. A
+    /// leader's lease rests on this promise, so it must survive a restart:
+    /// a restarted node knows no leader, yet it may have acknowledged the
+    /// heartbeat round the lease counts from just before it crashed. So for
+    /// the minimum election timeout after start it grants no (pre-)votes
+    /// either (Raft thesis, section 6.4).
     fn in_leader_lease(&self) -> bool {
-        self.config.check_quorum
-            && self.leader.is_some()
-            && self.election_elapsed < self.config.election_ticks_min
+        if !self.config.check_quorum {
+            return false;
+        }
+        #[allow(unused_mut)]
+        let mut just_started = self.ticks < self.votes_refused_until;
+        #[cfg(feature = "buggy")]
+        if self.config.bugs.vote_at_once_after_restart {
+            just_started = false;
+        }
+        just_started
+            || (self.leader.is_some() && self.election_elapsed < self.config.election_ticks_min)
     }
 
     // ----- Time. -----
@@ -598,6 +653,8 @@ impl Node {
             self.heartbeat_elapsed = 0;
             self.reads.request_round();
         }
+        // A Leave held back by a transfer that has since been given up.
+        self.maybe_leave_joint();
     }
 
     /// Check-quorum: were we heard from by a quorum since the last round?
@@ -845,9 +902,14 @@ impl Node {
     /// is in flight, propose leaving it. A leader elected while a joint
     /// configuration is in force does the same once its no-op commits.
     pub(crate) fn maybe_leave_joint(&mut self) {
+        // Not while handing over: the Leave would lengthen our log after
+        // the target was found caught up, and it would lose the election
+        // TimeoutNow starts. The new leader (or we, once the transfer is
+        // given up; see `tick_leader`) leaves the joint configuration.
         if self.role == Role::Leader
             && self.membership.is_joint()
             && self.pending_conf_index <= self.log.committed
+            && self.lead_transferee.is_none()
         {
             let (index, _) = self.append_entry(EntryKind::ConfChange, ConfChange::Leave.encode());
             self.pending_conf_index = index;
@@ -961,13 +1023,34 @@ impl Node {
         }
     }
 
-    /// Messages that promise something about this node's durable state.
+    /// Messages that promise something about this node's durable state:
+    /// votes and acknowledgements, and any message of a term that is not
+    /// durable yet. The last rule matters for a leader that wins alone (one
+    /// voter, any learners): it becomes leader in the step that raised its
+    /// term, and an append of that term that left before the fsync could
+    /// survive a crash that forgets the term; the restarted node would then
+    /// lead the same term again with other entries at the same indexes
+    /// (Log Matching broken). Pre-votes change no state and are exempt.
     fn needs_durable_state(&self, m: &Message) -> bool {
         #[cfg(feature = "buggy")]
         if self.config.bugs.vote_before_persist
             && matches!(m.body, MessageBody::RequestVoteResponse { .. })
         {
             return false;
+        }
+        let pre_vote = matches!(
+            m.body,
+            MessageBody::RequestVote { pre_vote: true, .. }
+                | MessageBody::RequestVoteResponse { pre_vote: true, .. }
+        );
+        #[allow(unused_mut)]
+        let mut term_durable = m.term <= self.durable_hard_state.term;
+        #[cfg(feature = "buggy")]
+        if self.config.bugs.lead_before_term_durable && self.role == Role::Leader {
+            term_durable = true;
+        }
+        if !pre_vote && !term_durable {
+            return true;
         }
         matches!(
             m.body,

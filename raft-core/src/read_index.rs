@@ -37,6 +37,11 @@ pub(crate) struct ReadQueue {
     before_noop: Vec<(Requester, u64, bool)>,
     /// The lease holds while the local tick is below this.
     lease_until: u64,
+    /// TimeoutNow was sent in this term: its target may win an election
+    /// that skips the followers' lease check at any time, even after the
+    /// transfer was given up (the message may only be late). No lease read
+    /// is safe again until the next term.
+    lease_revoked: bool,
 }
 
 impl ReadQueue {
@@ -52,14 +57,17 @@ impl ReadQueue {
         self.round
     }
 
+    /// For the rest of this term (TimeoutNow went out), serve no lease reads.
     pub fn end_lease(&mut self) {
         self.lease_until = 0;
+        self.lease_revoked = true;
     }
 
     pub fn reset_for_new_term(&mut self) {
         debug_assert!(self.pending.is_empty() && self.before_noop.is_empty());
         self.round_ticks.clear();
         self.lease_until = 0;
+        self.lease_revoked = false;
     }
 
     /// Removes every waiting read, for a leader that steps down.
@@ -125,8 +133,15 @@ impl Node {
     }
 
     fn lease_holds(&self) -> bool {
+        #[allow(unused_mut)]
+        let mut revoked = self.reads.lease_revoked;
+        #[cfg(feature = "buggy")]
+        if self.config.bugs.lease_after_aborted_transfer {
+            revoked = false;
+        }
         self.config.check_quorum
             && self.lead_transferee.is_none()
+            && !revoked
             && self.ticks < self.reads.lease_until
     }
 

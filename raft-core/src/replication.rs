@@ -3,7 +3,7 @@
 //! snapshots for followers that fell behind the compacted log.
 
 use crate::message::{Message, MessageBody};
-use crate::node::Node;
+use crate::node::{Node, StagedSnapshot};
 use crate::progress::ReplicationState;
 use crate::ready::SnapshotChunk;
 use crate::types::{Entry, LogIndex, NodeId, SnapshotMeta, Term};
@@ -106,23 +106,35 @@ impl Node {
             self.send(leader, reply(0, Some(meta.index)));
             return;
         }
+        let term = self.term;
+        let same_transfer = |s: &StagedSnapshot| {
+            s.meta == meta && s.total_bytes == total_bytes && s.leader == leader && s.term == term
+        };
         if offset == 0 {
-            self.snapshot_staging = Some((meta.clone(), 0));
+            self.snapshot_staging = Some(StagedSnapshot {
+                meta: meta.clone(),
+                total_bytes,
+                leader,
+                term,
+                received: 0,
+            });
         }
         let received = match &mut self.snapshot_staging {
-            Some((staged, received)) if *staged == meta && *received == offset => {
-                *received += data.len() as u64;
+            Some(staged) if same_transfer(staged) && staged.received == offset => {
+                // The door checked offset + len <= total_bytes.
+                staged.received += data.len() as u64;
                 self.snapshot_chunks.push(SnapshotChunk {
                     meta: meta.clone(),
                     offset,
                     total_bytes,
                     data,
                 });
-                *received
+                staged.received
             }
-            // Out of order, or a transfer we know nothing of (we restarted):
-            // tell the leader where to resume.
-            Some((staged, received)) if *staged == meta => *received,
+            // Out of order: tell the leader where to resume.
+            Some(staged) if same_transfer(staged) => staged.received,
+            // A transfer we know nothing of (we restarted), or other bytes
+            // (another leader, another file): start over.
             _ => 0,
         };
         if received < total_bytes {

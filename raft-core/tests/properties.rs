@@ -14,6 +14,8 @@ enum Action {
     Deliver(usize),
     Drop(usize),
     Duplicate(usize),
+    /// Delivers again a message delivered long ago (stale, reordered).
+    Replay(usize),
     Restart(u64),
 }
 
@@ -24,6 +26,7 @@ fn action(nodes: u64) -> impl Strategy<Value = Action> {
         8 => any::<usize>().prop_map(Action::Deliver),
         1 => any::<usize>().prop_map(Action::Drop),
         1 => any::<usize>().prop_map(Action::Duplicate),
+        1 => any::<usize>().prop_map(Action::Replay),
         1 => (1..=nodes).prop_map(Action::Restart),
     ]
 }
@@ -85,6 +88,7 @@ fn run(nodes: u64, actions: Vec<Action>) {
     };
     // Applied sequences are checked across restarts: a restarted node
     // re-applies from index 1, so keep what each node applied before.
+    let mut delivered = Vec::new();
     for a in actions {
         match a {
             Action::Tick(n) => {
@@ -95,6 +99,7 @@ fn run(nodes: u64, actions: Vec<Action>) {
             }
             Action::Deliver(i) if !c.in_flight.is_empty() => {
                 let m = c.in_flight.remove(i % c.in_flight.len()).unwrap();
+                delivered.push(m.clone());
                 c.step(m.to.0, Input::Message(m)).unwrap();
             }
             Action::Drop(i) if !c.in_flight.is_empty() => {
@@ -103,6 +108,11 @@ fn run(nodes: u64, actions: Vec<Action>) {
             Action::Duplicate(i) if !c.in_flight.is_empty() => {
                 let m = c.in_flight[i % c.in_flight.len()].clone();
                 c.in_flight.push_back(m);
+            }
+            Action::Replay(i) if !delivered.is_empty() => {
+                // An honest message, however stale, is never refused.
+                let m = delivered[i % delivered.len()].clone();
+                c.step(m.to.0, Input::Message(m)).unwrap();
             }
             Action::Restart(n) => c.restart(n),
             _ => {}

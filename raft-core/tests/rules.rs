@@ -17,6 +17,15 @@ fn entry(index: u64, term: u64) -> Entry {
     }
 }
 
+/// Default configuration without check-quorum: a node restarted from a
+/// durable term then votes at once (with check-quorum it waits out the
+/// minimum election timeout first; tests/hardening.rs covers that).
+fn config_voting_at_start(id: u64) -> Config {
+    let mut config = Config::new(NodeId(id));
+    config.check_quorum = false;
+    config
+}
+
 /// A lone node 1 of a 3-voter cluster whose durable log has these terms.
 fn node_with_log(term: u64, log_terms: &[u64]) -> Node {
     let entries = log_terms
@@ -25,7 +34,7 @@ fn node_with_log(term: u64, log_terms: &[u64]) -> Node {
         .map(|(i, &t)| entry(i as u64 + 1, t))
         .collect();
     Node::new(
-        Config::new(NodeId(1)),
+        config_voting_at_start(1),
         InitialState {
             hard_state: HardState {
                 term: Term(term),
@@ -521,11 +530,21 @@ fn read_index_is_not_released_before_the_leaders_noop_commits() {
         released.extend(rd.read_states);
     }
     // Even with heartbeat acknowledgements, nothing before the no-op commits.
+    n.step(Input::Tick).unwrap();
+    n.step(Input::Tick).unwrap();
+    let round = drain_all(&mut n)
+        .iter()
+        .filter_map(|m| match m.body {
+            MessageBody::Heartbeat { read_round, .. } => Some(read_round),
+            _ => None,
+        })
+        .max()
+        .expect("a heartbeat round went out");
     n.step(msg(
         2,
         1,
         2,
-        MessageBody::HeartbeatResponse { read_round: 99 },
+        MessageBody::HeartbeatResponse { read_round: round },
     ))
     .unwrap();
     while n.has_ready() {
@@ -829,7 +848,7 @@ fn a_pre_vote_granted_by_a_voter_several_terms_behind_is_counted() {
     assert_eq!(n1.role(), Role::Candidate);
     // And the voter side stamps its grant with the requested term.
     let mut n2 = Node::new(
-        Config::new(NodeId(2)),
+        config_voting_at_start(2),
         InitialState {
             hard_state: HardState {
                 term: Term(1),

@@ -75,7 +75,14 @@ struct Driver<D: Durable> {
     transfers: Vec<transfer::TransferWaiter>,
     /// The free-space threshold for new proposals.
     disk_space: DiskSpace,
+    /// Rate limit of the warning about refused peer messages: when the last
+    /// one was logged, and how many were refused since.
+    refusal_warned_at: Option<std::time::Instant>,
+    refusals_unlogged: u64,
 }
+
+/// At most one warning about refused peer messages per this long.
+const REFUSAL_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Starts the driver thread. It runs until `shutdown` turns true or the
 /// replica fails; the returned receiver gets which, once everything the
@@ -113,6 +120,8 @@ pub fn spawn<D: Durable + Send + 'static>(
         next_read_context: 1,
         transfers: Vec::new(),
         disk_space,
+        refusal_warned_at: None,
+        refusals_unlogged: 0,
     };
     let (done_tx, done_rx) = oneshot::channel();
     // Log lines of the core and the driver carry the node's name, which
@@ -228,7 +237,7 @@ impl<D: Durable> Driver<D> {
                     if let MessageBody::AppendEntriesResponse { success: false, .. } = m.body {
                         self.metrics.append_rejections.fetch_add(1, Relaxed);
                     }
-                    self.step_logged(Input::Message(m));
+                    self.step_peer_message(m);
                 }
             }
             Request::Status(reply) => {
@@ -302,6 +311,37 @@ impl<D: Durable> Driver<D> {
                 let (entries, more) = state.scan(prefix, *limit);
                 ReadAnswer::Scan { entries, more }
             }
+        }
+    }
+
+    /// Steps a peer message. One the core refuses (malformed, forged, or
+    /// naming indexes that cannot exist) is dropped, counted by kind in
+    /// /metrics, and logged at most once per `REFUSAL_WARNING_INTERVAL`.
+    fn step_peer_message(&mut self, m: raft_core::Message) {
+        let (from, kind) = (m.from, m.body.name());
+        let Err(e) = self.replica.step(Input::Message(m)) else {
+            return;
+        };
+        let Some(label) = e.peer_message_kind() else {
+            tracing::debug!(error = %e, "peer message refused by the core");
+            return;
+        };
+        self.metrics.peer_message_refused(label);
+        self.refusals_unlogged += 1;
+        let now = std::time::Instant::now();
+        if self
+            .refusal_warned_at
+            .is_none_or(|at| now.duration_since(at) >= REFUSAL_WARNING_INTERVAL)
+        {
+            tracing::warn!(
+                %from,
+                message = kind,
+                error = %e,
+                refused_since_last_warning = self.refusals_unlogged,
+                "refused a peer message"
+            );
+            self.refusal_warned_at = Some(now);
+            self.refusals_unlogged = 0;
         }
     }
 
