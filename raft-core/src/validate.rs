@@ -40,6 +40,12 @@ impl Node {
                 check_log_term(*last_log_term, m.term)
             }
             MessageBody::RequestVoteResponse { .. } | MessageBody::TimeoutNow => Ok(()),
+            // A commit notice is a fact valid in every term; the receiver
+            // checks its own entry's term at `index` before using it.
+            MessageBody::CommitNotice { index, log_term } => {
+                check_index(*index)?;
+                check_log_term(*log_term, m.term)
+            }
             MessageBody::AppendEntries {
                 prev_log_index,
                 prev_log_term,
