@@ -30,6 +30,7 @@ pub mod linearizability;
 pub mod minimize;
 pub mod network;
 pub mod options;
+pub mod panics;
 pub mod report;
 pub mod rng;
 pub mod schedule;

@@ -26,10 +26,12 @@ fn draw_partition(nodes: usize, rng: &mut SimRng) -> Partition {
             side.sort();
             Partition::Split { side }
         }
-        1 => Partition::OneWay {
+        1 if nodes >= 2 => Partition::OneWay {
             from: ids[0],
             to: ids[1],
         },
+        // One node has no link to cut one way.
+        1 => Partition::IsolateLeader,
         2 => Partition::IsolateLeader,
         4 => Partition::LagFollower,
         _ => {

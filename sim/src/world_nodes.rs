@@ -4,22 +4,11 @@
 
 use crate::disk::{DiskImage, SimDisk};
 use crate::faults::STEPS_PER_TICK;
+use crate::panics::node_code;
 use crate::world::{Event, NodeState, World};
 use kv_node::replica::{Output, Replica};
 use kv_node::state_machine::{Applied, DEFAULT_DEDUP_LIMIT};
 use raft_core::{Config, Input, NodeId};
-use std::panic::{AssertUnwindSafe, catch_unwind};
-
-/// A panic inside the node code, as text.
-fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic".to_string()
-    }
-}
 
 /// The property a panic in node code stands for.
 fn panic_property(text: &str) -> &'static str {
@@ -56,7 +45,7 @@ impl World {
         let image = image.clone();
         let membership = self.bootstrap_for(id);
         let config = self.config(id);
-        let opened = catch_unwind(AssertUnwindSafe(|| {
+        let opened = node_code(|| {
             Replica::open(
                 config,
                 image.recover(),
@@ -64,11 +53,11 @@ impl World {
                 SimDisk::from_image(image.clone()),
                 DEFAULT_DEDUP_LIMIT,
             )
-        }));
+        });
         let mut replica = match opened {
             Ok(Ok(replica)) => replica,
             Ok(Err(e)) => return self.fail("restart recovers", format!("{id}: {e}")),
-            Err(p) => return self.fail("restart recovers", format!("{id}: {}", panic_text(p))),
+            Err(text) => return self.fail("restart recovers", format!("{id}: {text}")),
         };
         replica.snapshot_every = self.plan.snapshot_every;
         if let Err(v) = self.checker.on_start(self.now, &replica) {
@@ -108,15 +97,14 @@ impl World {
             input,
             Input::Propose { .. } | Input::ReadIndex { .. } | Input::ProposeConfChange(_)
         );
-        let stepped = catch_unwind(AssertUnwindSafe(|| replica.step(input)));
+        let stepped = node_code(|| replica.step(input));
         let accepted = match stepped {
             Ok(Err(e)) if from_client => {
                 self.trace.note(self.now, || format!("{id} refuses: {e}"));
                 None
             }
             Ok(result) => result.ok(),
-            Err(p) => {
-                let text = panic_text(p);
+            Err(text) => {
                 self.fail(panic_property(&text), format!("{id}: {text}"));
                 return None;
             }
@@ -133,7 +121,7 @@ impl World {
         let Some(replica) = self.node_mut(id).replica_mut() else {
             return;
         };
-        let result = catch_unwind(AssertUnwindSafe(|| {
+        let result = node_code(|| {
             loop {
                 match replica.process_ready(|m| outbox.push(m)) {
                     Ok(Some(out)) => outputs.push(out),
@@ -141,7 +129,7 @@ impl World {
                     Err(e) => return Err(e.to_string()),
                 }
             }
-        }));
+        });
         // Event-triggered faults see the step before its messages leave.
         if matches!(result, Ok(Ok(()))) && !self.armed.is_empty() {
             self.on_node_stepped(id);
@@ -152,8 +140,7 @@ impl World {
         }
         self.outbox = outbox;
         match result {
-            Err(p) => {
-                let text = panic_text(p);
+            Err(text) => {
                 return self.fail(panic_property(&text), format!("{id}: {text}"));
             }
             Ok(Err(storage)) => {
