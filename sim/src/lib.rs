@@ -11,7 +11,8 @@
 //! - `world`, `world_clients`, `world_faults`: the event loop;
 //!   `world_triggers`: faults fired by events (Figure 8, splits after a
 //!   membership change, crashes mid snapshot transfer);
-//!   `world_membership`: membership changes and spare nodes.
+//!   `world_membership`: membership changes and spare nodes;
+//!   `world_final`: the final heal, liveness and the end-of-run checks.
 //! - `client`: clients and the history they record; `history` hands it to
 //!   `linearizability`.
 //! - `checks`: the safety properties checked after every step.
@@ -38,6 +39,7 @@ pub mod trace;
 pub mod world;
 mod world_clients;
 mod world_faults;
+mod world_final;
 mod world_membership;
 mod world_nodes;
 mod world_triggers;

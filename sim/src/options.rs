@@ -11,6 +11,13 @@ pub type ConfigHook = Arc<dyn Fn(&mut Config) + Send + Sync>;
 /// How long after the final heal a new write must commit.
 pub const LIVENESS_BOUND_TICKS: u64 = 150;
 
+/// After that bound, how often the final phase looks again whether the
+/// voters a commit needs are still catching up (see `world_final`).
+pub const CATCH_UP_WINDOW_TICKS: u64 = 50;
+
+/// The most the final phase is extended while voters catch up.
+pub const MAX_CATCH_UP_TICKS: u64 = 3_000;
+
 #[derive(Clone)]
 pub struct SimOptions {
     pub seed: u64,

@@ -137,6 +137,7 @@ pub struct World {
     /// Event-triggered faults waiting for their event, by schedule position.
     pub(crate) armed: BTreeMap<usize, Armed>,
     pub(crate) probe: Probe,
+    pub(crate) catch_up: crate::world_final::CatchUp,
     pub(crate) violation: Option<Violation>,
     /// Set when the linearizability search ran out of budget.
     pub(crate) linearizability_unknown: Option<String>,
@@ -184,6 +185,7 @@ impl World {
             paused_by: BTreeMap::new(),
             armed: BTreeMap::new(),
             probe: Probe::default(),
+            catch_up: Default::default(),
             violation: None,
             linearizability_unknown: None,
             outbox: Vec::new(),
@@ -273,6 +275,22 @@ impl World {
 
     /// Runs to the end or to the first violation.
     pub fn run(&mut self) {
+        loop {
+            self.run_until_end();
+            self.now = self.now.max(self.end_step);
+            match self.extension_ticks() {
+                Some(ticks) => self.end_step += ticks * STEPS_PER_TICK,
+                None => break,
+            }
+        }
+        if self.violation.is_none() {
+            self.now = self.now.max(self.end_step);
+            self.final_checks();
+        }
+    }
+
+    /// Handles events up to the end step or the first violation.
+    fn run_until_end(&mut self) {
         while let Some((&(at, _), _)) = self.queue.first_key_value() {
             if at >= self.end_step || self.violation.is_some() {
                 break;
@@ -284,10 +302,6 @@ impl World {
             self.free_slots.push(slot);
             self.now = at;
             self.handle(event);
-        }
-        if self.violation.is_none() {
-            self.now = self.now.max(self.end_step);
-            self.final_checks();
         }
     }
 
