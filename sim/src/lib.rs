@@ -38,10 +38,12 @@ pub mod schedule;
 pub mod trace;
 pub mod world;
 mod world_clients;
+mod world_corrupt;
 mod world_faults;
 mod world_final;
 mod world_membership;
 mod world_nodes;
+mod world_transfer;
 mod world_triggers;
 
 pub use faults::{FaultKind, FaultSelection};

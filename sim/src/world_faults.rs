@@ -28,7 +28,7 @@ impl World {
         let fired = match scheduled.fault {
             Fault::Partition(partition) => {
                 if partition == Partition::LagFollower {
-                    let fired = self.lag_start(i);
+                    let fired = self.lag_start(i, false);
                     return self.note_fired(i, fired);
                 }
                 let isolated = match partition {
@@ -99,6 +99,9 @@ impl World {
                     format!("pause {id} for {} ticks", scheduled.duration_ticks)
                 })
             }
+            Fault::CampaignCrash { tail } => self.campaign_crash(i, tail),
+            Fault::Transfer(shape) => self.transfer_start(i, shape),
+            Fault::QuickRestart => self.quick_restart(i),
             Fault::Diverge { tail } => self.leader().map(|leader| {
                 let links = self.network.links(&Partition::IsolateLeader, leader);
                 self.network.cut(&links);
@@ -142,7 +145,14 @@ impl World {
         if self.keep_lagging(i) {
             return self.recheck_lag(i);
         }
-        self.armed.remove(&i);
+        if let Some(crate::world_triggers::Armed::LagFollower {
+            follower,
+            transfer: true,
+        }) = self.armed.remove(&i)
+        {
+            self.restore_links(i);
+            return self.transfer_to(i, follower);
+        }
         if let Fault::Pause { isolated, .. } = self.plan.schedule[i].fault {
             if let Some(id) = self.paused_by.remove(&i)
                 && self.node(id).paused

@@ -163,7 +163,11 @@ impl World {
     /// the final configuration is still catching up (or the liveness probe
     /// is still waiting on a quorum that catches up).
     pub(crate) fn extension_ticks(&mut self) -> Option<u64> {
-        if self.violation.is_some() || !self.may_extend() || self.probe.healed_step.is_none() {
+        if self.violation.is_some()
+            || self.hostile_sent > 0
+            || !self.may_extend()
+            || self.probe.healed_step.is_none()
+        {
             return None;
         }
         let extend = if self.probe.satisfied_step.is_none() {
@@ -229,6 +233,10 @@ impl World {
                     ClientCall::Write(_) => Outcome::Unknown,
                 };
             }
+        }
+        if self.hostile_sent > 0 {
+            // Forged data owes no convergence, liveness or linearizability.
+            return;
         }
         if self.probe.healed_step.is_some() && self.probe.satisfied_step.is_none() {
             // The run ended before a deadline could decide.

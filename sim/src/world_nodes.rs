@@ -61,7 +61,7 @@ impl World {
         };
         replica.snapshot_every = self.plan.snapshot_every;
         if let Err(v) = self.checker.on_start(self.now, &replica) {
-            self.violation.get_or_insert(v);
+            self.record(v);
         }
         let node = self.node_mut(id);
         node.state = NodeState::Up(Box::new(replica));
@@ -92,6 +92,29 @@ impl World {
 
     /// Steps one input into a live node and handles what comes out.
     pub(crate) fn step_node(&mut self, id: NodeId, input: Input) -> Option<raft_core::Accepted> {
+        let accepted = self.step_undriven(id, input);
+        if self.violation.is_none() {
+            self.drive(id);
+        }
+        accepted
+    }
+
+    /// Steps several inputs into a live node before its `Ready` is handled,
+    /// as a driver that batches what arrived while it was busy does.
+    pub(crate) fn step_inputs(&mut self, id: NodeId, inputs: Vec<Input>) {
+        for input in inputs {
+            self.step_undriven(id, input);
+        }
+        if self.violation.is_none() {
+            self.drive(id);
+        }
+    }
+
+    /// Steps one input without handling the `Ready` it produces.
+    fn step_undriven(&mut self, id: NodeId, input: Input) -> Option<raft_core::Accepted> {
+        if self.violation.is_some() {
+            return None;
+        }
         let replica = self.node_mut(id).replica_mut()?;
         let from_client = matches!(
             input,
@@ -109,7 +132,6 @@ impl World {
                 return None;
             }
         };
-        self.drive(id);
         accepted
     }
 
@@ -171,7 +193,7 @@ impl World {
             self.checker
                 .after_step(self.now, replica, &appended, &applied, &self.writers)
         {
-            self.violation.get_or_insert(v);
+            self.record(v);
             return;
         }
         for out in &outputs {
