@@ -51,6 +51,10 @@ struct Args {
     /// Skip the end-of-run linearizability check.
     #[arg(long)]
     no_linearizability: bool,
+    /// Cut a removed leader off one way once its removal commits (off in
+    /// sweeps until raft-core's fix for issue 18 is merged).
+    #[arg(long)]
+    cut_removed_leader: bool,
     /// Switch on a known protocol bug (needs the `buggy` feature).
     #[arg(long)]
     bug: Option<String>,
@@ -70,6 +74,7 @@ fn options(args: &Args, seed: u64) -> Result<SimOptions, String> {
     o.keep_faults = args.keep_faults.clone();
     o.plan_ticks = args.plan_ticks;
     o.check_linearizability = !args.no_linearizability;
+    o.cut_removed_leader |= args.cut_removed_leader;
     if let Some(bug) = &args.bug {
         o.config_hook = Some(bug_hook(bug)?);
     }

@@ -39,6 +39,9 @@ pub struct SimOptions {
     /// Run the linearizability checker at the end.
     pub check_linearizability: bool,
     pub config_hook: Option<ConfigHook>,
+    /// Cut a removed leader off one way once its removal commits (see
+    /// [`crate::faults::CUT_REMOVED_LEADER`]).
+    pub cut_removed_leader: bool,
 }
 
 impl SimOptions {
@@ -56,6 +59,7 @@ impl SimOptions {
             keep_faults: None,
             check_linearizability: true,
             config_hook: None,
+            cut_removed_leader: crate::faults::CUT_REMOVED_LEADER,
         }
     }
 
@@ -101,6 +105,7 @@ impl fmt::Debug for SimOptions {
             .field("plan_ticks", &self.plan_ticks)
             .field("keep_faults", &self.keep_faults)
             .field("config_hook", &self.config_hook.is_some())
+            .field("cut_removed_leader", &self.cut_removed_leader)
             .finish()
     }
 }

@@ -154,7 +154,7 @@ impl World {
                 text.push_str(&format!(", then {more:?} at once"));
             }
         }
-        if split && steps == [ConfChangeStep::Remove(leader)] {
+        if split && self.opts.cut_removed_leader && steps == [ConfChangeStep::Remove(leader)] {
             let duration_ticks = self.plan.schedule[i].duration_ticks;
             self.armed.insert(
                 i,
