@@ -308,6 +308,9 @@ impl World {
     pub fn run(&mut self) {
         loop {
             self.run_until_end();
+            if self.violation.is_some() {
+                break;
+            }
             self.now = self.now.max(self.end_step);
             match self.extension_ticks() {
                 Some(ticks) => self.end_step += ticks * STEPS_PER_TICK,
