@@ -296,8 +296,14 @@ pub enum Fault {
     /// A leadership transfer of the given shape.
     Transfer(TransferShape),
     /// A follower of the leader crashes and restarts a tick or two later,
-    /// inside the leader's lease.
-    QuickRestart,
+    /// inside the leader's lease. With `rival`, another follower is first
+    /// cut off from the leader (not from the rest) so that it campaigns
+    /// about when the restarted follower comes back: a restarted voter
+    /// that votes at once lets it win while the old leader's lease, which
+    /// rests on that voter's acknowledgements, still holds.
+    QuickRestart {
+        rival: bool,
+    },
 }
 
 /// How a leadership transfer fault goes.

@@ -71,7 +71,11 @@ impl fmt::Display for Fault {
                 "a voter campaigns with {tail} proposals and dies in that fsync"
             ),
             Fault::Transfer(shape) => write!(f, "transfer leadership {shape:?}"),
-            Fault::QuickRestart => write!(f, "restart a follower inside the lease"),
+            Fault::QuickRestart { rival } => write!(
+                f,
+                "restart a follower inside the lease{}",
+                if *rival { " as a rival campaigns" } else { "" }
+            ),
         }
     }
 }

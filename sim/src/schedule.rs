@@ -140,7 +140,7 @@ pub fn draw(
                 },
                 FaultKind::Grow => draw_growth(rng),
                 FaultKind::Transfer => Fault::Transfer(rng.pick(&TransferShape::ALL)),
-                FaultKind::Restart => Fault::QuickRestart,
+                FaultKind::Restart => Fault::QuickRestart { rival: rng.coin() },
                 FaultKind::Pause => Fault::Pause {
                     target: random_target(shape.nodes, rng),
                     isolated: rng.coin(),

@@ -101,7 +101,7 @@ impl World {
             }
             Fault::CampaignCrash { tail } => self.campaign_crash(i, tail),
             Fault::Transfer(shape) => self.transfer_start(i, shape),
-            Fault::QuickRestart => self.quick_restart(i),
+            Fault::QuickRestart { rival } => self.quick_restart(i, rival),
             Fault::Diverge { tail } => self.leader().map(|leader| {
                 let links = self.network.links(&Partition::IsolateLeader, leader);
                 self.network.cut(&links);

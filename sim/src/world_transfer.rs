@@ -11,6 +11,9 @@ use raft_core::{ConfChange, ConfChangeStep, Input, NodeId, Role};
 /// Ticks between the asks of a retried transfer.
 const RETRY_TICKS: u64 = 5;
 
+/// How long a rival follower stays cut off from the leader.
+const RIVAL_CUT_TICKS: u64 = 40;
+
 impl World {
     /// The voters of `leader`'s configuration other than itself.
     fn other_voters(&self, leader: NodeId) -> Vec<NodeId> {
@@ -159,10 +162,11 @@ impl World {
     }
 
     /// Crashes a follower of the leader and restarts it a tick or two
-    /// later, well inside the leader's lease.
-    pub(crate) fn quick_restart(&mut self, i: usize) -> Option<String> {
+    /// later, well inside the leader's lease; with `rival`, first cuts
+    /// another follower off from the leader so that it campaigns then.
+    pub(crate) fn quick_restart(&mut self, i: usize, rival: bool) -> Option<String> {
         let leader = self.leader()?;
-        let followers: Vec<NodeId> = self
+        let mut followers: Vec<NodeId> = self
             .other_voters(leader)
             .into_iter()
             .filter(|&n| self.node(n).replica().is_some())
@@ -170,20 +174,44 @@ impl World {
         if followers.is_empty() {
             return None;
         }
-        let follower = followers[self.rng.range(0, followers.len() as u64 - 1) as usize];
+        self.rng.shuffle(&mut followers);
+        let follower = followers[0];
         let down_ticks = self.plan.schedule[i].duration_ticks.clamp(1, 3);
-        self.crash_node(follower, "restart inside the lease");
-        let incarnation = self.node(follower).incarnation;
-        self.schedule_in(
-            down_ticks * STEPS_PER_TICK,
-            Event::Restart {
-                node: follower,
-                incarnation,
-            },
-        );
+        if rival && followers.len() >= 2 {
+            let rival = followers[1];
+            let links = vec![(leader, rival), (rival, leader)];
+            self.cut_links(i, &links);
+            self.schedule_in(RIVAL_CUT_TICKS * STEPS_PER_TICK, Event::FaultEnd(i));
+            // Just before the rival's election timer (10 to 20 ticks) fires.
+            let after = self.rng.range(8, 16) * STEPS_PER_TICK;
+            self.schedule_in(
+                after,
+                Event::CrashFor {
+                    node: follower,
+                    down_ticks,
+                },
+            );
+            return Some(format!(
+                "cut {rival} off from {leader}, restart {follower} as {rival} campaigns"
+            ));
+        }
+        self.crash_for(follower, down_ticks);
         Some(format!(
             "restart follower {follower} of {leader} within {down_ticks} ticks"
         ))
+    }
+
+    /// Crashes `node` if it is up and restarts it `down_ticks` later.
+    pub(crate) fn crash_for(&mut self, node: NodeId, down_ticks: u64) {
+        if self.plan.healed || self.node(node).replica().is_none() {
+            return;
+        }
+        self.crash_node(node, "restart inside the lease");
+        let incarnation = self.node(node).incarnation;
+        self.schedule_in(
+            down_ticks * STEPS_PER_TICK,
+            Event::Restart { node, incarnation },
+        );
     }
 
     /// A voter restarts, campaigns and takes `tail` proposals in one batch,

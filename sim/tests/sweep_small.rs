@@ -6,7 +6,7 @@
 use sim::faults::FaultSelection;
 use sim::{SimOptions, run};
 
-const SEEDS: u64 = 120;
+const SEEDS: u64 = 200;
 const TICKS: u64 = 5_000;
 
 /// The failure reports of the seeds that break a property.
