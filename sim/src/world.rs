@@ -55,6 +55,8 @@ pub(crate) enum Event {
     CrashFor {
         node: NodeId,
         down_ticks: u64,
+        /// Also cut the messages of fault `cut.0` from `cut.1` to `node`.
+        cut: Option<(usize, NodeId)>,
     },
     Heal,
     Probe,
@@ -371,7 +373,21 @@ impl World {
                 to,
                 rounds_left,
             } => self.transfer_again(fault, leader, to, rounds_left),
-            Event::CrashFor { node, down_ticks } => self.crash_for(node, down_ticks),
+            Event::CrashFor {
+                node,
+                down_ticks,
+                cut,
+            } => {
+                if let Some((fault, from)) = cut
+                    && !self.plan.healed
+                    && self.active_links.contains_key(&fault)
+                {
+                    // The restarted voter hears nothing of the old leader,
+                    // whose lease still rests on its last acknowledgement.
+                    self.cut_links(fault, &[(from, node)]);
+                }
+                self.crash_for(node, down_ticks)
+            }
             Event::Heal => self.heal(),
             Event::Probe => self.probe(),
             Event::LivenessDeadline => self.liveness_deadline(),

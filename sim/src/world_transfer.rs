@@ -189,6 +189,7 @@ impl World {
                 Event::CrashFor {
                     node: follower,
                     down_ticks,
+                    cut: Some((i, leader)),
                 },
             );
             return Some(format!(
