@@ -71,6 +71,14 @@ pub enum FaultKind {
     Hostile,
 }
 
+/// Whether a `RemoveLeader` membership fault with `split` cuts the removed
+/// leader off one way once its removal commits (issue 18 §1). Off until the
+/// fix for a removed leader that gives up and strands the voter left behind
+/// is merged (branch core18): 1- and 2-node sweeps hit that bug within a
+/// few hundred seeds with it on. `SimOptions::cut_removed_leader` and
+/// `sim --cut-removed-leader` switch it on for one run.
+pub const CUT_REMOVED_LEADER: bool = false;
+
 /// Kinds the swarm does not draw yet because they find raft-core bugs whose
 /// fixes are on other branches; `--faults KIND` runs them on demand. Remove
 /// a kind from this list once its fix is merged:
@@ -82,14 +90,6 @@ pub enum FaultKind {
 /// - `Transfer`: a transfer target removed by the commit its own
 ///   acknowledgement triggers panics `handle_append_response`
 ///   (`self.progress[&from]`, replication.rs; issue 18 D, core18).
-/// Whether a `RemoveLeader` membership fault with `split` cuts the removed
-/// leader off one way once its removal commits (issue 18 §1). Off until the
-/// fix for a removed leader that gives up and strands the voter left behind
-/// is merged (branch core18): 1- and 2-node sweeps hit that bug within a
-/// few hundred seeds with it on. `SimOptions::cut_removed_leader` and
-/// `sim --cut-removed-leader` switch it on for one run.
-pub const CUT_REMOVED_LEADER: bool = false;
-
 pub const AWAITING_CORE_FIXES: [FaultKind; 3] =
     [FaultKind::Hostile, FaultKind::Grow, FaultKind::Transfer];
 

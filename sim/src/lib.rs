@@ -12,7 +12,10 @@
 //!   `world_triggers`: faults fired by events (Figure 8, splits after a
 //!   membership change, crashes mid snapshot transfer);
 //!   `world_membership`: membership changes and spare nodes;
-//!   `world_final`: the final heal, liveness and the end-of-run checks.
+//!   `world_final`: the final heal, liveness and the end-of-run checks;
+//!   `world_transfer`: leadership transfers, restarts inside the lease, a
+//!   campaign that dies in its fsync; `world_corrupt`: a corrupting peer.
+//! - `panics`: node-code panics are violations, the simulator's own are bugs.
 //! - `client`: clients and the history they record; `history` hands it to
 //!   `linearizability`.
 //! - `checks`: the safety properties checked after every step.

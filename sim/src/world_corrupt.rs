@@ -56,7 +56,6 @@ impl World {
             MessageBody::AppendEntries {
                 entries,
                 leader_commit,
-                prev_log_index,
                 ..
             } => {
                 if !entries.is_empty() && self.rng.coin() {
@@ -65,7 +64,6 @@ impl World {
                 } else {
                     *leader_commit = LogIndex(self.rng.range(0, leader_commit.0));
                 }
-                let _ = prev_log_index;
             }
             MessageBody::Heartbeat { commit, .. } => {
                 *commit = LogIndex(self.rng.range(0, commit.0));

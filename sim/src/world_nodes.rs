@@ -122,7 +122,7 @@ impl World {
             Input::Propose { .. } | Input::ReadIndex { .. } | Input::ProposeConfChange(_)
         );
         let stepped = node_code(|| replica.step(input));
-        let accepted = match stepped {
+        match stepped {
             Ok(Err(e)) if from_client => {
                 self.trace.note(self.now, || format!("{id} refuses: {e}"));
                 None
@@ -130,10 +130,9 @@ impl World {
             Ok(result) => result.ok(),
             Err(text) => {
                 self.fail(self.panic_property(&text), format!("{id}: {text}"));
-                return None;
+                None
             }
-        };
-        accepted
+        }
     }
 
     /// Drains every `Ready` of a node through the real ready-handling loop,

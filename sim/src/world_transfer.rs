@@ -219,9 +219,7 @@ impl World {
     /// and dies in the fsync of that batch (what it sent went out).
     pub(crate) fn campaign_crash(&mut self, i: usize, tail: u32) -> Option<String> {
         let id = self.leader().unwrap_or(NodeId(1));
-        if self.node(id).replica().is_none() {
-            return None;
-        }
+        self.node(id).replica()?;
         self.crash_node(id, "fault: restart to campaign");
         self.start_node(id);
         let replica = self.node_mut(id).replica_mut()?;
