@@ -66,6 +66,16 @@ impl fmt::Display for Fault {
                 if *burst { " burst" } else { "" },
                 if *split { " split" } else { "" }
             ),
+            Fault::CampaignCrash { tail } => write!(
+                f,
+                "a voter campaigns with {tail} proposals and dies in that fsync"
+            ),
+            Fault::Transfer(shape) => write!(f, "transfer leadership {shape:?}"),
+            Fault::QuickRestart { rival } => write!(
+                f,
+                "restart a follower inside the lease{}",
+                if *rival { " as a rival campaigns" } else { "" }
+            ),
         }
     }
 }

@@ -11,7 +11,11 @@
 //! - `world`, `world_clients`, `world_faults`: the event loop;
 //!   `world_triggers`: faults fired by events (Figure 8, splits after a
 //!   membership change, crashes mid snapshot transfer);
-//!   `world_membership`: membership changes and spare nodes.
+//!   `world_membership`: membership changes and spare nodes;
+//!   `world_final`: the final heal, liveness and the end-of-run checks;
+//!   `world_transfer`: leadership transfers, restarts inside the lease, a
+//!   campaign that dies in its fsync; `world_corrupt`: a corrupting peer.
+//! - `panics`: node-code panics are violations, the simulator's own are bugs.
 //! - `client`: clients and the history they record; `history` hands it to
 //!   `linearizability`.
 //! - `checks`: the safety properties checked after every step.
@@ -30,15 +34,19 @@ pub mod linearizability;
 pub mod minimize;
 pub mod network;
 pub mod options;
+pub mod panics;
 pub mod report;
 pub mod rng;
 pub mod schedule;
 pub mod trace;
 pub mod world;
 mod world_clients;
+mod world_corrupt;
 mod world_faults;
+mod world_final;
 mod world_membership;
 mod world_nodes;
+mod world_transfer;
 mod world_triggers;
 
 pub use faults::{FaultKind, FaultSelection};

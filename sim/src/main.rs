@@ -51,6 +51,10 @@ struct Args {
     /// Skip the end-of-run linearizability check.
     #[arg(long)]
     no_linearizability: bool,
+    /// Cut a removed leader off one way once its removal commits (off in
+    /// sweeps until raft-core's fix for issue 18 is merged).
+    #[arg(long)]
+    cut_removed_leader: bool,
     /// Switch on a known protocol bug (needs the `buggy` feature).
     #[arg(long)]
     bug: Option<String>,
@@ -70,6 +74,7 @@ fn options(args: &Args, seed: u64) -> Result<SimOptions, String> {
     o.keep_faults = args.keep_faults.clone();
     o.plan_ticks = args.plan_ticks;
     o.check_linearizability = !args.no_linearizability;
+    o.cut_removed_leader |= args.cut_removed_leader;
     if let Some(bug) = &args.bug {
         o.config_hook = Some(bug_hook(bug)?);
     }
@@ -114,14 +119,17 @@ fn main() -> ExitCode {
 }
 
 fn real_main(args: &Args) -> Result<ExitCode, String> {
-    // Panics inside node code are caught and reported as violations.
-    std::panic::set_hook(Box::new(|_| {}));
+    // Panics inside node code are caught and reported as violations; any
+    // other panic is the simulator's own and is printed with its location.
+    sim::panics::install_hook();
     if let Some(seed) = args.seed {
         let opts = options(args, seed)?;
         if args.minimize {
             return Ok(run_minimize(opts));
         }
-        let report = run(opts);
+        let Some(report) = run_or_report_panic(opts) else {
+            return Ok(ExitCode::from(SIM_PANIC_EXIT));
+        };
         println!("{report}");
         if let Some(text) = report.violation_report() {
             println!("{text}");
@@ -134,6 +142,23 @@ fn real_main(args: &Args) -> Result<ExitCode, String> {
     }
     let (from, to) = parse_range(args.seeds.as_deref().unwrap_or("0..100"))?;
     sweep(args, from, to)
+}
+
+/// The exit status of a run in which the simulator itself panicked.
+const SIM_PANIC_EXIT: u8 = 101;
+
+/// Runs one seed; None (after saying so) if the simulator itself panicked.
+/// The panic hook has already printed the message and its location.
+fn run_or_report_panic(opts: SimOptions) -> Option<sim::RunReport> {
+    let seed = opts.seed;
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || run(opts)));
+    if run.is_err() {
+        eprintln!(
+            "sim: seed {seed}: the simulator itself panicked (message and location above); \
+             this is a bug in sim, not a protocol violation"
+        );
+    }
+    run.ok()
 }
 
 fn run_minimize(opts: SimOptions) -> ExitCode {
@@ -162,8 +187,16 @@ fn sweep(args: &Args, from: u64, to: u64) -> Result<ExitCode, String> {
     });
     let started = Instant::now();
     let (mut failed, mut ticks, mut inconclusive) = (Vec::new(), 0u64, 0u64);
+    let mut panicked = Vec::new();
     for seed in from..to {
-        let report = run(options(args, seed)?);
+        let Some(report) = run_or_report_panic(options(args, seed)?) else {
+            failed.push(seed);
+            panicked.push(seed);
+            if let Some(bar) = &bar {
+                bar.inc(1);
+            }
+            continue;
+        };
         ticks += report.ticks;
         let mut text = report.to_string();
         if let Some(v) = report.violation_report() {
@@ -196,6 +229,13 @@ fn sweep(args: &Args, from: u64, to: u64) -> Result<ExitCode, String> {
     if !failed.is_empty() {
         let list: Vec<String> = failed.iter().map(|s| s.to_string()).collect();
         println!("failing seeds: {}", list.join(" "));
+        if !panicked.is_empty() {
+            let list: Vec<String> = panicked.iter().map(|s| s.to_string()).collect();
+            println!(
+                "seeds where the simulator itself panicked: {}",
+                list.join(" ")
+            );
+        }
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)

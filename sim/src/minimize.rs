@@ -40,6 +40,9 @@ impl Minimized {
             let list: Vec<String> = keep.iter().map(|k| k.to_string()).collect();
             line.push_str(&format!(" --keep-faults '{}'", list.join(",")));
         }
+        if o.cut_removed_leader && !crate::faults::CUT_REMOVED_LEADER {
+            line.push_str(" --cut-removed-leader");
+        }
         line
     }
 }

@@ -11,6 +11,13 @@ pub type ConfigHook = Arc<dyn Fn(&mut Config) + Send + Sync>;
 /// How long after the final heal a new write must commit.
 pub const LIVENESS_BOUND_TICKS: u64 = 150;
 
+/// After that bound, how often the final phase looks again whether the
+/// voters a commit needs are still catching up (see `world_final`).
+pub const CATCH_UP_WINDOW_TICKS: u64 = 50;
+
+/// The most the final phase is extended while voters catch up.
+pub const MAX_CATCH_UP_TICKS: u64 = 3_000;
+
 #[derive(Clone)]
 pub struct SimOptions {
     pub seed: u64,
@@ -32,6 +39,9 @@ pub struct SimOptions {
     /// Run the linearizability checker at the end.
     pub check_linearizability: bool,
     pub config_hook: Option<ConfigHook>,
+    /// Cut a removed leader off one way once its removal commits (see
+    /// [`crate::faults::CUT_REMOVED_LEADER`]).
+    pub cut_removed_leader: bool,
 }
 
 impl SimOptions {
@@ -49,6 +59,7 @@ impl SimOptions {
             keep_faults: None,
             check_linearizability: true,
             config_hook: None,
+            cut_removed_leader: crate::faults::CUT_REMOVED_LEADER,
         }
     }
 
@@ -94,6 +105,7 @@ impl fmt::Debug for SimOptions {
             .field("plan_ticks", &self.plan_ticks)
             .field("keep_faults", &self.keep_faults)
             .field("config_hook", &self.config_hook.is_some())
+            .field("cut_removed_leader", &self.cut_removed_leader)
             .finish()
     }
 }

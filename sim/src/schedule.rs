@@ -3,6 +3,7 @@
 
 use crate::faults::{
     Fault, FaultKind, MembershipChange, Partition, PlanShape, ScheduledFault, SyncOn, Target,
+    TransferShape,
 };
 use crate::rng::SimRng;
 use raft_core::NodeId;
@@ -26,10 +27,12 @@ fn draw_partition(nodes: usize, rng: &mut SimRng) -> Partition {
             side.sort();
             Partition::Split { side }
         }
-        1 => Partition::OneWay {
+        1 if nodes >= 2 => Partition::OneWay {
             from: ids[0],
             to: ids[1],
         },
+        // One node has no link to cut one way.
+        1 => Partition::IsolateLeader,
         2 => Partition::IsolateLeader,
         4 => Partition::LagFollower,
         _ => {
@@ -61,6 +64,28 @@ fn draw_membership_change(rng: &mut SimRng) -> MembershipChange {
     }
 }
 
+/// A step of growing a cluster from one voter and shrinking it back, or a
+/// crash in the fsync of a campaign.
+fn draw_growth(rng: &mut SimRng) -> Fault {
+    if rng.range(0, 3) == 0 {
+        return Fault::CampaignCrash {
+            tail: rng.range(1, 3) as u32,
+        };
+    }
+    let change = rng.pick(&[
+        MembershipChange::AddLearner,
+        MembershipChange::Promote,
+        MembershipChange::Promote,
+        MembershipChange::RemoveVoter,
+        MembershipChange::RemoveLeader,
+    ]);
+    Fault::Membership {
+        change,
+        burst: false,
+        split: rng.coin(),
+    }
+}
+
 pub fn draw(
     enabled: &BTreeSet<FaultKind>,
     shape: PlanShape,
@@ -82,6 +107,9 @@ pub fn draw(
             FaultKind::Diverge => (300, rng.range(1, max_per_kind)),
             FaultKind::Figure8 => (300, rng.range(1, max_per_kind)),
             FaultKind::Membership => (300, rng.range(1, 2 * max_per_kind)),
+            FaultKind::Grow => (100, rng.range(2, 3 * max_per_kind)),
+            FaultKind::Transfer => (100, rng.range(1, 2 * max_per_kind)),
+            FaultKind::Restart => (3, rng.range(1, 2 * max_per_kind)),
             _ => continue,
         };
         for _ in 0..count {
@@ -110,6 +138,9 @@ pub fn draw(
                     burst: rng.range(0, 3) == 0,
                     split: rng.coin(),
                 },
+                FaultKind::Grow => draw_growth(rng),
+                FaultKind::Transfer => Fault::Transfer(rng.pick(&TransferShape::ALL)),
+                FaultKind::Restart => Fault::QuickRestart { rival: rng.coin() },
                 FaultKind::Pause => Fault::Pause {
                     target: random_target(shape.nodes, rng),
                     isolated: rng.coin(),

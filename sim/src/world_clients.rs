@@ -6,9 +6,8 @@ use crate::client::{
     ClientCall, ClientRet, InFlight, MAX_ATTEMPTS, Outcome, Recorded, TIMEOUT_TICKS, Waiting,
 };
 use crate::faults::STEPS_PER_TICK;
-use crate::options::LIVENESS_BOUND_TICKS;
 use crate::world::{Event, World};
-use kv_node::command::{ClientSeq, Command, Op, OpResult, RequestId};
+use kv_node::command::{ClientSeq, Command, OpResult, RequestId};
 use kv_node::replica::Output;
 use kv_node::state_machine::Applied;
 use raft_core::{Input, LogIndex, NodeId};
@@ -366,58 +365,6 @@ impl World {
                     }
                 }
             }
-        }
-    }
-
-    /// Final phase: proposes a write every few ticks until one commits.
-    pub(crate) fn probe(&mut self) {
-        if self.probe.satisfied_step.is_some() {
-            return;
-        }
-        let node = NodeId(self.rng.range(1, self.nodes.len() as u64));
-        if self.node(node).is_live() {
-            let request = RequestId {
-                node: node.0,
-                id: self.next_request,
-            };
-            self.next_request += 1;
-            self.probe.requests.insert(request);
-            let command = Command {
-                request: Some(request),
-                client: None,
-                op: Op::Put {
-                    key: "__probe".into(),
-                    value: format!("{}", request.id),
-                },
-            };
-            self.step_node(
-                node,
-                Input::Propose {
-                    data: command.encode(),
-                },
-            );
-        }
-        self.schedule_in(5 * STEPS_PER_TICK, Event::Probe);
-    }
-
-    pub(crate) fn liveness_deadline(&mut self) {
-        if self.probe.satisfied_step.is_none() {
-            let mut detail =
-                format!("no write committed within {LIVENESS_BOUND_TICKS} ticks of the final heal");
-            for node in &self.nodes {
-                let Some(r) = node.replica() else {
-                    detail.push_str(&format!("\n{} is down", node.id));
-                    continue;
-                };
-                let s = r.node.status();
-                let m = &s.membership;
-                detail.push_str(&format!(
-                    "\n{} {:?} term {} vote {:?} last {}@{} commit {} voters {:?} outgoing {:?} learners {:?}",
-                    s.id, s.role, s.term, s.vote, s.last_log_index, s.last_log_term, s.commit_index,
-                    m.voters, m.outgoing, m.learners
-                ));
-            }
-            self.fail("liveness", detail);
         }
     }
 }

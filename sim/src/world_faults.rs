@@ -1,10 +1,8 @@
 //! Firing and healing the scheduled faults, the final heal, and the checks
 //! that run once the world is quiet.
 
-use crate::client::{ClientCall, ClientRet, Outcome};
 use crate::disk::SyncFailure;
 use crate::faults::{Fault, Partition, STEPS_PER_TICK, SyncOn, Target};
-use crate::options::LIVENESS_BOUND_TICKS;
 use crate::world::{Event, World};
 use crate::world_triggers::Armed;
 use kv_node::command::{Command, Op};
@@ -30,7 +28,7 @@ impl World {
         let fired = match scheduled.fault {
             Fault::Partition(partition) => {
                 if partition == Partition::LagFollower {
-                    let fired = self.lag_start(i);
+                    let fired = self.lag_start(i, false);
                     return self.note_fired(i, fired);
                 }
                 let isolated = match partition {
@@ -101,6 +99,9 @@ impl World {
                     format!("pause {id} for {} ticks", scheduled.duration_ticks)
                 })
             }
+            Fault::CampaignCrash { tail } => self.campaign_crash(i, tail),
+            Fault::Transfer(shape) => self.transfer_start(i, shape),
+            Fault::QuickRestart { rival } => self.quick_restart(i, rival),
             Fault::Diverge { tail } => self.leader().map(|leader| {
                 let links = self.network.links(&Partition::IsolateLeader, leader);
                 self.network.cut(&links);
@@ -144,7 +145,14 @@ impl World {
         if self.keep_lagging(i) {
             return self.recheck_lag(i);
         }
-        self.armed.remove(&i);
+        if let Some(crate::world_triggers::Armed::LagFollower {
+            follower,
+            transfer: true,
+        }) = self.armed.remove(&i)
+        {
+            self.restore_links(i);
+            return self.transfer_to(i, follower);
+        }
         if let Fault::Pause { isolated, .. } = self.plan.schedule[i].fault {
             if let Some(id) = self.paused_by.remove(&i)
                 && self.node(id).paused
@@ -166,96 +174,5 @@ impl World {
             self.network.restore(&links);
             self.trace.note(self.now, || format!("fault #{i} heals"));
         }
-    }
-
-    /// The final phase: every fault heals, and liveness is measured.
-    pub(crate) fn heal(&mut self) {
-        self.trace.note(self.now, || "final heal".into());
-        self.plan.healed = true;
-        self.network.heal_all();
-        self.active_links.clear();
-        self.paused_by.clear();
-        self.armed.clear();
-        for id in self.all_ids() {
-            if let Some(r) = self.node_mut(id).replica_mut() {
-                r.disk.armed = None;
-            }
-            if self.node(id).paused {
-                self.resume(id);
-            }
-            self.start_node(id);
-        }
-        self.probe.healed_step = Some(self.now);
-        self.schedule_in(STEPS_PER_TICK, Event::Probe);
-        self.schedule_in(
-            LIVENESS_BOUND_TICKS * STEPS_PER_TICK,
-            Event::LivenessDeadline,
-        );
-    }
-
-    /// Checks that need the whole run: convergence, durability of
-    /// acknowledged writes, liveness.
-    pub(crate) fn final_checks(&mut self) {
-        for op in &mut self.history {
-            if op.outcome == Outcome::Pending {
-                op.outcome = match op.call {
-                    ClientCall::Get { .. } => Outcome::Failed,
-                    ClientCall::Write(_) => Outcome::Unknown,
-                };
-            }
-        }
-        if let Some(healed) = self.probe.healed_step
-            && self.probe.satisfied_step.is_none()
-            && self.now >= healed + LIVENESS_BOUND_TICKS * STEPS_PER_TICK
-        {
-            return self.liveness_deadline();
-        }
-        // Every member of the final configuration reached the same state
-        // (a removed node, or a spare never added, hears nothing more).
-        let members = self.final_members();
-        let mut states = Vec::new();
-        for node in self.nodes.iter().filter(|n| members.contains(&n.id)) {
-            match node.replica() {
-                Some(r) => states.push((node.id, r.state.applied_index(), r.state.digest())),
-                None => {
-                    return self.fail(
-                        "replicas converge",
-                        format!("{} is down at the end", node.id),
-                    );
-                }
-            }
-        }
-        let (first_id, first_index, first_digest) = states[0];
-        for &(id, index, digest) in &states[1..] {
-            if index != first_index || digest != first_digest {
-                let detail = format!(
-                    "{first_id} applied {first_index} (digest {first_digest:016x}), {id} applied {index} (digest {digest:016x})"
-                );
-                return self.fail("replicas converge", detail);
-            }
-        }
-        // No acknowledged write was lost.
-        for (n, op) in self.history.iter().enumerate() {
-            let Some(ClientRet::Write(result)) = &op.ret else {
-                continue;
-            };
-            let Some(revision) = result.revision() else {
-                continue;
-            };
-            let holds = revision <= first_index
-                && self
-                    .checker
-                    .applied_request(revision)
-                    .flatten()
-                    .is_some_and(|r| op.attempts.contains(&r));
-            if !holds {
-                let detail = format!(
-                    "op #{n} of c{} was acknowledged at revision {revision}, which holds another entry",
-                    op.client
-                );
-                return self.fail("acknowledged writes survive", detail);
-            }
-        }
-        self.check_history();
     }
 }

@@ -17,7 +17,11 @@ impl World {
 
     /// The fewest voters a change may leave: one fewer than the initial
     /// cluster, so that a majority of them stays easy to keep alive.
+    /// A cluster grown from one voter may shrink back to one.
     fn min_voters(&self) -> usize {
+        if self.plan.single_voter_start {
+            return 1;
+        }
         self.opts.nodes.saturating_sub(1).max(1)
     }
 
@@ -150,7 +154,18 @@ impl World {
                 text.push_str(&format!(", then {more:?} at once"));
             }
         }
-        if split && !incoming.is_empty() {
+        if split && self.opts.cut_removed_leader && steps == [ConfChangeStep::Remove(leader)] {
+            let duration_ticks = self.plan.schedule[i].duration_ticks;
+            self.armed.insert(
+                i,
+                Armed::CutRemovedLeader {
+                    leader,
+                    term,
+                    duration_ticks,
+                },
+            );
+            text.push_str(", cut it off one way once its removal commits");
+        } else if split && !incoming.is_empty() {
             let duration_ticks = self.plan.schedule[i].duration_ticks;
             self.armed.insert(
                 i,
@@ -188,6 +203,14 @@ impl World {
 
     /// Spare nodes wait with an empty configuration for a change to name them.
     pub(crate) fn bootstrap_for(&self, id: NodeId) -> Membership {
+        if self.plan.single_voter_start {
+            // Grown from one voter: only node 1 starts in a configuration.
+            return if id == NodeId(1) {
+                Membership::new([NodeId(1)])
+            } else {
+                Membership::default()
+            };
+        }
         if (id.0 as usize) <= self.opts.nodes {
             Membership::new((1..=self.opts.nodes as u64).map(NodeId))
         } else {

@@ -67,6 +67,15 @@ pub(crate) enum Armed {
     },
     LagFollower {
         follower: NodeId,
+        /// Transfer leadership to the follower the moment it is let back.
+        transfer: bool,
+    },
+    /// Cut `leader`'s outgoing links (acknowledgements still reach it) in
+    /// the step in which its own removal commits, while it leads `term`.
+    CutRemovedLeader {
+        leader: NodeId,
+        term: Term,
+        duration_ticks: u64,
     },
 }
 
@@ -188,6 +197,40 @@ impl World {
                 self.schedule_in(duration_ticks * STEPS_PER_TICK, Event::FaultEnd(i));
                 self.trace.note(self.now, || {
                     format!("fault #{i}: the change committed on {leader}: split {side:?} off")
+                });
+                None
+            }
+            Armed::CutRemovedLeader {
+                leader,
+                term,
+                duration_ticks,
+            } => {
+                let keep = Armed::CutRemovedLeader {
+                    leader,
+                    term,
+                    duration_ticks,
+                };
+                if id != leader {
+                    return Some(keep);
+                }
+                let node = &self.node(id).replica()?.node;
+                if node.term() != term {
+                    return None;
+                }
+                let membership = node.membership();
+                if membership.is_joint() || membership.voters.contains(&leader) {
+                    return Some(keep);
+                }
+                let links: Vec<(NodeId, NodeId)> = self
+                    .all_ids()
+                    .into_iter()
+                    .filter(|&n| n != leader)
+                    .map(|n| (leader, n))
+                    .collect();
+                self.cut_links(i, &links);
+                self.schedule_in(duration_ticks * STEPS_PER_TICK, Event::FaultEnd(i));
+                self.trace.note(self.now, || {
+                    format!("fault #{i}: {leader}'s removal committed: cut its outgoing links")
                 });
                 None
             }
@@ -335,7 +378,7 @@ impl World {
     }
 
     /// Starts a lagging-follower partition; None without a leader.
-    pub(crate) fn lag_start(&mut self, i: usize) -> Option<String> {
+    pub(crate) fn lag_start(&mut self, i: usize, transfer: bool) -> Option<String> {
         let leader = self.leader()?;
         let members = self.node(leader).replica()?.node.membership().members();
         let followers: Vec<NodeId> = members
@@ -348,7 +391,8 @@ impl World {
         let follower = followers[self.rng.range(0, followers.len() as u64 - 1) as usize];
         let links = self.network.links(&Partition::IsolateLeader, follower);
         self.cut_links(i, &links);
-        self.armed.insert(i, Armed::LagFollower { follower });
+        self.armed
+            .insert(i, Armed::LagFollower { follower, transfer });
         let duration = self.plan.schedule[i].duration_ticks * STEPS_PER_TICK;
         self.schedule_in(duration, Event::FaultEnd(i));
         Some(format!(
@@ -359,7 +403,7 @@ impl World {
     /// True if lagging fault `i` should stay: snapshots are on and no
     /// leader's snapshot covers more than the follower's log yet.
     pub(crate) fn keep_lagging(&self, i: usize) -> bool {
-        let Some(Armed::LagFollower { follower }) = self.armed.get(&i) else {
+        let Some(Armed::LagFollower { follower, .. }) = self.armed.get(&i) else {
             return false;
         };
         if self.plan.snapshot_every == 0 || self.plan.healed {
