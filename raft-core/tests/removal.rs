@@ -260,7 +260,7 @@ fn a_commit_notice_moves_the_commit_index_only_over_a_matching_entry_in_any_term
             },
         })
     };
-    c.step(2, notice(1, 7)).unwrap();
+    c.step(2, notice(7, 7)).unwrap();
     assert_eq!(
         c.node(2).commit_index(),
         before,
@@ -268,7 +268,11 @@ fn a_commit_notice_moves_the_commit_index_only_over_a_matching_entry_in_any_term
     );
     // Stamped with a term below node 2's: the fact holds in every term.
     let term_of_entry = c.node(2).log_term(committed).unwrap().0;
-    c.step(2, notice(0, term_of_entry)).unwrap();
+    // A notice whose entry term is above its own term cannot come from an
+    // honest node: refused at the door.
+    assert!(c.step(2, notice(0, term_of_entry)).is_err());
+    assert_eq!(c.node(2).commit_index(), before);
+    c.step(2, notice(term_of_entry, term_of_entry)).unwrap();
     assert_eq!(c.node(2).commit_index(), committed);
     assert!(!c.node(2).membership().is_joint());
 }
