@@ -902,6 +902,19 @@ impl Node {
     /// is in flight, propose leaving it. A leader elected while a joint
     /// configuration is in force does the same once its no-op commits.
     pub(crate) fn maybe_leave_joint(&mut self) {
+        // A target that the Leave removes (or demotes) cannot keep the
+        // leadership it would win: give the transfer up, so the change that
+        // removes it ends the transfer at once (issue 18 D) instead of the
+        // pending transfer holding the Leave back until its timeout.
+        if let Some(target) = self.lead_transferee
+            && self.role == Role::Leader
+            && self.membership.is_joint()
+            && self.pending_conf_index <= self.log.committed
+            && !self.membership.voters.contains(&target)
+        {
+            tracing::info!(%target, "leadership transfer abandoned: the Leave removes the target");
+            self.lead_transferee = None;
+        }
         // Not while handing over: the Leave would lengthen our log after
         // the target was found caught up, and it would lose the election
         // TimeoutNow starts. The new leader (or we, once the transfer is
