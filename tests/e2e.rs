@@ -255,27 +255,45 @@ fn last_segment(data_dir: &std::path::Path) -> PathBuf {
     segments.pop().expect("a WAL segment")
 }
 
-/// The byte range of the last whole record of a WAL segment; records are
-/// `[len: u32 LE][crc32c: u32 LE][len bytes]`.
-fn last_record(segment: &[u8]) -> std::ops::Range<usize> {
-    let (mut offset, mut last) = (0, 0..0);
-    while offset + 8 <= segment.len() {
-        let len = u32::from_le_bytes(segment[offset..offset + 4].try_into().unwrap()) as usize;
-        let end = offset + 8 + len;
-        if len == 0 || end > segment.len() {
-            break;
-        }
-        last = offset..end;
-        offset = end;
+/// WAL format 2 (kv-node/src/storage/batch.rs): a 4 KiB segment header
+/// block holding the salt at bytes 12..20, then batches on 4 KiB
+/// boundaries: `["RKVB"][seq: u64][body len: u32][body crc][header crc]
+/// [body]`, both checksums CRC32C seeded with the salt.
+const BLOCK: usize = 4096;
+
+fn salted_crc(salt: u64, parts: &[&[u8]]) -> u32 {
+    let mut crc = crc32c::crc32c(&salt.to_le_bytes());
+    for part in parts {
+        crc = crc32c::crc32c_append(crc, part);
     }
-    last
+    crc
+}
+
+/// The salt, and the sequence number and body of the last batch of a
+/// format-2 segment (the segment must hold at least one batch).
+fn last_batch(segment: &[u8]) -> (u64, u64, Vec<u8>) {
+    let salt = u64::from_le_bytes(segment[12..20].try_into().unwrap());
+    let mut last = None;
+    let mut at = BLOCK;
+    while at + 24 <= segment.len() {
+        let header = &segment[at..at + 24];
+        let header_crc = u32::from_le_bytes(header[20..24].try_into().unwrap());
+        if &header[..4] == b"RKVB" && salted_crc(salt, &[&header[..20]]) == header_crc {
+            let seq = u64::from_le_bytes(header[4..12].try_into().unwrap());
+            let len = u32::from_le_bytes(header[12..16].try_into().unwrap()) as usize;
+            last = Some((seq, segment[at + 24..at + 24 + len].to_vec()));
+        }
+        at += BLOCK;
+    }
+    let (seq, body) = last.expect("a batch in the last segment");
+    (salt, seq, body)
 }
 
 /// Kills two followers and leaves each WAL with a torn write at its end, as
-/// a crash in the middle of writing a record that was never fsynced (so
-/// never acknowledged) would: one gets a bare record header and a few bytes
-/// of garbage, the other the first half of a copy of its last record.
-/// Returns the two followers.
+/// a crash in the middle of writing a batch that was never fsynced (so
+/// never acknowledged) would: one gets a few bytes of garbage where the
+/// next batch would start, the other the first half of a well-formed next
+/// batch (a valid header, a body cut short). Returns the two followers.
 fn kill_followers_and_tear_their_wal_tails(cluster: &mut Cluster, leader: usize) -> [usize; 2] {
     let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     let (garbage, half) = (followers[0], followers[1]);
@@ -288,11 +306,19 @@ fn kill_followers_and_tear_their_wal_tails(cluster: &mut Cluster, leader: usize)
     cluster.kill(half);
     let segment = last_segment(&cluster.nodes[half].data_dir);
     let bytes = fs::read(&segment).unwrap();
-    let record = last_record(&bytes);
-    assert!(record.len() > 9, "no whole record in {}", segment.display());
-    let torn = &bytes[record.start..record.start + record.len() / 2];
+    assert_eq!(bytes.len() % BLOCK, 0, "batches end on block boundaries");
+    let (salt, seq, body) = last_batch(&bytes);
+    assert!(body.len() > 2, "no batch body in {}", segment.display());
+    let mut next = Vec::new();
+    next.extend_from_slice(b"RKVB");
+    next.extend_from_slice(&(seq + 1).to_le_bytes());
+    next.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    next.extend_from_slice(&salted_crc(salt, &[&body]).to_le_bytes());
+    let header_crc = salted_crc(salt, &[&next[..20]]);
+    next.extend_from_slice(&header_crc.to_le_bytes());
+    next.extend_from_slice(&body[..body.len() / 2]);
     let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
-    file.write_all(torn).unwrap();
+    file.write_all(&next).unwrap();
     [garbage, half]
 }
 
