@@ -38,6 +38,10 @@ bug_flags!(
     skip_prev_term_check,
     joint_new_majority_only,
     concurrent_conf_changes,
+    removed_leader_gives_up,
+    lead_before_term_durable,
+    lease_after_aborted_transfer,
+    vote_at_once_after_restart,
 );
 
 /// A configuration hook that switches the named bug on in every node.

@@ -65,33 +65,21 @@ pub enum FaultKind {
     /// indexes lowered. Honest nodes must stay safe.
     Corrupt,
     /// A hostile peer rewrites indexes, terms and entry lists beyond any
-    /// valid range. The check is that no node panics. Not drawn by the
-    /// swarm until raft-core validates every message at the door (see
-    /// [`AWAITING_CORE_FIXES`]); `--faults hostile` runs it on demand.
+    /// valid range. The check is that no node panics: raft-core refuses
+    /// such messages at the door with a typed `StepError`.
     Hostile,
 }
 
 /// Whether a `RemoveLeader` membership fault with `split` cuts the removed
-/// leader off one way once its removal commits (issue 18 §1). Off until the
-/// fix for a removed leader that gives up and strands the voter left behind
-/// is merged (branch core18): 1- and 2-node sweeps hit that bug within a
-/// few hundred seeds with it on. `SimOptions::cut_removed_leader` and
-/// `sim --cut-removed-leader` switch it on for one run.
-pub const CUT_REMOVED_LEADER: bool = false;
+/// leader off one way once its removal commits (issue 18 §1): with the bug
+/// `removed_leader_gives_up` this strands the voter left behind.
+pub const CUT_REMOVED_LEADER: bool = true;
 
-/// Kinds the swarm does not draw yet because they find raft-core bugs whose
-/// fixes are on other branches; `--faults KIND` runs them on demand. Remove
-/// a kind from this list once its fix is merged:
-/// - `Hostile`: raft-core panics on out-of-range messages until it refuses
-///   them with a typed `StepError` (issue 11, branch core11).
-/// - `Grow`: a single voter sends AppendEntries of a term it has not made
-///   durable, so a crash in that fsync breaks log matching (issue 11 bug 1,
-///   core11).
-/// - `Transfer`: a transfer target removed by the commit its own
-///   acknowledgement triggers panics `handle_append_response`
-///   (`self.progress[&from]`, replication.rs; issue 18 D, core18).
-pub const AWAITING_CORE_FIXES: [FaultKind; 3] =
-    [FaultKind::Hostile, FaultKind::Grow, FaultKind::Transfer];
+/// Kinds the swarm does not draw yet because they find raft-core bugs
+/// not fixed yet; `--faults KIND` runs them on demand. Empty since the
+/// fixes of issues 11 and 18 landed (`hostile`, `grow` and `transfer` are
+/// drawn like every other kind).
+pub const AWAITING_CORE_FIXES: [FaultKind; 0] = [];
 
 impl FaultKind {
     pub const ALL: [FaultKind; 17] = [
@@ -325,10 +313,16 @@ pub enum TransferShape {
     Retried,
     /// To a lagging voter, then the target's removal is proposed at once.
     TargetRemoved,
+    /// To a random voter, whose TimeoutNow is held past the transfer's
+    /// timeout (the leader leads on and renews its lease), then delivered
+    /// while nothing reaches the old leader: the lease it renewed after
+    /// sending TimeoutNow must not serve reads once the target takes over
+    /// (issue 11 bug 2).
+    HeldTimeoutNow,
 }
 
 impl TransferShape {
-    pub const ALL: [TransferShape; 7] = [
+    pub const ALL: [TransferShape; 8] = [
         TransferShape::UnderLoad,
         TransferShape::ToLagging,
         TransferShape::ToSnapshotCatchUp,
@@ -336,6 +330,7 @@ impl TransferShape {
         TransferShape::Cancelled,
         TransferShape::Retried,
         TransferShape::TargetRemoved,
+        TransferShape::HeldTimeoutNow,
     ];
 }
 
@@ -485,9 +480,12 @@ impl FaultPlan {
             healed: false,
             enabled,
         };
-        // Restarts inside the lease are only worth simulating with lease
-        // reads in the mix: seeds with them always read from the lease.
-        let lease_coin = rng.coin() || plan.enabled.contains(&FaultKind::Restart);
+        // Restarts inside the lease and transfers (whose late TimeoutNow
+        // must end the lease) are only worth simulating with lease reads in
+        // the mix: seeds with them always read from the lease.
+        let lease_coin = rng.coin()
+            || plan.enabled.contains(&FaultKind::Restart)
+            || plan.enabled.contains(&FaultKind::Transfer);
         plan.lease_reads =
             !plan.enabled.contains(&FaultKind::Pause) && plan.skew_percent <= 10 && lease_coin;
         if plan.enabled.contains(&FaultKind::Figure8) {

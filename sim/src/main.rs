@@ -51,8 +51,8 @@ struct Args {
     /// Skip the end-of-run linearizability check.
     #[arg(long)]
     no_linearizability: bool,
-    /// Cut a removed leader off one way once its removal commits (off in
-    /// sweeps until raft-core's fix for issue 18 is merged).
+    /// Cut a removed leader off one way once its removal commits (on by
+    /// default; see `faults::CUT_REMOVED_LEADER`).
     #[arg(long)]
     cut_removed_leader: bool,
     /// Switch on a known protocol bug (needs the `buggy` feature).

@@ -58,6 +58,11 @@ pub(crate) enum Event {
         /// Also cut the messages of fault `cut.0` from `cut.1` to `node`.
         cut: Option<(usize, NodeId)>,
     },
+    /// A held TimeoutNow of fault `fault` is let go.
+    LateTimeoutNow {
+        fault: usize,
+        message: Message,
+    },
     Heal,
     Probe,
     LivenessDeadline,
@@ -164,6 +169,11 @@ pub struct World {
     pub(crate) recent: crate::world_corrupt::Recent,
     /// Messages a hostile peer rewrote beyond any valid range.
     pub(crate) hostile_sent: u64,
+    /// A transfer whose TimeoutNow is to be held (`TransferShape::HeldTimeoutNow`).
+    pub(crate) hold_timeout_now: Option<crate::world_transfer::HoldTimeoutNow>,
+    /// Reads go to this node until this step: clients that keep reading
+    /// from the node they last saw leading.
+    pub(crate) steer_reads: Option<(NodeId, u64)>,
 }
 
 impl World {
@@ -213,6 +223,8 @@ impl World {
             outbox: Vec::new(),
             recent: Default::default(),
             hostile_sent: 0,
+            hold_timeout_now: None,
+            steer_reads: None,
             now: 0,
             rng: SimRng::new(0, 0),
             plan,
@@ -388,6 +400,7 @@ impl World {
                 }
                 self.crash_for(node, down_ticks)
             }
+            Event::LateTimeoutNow { fault, message } => self.late_timeout_now(fault, message),
             Event::Heal => self.heal(),
             Event::Probe => self.probe(),
             Event::LivenessDeadline => self.liveness_deadline(),
@@ -425,6 +438,9 @@ impl World {
 
     /// Sends a message through the network.
     pub(crate) fn send(&mut self, m: Message) {
+        let Some(m) = self.maybe_hold_timeout_now(m) else {
+            return;
+        };
         for m in self.corrupt(m) {
             self.route(m);
         }

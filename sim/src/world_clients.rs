@@ -80,7 +80,16 @@ impl World {
         busy.attempt += 1;
         let attempt = busy.attempt;
         let busy_op = busy.op;
-        let node = NodeId(self.rng.range(1, self.nodes.len() as u64));
+        let drawn = NodeId(self.rng.range(1, self.nodes.len() as u64));
+        let node = match self.steer_reads {
+            Some((to, until))
+                if self.now < until
+                    && matches!(self.history[busy_op].call, ClientCall::Get { .. }) =>
+            {
+                to
+            }
+            _ => drawn,
+        };
         self.schedule_in(
             TIMEOUT_TICKS * STEPS_PER_TICK,
             Event::ClientTimeout {
@@ -151,7 +160,12 @@ impl World {
                     context,
                     index: None,
                 };
-                let lease = self.plan.lease_reads && self.rng.coin();
+                // Steered readers ask for lease reads: the lease is what the
+                // steering fault tests.
+                let steered = self
+                    .steer_reads
+                    .is_some_and(|(to, until)| to == node && self.now < until);
+                let lease = self.plan.lease_reads && (self.rng.coin() || steered);
                 if self
                     .step_node(node, Input::ReadIndex { context, lease })
                     .is_none()

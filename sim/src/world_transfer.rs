@@ -6,13 +6,22 @@ use crate::disk::SyncFailure;
 use crate::faults::{Partition, STEPS_PER_TICK, TransferShape};
 use crate::world::{Event, World};
 use kv_node::command::{Command, Op};
-use raft_core::{ConfChange, ConfChangeStep, Input, NodeId, Role};
+use raft_core::{ConfChange, ConfChangeStep, Input, Message, MessageBody, NodeId, Role};
 
 /// Ticks between the asks of a retried transfer.
 const RETRY_TICKS: u64 = 5;
 
 /// How long a rival follower stays cut off from the leader.
 const RIVAL_CUT_TICKS: u64 = 40;
+
+/// A transfer whose TimeoutNow from `leader` to `target` is held back.
+pub(crate) struct HoldTimeoutNow {
+    fault: usize,
+    leader: NodeId,
+    target: NodeId,
+    /// The first TimeoutNow is on its way, late.
+    held: bool,
+}
 
 impl World {
     /// The voters of `leader`'s configuration other than itself.
@@ -73,9 +82,10 @@ impl World {
                     .lag_start(i, true)
                     .map(|text| format!("{text}, then transfer to it"));
             }
-            TransferShape::UnderLoad | TransferShape::Aborted | TransferShape::Retried => {
-                self.random_voter(leader)?
-            }
+            TransferShape::UnderLoad
+            | TransferShape::Aborted
+            | TransferShape::Retried
+            | TransferShape::HeldTimeoutNow => self.random_voter(leader)?,
             TransferShape::ToLagging | TransferShape::Cancelled | TransferShape::TargetRemoved => {
                 self.most_lagging_voter(leader)?
             }
@@ -97,6 +107,14 @@ impl World {
                         format!("fault #{i}: {leader} proposes removing {target}: {accepted}")
                     });
                 }
+            }
+            TransferShape::HeldTimeoutNow => {
+                self.hold_timeout_now = Some(HoldTimeoutNow {
+                    fault: i,
+                    leader,
+                    target,
+                    held: false,
+                });
             }
             _ => {}
         }
@@ -152,6 +170,67 @@ impl World {
         }
     }
 
+    /// Takes the TimeoutNow of a held transfer out of the network and lets
+    /// it go after the transfer has timed out and the leader has renewed
+    /// its lease; other messages pass through.
+    pub(crate) fn maybe_hold_timeout_now(&mut self, m: Message) -> Option<Message> {
+        let Some(hold) = &mut self.hold_timeout_now else {
+            return Some(m);
+        };
+        if hold.leader != m.from || hold.target != m.to || m.body != MessageBody::TimeoutNow {
+            return Some(m);
+        }
+        let fault = hold.fault;
+        if hold.held {
+            // The leader repeats TimeoutNow while the transfer is pending:
+            // the repeats are lost, the first one arrives late.
+            self.trace.note(self.now, || {
+                format!(
+                    "fault #{fault}: repeated TimeoutNow {} -> {} lost",
+                    m.from, m.to
+                )
+            });
+            return None;
+        }
+        hold.held = true;
+        // The transfer times out after the minimum election timeout (10
+        // ticks); heartbeat rounds after that renew the lease.
+        let hold_ticks = self.rng.range(12, 20);
+        self.trace.note(self.now, || {
+            format!(
+                "fault #{fault}: TimeoutNow {} -> {} held {hold_ticks} ticks",
+                m.from, m.to
+            )
+        });
+        self.schedule_in(
+            hold_ticks * STEPS_PER_TICK,
+            Event::LateTimeoutNow { fault, message: m },
+        );
+        None
+    }
+
+    /// Delivers a held TimeoutNow and cuts every link into the old leader
+    /// for the fault's duration, so it learns of no newer term while its
+    /// lease lasts.
+    pub(crate) fn late_timeout_now(&mut self, i: usize, m: Message) {
+        self.hold_timeout_now = None;
+        if !self.plan.healed {
+            let leader = m.from;
+            let links: Vec<(NodeId, NodeId)> = (1..=self.nodes.len() as u64)
+                .map(NodeId)
+                .filter(|&n| n != leader)
+                .map(|n| (n, leader))
+                .collect();
+            self.cut_links(i, &links);
+            let ticks = self.plan.schedule[i].duration_ticks.clamp(15, 40);
+            self.schedule_in(ticks * STEPS_PER_TICK, Event::FaultEnd(i));
+            // Readers that stay with the node they saw leading.
+            self.steer_reads = Some((leader, self.now + ticks * STEPS_PER_TICK));
+        }
+        // Straight to the target: the point is its arrival, not its loss.
+        self.schedule_in(1, Event::Deliver(m));
+    }
+
     /// A follower let back after lagging: transfer leadership to it.
     pub(crate) fn transfer_to(&mut self, i: usize, follower: NodeId) {
         if let Some(leader) = self.leader()
@@ -182,6 +261,8 @@ impl World {
             let links = vec![(leader, rival), (rival, leader)];
             self.cut_links(i, &links);
             self.schedule_in(RIVAL_CUT_TICKS * STEPS_PER_TICK, Event::FaultEnd(i));
+            // Readers that stay with the leader whose lease is at stake.
+            self.steer_reads = Some((leader, self.now + RIVAL_CUT_TICKS * STEPS_PER_TICK));
             // Just before the rival's election timer (10 to 20 ticks) fires.
             let after = self.rng.range(8, 16) * STEPS_PER_TICK;
             self.schedule_in(

@@ -82,10 +82,16 @@ catalogue! {
         skip_prev_term_check within 20 seeds, First as ["log matching", "committed entries never change"];
     voting_for_a_stale_log_is_found:
         vote_for_stale_log within 20 seeds, First as ["leader completeness", "committed entries never change"];
+    /// A restarted node refuses votes for an election timeout (issue 11
+    /// bug 3), which hides most double votes in the default mix: the sweep
+    /// runs crashes in the fsync without the other kinds.
     voting_before_persisting_the_vote_is_found:
-        vote_before_persist within 50 seeds, First as ["at most one leader per term", "log matching"];
+        vote_before_persist within 80 seeds, Any as ["at most one leader per term", "log matching"],
+        with |o| {
+            o.faults = sim::faults::FaultSelection::parse("crash,fsync,loss,partition").unwrap();
+        };
     reading_without_confirming_leadership_is_found:
-        read_without_quorum within 20 seeds, First as ["linearizability"];
+        read_without_quorum within 40 seeds, First as ["linearizability"];
     /// Found through the event-triggered Figure 8 fault (one entry per
     /// message, the re-elected leader cut off at its first commit advance).
     committing_an_earlier_term_entry_by_counting_is_found:
@@ -99,5 +105,42 @@ catalogue! {
     /// once (a burst) and splits as above; rarer, as both changes must commit
     /// in one advance for the old voters to miss both.
     two_conf_changes_in_flight_at_once_is_found:
-        concurrent_conf_changes within 100 seeds, Any as ["leader completeness", "committed entries never change", "log matching", "state machine safety"];
+        concurrent_conf_changes within 150 seeds, Any as ["leader completeness", "committed entries never change", "log matching", "state machine safety", "at most one leader per term"],
+        with |o| {
+            o.faults = sim::faults::FaultSelection::parse("membership,loss,partition,crash").unwrap();
+        };
+    /// A removed leader cut off one way once its removal commits, in a
+    /// two-voter configuration (issue 18 §1): the voter left behind needs its
+    /// vote, which it refuses for its longer log.
+    a_removed_leader_that_gives_up_is_found:
+        removed_leader_gives_up within 200 seeds, Any as ["liveness"],
+        with |o| {
+            o.nodes = 2;
+            o.cut_removed_leader = true;
+            o.faults = sim::faults::FaultSelection::parse("membership,loss,partition").unwrap();
+        };
+    /// A single voter that campaigns and takes proposals in one batch and
+    /// dies in that fsync (the `grow` kind): its appends of the new term went
+    /// out, and after the restart it reuses the term for other entries.
+    leading_before_the_term_is_durable_is_found:
+        lead_before_term_durable within 20 seeds, Any as ["log matching", "committed entries never change", "state machine safety"],
+        with |o| {
+            o.faults = sim::faults::FaultSelection::parse("grow,loss,crash,fsync").unwrap();
+        };
+    /// A TimeoutNow held past the transfer's timeout (the `transfer` kind's
+    /// `HeldTimeoutNow` shape), delivered while nothing reaches the old
+    /// leader, whose readers stay with it (issue 11 bug 2).
+    a_lease_after_an_aborted_transfer_is_found:
+        lease_after_aborted_transfer within 100 seeds, Any as ["linearizability"],
+        with |o| {
+            o.faults = sim::faults::FaultSelection::parse("transfer").unwrap();
+        };
+    /// A follower restarts inside the leader's lease while a rival cut off
+    /// from the leader campaigns (the `restart` kind's `rival` variant),
+    /// readers staying with the old leader (issue 11 bug 3).
+    voting_at_once_after_a_restart_is_found:
+        vote_at_once_after_restart within 60 seeds, Any as ["linearizability"],
+        with |o| {
+            o.faults = sim::faults::FaultSelection::parse("restart,loss").unwrap();
+        };
 }
