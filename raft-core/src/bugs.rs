@@ -1,40 +1,100 @@
-//! The catalogue of known protocol bugs, compiled only with the `buggy`
-//! feature. The simulator's tests switch each on and show that a seed sweep
-//! finds it; normal builds contain none of this.
+//! The catalogue of known protocol bugs. The simulator's tests switch each
+//! on (with the `buggy` feature) and show that a seed sweep finds it.
+//!
+//! Each bug is checked at exactly one place in the core, through
+//! `Node::bug(Bug::X)`. Without the `buggy` feature that call is a constant
+//! `false` and `Config` has no `bugs` field, so normal builds keep none of
+//! the buggy paths.
 
-/// Each flag re-introduces one classic Raft bug at exactly one place.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Bugs {
+/// Declares the flags struct (`Bugs`, what a `Config` switches on) and the
+/// enum the core checks (`Bug`) from one list, so the two cannot drift.
+macro_rules! bugs {
+    ($( $(#[$doc:meta])* $flag:ident => $bug:ident, )*) => {
+        /// Which bugs to switch on; every flag re-introduces one classic
+        /// Raft bug.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct Bugs {
+            $( $(#[$doc])* pub $flag: bool, )*
+        }
+
+        /// One bug of the catalogue, as the core asks for it.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Bug {
+            $( $(#[$doc])* $bug, )*
+        }
+
+        impl Bugs {
+            /// Whether `bug` is switched on.
+            pub fn has(&self, bug: Bug) -> bool {
+                match bug {
+                    $( Bug::$bug => self.$flag, )*
+                }
+            }
+        }
+    };
+}
+
+bugs! {
     /// Commit an entry of an earlier term by counting replicas (Figure 8).
-    pub commit_previous_term: bool,
+    commit_previous_term => CommitPreviousTerm,
     /// Send a vote without first persisting it.
-    pub vote_before_persist: bool,
+    vote_before_persist => VoteBeforePersist,
     /// Grant a vote to a candidate whose log is less up to date.
-    pub vote_for_stale_log: bool,
+    vote_for_stale_log => VoteForStaleLog,
     /// Release read-index requests without confirming leadership.
-    pub read_without_quorum: bool,
+    read_without_quorum => ReadWithoutQuorum,
     /// Hand a committed entry to the state machine a second time.
-    pub apply_twice: bool,
+    apply_twice => ApplyTwice,
     /// Accept AppendEntries without checking the term at prev_log_index.
-    pub skip_prev_term_check: bool,
+    skip_prev_term_check => SkipPrevTermCheck,
     /// Decide (commit, elect, confirm reads) with only the new voters'
     /// majority while a joint configuration is in force.
-    pub joint_new_majority_only: bool,
+    joint_new_majority_only => JointNewMajorityOnly,
     /// Let a second membership change be proposed and applied while one is
     /// still in flight, entering a new joint configuration from a joint one.
-    pub concurrent_conf_changes: bool,
+    concurrent_conf_changes => ConcurrentConfChanges,
     /// A removed or demoted leader that could not hand over gives up and
     /// leaves nothing behind: it never tells the voters still in the old
     /// configuration that its removal committed, so they can wait forever
     /// for its vote (issue 18).
-    pub removed_leader_gives_up: bool,
+    removed_leader_gives_up => RemovedLeaderGivesUp,
     /// Let a leader that wins alone (one voter, any learners) send appends
     /// and heartbeats in its new term before that term is durable.
-    pub lead_before_term_durable: bool,
+    lead_before_term_durable => LeadBeforeTermDurable,
     /// Let the lease come back in a term after TimeoutNow was sent in it
     /// (an aborted or delayed transfer).
-    pub lease_after_aborted_transfer: bool,
+    lease_after_aborted_transfer => LeaseAfterAbortedTransfer,
     /// Let a node that restarted grant (pre-)votes at once, inside a lease
     /// its acknowledgements before the crash may still support.
-    pub vote_at_once_after_restart: bool,
+    vote_at_once_after_restart => VoteAtOnceAfterRestart,
+}
+
+impl crate::node::Node {
+    /// Whether the known bug `bug` is switched on: always `false` without
+    /// the `buggy` feature.
+    #[inline(always)]
+    pub(crate) fn bug(&self, bug: Bug) -> bool {
+        #[cfg(feature = "buggy")]
+        {
+            self.config.bugs.has(bug)
+        }
+        #[cfg(not(feature = "buggy"))]
+        {
+            let _ = bug;
+            false
+        }
+    }
+
+    /// Whether any bug is switched on (the core's own debug checks of its
+    /// output contract are then off: the bugs break that contract).
+    pub(crate) fn any_bug(&self) -> bool {
+        #[cfg(feature = "buggy")]
+        {
+            self.config.bugs != Bugs::default()
+        }
+        #[cfg(not(feature = "buggy"))]
+        {
+            false
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! acknowledgement that a batch is durable.
 
 use crate::ForwardedEntry;
+use crate::bugs::Bug;
 use crate::message::{Message, MessageBody};
 use crate::node::{Node, PendingPersist};
 use crate::ready::Ready;
@@ -13,8 +14,10 @@ impl Node {
         !self.msgs.is_empty()
             || !self.held_msgs.is_empty()
             || !self.forward_buffer.is_empty()
-            || (self.role == Role::Leader
-                && (self.broadcast_pending || self.reads.round_requested()))
+            || self
+                .lead
+                .as_ref()
+                .is_some_and(|lead| lead.broadcast_pending || self.reads.round_requested())
             || self.soft_state() != self.last_soft_state
             || self.hard_state() != self.last_hard_state
             || self.log.has_unpersisted()
@@ -32,7 +35,7 @@ impl Node {
             if self.reads.round_requested() {
                 self.start_read_round();
             }
-            if self.broadcast_pending {
+            if self.leading().broadcast_pending {
                 self.broadcast_appends();
             }
         }
@@ -56,13 +59,11 @@ impl Node {
             self.last_hard_state = hard;
         }
         rd.entries = self.log.take_unpersisted();
-        #[cfg(feature = "buggy")]
         let handed_out_before = self.log.handed_out;
         rd.committed_entries = self
             .log
             .take_committed(self.config.max_committed_bytes_per_ready);
-        #[cfg(feature = "buggy")]
-        if self.config.bugs.apply_twice
+        if self.bug(Bug::ApplyTwice)
             && !rd.committed_entries.is_empty()
             && let Some(again) = self.log.entry(handed_out_before)
         {
@@ -122,15 +123,14 @@ impl Node {
             self.msgs.extend(done.messages);
         }
         if self.role == Role::Leader && self.maybe_commit() {
-            self.broadcast_pending = true;
+            self.request_broadcast();
         }
     }
 
     /// Checks the ordering contract for a message about to leave: anything
     /// that promises durable state finds that state durable.
     fn debug_assert_durable(&self, m: &Message) {
-        #[cfg(feature = "buggy")]
-        if self.config.bugs != crate::bugs::Bugs::default() {
+        if self.any_bug() {
             return;
         }
         if !matches!(

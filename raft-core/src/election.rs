@@ -1,12 +1,15 @@
 //! Leader election (Raft paper, section 5.2) with pre-vote (Raft thesis,
 //! section 9.6).
 
+use crate::bugs::Bug;
 use crate::message::MessageBody;
+use crate::node::LeaderState;
 use crate::node::Node;
 use crate::progress::Progress;
 use crate::quorum::VoteResult;
 use crate::types::{EntryKind, NodeId, Role, Term};
 use bytes::Bytes;
+use std::collections::BTreeMap;
 
 impl Node {
     /// Starts an election: a pre-vote round first unless pre-vote is off or
@@ -106,8 +109,7 @@ impl Node {
             || (pre_vote && m.term > self.term);
         #[allow(unused_mut)]
         let mut up_to_date = self.log.is_up_to_date(last_log_index, last_log_term);
-        #[cfg(feature = "buggy")]
-        if self.config.bugs.vote_for_stale_log {
+        if self.bug(Bug::VoteForStaleLog) {
             up_to_date = true;
         }
         let granted = can_vote && up_to_date;
@@ -168,18 +170,24 @@ impl Node {
         self.set_leader(Some(me));
         self.votes.clear();
         self.heartbeat_elapsed = 0;
-        self.check_quorum_elapsed = 0;
         let next = self.log.last_index().next();
-        self.progress = self
-            .membership
-            .members()
-            .into_iter()
-            .filter(|&id| id != me)
-            .map(|id| (id, Progress::new(next)))
-            .collect();
+        self.lead = Some(LeaderState {
+            progress: self
+                .membership
+                .members()
+                .into_iter()
+                .filter(|&id| id != me)
+                .map(|id| (id, Progress::new(next)))
+                .collect(),
+            // Any membership change in the uncommitted tail may be in flight.
+            pending_conf_index: self.log.last_index(),
+            lead_transferee: None,
+            transfer_elapsed: 0,
+            broadcast_pending: false,
+            commit_sent: BTreeMap::new(),
+            check_quorum_elapsed: 0,
+        });
         self.reads.reset_for_new_term();
-        // Any membership change in the uncommitted tail may be in flight.
-        self.pending_conf_index = self.log.last_index();
         // Section 5.4.2: commit a no-op of our own term so that entries of
         // earlier terms commit, and reads can be served.
         self.append_entry(EntryKind::Noop, Bytes::new());

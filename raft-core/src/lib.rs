@@ -55,11 +55,11 @@
 //! `progress.rs`, `quorum.rs` and `membership.rs` are leaf modules.
 #![forbid(unsafe_code)]
 
-#[cfg(feature = "buggy")]
 pub mod bugs;
 mod config;
 mod drain;
 mod election;
+#[cfg(feature = "harness")]
 pub mod harness;
 mod input;
 mod log;
@@ -67,7 +67,7 @@ mod membership;
 mod message;
 mod node;
 mod progress;
-pub mod quorum;
+mod quorum;
 mod read_index;
 mod ready;
 mod removal;

@@ -2,6 +2,7 @@
 //! and dispatch by role. Elections, replication, reads and output assembly
 //! live in their own files as further `impl Node` blocks.
 
+use crate::bugs::Bug;
 use crate::config::{Config, ConfigError};
 use crate::input::{Accepted, Input, StepError};
 use crate::log::RaftLog;
@@ -76,6 +77,27 @@ pub(crate) struct StagedSnapshot {
     pub received: u64,
 }
 
+/// What only a leader keeps (Raft paper, Figure 2's volatile state on
+/// leaders, plus what transfers, membership changes and check-quorum add).
+#[derive(Debug)]
+pub(crate) struct LeaderState {
+    /// Every other member's replication progress (next and match index).
+    pub progress: BTreeMap<NodeId, Progress>,
+    /// The index of the latest membership change proposed; another may only
+    /// be proposed once this one is committed.
+    pub pending_conf_index: LogIndex,
+    /// The node leadership is being handed to; proposals are refused
+    /// meanwhile.
+    pub lead_transferee: Option<NodeId>,
+    pub transfer_elapsed: u32,
+    /// Send appends to every follower at the next `ready`.
+    pub broadcast_pending: bool,
+    /// The commit index last told to each follower in a heartbeat.
+    pub commit_sent: BTreeMap<NodeId, LogIndex>,
+    /// Ticks since the last check-quorum round.
+    pub check_quorum_elapsed: u32,
+}
+
 /// A Raft node. See the crate documentation for the driving loop.
 #[derive(Debug)]
 pub struct Node {
@@ -111,25 +133,13 @@ pub struct Node {
     /// `[election_ticks_min, election_ticks_max)`.
     pub(crate) election_timeout: u32,
     pub(crate) heartbeat_elapsed: u32,
-    /// Leader: ticks since the last check-quorum round.
-    pub(crate) check_quorum_elapsed: u32,
 
     /// Candidate and pre-candidate: the votes received this round.
     pub(crate) votes: BTreeMap<NodeId, bool>,
 
-    /// Leader: every other member's replication progress.
-    pub(crate) progress: BTreeMap<NodeId, Progress>,
-    /// Leader: the index of the latest membership change proposed; another
-    /// may only be proposed once this one is committed.
-    pub(crate) pending_conf_index: LogIndex,
-    /// Leader: the node leadership is being handed to; proposals are
-    /// refused meanwhile.
-    pub(crate) lead_transferee: Option<NodeId>,
-    pub(crate) transfer_elapsed: u32,
-    /// Leader: send appends to every follower at the next `ready`.
-    pub(crate) broadcast_pending: bool,
-    /// Leader: the commit index last told to each follower in a heartbeat.
-    pub(crate) commit_sent: BTreeMap<NodeId, LogIndex>,
+    /// What only a leader keeps: `Some` exactly while `role` is Leader,
+    /// built when it wins and dropped when it steps down.
+    pub(crate) lead: Option<LeaderState>,
 
     pub(crate) reads: ReadQueue,
     /// Follower: read contexts forwarded to the leader and not yet answered.
@@ -221,14 +231,8 @@ impl Node {
             election_elapsed: 0,
             election_timeout: config.election_ticks_min,
             heartbeat_elapsed: 0,
-            check_quorum_elapsed: 0,
             votes: BTreeMap::new(),
-            progress: BTreeMap::new(),
-            pending_conf_index: LogIndex::ZERO,
-            lead_transferee: None,
-            transfer_elapsed: 0,
-            broadcast_pending: false,
-            commit_sent: BTreeMap::new(),
+            lead: None,
             reads: ReadQueue::default(),
             forwarded_reads: BTreeSet::new(),
             forward_buffer: Vec::new(),
@@ -304,6 +308,11 @@ impl Node {
             Input::SnapshotTaken { meta, size_bytes } => self.snapshot_taken(meta, size_bytes),
         };
         self.log.assert_invariants();
+        assert_eq!(
+            self.lead.is_some(),
+            self.role == Role::Leader,
+            "leader state exists exactly while leading"
+        );
         result
     }
 
@@ -388,7 +397,11 @@ impl Node {
     }
 
     fn step_leader(&mut self, m: Message) {
-        if let Some(pr) = self.progress.get_mut(&m.from) {
+        if let Some(pr) = self
+            .lead
+            .as_mut()
+            .and_then(|lead| lead.progress.get_mut(&m.from))
+        {
             pr.recent_active = true;
         }
         match m.body {
@@ -542,12 +555,45 @@ impl Node {
         self.reset_election_timer();
     }
 
-    /// Clears what only a leader keeps, failing reads it cannot confirm.
+    /// The leader state, on paths that only run while leading.
+    pub(crate) fn leading(&mut self) -> &mut LeaderState {
+        self.lead.as_mut().expect("a leader keeps its leader state")
+    }
+
+    pub(crate) fn leading_ref(&self) -> &LeaderState {
+        self.lead.as_ref().expect("a leader keeps its leader state")
+    }
+
+    /// The transfer target while a transfer is pending (never without one).
+    pub(crate) fn transferee(&self) -> Option<NodeId> {
+        self.lead.as_ref().and_then(|lead| lead.lead_transferee)
+    }
+
+    /// The other members a leader replicates to (none when not leading).
+    pub(crate) fn followers(&self) -> Vec<NodeId> {
+        self.lead
+            .iter()
+            .flat_map(|lead| lead.progress.keys().copied())
+            .collect()
+    }
+
+    /// Sends appends to every follower at the next `ready`, if still leading
+    /// (a commit may have just made a removed leader step down).
+    pub(crate) fn request_broadcast(&mut self) {
+        if let Some(lead) = &mut self.lead {
+            lead.broadcast_pending = true;
+        }
+    }
+
+    fn start_transfer(&mut self, to: NodeId) {
+        let lead = self.leading();
+        lead.lead_transferee = Some(to);
+        lead.transfer_elapsed = 0;
+    }
+
+    /// Drops what only a leader keeps, failing reads it cannot confirm.
     fn abandon_leadership(&mut self) {
-        self.progress.clear();
-        self.commit_sent.clear();
-        self.lead_transferee = None;
-        self.broadcast_pending = false;
+        self.lead = None;
         for (requester, context) in self.reads.drain_all() {
             match requester {
                 None => self.dropped_reads.push(context),
@@ -591,8 +637,7 @@ impl Node {
         }
         #[allow(unused_mut)]
         let mut just_started = self.ticks < self.votes_refused_until;
-        #[cfg(feature = "buggy")]
-        if self.config.bugs.vote_at_once_after_restart {
+        if self.bug(Bug::VoteAtOnceAfterRestart) {
             just_started = false;
         }
         just_started
@@ -616,12 +661,14 @@ impl Node {
 
     fn tick_leader(&mut self) {
         self.heartbeat_elapsed += 1;
-        self.check_quorum_elapsed += 1;
-        if self.lead_transferee.is_some() {
-            self.transfer_elapsed += 1;
-            if self.transfer_elapsed >= self.config.election_ticks_min {
-                tracing::info!(to = ?self.lead_transferee, "leadership transfer timed out");
-                self.lead_transferee = None;
+        let election_ticks_min = self.config.election_ticks_min;
+        let lead = self.leading();
+        lead.check_quorum_elapsed += 1;
+        if lead.lead_transferee.is_some() {
+            lead.transfer_elapsed += 1;
+            if lead.transfer_elapsed >= election_ticks_min {
+                tracing::info!(to = ?lead.lead_transferee, "leadership transfer timed out");
+                lead.lead_transferee = None;
                 if !self.is_promotable() {
                     // A removed leader that could not hand over goes anyway.
                     self.become_follower(self.term, None);
@@ -629,23 +676,25 @@ impl Node {
                 }
             }
         }
-        if self.check_quorum_elapsed >= self.config.election_ticks_min {
-            self.check_quorum_elapsed = 0;
+        if self.leading().check_quorum_elapsed >= election_ticks_min {
+            self.leading().check_quorum_elapsed = 0;
             if self.config.check_quorum && !self.quorum_active() {
                 tracing::info!(term = %self.term, "lost contact with a quorum: stepping down");
                 self.become_follower(self.term, None);
                 return;
             }
         }
-        for pr in self.progress.values_mut() {
+        let election_ticks_max = self.config.election_ticks_max;
+        let lead = self.leading();
+        for pr in lead.progress.values_mut() {
             if let crate::progress::ReplicationState::Snapshot { .. } = pr.state {
                 pr.snapshot_ticks += 1;
                 // A chunk or its answer was lost: send it again, resuming
                 // from what the follower acknowledged.
-                if pr.probe_sent && pr.snapshot_ticks >= self.config.election_ticks_max {
+                if pr.probe_sent && pr.snapshot_ticks >= election_ticks_max {
                     pr.probe_sent = false;
                     pr.snapshot_ticks = 0;
-                    self.broadcast_pending = true;
+                    lead.broadcast_pending = true;
                 }
             }
         }
@@ -659,16 +708,17 @@ impl Node {
 
     /// Check-quorum: were we heard from by a quorum since the last round?
     fn quorum_active(&mut self) -> bool {
-        let mut active: BTreeSet<NodeId> = self
+        let lead = self.leading();
+        let mut active: BTreeSet<NodeId> = lead
             .progress
             .iter()
             .filter(|(_, pr)| pr.recent_active)
             .map(|(&id, _)| id)
             .collect();
-        active.insert(self.config.id);
-        for pr in self.progress.values_mut() {
+        for pr in lead.progress.values_mut() {
             pr.recent_active = false;
         }
+        active.insert(self.config.id);
         self.quorum().has_quorum(&active)
     }
 
@@ -677,7 +727,7 @@ impl Node {
     pub(crate) fn propose(&mut self, kind: EntryKind, data: Bytes) -> Result<Accepted, StepError> {
         match self.role {
             Role::Leader => {
-                if self.lead_transferee.is_some() {
+                if self.transferee().is_some() {
                     return Err(StepError::TransferInProgress);
                 }
                 let uncommitted = (self.log.last_index().0 - self.log.committed.0) as usize;
@@ -706,7 +756,7 @@ impl Node {
             kind,
             data,
         });
-        self.broadcast_pending = true;
+        self.request_broadcast();
         (index, self.term)
     }
 
@@ -716,11 +766,10 @@ impl Node {
         }
         #[allow(unused_mut)]
         let mut one_at_a_time = true;
-        #[cfg(feature = "buggy")]
-        if self.config.bugs.concurrent_conf_changes {
+        if self.bug(Bug::ConcurrentConfChanges) {
             one_at_a_time = false;
         }
-        if one_at_a_time && self.pending_conf_index > self.log.committed {
+        if one_at_a_time && self.leading_ref().pending_conf_index > self.log.committed {
             return Err(StepError::ConfChangeInProgress);
         }
         // Validate against the configuration in force; it is the one the
@@ -728,7 +777,7 @@ impl Node {
         self.apply_conf_change(&change)?;
         let accepted = self.propose(EntryKind::ConfChange, change.encode())?;
         if let Accepted::Appended { index, .. } = accepted {
-            self.pending_conf_index = index;
+            self.leading().pending_conf_index = index;
         }
         Ok(accepted)
     }
@@ -749,22 +798,21 @@ impl Node {
         if to != self.config.id && !self.membership.is_voter(to) {
             return Err(StepError::NotAVoter(to));
         }
-        if let Some(pending) = self.lead_transferee {
+        if let Some(pending) = self.transferee() {
             if pending == to {
                 // A retry: its timeout still counts from the first request,
                 // or a client retrying could block proposals for ever.
                 return Ok(Accepted::Done);
             }
             tracing::info!(from = %pending, %to, "leadership transfer abandoned for another");
-            self.lead_transferee = None;
+            self.leading().lead_transferee = None;
         }
         if to == self.config.id {
             // Already leader: any pending transfer is cancelled above.
             return Ok(Accepted::Done);
         }
         tracing::info!(%to, "transferring leadership");
-        self.lead_transferee = Some(to);
-        self.transfer_elapsed = 0;
+        self.start_transfer(to);
         if !self.maybe_send_timeout_now(to) {
             self.send_append(to);
         }
@@ -776,11 +824,13 @@ impl Node {
     /// response; a heartbeat response also repeats a lost TimeoutNow).
     /// Returns true if it was sent.
     pub(crate) fn maybe_send_timeout_now(&mut self, from: NodeId) -> bool {
+        let last = self.log.last_index();
         let caught_up = self
-            .progress
-            .get(&from)
-            .is_some_and(|pr| pr.match_index == self.log.last_index());
-        if self.lead_transferee == Some(from) && caught_up {
+            .lead
+            .as_ref()
+            .and_then(|lead| lead.progress.get(&from))
+            .is_some_and(|pr| pr.match_index == last);
+        if self.transferee() == Some(from) && caught_up {
             self.send_timeout_now(from);
             return true;
         }
@@ -840,21 +890,22 @@ impl Node {
         self.membership = next.clone();
         self.membership_history.push((index, next));
         let me = self.config.id;
-        if let Some(target) = self.lead_transferee
+        if let Some(target) = self.transferee()
             && !self.membership.is_voter(target)
         {
             // The target can no longer win an election: waiting for the
             // timeout would only refuse proposals meanwhile.
             tracing::info!(%target, "leadership transfer abandoned: the target is no voter");
-            self.lead_transferee = None;
+            self.leading().lead_transferee = None;
         }
         if self.role == Role::Leader {
             let last = self.log.last_index();
             let members = self.membership.members();
-            self.progress.retain(|id, _| members.contains(id));
+            let lead = self.leading();
+            lead.progress.retain(|id, _| members.contains(id));
             for id in members {
                 if id != me {
-                    self.progress
+                    lead.progress
                         .entry(id)
                         .or_insert_with(|| Progress::new(last.next()));
                 }
@@ -880,6 +931,7 @@ impl Node {
     fn hand_over_after_removal(&mut self) {
         self.send_commit_to_all();
         let target = self
+            .leading_ref()
             .progress
             .iter()
             .filter(|(id, _)| self.membership.is_voter(**id))
@@ -891,8 +943,7 @@ impl Node {
             return;
         };
         tracing::info!(%target, "removed from the voters: handing leadership over");
-        self.lead_transferee = Some(target);
-        self.transfer_elapsed = 0;
+        self.start_transfer(target);
         if !self.maybe_send_timeout_now(target) {
             self.send_appends_to(target);
         }
@@ -906,34 +957,32 @@ impl Node {
         // leadership it would win: give the transfer up, so the change that
         // removes it ends the transfer at once (issue 18 D) instead of the
         // pending transfer holding the Leave back until its timeout.
-        if let Some(target) = self.lead_transferee
-            && self.role == Role::Leader
+        let Some(lead) = &self.lead else {
+            return;
+        };
+        let no_change_in_flight = lead.pending_conf_index <= self.log.committed;
+        if let Some(target) = lead.lead_transferee
             && self.membership.is_joint()
-            && self.pending_conf_index <= self.log.committed
+            && no_change_in_flight
             && !self.membership.voters.contains(&target)
         {
             tracing::info!(%target, "leadership transfer abandoned: the Leave removes the target");
-            self.lead_transferee = None;
+            self.leading().lead_transferee = None;
         }
         // Not while handing over: the Leave would lengthen our log after
         // the target was found caught up, and it would lose the election
         // TimeoutNow starts. The new leader (or we, once the transfer is
         // given up; see `tick_leader`) leaves the joint configuration.
-        if self.role == Role::Leader
-            && self.membership.is_joint()
-            && self.pending_conf_index <= self.log.committed
-            && self.lead_transferee.is_none()
-        {
+        if self.membership.is_joint() && no_change_in_flight && self.transferee().is_none() {
             let (index, _) = self.append_entry(EntryKind::ConfChange, ConfChange::Leave.encode());
-            self.pending_conf_index = index;
+            self.leading().pending_conf_index = index;
         }
     }
 
     /// The configuration that decides: the membership in force (with a
     /// known bug, only its new voters while joint).
     pub(crate) fn quorum(&self) -> std::borrow::Cow<'_, Membership> {
-        #[cfg(feature = "buggy")]
-        if self.config.bugs.joint_new_majority_only && self.membership.is_joint() {
+        if self.bug(Bug::JointNewMajorityOnly) && self.membership.is_joint() {
             let mut m = self.membership.clone();
             m.outgoing.clear();
             return std::borrow::Cow::Owned(m);
@@ -944,8 +993,7 @@ impl Node {
     /// The membership after `change` (with a known bug, a change may start
     /// from a joint configuration, forgetting its outgoing half).
     fn apply_conf_change(&self, change: &ConfChange) -> Result<Membership, crate::MembershipError> {
-        #[cfg(feature = "buggy")]
-        if self.config.bugs.concurrent_conf_changes && self.membership.is_joint() {
+        if self.bug(Bug::ConcurrentConfChanges) && self.membership.is_joint() {
             let mut flat = self.membership.clone();
             flat.outgoing.clear();
             return flat.apply(change);
@@ -1045,8 +1093,7 @@ impl Node {
     /// lead the same term again with other entries at the same indexes
     /// (Log Matching broken). Pre-votes change no state and are exempt.
     fn needs_durable_state(&self, m: &Message) -> bool {
-        #[cfg(feature = "buggy")]
-        if self.config.bugs.vote_before_persist
+        if self.bug(Bug::VoteBeforePersist)
             && matches!(m.body, MessageBody::RequestVoteResponse { .. })
         {
             return false;
@@ -1058,8 +1105,7 @@ impl Node {
         );
         #[allow(unused_mut)]
         let mut term_durable = m.term <= self.durable_hard_state.term;
-        #[cfg(feature = "buggy")]
-        if self.config.bugs.lead_before_term_durable && self.role == Role::Leader {
+        if self.bug(Bug::LeadBeforeTermDurable) && self.role == Role::Leader {
             term_durable = true;
         }
         if !pre_vote && !term_durable {
@@ -1123,7 +1169,7 @@ impl Node {
     /// Leader: the node leadership is being handed to, while a transfer is
     /// pending (proposals are refused meanwhile).
     pub fn lead_transferee(&self) -> Option<NodeId> {
-        self.lead_transferee
+        self.transferee()
     }
     pub fn config(&self) -> &Config {
         &self.config
@@ -1151,8 +1197,9 @@ impl Node {
             snapshot_index: self.log.snapshot_index(),
             membership: self.membership.clone(),
             match_index: self
-                .progress
+                .lead
                 .iter()
+                .flat_map(|lead| &lead.progress)
                 .map(|(&id, pr)| (id, pr.match_index))
                 .collect(),
         }

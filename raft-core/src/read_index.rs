@@ -3,6 +3,7 @@
 //! committed, released after a quorum answers a heartbeat round sent after
 //! the request arrived. Lease reads skip the round while the lease holds.
 
+use crate::bugs::Bug;
 use crate::input::{Accepted, StepError};
 use crate::message::MessageBody;
 use crate::node::Node;
@@ -70,6 +71,71 @@ impl ReadQueue {
         self.lease_revoked = false;
     }
 
+    /// Holds a read that arrived before this leader's no-op committed.
+    pub fn wait_for_noop(&mut self, requester: Requester, context: u64, lease: bool) {
+        self.before_noop.push((requester, context, lease));
+    }
+
+    pub fn has_reads_waiting_for_noop(&self) -> bool {
+        !self.before_noop.is_empty()
+    }
+
+    pub fn take_reads_waiting_for_noop(&mut self) -> Vec<(Requester, u64, bool)> {
+        std::mem::take(&mut self.before_noop)
+    }
+
+    /// Queues a read at `index` for the next heartbeat round to confirm.
+    pub fn wait_for_round(&mut self, requester: Requester, context: u64, index: LogIndex) {
+        self.pending.push_back(PendingRead {
+            requester,
+            context,
+            index,
+            round: 0,
+        });
+        self.round_requested = true;
+    }
+
+    /// Whether the lease holds at local tick `now`. With
+    /// `ignore_revocation` (a known bug) a transfer does not end it.
+    pub fn lease_holds(&self, now: u64, ignore_revocation: bool) -> bool {
+        (ignore_revocation || !self.lease_revoked) && now < self.lease_until
+    }
+
+    /// Starts a heartbeat round sent at local tick `now`; the reads that
+    /// wait without a round are confirmed by this one. Returns its number.
+    pub fn start_round(&mut self, now: u64) -> u64 {
+        self.round_requested = false;
+        self.round += 1;
+        let round = self.round;
+        self.round_ticks.push_back((round, now));
+        while self.round_ticks.len() > 64 {
+            self.round_ticks.pop_front();
+        }
+        for read in self.pending.iter_mut().filter(|r| r.round == 0) {
+            read.round = round;
+        }
+        round
+    }
+
+    /// A quorum acknowledged rounds up to `confirmed`: extends the lease by
+    /// `lease_ticks` from the send time of that round, and returns the reads
+    /// it confirms as (requester, context, index), oldest first.
+    pub fn confirm(&mut self, confirmed: u64, lease_ticks: u64) -> Vec<(Requester, u64, LogIndex)> {
+        if let Some(&(_, sent_at)) = self.round_ticks.iter().find(|(r, _)| *r == confirmed) {
+            self.lease_until = self.lease_until.max(sent_at + lease_ticks);
+        }
+        let mut released = Vec::new();
+        while self
+            .pending
+            .front()
+            .is_some_and(|r| r.round != 0 && r.round <= confirmed)
+        {
+            let read = self.pending.pop_front().expect("front exists");
+            released.push((read.requester, read.context, read.index));
+        }
+        released
+    }
+
     /// Removes every waiting read, for a leader that steps down.
     pub fn drain_all(&mut self) -> Vec<(Requester, u64)> {
         self.round_requested = false;
@@ -103,26 +169,19 @@ impl Node {
     pub(crate) fn leader_read_index(&mut self, requester: Requester, context: u64, lease: bool) {
         if self.log.term(self.log.committed) != Some(self.term) {
             // Until our no-op commits we may not know the latest commit index.
-            self.reads.before_noop.push((requester, context, lease));
+            self.reads.wait_for_noop(requester, context, lease);
             return;
         }
         let index = self.log.committed;
         #[allow(unused_mut)]
         let mut confirmed = self.is_sole_voter() || (lease && self.lease_holds());
-        #[cfg(feature = "buggy")]
-        if self.config.bugs.read_without_quorum {
+        if self.bug(Bug::ReadWithoutQuorum) {
             confirmed = true;
         }
         if confirmed {
             self.release_read(requester, context, index);
         } else {
-            self.reads.pending.push_back(PendingRead {
-                requester,
-                context,
-                index,
-                round: 0,
-            });
-            self.reads.round_requested = true;
+            self.reads.wait_for_round(requester, context, index);
         }
     }
 
@@ -133,16 +192,10 @@ impl Node {
     }
 
     fn lease_holds(&self) -> bool {
-        #[allow(unused_mut)]
-        let mut revoked = self.reads.lease_revoked;
-        #[cfg(feature = "buggy")]
-        if self.config.bugs.lease_after_aborted_transfer {
-            revoked = false;
-        }
+        let ignore_revocation = self.bug(Bug::LeaseAfterAbortedTransfer);
         self.config.check_quorum
-            && self.lead_transferee.is_none()
-            && !revoked
-            && self.ticks < self.reads.lease_until
+            && self.transferee().is_none()
+            && self.reads.lease_holds(self.ticks, ignore_revocation)
     }
 
     fn release_read(&mut self, requester: Requester, context: u64, index: LogIndex) {
@@ -160,11 +213,11 @@ impl Node {
 
     /// Called when the commit index moves: reads held for the no-op may go.
     pub(crate) fn on_commit_advanced(&mut self) {
-        if self.role != Role::Leader || self.reads.before_noop.is_empty() {
+        if self.role != Role::Leader || !self.reads.has_reads_waiting_for_noop() {
             return;
         }
         if self.log.term(self.log.committed) == Some(self.term) {
-            for (requester, context, lease) in std::mem::take(&mut self.reads.before_noop) {
+            for (requester, context, lease) in self.reads.take_reads_waiting_for_noop() {
                 self.leader_read_index(requester, context, lease);
             }
         }
@@ -173,24 +226,12 @@ impl Node {
     /// Sends a heartbeat round to every follower; the reads waiting without
     /// a round are confirmed by this one.
     pub(crate) fn start_read_round(&mut self) {
-        self.reads.round_requested = false;
-        self.reads.round += 1;
-        let round = self.reads.round;
-        self.reads.round_ticks.push_back((round, self.ticks));
-        while self.reads.round_ticks.len() > 64 {
-            self.reads.round_ticks.pop_front();
-        }
-        for read in self.reads.pending.iter_mut().filter(|r| r.round == 0) {
-            read.round = round;
-        }
-        let followers: Vec<(NodeId, LogIndex)> = self
-            .progress
-            .iter()
-            .map(|(&id, pr)| (id, pr.match_index))
-            .collect();
-        for (id, match_index) in followers {
-            let commit = self.log.committed.min(match_index);
-            self.commit_sent.insert(id, commit);
+        let round = self.reads.start_round(self.ticks);
+        let committed = self.log.committed;
+        for id in self.followers() {
+            let lead = self.leading();
+            let commit = committed.min(lead.progress[&id].match_index);
+            lead.commit_sent.insert(id, commit);
             self.send(
                 id,
                 MessageBody::Heartbeat {
@@ -205,13 +246,13 @@ impl Node {
     /// The newest round a quorum (counting ourselves) has acknowledged.
     fn confirmed_round(&self) -> u64 {
         let me = self.config.id;
-        let mut candidates: Vec<u64> = self.progress.values().map(|pr| pr.read_round).collect();
-        candidates.push(self.reads.round);
+        let progress = &self.leading_ref().progress;
+        let mut candidates: Vec<u64> = progress.values().map(|pr| pr.read_round).collect();
+        candidates.push(self.reads.current_round());
         candidates.sort_unstable_by(|a, b| b.cmp(a));
         candidates.dedup();
         for round in candidates {
-            let mut heard: BTreeSet<NodeId> = self
-                .progress
+            let mut heard: BTreeSet<NodeId> = progress
                 .iter()
                 .filter(|(_, pr)| pr.read_round >= round)
                 .map(|(&id, _)| id)
@@ -231,18 +272,9 @@ impl Node {
         if confirmed == 0 {
             return;
         }
-        if let Some(&(_, sent_at)) = self.reads.round_ticks.iter().find(|(r, _)| *r == confirmed) {
-            let lease = (self.config.election_ticks_min - self.config.lease_drift_ticks) as u64;
-            self.reads.lease_until = self.reads.lease_until.max(sent_at + lease);
-        }
-        while self
-            .reads
-            .pending
-            .front()
-            .is_some_and(|r| r.round != 0 && r.round <= confirmed)
-        {
-            let read = self.reads.pending.pop_front().expect("front exists");
-            self.release_read(read.requester, read.context, read.index);
+        let lease_ticks = (self.config.election_ticks_min - self.config.lease_drift_ticks) as u64;
+        for (requester, context, index) in self.reads.confirm(confirmed, lease_ticks) {
+            self.release_read(requester, context, index);
         }
     }
 }

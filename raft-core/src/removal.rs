@@ -51,6 +51,7 @@
 //! same step as the Leave, or after the node was added back), and a vote
 //! that ignores them could elect a leader without them.
 
+use crate::bugs::Bug;
 use crate::message::MessageBody;
 use crate::node::Node;
 use crate::quorum::VoteResult;
@@ -65,8 +66,7 @@ impl Node {
         if self.is_promotable() {
             return;
         }
-        #[cfg(feature = "buggy")]
-        if self.config.bugs.removed_leader_gives_up {
+        if self.bug(Bug::RemovedLeaderGivesUp) {
             return;
         }
         let index = self.log.committed.min(last_log_index);

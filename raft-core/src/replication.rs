@@ -2,6 +2,7 @@
 //! fast backtracking with conflict hints, pipelining, commitment and
 //! snapshots for followers that fell behind the compacted log.
 
+use crate::bugs::Bug;
 use crate::message::{Message, MessageBody};
 use crate::node::{Node, StagedSnapshot};
 use crate::progress::ReplicationState;
@@ -34,8 +35,7 @@ impl Node {
         }
         #[allow(unused_mut)]
         let mut consistent = self.log.matches(prev_log_index, prev_log_term);
-        #[cfg(feature = "buggy")]
-        if self.config.bugs.skip_prev_term_check && prev_log_index <= self.log.last_index() {
+        if self.bug(Bug::SkipPrevTermCheck) && prev_log_index <= self.log.last_index() {
             consistent = true;
         }
         if !consistent {
@@ -173,7 +173,11 @@ impl Node {
             self.next_index_from_hint(conflict_index, conflict_term)
         };
         let last = self.log.last_index();
-        let Some(pr) = self.progress.get_mut(&from) else {
+        let Some(pr) = self
+            .lead
+            .as_mut()
+            .and_then(|lead| lead.progress.get_mut(&from))
+        else {
             return;
         };
         if success {
@@ -186,7 +190,7 @@ impl Node {
                     pr.become_replicate();
                 }
                 if self.maybe_commit() {
-                    self.broadcast_pending = true;
+                    self.request_broadcast();
                 }
             }
             self.maybe_send_timeout_now(from);
@@ -216,14 +220,17 @@ impl Node {
 
     pub(crate) fn handle_heartbeat_response(&mut self, from: NodeId, read_round: u64) {
         let last = self.log.last_index();
-        let Some(pr) = self.progress.get_mut(&from) else {
+        let max_inflight = self.config.max_inflight_messages;
+        let Some(pr) = self
+            .lead
+            .as_mut()
+            .and_then(|lead| lead.progress.get_mut(&from))
+        else {
             return;
         };
         pr.read_round = pr.read_round.max(read_round);
         if pr.match_index < last {
-            if pr.state == ReplicationState::Replicate
-                && pr.is_paused(self.config.max_inflight_messages)
-            {
+            if pr.state == ReplicationState::Replicate && pr.is_paused(max_inflight) {
                 // The window is full and the follower still lacks entries:
                 // an append may be lost. Let one more through to find out.
                 pr.inflight.pop_front();
@@ -244,7 +251,11 @@ impl Node {
         received: u64,
         last_index: Option<LogIndex>,
     ) {
-        let Some(pr) = self.progress.get_mut(&from) else {
+        let Some(pr) = self
+            .lead
+            .as_mut()
+            .and_then(|lead| lead.progress.get_mut(&from))
+        else {
             return;
         };
         match (last_index, pr.state) {
@@ -254,7 +265,7 @@ impl Node {
                     pr.become_probe();
                 }
                 if self.maybe_commit() {
-                    self.broadcast_pending = true;
+                    self.request_broadcast();
                 }
                 // A transfer target that caught up by snapshot may hold our
                 // whole log now, and no append response would follow.
@@ -280,7 +291,7 @@ impl Node {
     pub(crate) fn send_appends_to(&mut self, to: NodeId) {
         let last = self.log.last_index();
         loop {
-            let Some(pr) = self.progress.get(&to) else {
+            let Some(pr) = self.lead.as_ref().and_then(|lead| lead.progress.get(&to)) else {
                 return;
             };
             if pr.is_paused(self.config.max_inflight_messages) {
@@ -302,7 +313,7 @@ impl Node {
 
     /// Sends one AppendEntries (or the snapshot) to `to`, if not paused.
     pub(crate) fn send_append(&mut self, to: NodeId) {
-        let Some(pr) = self.progress.get(&to) else {
+        let Some(pr) = self.lead.as_ref().and_then(|lead| lead.progress.get(&to)) else {
             return;
         };
         if pr.is_paused(self.config.max_inflight_messages) {
@@ -316,7 +327,8 @@ impl Node {
         if next <= self.log.snapshot_index() {
             tracing::info!(%to, index = %self.snapshot_meta.index, "follower needs compacted entries: sending snapshot");
             let index = self.snapshot_meta.index;
-            self.progress
+            self.leading()
+                .progress
                 .get_mut(&to)
                 .expect("progress exists")
                 .become_snapshot(index);
@@ -335,14 +347,15 @@ impl Node {
         };
         let last_sent = entries.last().map(|e| e.index);
         let leader_commit = self.log.committed;
-        self.progress
+        let lead = self.leading();
+        lead.progress
             .get_mut(&to)
             .expect("progress checked above")
             .sent_append(last_sent);
         // The follower takes the commit index only as far as this message
         // proves its log matches ours.
         let proven = last_sent.unwrap_or(prev_log_index);
-        self.commit_sent.insert(to, leader_commit.min(proven));
+        lead.commit_sent.insert(to, leader_commit.min(proven));
         self.send(
             to,
             MessageBody::AppendEntries {
@@ -361,7 +374,11 @@ impl Node {
         let meta = self.snapshot_meta.clone();
         let total_bytes = self.snapshot_bytes;
         let chunk = self.config.snapshot_chunk_bytes;
-        let pr = self.progress.get_mut(&to).expect("progress exists");
+        let pr = self
+            .leading()
+            .progress
+            .get_mut(&to)
+            .expect("progress exists");
         let offset = match pr.state {
             ReplicationState::Snapshot { index, offset } if index == meta.index => offset,
             _ => {
@@ -387,9 +404,8 @@ impl Node {
     /// Sends pending appends to every follower, and heartbeats to tell idle
     /// followers of a commit index they have not heard of.
     pub(crate) fn broadcast_appends(&mut self) {
-        self.broadcast_pending = false;
-        let followers: Vec<NodeId> = self.progress.keys().copied().collect();
-        for id in followers {
+        self.leading().broadcast_pending = false;
+        for id in self.followers() {
             self.send_appends_to(id);
             self.send_commit_if_stale(id);
         }
@@ -398,10 +414,11 @@ impl Node {
     /// Tells every follower the commit index now, as far as its log is
     /// known to match ours.
     pub(crate) fn send_commit_to_all(&mut self) {
-        let followers: Vec<NodeId> = self.progress.keys().copied().collect();
-        for id in followers {
-            let commit = self.log.committed.min(self.progress[&id].match_index);
-            self.commit_sent.insert(id, commit);
+        let committed = self.log.committed;
+        for id in self.followers() {
+            let lead = self.leading();
+            let commit = committed.min(lead.progress[&id].match_index);
+            lead.commit_sent.insert(id, commit);
             let read_round = self.reads.current_round();
             self.send(id, MessageBody::Heartbeat { commit, read_round });
         }
@@ -411,12 +428,16 @@ impl Node {
     /// commit index to apply (and to serve reads) without waiting for the
     /// next heartbeat.
     fn send_commit_if_stale(&mut self, id: NodeId) {
-        let Some(pr) = self.progress.get(&id) else {
+        let committed = self.log.committed;
+        let Some(lead) = self.lead.as_mut() else {
             return;
         };
-        let commit = self.log.committed.min(pr.match_index);
-        if self.commit_sent.get(&id).is_none_or(|&sent| sent < commit) {
-            self.commit_sent.insert(id, commit);
+        let Some(pr) = lead.progress.get(&id) else {
+            return;
+        };
+        let commit = committed.min(pr.match_index);
+        if lead.commit_sent.get(&id).is_none_or(|&sent| sent < commit) {
+            lead.commit_sent.insert(id, commit);
             let read_round = self.reads.current_round();
             self.send(id, MessageBody::Heartbeat { commit, read_round });
         }
@@ -427,6 +448,7 @@ impl Node {
     /// committed by counting replicas.
     pub(crate) fn maybe_commit(&mut self) -> bool {
         let mut acked: BTreeMap<NodeId, LogIndex> = self
+            .leading_ref()
             .progress
             .iter()
             .map(|(&id, pr)| (id, pr.match_index))
@@ -438,8 +460,7 @@ impl Node {
         }
         #[allow(unused_mut)]
         let mut of_current_term = self.log.term(index) == Some(self.term);
-        #[cfg(feature = "buggy")]
-        if self.config.bugs.commit_previous_term {
+        if self.bug(Bug::CommitPreviousTerm) {
             of_current_term = true;
         }
         if !of_current_term {
