@@ -397,11 +397,7 @@ impl Node {
     }
 
     fn step_leader(&mut self, m: Message) {
-        if let Some(pr) = self
-            .lead
-            .as_mut()
-            .and_then(|lead| lead.progress.get_mut(&m.from))
-        {
+        if let Some(pr) = self.progress_mut(m.from) {
             pr.recent_active = true;
         }
         match m.body {
@@ -562,6 +558,11 @@ impl Node {
 
     pub(crate) fn leading_ref(&self) -> &LeaderState {
         self.lead.as_ref().expect("a leader keeps its leader state")
+    }
+
+    /// A follower's replication progress, while leading.
+    pub(crate) fn progress_mut(&mut self, id: NodeId) -> Option<&mut Progress> {
+        self.lead.as_mut()?.progress.get_mut(&id)
     }
 
     /// The transfer target while a transfer is pending (never without one).

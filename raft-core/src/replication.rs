@@ -173,11 +173,7 @@ impl Node {
             self.next_index_from_hint(conflict_index, conflict_term)
         };
         let last = self.log.last_index();
-        let Some(pr) = self
-            .lead
-            .as_mut()
-            .and_then(|lead| lead.progress.get_mut(&from))
-        else {
+        let Some(pr) = self.progress_mut(from) else {
             return;
         };
         if success {
@@ -221,11 +217,7 @@ impl Node {
     pub(crate) fn handle_heartbeat_response(&mut self, from: NodeId, read_round: u64) {
         let last = self.log.last_index();
         let max_inflight = self.config.max_inflight_messages;
-        let Some(pr) = self
-            .lead
-            .as_mut()
-            .and_then(|lead| lead.progress.get_mut(&from))
-        else {
+        let Some(pr) = self.progress_mut(from) else {
             return;
         };
         pr.read_round = pr.read_round.max(read_round);
@@ -251,11 +243,7 @@ impl Node {
         received: u64,
         last_index: Option<LogIndex>,
     ) {
-        let Some(pr) = self
-            .lead
-            .as_mut()
-            .and_then(|lead| lead.progress.get_mut(&from))
-        else {
+        let Some(pr) = self.progress_mut(from) else {
             return;
         };
         match (last_index, pr.state) {
