@@ -3,44 +3,14 @@
 
 use crate::auth::{Auth, TokenFileError};
 use crate::ids::{IdError, Member, Members, node_id_of};
+pub use crate::settings::ReadPolicy;
+use crate::settings::{MAX_CONCURRENT_REQUESTS, MAX_PEER_BATCH_BYTES};
 use crate::tls::{TlsError, TlsSetup};
 use clap::{Parser, ValueEnum};
-use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// How a read is served (API.md, "Reads").
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ReadPolicy {
-    /// ReadIndex: the leader confirms leadership with a quorum.
-    Linearizable,
-    /// The leader answers from its lease, without a quorum round trip.
-    Lease,
-    /// The local state machine answers at once; may be behind.
-    Stale,
-}
-
-impl ReadPolicy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReadPolicy::Linearizable => "linearizable",
-            ReadPolicy::Lease => "lease",
-            ReadPolicy::Stale => "stale",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<ReadPolicy> {
-        match text {
-            "linearizable" => Some(ReadPolicy::Linearizable),
-            "lease" => Some(ReadPolicy::Lease),
-            "stale" => Some(ReadPolicy::Stale),
-            _ => None,
-        }
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -119,11 +89,11 @@ pub struct Cli {
     #[arg(long, env = "KV_NODE_TLS_CLIENT_AUTH")]
     pub tls_client_auth: bool,
     /// Client requests served at once; more get 503 with Retry-After.
-    #[arg(long, env = "KV_NODE_MAX_CONCURRENT_REQUESTS", default_value_t = crate::http::MAX_CONCURRENT_REQUESTS)]
+    #[arg(long, env = "KV_NODE_MAX_CONCURRENT_REQUESTS", default_value_t = MAX_CONCURRENT_REQUESTS)]
     pub max_concurrent_requests: usize,
     /// Largest batch of raft messages accepted from a peer, in bytes (a
     /// snapshot travels in one batch).
-    #[arg(long, env = "KV_NODE_MAX_PEER_BATCH_BYTES", default_value_t = crate::transport::MAX_BATCH_BYTES)]
+    #[arg(long, env = "KV_NODE_MAX_PEER_BATCH_BYTES", default_value_t = MAX_PEER_BATCH_BYTES)]
     pub max_peer_batch_bytes: usize,
     /// Join a running cluster through this member's URL: start empty, ask
     /// it to add this node as a learner, catch up. Keep it on restarts (a
@@ -146,8 +116,6 @@ pub enum CliError {
     Ids(#[from] IdError),
     #[error("--peers entry {0:?} is not name=url")]
     BadPeer(String),
-    #[error("peer URL {0:?} must start with http://")]
-    BadPeerUrl(String),
     #[error("peer URL {url:?} must start with {scheme} (https:// exactly when TLS is on)")]
     PeerUrlScheme { url: String, scheme: &'static str },
     #[error("--tick-ms must be at least 1")]
@@ -278,8 +246,13 @@ impl Cli {
             return Err(CliError::ZeroRequestTimeout);
         }
         let join = match &self.join {
-            Some(url) if !url.starts_with("http://") => {
-                return Err(CliError::BadPeerUrl(url.clone()));
+            // The joiner reaches the cluster with its peer client: the
+            // same scheme as its peer traffic.
+            Some(url) if !url.starts_with(scheme) => {
+                return Err(CliError::PeerUrlScheme {
+                    url: url.clone(),
+                    scheme,
+                });
             }
             Some(url) => Some(url.trim_end_matches('/').to_string()),
             None => None,

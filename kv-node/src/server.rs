@@ -6,9 +6,10 @@ use crate::directory::Directory;
 use crate::driver::{self, DriverFailed, DriverHandle};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
+use crate::peer::client::node_client_options;
+use crate::peer::{PeerClient, transport};
 use crate::replica::{Replica, ReplicaError};
 use crate::storage::StorageError;
-use crate::transport;
 use crate::wal_disk::WalDisk;
 use clap::Parser;
 use raft_core::{Config, Membership};
@@ -41,7 +42,7 @@ pub enum StartError {
     #[error("cannot build the peer HTTP client: {0}")]
     Client(#[from] reqwest::Error),
     #[error("cannot join the cluster: {0}")]
-    Join(#[from] crate::join::JoinError),
+    Join(#[from] crate::peer::join::JoinError),
     #[error("cannot start the driver thread: {0}")]
     Thread(#[source] std::io::Error),
 }
@@ -67,13 +68,17 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         addr: config.listen,
         source,
     })?;
+    // The node's one client to its peers: the transport, forwarded
+    // cluster operations and `--join` all go through it (and its TLS).
+    let tls = config.tls.as_ref().map(|t| (*t.client).clone());
+    let peer_client = PeerClient::new(tls, node_client_options(local_addr.ip()))?;
     // This node's URL as others reach it: the real port when started on 0.
     let mut members = config.members.clone();
     if config.listen.port() == 0 {
-        members.this.url = format!("http://{local_addr}");
+        members.this.url = format!("{}://{local_addr}", peer_client.scheme());
     }
     if let Some(via) = &config.join {
-        members = crate::join::discover(via, &members).await?;
+        members = crate::peer::join::discover(&peer_client, via, &members).await?;
     }
     let members = &members;
     let metrics = Arc::new(Metrics::new(
@@ -119,8 +124,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
 
     // Started even without peers: members added later get a sender task.
     let peer_token = config.auth.as_ref().and_then(|a| a.peer_token());
-    let tls = config.tls.as_ref().map(|t| (*t.client).clone());
-    let peers = transport::start(members, local_addr, metrics.clone(), peer_token, tls)?;
+    let peers = transport::start(members, peer_client.clone(), metrics.clone(), peer_token);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (driver, driver_done) = driver::spawn(
         replica,
@@ -148,7 +152,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             config.auth.clone(),
             config.max_concurrent_requests,
             config.max_peer_batch_bytes,
-        ),
+        )
+        .with_peer_client(peer_client.clone()),
     );
     let stop_join = shutdown_rx.clone();
     let mut stop = shutdown_rx;
@@ -177,7 +182,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         "serving"
     );
     if let Some(via) = config.join.clone() {
-        tokio::spawn(crate::join::run(
+        tokio::spawn(crate::peer::join::run(
+            peer_client,
             via,
             members.this.clone(),
             config.auto_promote,

@@ -1,10 +1,12 @@
 //! TLS with certificates made at run time (rcgen): a 3-node in-process
-//! cluster over mutual TLS with tokens replicates a write; a certificate
-//! from another CA is refused both ways.
+//! cluster over mutual TLS with tokens replicates a write; membership
+//! changes and leader transfers asked of a follower are forwarded to the
+//! leader over TLS with the caller's token; a certificate from another CA
+//! is refused both ways.
 
 use clap::Parser;
 use kv_node::cli::Cli;
-use kv_node::peer_client::{ClientOptions, PeerClient};
+use kv_node::peer::{ClientOptions, PeerClient};
 use kv_node::server::{self, RunningNode};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use reqwest::Method;
@@ -13,6 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 const WRITE: &str = "write-token-bbbbbbbbbbbbbbbb";
+const ADMIN: &str = "admin-token-cccccccccccccccc";
 const PEER: &str = "peer-token-dddddddddddddddd";
 
 struct Ca {
@@ -93,7 +96,7 @@ async fn start(dir: &Path, name: &str, port: u16, peers: &str, ca: &Ca) -> Runni
         file("ca", &ca.pem),
         "--tls-client-auth".into(),
         "--auth-token-file".into(),
-        file("tokens", &format!("write {WRITE}\n")),
+        file("tokens", &format!("write {WRITE}\nadmin {ADMIN}\n")),
         "--peer-token-file".into(),
         file("peer", PEER),
     ];
@@ -202,4 +205,127 @@ async fn a_certificate_from_another_ca_is_refused_both_ways() {
     // A client that trusts only the other CA refuses this node.
     assert!(get(&client(&other, Some(&stranger)), &url).await.is_err());
     node.shutdown().await.unwrap();
+}
+
+/// Sends `body` to `url` with `token` (if any); status and JSON reply.
+async fn call(
+    client: &PeerClient,
+    method: Method,
+    url: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
+    let auth =
+        token.map(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).unwrap());
+    let (status, reply) = client
+        .request(
+            method,
+            url,
+            auth.as_ref(),
+            "application/json",
+            body.as_bytes().to_vec(),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    (
+        status.as_u16(),
+        serde_json::from_slice(&reply).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_forwards_membership_changes_over_tls_with_the_callers_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = new_ca("cluster CA");
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let peers = (0..3)
+        .map(|i| format!("n{i}=https://127.0.0.1:{}", ports[i]))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut nodes = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        nodes.push(start(dir.path(), &format!("n{i}"), *port, &peers, &ca).await);
+    }
+    let identity = leaf(&ca);
+    let client = client(&ca, Some(&identity));
+    let base = |i: usize| format!("https://127.0.0.1:{}", ports[i]);
+
+    // Wait for a leader, then pick a follower to ask.
+    let mut leader = None;
+    for _ in 0..300 {
+        let (status, body) = call(
+            &client,
+            Method::GET,
+            &format!("{}/status", base(0)),
+            Some(ADMIN),
+            "",
+        )
+        .await;
+        if status == 200
+            && let Some(name) = body["leader"].as_str()
+        {
+            leader = Some(name.to_string());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let leader = leader.expect("a leader is elected");
+    let follower = (0..3).find(|i| format!("n{i}") != leader).unwrap();
+    let members = format!("{}/cluster/members", base(follower));
+
+    // The follower checks the caller's token itself: none is 401, a write
+    // token 403, and nothing is forwarded.
+    let add = r#"{"id": "n9", "url": "https://127.0.0.1:9", "voter": false}"#;
+    assert_eq!(
+        call(&client, Method::POST, &members, None, add).await.0,
+        401
+    );
+    assert_eq!(
+        call(&client, Method::POST, &members, Some(WRITE), add)
+            .await
+            .0,
+        403
+    );
+    // A member URL must use the cluster's scheme.
+    let plain = r#"{"id": "n9", "url": "http://127.0.0.1:9", "voter": false}"#;
+    let (status, body) = call(&client, Method::POST, &members, Some(ADMIN), plain).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bad_request")),
+        "{body}"
+    );
+
+    // An admin's change through the follower reaches the leader over TLS,
+    // carrying the admin's token: the learner is added, then removed.
+    let (status, body) = call(&client, Method::POST, &members, Some(ADMIN), add).await;
+    assert_eq!(status, 200, "adding through a follower: {body}");
+    let (status, list) = call(&client, Method::GET, &members, Some(ADMIN), "").await;
+    assert_eq!(status, 200);
+    assert!(
+        list["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == "n9" && m["url"] == "https://127.0.0.1:9"),
+        "n9 is listed: {list}"
+    );
+    let remove = format!("{members}/n9");
+    let (status, body) = call(&client, Method::DELETE, &remove, Some(ADMIN), "").await;
+    assert_eq!(status, 200, "removing through a follower: {body}");
+
+    // A leader transfer through the follower, to the follower itself.
+    let transfer = format!("{}/cluster/transfer-leader", base(follower));
+    let to = format!(r#"{{"to": "n{follower}"}}"#);
+    assert_eq!(
+        call(&client, Method::POST, &transfer, Some(WRITE), &to)
+            .await
+            .0,
+        403
+    );
+    let (status, body) = call(&client, Method::POST, &transfer, Some(ADMIN), &to).await;
+    assert_eq!(status, 200, "transfer through a follower: {body}");
+    for node in nodes {
+        node.shutdown().await.unwrap();
+    }
 }

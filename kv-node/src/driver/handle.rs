@@ -1,9 +1,9 @@
 //! The client side of the driver: the requests handlers send, their
 //! answers and errors, and [`DriverHandle`], which sends them.
 
-use crate::cli::ReadPolicy;
 use crate::command::{ClientSeq, ClusterCommand, Command, Op, OpResult, RequestId};
 use crate::directory::Directory;
+use crate::settings::ReadPolicy;
 use bytes::Bytes;
 use raft_core::{ConfChange, Message, NodeId, Role};
 use std::collections::BTreeMap;

@@ -15,13 +15,13 @@ mod transfer;
 pub(crate) use handle::Request;
 pub use handle::{DriverError, DriverHandle, NodeStatus, ReadAnswer, ReadQuery, is_ready};
 
-use crate::cli::ReadPolicy;
 use crate::command::OpResult;
 use crate::directory::Directory;
 use crate::disk_space::DiskSpace;
 use crate::metrics::Metrics;
+use crate::peer::transport::PeerSender;
 use crate::replica::{Durable, Output, Replica, ReplicaError};
-use crate::transport::PeerSender;
+use crate::settings::ReadPolicy;
 use handle::{Reply, stopped};
 use raft_core::{Input, MessageBody, NodeId};
 use std::collections::{BTreeMap, HashMap};

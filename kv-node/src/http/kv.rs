@@ -1,9 +1,9 @@
 //! The key-value routes: bodies, limits, and replies from `OpResult`s.
 
 use super::{ApiError, AppState, json_response, parse_json};
-use crate::cli::ReadPolicy;
 use crate::command::{ClientSeq, Op, OpResult};
 use crate::driver::{ReadAnswer, ReadQuery};
+use crate::settings::ReadPolicy;
 use crate::state_machine::MAX_KEY_BYTES;
 use serde::Deserialize;
 use serde_json::json;

@@ -6,10 +6,10 @@
 //! later joiner, can reach the member), then the `ConfChange`. raft-core
 //! allows one change in flight; a second gets `409 change_in_progress`.
 
-use super::forward::{self, Target};
 use super::{ApiError, AppState, json_response, parse_json};
 use crate::driver::NodeStatus;
 use crate::ids::{check_name, node_id_of};
+use crate::peer::forward::{self, Target};
 use raft_core::{ConfChange, ConfChangeStep, NodeId};
 use serde::Deserialize;
 use serde_json::json;
@@ -53,19 +53,30 @@ pub(super) async fn add(
     state: &AppState,
     query: &str,
     body: &[u8],
+    authorization: Option<&str>,
 ) -> Result<Response<Vec<u8>>, ApiError> {
     let request: AddBody = parse_json(body)?;
     check_name(&request.id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    // Every member is reached over the scheme of this node's peer traffic.
+    let scheme = state.peer_client.scheme();
     if let Some(url) = &request.url
-        && (!url.starts_with("http://") || url.len() > 1024)
+        && (!url.starts_with(&format!("{scheme}://")) || url.len() > 1024)
     {
         return Err(ApiError::BadRequest(format!(
-            "url must start with http://, got {url:?}"
+            "url must start with {scheme}:// (the scheme of this cluster's peer traffic) and be at most 1024 bytes, got {url:?}"
         )));
     }
     let status = match forward::target(state, query).await? {
         Target::Leader(url) => {
-            return forward::send(&url, Method::POST, "/cluster/members", body).await;
+            return forward::send(
+                state,
+                &url,
+                Method::POST,
+                "/cluster/members",
+                body,
+                authorization,
+            )
+            .await;
         }
         Target::Local(status) => status,
     };
@@ -151,11 +162,12 @@ pub(super) async fn remove(
     state: &AppState,
     name: &str,
     query: &str,
+    authorization: Option<&str>,
 ) -> Result<Response<Vec<u8>>, ApiError> {
     let status = match forward::target(state, query).await? {
         Target::Leader(url) => {
             let path = format!("/cluster/members/{name}");
-            return forward::send(&url, Method::DELETE, &path, &[]).await;
+            return forward::send(state, &url, Method::DELETE, &path, &[], authorization).await;
         }
         Target::Local(status) => status,
     };
@@ -172,10 +184,12 @@ pub(super) async fn transfer_leader(
     state: &AppState,
     query: &str,
     body: &[u8],
+    authorization: Option<&str>,
 ) -> Result<Response<Vec<u8>>, ApiError> {
     match forward::target(state, query).await? {
         Target::Leader(url) => {
-            forward::send(&url, Method::POST, "/cluster/transfer-leader", body).await
+            let path = "/cluster/transfer-leader";
+            forward::send(state, &url, Method::POST, path, body, authorization).await
         }
         Target::Local(_) => super::ops::transfer_leader(state, body).await,
     }

@@ -13,7 +13,6 @@
 //!   those from a follower to the leader.
 
 mod error;
-mod forward;
 mod kv;
 mod members;
 mod ops;
@@ -21,11 +20,12 @@ mod ops;
 pub use error::ApiError;
 
 use crate::auth::{Access, Auth, Denied};
-use crate::cli::ReadPolicy;
 use crate::driver::DriverHandle;
 use crate::ids::Members;
-use crate::inbound::Inbound;
 use crate::metrics::Metrics;
+use crate::peer::PeerClient;
+use crate::peer::inbound::Inbound;
+use crate::settings::{MAX_CONCURRENT_PEER_BATCHES, MAX_CONCURRENT_REQUESTS, ReadPolicy};
 use bytes::{Buf, Bytes};
 use futures_util::{Stream, StreamExt};
 use std::sync::Arc;
@@ -56,13 +56,9 @@ pub struct AppState {
     peer_slots: Arc<Semaphore>,
     /// Largest `POST /raft/messages` body (`--max-peer-batch-bytes`).
     pub max_peer_batch_bytes: usize,
+    /// The node's one client to its peers, for forwarded operations.
+    pub peer_client: PeerClient,
 }
-
-/// Default of `--max-concurrent-requests`.
-pub const MAX_CONCURRENT_REQUESTS: usize = 1024;
-/// Peer batches received at once; senders keep at most
-/// `KV_NODE_PEER_INFLIGHT` (4) in flight each.
-pub const MAX_CONCURRENT_PEER_BATCHES: usize = 256;
 
 impl AppState {
     pub fn new(
@@ -84,10 +80,17 @@ impl AppState {
             auth: None,
             client_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS)),
             peer_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_PEER_BATCHES)),
-            max_peer_batch_bytes: crate::transport::MAX_BATCH_BYTES,
+            max_peer_batch_bytes: crate::settings::MAX_PEER_BATCH_BYTES,
+            peer_client: PeerClient::plain_default(),
         };
         state.set_read_policy(read_policy);
         state
+    }
+
+    /// Sets the client to peers (the one the transport uses).
+    pub fn with_peer_client(mut self, client: PeerClient) -> AppState {
+        self.peer_client = client;
+        self
     }
 
     /// Sets the token checks and the concurrency and peer batch limits.
@@ -209,7 +212,7 @@ where
             let name = route.name();
             let limit = route.body_limit(state);
             let response = match read_body(body, limit).await {
-                Ok(body) => route.dispatch(state, query, body).await,
+                Ok(body) => route.dispatch(state, query, authorization, body).await,
                 Err(e) => Err(e),
             };
             (name, response.unwrap_or_else(ApiError::into_response))
@@ -359,6 +362,7 @@ impl Route {
         self,
         state: &AppState,
         query: &str,
+        authorization: Option<&str>,
         body: Bytes,
     ) -> Result<Response<Vec<u8>>, ApiError> {
         match self {
@@ -376,9 +380,11 @@ impl Route {
             Route::Status => ops::status(state).await,
             Route::Metrics => Ok(ops::metrics(state)),
             Route::MembersList => members::list(state).await,
-            Route::MembersAdd => members::add(state, query, &body).await,
-            Route::MembersRemove(id) => members::remove(state, &id, query).await,
-            Route::TransferLeader => members::transfer_leader(state, query, &body).await,
+            Route::MembersAdd => members::add(state, query, &body, authorization).await,
+            Route::MembersRemove(id) => members::remove(state, &id, query, authorization).await,
+            Route::TransferLeader => {
+                members::transfer_leader(state, query, &body, authorization).await
+            }
             Route::Snapshot => ops::snapshot(state).await,
             Route::ReadPolicyGet => Ok(ops::read_policy(state)),
             Route::ReadPolicySet => ops::set_read_policy(state, &body),

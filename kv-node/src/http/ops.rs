@@ -2,8 +2,8 @@
 //! admin, and the peer endpoint that receives raft messages.
 
 use super::{ApiError, AppState, json_response, parse_json};
-use crate::cli::ReadPolicy;
 use crate::driver::is_ready;
+use crate::settings::ReadPolicy;
 use raft_core::Role;
 use serde::Deserialize;
 use serde_json::json;
@@ -134,7 +134,7 @@ pub(super) async fn raft_messages(
     state: &AppState,
     body: &[u8],
 ) -> Result<Response<Vec<u8>>, ApiError> {
-    let decoded = crate::inbound::decode_batch(body, &state.driver.directory().read());
+    let decoded = crate::peer::inbound::decode_batch(body, &state.driver.directory().read());
     let batch = match decoded {
         Ok(batch) => batch,
         Err(e) => {

@@ -3,12 +3,12 @@
 //! answers (for 503 and 504).
 
 use super::{AppState, routes};
-use crate::cli::ReadPolicy;
 use crate::driver::{self, DriverHandle};
 use crate::ids::{Member, Members, node_id_of};
 use crate::metrics::Metrics;
+use crate::peer::transport::PeerSender;
 use crate::replica::Replica;
-use crate::transport::PeerSender;
+use crate::settings::ReadPolicy;
 use crate::wal_disk::WalDisk;
 use raft_core::{Config, Membership};
 use serde_json::{Value, json};

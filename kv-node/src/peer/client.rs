@@ -51,7 +51,48 @@ pub enum PeerClientError {
     Request(#[from] hyper::http::Error),
 }
 
+impl PeerClientError {
+    /// True if the request never reached the server (nothing was sent).
+    pub fn is_connect(&self) -> bool {
+        match self {
+            PeerClientError::Plain(e) => e.is_connect(),
+            PeerClientError::Http(e) => e.is_connect(),
+            PeerClientError::Url(_) | PeerClientError::Request(_) => true,
+            PeerClientError::Body(_) | PeerClientError::Timeout(_) => false,
+        }
+    }
+}
+
+/// Connection settings of the node's one peer client.
+pub fn node_client_options(listen: IpAddr) -> ClientOptions {
+    ClientOptions {
+        local_address: (!listen.is_unspecified()).then_some(listen),
+        connect_timeout: Duration::from_millis(500),
+        pool_max_idle_per_host: 8,
+    }
+}
+
 impl PeerClient {
+    /// The scheme every peer URL must use with this client.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            PeerClient::Plain(_) => "http",
+            PeerClient::Tls(_) => "https",
+        }
+    }
+
+    /// A plain HTTP client with default options (tests, and a node whose
+    /// client was not set).
+    pub fn plain_default() -> PeerClient {
+        PeerClient::Plain(
+            reqwest::Client::builder()
+                .no_proxy()
+                .connect_timeout(Duration::from_millis(500))
+                .build()
+                .unwrap_or_default(),
+        )
+    }
+
     /// A plain HTTP client, or an HTTPS one with `tls`.
     pub fn new(tls: Option<ClientConfig>, options: ClientOptions) -> Result<Self, reqwest::Error> {
         match tls {

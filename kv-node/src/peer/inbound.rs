@@ -9,9 +9,9 @@
 //! (its send failed) holds the later ones back for at most
 //! [`REORDER_WAIT`]; Raft tolerates the loss.
 
+use super::transport::PeerBatch;
 use crate::driver::{DriverError, DriverHandle};
 use crate::ids::Members;
-use crate::transport::PeerBatch;
 use raft_core::NodeId;
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -5,11 +5,9 @@
 //! is not the leader (leadership moved meanwhile) answers `503` instead of
 //! forwarding again, so a request never travels in circles.
 
-use super::ApiError;
-use super::AppState;
 use crate::driver::NodeStatus;
+use crate::http::{ApiError, AppState};
 use raft_core::Role;
-use std::sync::OnceLock;
 use std::time::Duration;
 use warp::http::{Method, Response, StatusCode, header};
 
@@ -18,7 +16,7 @@ use warp::http::{Method, Response, StatusCode, header};
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where an operation runs.
-pub(super) enum Target {
+pub enum Target {
     /// Here: this node leads (its status as of the check).
     Local(NodeStatus),
     /// At the leader, at this base URL.
@@ -30,7 +28,7 @@ fn forwarded(query: &str) -> bool {
 }
 
 /// Decides where an operation that only the leader can run goes.
-pub(super) async fn target(state: &AppState, query: &str) -> Result<Target, ApiError> {
+pub async fn target(state: &AppState, query: &str) -> Result<Target, ApiError> {
     let status = state.driver.status().await?;
     if status.role == Role::Leader {
         return Ok(Target::Local(status));
@@ -51,49 +49,51 @@ pub(super) async fn target(state: &AppState, query: &str) -> Result<Target, ApiE
     }
 }
 
-fn client() -> &'static reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(Duration::from_millis(500))
-            .timeout(FORWARD_TIMEOUT)
-            .build()
-            .unwrap_or_default()
-    })
-}
-
-/// Sends the operation to the leader at `base` and hands its reply back
-/// unchanged. A request that could not be sent is a `503`; one that was
-/// sent but got no reply has an unknown outcome (`504`).
-pub(super) async fn send(
+/// Sends the operation to the leader at `base` through the node's peer
+/// client (its TLS setup), with the caller's own `Authorization` header:
+/// the leader checks the caller's rights as if it had been asked itself,
+/// and a follower never lends its own credentials. The leader's reply is
+/// handed back unchanged. A request that could not be sent is a `503`;
+/// one that was sent but got no reply has an unknown outcome (`504`).
+pub async fn send(
+    state: &AppState,
     base: &str,
     method: Method,
     path: &str,
     body: &[u8],
+    authorization: Option<&str>,
 ) -> Result<Response<Vec<u8>>, ApiError> {
     let url = format!("{base}{path}?forwarded=1");
     let method = reqwest::Method::from_bytes(method.as_str().as_bytes())
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let mut request = client().request(method, &url);
-    if !body.is_empty() {
-        request = request
-            .header(header::CONTENT_TYPE.as_str(), "application/json")
-            .body(body.to_vec());
-    }
-    let reply = request.send().await.map_err(|e| {
-        if e.is_connect() {
-            ApiError::Unavailable(format!("cannot reach the leader at {base}: {e}"))
-        } else {
-            ApiError::Timeout(format!("no reply from the leader at {base}: {e}"))
-        }
-    })?;
-    let status =
-        StatusCode::from_u16(reply.status().as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let bytes = reply
-        .bytes()
+    let authorization = authorization
+        .map(|value| {
+            let mut value = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+                ApiError::BadRequest("the Authorization header is not valid".into())
+            })?;
+            value.set_sensitive(true);
+            Ok::<_, ApiError>(value)
+        })
+        .transpose()?;
+    let (status, bytes) = state
+        .peer_client
+        .request(
+            method,
+            &url,
+            authorization.as_ref(),
+            "application/json",
+            body.to_vec(),
+            FORWARD_TIMEOUT,
+        )
         .await
-        .map_err(|e| ApiError::Timeout(format!("the leader's reply was cut: {e}")))?;
+        .map_err(|e| {
+            if e.is_connect() {
+                ApiError::Unavailable(format!("cannot reach the leader at {base}: {e}"))
+            } else {
+                ApiError::Timeout(format!("no reply from the leader at {base}: {e}"))
+            }
+        })?;
+    let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = Response::new(bytes.to_vec());
     *response.status_mut() = status;
     response.headers_mut().insert(

@@ -11,8 +11,10 @@
 //!    voter the same way (`"voter": true`); the leader also checks that it
 //!    caught up before promoting.
 
+use super::client::PeerClient;
 use crate::driver::DriverHandle;
 use crate::ids::{Member, Members, node_id_of};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -20,6 +22,9 @@ use tokio::sync::watch;
 /// How long discovery keeps trying before the node gives up starting.
 const DISCOVER_FOR: Duration = Duration::from_secs(30);
 const RETRY_EVERY: Duration = Duration::from_millis(300);
+/// One membership request may wait for a learner to catch up (10 s) and
+/// two proposals to apply.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(35);
 
 /// Why the cluster to join could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -30,29 +35,36 @@ pub struct JoinError {
     pub last: String,
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .connect_timeout(Duration::from_millis(500))
-        .timeout(Duration::from_secs(35))
-        .build()
-        .unwrap_or_default()
+/// Checks that `via` uses the scheme of this node's peer traffic.
+fn check_scheme(client: &PeerClient, via: &str) -> Result<(), String> {
+    let scheme = client.scheme();
+    if via.starts_with(&format!("{scheme}://")) {
+        Ok(())
+    } else {
+        Err(format!(
+            "--join {via:?}: this node talks to its peers over {scheme}, so the URL must start with {scheme}://"
+        ))
+    }
 }
 
 /// The members the cluster at `via` lists, as `(name, url, voter)`.
-async fn members_of(
-    client: &reqwest::Client,
-    via: &str,
-) -> Result<Vec<(String, String, bool)>, String> {
-    let reply = client
-        .get(format!("{via}/cluster/members"))
-        .send()
+async fn members_of(client: &PeerClient, via: &str) -> Result<Vec<(String, String, bool)>, String> {
+    let url = format!("{via}/cluster/members");
+    let (status, body) = client
+        .request(
+            Method::GET,
+            &url,
+            None,
+            "application/json",
+            Vec::new(),
+            REQUEST_TIMEOUT,
+        )
         .await
         .map_err(|e| e.to_string())?;
-    if !reply.status().is_success() {
-        return Err(format!("GET /cluster/members answered {}", reply.status()));
+    if !status.is_success() {
+        return Err(format!("GET /cluster/members answered {status}"));
     }
-    let body: Value = reply.json().await.map_err(|e| e.to_string())?;
+    let body: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
     let list = body["members"].as_array().cloned().unwrap_or_default();
     Ok(list
         .iter()
@@ -65,11 +77,19 @@ async fn members_of(
 }
 
 /// Step 1: `members` plus every member the cluster at `via` lists.
-pub async fn discover(via: &str, members: &Members) -> Result<Members, JoinError> {
-    let client = client();
+pub async fn discover(
+    client: &PeerClient,
+    via: &str,
+    members: &Members,
+) -> Result<Members, JoinError> {
+    check_scheme(client, via).map_err(|last| JoinError {
+        url: via.to_string(),
+        secs: 0,
+        last,
+    })?;
     let started = Instant::now();
     loop {
-        match members_of(&client, via).await {
+        match members_of(client, via).await {
             Ok(list) => {
                 let peers = members
                     .peers
@@ -106,31 +126,43 @@ pub async fn discover(via: &str, members: &Members) -> Result<Members, JoinError
 /// 409 (another change in flight), 503 and 504 are retried; any other
 /// error is final.
 async fn ask(
-    client: &reqwest::Client,
+    client: &PeerClient,
     via: &str,
     this: &Member,
     voter: bool,
     stop: &watch::Receiver<bool>,
 ) -> bool {
-    let body = json!({"id": this.name, "url": this.url, "voter": voter});
+    let body = json!({"id": this.name, "url": this.url, "voter": voter}).to_string();
+    let url = format!("{via}/cluster/members");
     while !*stop.borrow() {
         let reply = client
-            .post(format!("{via}/cluster/members"))
-            .json(&body)
-            .send()
+            .request(
+                Method::POST,
+                &url,
+                None,
+                "application/json",
+                body.clone().into_bytes(),
+                REQUEST_TIMEOUT,
+            )
             .await;
         match reply {
-            Ok(r) if r.status().is_success() => {
+            Ok((status, _)) if status.is_success() => {
                 tracing::info!(voter, "membership request accepted");
                 return true;
             }
-            Ok(r) if matches!(r.status().as_u16(), 409 | 503 | 504) => {
-                let text = r.text().await.unwrap_or_default();
+            Ok((status, text))
+                if matches!(
+                    status,
+                    StatusCode::CONFLICT
+                        | StatusCode::SERVICE_UNAVAILABLE
+                        | StatusCode::GATEWAY_TIMEOUT
+                ) =>
+            {
+                let text = String::from_utf8_lossy(&text);
                 tracing::info!(voter, reply = %text, "membership request not done yet; retrying");
             }
-            Ok(r) => {
-                let status = r.status();
-                let text = r.text().await.unwrap_or_default();
+            Ok((status, text)) => {
+                let text = String::from_utf8_lossy(&text);
                 tracing::error!(voter, %status, reply = %text, "membership request refused");
                 return false;
             }
@@ -143,13 +175,13 @@ async fn ask(
 
 /// Steps 2 and 3, in the background of a serving node.
 pub async fn run(
+    client: PeerClient,
     via: String,
     this: Member,
     auto_promote: bool,
     driver: DriverHandle,
     stop: watch::Receiver<bool>,
 ) {
-    let client = client();
     let status = loop {
         match driver.status().await {
             Ok(status) => break status,

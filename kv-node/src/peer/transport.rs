@@ -13,13 +13,12 @@
 //! Inbound, `inbound.rs` checks a received batch and puts batches back in
 //! their sending order before any of it reaches the core.
 
+use super::client::PeerClient;
 use crate::ids::{Member, Members};
 use crate::metrics::{Metrics, PeerMetrics};
-use crate::peer_client::{ClientOptions, PeerClient};
 use raft_core::{Message, MessageBody, NodeId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -27,8 +26,6 @@ use tokio::sync::{Semaphore, mpsc};
 
 /// Path of the peer endpoint.
 pub const MESSAGES_PATH: &str = "/raft/messages";
-/// The largest batch a node accepts: room for a large snapshot.
-pub const MAX_BATCH_BYTES: usize = 512 << 20;
 /// Messages queued per peer before new ones are dropped.
 const PEER_QUEUE: usize = 8 * 1024;
 /// Batches in flight to one peer at once.
@@ -126,19 +123,10 @@ impl PeerSender {
 /// later with [`PeerSender::add`] get theirs on the same runtime.
 pub fn start(
     members: &Members,
-    listen: SocketAddr,
+    client: PeerClient,
     metrics: Arc<Metrics>,
     peer_token: Option<String>,
-    tls: Option<rustls::ClientConfig>,
-) -> Result<PeerSender, reqwest::Error> {
-    let client = PeerClient::new(
-        tls,
-        ClientOptions {
-            local_address: (!listen.ip().is_unspecified()).then_some(listen.ip()),
-            connect_timeout: Duration::from_millis(500),
-            pool_max_idle_per_host: INFLIGHT_BATCHES * 2,
-        },
-    )?;
+) -> PeerSender {
     let inflight = std::env::var("KV_NODE_PEER_INFLIGHT")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -167,7 +155,7 @@ pub fn start(
     for peer in members.peers.values() {
         sender.add(peer);
     }
-    Ok(sender)
+    sender
 }
 
 struct PeerTask {
