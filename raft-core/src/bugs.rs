@@ -37,4 +37,9 @@ pub struct Bugs {
     /// Let a node that restarted grant (pre-)votes at once, inside a lease
     /// its acknowledgements before the crash may still support.
     pub vote_at_once_after_restart: bool,
+    /// Start a node whose storage lost acknowledged records as if nothing
+    /// was lost: it grants (pre-)votes at once, before a leader of a newer
+    /// term repaired its log, so it may vote twice in a term, or for a
+    /// candidate lacking an entry it helped commit (issue 15).
+    pub vote_while_damaged: bool,
 }

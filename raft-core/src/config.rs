@@ -148,6 +148,10 @@ pub enum ConfigError {
     NotAMember(crate::NodeId),
     #[error("the initial state is inconsistent: {0}")]
     BadInitialState(String),
+    #[error(
+        "node {0} lost acknowledged log records and is the only voter: no leader of a newer term can repair it (restore the data directory from a backup, or rebuild the cluster)"
+    )]
+    DamagedSoleVoter(crate::NodeId),
 }
 
 #[cfg(test)]

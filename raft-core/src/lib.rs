@@ -71,6 +71,7 @@ pub mod quorum;
 mod read_index;
 mod ready;
 mod removal;
+mod repair;
 mod replication;
 mod types;
 mod validate;
