@@ -47,6 +47,7 @@ impl WalDisk {
             hard_state: recovered.hard_state,
             snapshot,
             entries: recovered.entries,
+            damaged_up_to_term: recovered.damaged_up_to_term,
         };
         Ok((disk, recovered))
     }

@@ -59,6 +59,7 @@ impl DiskImage {
             hard_state: self.hard_state,
             snapshot: self.snapshot.clone(),
             entries: self.entries.clone(),
+            damaged_up_to_term: None,
         }
     }
 }
