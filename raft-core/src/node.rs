@@ -279,7 +279,7 @@ impl Node {
         let other_voter = (node.membership.voters.iter())
             .chain(&node.membership.outgoing)
             .any(|&v| v != me);
-        if node.is_damaged() && !other_voter {
+        if node.is_damaged() && node.membership.is_voter(me) && !other_voter {
             // Nobody else can win an election, so nobody can repair it.
             return Err(ConfigError::DamagedSoleVoter(me));
         }

@@ -350,9 +350,12 @@ fn a_damaged_sole_voter_refuses_to_start() {
         Node::new(Config::new(id), initial(&[1])),
         Err(ConfigError::DamagedSoleVoter(n)) if n == id
     ));
-    // With another voter a leader of a newer term can repair it.
-    let node = Node::new(Config::new(id), initial(&[1, 2])).unwrap();
-    assert_eq!(node.status().damaged_up_to_term, Some(Term(4)));
+    // With another voter a leader of a newer term can repair it; a node
+    // that knows no membership yet (joining) learns it from the leader.
+    for voters in [&[1, 2][..], &[]] {
+        let node = Node::new(Config::new(id), initial(voters)).unwrap();
+        assert_eq!(node.status().damaged_up_to_term, Some(Term(4)));
+    }
 }
 
 #[test]
