@@ -268,8 +268,6 @@ enum Reopened {
         offset: u64,
     },
     Corrupt {
-        file: PathBuf,
-        offset: u64,
         reason: String,
     },
     /// A typed refusal other than `Corrupt`: a lost hard state, or a
@@ -292,15 +290,7 @@ fn reopen(dir: &Path, segment_size_bytes: u64, what: &str) -> (Reopened, Cost) {
             Err(StorageError::HardStateLost { file, offset, .. }) => {
                 Reopened::HardStateLost { file, offset }
             }
-            Err(StorageError::Corrupt {
-                file,
-                offset,
-                reason,
-            }) => Reopened::Corrupt {
-                file,
-                offset,
-                reason,
-            },
+            Err(StorageError::Corrupt { reason, .. }) => Reopened::Corrupt { reason },
             Err(
                 refused @ (StorageError::MissingHardState { .. }
                 | StorageError::UnsupportedFormat { .. }),

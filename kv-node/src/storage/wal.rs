@@ -225,6 +225,7 @@ impl Wal {
     /// 3. The damaged segment's bytes from the damage on are copied into a
     ///    side file and the segment is truncated there (moved whole if its
     ///    header is what was damaged).
+    ///
     /// Until step 3 is done the next open finds the same damage and the
     /// same hard state; after it, the log is clean and the marker alone
     /// keeps the node in repair mode.
