@@ -38,6 +38,7 @@ bug_flags!(
     skip_prev_term_check,
     joint_new_majority_only,
     concurrent_conf_changes,
+    vote_while_damaged,
 );
 
 /// A configuration hook that switches the named bug on in every node.

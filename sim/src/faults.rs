@@ -69,7 +69,18 @@ pub enum FaultKind {
     /// swarm until raft-core validates every message at the door (see
     /// [`AWAITING_CORE_FIXES`]); `--faults hostile` runs it on demand.
     Hostile,
+    /// A node crashes and its disk loses acknowledged records (the newest
+    /// entries, sometimes the newest hard state): it restarts in repair
+    /// mode (issue 15). On demand only (`--faults damage`, see
+    /// [`ON_DEMAND_ONLY`]).
+    Damage,
 }
+
+/// Kinds the swarm never draws, so that adding them leaves every existing
+/// seed's run (and the bug catalogue's measurements) unchanged; `--faults
+/// KIND` runs them. Move one into the swarm together with a re-measured
+/// `sim/BUG_CATALOGUE.md`.
+pub const ON_DEMAND_ONLY: [FaultKind; 1] = [FaultKind::Damage];
 
 /// Whether a `RemoveLeader` membership fault with `split` cuts the removed
 /// leader off one way once its removal commits (issue 18 §1). Off until the
@@ -94,7 +105,7 @@ pub const AWAITING_CORE_FIXES: [FaultKind; 3] =
     [FaultKind::Hostile, FaultKind::Grow, FaultKind::Transfer];
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 17] = [
+    pub const ALL: [FaultKind; 18] = [
         FaultKind::Partition,
         FaultKind::Loss,
         FaultKind::Duplicate,
@@ -112,11 +123,12 @@ impl FaultKind {
         FaultKind::Restart,
         FaultKind::Corrupt,
         FaultKind::Hostile,
+        FaultKind::Damage,
     ];
 
     /// Kinds the swarm may switch on.
     pub fn in_swarm(self) -> bool {
-        !AWAITING_CORE_FIXES.contains(&self)
+        !AWAITING_CORE_FIXES.contains(&self) && !ON_DEMAND_ONLY.contains(&self)
     }
 
     pub fn name(self) -> &'static str {
@@ -138,6 +150,7 @@ impl FaultKind {
             FaultKind::Restart => "restart",
             FaultKind::Corrupt => "corrupt",
             FaultKind::Hostile => "hostile",
+            FaultKind::Damage => "damage",
         }
     }
 
@@ -303,6 +316,15 @@ pub enum Fault {
     /// rests on that voter's acknowledgements, still holds.
     QuickRestart {
         rival: bool,
+    },
+    /// The target crashes, its disk loses its newest `lose_entries`
+    /// acknowledged entries (and, with `lose_hard_state`, its newest
+    /// hard-state record), and it restarts in repair mode after the
+    /// fault's duration (`DiskImage::damage_acknowledged`).
+    DamageRestart {
+        target: Target,
+        lose_entries: u32,
+        lose_hard_state: bool,
     },
 }
 
