@@ -90,7 +90,10 @@ impl DiskImage {
             .hard_state
             .term
             .max(self.damaged_up_to_term.unwrap_or(Term::ZERO));
-        let snapshot = self.snapshot.as_ref().map(|(meta, _)| (meta.index, meta.term));
+        let snapshot = self
+            .snapshot
+            .as_ref()
+            .map(|(meta, _)| (meta.index, meta.term));
         let (snapshot_index, snapshot_term) = snapshot.unwrap_or((LogIndex::ZERO, Term::ZERO));
         self.entries
             .truncate(self.entries.len().saturating_sub(lose_entries));

@@ -83,7 +83,11 @@ impl fmt::Display for Fault {
             } => write!(
                 f,
                 "crash {target}, lose its last {lose_entries} acknowledged entries{}, restart in repair mode",
-                if *lose_hard_state { " and its newest hard state" } else { "" }
+                if *lose_hard_state {
+                    " and its newest hard state"
+                } else {
+                    ""
+                }
             ),
         }
     }
