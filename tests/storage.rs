@@ -173,7 +173,11 @@ fn kv_node_check_tells_clean_torn_and_damaged_data_directories_apart() {
         .output()
         .expect("run kv-node");
     assert!(!started.status.success(), "{}", text(&started));
-    assert!(text(&started).contains("only voter"), "{}", text(&started));
+    assert!(
+        text(&started).contains("no leader can be elected without its vote"),
+        "{}",
+        text(&started)
+    );
 }
 
 /// Unmounts the tmpfs when the test ends, however it ends.

@@ -226,10 +226,10 @@ mod tests {
             Replica::open(Config::new(NodeId(1)), recovered, membership, disk, 100)
         };
         match open(&[1]) {
-            Err(ReplicaError::Config(ConfigError::DamagedSoleVoter(id))) => {
+            Err(ReplicaError::Config(ConfigError::DamagedVoteNeeded(id))) => {
                 assert_eq!(id, NodeId(1))
             }
-            Err(other) => panic!("expected DamagedSoleVoter, got {other}"),
+            Err(other) => panic!("expected DamagedVoteNeeded, got {other}"),
             Ok(_) => panic!("a damaged sole voter started"),
         }
         let replica = open(&[1, 2, 3]).unwrap();

@@ -149,9 +149,9 @@ pub enum ConfigError {
     #[error("the initial state is inconsistent: {0}")]
     BadInitialState(String),
     #[error(
-        "node {0} lost acknowledged log records and is the only voter: no leader of a newer term can repair it (restore the data directory from a backup, or rebuild the cluster)"
+        "node {0} lost acknowledged log records and no leader can be elected without its vote (it is the only voter, or one of two), so none can repair it: restore its data directory from a backup, or rebuild the cluster"
     )]
-    DamagedSoleVoter(crate::NodeId),
+    DamagedVoteNeeded(crate::NodeId),
 }
 
 #[cfg(test)]

@@ -276,12 +276,15 @@ impl Node {
         };
         node.apply_committed_conf_changes(snap_index);
         let me = node.config.id;
-        let other_voter = (node.membership.voters.iter())
+        let others: BTreeSet<NodeId> = (node.membership.voters.iter())
             .chain(&node.membership.outgoing)
-            .any(|&v| v != me);
-        if node.is_damaged() && node.membership.is_voter(me) && !other_voter {
-            // Nobody else can win an election, so nobody can repair it.
-            return Err(ConfigError::DamagedSoleVoter(me));
+            .copied()
+            .filter(|&v| v != me)
+            .collect();
+        if node.is_damaged() && node.membership.is_voter(me) && !node.quorum().has_quorum(&others) {
+            // No leader can be elected without its vote, so none can
+            // repair it (`repair.rs`).
+            return Err(ConfigError::DamagedVoteNeeded(me));
         }
         node.role = node.follower_role();
         node.last_soft_state = node.soft_state();

@@ -56,11 +56,14 @@
 //!   repair implies the repairing entry is on disk; a crash that loses the
 //!   entry loses the vote too, and the node restarts damaged again.
 //!
-//! A node that is the only voter cannot be repaired by anyone: `Node::new`
-//! refuses it with `ConfigError::DamagedSoleVoter`. With two voters the
-//! node starts (the other may lead and use its acknowledgements, or add a
-//! third voter through it) but cannot be repaired until a new term's leader
-//! is elected without its vote.
+//! A damaged voter whose vote every election needs (the only voter, or one
+//! of two) could never be repaired: no leader of a newer term can be
+//! elected without it, and the leader of its old term steps down when it
+//! hears from it. `Node::new` refuses it with
+//! `ConfigError::DamagedVoteNeeded` rather than leave the cluster stuck
+//! without saying why. More damaged voters than the others can outvote
+//! (two of three) likewise leave no leader until an operator acts: the
+//! price of never trusting a damaged log.
 
 use crate::input::StepError;
 use crate::node::Node;

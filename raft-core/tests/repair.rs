@@ -334,7 +334,7 @@ fn a_damaged_node_whose_term_record_was_lost_refuses_a_stale_leader() {
 }
 
 #[test]
-fn a_damaged_sole_voter_refuses_to_start() {
+fn a_damaged_voter_whose_vote_every_election_needs_refuses_to_start() {
     let id = NodeId(1);
     let initial = |voters: &[u64]| InitialState {
         hard_state: HardState {
@@ -346,13 +346,15 @@ fn a_damaged_sole_voter_refuses_to_start() {
         damaged_up_to_term: Some(Term(4)),
         ..InitialState::default()
     };
-    assert!(matches!(
-        Node::new(Config::new(id), initial(&[1])),
-        Err(ConfigError::DamagedSoleVoter(n)) if n == id
-    ));
-    // With another voter a leader of a newer term can repair it; a node
+    for voters in [&[1][..], &[1, 2]] {
+        assert!(matches!(
+            Node::new(Config::new(id), initial(voters)),
+            Err(ConfigError::DamagedVoteNeeded(n)) if n == id
+        ));
+    }
+    // With two other voters a leader of a newer term can repair it; a node
     // that knows no membership yet (joining) learns it from the leader.
-    for voters in [&[1, 2][..], &[]] {
+    for voters in [&[1, 2, 3][..], &[]] {
         let node = Node::new(Config::new(id), initial(voters)).unwrap();
         assert_eq!(node.status().damaged_up_to_term, Some(Term(4)));
     }

@@ -72,7 +72,12 @@ pub enum FaultKind {
     /// A node crashes and its disk loses acknowledged records (the newest
     /// entries, sometimes the newest hard state): it restarts in repair
     /// mode (issue 15). On demand only (`--faults damage`, see
-    /// [`ON_DEMAND_ONLY`]).
+    /// [`ON_DEMAND_ONLY`]). It fires only while no node waits for repair,
+    /// on a node whose configuration can elect a leader without it. It
+    /// does not mix with `membership`: a change that leaves a waiting
+    /// voter's vote needed, or a restart whose cut log holds an older
+    /// configuration, stalls the cluster by design (seeds 11 and 17 of
+    /// `damage,loss,partition,crash,membership`).
     Damage,
 }
 

@@ -115,7 +115,21 @@ impl World {
                     NodeState::Up(r) => r.node.status().damaged_up_to_term.is_some(),
                     NodeState::Down(image) => image.damaged_up_to_term.is_some(),
                 });
-                (self.node(id).replica().is_some() && !awaiting_repair).then(|| {
+                // A voter whose vote every election needs refuses to start
+                // damaged (`ConfigError::DamagedVoteNeeded`): not a case to
+                // inject where the run expects it back.
+                let repairable = self.node(id).replica().is_some_and(|r| {
+                    let m = r.node.membership();
+                    let others: std::collections::BTreeSet<NodeId> = m
+                        .voters
+                        .iter()
+                        .chain(&m.outgoing)
+                        .copied()
+                        .filter(|&v| v != id)
+                        .collect();
+                    !m.is_voter(id) || m.has_quorum(&others)
+                });
+                (repairable && !awaiting_repair).then(|| {
                     self.crash_node(id, "disk damage");
                     if let NodeState::Down(image) = &mut self.node_mut(id).state {
                         image.damage_acknowledged(lose_entries as usize, lose_hard_state);
