@@ -49,6 +49,9 @@ pub struct Recovered {
     pub hard_state: HardState,
     pub snapshot: Option<(SnapshotMeta, Bytes)>,
     pub entries: Vec<Entry>,
+    /// Set when storage lost records this node had acknowledged: the node
+    /// starts in repair mode (`InitialState::damaged_up_to_term`).
+    pub damaged_up_to_term: Option<Term>,
 }
 
 /// Why a replica cannot go on. Every variant stops the node.
@@ -129,6 +132,7 @@ impl<D: Durable> Replica<D> {
                 snapshot_bytes,
                 entries: recovered.entries,
                 bootstrap,
+                damaged_up_to_term: recovered.damaged_up_to_term,
             },
         )?;
         Ok(Replica {

@@ -47,6 +47,7 @@ impl WalDisk {
             hard_state: recovered.hard_state,
             snapshot,
             entries: recovered.entries,
+            damaged_up_to_term: recovered.damaged_up_to_term,
         };
         Ok((disk, recovered))
     }
@@ -173,5 +174,79 @@ mod tests {
         std::fs::create_dir(dir.path().join("snapshots")).unwrap();
         let taken = replica.take_snapshot().unwrap();
         assert!(taken.is_some(), "a later attempt succeeds");
+    }
+
+    /// Issue 15: a data directory whose acknowledged records are damaged
+    /// starts the replica's raft-core in repair mode, above the term it had;
+    /// as the only voter it refuses to start (nobody could repair it).
+    #[test]
+    fn damage_to_acknowledged_records_starts_the_replica_in_repair_mode() {
+        use crate::replica::ReplicaError;
+        use raft_core::{ConfigError, Entry, EntryKind, HardState, LogIndex, Term};
+        let dir = tempfile::tempdir().unwrap();
+        let hard_state = HardState {
+            term: Term(4),
+            vote: Some(NodeId(2)),
+            commit: LogIndex(1),
+        };
+        let first_batch_end = {
+            let (mut storage, _) = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+            let mut end = 0;
+            for index in 1..=3 {
+                let entry = Entry {
+                    term: Term(4),
+                    index: LogIndex(index),
+                    kind: EntryKind::Normal,
+                    data: Bytes::new(),
+                };
+                storage.append(&[entry]).unwrap();
+                storage.set_hard_state(&hard_state).unwrap();
+                storage.sync().unwrap();
+                if index == 1 {
+                    end = dir_segment_bytes(dir.path());
+                }
+            }
+            end
+        };
+        let segment = std::fs::read_dir(dir.path().join("wal"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let mut raw = std::fs::read(&segment).unwrap();
+        raw[first_batch_end as usize + 30] ^= 1;
+        std::fs::write(&segment, &raw).unwrap();
+
+        let open = |voters: &[u64]| {
+            let (disk, recovered) =
+                WalDisk::open(dir.path(), Arc::new(Metrics::default())).unwrap();
+            assert_eq!(recovered.damaged_up_to_term, Some(Term(4)));
+            let membership = Membership::new(voters.iter().copied().map(NodeId));
+            Replica::open(Config::new(NodeId(1)), recovered, membership, disk, 100)
+        };
+        match open(&[1]) {
+            Err(ReplicaError::Config(ConfigError::DamagedVoteNeeded(id))) => {
+                assert_eq!(id, NodeId(1))
+            }
+            Err(other) => panic!("expected DamagedVoteNeeded, got {other}"),
+            Ok(_) => panic!("a damaged sole voter started"),
+        }
+        let replica = open(&[1, 2, 3]).unwrap();
+        let status = replica.node.status();
+        assert_eq!(status.damaged_up_to_term, Some(Term(4)));
+        assert_eq!(status.term, Term(5), "starts above the bound");
+        assert_eq!(
+            status.last_log_index,
+            LogIndex(1),
+            "the log ends before the damage"
+        );
+    }
+
+    fn dir_segment_bytes(dir: &Path) -> u64 {
+        std::fs::read_dir(dir.join("wal"))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum()
     }
 }

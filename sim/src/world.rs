@@ -68,6 +68,9 @@ pub(crate) enum Event {
     LivenessDeadline,
 }
 
+// A down node's image is read and replaced whole, a few times per run:
+// its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum NodeState {
     Up(Box<Replica<SimDisk>>),
     Down(DiskImage),

@@ -143,4 +143,13 @@ catalogue! {
         with |o| {
             o.faults = sim::faults::FaultSelection::parse("restart,loss").unwrap();
         };
+    /// Found through the `damage` kind (on demand only): a node's disk
+    /// loses acknowledged entries (sometimes its newest hard state) and it
+    /// restarts; voting at once, it elects a leader that lacks an entry it
+    /// had helped commit.
+    voting_while_damaged_is_found:
+        vote_while_damaged within 10 seeds, Any as ["leader completeness", "committed entries never change", "state machine safety", "at most one leader per term"],
+        with |o| {
+            o.faults = sim::faults::FaultSelection::parse("damage,loss").unwrap();
+        };
 }

@@ -73,6 +73,10 @@ pub struct NodeStatus {
     pub match_index: BTreeMap<NodeId, u64>,
     /// True once this node has been removed from the membership.
     pub removed: bool,
+    /// Some while the node waits to be repaired after its storage lost
+    /// acknowledged records: it grants no votes until a leader of a term
+    /// above this one has written into its log.
+    pub damaged_up_to_term: Option<u64>,
 }
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, DriverError>>;

@@ -507,6 +507,7 @@ impl<D: Durable> Driver<D> {
                 .map(|(id, index)| (id, index.0))
                 .collect(),
             removed: self.membership.is_removed(node),
+            damaged_up_to_term: node.status().damaged_up_to_term.map(|t| t.0),
         }
     }
 
