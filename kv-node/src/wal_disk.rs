@@ -2,9 +2,9 @@
 //! writes to, with fsync timing for the metrics.
 
 use crate::metrics::Metrics;
-use crate::replica::{Durable, Recovered};
 use crate::storage::{Storage, StorageError, StorageOptions, open_snapshot, read_snapshot_range};
 use bytes::Bytes;
+use kv_replica::replica::{Durable, Recovered};
 use raft_core::{Entry, HardState, SnapshotMeta};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -126,7 +126,7 @@ impl Durable for WalDisk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replica::Replica;
+    use kv_replica::replica::Replica;
     use raft_core::{Config, Input, Membership, NodeId};
 
     /// Issue 15, item 6: a snapshot whose file cannot be written (here its
@@ -150,10 +150,10 @@ mod tests {
         for round in 0..20u8 {
             replica
                 .step(Input::Propose {
-                    data: crate::command::Command {
+                    data: kv_replica::command::Command {
                         request: None,
                         client: None,
-                        op: crate::command::Op::Put {
+                        op: kv_replica::command::Op::Put {
                             key: format!("k{round}"),
                             value: "v".into(),
                         },

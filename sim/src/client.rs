@@ -7,7 +7,7 @@
 //! recorded as unknown.
 
 use crate::rng::SimRng;
-use kv_node::command::{Op, OpResult, RequestId};
+use kv_replica::command::{Op, OpResult, RequestId};
 use raft_core::LogIndex;
 use std::collections::BTreeMap;
 

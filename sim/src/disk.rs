@@ -2,7 +2,7 @@
 //! `sync`, a crash keeps only what was synced, and a restart recovers from it.
 
 use bytes::Bytes;
-use kv_node::replica::{Durable, Recovered};
+use kv_replica::replica::{Durable, Recovered};
 use raft_core::{Entry, HardState, LogIndex, SnapshotMeta};
 
 /// What survives a crash.

@@ -2,7 +2,7 @@
 //! machine, and a linearizability checker for client histories.
 //!
 //! The simulator runs the real code: each node is a
-//! [`kv_node::replica::Replica`] (raft-core plus the KV state machine plus the
+//! [`kv_replica::replica::Replica`] (raft-core plus the KV state machine plus the
 //! ready-handling loop kv-node runs) over a simulated disk, and only the
 //! network, the disk and time are fake. One seed decides everything.
 //!

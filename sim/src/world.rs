@@ -1,5 +1,5 @@
 //! The simulated world: a clock, an event queue, the nodes (each a real
-//! `kv_node::replica::Replica` over a simulated disk), the network and the
+//! `kv_replica::replica::Replica` over a simulated disk), the network and the
 //! clients. Everything happens in one thread, in event order, with all
 //! randomness from the seed.
 //!
@@ -15,8 +15,8 @@ use crate::options::SimOptions;
 use crate::rng::SimRng;
 use crate::trace::{MessageSummary, Trace, TraceEvent};
 use crate::world_triggers::Armed;
-use kv_node::command::RequestId;
-use kv_node::replica::Replica;
+use kv_replica::command::RequestId;
+use kv_replica::replica::Replica;
 use raft_core::{Input, Message, MessageBody, NodeId, Role};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 

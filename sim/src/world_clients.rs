@@ -7,9 +7,9 @@ use crate::client::{
 };
 use crate::faults::STEPS_PER_TICK;
 use crate::world::{Event, World};
-use kv_node::command::{ClientSeq, Command, OpResult, RequestId};
-use kv_node::replica::Output;
-use kv_node::state_machine::Applied;
+use kv_replica::command::{ClientSeq, Command, OpResult, RequestId};
+use kv_replica::replica::Output;
+use kv_replica::state_machine::Applied;
 use raft_core::{Input, LogIndex, NodeId};
 
 impl World {

@@ -1,13 +1,13 @@
 //! The nodes' life cycle: configuration, start and restart from the synced
 //! disk, crash, and the driving of each step through the real
-//! ready-handling loop of `kv_node::replica::Replica`.
+//! ready-handling loop of `kv_replica::replica::Replica`.
 
 use crate::disk::{DiskImage, SimDisk};
 use crate::faults::STEPS_PER_TICK;
 use crate::panics::node_code;
 use crate::world::{Event, NodeState, World};
-use kv_node::replica::{Output, Replica};
-use kv_node::state_machine::{Applied, DEFAULT_DEDUP_LIMIT};
+use kv_replica::replica::{Output, Replica};
+use kv_replica::state_machine::{Applied, DEFAULT_DEDUP_LIMIT};
 use raft_core::{Config, Input, NodeId};
 
 impl World {

@@ -6,8 +6,8 @@
 
 use super::{Driver, DriverError, Reply};
 use crate::directory::Directory;
-use crate::replica::Durable;
 use bytes::Bytes;
+use kv_replica::replica::Durable;
 use raft_core::{Accepted, ConfChange, Input, LogIndex, Node, Role, StepError, Term};
 use std::collections::BTreeMap;
 
@@ -227,7 +227,7 @@ impl<D: Durable> Driver<D> {
                 .collect()
         };
         for (name, url) in missing {
-            let data = crate::command::ClusterCommand::SetAddress { name, url }.encode();
+            let data = kv_replica::command::ClusterCommand::SetAddress { name, url }.encode();
             if let Err(e) = self.replica.step(Input::Propose { data }) {
                 tracing::debug!(error = %e, "address book not seeded yet");
                 return;

@@ -16,13 +16,13 @@ pub(crate) use handle::Request;
 pub use handle::{DriverError, DriverHandle, NodeStatus, ReadAnswer, ReadQuery, is_ready};
 
 use crate::cli::ReadPolicy;
-use crate::command::OpResult;
 use crate::directory::Directory;
 use crate::disk_space::DiskSpace;
 use crate::metrics::Metrics;
-use crate::replica::{Durable, Output, Replica, ReplicaError};
 use crate::transport::PeerSender;
 use handle::{Reply, stopped};
+use kv_replica::command::OpResult;
+use kv_replica::replica::{Durable, Output, Replica, ReplicaError};
 use raft_core::{Input, MessageBody, NodeId};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
