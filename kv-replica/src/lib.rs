@@ -2,8 +2,8 @@
 //! server (kv-node) and the simulator (sim).
 //!
 //! It owns what both must run identically: the command codec (`command`),
-//! the deterministic KV state machine and its snapshot format
-//! (`state_machine`), the ready-handling loop over raft-core and the storage
+//! the deterministic KV state machine, its snapshot format and
+//! digest (`state_machine`), the ready-handling loop over raft-core and the storage
 //! traits it writes through (`replica`: `Replica`, `Durable`, `Recovered`).
 //!
 //! It must not depend on tokio, sockets, threads, clocks, HTTP or TLS, nor
