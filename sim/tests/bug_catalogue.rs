@@ -99,5 +99,5 @@ catalogue! {
     /// once (a burst) and splits as above; rarer, as both changes must commit
     /// in one advance for the old voters to miss both.
     two_conf_changes_in_flight_at_once_is_found:
-        concurrent_conf_changes within 100 seeds, Any as ["leader completeness", "committed entries never change", "log matching", "state machine safety"];
+        concurrent_conf_changes within 400 seeds, Any as ["leader completeness", "committed entries never change", "log matching", "state machine safety"];
 }
