@@ -16,6 +16,7 @@ use crate::rng::SimRng;
 use crate::trace::{MessageSummary, Trace, TraceEvent};
 use crate::world_triggers::Armed;
 use kv_replica::command::RequestId;
+use kv_replica::membership_waiters::MembershipWaiters;
 use kv_replica::replica::Replica;
 use kv_replica::waiters::Waiters;
 use raft_core::{Input, Message, MessageBody, NodeId, Role};
@@ -93,6 +94,9 @@ pub(crate) struct SimNode {
     /// Client requests waiting on this incarnation: kv-replica's waiters,
     /// the very bookkeeping kv-node's driver runs.
     pub waiters: ClientWaiters,
+    /// Membership changes this node appended as leader, by fault number,
+    /// settled as kv-node's driver settles its membership waiters.
+    pub changes: MembershipWaiters<usize>,
 }
 
 /// A write attempt waiting on a node: client, history position, request.
@@ -233,6 +237,7 @@ impl World {
                 incarnation: 0,
                 sync_crash_down_ticks: 0,
                 waiters: Waiters::new(NodeId(i), None),
+                changes: MembershipWaiters::default(),
             });
             let first_tick = rng.range(1, tick_period);
             world.schedule(first_tick, Event::Tick(NodeId(i)));

@@ -8,6 +8,7 @@ use crate::client::{
 use crate::faults::STEPS_PER_TICK;
 use crate::world::{Event, World};
 use kv_replica::command::{ClientSeq, Command, OpResult, RequestId};
+use kv_replica::membership_waiters::MembershipWaiters;
 use kv_replica::replica::Output;
 use kv_replica::state_machine::Applied;
 use kv_replica::waiters::Waiters;
@@ -259,6 +260,7 @@ impl World {
     /// Every request waiting on a crashed node has an unknown outcome.
     pub(crate) fn node_lost_requests(&mut self, id: NodeId) {
         self.node_mut(id).waiters = Waiters::new(id, None);
+        self.node_mut(id).changes = MembershipWaiters::default();
         for c in 0..self.clients.len() {
             let on_node = match self.clients[c].busy.as_ref().map(|b| &b.waiting) {
                 Some(Waiting::Write { node, .. })

@@ -6,6 +6,7 @@ use crate::disk::{DiskImage, SimDisk};
 use crate::faults::STEPS_PER_TICK;
 use crate::panics::node_code;
 use crate::world::{Event, NodeState, World};
+use kv_replica::membership_waiters::MembershipWaiters;
 use kv_replica::replica::{Output, Replica};
 use kv_replica::state_machine::{Applied, DEFAULT_DEDUP_LIMIT};
 use kv_replica::waiters::Waiters;
@@ -67,6 +68,7 @@ impl World {
         }
         let node = self.node_mut(id);
         node.waiters = Waiters::new(id, replica.node.leader());
+        node.changes = MembershipWaiters::default();
         node.state = NodeState::Up(Box::new(replica));
         node.paused = false;
         node.backlog.clear();
@@ -213,5 +215,6 @@ impl World {
             }
         }
         self.answer_clients(id, &applied, outputs);
+        self.settle_changes(id);
     }
 }
