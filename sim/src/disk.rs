@@ -2,7 +2,7 @@
 //! `sync`, a crash keeps only what was synced, and a restart recovers from it.
 
 use bytes::Bytes;
-use kv_node::replica::{Durable, Recovered};
+use kv_replica::replica::{Durable, Recovered};
 use raft_core::{Entry, HardState, LogIndex, SnapshotMeta, Term};
 
 /// What survives a crash.
@@ -134,7 +134,7 @@ pub enum SyncFailure {
 pub enum SimDiskError {
     #[error("fsync failed (injected): the node stops")]
     SyncFailed,
-    #[error("no snapshot at index {index} to send")]
+    #[error("no snapshot stored to send the one at index {index}")]
     NoSnapshot { index: LogIndex },
 }
 
@@ -247,12 +247,12 @@ impl Durable for SimDisk {
         offset: u64,
         len: u64,
     ) -> Result<Bytes, SimDiskError> {
-        match &self.latest_snapshot {
-            Some((have, data)) if have.index == meta.index => {
-                let end = offset.saturating_add(len).min(data.len() as u64) as usize;
-                Ok(data.slice((offset as usize).min(end)..end))
-            }
-            _ => Err(SimDiskError::NoSnapshot { index: meta.index }),
-        }
+        // The replica checked that `meta` is the stored snapshot (the rule
+        // is kv-replica's, the same for every disk).
+        let Some((_, data)) = &self.latest_snapshot else {
+            return Err(SimDiskError::NoSnapshot { index: meta.index });
+        };
+        let end = offset.saturating_add(len).min(data.len() as u64) as usize;
+        Ok(data.slice((offset as usize).min(end)..end))
     }
 }

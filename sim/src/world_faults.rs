@@ -5,7 +5,7 @@ use crate::disk::SyncFailure;
 use crate::faults::{Fault, Partition, STEPS_PER_TICK, SyncOn, Target};
 use crate::world::{Event, NodeState, World};
 use crate::world_triggers::Armed;
-use kv_node::command::{Command, Op};
+use kv_replica::command::{Command, Op};
 use raft_core::{Input, NodeId};
 
 /// How long a node paused in isolation stays cut off after it resumes.

@@ -2,9 +2,9 @@
 //! answers and errors, and [`DriverHandle`], which sends them.
 
 use crate::cli::ReadPolicy;
-use crate::command::{ClientSeq, ClusterCommand, Command, Op, OpResult, RequestId};
 use crate::directory::Directory;
 use bytes::Bytes;
+use kv_replica::command::{ClientSeq, ClusterCommand, Command, Op, OpResult, RequestId};
 use raft_core::{ConfChange, Message, NodeId, Role};
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -2,9 +2,9 @@
 
 use super::{ApiError, AppState, json_response, parse_json};
 use crate::cli::ReadPolicy;
-use crate::command::{ClientSeq, Op, OpResult};
 use crate::driver::{ReadAnswer, ReadQuery};
-use crate::state_machine::MAX_KEY_BYTES;
+use kv_replica::command::{ClientSeq, Op, OpResult};
+use kv_replica::state_machine::MAX_KEY_BYTES;
 use serde::Deserialize;
 use serde_json::json;
 use warp::http::{Response, StatusCode};
