@@ -51,7 +51,7 @@ pub struct Cli {
     #[arg(long, env = "KV_NODE_READ_POLICY", value_enum, default_value_t = ReadPolicy::Linearizable)]
     pub read_policy: ReadPolicy,
     /// Largest value accepted, in bytes.
-    #[arg(long, env = "KV_NODE_MAX_VALUE_BYTES", default_value_t = crate::state_machine::MAX_VALUE_BYTES)]
+    #[arg(long, env = "KV_NODE_MAX_VALUE_BYTES", default_value_t = kv_replica::state_machine::MAX_VALUE_BYTES)]
     pub max_value_bytes: usize,
     /// Take a snapshot after this many applied entries (0: only on request).
     #[arg(long, env = "KV_NODE_SNAPSHOT_ENTRIES", default_value_t = 10_000)]

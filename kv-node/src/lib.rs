@@ -1,10 +1,11 @@
-//! kv-node: a replicated key-value store node built on raft-core.
+//! kv-node: a replicated key-value store node: the world (threads, disk,
+//! network, HTTP) around kv-replica's sans-IO replica. The state machine,
+//! command codec, Ready loop and storage traits live in kv-replica; this
+//! crate adds only I/O. Nothing in kv-replica, raft-core or sim may depend
+//! on it.
 //!
-//! - `command`: the commands replicated through the log and their results.
-//! - `state_machine`: the deterministic KV state machine (shared with `sim`).
 //! - `storage`: the write-ahead log, hard state and snapshot files.
-//! - `replica`: the ready-handling loop shared with the simulator.
-//! - `wal_disk`: `Durable` on `storage`, for the real node.
+//! - `wal_disk`: kv-replica's `Durable` on `storage`, for the real node.
 //! - `driver`: the thread that owns the replica; requests reach it by channel.
 //! - `directory`: the address book (node name -> URL) the node runs with.
 //! - `join`: `--join`, asking a running cluster to add this node.
@@ -20,7 +21,6 @@
 pub mod auth;
 pub mod check_command;
 pub mod cli;
-pub mod command;
 pub mod directory;
 pub mod disk_space;
 pub mod driver;
@@ -28,10 +28,8 @@ pub mod http;
 pub mod ids;
 pub mod metrics;
 pub mod peer;
-pub mod replica;
 pub mod server;
 pub mod settings;
-pub mod state_machine;
 pub mod storage;
 pub mod tls;
 pub mod wal_disk;

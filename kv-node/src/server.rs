@@ -8,10 +8,10 @@ use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::peer::client::node_client_options;
 use crate::peer::{PeerClient, transport};
-use crate::replica::{Replica, ReplicaError};
 use crate::storage::StorageError;
 use crate::wal_disk::WalDisk;
 use clap::Parser;
+use kv_replica::replica::{Replica, ReplicaError};
 use raft_core::{Config, Membership};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -118,7 +118,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         recovered,
         bootstrap,
         disk,
-        crate::state_machine::DEFAULT_DEDUP_LIMIT,
+        kv_replica::state_machine::DEFAULT_DEDUP_LIMIT,
     )?;
     replica.snapshot_every = config.snapshot_entries;
 

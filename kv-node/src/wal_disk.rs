@@ -2,9 +2,9 @@
 //! writes to, with fsync timing for the metrics.
 
 use crate::metrics::Metrics;
-use crate::replica::{Durable, Recovered};
 use crate::storage::{Storage, StorageError, StorageOptions, open_snapshot, read_snapshot_range};
 use bytes::Bytes;
+use kv_replica::replica::{Durable, Recovered};
 use raft_core::{Entry, HardState, SnapshotMeta};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -47,6 +47,7 @@ impl WalDisk {
             hard_state: recovered.hard_state,
             snapshot,
             entries: recovered.entries,
+            damaged_up_to_term: recovered.damaged_up_to_term,
         };
         Ok((disk, recovered))
     }
@@ -113,12 +114,11 @@ impl Durable for WalDisk {
         offset: u64,
         len: u64,
     ) -> Result<Bytes, StorageError> {
-        let Some((stored, path)) = self.storage.snapshot_path() else {
+        // The replica checked that `meta` is the stored snapshot.
+        let _ = meta;
+        let Some((_, path)) = self.storage.snapshot_path() else {
             return Ok(Bytes::new());
         };
-        if stored.index != meta.index {
-            tracing::warn!(wanted = %meta.index, stored = %stored.index, "snapshot asked for is not the stored one");
-        }
         Ok(Bytes::from(read_snapshot_range(&path, offset, len)?))
     }
 }
@@ -126,7 +126,7 @@ impl Durable for WalDisk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replica::Replica;
+    use kv_replica::replica::Replica;
     use raft_core::{Config, Input, Membership, NodeId};
 
     /// Issue 15, item 6: a snapshot whose file cannot be written (here its
@@ -150,10 +150,10 @@ mod tests {
         for round in 0..20u8 {
             replica
                 .step(Input::Propose {
-                    data: crate::command::Command {
+                    data: kv_replica::command::Command {
                         request: None,
                         client: None,
-                        op: crate::command::Op::Put {
+                        op: kv_replica::command::Op::Put {
                             key: format!("k{round}"),
                             value: "v".into(),
                         },
@@ -173,5 +173,79 @@ mod tests {
         std::fs::create_dir(dir.path().join("snapshots")).unwrap();
         let taken = replica.take_snapshot().unwrap();
         assert!(taken.is_some(), "a later attempt succeeds");
+    }
+
+    /// Issue 15: a data directory whose acknowledged records are damaged
+    /// starts the replica's raft-core in repair mode, above the term it had;
+    /// as the only voter it refuses to start (nobody could repair it).
+    #[test]
+    fn damage_to_acknowledged_records_starts_the_replica_in_repair_mode() {
+        use kv_replica::replica::ReplicaError;
+        use raft_core::{ConfigError, Entry, EntryKind, HardState, LogIndex, Term};
+        let dir = tempfile::tempdir().unwrap();
+        let hard_state = HardState {
+            term: Term(4),
+            vote: Some(NodeId(2)),
+            commit: LogIndex(1),
+        };
+        let first_batch_end = {
+            let (mut storage, _) = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+            let mut end = 0;
+            for index in 1..=3 {
+                let entry = Entry {
+                    term: Term(4),
+                    index: LogIndex(index),
+                    kind: EntryKind::Normal,
+                    data: Bytes::new(),
+                };
+                storage.append(&[entry]).unwrap();
+                storage.set_hard_state(&hard_state).unwrap();
+                storage.sync().unwrap();
+                if index == 1 {
+                    end = dir_segment_bytes(dir.path());
+                }
+            }
+            end
+        };
+        let segment = std::fs::read_dir(dir.path().join("wal"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let mut raw = std::fs::read(&segment).unwrap();
+        raw[first_batch_end as usize + 30] ^= 1;
+        std::fs::write(&segment, &raw).unwrap();
+
+        let open = |voters: &[u64]| {
+            let (disk, recovered) =
+                WalDisk::open(dir.path(), Arc::new(Metrics::default())).unwrap();
+            assert_eq!(recovered.damaged_up_to_term, Some(Term(4)));
+            let membership = Membership::new(voters.iter().copied().map(NodeId));
+            Replica::open(Config::new(NodeId(1)), recovered, membership, disk, 100)
+        };
+        match open(&[1]) {
+            Err(ReplicaError::Config(ConfigError::DamagedVoteNeeded(id))) => {
+                assert_eq!(id, NodeId(1))
+            }
+            Err(other) => panic!("expected DamagedVoteNeeded, got {other}"),
+            Ok(_) => panic!("a damaged sole voter started"),
+        }
+        let replica = open(&[1, 2, 3]).unwrap();
+        let status = replica.node.status();
+        assert_eq!(status.damaged_up_to_term, Some(Term(4)));
+        assert_eq!(status.term, Term(5), "starts above the bound");
+        assert_eq!(
+            status.last_log_index,
+            LogIndex(1),
+            "the log ends before the damage"
+        );
+    }
+
+    fn dir_segment_bytes(dir: &Path) -> u64 {
+        std::fs::read_dir(dir.join("wal"))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum()
     }
 }

@@ -16,10 +16,10 @@ mod fuzz_harness;
 
 use bytes::Bytes;
 use fuzz_harness::{assert_bounded, fuzz, hex, within};
-use kv_node::command::{ClientSeq, Command, Op, RequestId};
 use kv_node::ids::{Member, Members, node_id_of};
 use kv_node::peer::inbound::{BatchError, decode_batch};
 use kv_node::peer::transport::PeerBatch;
+use kv_replica::command::{ClientSeq, Command, Op, RequestId};
 use proptest::prelude::*;
 use raft_core::{
     ConfChange, ConfChangeStep, Entry, EntryKind, ForwardedEntry, LogIndex, Membership, Message,

@@ -17,9 +17,9 @@ mod fuzz_harness;
 
 use bytes::Bytes;
 use fuzz_harness::{assert_bounded, fuzz, hex, within};
-use kv_node::command::{ClientSeq, Command, Op, OpResult, RequestId};
-use kv_node::state_machine::{KvStateMachine, MAX_SNAPSHOT_RECORD_BYTES, SNAPSHOT_MAGIC};
 use kv_node::storage::{Storage, StorageError, StorageOptions, open_snapshot};
+use kv_replica::command::{ClientSeq, Command, Op, OpResult, RequestId};
+use kv_replica::state_machine::{KvStateMachine, MAX_SNAPSHOT_RECORD_BYTES, SNAPSHOT_MAGIC};
 use proptest::prelude::*;
 use raft_core::{Entry, EntryKind, HardState, LogIndex, Membership, NodeId, SnapshotMeta, Term};
 use serde::Serialize;

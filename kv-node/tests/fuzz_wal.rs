@@ -6,8 +6,10 @@
 //! is the synced batch (WAL format 2, `storage/batch.rs`):
 //!
 //! - a byte flipped or a length inflated in any batch but the last (an
-//!   acknowledged one): `StorageError::Corrupt` naming that segment and that
-//!   batch's offset;
+//!   acknowledged one): the log cut before that batch, with a warning naming
+//!   that segment and that batch's offset, and the node in repair mode
+//!   (`damaged_up_to_term`); or `StorageError::HardStateLost` naming them
+//!   if no hard state can be read after the damage;
 //! - the last batch damaged or cut short: a torn-tail warning and the log
 //!   as it was at the sync before, never an error;
 //! - garbage or zeros after the last batch: a warning and the whole log;
@@ -258,10 +260,14 @@ enum Reopened {
         entries: Vec<Entry>,
         hard_state: HardState,
         warnings: Vec<String>,
+        damaged_up_to_term: Option<Term>,
     },
-    Corrupt {
+    /// Damage to acknowledged records with no hard state readable after it.
+    HardStateLost {
         file: PathBuf,
         offset: u64,
+    },
+    Corrupt {
         reason: String,
     },
     /// A typed refusal other than `Corrupt`: a lost hard state, or a
@@ -279,16 +285,12 @@ fn reopen(dir: &Path, segment_size_bytes: u64, what: &str) -> (Reopened, Cost) {
                 entries: recovered.entries,
                 hard_state: recovered.hard_state,
                 warnings: recovered.warnings,
+                damaged_up_to_term: recovered.damaged_up_to_term,
             },
-            Err(StorageError::Corrupt {
-                file,
-                offset,
-                reason,
-            }) => Reopened::Corrupt {
-                file,
-                offset,
-                reason,
-            },
+            Err(StorageError::HardStateLost { file, offset, .. }) => {
+                Reopened::HardStateLost { file, offset }
+            }
+            Err(StorageError::Corrupt { reason, .. }) => Reopened::Corrupt { reason },
             Err(
                 refused @ (StorageError::MissingHardState { .. }
                 | StorageError::UnsupportedFormat { .. }),
@@ -331,6 +333,7 @@ fn assert_never_silently_shorter(written: &Written, reopened: &Reopened, what: &
             entries,
             hard_state,
             warnings,
+            ..
         } => {
             let whole = entries == &written.entries && hard_state == &written.hard_state;
             assert!(
@@ -352,6 +355,7 @@ fn assert_never_silently_shorter(written: &Written, reopened: &Reopened, what: &
             );
         }
         Reopened::Corrupt { reason, .. } => assert!(!reason.is_empty()),
+        Reopened::HardStateLost { .. } => {}
         Reopened::Refused(message) => assert!(!message.is_empty()),
         Reopened::Other(message) => panic!("{what}: unexpected error kind: {message}"),
     }
@@ -475,8 +479,25 @@ fn damage_and_check(written: &Written, damage: &Damage) {
                 _ => unreachable!("matched above"),
             }
             let (reopened, _) = reopen(dir, written.segment_size_bytes, &what);
+            assert_never_silently_shorter(written, &reopened, &what);
             match reopened {
-                Reopened::Corrupt { file, offset, .. } => {
+                Reopened::Ok {
+                    warnings,
+                    damaged_up_to_term,
+                    ..
+                } => {
+                    assert_eq!(
+                        damaged_up_to_term,
+                        Some(written.hard_state.term),
+                        "{what}: repair mode, bounded by the last term"
+                    );
+                    let place = format!("{} at offset {}", path.display(), target.start);
+                    assert!(
+                        warnings.iter().any(|w| w.contains(&place)),
+                        "{what}: no warning names {place}: {warnings:?}"
+                    );
+                }
+                Reopened::HardStateLost { file, offset } => {
                     assert_eq!(file, path, "{what}: the error names the damaged segment");
                     assert_eq!(
                         offset, target.start,
@@ -484,7 +505,7 @@ fn damage_and_check(written: &Written, damage: &Damage) {
                     );
                 }
                 other => panic!(
-                    "{what}: damage before the last batch of {} batches must be an error, got {other:?}",
+                    "{what}: damage before the last batch of {} batches must start repair mode, got {other:?}",
                     records.len()
                 ),
             }
@@ -522,6 +543,7 @@ fn damage_and_check(written: &Written, damage: &Damage) {
                     entries,
                     hard_state,
                     warnings,
+                    ..
                 } => {
                     assert_eq!(entries, written.entries, "{what}: the whole log");
                     assert_eq!(hard_state, written.hard_state, "{what}");
@@ -637,6 +659,7 @@ fn fuzz_wal_damaged_copies_of_a_synced_log_recover_or_fail_clearly() {
                     entries,
                     hard_state,
                     warnings,
+                    ..
                 } => {
                     assert_eq!(entries, written.entries);
                     assert_eq!(hard_state, written.hard_state);
@@ -652,9 +675,10 @@ fn fuzz_wal_damaged_copies_of_a_synced_log_recover_or_fail_clearly() {
 }
 
 /// Every single-bit flip of every batch but the last, exhaustively, on
-/// one small log: each is an error naming the batch.
+/// one small log: each starts repair mode with a warning naming the batch
+/// (or is a typed refusal naming it).
 #[test]
-fn fuzz_wal_every_bit_flip_before_the_last_batch_is_an_error() {
+fn fuzz_wal_every_bit_flip_before_the_last_batch_starts_repair_mode() {
     let plan = Plan {
         steps: vec![
             Step::Append {
@@ -744,7 +768,9 @@ fn fuzz_wal_random_segment_files() {
                     let last = entries.last().map_or(0, |e| e.index.0);
                     assert!(hard_state.commit.0 <= last, "{what}");
                 }
-                Reopened::Corrupt { .. } | Reopened::Refused(_) => {}
+                Reopened::Corrupt { .. }
+                | Reopened::HardStateLost { .. }
+                | Reopened::Refused(_) => {}
                 Reopened::Other(message) => panic!("{what}: {message}"),
             }
         },
@@ -912,7 +938,7 @@ fn a_batch_claiming_a_4_gib_body_is_refused_quickly() {
         fs::write(wal.join(format!("{:020}-{:020}.wal", 1, 1)), &bytes).unwrap();
         if !is_last {
             // A later segment makes the first one "not the last", so the
-            // damage must be an error.
+            // damage is to acknowledged data: repair mode.
             let mut next = segment_header(2, 78);
             next.extend(batch_frame(78, 0, &head, None));
             fs::write(wal.join(format!("{:020}-{:020}.wal", 2, 1)), next).unwrap();
@@ -930,9 +956,22 @@ fn a_batch_claiming_a_4_gib_body_is_refused_quickly() {
                 assert!(entries.is_empty());
                 assert!(!warnings.is_empty());
             }
-            (Reopened::Corrupt { offset, reason, .. }, false) => {
-                assert_eq!(offset, 2 * BLOCK);
-                assert!(reason.contains("runs past"), "{reason}");
+            (
+                Reopened::Ok {
+                    warnings,
+                    damaged_up_to_term,
+                    ..
+                },
+                false,
+            ) => {
+                assert_eq!(damaged_up_to_term, Some(Term(0)));
+                let place = format!("at offset {}", 2 * BLOCK);
+                assert!(
+                    warnings
+                        .iter()
+                        .any(|w| w.contains(&place) && w.contains("runs past")),
+                    "{warnings:?}"
+                );
             }
             (other, _) => panic!("{len} (last: {is_last}): {other:?}"),
         }
@@ -945,7 +984,7 @@ fn a_batch_claiming_a_4_gib_body_is_refused_quickly() {
 /// kv-node/src/storage/replay.rs `Replay::apply`) instead of returning
 /// `StorageError::Corrupt`. In a release build the addition wraps instead.
 #[test]
-fn an_entry_record_with_index_u64_max_is_corrupt_not_a_panic() {
+fn an_entry_record_with_index_u64_max_is_refused_not_a_panic() {
     // [len 14][crc][kind 1][term 0][index u64::MAX as varint][Normal][no data]
     let segment: [u8; 22] = [
         0x0e, 0x00, 0x00, 0x00, 0x5c, 0x1f, 0x66, 0x08, 0x01, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff,
@@ -958,8 +997,11 @@ fn an_entry_record_with_index_u64_max_is_corrupt_not_a_panic() {
     bytes.extend(batch_frame(5, 0, &segment, None));
     fs::write(wal.join(format!("{:020}-{:020}.wal", 1, 1)), bytes).unwrap();
     let (reopened, _) = reopen(dir.path(), 1 << 20, "an entry at u64::MAX");
+    // Without a snapshot the log starts at entry 1: one starting anywhere
+    // else follows lost batches, and with no hard state after it the node
+    // cannot even be repaired.
     assert!(
-        matches!(reopened, Reopened::Corrupt { offset, .. } if offset == BLOCK + BATCH_HEADER),
+        matches!(reopened, Reopened::HardStateLost { offset, .. } if offset == BLOCK),
         "{reopened:?}"
     );
 }

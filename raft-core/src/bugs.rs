@@ -67,22 +67,33 @@ bugs! {
     /// Let a node that restarted grant (pre-)votes at once, inside a lease
     /// its acknowledgements before the crash may still support.
     vote_at_once_after_restart => VoteAtOnceAfterRestart,
+    /// Start a node whose storage lost acknowledged records as if nothing
+    /// was lost: it grants (pre-)votes at once, before a leader of a newer
+    /// term repaired its log, so it may vote twice in a term, or for a
+    /// candidate lacking an entry it helped commit (issue 15).
+    vote_while_damaged => VoteWhileDamaged,
+}
+
+/// Whether `config` switches the known bug `bug` on: always `false`
+/// without the `buggy` feature.
+#[inline(always)]
+pub(crate) fn switched_on(config: &crate::Config, bug: Bug) -> bool {
+    #[cfg(feature = "buggy")]
+    {
+        config.bugs.has(bug)
+    }
+    #[cfg(not(feature = "buggy"))]
+    {
+        let _ = (config, bug);
+        false
+    }
 }
 
 impl crate::node::Node {
-    /// Whether the known bug `bug` is switched on: always `false` without
-    /// the `buggy` feature.
+    /// Whether the known bug `bug` is switched on (see [`switched_on`]).
     #[inline(always)]
     pub(crate) fn bug(&self, bug: Bug) -> bool {
-        #[cfg(feature = "buggy")]
-        {
-            self.config.bugs.has(bug)
-        }
-        #[cfg(not(feature = "buggy"))]
-        {
-            let _ = bug;
-            false
-        }
+        switched_on(&self.config, bug)
     }
 
     /// Whether any bug is switched on (the core's own debug checks of its

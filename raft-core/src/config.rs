@@ -148,6 +148,10 @@ pub enum ConfigError {
     NotAMember(crate::NodeId),
     #[error("the initial state is inconsistent: {0}")]
     BadInitialState(String),
+    #[error(
+        "node {0} lost acknowledged log records and no leader can be elected without its vote (it is the only voter, or one of two), so none can repair it: restore its data directory from a backup, or rebuild the cluster"
+    )]
+    DamagedVoteNeeded(crate::NodeId),
 }
 
 #[cfg(test)]

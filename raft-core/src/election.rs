@@ -112,7 +112,9 @@ impl Node {
         if self.bug(Bug::VoteForStaleLog) {
             up_to_date = true;
         }
-        let granted = can_vote && up_to_date;
+        // A damaged log may have lost this term's vote and the entries the
+        // up-to-date check protects (`repair.rs`).
+        let granted = can_vote && up_to_date && !self.is_damaged();
         if granted && !pre_vote {
             self.vote = Some(m.from);
             self.election_elapsed = 0;

@@ -24,6 +24,10 @@ pub struct MemStorage {
     pub entries: Vec<Entry>,
     /// A snapshot being received from the leader.
     pub staging: Vec<u8>,
+    /// Set by [`Cluster::restart_damaged`]: the node lost acknowledged
+    /// records and restarts with this bound until its log is repaired (as
+    /// kv-node keeps it in a marker file).
+    pub damaged_up_to_term: Option<Term>,
 }
 
 impl MemStorage {
@@ -140,6 +144,7 @@ impl Cluster {
                 snapshot: disk.snapshot.map(|(m, _)| m),
                 entries: disk.entries,
                 bootstrap,
+                damaged_up_to_term: disk.damaged_up_to_term,
             },
         )
         .expect("valid configuration");
@@ -153,6 +158,22 @@ impl Cluster {
         let id = NodeId(id);
         self.in_flight.retain(|m| m.to != id);
         self.start(id);
+    }
+
+    /// Crashes `id`, lets `damage` destroy part of what it had persisted
+    /// (records it acknowledged), and starts it again in repair mode, bounded
+    /// by the term it had before the damage: what a storage that detects the
+    /// damage and still knows the term reports.
+    pub fn restart_damaged(&mut self, id: u64, damage: impl FnOnce(&mut MemStorage)) {
+        let node_id = NodeId(id);
+        let disk = self.storage.get_mut(&node_id).expect("storage exists");
+        let bound = disk
+            .hard_state
+            .term
+            .max(disk.damaged_up_to_term.unwrap_or(Term::ZERO));
+        damage(disk);
+        disk.damaged_up_to_term = Some(bound);
+        self.restart(id);
     }
 
     pub fn node(&self, id: u64) -> &Node {

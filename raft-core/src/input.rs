@@ -74,6 +74,10 @@ pub enum StepError {
     SnapshotBeyondApplied { index: LogIndex, applied: LogIndex },
     #[error("node is removed from the cluster")]
     Removed,
+    #[error(
+        "this node's log lost acknowledged records and waits for a leader of a term above {bound} to repair it"
+    )]
+    LogDamaged { bound: Term },
 
     // A peer message refused at the door of `step` (see `validate.rs`): it
     // could not have come from an honest node, and it is dropped unread.

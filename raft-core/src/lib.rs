@@ -51,7 +51,9 @@
 //!
 //! Where things live: `node.rs` holds the state and the term rules that run
 //! before any role code; `election.rs`, `replication.rs` and `read_index.rs`
-//! hold the role handlers; `drain.rs` assembles `Ready`; `log.rs`,
+//! hold the role handlers; `repair.rs` keeps a node whose storage lost
+//! acknowledged records out of elections until it is repaired; `drain.rs`
+//! assembles `Ready`; `log.rs`,
 //! `progress.rs`, `quorum.rs` and `membership.rs` are leaf modules.
 #![forbid(unsafe_code)]
 
@@ -71,6 +73,7 @@ mod quorum;
 mod read_index;
 mod ready;
 mod removal;
+mod repair;
 mod replication;
 mod types;
 mod validate;

@@ -32,6 +32,12 @@ pub struct InitialState {
     /// The voters of a brand-new cluster; ignored when a snapshot exists.
     /// Committed membership changes in `entries` are replayed on top.
     pub bootstrap: Membership,
+    /// Set when storage lost records this node had acknowledged: a bound on
+    /// every term it may have voted or acknowledged a leader in before the
+    /// damage. The node then grants no (pre-)votes and does not campaign
+    /// until its log holds an entry of a newer term (`repair.rs`). Ignored
+    /// if the log already holds one.
+    pub damaged_up_to_term: Option<Term>,
 }
 
 /// A read-only view of a node, for status pages and tests.
@@ -50,6 +56,10 @@ pub struct Status {
     pub membership: Membership,
     /// Leader only: each follower's match index.
     pub match_index: BTreeMap<NodeId, LogIndex>,
+    /// Some while the node waits to be repaired after storage damage: it
+    /// votes and campaigns again once its log holds an entry of a term
+    /// above this one.
+    pub damaged_up_to_term: Option<Term>,
 }
 
 /// Messages held until a `Ready` they depend on is durable.
@@ -108,6 +118,10 @@ pub struct Node {
     pub(crate) term: Term,
     pub(crate) vote: Option<NodeId>,
     pub(crate) log: RaftLog,
+    /// Some while the log lost acknowledged records and no leader of a
+    /// newer term has repaired it (`repair.rs`). Invariant: when Some, it
+    /// is at least the last log term and below the current term.
+    pub(crate) damaged_up_to_term: Option<Term>,
 
     /// The membership in force: the latest committed configuration.
     pub(crate) membership: Membership,
@@ -191,6 +205,12 @@ impl Node {
         }
         // A snapshot implies its index is committed.
         log.commit_to(hs.commit.max(snap_index));
+        let damaged_up_to_term = initial
+            .damaged_up_to_term
+            .filter(|&bound| log.last_term() <= bound)
+            .filter(|_| !crate::bugs::switched_on(&config, Bug::VoteWhileDamaged));
+        let (term, vote) =
+            crate::repair::starting_term_and_vote(hs.term, hs.vote, damaged_up_to_term);
         if initial.snapshot.is_none() && log.last_index() == LogIndex::ZERO {
             // A new cluster: its first entry records the initial voters, so
             // that nodes added later learn them from the log.
@@ -206,9 +226,10 @@ impl Node {
         }
         let mut node = Node {
             rng: ChaCha8Rng::seed_from_u64(config.seed),
-            term: hs.term,
-            vote: hs.vote,
+            term,
+            vote,
             log,
+            damaged_up_to_term,
             membership: base_membership.clone(),
             membership_history: vec![(snap_index, base_membership.clone())],
             snapshot_meta: SnapshotMeta {
@@ -247,13 +268,24 @@ impl Node {
             last_soft_state: SoftState {
                 role: Role::Follower,
                 leader: None,
-                term: hs.term,
+                term,
             },
             last_hard_state: hs,
             durable_hard_state: hs,
             config,
         };
         node.apply_committed_conf_changes(snap_index);
+        let me = node.config.id;
+        let others: BTreeSet<NodeId> = (node.membership.voters.iter())
+            .chain(&node.membership.outgoing)
+            .copied()
+            .filter(|&v| v != me)
+            .collect();
+        if node.is_damaged() && node.membership.is_voter(me) && !node.quorum().has_quorum(&others) {
+            // No leader can be elected without its vote, so none can
+            // repair it (`repair.rs`).
+            return Err(ConfigError::DamagedVoteNeeded(me));
+        }
         node.role = node.follower_role();
         node.last_soft_state = node.soft_state();
         node.reset_election_timer();
@@ -285,6 +317,7 @@ impl Node {
                 if !self.is_promotable() {
                     return Err(StepError::NotAVoter(self.config.id));
                 }
+                self.refuse_campaign_if_damaged()?;
                 if self.role != Role::Leader {
                     self.campaign(false);
                 }
@@ -307,6 +340,7 @@ impl Node {
             }
             Input::SnapshotTaken { meta, size_bytes } => self.snapshot_taken(meta, size_bytes),
         };
+        self.check_repaired();
         self.log.assert_invariants();
         assert_eq!(
             self.lead.is_some(),
@@ -476,7 +510,7 @@ impl Node {
                 self.handle_install_snapshot(m.from, meta, offset, total_bytes, data);
             }
             MessageBody::TimeoutNow => {
-                if self.is_promotable() {
+                if self.is_promotable() && !self.is_damaged() {
                     tracing::info!(from = %m.from, "leadership transferred to us: campaigning");
                     self.campaign(true);
                 }
@@ -654,7 +688,10 @@ impl Node {
             return;
         }
         self.election_elapsed = self.election_elapsed.saturating_add(1);
-        if self.is_promotable() && self.election_elapsed >= self.election_timeout {
+        if self.is_promotable()
+            && !self.is_damaged()
+            && self.election_elapsed >= self.election_timeout
+        {
             tracing::debug!(term = %self.term, "election timeout");
             self.campaign(false);
         }
@@ -1203,6 +1240,7 @@ impl Node {
                 .flat_map(|lead| &lead.progress)
                 .map(|(&id, pr)| (id, pr.match_index))
                 .collect(),
+            damaged_up_to_term: self.damaged_up_to_term,
         }
     }
 }

@@ -45,6 +45,7 @@ fn node_with_log(term: u64, log_terms: &[u64]) -> Node {
             snapshot_bytes: 0,
             entries,
             bootstrap: Membership::new([NodeId(1), NodeId(2), NodeId(3)]),
+            damaged_up_to_term: None,
         },
     )
     .unwrap()

@@ -42,6 +42,7 @@ bug_flags!(
     lead_before_term_durable,
     lease_after_aborted_transfer,
     vote_at_once_after_restart,
+    vote_while_damaged,
 );
 
 /// A configuration hook that switches the named bug on in every node.

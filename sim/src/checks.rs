@@ -4,9 +4,9 @@
 
 use crate::disk::SimDisk;
 use crate::trace::Fnv;
-use kv_node::command::{OpResult, RequestId};
-use kv_node::replica::Replica;
-use kv_node::state_machine::Applied;
+use kv_replica::command::{OpResult, RequestId};
+use kv_replica::replica::Replica;
+use kv_replica::state_machine::Applied;
 use raft_core::{Entry, EntryKind, LogIndex, NodeId, Role, Term};
 use std::collections::BTreeMap;
 use std::fmt;

@@ -7,8 +7,7 @@
 //! recorded as unknown.
 
 use crate::rng::SimRng;
-use kv_node::command::{Op, OpResult, RequestId};
-use raft_core::LogIndex;
+use kv_replica::command::{Op, OpResult, RequestId};
 use std::collections::BTreeMap;
 
 /// How many times a write with an unknown outcome is sent in all.
@@ -64,10 +63,11 @@ pub enum Waiting {
         node: u64,
         request: RequestId,
     },
+    /// A read waiting on `node`; its read index, once known, is kept by
+    /// the node's waiters.
     Read {
         node: u64,
         context: u64,
-        index: Option<LogIndex>,
     },
     /// Sent to a paused node, which has not looked at it yet.
     Queued {

@@ -2,8 +2,8 @@
 //! `sync`, a crash keeps only what was synced, and a restart recovers from it.
 
 use bytes::Bytes;
-use kv_node::replica::{Durable, Recovered};
-use raft_core::{Entry, HardState, LogIndex, SnapshotMeta};
+use kv_replica::replica::{Durable, Recovered};
+use raft_core::{Entry, HardState, LogIndex, SnapshotMeta, Term};
 
 /// What survives a crash.
 #[derive(Clone, Debug, Default)]
@@ -12,6 +12,13 @@ pub struct DiskImage {
     pub snapshot: Option<(SnapshotMeta, Bytes)>,
     /// The log after the snapshot, contiguous.
     pub entries: Vec<Entry>,
+    /// The hard state synced before the current one: what a damaged disk
+    /// falls back to when it loses the newest hard-state record.
+    pub previous_hard_state: HardState,
+    /// Set by [`DiskImage::damage_acknowledged`], as kv-node's `REPAIR`
+    /// marker: the node restarts in repair mode with this bound (raft-core
+    /// ignores it once the log holds an entry of a newer term).
+    pub damaged_up_to_term: Option<Term>,
 }
 
 impl DiskImage {
@@ -59,7 +66,46 @@ impl DiskImage {
             hard_state: self.hard_state,
             snapshot: self.snapshot.clone(),
             entries: self.entries.clone(),
+            damaged_up_to_term: self.damaged_up_to_term,
         }
+    }
+
+    fn set_hard_state(&mut self, hard_state: HardState) {
+        if hard_state != self.hard_state {
+            self.previous_hard_state = self.hard_state;
+            self.hard_state = hard_state;
+        }
+    }
+
+    /// Damage to acknowledged records, as a disk that tears, loses or rots
+    /// synced blocks does it and as kv-node's recovery then finds it: the
+    /// newest `lose_entries` entries are gone, and with `lose_hard_state`
+    /// the newest hard-state record too (back to the one before; the log is
+    /// then cut to what that term allows, as the records lost with it held
+    /// the rest). The storage still knows a bound on the terms the node had
+    /// (kv-node reads the exact hard state after the damage; the simulator
+    /// knows it): the node restarts in repair mode with it.
+    pub fn damage_acknowledged(&mut self, lose_entries: usize, lose_hard_state: bool) {
+        let bound = self
+            .hard_state
+            .term
+            .max(self.damaged_up_to_term.unwrap_or(Term::ZERO));
+        let snapshot = self
+            .snapshot
+            .as_ref()
+            .map(|(meta, _)| (meta.index, meta.term));
+        let (snapshot_index, snapshot_term) = snapshot.unwrap_or((LogIndex::ZERO, Term::ZERO));
+        self.entries
+            .truncate(self.entries.len().saturating_sub(lose_entries));
+        if lose_hard_state && self.previous_hard_state.term >= snapshot_term {
+            self.hard_state = self.previous_hard_state;
+            let term = self.hard_state.term;
+            let keep = self.entries.partition_point(|e| e.term <= term);
+            self.entries.truncate(keep);
+        }
+        let last = self.entries.last().map_or(snapshot_index, |e| e.index);
+        self.hard_state.commit = self.hard_state.commit.min(last).max(snapshot_index);
+        self.damaged_up_to_term = Some(bound);
     }
 }
 
@@ -88,7 +134,7 @@ pub enum SyncFailure {
 pub enum SimDiskError {
     #[error("fsync failed (injected): the node stops")]
     SyncFailed,
-    #[error("no snapshot at index {index} to send")]
+    #[error("no snapshot stored to send the one at index {index}")]
     NoSnapshot { index: LogIndex },
 }
 
@@ -172,7 +218,7 @@ impl Durable for SimDisk {
         for write in self.pending.drain(..) {
             match write {
                 Write::Append(entries) => self.durable.append(&entries),
-                Write::HardState(hs) => self.durable.hard_state = hs,
+                Write::HardState(hs) => self.durable.set_hard_state(hs),
                 Write::SaveSnapshot(meta, data) => self.durable.save_snapshot(&meta, &data),
                 Write::InstallSnapshot(meta, data) => self.durable.install_snapshot(&meta, &data),
             }
@@ -201,12 +247,12 @@ impl Durable for SimDisk {
         offset: u64,
         len: u64,
     ) -> Result<Bytes, SimDiskError> {
-        match &self.latest_snapshot {
-            Some((have, data)) if have.index == meta.index => {
-                let end = offset.saturating_add(len).min(data.len() as u64) as usize;
-                Ok(data.slice((offset as usize).min(end)..end))
-            }
-            _ => Err(SimDiskError::NoSnapshot { index: meta.index }),
-        }
+        // The replica checked that `meta` is the stored snapshot (the rule
+        // is kv-replica's, the same for every disk).
+        let Some((_, data)) = &self.latest_snapshot else {
+            return Err(SimDiskError::NoSnapshot { index: meta.index });
+        };
+        let end = offset.saturating_add(len).min(data.len() as u64) as usize;
+        Ok(data.slice((offset as usize).min(end)..end))
     }
 }

@@ -68,7 +68,23 @@ pub enum FaultKind {
     /// valid range. The check is that no node panics: raft-core refuses
     /// such messages at the door with a typed `StepError`.
     Hostile,
+    /// A node crashes and its disk loses acknowledged records (the newest
+    /// entries, sometimes the newest hard state): it restarts in repair
+    /// mode (issue 15). On demand only (`--faults damage`, see
+    /// [`ON_DEMAND_ONLY`]). It fires only while no node waits for repair,
+    /// on a node whose configuration can elect a leader without it. It
+    /// does not mix with `membership`: a change that leaves a waiting
+    /// voter's vote needed, or a restart whose cut log holds an older
+    /// configuration, stalls the cluster by design (seeds 11 and 17 of
+    /// `damage,loss,partition,crash,membership`).
+    Damage,
 }
+
+/// Kinds the swarm never draws, so that adding them leaves every existing
+/// seed's run (and the bug catalogue's measurements) unchanged; `--faults
+/// KIND` runs them. Move one into the swarm together with a re-measured
+/// `sim/BUG_CATALOGUE.md`.
+pub const ON_DEMAND_ONLY: [FaultKind; 1] = [FaultKind::Damage];
 
 /// Whether a `RemoveLeader` membership fault with `split` cuts the removed
 /// leader off one way once its removal commits (issue 18 §1): with the bug
@@ -82,7 +98,7 @@ pub const CUT_REMOVED_LEADER: bool = true;
 pub const AWAITING_CORE_FIXES: [FaultKind; 0] = [];
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 17] = [
+    pub const ALL: [FaultKind; 18] = [
         FaultKind::Partition,
         FaultKind::Loss,
         FaultKind::Duplicate,
@@ -100,11 +116,12 @@ impl FaultKind {
         FaultKind::Restart,
         FaultKind::Corrupt,
         FaultKind::Hostile,
+        FaultKind::Damage,
     ];
 
     /// Kinds the swarm may switch on.
     pub fn in_swarm(self) -> bool {
-        !AWAITING_CORE_FIXES.contains(&self)
+        !AWAITING_CORE_FIXES.contains(&self) && !ON_DEMAND_ONLY.contains(&self)
     }
 
     pub fn name(self) -> &'static str {
@@ -126,6 +143,7 @@ impl FaultKind {
             FaultKind::Restart => "restart",
             FaultKind::Corrupt => "corrupt",
             FaultKind::Hostile => "hostile",
+            FaultKind::Damage => "damage",
         }
     }
 
@@ -291,6 +309,15 @@ pub enum Fault {
     /// rests on that voter's acknowledgements, still holds.
     QuickRestart {
         rival: bool,
+    },
+    /// The target crashes, its disk loses its newest `lose_entries`
+    /// acknowledged entries (and, with `lose_hard_state`, its newest
+    /// hard-state record), and it restarts in repair mode after the
+    /// fault's duration (`DiskImage::damage_acknowledged`).
+    DamageRestart {
+        target: Target,
+        lose_entries: u32,
+        lose_hard_state: bool,
     },
 }
 

@@ -76,6 +76,19 @@ impl fmt::Display for Fault {
                 "restart a follower inside the lease{}",
                 if *rival { " as a rival campaigns" } else { "" }
             ),
+            Fault::DamageRestart {
+                target,
+                lose_entries,
+                lose_hard_state,
+            } => write!(
+                f,
+                "crash {target}, lose its last {lose_entries} acknowledged entries{}, restart in repair mode",
+                if *lose_hard_state {
+                    " and its newest hard state"
+                } else {
+                    ""
+                }
+            ),
         }
     }
 }

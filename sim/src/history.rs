@@ -4,7 +4,7 @@
 use crate::client::{ClientCall, ClientRet, Outcome, Recorded};
 use crate::linearizability::{Call, CheckResult, Operation, Ret, check_with_budget};
 use crate::world::World;
-use kv_node::command::{Op, OpResult};
+use kv_replica::command::{Op, OpResult};
 
 /// Search steps per key: generous for the few thousand operations of a run,
 /// bounded so that a pathological history cannot stall a sweep.

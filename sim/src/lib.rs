@@ -2,9 +2,12 @@
 //! machine, and a linearizability checker for client histories.
 //!
 //! The simulator runs the real code: each node is a
-//! [`kv_node::replica::Replica`] (raft-core plus the KV state machine plus the
-//! ready-handling loop kv-node runs) over a simulated disk, and only the
-//! network, the disk and time are fake. One seed decides everything.
+//! [`kv_replica::replica::Replica`] (raft-core plus the KV state machine plus
+//! the ready-handling loop kv-node runs) over a simulated disk, and its
+//! clients wait in [`kv_replica::waiters::Waiters`], the bookkeeping of
+//! kv-node's driver (F1 included); only the network, the disk and time are
+//! fake. One seed decides everything. sim depends on kv-replica and
+//! raft-core, never on kv-node (no tokio, sockets or threads here).
 //!
 //! - `faults`: the one declarative plan of every fault knob, drawn per seed.
 //! - `network`, `disk`: the fake world; they ask the plan what happens.

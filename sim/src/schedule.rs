@@ -110,6 +110,7 @@ pub fn draw(
             FaultKind::Grow => (100, rng.range(2, 3 * max_per_kind)),
             FaultKind::Transfer => (100, rng.range(1, 2 * max_per_kind)),
             FaultKind::Restart => (3, rng.range(1, 2 * max_per_kind)),
+            FaultKind::Damage => (30, rng.range(1, 2 * max_per_kind)),
             _ => continue,
         };
         for _ in 0..count {
@@ -141,6 +142,11 @@ pub fn draw(
                 FaultKind::Grow => draw_growth(rng),
                 FaultKind::Transfer => Fault::Transfer(rng.pick(&TransferShape::ALL)),
                 FaultKind::Restart => Fault::QuickRestart { rival: rng.coin() },
+                FaultKind::Damage => Fault::DamageRestart {
+                    target: random_target(shape.nodes, rng),
+                    lose_entries: rng.range(1, 6) as u32,
+                    lose_hard_state: rng.coin(),
+                },
                 FaultKind::Pause => Fault::Pause {
                     target: random_target(shape.nodes, rng),
                     isolated: rng.coin(),

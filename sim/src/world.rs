@@ -1,5 +1,5 @@
 //! The simulated world: a clock, an event queue, the nodes (each a real
-//! `kv_node::replica::Replica` over a simulated disk), the network and the
+//! `kv_replica::replica::Replica` over a simulated disk), the network and the
 //! clients. Everything happens in one thread, in event order, with all
 //! randomness from the seed.
 //!
@@ -15,8 +15,10 @@ use crate::options::SimOptions;
 use crate::rng::SimRng;
 use crate::trace::{MessageSummary, Trace, TraceEvent};
 use crate::world_triggers::Armed;
-use kv_node::command::RequestId;
-use kv_node::replica::Replica;
+use kv_replica::command::RequestId;
+use kv_replica::membership_waiters::MembershipWaiters;
+use kv_replica::replica::Replica;
+use kv_replica::waiters::Waiters;
 use raft_core::{Input, Message, MessageBody, NodeId, Role};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -68,6 +70,9 @@ pub(crate) enum Event {
     LivenessDeadline,
 }
 
+// A down node's image is read and replaced whole, a few times per run:
+// its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum NodeState {
     Up(Box<Replica<SimDisk>>),
     Down(DiskImage),
@@ -94,7 +99,19 @@ pub(crate) struct SimNode {
     pub incarnation: u32,
     /// Down time after an injected fsync failure kills it.
     pub sync_crash_down_ticks: u64,
+    /// Client requests waiting on this incarnation: kv-replica's waiters,
+    /// the very bookkeeping kv-node's driver runs.
+    pub waiters: ClientWaiters,
+    /// Membership changes this node appended as leader, by fault number,
+    /// settled as kv-node's driver settles its membership waiters.
+    pub changes: MembershipWaiters<usize>,
 }
+
+/// A write attempt waiting on a node: client, history position, request.
+pub(crate) type WriteWaiter = (usize, usize, RequestId);
+/// A read waiting on a node: client and read context.
+pub(crate) type ReadWaiter = (usize, u64);
+pub(crate) type ClientWaiters = Waiters<WriteWaiter, ReadWaiter>;
 
 impl SimNode {
     pub fn replica(&self) -> Option<&Replica<SimDisk>> {
@@ -141,12 +158,8 @@ pub struct World {
     pub(crate) network: Network,
     pub(crate) clients: Vec<Client>,
     pub(crate) history: Vec<Recorded>,
-    /// Live write attempts: request id -> (client, history position).
-    pub(crate) requests: BTreeMap<RequestId, (usize, usize)>,
     /// Every write attempt ever: request id -> (client, seq).
     pub(crate) writers: Writers,
-    /// Live reads: context -> client.
-    pub(crate) reads: BTreeMap<u64, usize>,
     pub(crate) next_request: u64,
     pub(crate) next_context: u64,
     pub(crate) keys: Vec<String>,
@@ -204,9 +217,7 @@ impl World {
                 .map(|c| Client::new(c as u64 + 1))
                 .collect(),
             history: Vec::new(),
-            requests: BTreeMap::new(),
             writers: Writers::new(),
-            reads: BTreeMap::new(),
             next_request: 1,
             next_context: 1,
             keys,
@@ -240,6 +251,8 @@ impl World {
                 tick_period,
                 incarnation: 0,
                 sync_crash_down_ticks: 0,
+                waiters: Waiters::new(NodeId(i), None),
+                changes: MembershipWaiters::default(),
             });
             let first_tick = rng.range(1, tick_period);
             world.schedule(first_tick, Event::Tick(NodeId(i)));

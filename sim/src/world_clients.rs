@@ -7,9 +7,11 @@ use crate::client::{
 };
 use crate::faults::STEPS_PER_TICK;
 use crate::world::{Event, World};
-use kv_node::command::{ClientSeq, Command, OpResult, RequestId};
-use kv_node::replica::Output;
-use kv_node::state_machine::Applied;
+use kv_replica::command::{ClientSeq, Command, OpResult, RequestId};
+use kv_replica::membership_waiters::MembershipWaiters;
+use kv_replica::replica::Output;
+use kv_replica::state_machine::Applied;
+use kv_replica::waiters::Waiters;
 use raft_core::{Input, LogIndex, NodeId};
 
 impl World {
@@ -135,8 +137,6 @@ impl World {
                     }),
                     op: write,
                 };
-                // Registered first: the answer may come within this step.
-                self.requests.insert(request, (c, op));
                 self.writers
                     .insert(request, (c as u64 + 1, self.history[op].seq));
                 self.history[op].attempts.push(request);
@@ -145,8 +145,17 @@ impl World {
                     request,
                 };
                 let data = command.encode();
-                if self.step_node(node, Input::Propose { data }).is_none() {
-                    self.requests.remove(&request);
+                // The waiter is registered before the `Ready` is handled, as
+                // kv-node's driver does: the answer may come in this round.
+                let accepted = self.step_undriven(node, Input::Propose { data });
+                if let Some(accepted) = &accepted {
+                    let waiter = (c, op, request);
+                    (self.node_mut(node).waiters).write_proposed(request.id, accepted, waiter);
+                }
+                if self.violation.is_none() {
+                    self.drive(node);
+                }
+                if accepted.is_none() {
                     self.history[op].attempts.pop();
                     self.attempt_refused(c);
                 }
@@ -154,11 +163,9 @@ impl World {
             ClientCall::Get { .. } => {
                 let context = self.next_context;
                 self.next_context += 1;
-                self.reads.insert(context, c);
                 self.clients[c].busy.as_mut().expect("busy").waiting = Waiting::Read {
                     node: node.0,
                     context,
-                    index: None,
                 };
                 // Steered readers ask for lease reads: the lease is what the
                 // steering fault tests.
@@ -166,11 +173,14 @@ impl World {
                     .steer_reads
                     .is_some_and(|(to, until)| to == node && self.now < until);
                 let lease = self.plan.lease_reads && (self.rng.coin() || steered);
-                if self
-                    .step_node(node, Input::ReadIndex { context, lease })
-                    .is_none()
-                {
-                    self.reads.remove(&context);
+                let accepted = self.step_undriven(node, Input::ReadIndex { context, lease });
+                if accepted.is_some() {
+                    (self.node_mut(node).waiters).read_requested(context, (c, context));
+                }
+                if self.violation.is_none() {
+                    self.drive(node);
+                }
+                if accepted.is_none() {
                     self.attempt_refused(c);
                 }
             }
@@ -232,11 +242,14 @@ impl World {
             return;
         };
         let op = busy.op;
-        for request in &self.history[op].attempts {
-            self.requests.remove(request);
+        for i in 0..self.history[op].attempts.len() {
+            let request = self.history[op].attempts[i];
+            self.node_mut(NodeId(request.node))
+                .waiters
+                .remove_write(request.id);
         }
-        if let Waiting::Read { context, .. } = busy.waiting {
-            self.reads.remove(&context);
+        if let Waiting::Read { node, context } = busy.waiting {
+            self.node_mut(NodeId(node)).waiters.remove_read(context);
         }
         let record = &mut self.history[op];
         record.outcome = outcome;
@@ -260,7 +273,8 @@ impl World {
 
     /// Every request waiting on a crashed node has an unknown outcome.
     pub(crate) fn node_lost_requests(&mut self, id: NodeId) {
-        self.requests.retain(|r, _| r.node != id.0);
+        self.node_mut(id).waiters = Waiters::new(id, None);
+        self.node_mut(id).changes = MembershipWaiters::default();
         for c in 0..self.clients.len() {
             let on_node = match self.clients[c].busy.as_ref().map(|b| &b.waiting) {
                 Some(Waiting::Write { node, .. })
@@ -274,7 +288,10 @@ impl World {
         }
     }
 
-    /// Wakes the clients whose answers a step on `id` produced.
+    /// Wakes the clients whose answers a step on `id` produced: steps the
+    /// node's waiters with each output, as kv-node's driver does, then
+    /// answers writes, then (F1) writes sent to a leader that lost
+    /// leadership, then dropped reads, then reads whose index is applied.
     pub(crate) fn answer_clients(&mut self, id: NodeId, applied: &[Applied], outputs: Vec<Output>) {
         for a in applied {
             let Some(request) = a.request else { continue };
@@ -283,71 +300,74 @@ impl World {
                 self.trace
                     .note(self.now, || "liveness probe committed".into());
             }
-            if request.node != id.0 {
-                continue;
-            }
-            let Some((c, op)) = self.requests.remove(&request) else {
-                continue;
-            };
+        }
+        let (mut writes, mut leader_changed, mut dropped) = (Vec::new(), Vec::new(), Vec::new());
+        for out in &outputs {
+            let settled = self.node_mut(id).waiters.on_output(out);
+            writes.extend(settled.applied);
+            leader_changed.extend(settled.leader_changed);
+            dropped.extend(settled.dropped_reads);
+        }
+        for ((c, op, _), result) in writes {
             if self.clients[c].busy.as_ref().is_none_or(|b| b.op != op) {
                 continue;
             }
-            match &a.result {
+            match result {
                 Some(OpResult::StaleSeq { .. }) | None => {
-                    let detail = format!("c{} op #{op} was answered {:?}", c + 1, a.result);
+                    let detail = format!("c{} op #{op} was answered {result:?}", c + 1);
                     return self.fail("deduplication", detail);
                 }
-                Some(result) => {
-                    let ret = ClientRet::Write(result.clone());
-                    self.finish(c, Outcome::Ok, Some(ret));
-                }
+                Some(result) => self.finish(c, Outcome::Ok, Some(ClientRet::Write(result))),
             }
         }
-        for out in outputs {
-            for rs in out.read_states {
-                let Some(&c) = self.reads.get(&rs.context) else {
-                    continue;
-                };
-                if let Some(b) = self.clients[c].busy.as_mut()
-                    && let Waiting::Read { index, .. } = &mut b.waiting
-                {
-                    *index = Some(rs.index);
-                }
+        for (c, op, request) in leader_changed {
+            let current = self.clients[c].busy.as_ref().is_some_and(|b| {
+                b.op == op
+                    && b.waiting
+                        == (Waiting::Write {
+                            node: id.0,
+                            request,
+                        })
+            });
+            self.trace.note(self.now, || {
+                format!(
+                    "{id} fails c{}'s write {}: the leader changed",
+                    c + 1,
+                    request.id
+                )
+            });
+            if current {
+                self.attempt_unknown(c);
             }
-            for context in out.dropped_reads {
-                if let Some(&c) = self.reads.get(&context) {
-                    self.trace
-                        .note(self.now, || format!("{id} drops read {context}"));
-                    self.finish(c, Outcome::Failed, None);
-                }
-            }
+        }
+        for (c, context) in dropped {
+            self.trace
+                .note(self.now, || format!("{id} drops read {context}"));
+            self.finish(c, Outcome::Failed, None);
         }
         self.serve_reads(id);
     }
 
     /// Serves every confirmed read on `id` whose index the node applied.
     fn serve_reads(&mut self, id: NodeId) {
-        let Some(replica) = self.node(id).replica() else {
+        let Some(applied) = self.node(id).replica().map(|r| r.state.applied_index()) else {
             return;
         };
-        let applied = LogIndex(replica.state.applied_index());
-        let mut ready = Vec::new();
-        for (c, client) in self.clients.iter().enumerate() {
-            let Some(busy) = &client.busy else { continue };
-            if let Waiting::Read {
-                node,
-                index: Some(index),
-                ..
-            } = busy.waiting
-                && node == id.0
-                && index <= applied
-                && let ClientCall::Get { key } = &self.history[busy.op].call
-            {
+        let mut ready = self.node_mut(id).waiters.ready_reads(LogIndex(applied));
+        // In client order, as the simulator always answered them.
+        ready.sort_unstable();
+        let replica = self.node(id).replica().expect("checked above");
+        let mut answers = Vec::new();
+        for (c, _) in ready {
+            let Some(busy) = &self.clients[c].busy else {
+                continue;
+            };
+            if let ClientCall::Get { key } = &self.history[busy.op].call {
                 let value = replica.state.get(key).map(|(v, _)| v.to_string());
-                ready.push((c, value));
+                answers.push((c, value));
             }
         }
-        for (c, value) in ready {
+        for (c, value) in answers {
             self.finish(c, Outcome::Ok, Some(ClientRet::Get(value)));
         }
     }

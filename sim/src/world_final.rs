@@ -19,7 +19,7 @@ use crate::client::{ClientCall, ClientRet, Outcome};
 use crate::faults::STEPS_PER_TICK;
 use crate::options::{CATCH_UP_WINDOW_TICKS, LIVENESS_BOUND_TICKS, MAX_CATCH_UP_TICKS};
 use crate::world::{Event, World};
-use kv_node::command::{Command, Op, RequestId};
+use kv_replica::command::{Command, Op, RequestId};
 use raft_core::{Input, LogIndex, NodeId};
 use std::collections::BTreeMap;
 

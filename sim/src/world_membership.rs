@@ -7,9 +7,44 @@
 use crate::faults::MembershipChange;
 use crate::world::World;
 use crate::world_triggers::Armed;
-use raft_core::{ConfChange, ConfChangeStep, Input, Membership, NodeId};
+use kv_replica::membership_waiters::{ChangeOutcome, CoreNow};
+use raft_core::{Accepted, ConfChange, ConfChangeStep, Input, LogIndex, Membership, NodeId, Role};
 
 impl World {
+    /// After a step of `id`: the membership changes it proposed as leader
+    /// that are now in force or lost, by kv-replica's rules (the ones
+    /// kv-node's driver answers `POST /cluster/members` by), traced.
+    pub(crate) fn settle_changes(&mut self, id: NodeId) {
+        let node = &mut self.nodes[id.0 as usize - 1];
+        if node.changes.is_empty() {
+            return;
+        }
+        let mut changes = std::mem::take(&mut node.changes);
+        let Some(replica) = node.replica() else {
+            return;
+        };
+        let core = &replica.node;
+        let now = CoreNow {
+            applied: LogIndex(replica.state.applied_index()),
+            term: core.term(),
+            leading: core.role() == Role::Leader,
+            joint: core.membership().is_joint(),
+        };
+        let ended = changes.settle(now, |index| core.log_term(index));
+        node.changes = changes;
+        for (i, outcome) in ended {
+            let text = match outcome {
+                ChangeOutcome::InForce { index } => format!("in force at {index}"),
+                ChangeOutcome::Replaced => "replaced by another leader's entry".into(),
+                ChangeOutcome::UnknownAfterApply | ChangeOutcome::UnknownBeforeApply => {
+                    "outcome unknown (leadership changed)".into()
+                }
+            };
+            self.trace
+                .note(self.now, || format!("fault #{i}: {id}'s change {text}"));
+        }
+    }
+
     /// Every node slot, spares included.
     pub(crate) fn all_ids(&self) -> Vec<NodeId> {
         (1..=self.nodes.len() as u64).map(NodeId).collect()
@@ -96,9 +131,16 @@ impl World {
     /// Proposes `steps` on `leader`; true if the leader appended the change.
     fn propose_change(&mut self, i: usize, leader: NodeId, steps: &[ConfChangeStep]) -> bool {
         let change = ConfChange::Enter(steps.to_vec());
-        let accepted = self
-            .step_node(leader, Input::ProposeConfChange(change))
-            .is_some();
+        // Registered before the `Ready` is handled, as kv-node's driver
+        // registers its membership waiters.
+        let stepped = self.step_undriven(leader, Input::ProposeConfChange(change));
+        if let Some(Accepted::Appended { index, term }) = stepped {
+            (self.node_mut(leader).changes).proposed(index, term, true, i);
+        }
+        if self.violation.is_none() {
+            self.drive(leader);
+        }
+        let accepted = stepped.is_some();
         self.trace.note(self.now, || {
             format!(
                 "fault #{i}: {leader} {} {steps:?}",

@@ -1,13 +1,15 @@
 //! The nodes' life cycle: configuration, start and restart from the synced
 //! disk, crash, and the driving of each step through the real
-//! ready-handling loop of `kv_node::replica::Replica`.
+//! ready-handling loop of `kv_replica::replica::Replica`.
 
 use crate::disk::{DiskImage, SimDisk};
 use crate::faults::STEPS_PER_TICK;
 use crate::panics::node_code;
 use crate::world::{Event, NodeState, World};
-use kv_node::replica::{Output, Replica};
-use kv_node::state_machine::{Applied, DEFAULT_DEDUP_LIMIT};
+use kv_replica::membership_waiters::MembershipWaiters;
+use kv_replica::replica::{Output, Replica};
+use kv_replica::state_machine::{Applied, DEFAULT_DEDUP_LIMIT};
+use kv_replica::waiters::Waiters;
 use raft_core::{Config, Input, NodeId};
 
 impl World {
@@ -65,6 +67,8 @@ impl World {
             self.record(v);
         }
         let node = self.node_mut(id);
+        node.waiters = Waiters::new(id, replica.node.leader());
+        node.changes = MembershipWaiters::default();
         node.state = NodeState::Up(Box::new(replica));
         node.paused = false;
         node.backlog.clear();
@@ -112,7 +116,11 @@ impl World {
     }
 
     /// Steps one input without handling the `Ready` it produces.
-    fn step_undriven(&mut self, id: NodeId, input: Input) -> Option<raft_core::Accepted> {
+    pub(crate) fn step_undriven(
+        &mut self,
+        id: NodeId,
+        input: Input,
+    ) -> Option<raft_core::Accepted> {
         if self.violation.is_some() {
             return None;
         }
@@ -181,8 +189,8 @@ impl World {
             Ok(Ok(())) => {}
         }
         let applied: Vec<Applied> = outputs
-            .iter_mut()
-            .flat_map(|o| std::mem::take(&mut o.applied))
+            .iter()
+            .flat_map(|o| o.applied.iter().cloned())
             .collect();
         let node = &mut self.nodes[id.0 as usize - 1];
         let NodeState::Up(replica) = &mut node.state else {
@@ -207,5 +215,6 @@ impl World {
             }
         }
         self.answer_clients(id, &applied, outputs);
+        self.settle_changes(id);
     }
 }

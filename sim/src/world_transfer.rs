@@ -5,7 +5,7 @@
 use crate::disk::SyncFailure;
 use crate::faults::{Partition, STEPS_PER_TICK, TransferShape};
 use crate::world::{Event, World};
-use kv_node::command::{Command, Op};
+use kv_replica::command::{Command, Op};
 use raft_core::{ConfChange, ConfChangeStep, Input, Message, MessageBody, NodeId, Role};
 
 /// Ticks between the asks of a retried transfer.

@@ -100,7 +100,7 @@ catalogue! {
     /// leader and the incoming voters off the moment the joint configuration
     /// commits: the new voters alone then commit what the old ones never see.
     deciding_with_only_the_new_majority_while_joint_is_found:
-        joint_new_majority_only within 30 seeds, Any as ["leader completeness", "committed entries never change", "log matching", "state machine safety"];
+        joint_new_majority_only within 40 seeds, Any as ["leader completeness", "committed entries never change", "log matching", "state machine safety"];
     /// Found through a membership fault that proposes two replacements at
     /// once (a burst) and splits as above; rarer, as both changes must commit
     /// in one advance for the old voters to miss both.
@@ -113,7 +113,7 @@ catalogue! {
     /// two-voter configuration (issue 18 §1): the voter left behind needs its
     /// vote, which it refuses for its longer log.
     a_removed_leader_that_gives_up_is_found:
-        removed_leader_gives_up within 200 seeds, Any as ["liveness"],
+        removed_leader_gives_up within 300 seeds, Any as ["liveness"],
         with |o| {
             o.nodes = 2;
             o.cut_removed_leader = true;
@@ -139,8 +139,17 @@ catalogue! {
     /// from the leader campaigns (the `restart` kind's `rival` variant),
     /// readers staying with the old leader (issue 11 bug 3).
     voting_at_once_after_a_restart_is_found:
-        vote_at_once_after_restart within 60 seeds, Any as ["linearizability"],
+        vote_at_once_after_restart within 200 seeds, Any as ["linearizability"],
         with |o| {
-            o.faults = sim::faults::FaultSelection::parse("restart,loss").unwrap();
+            o.faults = sim::faults::FaultSelection::parse("restart").unwrap();
+        };
+    /// Found through the `damage` kind (on demand only): a node's disk
+    /// loses acknowledged entries (sometimes its newest hard state) and it
+    /// restarts; voting at once, it elects a leader that lacks an entry it
+    /// had helped commit.
+    voting_while_damaged_is_found:
+        vote_while_damaged within 10 seeds, Any as ["leader completeness", "committed entries never change", "state machine safety", "at most one leader per term"],
+        with |o| {
+            o.faults = sim::faults::FaultSelection::parse("damage,loss").unwrap();
         };
 }

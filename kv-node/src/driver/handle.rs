@@ -1,10 +1,10 @@
 //! The client side of the driver: the requests handlers send, their
 //! answers and errors, and [`DriverHandle`], which sends them.
 
-use crate::command::{ClientSeq, ClusterCommand, Command, Op, OpResult, RequestId};
 use crate::directory::Directory;
 use crate::settings::ReadPolicy;
 use bytes::Bytes;
+use kv_replica::command::{ClientSeq, ClusterCommand, Command, Op, OpResult, RequestId};
 use raft_core::{ConfChange, Message, NodeId, Role};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -73,6 +73,10 @@ pub struct NodeStatus {
     pub match_index: BTreeMap<NodeId, u64>,
     /// True once this node has been removed from the membership.
     pub removed: bool,
+    /// Some while the node waits to be repaired after its storage lost
+    /// acknowledged records: it grants no votes until a leader of a term
+    /// above this one has written into its log.
+    pub damaged_up_to_term: Option<u64>,
 }
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, DriverError>>;

@@ -6,27 +6,19 @@
 
 use super::{Driver, DriverError, Reply};
 use crate::directory::Directory;
-use crate::replica::Durable;
 use bytes::Bytes;
+use kv_replica::membership_waiters::{ChangeOutcome, CoreNow, MembershipWaiters};
+use kv_replica::replica::Durable;
 use raft_core::{Accepted, ConfChange, Input, LogIndex, Node, Role, StepError, Term};
 use std::collections::BTreeMap;
-
-/// A proposal made here as leader, answered once its entry is applied.
-struct IndexWaiter {
-    index: LogIndex,
-    term: Term,
-    /// A `ConfChange`: also wait until the joint configuration it may have
-    /// entered is left again (raft-core proposes the leave by itself).
-    wait_leave: bool,
-    reply: Reply<u64>,
-}
 
 /// What the driver keeps for membership.
 pub(super) struct MembershipState {
     directory: Directory,
     /// The address book as last copied into `directory`.
     synced: BTreeMap<String, String>,
-    waiters: Vec<IndexWaiter>,
+    /// Proposals made here as leader, answered once in force.
+    waiters: MembershipWaiters<Reply<u64>>,
     /// The term in which this node, as leader, seeded the address book.
     seeded_term: Option<Term>,
     /// Started with `--join`: an empty or foreign membership does not mean
@@ -48,7 +40,7 @@ impl MembershipState {
         MembershipState {
             directory,
             synced: BTreeMap::new(),
-            waiters: Vec::new(),
+            waiters: MembershipWaiters::default(),
             seeded_term: None,
             joining,
             was_member: false,
@@ -72,12 +64,12 @@ impl MembershipState {
     }
 
     pub(super) fn sweep(&mut self) {
-        self.waiters.retain(|w| !w.reply.is_closed());
+        self.waiters.retain(|reply| !reply.is_closed());
     }
 
     pub(super) fn fail_all(&mut self) {
-        for w in self.waiters.drain(..) {
-            let _ = w.reply.send(Err(DriverError::OutcomeUnknown(
+        for reply in self.waiters.drain() {
+            let _ = reply.send(Err(DriverError::OutcomeUnknown(
                 "the node stopped before the change was applied".into(),
             )));
         }
@@ -104,12 +96,9 @@ impl<D: Durable> Driver<D> {
             return;
         }
         match self.replica.step(Input::Propose { data }) {
-            Ok(Accepted::Appended { index, term }) => self.membership.waiters.push(IndexWaiter {
-                index,
-                term,
-                wait_leave: false,
-                reply,
-            }),
+            Ok(Accepted::Appended { index, term }) => {
+                self.membership.waiters.proposed(index, term, false, reply)
+            }
             Ok(_) => {
                 let _ = reply.send(Err(DriverError::Unavailable(
                     "this node is not the leader".into(),
@@ -124,12 +113,9 @@ impl<D: Durable> Driver<D> {
     pub(super) fn propose_conf_change(&mut self, change: ConfChange, reply: Reply<u64>) {
         tracing::info!(?change, "proposing a membership change");
         match self.replica.step(Input::ProposeConfChange(change)) {
-            Ok(Accepted::Appended { index, term }) => self.membership.waiters.push(IndexWaiter {
-                index,
-                term,
-                wait_leave: true,
-                reply,
-            }),
+            Ok(Accepted::Appended { index, term }) => {
+                self.membership.waiters.proposed(index, term, true, reply)
+            }
             Ok(_) => {
                 let _ = reply.send(Err(DriverError::Unavailable(
                     "this node is not the leader".into(),
@@ -167,41 +153,28 @@ impl<D: Durable> Driver<D> {
         if node.membership().voters.contains(&me) || node.membership().learners.contains(&me) {
             self.membership.was_member = true;
         }
-        let applied = LogIndex(self.replica.state.applied_index());
-        let term = node.term();
-        let leading = node.role() == Role::Leader;
-        let joint = node.membership().is_joint();
-        let mut keep = Vec::new();
-        for w in std::mem::take(&mut self.membership.waiters) {
-            // Is the entry applied at `w.index` the one proposed? Its term
-            // says so; once compacted away, an unchanged term does.
-            let ours = (applied >= w.index).then(|| match node.log_term(w.index) {
-                Some(t) => Some(t == w.term),
-                None => (term == w.term).then_some(true),
-            });
-            let answer = match ours {
-                Some(Some(true)) if w.wait_leave && joint && leading && term == w.term => {
-                    keep.push(w);
-                    continue;
-                }
-                Some(Some(true)) => Ok(w.index.0),
-                Some(Some(false)) => Err(DriverError::Unavailable(
+        let now = CoreNow {
+            applied: LogIndex(self.replica.state.applied_index()),
+            term: node.term(),
+            leading: node.role() == Role::Leader,
+            joint: node.membership().is_joint(),
+        };
+        let (term, leading) = (now.term, now.leading);
+        for (reply, outcome) in self.membership.waiters.settle(now, |i| node.log_term(i)) {
+            let answer = match outcome {
+                ChangeOutcome::InForce { index } => Ok(index.0),
+                ChangeOutcome::Replaced => Err(DriverError::Unavailable(
                     "the proposal was replaced by another leader's entry; not applied".into(),
                 )),
-                Some(None) => Err(DriverError::OutcomeUnknown(
+                ChangeOutcome::UnknownAfterApply => Err(DriverError::OutcomeUnknown(
                     "leadership changed around the change; outcome unknown".into(),
                 )),
-                None if term != w.term => Err(DriverError::OutcomeUnknown(
+                ChangeOutcome::UnknownBeforeApply => Err(DriverError::OutcomeUnknown(
                     "leadership changed before the change was applied; outcome unknown".into(),
                 )),
-                None => {
-                    keep.push(w);
-                    continue;
-                }
             };
-            let _ = w.reply.send(answer);
+            let _ = reply.send(answer);
         }
-        self.membership.waiters = keep;
         if leading && self.membership.seeded_term != Some(term) {
             self.seed_address_book(term);
         }
@@ -227,7 +200,7 @@ impl<D: Durable> Driver<D> {
                 .collect()
         };
         for (name, url) in missing {
-            let data = crate::command::ClusterCommand::SetAddress { name, url }.encode();
+            let data = kv_replica::command::ClusterCommand::SetAddress { name, url }.encode();
             if let Err(e) = self.replica.step(Input::Propose { data }) {
                 tracing::debug!(error = %e, "address book not seeded yet");
                 return;

@@ -15,16 +15,16 @@ mod transfer;
 pub(crate) use handle::Request;
 pub use handle::{DriverError, DriverHandle, NodeStatus, ReadAnswer, ReadQuery, is_ready};
 
-use crate::command::OpResult;
 use crate::directory::Directory;
 use crate::disk_space::DiskSpace;
 use crate::metrics::Metrics;
 use crate::peer::transport::PeerSender;
-use crate::replica::{Durable, Output, Replica, ReplicaError};
 use crate::settings::ReadPolicy;
 use handle::{Reply, stopped};
-use raft_core::{Input, MessageBody, NodeId};
-use std::collections::{BTreeMap, HashMap};
+use kv_replica::command::OpResult;
+use kv_replica::replica::{Durable, Output, Replica, ReplicaError};
+use kv_replica::waiters::Waiters;
+use raft_core::{Input, LogIndex, MessageBody};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -42,13 +42,6 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 #[error("replica failed: {0}")]
 pub struct DriverFailed(pub String);
 
-/// A write proposed here, and the leader it went to (F1: when the leader
-/// changes, a write that went to another leader is answered at once).
-struct PendingWrite {
-    reply: Reply<OpResult>,
-    leader: Option<NodeId>,
-}
-
 struct PendingRead {
     query: ReadQuery,
     reply: Reply<ReadAnswer>,
@@ -59,17 +52,13 @@ struct Driver<D: Durable> {
     replica: Replica<D>,
     peers: PeerSender,
     metrics: Arc<Metrics>,
-    node: NodeId,
-    /// Writes proposed here, by request number, until applied locally.
-    writes: HashMap<u64, PendingWrite>,
-    /// The leader as of the last `Ready`.
-    leader: Option<NodeId>,
+    /// Writes proposed here until applied locally, and reads until their
+    /// read index is applied (kv-replica's waiters, which the simulator
+    /// runs too).
+    waiters: Waiters<Reply<OpResult>, PendingRead>,
     /// Membership changes and address-book entries proposed here.
     membership: membership::MembershipState,
-    /// Reads waiting for their read index, by context.
-    reads_unconfirmed: HashMap<u64, PendingRead>,
-    /// Reads whose read index is known, waiting for it to be applied.
-    reads_confirmed: BTreeMap<u64, Vec<PendingRead>>,
+    /// Numbers reads for the core's `ReadIndex`.
     next_read_context: u64,
     /// Leadership transfers asked for here, answered when they end.
     transfers: Vec<transfer::TransferWaiter>,
@@ -111,12 +100,8 @@ pub fn spawn<D: Durable + Send + 'static>(
         replica,
         peers,
         metrics,
-        node,
-        writes: HashMap::new(),
-        leader,
+        waiters: Waiters::new(node, leader),
         membership,
-        reads_unconfirmed: HashMap::new(),
-        reads_confirmed: BTreeMap::new(),
         next_read_context: 1,
         transfers: Vec::new(),
         disk_space,
@@ -211,11 +196,7 @@ impl<D: Durable> Driver<D> {
             } => match self.replica.step(Input::Propose { data }) {
                 Ok(accepted) => {
                     self.metrics.proposals.fetch_add(1, Relaxed);
-                    let leader = match accepted {
-                        raft_core::Accepted::Forwarded { leader } => Some(leader),
-                        _ => Some(self.node),
-                    };
-                    self.writes.insert(request, PendingWrite { reply, leader });
+                    self.waiters.write_proposed(request, &accepted, reply);
                 }
                 Err(e) => {
                     self.metrics.proposals_refused.fetch_add(1, Relaxed);
@@ -289,8 +270,8 @@ impl<D: Durable> Driver<D> {
         self.next_read_context += 1;
         match self.replica.step(Input::ReadIndex { context, lease }) {
             Ok(_) => {
-                self.reads_unconfirmed
-                    .insert(context, PendingRead { query, reply });
+                self.waiters
+                    .read_requested(context, PendingRead { query, reply });
             }
             Err(e) => {
                 self.metrics.reads_dropped.fetch_add(1, Relaxed);
@@ -374,91 +355,43 @@ impl<D: Durable> Driver<D> {
         if let Some(soft) = output.soft_state {
             tracing::info!(role = ?soft.role, leader = ?soft.leader, term = %soft.term, "raft state changed");
         }
-        for applied in output.applied {
-            let Some(request) = applied.request else {
-                continue;
-            };
-            if request.node != self.node.0 {
-                continue;
-            }
-            if let Some(write) = self.writes.remove(&request.id) {
-                let result = applied.result.ok_or_else(|| {
-                    DriverError::OutcomeUnknown("the applied entry carried no result".into())
-                });
-                let _ = write.reply.send(result);
-            }
+        let settled = self.waiters.on_output(&output);
+        for (reply, result) in settled.applied {
+            let result = result.ok_or_else(|| {
+                DriverError::OutcomeUnknown("the applied entry carried no result".into())
+            });
+            let _ = reply.send(result);
         }
-        if let Some(soft) = output.soft_state
-            && soft.leader != self.leader
-        {
-            self.leader = soft.leader;
-            self.fail_writes_sent_elsewhere();
+        // F1: a write sent to a leader that lost leadership is answered now
+        // (504, outcome unknown) rather than at the request timeout.
+        for reply in settled.leader_changed {
+            let _ = reply.send(Err(DriverError::OutcomeUnknown(
+                "the leader changed before the write was applied; outcome unknown".into(),
+            )));
         }
-        for read in output.read_states {
-            if let Some(pending) = self.reads_unconfirmed.remove(&read.context) {
-                self.reads_confirmed
-                    .entry(read.index.0)
-                    .or_default()
-                    .push(pending);
-            }
-        }
-        for context in output.dropped_reads {
-            if let Some(pending) = self.reads_unconfirmed.remove(&context) {
-                self.metrics.reads_dropped.fetch_add(1, Relaxed);
-                let _ = pending.reply.send(Err(DriverError::Unavailable(
-                    "leadership could not be confirmed for this read; retry".into(),
-                )));
-            }
+        for pending in settled.dropped_reads {
+            self.metrics.reads_dropped.fetch_add(1, Relaxed);
+            let _ = pending.reply.send(Err(DriverError::Unavailable(
+                "leadership could not be confirmed for this read; retry".into(),
+            )));
         }
     }
 
     /// Serves every confirmed read whose read index is applied.
     fn serve_confirmed_reads(&mut self) {
-        let applied = self.replica.state.applied_index();
-        while let Some(entry) = self.reads_confirmed.first_entry() {
-            if *entry.key() > applied {
-                break;
-            }
-            for pending in entry.remove() {
-                self.metrics.reads.fetch_add(1, Relaxed);
-                let _ = pending.reply.send(Ok(self.answer(&pending.query)));
-            }
-        }
-    }
-
-    /// F1: once the leader changed, a write that went to another leader
-    /// waits for nothing that will still come in time: if that leader
-    /// appended it, the new one may or may not keep it. Answer it now with
-    /// an unknown outcome (504) rather than at the request timeout.
-    fn fail_writes_sent_elsewhere(&mut self) {
-        let leader = self.leader;
-        let stale: Vec<u64> = self
-            .writes
-            .iter()
-            .filter(|(_, w)| w.leader != leader)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in stale {
-            if let Some(write) = self.writes.remove(&id) {
-                let _ = write.reply.send(Err(DriverError::OutcomeUnknown(
-                    "the leader changed before the write was applied; outcome unknown".into(),
-                )));
-            }
+        let applied = LogIndex(self.replica.state.applied_index());
+        for pending in self.waiters.ready_reads(applied) {
+            self.metrics.reads.fetch_add(1, Relaxed);
+            let _ = pending.reply.send(Ok(self.answer(&pending.query)));
         }
     }
 
     /// Forgets waiters whose HTTP request already gave up (504).
     fn sweep(&mut self) {
         self.disk_space.refresh();
-        self.writes.retain(|_, write| !write.reply.is_closed());
+        self.waiters
+            .retain(|reply| !reply.is_closed(), |read| !read.reply.is_closed());
         self.membership.sweep();
-        self.reads_unconfirmed
-            .retain(|_, pending| !pending.reply.is_closed());
-        for pending in self.reads_confirmed.values_mut() {
-            pending.retain(|p| !p.reply.is_closed());
-        }
-        self.reads_confirmed
-            .retain(|_, pending| !pending.is_empty());
     }
 
     /// On shutdown or failure: writes in flight have an unknown outcome,
@@ -468,16 +401,12 @@ impl<D: Durable> Driver<D> {
         for w in self.transfers.drain(..) {
             let _ = w.reply.send(Err(stopped()));
         }
-        for (_, write) in self.writes.drain() {
-            let _ = write.reply.send(Err(DriverError::OutcomeUnknown(
+        let (writes, reads) = self.waiters.drain();
+        for reply in writes {
+            let _ = reply.send(Err(DriverError::OutcomeUnknown(
                 "the node stopped before the write was applied".into(),
             )));
         }
-        let reads = self.reads_unconfirmed.drain().map(|(_, p)| p).chain(
-            std::mem::take(&mut self.reads_confirmed)
-                .into_values()
-                .flatten(),
-        );
         for pending in reads {
             let _ = pending.reply.send(Err(stopped()));
         }
@@ -507,6 +436,7 @@ impl<D: Durable> Driver<D> {
                 .map(|(id, index)| (id, index.0))
                 .collect(),
             removed: self.membership.is_removed(node),
+            damaged_up_to_term: node.status().damaged_up_to_term.map(|t| t.0),
         }
     }
 

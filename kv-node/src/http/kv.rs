@@ -1,10 +1,10 @@
 //! The key-value routes: bodies, limits, and replies from `OpResult`s.
 
 use super::{ApiError, AppState, json_response, parse_json};
-use crate::command::{ClientSeq, Op, OpResult};
 use crate::driver::{ReadAnswer, ReadQuery};
 use crate::settings::ReadPolicy;
-use crate::state_machine::MAX_KEY_BYTES;
+use kv_replica::command::{ClientSeq, Op, OpResult};
+use kv_replica::state_machine::MAX_KEY_BYTES;
 use serde::Deserialize;
 use serde_json::json;
 use warp::http::{Response, StatusCode};

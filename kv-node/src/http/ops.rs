@@ -53,6 +53,7 @@ pub(super) async fn status(state: &AppState) -> Result<Response<Vec<u8>>, ApiErr
         "learners": names(&s.learners),
         "keys": s.keys,
         "removed": s.removed,
+        "damaged_up_to_term": s.damaged_up_to_term,
     });
     Ok(json_response(StatusCode::OK, &body))
 }

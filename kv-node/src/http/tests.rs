@@ -7,9 +7,9 @@ use crate::driver::{self, DriverHandle};
 use crate::ids::{Member, Members, node_id_of};
 use crate::metrics::Metrics;
 use crate::peer::transport::PeerSender;
-use crate::replica::Replica;
 use crate::settings::ReadPolicy;
 use crate::wal_disk::WalDisk;
+use kv_replica::replica::Replica;
 use raft_core::{Config, Membership};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -191,7 +191,7 @@ async fn a_retried_write_applies_once_and_an_older_seq_is_stale() {
 async fn each_bad_request_gets_its_error_class() {
     let node = single_node().await;
     let s = &node.state;
-    let long_key = "k".repeat(crate::state_machine::MAX_KEY_BYTES + 1);
+    let long_key = "k".repeat(kv_replica::state_machine::MAX_KEY_BYTES + 1);
     let big_value = format!(r#"{{"value":"{}"}}"#, "v".repeat(MAX_VALUE + 1));
     let huge_body = format!(r#"{{"value":"{}"}}"#, "v".repeat(8 * MAX_VALUE));
     let cases: Vec<(&str, String, String, u16, &str)> = vec![

@@ -150,14 +150,12 @@ async fn ask(
                 tracing::info!(voter, "membership request accepted");
                 return true;
             }
-            Ok((status, text))
-                if matches!(
-                    status,
-                    StatusCode::CONFLICT
-                        | StatusCode::SERVICE_UNAVAILABLE
-                        | StatusCode::GATEWAY_TIMEOUT
-                ) =>
-            {
+            Ok((
+                StatusCode::CONFLICT
+                | StatusCode::SERVICE_UNAVAILABLE
+                | StatusCode::GATEWAY_TIMEOUT,
+                text,
+            )) => {
                 let text = String::from_utf8_lossy(&text);
                 tracing::info!(voter, reply = %text, "membership request not done yet; retrying");
             }

@@ -1,12 +1,14 @@
 //! `kv-node check`: verify a data directory without changing it, or repair
 //! what the recovery rules allow (which is exactly what `Storage::open`
 //! does: cut a torn, never-acknowledged tail into a side file, remove an
-//! unfinished snapshot, finish an interrupted compaction).
+//! unfinished snapshot, finish an interrupted compaction, and cut the log
+//! before damaged acknowledged records, keeping them in side files and
+//! leaving the node in repair mode).
 
 use super::error::StorageError;
 use super::lock::DirLock;
 use super::{SNAPSHOT_DIR, Storage, StorageOptions, WAL_DIR, snapshot_file, wal};
-use raft_core::{HardState, LogIndex};
+use raft_core::{HardState, LogIndex, Term};
 use std::path::Path;
 
 /// What a check found.
@@ -17,8 +19,16 @@ pub struct CheckReport {
     pub hard_state: HardState,
     /// The log after the snapshot: first and last index, if any entries.
     pub log_range: Option<(LogIndex, LogIndex)>,
-    /// Bytes of torn tail found at the end of the WAL (cut, if repairing).
+    /// Bytes of torn tail found at the end of the WAL, or from damaged
+    /// acknowledged records to the end of the log (cut aside, if repairing).
     pub torn_bytes: u64,
+    /// Damage to acknowledged records: where it starts and why (cut aside,
+    /// if repairing).
+    pub damage: Option<String>,
+    /// Some when the node would start (or, repaired, starts) in repair
+    /// mode: it grants no votes until a leader of a term above this one has
+    /// written into its log.
+    pub damaged_up_to_term: Option<Term>,
     /// Everything found that recovery repairs (or, with `repair`, repaired).
     pub warnings: Vec<String>,
     /// Whether the directory was repaired.
@@ -28,7 +38,7 @@ pub struct CheckReport {
 impl CheckReport {
     /// Nothing to repair.
     pub fn is_clean(&self) -> bool {
-        self.warnings.is_empty() && self.torn_bytes == 0
+        self.warnings.is_empty() && self.torn_bytes == 0 && self.damaged_up_to_term.is_none()
     }
 }
 
@@ -54,6 +64,8 @@ pub fn check(dir: &Path, repair: bool) -> Result<CheckReport, StorageError> {
             hard_state: recovered.hard_state,
             log_range: log_range(&recovered.entries),
             torn_bytes: 0,
+            damage: None,
+            damaged_up_to_term: recovered.damaged_up_to_term,
             repaired: !recovered.warnings.is_empty(),
             warnings: recovered.warnings,
         };
@@ -69,11 +81,32 @@ pub fn check(dir: &Path, repair: bool) -> Result<CheckReport, StorageError> {
     });
     let (replayed, torn_bytes) =
         wal::verify(&dir.join(WAL_DIR), start_seq, snapshot_index, &mut warnings)?;
+    let damage = replayed
+        .damage
+        .as_ref()
+        .map(|d| format!("{} at offset {}: {}", d.file.display(), d.offset, d.reason));
+    let marker = super::repair_marker::read(dir)?;
+    let last_term = replayed
+        .entries
+        .last()
+        .map(|e| e.term)
+        .or(latest.as_ref().map(|(h, _)| h.meta.term))
+        .unwrap_or(Term::ZERO);
+    // As `Storage::open` would decide it.
+    let damaged_up_to_term = match (replayed.damage.as_ref(), marker) {
+        (Some(_), marker) => replayed
+            .repair_bound
+            .map(|bound| bound.max(marker.unwrap_or(Term::ZERO))),
+        (None, Some(bound)) if last_term <= bound => Some(bound),
+        (None, _) => None,
+    };
     Ok(CheckReport {
         snapshot_index: latest.map(|(header, _)| header.meta.index),
         hard_state: replayed.hard_state,
         log_range: log_range(&replayed.entries),
         torn_bytes,
+        damage,
+        damaged_up_to_term,
         warnings,
         repaired: false,
     })

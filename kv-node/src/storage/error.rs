@@ -42,6 +42,19 @@ pub enum StorageError {
         dir: PathBuf,
         snapshot_index: LogIndex,
     },
+    /// Acknowledged records are damaged and no readable hard-state record
+    /// follows the damage: the term and vote it may have held are unknown,
+    /// so the node cannot even be started in repair mode (it might vote
+    /// twice in a term). Nothing was changed on disk.
+    #[error("corrupt storage: {} at byte offset {offset}: {reason}; no hard state (term and vote) can be read after it, so the node cannot be repaired safely (remove it from the cluster, wipe the data directory and add it back as a new member)", file.display())]
+    HardStateLost {
+        file: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    /// The repair marker (`REPAIR`) does not read back as written.
+    #[error("corrupt repair marker {}: {reason}", file.display())]
+    BadRepairMarker { file: PathBuf, reason: String },
     /// An fsync failed in an earlier run. Linux reports such an error once
     /// and may then drop the dirty pages, so what the page cache shows may
     /// not be on disk; the node refuses to start until an operator acts

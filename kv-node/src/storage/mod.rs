@@ -5,10 +5,24 @@
 //! ```text
 //! <dir>/LOCK                 held with flock while a Storage is open
 //! <dir>/wal/<seq>-<first index>.wal
-//! <dir>/wal-cut/<segment>.<offset>.cut   torn tails cut off at open, kept
+//! <dir>/wal-cut/<segment>.<offset>.cut   torn tails and damage cut off at open, kept
 //! <dir>/snapshots/<index>.snap
 //! <dir>/FSYNC_FAILED         left by a failed fsync; open refuses while present
+//! <dir>/REPAIR               acknowledged records were cut: repair mode until repaired
 //! ```
+//!
+//! What recovery does with damage:
+//! - A torn, never-acknowledged last batch (no valid batch after it, in the
+//!   last segment) is cut into a side file with a warning.
+//! - Damage to acknowledged records (a bad batch followed by a valid one, a
+//!   bad batch or header in a closed segment, a batch that does not continue
+//!   the log because earlier ones were lost) cuts the log before the damage
+//!   and keeps everything from there on in side files. The hard state is
+//!   the one read after the damage (every batch carries one), so the term
+//!   and vote are exact; the node then starts in repair mode
+//!   (`Recovered::damaged_up_to_term`, raft-core `repair.rs`). If no
+//!   hard-state record follows the damage, open refuses with
+//!   [`StorageError::HardStateLost`] and changes nothing.
 //!
 //! The driver persists each `Ready` with [`Storage::install_snapshot`] (if
 //! any), [`Storage::append`], [`Storage::set_hard_state`], then one
@@ -19,6 +33,7 @@
 //! - `wal`: segment files, rollover, compaction.
 //! - `replay`: rebuilding the log on open; torn tail versus corruption.
 //! - `check`: `kv-node check`, verifying (and repairing) a data directory.
+//! - `repair_marker`: the `REPAIR` file that keeps a damaged node in repair mode.
 //! - `space`: preallocation and free space.
 //! - `snapshot_file`: the snapshot file format, atomic writes, validation.
 //! - `lock`: the data directory lock.
@@ -30,6 +45,7 @@ mod check;
 mod error;
 mod files;
 mod lock;
+mod repair_marker;
 mod replay;
 mod segment;
 mod snapshot_file;
@@ -46,8 +62,9 @@ pub use error::StorageError;
 pub use snapshot_file::{SnapshotReader, open_snapshot, read_snapshot_range};
 pub use space::free_bytes;
 
+use error::warn;
 use lock::DirLock;
-use raft_core::{Entry, HardState, LogIndex, SnapshotMeta};
+use raft_core::{Entry, HardState, LogIndex, SnapshotMeta, Term};
 use snapshot_file::SnapshotHeader;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -108,6 +125,10 @@ pub struct Recovered {
     /// Damage that recovery repaired (a torn write cut off, a half-written
     /// snapshot removed). Also logged with `tracing::warn!`.
     pub warnings: Vec<String>,
+    /// Some when this node lost records it had acknowledged (now or in an
+    /// earlier run) and no leader of a newer term has repaired its log yet:
+    /// start raft-core with `InitialState::damaged_up_to_term` set to it.
+    pub damaged_up_to_term: Option<Term>,
 }
 
 /// The cost of one [`Storage::sync`].
@@ -168,6 +189,7 @@ impl Storage {
             latest.as_ref().map_or((0, LogIndex::ZERO), |(h, _)| {
                 (h.wal_start_seq, h.meta.index)
             });
+        let marker = repair_marker::read(dir)?;
         let (wal, replayed) = Wal::open(
             &dir.join(WAL_DIR),
             &dir.join(WAL_CUT_DIR),
@@ -175,12 +197,39 @@ impl Storage {
             wal_start_seq,
             snapshot_index,
             &mut warnings,
+            // Durable before anything is cut: from then on the log alone
+            // does not show that records were lost.
+            &mut |_, bound| repair_marker::write(dir, bound.max(marker.unwrap_or(Term::ZERO))),
         )?;
         // What the previous run left in the page cache is made durable
         // before anything is built on it (the WAL did its own files).
         files::sync_dir(&snapshot_dir)?;
         files::sync_dir(dir)?;
         let snapshot = latest.map(|(header, path)| (header.meta, path));
+        let last_term = replayed
+            .entries
+            .last()
+            .map(|e| e.term)
+            .or(snapshot.as_ref().map(|(meta, _)| meta.term))
+            .unwrap_or(Term::ZERO);
+        let damaged_up_to_term = match repair_marker::read(dir)? {
+            // Only a leader of a newer term writes an entry of a newer term.
+            Some(bound) if last_term > bound => {
+                repair_marker::remove(dir)?;
+                tracing::info!(%bound, %last_term, "the log was repaired: repair marker removed");
+                None
+            }
+            Some(bound) => {
+                warn(
+                    &mut warnings,
+                    format!(
+                        "this node lost acknowledged records: it grants no votes until a leader of a term above {bound} repairs its log"
+                    ),
+                );
+                Some(bound)
+            }
+            None => None,
+        };
         let storage = Storage {
             dir: dir.to_path_buf(),
             snapshot_dir,
@@ -194,6 +243,7 @@ impl Storage {
             snapshot,
             entries: replayed.entries,
             warnings,
+            damaged_up_to_term,
         };
         Ok((storage, recovered))
     }

@@ -4,9 +4,20 @@
 use super::batch::{self, BLOCK_BYTES, BadSegmentHeader, SegmentHeader};
 use super::error::{StorageError, corrupt, io_error, warn};
 use super::segment::{self, BadFrame, Record};
-use raft_core::{Entry, HardState, LogIndex};
+use raft_core::{Entry, HardState, LogIndex, Term};
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Acknowledged records recovery found damaged or missing. The log kept
+/// ends before them; everything from here on is cut aside, never destroyed,
+/// and the node starts in repair mode (raft-core `repair.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Damage {
+    /// The segment and the block-aligned offset where the damage starts.
+    pub(super) file: PathBuf,
+    pub(super) offset: u64,
+    pub(super) reason: String,
+}
 
 /// What replay found: the log after the snapshot and the latest hard state.
 pub(super) struct Replayed {
@@ -15,6 +26,12 @@ pub(super) struct Replayed {
     pub(super) entries: Vec<Entry>,
     /// The hard state on disk was repaired and must be written again.
     pub(super) hard_state_lowered: bool,
+    /// Damage to acknowledged records; `hard_state` is then the exact one
+    /// (read after the damage) with its commit index lowered to the log kept.
+    pub(super) damage: Option<Damage>,
+    /// With damage: the repair bound, the highest term in the hard state or
+    /// any record read (they agree unless the log is inconsistent).
+    pub(super) repair_bound: Option<Term>,
 }
 
 /// What reading one segment found. Reading never changes the file: the
@@ -94,7 +111,16 @@ pub(super) fn replay_segment(
                     file_bytes,
                 });
             }
-            return Err(corrupt(path, 0, reason));
+            // A segment is used only once its header is durable: this lost
+            // acknowledged records (all of them, as the salt is gone).
+            replay.damaged(path, 0, format!("{reason} (damage to acknowledged data)"));
+            return Ok(SegmentScan {
+                max_entry_index: None,
+                header: None,
+                next_batch_seq: 0,
+                valid_bytes: 0,
+                file_bytes,
+            });
         }
     };
     let mut scan = SegmentScan {
@@ -106,16 +132,18 @@ pub(super) fn replay_segment(
     };
     let salt = header.salt;
     let mut offset = BLOCK_BYTES as usize;
+    // After damage the sequence resumes at whatever batch comes next.
+    let mut resuming = false;
     while offset < buf.len() {
         let reason = match batch::check_batch(&buf, offset, salt) {
-            Ok((batch, _, _)) if batch.seq != scan.next_batch_seq => format!(
+            Ok((batch, _, _)) if batch.seq != scan.next_batch_seq && !resuming => format!(
                 "batch {} where batch {} was expected",
                 batch.seq, scan.next_batch_seq
             ),
-            Ok((_, body, end)) => {
-                replay_batch(body, path, offset, replay, &mut scan.max_entry_index)?;
-                scan.next_batch_seq += 1;
-                scan.valid_bytes = end as u64;
+            Ok((batch, body, end)) => {
+                resuming = false;
+                replay_batch(body, path, offset, replay, &mut scan)?;
+                scan.next_batch_seq = batch.seq + 1;
                 offset = end;
                 continue;
             }
@@ -135,23 +163,27 @@ pub(super) fn replay_segment(
             );
             break;
         }
-        if !is_last {
-            return Err(corrupt(
+        let next_valid = batch::next_valid_batch_header(&buf, offset, salt);
+        if !is_last || next_valid.is_some() {
+            // Batch n + 1 is written only after batch n was fdatasynced, and
+            // a segment is closed only after it was: this one was acknowledged.
+            let why = match next_valid {
+                Some(valid) => format!("followed by a valid batch at offset {valid}"),
+                None => "in a segment that is not the last".to_string(),
+            };
+            replay.damaged(
                 path,
                 offset as u64,
-                format!(
-                    "{reason}, in a segment that is not the last (damage to acknowledged data)"
-                ),
-            ));
-        }
-        if let Some(valid) = batch::next_valid_batch_header(&buf, offset, salt) {
-            return Err(corrupt(
-                path,
-                offset as u64,
-                format!(
-                    "{reason}, followed by a valid batch at offset {valid} (damage to acknowledged data)"
-                ),
-            ));
+                format!("{reason}, {why} (damage to acknowledged data)"),
+            );
+            match next_valid {
+                Some(valid) => {
+                    offset = valid;
+                    resuming = true;
+                    continue;
+                }
+                None => break,
+            }
         }
         replay.torn_tail = true;
         warn(
@@ -168,15 +200,18 @@ pub(super) fn replay_segment(
 }
 
 /// Replays the records of one batch whose checksum matched: every record
-/// must decode, since a crash cannot have produced a bad one.
+/// must decode, since a crash cannot have produced a bad one. A batch whose
+/// first log record does not continue the log follows lost batches: that
+/// is damage, and from there on only hard-state records count.
 fn replay_batch(
     body: &[u8],
     path: &Path,
     batch_offset: usize,
     replay: &mut Replay,
-    max_entry_index: &mut Option<LogIndex>,
+    scan: &mut SegmentScan,
 ) -> Result<(), StorageError> {
     let records_start = batch_offset + batch::BATCH_HEADER_BYTES;
+    let mut records = Vec::new();
     let mut at = 0;
     while at < body.len() {
         let offset = (records_start + at) as u64;
@@ -190,12 +225,35 @@ fn replay_batch(
                 format!("{reason}, inside a batch with a valid checksum"),
             )
         })?;
-        if let Record::Entry(entry) = &record {
-            *max_entry_index = (*max_entry_index).max(Some(entry.index));
-        }
-        replay.apply(record, path, offset)?;
+        records.push((record, offset));
         at = end;
     }
+    if replay.damage.is_none()
+        && let Some(gap) = replay.gap_before(records.iter().map(|(r, _)| r))
+    {
+        replay.damaged(
+            path,
+            batch_offset as u64,
+            format!("{gap}: acknowledged batches before this one are missing"),
+        );
+    }
+    if replay.damage.is_some() {
+        for (record, _) in records {
+            match record {
+                Record::HardState(hard_state) => replay.later_hard_state(hard_state),
+                Record::Entry(entry) => replay.max_term_seen = replay.max_term_seen.max(entry.term),
+                Record::Truncate(_) => {}
+            }
+        }
+        return Ok(());
+    }
+    for (record, offset) in records {
+        if let Record::Entry(entry) = &record {
+            scan.max_entry_index = scan.max_entry_index.max(Some(entry.index));
+        }
+        replay.apply(record, path, offset)?;
+    }
+    scan.valid_bytes = batch::align_up((records_start + body.len()) as u64);
     Ok(())
 }
 
@@ -215,10 +273,82 @@ pub(super) struct Replay {
     saw_hard_state: bool,
     /// Set when the commit index had to be lowered after a torn write.
     hard_state_lowered: bool,
+    /// The first damage to acknowledged records. From there on the log is
+    /// not rebuilt; later valid batches only tell the latest hard state.
+    damage: Option<Damage>,
+    /// Set by damage, cleared by a later hard-state record: the damaged
+    /// records may have held a newer term and vote than any read so far.
+    hard_state_maybe_lost: bool,
+    /// The highest term of any record read, before or after damage.
+    max_term_seen: Term,
+    /// The snapshot the log follows: without one, the first entry must be
+    /// right after it, or acknowledged batches before it were lost.
+    snapshot_index: LogIndex,
 }
 
 impl Replay {
+    pub(super) fn new(snapshot_index: LogIndex) -> Replay {
+        Replay {
+            snapshot_index,
+            ..Replay::default()
+        }
+    }
+
+    /// Notes damage to acknowledged records at `offset` of `path`.
+    fn damaged(&mut self, path: &Path, offset: u64, reason: String) {
+        self.hard_state_maybe_lost = true;
+        if self.damage.is_none() {
+            self.damage = Some(Damage {
+                file: path.to_path_buf(),
+                offset,
+                reason,
+            });
+        }
+    }
+
+    /// A hard-state record after the damage: newer than any before it.
+    fn later_hard_state(&mut self, hard_state: HardState) {
+        self.max_term_seen = self.max_term_seen.max(hard_state.term);
+        self.hard_state = hard_state;
+        self.saw_hard_state = true;
+        self.hard_state_maybe_lost = false;
+    }
+
+    /// Whether the first log record of a batch fails to continue the log
+    /// (a truncation or entry beyond its end, or an entry before it without
+    /// a truncation): what lost batches leave behind.
+    fn gap_before<'a>(&self, mut records: impl Iterator<Item = &'a Record>) -> Option<String> {
+        let first_log_record = records.find(|r| !matches!(r, Record::HardState(_)))?;
+        let Some(next) = self.next_index else {
+            // The oldest segment kept may start before the snapshot, never
+            // after the entry that follows it.
+            let first = self.snapshot_index.next();
+            return match first_log_record {
+                Record::Entry(entry) if entry.index > first => Some(format!(
+                    "the log starts at entry {} where entry {first} was expected",
+                    entry.index
+                )),
+                _ => None,
+            };
+        };
+        match first_log_record {
+            Record::Entry(entry) if entry.index != next => Some(format!(
+                "entry {} where entry {next} was expected",
+                entry.index
+            )),
+            Record::Truncate(index) if *index > next => Some(format!(
+                "truncation at {index} beyond the end of the log at {next}"
+            )),
+            _ => None,
+        }
+    }
+
     fn apply(&mut self, record: Record, path: &Path, offset: u64) -> Result<(), StorageError> {
+        match &record {
+            Record::Entry(entry) => self.max_term_seen = self.max_term_seen.max(entry.term),
+            Record::HardState(hs) => self.max_term_seen = self.max_term_seen.max(hs.term),
+            Record::Truncate(_) => {}
+        }
         match record {
             Record::Entry(entry) => {
                 if let Some(next) = self.next_index.filter(|&next| next != entry.index) {
@@ -268,6 +398,19 @@ impl Replay {
         snapshot_index: LogIndex,
         warnings: &mut Vec<String>,
     ) -> Result<Replayed, StorageError> {
+        if let Some(damage) = &self.damage
+            && self.hard_state_maybe_lost
+        {
+            // No hard-state record follows the damage: the term and vote it
+            // may have held are unknown, so no safe bound exists for repair
+            // (every batch written carries one, so only damage at the very
+            // end of the log, or of an older format-2 log, gets here).
+            return Err(StorageError::HardStateLost {
+                file: damage.file.clone(),
+                offset: damage.offset,
+                reason: damage.reason.clone(),
+            });
+        }
         if !self.saw_hard_state && (snapshot_index > LogIndex::ZERO || !self.entries.is_empty()) {
             // Defaulting to term 0 and no vote here could let this node vote
             // twice in a term; raft-core would also refuse a log whose terms
@@ -292,7 +435,19 @@ impl Replay {
             ));
         }
         let last_index = self.entries.last().map_or(snapshot_index, |e| e.index);
-        if self.hard_state.commit > last_index && self.torn_tail {
+        if self.hard_state.commit > last_index && self.damage.is_some() {
+            // The entries it covered are cut aside with the damage; the
+            // leader that repairs this node will say so again.
+            warn(
+                warnings,
+                format!(
+                    "lowering the commit index from {} to {last_index}: the log is cut before damaged records",
+                    self.hard_state.commit
+                ),
+            );
+            self.hard_state.commit = last_index;
+            self.hard_state_lowered = true;
+        } else if self.hard_state.commit > last_index && self.torn_tail {
             // The hard state went out before its entries in a batch that was
             // never synced, so this node acknowledged none of them: forgetting
             // that they were committed is safe, the leader will say so again.
@@ -319,6 +474,11 @@ impl Replay {
             hard_state: self.hard_state,
             entries: self.entries,
             hard_state_lowered: self.hard_state_lowered,
+            repair_bound: self
+                .damage
+                .as_ref()
+                .map(|_| self.hard_state.term.max(self.max_term_seen)),
+            damage: self.damage,
         })
     }
 }

@@ -208,8 +208,34 @@ fn a_zero_filled_tail_is_cut_with_a_warning_and_appends_continue_after_it() {
     assert!(recovered.warnings.is_empty());
 }
 
+/// The side files in `<dir>/wal-cut/`, by name, with their bytes.
+fn side_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let Ok(listing) = fs::read_dir(dir.join(WAL_CUT_DIR)) else {
+        return Vec::new();
+    };
+    let mut files: Vec<(String, Vec<u8>)> = listing
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn term_vote(term: u64, vote: u64, commit: u64) -> HardState {
+    HardState {
+        term: Term(term),
+        vote: Some(NodeId(vote)),
+        commit: LogIndex(commit),
+    }
+}
+
 #[test]
-fn a_flipped_bit_in_an_acknowledged_batch_is_a_corrupt_error_naming_the_file_and_offset() {
+fn a_flipped_bit_in_an_acknowledged_batch_is_found_by_check_naming_the_file_and_offset() {
     let dir = tempfile::tempdir().unwrap();
     let (segment, batch_start) = {
         let (mut storage, _) = open(dir.path());
@@ -226,26 +252,112 @@ fn a_flipped_bit_in_an_acknowledged_batch_is_a_corrupt_error_naming_the_file_and
             let mut raw = pristine.clone();
             raw[byte] ^= 1 << bit;
             fs::write(&segment, &raw).unwrap();
-            match Storage::open(dir.path(), StorageOptions::default()) {
-                Err(StorageError::Corrupt {
-                    file,
-                    offset,
-                    reason,
-                }) => {
-                    assert_eq!((file, offset), (segment.clone(), batch_start), "{reason}");
-                    assert!(reason.contains("acknowledged"), "{reason}");
-                }
-                other => panic!("bit {bit} of byte {byte}: expected Corrupt, got {other:?}"),
-            }
+            let report = check(dir.path(), false).unwrap();
+            let damage = report
+                .damage
+                .as_deref()
+                .unwrap_or_else(|| panic!("bit {bit} of byte {byte}: no damage found: {report:?}"));
+            let place = format!("{} at offset {batch_start}:", segment.display());
+            assert!(damage.starts_with(&place), "{damage}");
+            assert!(damage.contains("acknowledged"), "{damage}");
+            assert_eq!(report.damaged_up_to_term, Some(Term(1)));
+            assert_eq!(fs::read(&segment).unwrap(), raw, "check changes nothing");
         }
     }
     fs::write(&segment, &pristine).unwrap();
     let (_, recovered) = open(dir.path());
     assert_eq!(recovered.entries, entries(1..=5, 1), "nothing was cut");
+    assert_eq!(recovered.damaged_up_to_term, None);
 }
 
 #[test]
-fn a_lost_or_zeroed_acknowledged_batch_followed_by_a_later_one_is_corrupt_not_a_torn_tail() {
+fn damage_to_an_acknowledged_batch_starts_the_node_in_repair_mode_and_keeps_the_cut_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let voted = term_vote(3, 2, 2);
+    let (segment, batch_start) = {
+        let (mut storage, _) = open(dir.path());
+        storage.append(&entries(1..=2, 3)).unwrap();
+        storage.set_hard_state(&voted).unwrap();
+        let start = fs::metadata(active_segment(&storage)).unwrap().len();
+        storage.sync().unwrap();
+        let start = start.max(append_synced(&mut storage, &[]));
+        append_synced(&mut storage, &entries(3..=4, 3));
+        append_synced(&mut storage, &entries(5..=5, 3));
+        (active_segment(&storage), start)
+    };
+    let pristine = fs::read(&segment).unwrap();
+    let mut raw = pristine.clone();
+    raw[batch_start as usize + 40] ^= 0x10;
+    fs::write(&segment, &raw).unwrap();
+    {
+        let (_, recovered) = open(dir.path());
+        assert_eq!(
+            recovered.entries,
+            entries(1..=2, 3),
+            "the log ends before the damage"
+        );
+        // The exact hard state, read after the damage; commit lowered.
+        assert_eq!(recovered.hard_state, term_vote(3, 2, 2));
+        assert_eq!(recovered.damaged_up_to_term, Some(Term(3)));
+        assert!(
+            recovered.warnings.iter().any(|w| w.contains("repair mode")),
+            "{:?}",
+            recovered.warnings
+        );
+    }
+    // The bytes from the damage on are kept, unchanged.
+    let cut: Vec<u8> = side_files(dir.path())
+        .into_iter()
+        .flat_map(|(_, bytes)| bytes)
+        .collect();
+    assert_eq!(cut, raw[batch_start as usize..].to_vec());
+    // A restart before the repair is still in repair mode (the marker), and
+    // the log now reads clean.
+    {
+        let (mut storage, recovered) = open(dir.path());
+        assert_eq!(recovered.damaged_up_to_term, Some(Term(3)));
+        assert_eq!(recovered.entries, entries(1..=2, 3));
+        // A leader of term 4 repairs the log.
+        storage.append(&entries(3..=3, 4)).unwrap();
+        storage.set_hard_state(&term_vote(4, 1, 3)).unwrap();
+        storage.sync().unwrap();
+    }
+    let (_, repaired) = open(dir.path());
+    assert_eq!(repaired.damaged_up_to_term, None, "{:?}", repaired.warnings);
+    assert!(!dir.path().join(repair_marker::REPAIR_MARKER).exists());
+    assert!(check(dir.path(), false).unwrap().is_clean());
+}
+
+#[test]
+fn damage_after_the_last_hard_state_record_is_a_typed_error_and_nothing_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (segment, batch_start) = {
+        let (mut storage, _) = open(dir.path());
+        let start = append_synced(&mut storage, &entries(1..=2, 1));
+        append_synced(&mut storage, &entries(3..=3, 1));
+        // A batch without a hard state (as format-2 logs written before
+        // every batch carried one): forged.
+        let mut record = Vec::new();
+        segment::encode(segment::RecordRef::Entry(&entry(4, 1)), &mut record).unwrap();
+        storage.wal.push_raw(&record);
+        storage.sync().unwrap();
+        (active_segment(&storage), start)
+    };
+    let mut raw = fs::read(&segment).unwrap();
+    // Damage the batch holding entry 3 and the last hard state.
+    raw[batch_start as usize + 30] ^= 1;
+    fs::write(&segment, &raw).unwrap();
+    let result = Storage::open(dir.path(), StorageOptions::default());
+    assert!(
+        matches!(&result, Err(StorageError::HardStateLost { offset, .. }) if *offset == batch_start),
+        "{result:?}"
+    );
+    assert_eq!(fs::read(&segment).unwrap(), raw, "nothing cut");
+    assert!(side_files(dir.path()).is_empty());
+}
+
+#[test]
+fn a_lost_or_zeroed_acknowledged_batch_followed_by_a_later_one_is_repair_not_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     let (segment, batch_start) = {
         let (mut storage, _) = open(dir.path());
@@ -257,11 +369,9 @@ fn a_lost_or_zeroed_acknowledged_batch_followed_by_a_later_one_is_corrupt_not_a_
     let mut raw = fs::read(&segment).unwrap();
     raw[batch_start..batch_start + batch::BLOCK_BYTES as usize].fill(0);
     fs::write(&segment, &raw).unwrap();
-    let result = Storage::open(dir.path(), StorageOptions::default());
-    assert!(
-        matches!(&result, Err(StorageError::Corrupt { offset, .. }) if *offset == batch_start as u64),
-        "{result:?}"
-    );
+    let (_, recovered) = open(dir.path());
+    assert_eq!(recovered.entries, entries(1..=2, 1));
+    assert!(recovered.damaged_up_to_term.is_some());
 }
 
 #[test]
@@ -314,7 +424,56 @@ fn a_client_value_holding_batch_frames_on_block_boundaries_cannot_pass_for_a_bat
 }
 
 #[test]
-fn damage_in_a_segment_that_is_not_the_last_is_corrupt() {
+fn damage_in_a_segment_that_is_not_the_last_cuts_it_and_sets_the_later_segments_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let segments = {
+        let (mut storage, _) = open_small(dir.path());
+        for index in 1..=5 {
+            storage.append(&[entry(index, 2)]).unwrap();
+            storage.set_hard_state(&term_vote(2, 1, index)).unwrap();
+            storage.sync().unwrap();
+        }
+        storage.wal.segment_paths()
+    };
+    assert!(segments.len() >= 4, "{segments:?}");
+    // Segment 0 holds the opening hard state, segment k entry k.
+    let middle = &segments[2];
+    let pristine = fs::read(middle).unwrap();
+    let mut raw = pristine.clone();
+    // Inside the body of its last batch (the entry record).
+    let last_batch = raw.len() - batch::BLOCK_BYTES as usize;
+    raw[last_batch + batch::BATCH_HEADER_BYTES + 10] ^= 1;
+    fs::write(middle, &raw).unwrap();
+    let later: Vec<Vec<u8>> = segments[3..].iter().map(|p| fs::read(p).unwrap()).collect();
+    let found = check(dir.path(), false).unwrap();
+    assert!(
+        found
+            .damage
+            .as_deref()
+            .is_some_and(|d| d.contains("not the last")),
+        "{found:?}"
+    );
+    let (_, recovered) = open_small(dir.path());
+    let kept = recovered.entries.last().unwrap().index;
+    assert_eq!(kept, LogIndex(1), "{:?}", recovered.entries);
+    assert_eq!(recovered.hard_state, term_vote(2, 1, kept.0));
+    assert_eq!(recovered.damaged_up_to_term, Some(Term(2)));
+    // Every byte after the damage is kept: the cut tail and the later segments.
+    let cut = side_files(dir.path());
+    assert_eq!(
+        cut.len(),
+        1 + later.len(),
+        "{:?}",
+        cut.iter().map(|c| &c.0).collect::<Vec<_>>()
+    );
+    for bytes in &later {
+        assert!(cut.iter().any(|(_, b)| b == bytes));
+    }
+    assert!(cut.iter().any(|(_, b)| b[..] == raw[last_batch..]));
+}
+
+#[test]
+fn a_lost_last_batch_of_a_closed_segment_is_found_by_the_gap_it_leaves() {
     let dir = tempfile::tempdir().unwrap();
     let segments = {
         let (mut storage, _) = open_small(dir.path());
@@ -323,29 +482,25 @@ fn damage_in_a_segment_that_is_not_the_last_is_corrupt() {
         }
         storage.wal.segment_paths()
     };
-    assert!(segments.len() >= 3, "{segments:?}");
-    let middle = &segments[1];
+    // Segment 0 holds the opening hard state, segment k entry k.
+    let middle = &segments[2];
     let pristine = fs::read(middle).unwrap();
-    let mut raw = pristine.clone();
-    // Inside the body of its last batch (an entry record).
-    let last = raw.len() - batch::BLOCK_BYTES as usize + batch::BATCH_HEADER_BYTES + 10;
-    raw[last] ^= 1;
-    fs::write(middle, &raw).unwrap();
-    match Storage::open(dir.path(), small_segments()) {
-        Err(StorageError::Corrupt { file, .. }) => assert_eq!(&file, middle),
-        other => panic!("expected Corrupt, got {other:?}"),
-    }
-    // A lost last batch of a closed segment leaves a gap before the next.
     fs::write(
         middle,
         &pristine[..pristine.len() - batch::BLOCK_BYTES as usize],
     )
     .unwrap();
-    let result = Storage::open(dir.path(), small_segments());
+    let found = check(dir.path(), false).unwrap();
     assert!(
-        matches!(result, Err(StorageError::Corrupt { .. })),
-        "{result:?}"
+        found
+            .damage
+            .as_deref()
+            .is_some_and(|d| d.contains("missing")),
+        "{found:?}"
     );
+    let (_, recovered) = open_small(dir.path());
+    assert!(recovered.damaged_up_to_term.is_some());
+    assert_eq!(recovered.entries, entries(1..=1, 1));
 }
 
 #[test]
@@ -1048,7 +1203,7 @@ fn check_reports_a_torn_tail_without_changing_anything_and_repair_cuts_it_aside(
 }
 
 #[test]
-fn check_refuses_damage_to_acknowledged_data_and_repair_does_not_cut_it() {
+fn check_reports_damage_to_acknowledged_data_and_repair_cuts_it_aside_into_repair_mode() {
     let dir = tempfile::tempdir().unwrap();
     let (segment, batch_start) = {
         let (mut storage, _) = open(dir.path());
@@ -1060,16 +1215,19 @@ fn check_refuses_damage_to_acknowledged_data_and_repair_does_not_cut_it() {
     let mut raw = fs::read(&segment).unwrap();
     raw[batch_start + 30] ^= 4;
     fs::write(&segment, &raw).unwrap();
-    for repair in [false, true] {
-        let result = check(dir.path(), repair);
-        assert!(
-            matches!(result, Err(StorageError::Corrupt { .. })),
-            "{result:?}"
-        );
-        assert_eq!(
-            fs::read(&segment).unwrap(),
-            raw,
-            "nothing cut (repair {repair})"
-        );
-    }
+    let found = check(dir.path(), false).unwrap();
+    assert!(!found.is_clean());
+    assert!(found.damage.is_some());
+    assert_eq!(found.torn_bytes, (raw.len() - batch_start) as u64);
+    assert_eq!(found.log_range, Some((LogIndex(1), LogIndex(1))));
+    assert_eq!(fs::read(&segment).unwrap(), raw, "check changes nothing");
+
+    let repaired = check(dir.path(), true).unwrap();
+    assert!(repaired.repaired);
+    assert_eq!(repaired.damaged_up_to_term, Some(Term(1)));
+    assert_eq!(side_files(dir.path()).len(), 1);
+    // The log is clean now, but the node is still waiting for its repair.
+    let after = check(dir.path(), false).unwrap();
+    assert_eq!(after.damage, None);
+    assert_eq!(after.damaged_up_to_term, Some(Term(1)));
 }

@@ -22,9 +22,9 @@ use super::SyncStats;
 use super::batch::{self, BLOCK_BYTES, SegmentHeader};
 use super::error::{StorageError, corrupt, io_error, warn};
 use super::files::{ensure_dir, list_dir, sync_dir};
-use super::replay::{Replay, Replayed, SegmentScan, replay_segment};
+use super::replay::{Damage, Replay, Replayed, replay_segment};
 use super::segment::{self, RecordRef};
-use raft_core::{Entry, HardState, LogIndex};
+use raft_core::{Entry, HardState, LogIndex, Term};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -57,6 +57,11 @@ pub(super) struct Wal {
     next_batch_seq: u64,
     /// Records written since the last sync: the body of the next batch.
     pending: Vec<u8>,
+    /// Whether `pending` holds a hard-state record. Every batch written
+    /// carries one (the current hard state is added if none was set), so
+    /// that a valid batch after a damaged one tells the exact term and vote
+    /// the damage may have taken (see `replay`).
+    pending_has_hard_state: bool,
     segment_size_bytes: u64,
     preallocate: bool,
     /// Set when a batch write or fdatasync failed: nothing more is written.
@@ -96,6 +101,7 @@ impl Wal {
         start_seq: u64,
         snapshot_index: LogIndex,
         warnings: &mut Vec<String>,
+        record_damage: &mut dyn FnMut(&Damage, Term) -> Result<(), StorageError>,
     ) -> Result<(Wal, Replayed), StorageError> {
         ensure_dir(dir)?;
         let mut segments = list_segments(dir, warnings)?;
@@ -115,7 +121,7 @@ impl Wal {
             ));
         }
 
-        let mut replay = Replay::default();
+        let mut replay = Replay::new(snapshot_index);
         let count = segments.len();
         let mut last_scan = None;
         for (position, segment) in segments.iter_mut().enumerate() {
@@ -138,12 +144,20 @@ impl Wal {
         }
         let replayed = replay.finish(dir, snapshot_index, warnings)?;
         let last_index = replayed.entries.last().map_or(snapshot_index, |e| e.index);
+        if let Some(damage) = &replayed.damage {
+            let bound = replayed.repair_bound.expect("set with damage");
+            record_damage(damage, bound)?;
+            let wal = Wal::open_after_damage(
+                dir, cut_dir, options, segments, &replayed, last_index, warnings,
+            )?;
+            return Ok((wal, replayed));
+        }
 
         if let Some(scan) = &last_scan {
             let last = segments.last().expect("a scan means a segment");
             if scan.file_bytes != scan.valid_bytes {
                 // A torn tail, or padding the crash cut short (re-extended).
-                cut_torn_tail(&last.path, cut_dir, scan)?;
+                cut_tail(&last.path, cut_dir, scan.valid_bytes)?;
             }
             if scan.header.is_none() {
                 remove_segment_files(dir, segments.pop().into_iter())?;
@@ -184,6 +198,7 @@ impl Wal {
             salt: header.salt,
             next_batch_seq,
             pending: Vec::new(),
+            pending_has_hard_state: false,
             segment_size_bytes: options.segment_size_bytes,
             preallocate: options.preallocate,
             poisoned: false,
@@ -198,6 +213,94 @@ impl Wal {
             wal.sync()?;
         }
         Ok((wal, replayed))
+    }
+
+    /// After damage to acknowledged records (the marker of repair is
+    /// durable already): cuts the log before it, in an order that a crash
+    /// at any point leaves for the next open to finish the same way.
+    /// 1. A new segment holding the exact hard state (read after the damage,
+    ///    its commit index lowered), durable: the segments moved below may
+    ///    hold its only copy.
+    /// 2. The segments after the damaged one move into `cut_dir` whole.
+    /// 3. The damaged segment's bytes from the damage on are copied into a
+    ///    side file and the segment is truncated there (moved whole if its
+    ///    header is what was damaged).
+    ///
+    /// Until step 3 is done the next open finds the same damage and the
+    /// same hard state; after it, the log is clean and the marker alone
+    /// keeps the node in repair mode.
+    fn open_after_damage(
+        dir: &Path,
+        cut_dir: &Path,
+        options: &StorageOptions,
+        mut segments: Vec<SegmentInfo>,
+        replayed: &Replayed,
+        last_index: LogIndex,
+        warnings: &mut Vec<String>,
+    ) -> Result<Wal, StorageError> {
+        let damage = replayed.damage.as_ref().expect("called on damage");
+        let position = segments
+            .iter()
+            .position(|s| s.path == damage.file)
+            .expect("the damage names a replayed segment");
+        let replayed_count = segments.len();
+        let seq = segments.last().expect("damage means a segment").seq + 1;
+        let path = dir.join(segment_file_name(seq, last_index.next()));
+        let header = new_segment_header(seq);
+        let active = create_segment_file(dir, &path, header, options, warnings)?;
+        segments.push(SegmentInfo {
+            seq,
+            path,
+            max_entry_index: None,
+        });
+        let mut wal = Wal {
+            dir: dir.to_path_buf(),
+            segments,
+            active,
+            active_bytes: BLOCK_BYTES,
+            salt: header.salt,
+            next_batch_seq: 0,
+            pending: Vec::new(),
+            pending_has_hard_state: false,
+            segment_size_bytes: options.segment_size_bytes,
+            preallocate: options.preallocate,
+            poisoned: false,
+            hard_state: replayed.hard_state,
+            last_index,
+            scratch: Vec::new(),
+        };
+        wal.push_record(RecordRef::HardState(&replayed.hard_state))?;
+        wal.sync()?;
+
+        ensure_dir(cut_dir)?;
+        let later: Vec<SegmentInfo> = wal.segments.drain(position + 1..replayed_count).collect();
+        for segment in &later {
+            move_to_cut(&segment.path, cut_dir)?;
+        }
+        let damaged = wal.segments[position].clone();
+        if damage.offset < BLOCK_BYTES {
+            move_to_cut(&damaged.path, cut_dir)?;
+            wal.segments.remove(position);
+        } else {
+            cut_tail(&damaged.path, cut_dir, damage.offset)?;
+        }
+        sync_dir(cut_dir)?;
+        for segment in &wal.segments {
+            sync_file(&segment.path)?;
+        }
+        sync_dir(dir)?;
+        warn(
+            warnings,
+            format!(
+                "acknowledged records are damaged in {} at offset {} ({}): the log is cut there and {} later segment(s) set aside in {}; the node starts in repair mode",
+                damage.file.display(),
+                damage.offset,
+                damage.reason,
+                later.len(),
+                cut_dir.display()
+            ),
+        );
+        Ok(wal)
     }
 
     pub(super) fn last_index(&self) -> LogIndex {
@@ -307,7 +410,10 @@ impl Wal {
                 self.last_index = entry.index;
             }
             RecordRef::Truncate(index) => self.last_index = index.prev(),
-            RecordRef::HardState(hard_state) => self.hard_state = *hard_state,
+            RecordRef::HardState(hard_state) => {
+                self.hard_state = *hard_state;
+                self.pending_has_hard_state = true;
+            }
         }
         Ok(())
     }
@@ -317,6 +423,11 @@ impl Wal {
     fn write_batch(&mut self) -> Result<u64, StorageError> {
         if self.pending.is_empty() {
             return Ok(0);
+        }
+        if !self.pending_has_hard_state {
+            // Last, so that it follows the entries its commit index covers
+            // (it is the hard state already in force: a repeat).
+            segment::encode(RecordRef::HardState(&self.hard_state), &mut self.pending)?;
         }
         self.scratch.clear();
         batch::encode_batch(
@@ -336,6 +447,7 @@ impl Wal {
         self.active_bytes += bytes;
         self.next_batch_seq += 1;
         self.pending.clear();
+        self.pending_has_hard_state = false;
         if self.scratch.capacity() > MAX_RETAINED_SCRATCH_BYTES {
             self.scratch = Vec::new();
             self.pending = Vec::new();
@@ -377,10 +489,12 @@ impl Wal {
     }
 
     /// Adds raw bytes to the pending batch: tests forge records the API
-    /// would never write, inside a batch with a valid checksum.
+    /// would never write, inside a batch with a valid checksum. The batch
+    /// is written exactly as forged (no hard state added).
     #[cfg(test)]
     pub(super) fn push_raw(&mut self, bytes: &[u8]) {
         self.pending.extend_from_slice(bytes);
+        self.pending_has_hard_state = true;
     }
 
     #[cfg(test)]
@@ -421,14 +535,29 @@ pub(super) fn verify(
             ),
         ));
     }
-    let mut replay = Replay::default();
+    let mut replay = Replay::new(snapshot_index);
     let mut torn_bytes = 0;
     let count = segments.len();
+    let mut scans = Vec::new();
     for (position, segment) in segments.iter().enumerate() {
         let scan = replay_segment(&segment.path, position + 1 == count, &mut replay, warnings)?;
         torn_bytes += scan.torn_bytes();
+        scans.push(scan);
     }
-    Ok((replay.finish(dir, snapshot_index, warnings)?, torn_bytes))
+    let replayed = replay.finish(dir, snapshot_index, warnings)?;
+    if let Some(damage) = &replayed.damage {
+        // Open cuts from the damage to the end of the log.
+        let position = segments
+            .iter()
+            .position(|s| s.path == damage.file)
+            .expect("the damage names a replayed segment");
+        torn_bytes = scans[position].file_bytes - damage.offset.min(scans[position].file_bytes)
+            + scans[position + 1..]
+                .iter()
+                .map(|s| s.file_bytes)
+                .sum::<u64>();
+    }
+    Ok((replayed, torn_bytes))
 }
 
 impl Drop for Wal {
@@ -498,37 +627,44 @@ fn sync_file(path: &Path) -> Result<(), StorageError> {
     file.sync_data().map_err(io_error("fdatasync", path))
 }
 
-/// Moves the torn tail of `path` (from `scan.valid_bytes` on) into a side
-/// file in `cut_dir`, durably, then truncates the segment there. Zeros
-/// alone are not worth keeping.
-pub(super) fn cut_torn_tail(
-    path: &Path,
-    cut_dir: &Path,
-    scan: &SegmentScan,
-) -> Result<(), StorageError> {
+/// Moves the tail of `path` from `from` on (a torn tail, or damage) into a
+/// side file in `cut_dir`, durably, then truncates the segment there.
+/// Zeros alone are not worth keeping.
+pub(super) fn cut_tail(path: &Path, cut_dir: &Path, from: u64) -> Result<(), StorageError> {
     let data = fs::read(path).map_err(io_error("read segment", path))?;
-    let start = (scan.valid_bytes as usize).min(data.len());
+    let start = (from as usize).min(data.len());
     let tail = &data[start..];
     if tail.iter().any(|&b| b != 0) {
         ensure_dir(cut_dir)?;
-        let name = path
-            .file_name()
-            .map_or_else(|| "segment".into(), |n| n.to_string_lossy().into_owned());
-        let side = cut_dir.join(format!("{name}.{}.cut", scan.valid_bytes));
+        let side = cut_dir.join(format!("{}.{from}.cut", file_name(path)));
         let mut file = File::create(&side).map_err(io_error("create cut file", &side))?;
         file.write_all(tail)
             .and_then(|()| file.sync_all())
             .map_err(io_error("write cut file", &side))?;
         sync_dir(cut_dir)?;
-        tracing::warn!(bytes = tail.len(), side = %side.display(), "torn tail kept in a side file");
+        tracing::warn!(bytes = tail.len(), side = %side.display(), "cut bytes kept in a side file");
     }
     let file = OpenOptions::new()
         .write(true)
         .open(path)
         .map_err(io_error("open segment", path))?;
-    file.set_len(scan.valid_bytes)
+    file.set_len(from)
         .map_err(io_error("truncate segment", path))?;
     file.sync_all().map_err(io_error("fsync segment", path))
+}
+
+/// Moves a whole segment into `cut_dir` (as `<name>.0.cut`), keeping it.
+/// The caller fsyncs both directories.
+fn move_to_cut(path: &Path, cut_dir: &Path) -> Result<(), StorageError> {
+    let side = cut_dir.join(format!("{}.0.cut", file_name(path)));
+    fs::rename(path, &side).map_err(io_error("move segment aside", path))?;
+    tracing::warn!(segment = %path.display(), side = %side.display(), "segment set aside");
+    Ok(())
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map_or_else(|| "segment".into(), |n| n.to_string_lossy().into_owned())
 }
 
 fn remove_segment_files(

@@ -32,7 +32,8 @@ pub trait Durable {
     /// Stores a snapshot received from the leader and discards the whole log.
     fn install_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), Self::Error>;
     /// Bytes `offset..offset + len` of the newest snapshot (the one at
-    /// `meta`; fewer at its end), for one InstallSnapshot chunk. A
+    /// `meta`, which the replica checked is the stored one; fewer at its
+    /// end), for one InstallSnapshot chunk. A
     /// file-backed store reads just that range, so that sending a snapshot
     /// never holds a second copy of the state in memory.
     fn snapshot_chunk(
@@ -49,6 +50,9 @@ pub struct Recovered {
     pub hard_state: HardState,
     pub snapshot: Option<(SnapshotMeta, Bytes)>,
     pub entries: Vec<Entry>,
+    /// Set when storage lost records this node had acknowledged: the node
+    /// starts in repair mode (`InitialState::damaged_up_to_term`).
+    pub damaged_up_to_term: Option<Term>,
 }
 
 /// Why a replica cannot go on. Every variant stops the node.
@@ -129,6 +133,7 @@ impl<D: Durable> Replica<D> {
                 snapshot_bytes,
                 entries: recovered.entries,
                 bootstrap,
+                damaged_up_to_term: recovered.damaged_up_to_term,
             },
         )?;
         Ok(Replica {
@@ -176,6 +181,15 @@ impl<D: Durable> Replica<D> {
             } = &mut m.body
                 && data.is_empty()
             {
+                // Only the stored snapshot is sent: the core names the
+                // snapshot it was last told of (taken, installed or
+                // recovered), which is the one this replica stored. Checked
+                // here, once, for every kind of storage.
+                assert_eq!(
+                    meta.index, self.last_snapshot_index,
+                    "the core asks to send the snapshot at {}, but the stored one is at {}",
+                    meta.index, self.last_snapshot_index
+                );
                 *data = self
                     .disk
                     .snapshot_chunk(meta, *offset, *len)

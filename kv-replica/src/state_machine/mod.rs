@@ -1,0 +1,337 @@
+//! The deterministic key-value state machine, shared by kv-node and the
+//! simulator.
+//!
+//! Every replica that applies the same log entries ends in the same state, so
+//! nothing here may depend on anything but the entries: ordered maps only
+//! (`BTreeMap`/`BTreeSet`), no clock, no randomness, no hash-map iteration.
+//!
+//! This module holds the map and its operations (applying entries, reads,
+//! the dedup table); `records` the snapshot format's records and framing,
+//! `snapshot` writing and restoring whole snapshots, `digest` the hash the
+//! simulator compares across replicas.
+
+mod digest;
+mod records;
+mod snapshot;
+#[cfg(test)]
+mod snapshot_tests;
+#[cfg(test)]
+mod tests;
+
+pub use records::{MAX_SNAPSHOT_RECORD_BYTES, SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SnapshotError};
+
+use crate::command::{
+    CLUSTER_COMMAND_TAG, ClientSeq, ClusterCommand, Command, Op, OpResult, RequestId,
+};
+use raft_core::{Entry, EntryKind, LogIndex};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+
+/// Longest key accepted by the HTTP layer, in bytes (API.md: 1..=4096).
+pub const MAX_KEY_BYTES: usize = 4096;
+/// Default longest value accepted by the HTTP layer, in bytes (1 MiB; the
+/// limit is configurable but must stay well under
+/// [`MAX_SNAPSHOT_RECORD_BYTES`], or snapshots can no longer be written).
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+/// Default bound on the number of clients in the dedup table.
+pub const DEFAULT_DEDUP_LIMIT: usize = 100_000;
+
+/// What applying one log entry produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// The index of the entry; the state machine's applied index is now this.
+    pub index: LogIndex,
+    /// The proposal to wake, if the entry was a command with a request id.
+    pub request: Option<RequestId>,
+    /// `None` for `Noop` and `ConfChange` entries and for a `Normal` entry
+    /// whose payload could not be decoded.
+    pub result: Option<OpResult>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct StoredValue {
+    value: String,
+    /// Index of the last write that changed the key; never above the applied
+    /// index.
+    revision: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct DedupEntry {
+    /// The newest seq applied for this client.
+    seq: u64,
+    /// Index of the entry that applied `seq`; unique across clients, since one
+    /// entry carries one client.
+    index: u64,
+    /// What applying `seq` returned, handed back to retries.
+    result: OpResult,
+}
+
+/// The replicated key-value state.
+///
+/// # Deduplication
+///
+/// For each `client_id` the table keeps the newest applied `seq` and its
+/// result: the same `(client_id, seq)` again returns the stored result and
+/// applies nothing; a lower seq returns [`OpResult::StaleSeq`] and applies
+/// nothing; a higher seq is applied and replaces the stored one.
+///
+/// The table holds at most `dedup_limit` clients ([`DEFAULT_DEDUP_LIMIT`] =
+/// 100,000 unless built with [`KvStateMachine::with_dedup_limit`]). When a new
+/// client would exceed it, the client whose last write has the smallest log
+/// index is evicted; that choice depends only on the log, so every replica
+/// evicts the same client. The consequence: a retry from an evicted client is
+/// not recognised and may apply a second time, and an older seq from it is no
+/// longer refused as stale. All replicas must therefore use the same limit; it
+/// is carried inside snapshots so that a restored replica keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvStateMachine {
+    /// Index of the last entry applied (0 before the first). Entries arrive
+    /// strictly in order: the next one must be `applied_index + 1`.
+    applied_index: u64,
+    data: BTreeMap<String, StoredValue>,
+    dedup: BTreeMap<String, DedupEntry>,
+    /// The same clients as `dedup`, ordered by the index of their last write,
+    /// so that finding the one to evict is O(log n).
+    dedup_by_index: BTreeSet<(u64, String)>,
+    /// Invariant: `dedup.len() <= dedup_limit` after every apply.
+    dedup_limit: usize,
+    /// The cluster's address book: node name -> base URL, written by
+    /// [`ClusterCommand::SetAddress`]. It may name nodes that are no longer
+    /// members; raft-core's membership says who is one.
+    addresses: BTreeMap<String, String>,
+}
+
+impl Default for KvStateMachine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl KvStateMachine {
+    /// An empty state machine with the default dedup bound.
+    pub fn new() -> Self {
+        Self::with_dedup_limit(DEFAULT_DEDUP_LIMIT)
+    }
+
+    /// An empty state machine that remembers at most `dedup_limit` clients
+    /// (0 disables deduplication: every seq is applied).
+    pub fn with_dedup_limit(dedup_limit: usize) -> Self {
+        KvStateMachine {
+            applied_index: 0,
+            data: BTreeMap::new(),
+            dedup: BTreeMap::new(),
+            dedup_by_index: BTreeSet::new(),
+            dedup_limit,
+            addresses: BTreeMap::new(),
+        }
+    }
+
+    /// Applies the next committed entry. `Noop` and `ConfChange` entries only
+    /// advance the applied index.
+    ///
+    /// Panics if `entry.index` is not `applied_index() + 1`: applying out of
+    /// order would silently diverge from the other replicas.
+    pub fn apply_entry(&mut self, entry: &Entry) -> Applied {
+        let index = entry.index.0;
+        assert!(
+            index == self.applied_index + 1,
+            "entry {index} applied out of order: applied index is {}, expected entry {}",
+            self.applied_index,
+            self.applied_index + 1
+        );
+        self.applied_index = index;
+        let (request, result) = match entry.kind {
+            EntryKind::Noop | EntryKind::ConfChange => (None, None),
+            EntryKind::Normal if entry.data.first() == Some(&CLUSTER_COMMAND_TAG) => {
+                self.apply_cluster_command(index, &entry.data);
+                (None, None)
+            }
+            EntryKind::Normal => match Command::decode(&entry.data) {
+                Ok(command) => (command.request, Some(self.apply_command(index, command))),
+                Err(error) => {
+                    // Only a bug or corruption (caught elsewhere by checksums)
+                    // can put such bytes in a committed entry. Every replica
+                    // sees the same bytes, so skipping them keeps replicas equal.
+                    tracing::warn!(index, %error, "undecodable normal entry applied as a no-op");
+                    (None, None)
+                }
+            },
+        };
+        Applied {
+            index: entry.index,
+            request,
+            result,
+        }
+    }
+
+    fn apply_cluster_command(&mut self, index: u64, data: &[u8]) {
+        match ClusterCommand::decode(data) {
+            Some(Ok(ClusterCommand::SetAddress { name, url })) => {
+                self.addresses.insert(name, url);
+            }
+            Some(Err(error)) => {
+                tracing::warn!(index, %error, "undecodable cluster command applied as a no-op");
+            }
+            None => unreachable!("entry {index} carries the cluster command tag"),
+        }
+    }
+
+    fn apply_command(&mut self, index: u64, command: Command) -> OpResult {
+        let Some(ClientSeq { client_id, seq }) = command.client else {
+            return self.apply_op(index, command.op);
+        };
+        if let Some(seen) = self.dedup.get(&client_id) {
+            if seq == seen.seq {
+                return seen.result.clone();
+            }
+            if seq < seen.seq {
+                return OpResult::StaleSeq {
+                    client_id,
+                    seq,
+                    newest: seen.seq,
+                };
+            }
+        }
+        let result = self.apply_op(index, command.op);
+        self.remember(client_id, seq, index, result.clone());
+        result
+    }
+
+    fn remember(&mut self, client_id: String, seq: u64, index: u64, result: OpResult) {
+        let entry = DedupEntry { seq, index, result };
+        if let Some(old) = self.dedup.insert(client_id.clone(), entry) {
+            let removed = self.dedup_by_index.remove(&(old.index, client_id.clone()));
+            debug_assert!(
+                removed,
+                "client {client_id:?} missing from the eviction index"
+            );
+        }
+        let inserted = self.dedup_by_index.insert((index, client_id));
+        assert!(inserted, "two dedup entries at index {index}");
+        while self.dedup.len() > self.dedup_limit {
+            let (oldest_index, oldest_client) = self
+                .dedup_by_index
+                .pop_first()
+                .expect("eviction index holds the same clients as the dedup table");
+            let evicted = self.dedup.remove(&oldest_client);
+            debug_assert!(
+                evicted.is_some_and(|e| e.index == oldest_index),
+                "eviction index out of step for {oldest_client:?} at {oldest_index}"
+            );
+        }
+    }
+
+    fn apply_op(&mut self, revision: u64, op: Op) -> OpResult {
+        match op {
+            Op::Put { key, value } => {
+                let prev = self.data.insert(key, StoredValue { value, revision });
+                OpResult::Put {
+                    revision,
+                    prev: prev.map(|old| old.value),
+                }
+            }
+            Op::Delete { key } => {
+                let prev = self.data.remove(&key);
+                OpResult::Delete {
+                    revision,
+                    prev: prev.map(|old| old.value),
+                }
+            }
+            Op::Cas {
+                key,
+                expected,
+                value,
+            } => {
+                let current = self.data.get(&key).map(|stored| stored.value.as_str());
+                if current != expected.as_deref() {
+                    return OpResult::Cas {
+                        succeeded: false,
+                        revision,
+                        current: current.map(str::to_owned),
+                    };
+                }
+                match &value {
+                    Some(new) => {
+                        let stored = StoredValue {
+                            value: new.clone(),
+                            revision,
+                        };
+                        self.data.insert(key, stored);
+                    }
+                    None => {
+                        self.data.remove(&key);
+                    }
+                }
+                OpResult::Cas {
+                    succeeded: true,
+                    revision,
+                    current: value,
+                }
+            }
+            Op::MultiPut { entries } => {
+                for (key, value) in entries {
+                    self.data.insert(key, StoredValue { value, revision });
+                }
+                OpResult::MultiPut { revision }
+            }
+        }
+    }
+
+    /// The value of `key` and the revision of the last write that changed it.
+    pub fn get(&self, key: &str) -> Option<(&str, u64)> {
+        self.data
+            .get(key)
+            .map(|stored| (stored.value.as_str(), stored.revision))
+    }
+
+    /// Up to `limit` entries `(key, value, revision)` whose key starts with
+    /// `prefix`, in byte order of keys, and whether more entries match.
+    pub fn scan(&self, prefix: &str, limit: usize) -> (Vec<(String, String, u64)>, bool) {
+        let mut matching = self
+            .data
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(prefix));
+        let entries = matching
+            .by_ref()
+            .take(limit)
+            .map(|(key, stored)| (key.clone(), stored.value.clone(), stored.revision))
+            .collect();
+        let more = matching.next().is_some();
+        (entries, more)
+    }
+
+    /// The address book: node name -> base URL.
+    pub fn addresses(&self) -> &BTreeMap<String, String> {
+        &self.addresses
+    }
+
+    /// Index of the last entry applied (0 before the first).
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Number of clients currently in the dedup table.
+    pub fn dedup_len(&self) -> usize {
+        self.dedup.len()
+    }
+
+    pub fn dedup_limit(&self) -> usize {
+        self.dedup_limit
+    }
+
+    /// The newest seq applied for `client_id`, if the client is still in the
+    /// dedup table.
+    pub fn newest_seq(&self, client_id: &str) -> Option<u64> {
+        self.dedup.get(client_id).map(|entry| entry.seq)
+    }
+}
