@@ -609,13 +609,30 @@ fn check_reopen_after_snapshot_damage(c: &Compacted, damage: &FileDamage) {
                 recovered.entries.last().map(|e| e.index.0),
                 recovered.hard_state,
                 recovered.warnings,
+                recovered.damaged_up_to_term,
             )),
             Err(e @ StorageError::Corrupt { .. }) => Err(e.to_string()),
             Err(other) => panic!("unexpected error kind: {other}"),
         }
     });
     match result {
-        Ok((snapshot, first, last, hard_state, warnings)) => {
+        Ok((snapshot, first, last, hard_state, warnings, Some(bound))) => {
+            // Repair mode (issue 15): the log was cut where acknowledged
+            // records went missing (the compacted prefix, with the snapshot
+            // gone) and the node grants no votes until a leader of a term
+            // above `bound` repairs it. A shorter log is then no silent
+            // loss, as long as nothing past the cut is claimed committed.
+            let end = last.unwrap_or(snapshot.unwrap_or(0));
+            assert!(
+                hard_state.commit.0 <= end && bound >= hard_state.term,
+                "{what}: repair mode up to term {bound:?} with {hard_state:?} past the log's end {end}, warnings {warnings:?}"
+            );
+            assert!(
+                warnings.iter().any(|w| w.contains("repair")),
+                "{what}: repair mode is not reported: {warnings:?}"
+            );
+        }
+        Ok((snapshot, first, last, hard_state, warnings, None)) => {
             // Open can only check the snapshot's header and size; a flip in
             // the state bytes is caught when they are read (above).
             // Either the snapshot and the log after it, or (the snapshot
