@@ -2,6 +2,7 @@
 //! section 9.6).
 
 use crate::bugs::Bug;
+use crate::membership::{ConfChange, Membership};
 use crate::message::MessageBody;
 use crate::node::LeaderState;
 use crate::node::Node;
@@ -50,22 +51,71 @@ impl Node {
         self.request_votes(false, transfer);
     }
 
-    /// Votes for ourselves and asks every other voter. The real requests are
-    /// held until our term and vote are durable.
+    /// The configurations an election must win: the one in force (the
+    /// latest committed) and each one that the membership changes in our
+    /// uncommitted log tail would make, in order.
+    ///
+    /// Why not the committed one alone: a change may have committed without
+    /// us knowing it. Two voters n5 and n6 of {n4, n5, n6} hold the joint
+    /// entry and the Leave that replaces them with {n4, n2, n3}, but never
+    /// heard that they committed; the new voters then commit entry e
+    /// without them. Counting only {n4, n5, n6}, n5 and n6 elect one of
+    /// them without e: leader completeness broken (simulator seed 3989 at 5
+    /// nodes). The Raft thesis (section 4.1) has every server use the latest
+    /// configuration in its log. Here membership takes effect at commit, so
+    /// an election also has to win every configuration its log holds
+    /// beyond that: a change that committed without us is in our log (it
+    /// needed a majority of the joint configuration, which includes a
+    /// majority of ours, and we voted only for logs that hold it), so its
+    /// voters, who hold every entry they committed, judge us too. Winning
+    /// more configurations than before only ever removes winners, so
+    /// election safety is untouched.
+    pub(crate) fn election_configs(&self) -> Vec<Membership> {
+        let mut configs = vec![self.quorum().into_owned()];
+        let mut index = self.log.committed.next();
+        while index <= self.log.last_index() {
+            if let Some(entry) = self.log.entry(index)
+                && entry.kind == EntryKind::ConfChange
+                && let Ok(change) = ConfChange::decode(&entry.data)
+                && let Ok(next) = configs[configs.len() - 1].apply(&change)
+            {
+                configs.push(next);
+            }
+            index = index.next();
+        }
+        configs
+    }
+
+    /// Counts `self.votes` in every configuration of [`Self::election_configs`]:
+    /// won when won in all, lost when lost in any.
+    pub(crate) fn election_result(&self) -> VoteResult {
+        let mut result = VoteResult::Won;
+        for config in self.election_configs() {
+            match config.vote_result(&self.votes) {
+                VoteResult::Lost => return VoteResult::Lost,
+                VoteResult::Pending => result = VoteResult::Pending,
+                VoteResult::Won => {}
+            }
+        }
+        result
+    }
+
+    /// Votes for ourselves and asks every other voter of every configuration
+    /// the election must win. The real requests are held until our term and
+    /// vote are durable.
     fn request_votes(&mut self, pre_vote: bool, transfer: bool) {
         let me = self.config.id;
         self.votes.insert(me, true);
-        if self.quorum().vote_result(&self.votes) == VoteResult::Won {
+        let configs = self.election_configs();
+        if self.election_result() == VoteResult::Won {
             self.on_election_won(pre_vote);
             return;
         }
         let last_log_index = self.log.last_index();
         let last_log_term = self.log.last_term();
-        let voters: Vec<NodeId> = self
-            .membership
-            .voters
+        let voters: Vec<NodeId> = configs
             .iter()
-            .chain(&self.membership.outgoing)
+            .flat_map(|m| m.voters.iter().chain(&m.outgoing))
             .copied()
             .filter(|&v| v != me)
             .collect::<std::collections::BTreeSet<_>>()
@@ -150,7 +200,7 @@ impl Node {
             return;
         }
         self.votes.insert(from, granted);
-        match self.quorum().vote_result(&self.votes) {
+        match self.election_result() {
             VoteResult::Won => self.on_election_won(pre_vote),
             VoteResult::Lost => {
                 tracing::debug!(term = %self.term, pre_vote, "election lost");

@@ -96,7 +96,7 @@ impl Node {
         tracing::info!(%from, %index, "learned from a node outside the configuration that the log is committed");
         self.commit_to(index);
         if matches!(self.role, Role::Candidate | Role::PreCandidate)
-            && self.quorum().vote_result(&self.votes) == VoteResult::Won
+            && self.election_result() == VoteResult::Won
         {
             let pre_vote = self.role == Role::PreCandidate;
             self.on_election_won(pre_vote);

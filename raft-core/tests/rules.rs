@@ -898,3 +898,80 @@ fn a_leader_that_removes_itself_hands_leadership_to_an_up_to_date_voter() {
     // Node 1 refuses proposals while it hands over, then follows.
     assert_ne!(c.node(1).role(), Role::Leader);
 }
+
+/// Node 2 of voters {1, 2, 3} holds the joint entry that replaces 2 and 3
+/// with 4 and 5, and the Leave after it, but its commit index says neither
+/// committed (it restarted before the commit-only hard state was synced, or
+/// never heard). Both may have committed on the others, who then commit
+/// more without 2 and 3. So an election must also win the configurations
+/// its uncommitted log tail makes (Raft thesis 4.1: a server uses the latest
+/// configuration in its log): 2 and 3 alone must not elect 2 (simulator seed
+/// 3989 at 5 nodes found it, with leader completeness broken).
+#[test]
+fn a_candidate_must_win_the_configurations_in_its_uncommitted_log_tail() {
+    let conf = |index: u64, change: ConfChange| Entry {
+        index: LogIndex(index),
+        term: Term(1),
+        kind: EntryKind::ConfChange,
+        data: change.encode(),
+    };
+    let joint = ConfChange::Enter(vec![
+        ConfChangeStep::AddVoter(NodeId(4)),
+        ConfChangeStep::AddVoter(NodeId(5)),
+        ConfChangeStep::Remove(NodeId(2)),
+        ConfChangeStep::Remove(NodeId(3)),
+    ]);
+    let mut config = config_voting_at_start(2);
+    config.pre_vote = false;
+    let mut node = Node::new(
+        config,
+        InitialState {
+            hard_state: HardState {
+                term: Term(1),
+                vote: None,
+                commit: LogIndex(0),
+            },
+            snapshot: None,
+            snapshot_bytes: 0,
+            entries: vec![conf(1, joint), conf(2, ConfChange::Leave)],
+            bootstrap: Membership::new([NodeId(1), NodeId(2), NodeId(3)]),
+            damaged_up_to_term: None,
+        },
+    )
+    .unwrap();
+    node.step(Input::Campaign).unwrap();
+    let asked: std::collections::BTreeSet<u64> = drain_all(&mut node)
+        .iter()
+        .filter(|m| matches!(m.body, MessageBody::RequestVote { .. }))
+        .map(|m| m.to.0)
+        .collect();
+    assert_eq!(
+        asked,
+        [1, 3, 4, 5].into(),
+        "every voter of every configuration is asked"
+    );
+    let granted = MessageBody::RequestVoteResponse {
+        pre_vote: false,
+        granted: true,
+    };
+    let refused = MessageBody::RequestVoteResponse {
+        pre_vote: false,
+        granted: false,
+    };
+    // A majority of {1, 2, 3} is not enough.
+    node.step(msg(3, 2, 2, granted.clone())).unwrap();
+    assert_eq!(node.role(), Role::Candidate);
+    // The new voters, who hold what they committed, refuse: lost.
+    node.step(msg(4, 2, 2, refused.clone())).unwrap();
+    assert_eq!(node.role(), Role::Candidate);
+    node.step(msg(5, 2, 2, refused)).unwrap();
+    assert_eq!(node.role(), Role::Follower, "the election is lost");
+
+    // With the new voters' votes as well, it wins.
+    node.step(Input::Campaign).unwrap();
+    drain_all(&mut node);
+    for from in [3, 4, 5] {
+        node.step(msg(from, 2, 3, granted.clone())).unwrap();
+    }
+    assert_eq!(node.role(), Role::Leader);
+}
