@@ -64,12 +64,16 @@ impl Node {
     /// nodes). The Raft thesis (section 4.1) has every server use the latest
     /// configuration in its log. Here membership takes effect at commit, so
     /// an election also has to win every configuration its log holds
-    /// beyond that: a change that committed without us is in our log (it
-    /// needed a majority of the joint configuration, which includes a
-    /// majority of ours, and we voted only for logs that hold it), so its
-    /// voters, who hold every entry they committed, judge us too. Winning
-    /// more configurations than before only ever removes winners, so
-    /// election safety is untouched.
+    /// beyond that. A change that committed without our knowing is in the
+    /// log of any candidate that can win our configuration: its joint entry
+    /// committed with a majority of ours, one of whom must vote for the
+    /// candidate, and votes go only to logs at least as up to date, which
+    /// (by leader completeness of the earlier terms) hold it. So the voters
+    /// of the newer configurations, who hold every entry they committed,
+    /// judge the candidate too. Winning more configurations only ever
+    /// removes winners, so election safety is untouched. A lost commit
+    /// index is not exotic: a commit-only hard state is written without a
+    /// sync, so a power loss can take it back.
     pub(crate) fn election_configs(&self) -> Vec<Membership> {
         let mut configs = vec![self.quorum().into_owned()];
         let mut index = self.log.committed.next();
