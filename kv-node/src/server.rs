@@ -8,6 +8,7 @@ use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::peer::client::node_client_options;
 use crate::peer::{PeerClient, transport};
+use crate::settings::LeaseTiming;
 use crate::storage::StorageError;
 use crate::wal_disk::WalDisk;
 use clap::Parser;
@@ -103,6 +104,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     raft.election_ticks_max = config.election_ticks_min * 2;
     raft.heartbeat_ticks = config.heartbeat_ticks;
     raft.lease_drift_ticks = (config.election_ticks_min / 5).max(1);
+    let timing = LeaseTiming {
+        tick_ms: u64::try_from(config.tick.as_millis()).unwrap_or(u64::MAX),
+        election_ticks_min: raft.election_ticks_min,
+        lease_drift_ticks: raft.lease_drift_ticks,
+        check_quorum: raft.check_quorum,
+    };
     // The seed only spreads election timeouts; mixing in the boot time keeps
     // two restarts of the same node from repeating the same timeouts.
     raft.seed = members.this.id.0 ^ boot_nanos();
@@ -124,7 +131,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
 
     // Started even without peers: members added later get a sender task.
     let peer_token = config.auth.as_ref().and_then(|a| a.peer_token());
-    let peers = transport::start(members, peer_client.clone(), metrics.clone(), peer_token);
+    let peers = transport::start(
+        members,
+        peer_client.clone(),
+        metrics.clone(),
+        peer_token,
+        timing,
+    );
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (driver, driver_done) = driver::spawn(
         replica,
@@ -153,7 +166,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             config.max_concurrent_requests,
             config.max_peer_batch_bytes,
         )
-        .with_peer_client(peer_client.clone()),
+        .with_peer_client(peer_client.clone())
+        .with_timing(timing),
     );
     let stop_join = shutdown_rx.clone();
     let mut stop = shutdown_rx;

@@ -46,3 +46,18 @@ pub const MAX_CONCURRENT_PEER_BATCHES: usize = 256;
 /// Snapshots travel in 1 MiB chunks, so this only needs room for the
 /// largest entries of one batch.
 pub const MAX_PEER_BATCH_BYTES: usize = 512 << 20;
+
+/// The timing a leader's lease rests on. A leader serves lease reads for
+/// `election_ticks_min - lease_drift_ticks` of its ticks after a quorum
+/// answered; each follower refuses votes for its own `election_ticks_min`
+/// ticks after hearing from it. That is safe only if every member counts
+/// the same ticks of the same length, so every peer batch carries the
+/// sender's timing and a node refuses batches whose timing differs from
+/// its own (raft-core `Config::lease_drift_ticks`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseTiming {
+    pub tick_ms: u64,
+    pub election_ticks_min: u32,
+    pub lease_drift_ticks: u32,
+    pub check_quorum: bool,
+}

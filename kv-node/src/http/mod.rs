@@ -25,7 +25,9 @@ use crate::ids::Members;
 use crate::metrics::Metrics;
 use crate::peer::PeerClient;
 use crate::peer::inbound::Inbound;
-use crate::settings::{MAX_CONCURRENT_PEER_BATCHES, MAX_CONCURRENT_REQUESTS, ReadPolicy};
+use crate::settings::{
+    LeaseTiming, MAX_CONCURRENT_PEER_BATCHES, MAX_CONCURRENT_REQUESTS, ReadPolicy,
+};
 use bytes::{Buf, Bytes};
 use futures_util::{Stream, StreamExt};
 use std::sync::Arc;
@@ -58,6 +60,9 @@ pub struct AppState {
     pub max_peer_batch_bytes: usize,
     /// The node's one client to its peers, for forwarded operations.
     pub peer_client: PeerClient,
+    /// This node's lease timing: peer batches with another are refused.
+    /// `None` (tests that build batches by hand) checks nothing.
+    pub timing: Option<LeaseTiming>,
 }
 
 impl AppState {
@@ -82,9 +87,16 @@ impl AppState {
             peer_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_PEER_BATCHES)),
             max_peer_batch_bytes: crate::settings::MAX_PEER_BATCH_BYTES,
             peer_client: PeerClient::plain_default(),
+            timing: None,
         };
         state.set_read_policy(read_policy);
         state
+    }
+
+    /// Sets the lease timing peer batches must match.
+    pub fn with_timing(mut self, timing: LeaseTiming) -> AppState {
+        self.timing = Some(timing);
+        self
     }
 
     /// Sets the client to peers (the one the transport uses).

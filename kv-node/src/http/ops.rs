@@ -144,6 +144,19 @@ pub(super) async fn raft_messages(
             return Err(ApiError::BadRequest(e.to_string()));
         }
     };
+    // Leases are safe only when every member counts the same ticks
+    // (`LeaseTiming`): a mixed cluster does not form, and says why.
+    if let Some(ours) = state.timing
+        && batch.timing != ours
+    {
+        state.metrics.peer_batches_refused.fetch_add(1, Relaxed);
+        let why = format!(
+            "timing mismatch: the sender runs {:?}, this node {ours:?}; every member must run with the same --tick-ms and --election-timeout-ms",
+            batch.timing
+        );
+        tracing::error!(from = %batch.from, "{why}");
+        return Err(ApiError::BadRequest(why));
+    }
     state.inbound.deliver(batch, &state.driver).await?;
     let mut response = Response::new(Vec::new());
     *response.status_mut() = StatusCode::NO_CONTENT;

@@ -93,6 +93,7 @@ impl Inbound {
             epoch,
             seq,
             messages,
+            ..
         } = batch;
         let Some(position) = self.positions.get(&from) else {
             return driver.deliver(messages).await;

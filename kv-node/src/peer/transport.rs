@@ -16,6 +16,7 @@
 use super::client::PeerClient;
 use crate::ids::{Member, Members};
 use crate::metrics::{Metrics, PeerMetrics};
+use crate::settings::LeaseTiming;
 use raft_core::{Message, MessageBody, NodeId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -46,6 +47,9 @@ pub struct PeerBatch {
     /// connections, so they may arrive out of order; the receiver puts them
     /// back in order (see `inbound.rs`).
     pub seq: u64,
+    /// The sender's lease timing; the receiver refuses a batch whose timing
+    /// differs from its own (see `LeaseTiming`).
+    pub timing: LeaseTiming,
     pub messages: Vec<Message>,
 }
 
@@ -63,6 +67,7 @@ pub struct PeerSender {
 struct Spawner {
     from: NodeId,
     epoch: u64,
+    timing: LeaseTiming,
     client: PeerClient,
     metrics: Arc<Metrics>,
     inflight: usize,
@@ -94,6 +99,7 @@ impl PeerSender {
         let task = PeerTask {
             from: spawner.from,
             epoch: spawner.epoch,
+            timing: spawner.timing,
             name: peer.name.clone(),
             url: format!("{}{MESSAGES_PATH}", peer.url),
             client: spawner.client.clone(),
@@ -126,6 +132,7 @@ pub fn start(
     client: PeerClient,
     metrics: Arc<Metrics>,
     peer_token: Option<String>,
+    timing: LeaseTiming,
 ) -> PeerSender {
     let inflight = std::env::var("KV_NODE_PEER_INFLIGHT")
         .ok()
@@ -145,6 +152,7 @@ pub fn start(
         spawner: Some(Arc::new(Spawner {
             from: members.this.id,
             epoch,
+            timing,
             client,
             metrics,
             inflight,
@@ -161,6 +169,7 @@ pub fn start(
 struct PeerTask {
     from: NodeId,
     epoch: u64,
+    timing: LeaseTiming,
     name: String,
     url: String,
     client: PeerClient,
@@ -198,6 +207,7 @@ impl PeerTask {
                 from: this.from,
                 epoch: this.epoch,
                 seq,
+                timing: this.timing,
                 messages,
             }) {
                 Ok(body) => body,
