@@ -263,6 +263,7 @@ fn batch() -> impl Strategy<Value = PeerBatch> {
             from: node_id_of(from),
             epoch,
             seq,
+            timing: Default::default(),
             messages: messages
                 .into_iter()
                 .map(|(term, body)| Message {
@@ -296,6 +297,7 @@ fn assert_sound(decoded: &Decoded) {
             from: *from,
             epoch: *epoch,
             seq: *seq,
+            timing: Default::default(),
             messages: messages.clone(),
         })
         .unwrap();

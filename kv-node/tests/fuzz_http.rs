@@ -416,6 +416,7 @@ fn peer_batch() -> impl Strategy<Value = Vec<u8>> {
                 from,
                 epoch: 1,
                 seq,
+                timing: Default::default(),
                 messages: messages
                     .into_iter()
                     .map(|(term, body)| Message {

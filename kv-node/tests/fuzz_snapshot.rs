@@ -616,7 +616,7 @@ fn check_reopen_after_snapshot_damage(c: &Compacted, damage: &FileDamage) {
         }
     });
     match result {
-        Ok((snapshot, first, last, hard_state, warnings, Some(bound))) => {
+        Ok((snapshot, _first, last, hard_state, warnings, Some(bound))) => {
             // Repair mode (issue 15): the log was cut where acknowledged
             // records went missing (the compacted prefix, with the snapshot
             // gone) and the node grants no votes until a leader of a term

@@ -155,6 +155,7 @@ mod tests {
             from: node_id_of(from),
             epoch: 1,
             seq: 1,
+            timing: Default::default(),
             messages,
         })
         .unwrap()
@@ -196,6 +197,7 @@ mod tests {
             from: node_id_of("n2"),
             epoch: 7,
             seq,
+            timing: Default::default(),
             messages: vec![Message {
                 body: MessageBody::HeartbeatResponse { read_round },
                 ..heartbeat("n2", "n1")
