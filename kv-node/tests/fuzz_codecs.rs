@@ -367,7 +367,7 @@ fn fuzz_peer_batches_random_bytes() {
     );
 }
 
-/// 32 bytes claiming 2^64 - 1 messages, or one message whose entry data is
+/// About 32 bytes claiming 2^64 - 1 messages, or one message whose entry data is
 /// 4 GiB long: refused at once, without allocating for the claim.
 #[test]
 fn a_peer_batch_claiming_huge_counts_is_refused_quickly() {
@@ -375,18 +375,21 @@ fn a_peer_batch_claiming_huge_counts_is_refused_quickly() {
     let mut many_messages = varint(n2);
     many_messages.extend(varint(1)); // epoch
     many_messages.extend(varint(1)); // seq
+    many_messages.extend([10, 15, 3, 1]); // timing: tick, election ticks, drift, check-quorum
     many_messages.extend(varint(u64::MAX)); // message count
-    many_messages.resize(32, 0);
+    many_messages.resize(36, 0);
 
     let mut huge_data = varint(n2);
-    huge_data.extend([1, 1, 1]); // epoch, seq, one message
+    huge_data.extend([1, 1]); // epoch, seq
+    huge_data.extend([10, 15, 3, 1]); // timing
+    huge_data.push(1); // one message
     huge_data.extend(varint(n2));
     huge_data.extend(varint(node_id_of("n1").0));
     huge_data.extend([1, 2]); // term 1, AppendEntries
     huge_data.extend([0, 0, 1]); // prev index, prev term, one entry
     huge_data.extend([1, 1, 0]); // term, index, Normal
     huge_data.extend(varint(4 << 30)); // data: 4 GiB
-    huge_data.resize(48, 7);
+    huge_data.resize(52, 7);
 
     for bytes in [many_messages, huge_data] {
         let what = format!("decode_batch({})", hex(&bytes));
