@@ -96,16 +96,17 @@ catalogue! {
     /// message, the re-elected leader cut off at its first commit advance).
     committing_an_earlier_term_entry_by_counting_is_found:
         commit_previous_term within 30 seeds, Any as ["leader completeness", "committed entries never change", "state machine safety"];
-    /// Found through a membership fault that replaces voters and splits the
-    /// leader and the incoming voters off the moment the joint configuration
-    /// commits: the new voters alone then commit what the old ones never see.
-    deciding_with_only_the_new_majority_while_joint_is_found:
-        joint_new_majority_only within 40 seeds, Any as ["leader completeness", "committed entries never change", "log matching", "state machine safety"];
+    // `joint_new_majority_only` is not asserted: since an election must also
+    // win the configurations of the candidate's uncommitted log tail
+    // (`election_configs`, seed 3989), the old voters that never heard of
+    // the commit can no longer elect a leader without the new voters, which
+    // was how the simulator exposed it. 0 of 600 seeds find it now; see
+    // sim/BUG_CATALOGUE.md.
     /// Found through a membership fault that proposes two replacements at
     /// once (a burst) and splits as above; rarer, as both changes must commit
     /// in one advance for the old voters to miss both.
     two_conf_changes_in_flight_at_once_is_found:
-        concurrent_conf_changes within 150 seeds, Any as ["leader completeness", "committed entries never change", "log matching", "state machine safety", "at most one leader per term"],
+        concurrent_conf_changes within 100 seeds, Any as ["leader completeness", "committed entries never change", "log matching", "state machine safety", "at most one leader per term", "replicas converge", "liveness"],
         with |o| {
             o.faults = sim::faults::FaultSelection::parse("membership,loss,partition,crash").unwrap();
         };
