@@ -924,7 +924,8 @@ impl Node {
     }
 
     fn set_membership(&mut self, index: LogIndex, next: Membership) {
-        tracing::info!(%index, ?next, "membership changed");
+        // Drivers log the change with node names (kv-node's driver does).
+        tracing::debug!(%index, ?next, "membership changed");
         self.membership = next.clone();
         self.membership_history.push((index, next));
         let me = self.config.id;

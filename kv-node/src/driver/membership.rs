@@ -9,12 +9,12 @@ use crate::directory::Directory;
 use bytes::Bytes;
 use kv_replica::membership_waiters::{ChangeOutcome, CoreNow, MembershipWaiters};
 use kv_replica::replica::Durable;
-use raft_core::{Accepted, ConfChange, Input, LogIndex, Node, Role, StepError, Term};
+use raft_core::{Accepted, ConfChange, Input, LogIndex, Membership, Node, Role, StepError, Term};
 use std::collections::BTreeMap;
 
 /// What the driver keeps for membership.
 pub(super) struct MembershipState {
-    directory: Directory,
+    pub(super) directory: Directory,
     /// The address book as last copied into `directory`.
     synced: BTreeMap<String, String>,
     /// Proposals made here as leader, answered once in force.
@@ -25,6 +25,9 @@ pub(super) struct MembershipState {
     /// "removed" until this node has been a member.
     joining: bool,
     was_member: bool,
+    /// The membership last logged, so that each change is logged once,
+    /// with node names.
+    logged: Option<Membership>,
 }
 
 pub(super) fn removed_error() -> DriverError {
@@ -44,6 +47,7 @@ impl MembershipState {
             seeded_term: None,
             joining,
             was_member: false,
+            logged: None,
         }
     }
 
@@ -148,6 +152,7 @@ impl<D: Durable> Driver<D> {
     /// After a round: answers waiters whose proposal is in force or lost,
     /// seeds the address book as a new leader, notes membership.
     pub(super) fn settle_membership(&mut self) {
+        self.log_membership_change();
         let node = &self.replica.node;
         let me = node.id();
         if node.membership().voters.contains(&me) || node.membership().learners.contains(&me) {
@@ -178,6 +183,28 @@ impl<D: Durable> Driver<D> {
         if leading && self.membership.seeded_term != Some(term) {
             self.seed_address_book(term);
         }
+    }
+
+    /// Logs the membership in force when it changed, naming nodes by their
+    /// names (raft-core logs ids, at debug level).
+    fn log_membership_change(&mut self) {
+        let membership = self.replica.node.membership();
+        if self.membership.logged.as_ref() == Some(membership) {
+            return;
+        }
+        let names = |ids: &std::collections::BTreeSet<raft_core::NodeId>| {
+            ids.iter()
+                .map(|&id| self.membership.directory.name_of(id))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        tracing::info!(
+            voters = %names(&membership.voters),
+            learners = %names(&membership.learners),
+            outgoing = %names(&membership.outgoing),
+            "membership changed"
+        );
+        self.membership.logged = Some(membership.clone());
     }
 
     /// A new leader records, for every member it knows an address of that

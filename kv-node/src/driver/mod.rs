@@ -353,7 +353,14 @@ impl<D: Durable> Driver<D> {
 
     fn handle_output(&mut self, output: Output) {
         if let Some(soft) = output.soft_state {
-            tracing::info!(role = ?soft.role, leader = ?soft.leader, term = %soft.term, "raft state changed");
+            let leader = soft.leader.map(|id| self.membership.directory.name_of(id));
+            tracing::info!(
+                role = ?soft.role,
+                leader = leader.as_deref().unwrap_or("none"),
+                leader_id = ?soft.leader,
+                term = %soft.term,
+                "raft state changed"
+            );
         }
         let settled = self.waiters.on_output(&output);
         for (reply, result) in settled.applied {
