@@ -123,9 +123,10 @@ async fn get(client: &PeerClient, url: &str) -> Result<(u16, Value), String> {
     ))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_three_node_cluster_replicates_over_mutual_tls_with_tokens() {
-    let dir = tempfile::tempdir().unwrap();
+/// Three nodes n0..n2 over mutual TLS with tokens, certificates from one
+/// CA; returns their ports, the nodes and a client with a certificate of
+/// that CA.
+async fn start_cluster(dir: &Path) -> (Vec<u16>, Vec<RunningNode>, PeerClient) {
     let ca = new_ca("cluster CA");
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let peers = (0..3)
@@ -134,10 +135,17 @@ async fn a_three_node_cluster_replicates_over_mutual_tls_with_tokens() {
         .join(",");
     let mut nodes = Vec::new();
     for (i, port) in ports.iter().enumerate() {
-        nodes.push(start(dir.path(), &format!("n{i}"), *port, &peers, &ca).await);
+        nodes.push(start(dir, &format!("n{i}"), *port, &peers, &ca).await);
     }
     let identity = leaf(&ca);
     let client = client(&ca, Some(&identity));
+    (ports, nodes, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_node_cluster_replicates_over_mutual_tls_with_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ports, nodes, client) = start_cluster(dir.path()).await;
     let auth = reqwest::header::HeaderValue::from_str(&format!("Bearer {WRITE}")).unwrap();
 
     // Retried until a leader is elected (503 meanwhile).
@@ -237,18 +245,7 @@ async fn call(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_forwards_membership_changes_over_tls_with_the_callers_token() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = new_ca("cluster CA");
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let peers = (0..3)
-        .map(|i| format!("n{i}=https://127.0.0.1:{}", ports[i]))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut nodes = Vec::new();
-    for (i, port) in ports.iter().enumerate() {
-        nodes.push(start(dir.path(), &format!("n{i}"), *port, &peers, &ca).await);
-    }
-    let identity = leaf(&ca);
-    let client = client(&ca, Some(&identity));
+    let (ports, nodes, client) = start_cluster(dir.path()).await;
     let base = |i: usize| format!("https://127.0.0.1:{}", ports[i]);
 
     // Wait for a leader, then pick a follower to ask.

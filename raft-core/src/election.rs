@@ -81,7 +81,8 @@ impl Node {
             if let Some(entry) = self.log.entry(index)
                 && entry.kind == EntryKind::ConfChange
                 && let Ok(change) = ConfChange::decode(&entry.data)
-                && let Ok(next) = configs[configs.len() - 1].apply(&change)
+                && let Some(last) = configs.last()
+                && let Ok(next) = last.apply(&change)
             {
                 configs.push(next);
             }
@@ -93,8 +94,12 @@ impl Node {
     /// Counts `self.votes` in every configuration of [`Self::election_configs`]:
     /// won when won in all, lost when lost in any.
     pub(crate) fn election_result(&self) -> VoteResult {
+        self.election_result_in(&self.election_configs())
+    }
+
+    fn election_result_in(&self, configs: &[Membership]) -> VoteResult {
         let mut result = VoteResult::Won;
-        for config in self.election_configs() {
+        for config in configs {
             match config.vote_result(&self.votes) {
                 VoteResult::Lost => return VoteResult::Lost,
                 VoteResult::Pending => result = VoteResult::Pending,
@@ -111,7 +116,7 @@ impl Node {
         let me = self.config.id;
         self.votes.insert(me, true);
         let configs = self.election_configs();
-        if self.election_result() == VoteResult::Won {
+        if self.election_result_in(&configs) == VoteResult::Won {
             self.on_election_won(pre_vote);
             return;
         }
