@@ -3,7 +3,23 @@
 //!
 //! Every replica that applies the same log entries ends in the same state, so
 //! nothing here may depend on anything but the entries: ordered maps only
-//! (`BTreeMap`/`BTreeSet`), no clock, no randomness, no hash-map iteration.
+//! (`imbl::OrdMap`/`OrdSet`, `BTreeMap`), no clock, no randomness, no
+//! hash-map iteration.
+//!
+//! # Why persistent maps
+//!
+//! The keys and the dedup table live in `imbl`'s `OrdMap`: a B-tree whose
+//! nodes are shared between clones (copy on write, path copying). Cloning
+//! the whole state machine is O(1), so the driver captures a snapshot with
+//! a clone and another thread serializes and fsyncs it while the driver
+//! goes on applying (issue 12). A write made while a capture is alive
+//! copies only the nodes on its path (about log16(n) nodes of 16 slots);
+//! keys and values are `Arc<str>`, so a copied node clones pointers, never
+//! the bytes: memory during a snapshot is the live data plus the copied
+//! nodes, far below twice the data. Without a live capture every node is
+//! uniquely owned and is changed in place. Iteration order is key order,
+//! exactly as with `BTreeMap`, so the snapshot format and digest are
+//! unchanged.
 //!
 //! This module holds the map and its operations (applying entries, reads,
 //! the dedup table); `records` the snapshot format's records and framing,
@@ -23,9 +39,11 @@ pub use records::{MAX_SNAPSHOT_RECORD_BYTES, SNAPSHOT_MAGIC, SNAPSHOT_VERSION, S
 use crate::command::{
     CLUSTER_COMMAND_TAG, ClientSeq, ClusterCommand, Command, Op, OpResult, RequestId,
 };
+use imbl::{OrdMap, OrdSet};
 use raft_core::{Entry, EntryKind, LogIndex};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::Arc;
 
 /// Longest key accepted by the HTTP layer, in bytes (API.md: 1..=4096).
 pub const MAX_KEY_BYTES: usize = 4096;
@@ -35,6 +53,17 @@ pub const MAX_KEY_BYTES: usize = 4096;
 pub const MAX_VALUE_BYTES: usize = 1 << 20;
 /// Default bound on the number of clients in the dedup table.
 pub const DEFAULT_DEDUP_LIMIT: usize = 100_000;
+/// Default byte budget of one prefix scan answer (API.md: at most 4 MiB of
+/// keys and values, then `more: true`).
+pub const SCAN_BUDGET_BYTES: usize = 4 << 20;
+/// What one scanned entry costs the budget beyond its key and value: the
+/// JSON framing around them (`{"key":"","value":"","revision":N}`).
+pub const SCAN_ENTRY_OVERHEAD_BYTES: usize = 48;
+
+/// One entry of a scan: key, value, revision. Key and value are shared with
+/// the map (a reference count, no copy), so a scan costs the driver thread
+/// pointer copies only; rendering happens on the caller's thread.
+pub type ScanEntry = (Arc<str>, Arc<str>, u64);
 
 /// What applying one log entry produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,7 +79,9 @@ pub struct Applied {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct StoredValue {
-    value: String,
+    /// Shared, so that a node copied while a snapshot capture is alive
+    /// copies a pointer, not the value.
+    value: Arc<str>,
     /// Index of the last write that changed the key; never above the applied
     /// index.
     revision: u64,
@@ -67,7 +98,7 @@ struct DedupEntry {
     result: OpResult,
 }
 
-/// The replicated key-value state.
+/// The replicated key-value state. `clone` is O(1) (see the module doc).
 ///
 /// # Deduplication
 ///
@@ -89,11 +120,16 @@ pub struct KvStateMachine {
     /// Index of the last entry applied (0 before the first). Entries arrive
     /// strictly in order: the next one must be `applied_index + 1`.
     applied_index: u64,
-    data: BTreeMap<String, StoredValue>,
-    dedup: BTreeMap<String, DedupEntry>,
+    data: OrdMap<Arc<str>, StoredValue>,
+    /// Invariant: the sum of key and value lengths over `data` (the live
+    /// data that `--quota-bytes` bounds). Derived, so neither in snapshots
+    /// nor in the digest.
+    live_bytes: u64,
+    /// Entries behind `Arc`: a dedup result may carry a large `prev` value.
+    dedup: OrdMap<Arc<str>, Arc<DedupEntry>>,
     /// The same clients as `dedup`, ordered by the index of their last write,
     /// so that finding the one to evict is O(log n).
-    dedup_by_index: BTreeSet<(u64, String)>,
+    dedup_by_index: OrdSet<(u64, Arc<str>)>,
     /// Invariant: `dedup.len() <= dedup_limit` after every apply.
     dedup_limit: usize,
     /// The cluster's address book: node name -> base URL, written by
@@ -119,9 +155,10 @@ impl KvStateMachine {
     pub fn with_dedup_limit(dedup_limit: usize) -> Self {
         KvStateMachine {
             applied_index: 0,
-            data: BTreeMap::new(),
-            dedup: BTreeMap::new(),
-            dedup_by_index: BTreeSet::new(),
+            data: OrdMap::new(),
+            live_bytes: 0,
+            dedup: OrdMap::new(),
+            dedup_by_index: OrdSet::new(),
             dedup_limit,
             addresses: BTreeMap::new(),
         }
@@ -181,7 +218,7 @@ impl KvStateMachine {
         let Some(ClientSeq { client_id, seq }) = command.client else {
             return self.apply_op(index, command.op);
         };
-        if let Some(seen) = self.dedup.get(&client_id) {
+        if let Some(seen) = self.dedup.get(client_id.as_str()) {
             if seq == seen.seq {
                 return seen.result.clone();
             }
@@ -199,20 +236,24 @@ impl KvStateMachine {
     }
 
     fn remember(&mut self, client_id: String, seq: u64, index: u64, result: OpResult) {
-        let entry = DedupEntry { seq, index, result };
+        let client_id: Arc<str> = client_id.into();
+        let entry = Arc::new(DedupEntry { seq, index, result });
         if let Some(old) = self.dedup.insert(client_id.clone(), entry) {
-            let removed = self.dedup_by_index.remove(&(old.index, client_id.clone()));
+            let removed = self
+                .dedup_by_index
+                .remove(&(old.index, client_id.clone()))
+                .is_some();
             debug_assert!(
                 removed,
                 "client {client_id:?} missing from the eviction index"
             );
         }
-        let inserted = self.dedup_by_index.insert((index, client_id));
+        let inserted = self.dedup_by_index.insert((index, client_id)).is_none();
         assert!(inserted, "two dedup entries at index {index}");
         while self.dedup.len() > self.dedup_limit {
             let (oldest_index, oldest_client) = self
                 .dedup_by_index
-                .pop_first()
+                .remove_min()
                 .expect("eviction index holds the same clients as the dedup table");
             let evicted = self.dedup.remove(&oldest_client);
             debug_assert!(
@@ -225,25 +266,19 @@ impl KvStateMachine {
     fn apply_op(&mut self, revision: u64, op: Op) -> OpResult {
         match op {
             Op::Put { key, value } => {
-                let prev = self.data.insert(key, StoredValue { value, revision });
-                OpResult::Put {
-                    revision,
-                    prev: prev.map(|old| old.value),
-                }
+                let prev = self.put(key, value, revision);
+                OpResult::Put { revision, prev }
             }
             Op::Delete { key } => {
-                let prev = self.data.remove(&key);
-                OpResult::Delete {
-                    revision,
-                    prev: prev.map(|old| old.value),
-                }
+                let prev = self.delete(&key);
+                OpResult::Delete { revision, prev }
             }
             Op::Cas {
                 key,
                 expected,
                 value,
             } => {
-                let current = self.data.get(&key).map(|stored| stored.value.as_str());
+                let current = self.data.get(key.as_str()).map(|stored| &*stored.value);
                 if current != expected.as_deref() {
                     return OpResult::Cas {
                         succeeded: false,
@@ -253,14 +288,10 @@ impl KvStateMachine {
                 }
                 match &value {
                     Some(new) => {
-                        let stored = StoredValue {
-                            value: new.clone(),
-                            revision,
-                        };
-                        self.data.insert(key, stored);
+                        self.put(key, new.clone(), revision);
                     }
                     None => {
-                        self.data.remove(&key);
+                        self.delete(&key);
                     }
                 }
                 OpResult::Cas {
@@ -271,34 +302,76 @@ impl KvStateMachine {
             }
             Op::MultiPut { entries } => {
                 for (key, value) in entries {
-                    self.data.insert(key, StoredValue { value, revision });
+                    self.put(key, value, revision);
                 }
                 OpResult::MultiPut { revision }
             }
         }
     }
 
+    /// Sets `key`, keeping `live_bytes` in step; returns the previous value.
+    fn put(&mut self, key: String, value: String, revision: u64) -> Option<String> {
+        let key_len = key.len() as u64;
+        let value_len = value.len() as u64;
+        let stored = StoredValue {
+            value: value.into(),
+            revision,
+        };
+        let prev = self.data.insert(key.into(), stored);
+        let removed = prev
+            .as_ref()
+            .map_or(0, |old| key_len + old.value.len() as u64);
+        self.live_bytes = self.live_bytes + key_len + value_len - removed;
+        prev.map(|old| old.value.to_string())
+    }
+
+    /// Removes `key`, keeping `live_bytes` in step; returns its value.
+    fn delete(&mut self, key: &str) -> Option<String> {
+        let (_, old) = self.data.remove_with_key(key)?;
+        self.live_bytes -= (key.len() + old.value.len()) as u64;
+        Some(old.value.to_string())
+    }
+
     /// The value of `key` and the revision of the last write that changed it.
     pub fn get(&self, key: &str) -> Option<(&str, u64)> {
         self.data
             .get(key)
-            .map(|stored| (stored.value.as_str(), stored.revision))
+            .map(|stored| (&*stored.value, stored.revision))
     }
 
-    /// Up to `limit` entries `(key, value, revision)` whose key starts with
-    /// `prefix`, in byte order of keys, and whether more entries match.
-    pub fn scan(&self, prefix: &str, limit: usize) -> (Vec<(String, String, u64)>, bool) {
+    /// Up to `limit` entries whose key starts with `prefix`, in byte order of
+    /// keys, whose keys and values add up to at most `budget_bytes` (each
+    /// entry also counting [`SCAN_ENTRY_OVERHEAD_BYTES`]; the first entry
+    /// is always returned, so that a client paging on always progresses),
+    /// and whether more entries match. The work is bounded by what is
+    /// returned, and nothing is copied but reference counts.
+    pub fn scan(&self, prefix: &str, limit: usize, budget_bytes: usize) -> (Vec<ScanEntry>, bool) {
         let mut matching = self
             .data
-            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
-            .take_while(|(key, _)| key.starts_with(prefix));
-        let entries = matching
-            .by_ref()
-            .take(limit)
-            .map(|(key, stored)| (key.clone(), stored.value.clone(), stored.revision))
-            .collect();
-        let more = matching.next().is_some();
+            .range::<_, str>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .peekable();
+        let mut entries = Vec::new();
+        let mut used = 0usize;
+        while entries.len() < limit {
+            let Some((key, stored)) = matching.peek() else {
+                break;
+            };
+            let cost = key.len() + stored.value.len() + SCAN_ENTRY_OVERHEAD_BYTES;
+            if !entries.is_empty() && used + cost > budget_bytes {
+                break;
+            }
+            used += cost;
+            entries.push((Arc::clone(key), Arc::clone(&stored.value), stored.revision));
+            matching.next();
+        }
+        let more = matching.peek().is_some();
         (entries, more)
+    }
+
+    /// Bytes of live keys and values (what `--quota-bytes` bounds).
+    pub fn live_bytes(&self) -> u64 {
+        self.live_bytes
     }
 
     /// The address book: node name -> base URL.

@@ -8,6 +8,7 @@ use super::records::{
 use super::{DedupEntry, KvStateMachine, StoredValue};
 use std::borrow::Cow;
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 
 impl KvStateMachine {
     /// Streams the whole state (applied index, every key with its value and
@@ -145,16 +146,17 @@ impl KvStateMachine {
             return Err(SnapshotError::UnexpectedRecord { record, expected });
         };
         self.check_restored_index(record, revision)?;
-        if let Some((last, _)) = self.data.last_key_value()
-            && key <= last.as_str()
+        if let Some((last, _)) = self.data.get_max()
+            && key <= &**last
         {
             return Err(SnapshotError::OutOfOrder { record });
         }
         let stored = StoredValue {
-            value: value.to_owned(),
+            value: value.into(),
             revision,
         };
-        self.data.insert(key.to_owned(), stored);
+        self.live_bytes += (key.len() + value.len()) as u64;
+        self.data.insert(key.into(), stored);
         Ok(())
     }
 
@@ -174,12 +176,17 @@ impl KvStateMachine {
             return Err(SnapshotError::UnexpectedRecord { record, expected });
         };
         self.check_restored_index(record, index)?;
-        if let Some((last, _)) = self.dedup.last_key_value()
-            && client_id <= last.as_str()
+        if let Some((last, _)) = self.dedup.get_max()
+            && client_id <= &**last
         {
             return Err(SnapshotError::OutOfOrder { record });
         }
-        if !self.dedup_by_index.insert((index, client_id.to_owned())) {
+        let client_id: Arc<str> = client_id.into();
+        if self
+            .dedup_by_index
+            .insert((index, client_id.clone()))
+            .is_some()
+        {
             return Err(SnapshotError::DuplicateDedupIndex { record, index });
         }
         let entry = DedupEntry {
@@ -187,7 +194,7 @@ impl KvStateMachine {
             index,
             result: result.into_owned(),
         };
-        self.dedup.insert(client_id.to_owned(), entry);
+        self.dedup.insert(client_id, Arc::new(entry));
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 
 use super::*;
 use raft_core::Term;
+use std::collections::BTreeSet;
 
 #[test]
 fn the_address_book_is_applied_and_survives_a_snapshot() {
@@ -241,11 +242,11 @@ fn scan_returns_keys_with_the_prefix_in_byte_order_up_to_the_limit() {
     for key in ["p/b", "p/a", "p/\u{e9}", "p/Z", "q", "p", "o/x", "p/a/1"] {
         apply(&mut machine, put(key, key));
     }
-    let (all, more) = machine.scan("p/", 100);
-    let keys: Vec<&str> = all.iter().map(|(key, _, _)| key.as_str()).collect();
+    let (all, more) = machine.scan("p/", 100, SCAN_BUDGET_BYTES);
+    let keys: Vec<&str> = all.iter().map(|(key, _, _)| &**key).collect();
     assert_eq!(keys, ["p/Z", "p/a", "p/a/1", "p/b", "p/\u{e9}"]);
     assert!(!more);
-    let (first_two, more) = machine.scan("p/", 2);
+    let (first_two, more) = machine.scan("p/", 2, SCAN_BUDGET_BYTES);
     assert_eq!(
         first_two,
         [
@@ -254,15 +255,95 @@ fn scan_returns_keys_with_the_prefix_in_byte_order_up_to_the_limit() {
         ]
     );
     assert!(more);
-    let (exactly_five, more) = machine.scan("p/", 5);
+    let (exactly_five, more) = machine.scan("p/", 5, SCAN_BUDGET_BYTES);
     assert_eq!(exactly_five.len(), 5);
     assert!(!more, "no sixth key matches");
-    let (none, more) = machine.scan("p/", 0);
+    let (none, more) = machine.scan("p/", 0, SCAN_BUDGET_BYTES);
     assert!(none.is_empty() && more);
-    let (everything, more) = machine.scan("", 100);
+    let (everything, more) = machine.scan("", 100, SCAN_BUDGET_BYTES);
     assert_eq!(everything.len(), 8);
     assert!(!more);
-    assert_eq!(machine.scan("r", 10), (vec![], false));
+    assert_eq!(machine.scan("r", 10, SCAN_BUDGET_BYTES), (vec![], false));
+}
+
+#[test]
+fn scan_stops_at_its_byte_budget_and_says_more_but_always_returns_one_entry() {
+    let mut machine = KvStateMachine::new();
+    for key in ["s/a", "s/b", "s/c", "s/d"] {
+        apply(&mut machine, put(key, &"v".repeat(100)));
+    }
+    let per_entry = 3 + 100 + SCAN_ENTRY_OVERHEAD_BYTES;
+    let (two, more) = machine.scan("s/", 100, 2 * per_entry + per_entry / 2);
+    let keys: Vec<&str> = two.iter().map(|(key, _, _)| &**key).collect();
+    assert_eq!(keys, ["s/a", "s/b"]);
+    assert!(more, "the budget cut the answer short");
+    let (exact, more) = machine.scan("s/", 100, 4 * per_entry);
+    assert_eq!((exact.len(), more), (4, false), "a budget that fits all");
+    let (one, more) = machine.scan("s/", 100, 1);
+    assert_eq!(
+        (one.len(), more),
+        (1, true),
+        "a client paging on progresses"
+    );
+}
+
+#[test]
+fn live_bytes_counts_keys_and_values_through_puts_overwrites_deletes_and_cas() {
+    let mut machine = KvStateMachine::new();
+    apply(&mut machine, put("ab", "xyz"));
+    assert_eq!(machine.live_bytes(), 5);
+    apply(&mut machine, put("ab", "x"));
+    assert_eq!(
+        machine.live_bytes(),
+        3,
+        "an overwrite replaces the value's bytes"
+    );
+    apply(&mut machine, cas("c", None, Some("1234")));
+    assert_eq!(machine.live_bytes(), 8);
+    apply(&mut machine, cas("c", Some("1234"), None));
+    assert_eq!(machine.live_bytes(), 3);
+    apply(
+        &mut machine,
+        Op::MultiPut {
+            entries: vec![("m".into(), "12".into()), ("m".into(), "1".into())],
+        },
+    );
+    assert_eq!(
+        machine.live_bytes(),
+        5,
+        "the last value of a repeated key wins"
+    );
+    apply(&mut machine, Op::Delete { key: "ab".into() });
+    apply(&mut machine, Op::Delete { key: "ab".into() });
+    assert_eq!(machine.live_bytes(), 2);
+    let restored = KvStateMachine::restore_from_bytes(&machine.snapshot_bytes()).unwrap();
+    assert_eq!(restored.live_bytes(), 2, "recomputed on restore");
+}
+
+#[test]
+fn a_clone_is_a_frozen_capture_that_later_writes_do_not_reach() {
+    let mut machine = KvStateMachine::new();
+    for i in 0..2000 {
+        apply(&mut machine, put(&format!("k{i:05}"), "before"));
+    }
+    let captured = machine.clone();
+    let captured_bytes = captured.snapshot_bytes();
+    let captured_digest = captured.digest();
+    for i in (0..2000).step_by(7) {
+        apply(&mut machine, put(&format!("k{i:05}"), "after"));
+    }
+    apply(
+        &mut machine,
+        Op::Delete {
+            key: "k00001".into(),
+        },
+    );
+    assert_eq!(captured.snapshot_bytes(), captured_bytes);
+    assert_eq!(captured.digest(), captured_digest);
+    assert_eq!(captured.get("k00000"), Some(("before", 1)));
+    assert_eq!(machine.get("k00000"), Some(("after", 2001)));
+    assert_eq!(captured.len(), 2000);
+    assert_eq!(machine.len(), 1999);
 }
 
 #[test]
