@@ -53,9 +53,22 @@ pub struct Cli {
     /// Largest value accepted, in bytes.
     #[arg(long, env = "KV_NODE_MAX_VALUE_BYTES", default_value_t = kv_replica::state_machine::MAX_VALUE_BYTES)]
     pub max_value_bytes: usize,
-    /// Take a snapshot after this many applied entries (0: only on request).
-    #[arg(long, env = "KV_NODE_SNAPSHOT_ENTRIES", default_value_t = 10_000)]
+    /// Take a snapshot after at most this many applied entries (0: no
+    /// entry bound). Usually the byte rule (`--snapshot-min-log-mb`) fires
+    /// first; this bounds the log when entries are tiny.
+    #[arg(long, env = "KV_NODE_SNAPSHOT_ENTRIES", default_value_t = 1_000_000)]
     pub snapshot_entries: u64,
+    /// Take a snapshot once the log applied since the last one is larger
+    /// than that snapshot, or than this many MiB if that is more: the
+    /// snapshot bytes written stay at most about the log bytes written,
+    /// whatever the data size. 0 turns the byte rule off.
+    #[arg(long, env = "KV_NODE_SNAPSHOT_MIN_LOG_MB", default_value_t = 64)]
+    pub snapshot_min_log_mb: u64,
+    /// Refuse writes that add data (507 quota_exceeded) once the live keys
+    /// and values exceed this many bytes; deletes and reads go on. 0: no
+    /// quota.
+    #[arg(long, env = "KV_NODE_QUOTA_BYTES", default_value_t = 2 << 30)]
+    pub quota_bytes: u64,
     /// Refuse new writes (503 disk_full) while the data directory's file
     /// system has less than this many MiB free, keeping the rest for hard
     /// state, snapshots and compaction. 0 turns the check off.
@@ -160,6 +173,10 @@ pub struct NodeConfig {
     /// Largest client request body: room for one value escaped as JSON.
     pub max_body_bytes: usize,
     pub snapshot_entries: u64,
+    /// `--snapshot-min-log-mb` in bytes (None: the byte rule is off).
+    pub snapshot_min_log_bytes: Option<u64>,
+    /// `--quota-bytes` (0: no quota).
+    pub quota_bytes: u64,
     /// `--min-free-disk-mb` in bytes (0: no threshold).
     pub min_free_disk_bytes: u64,
     pub request_timeout: Duration,
@@ -290,6 +307,9 @@ impl Cli {
             max_value_bytes: self.max_value_bytes,
             max_body_bytes: (self.max_value_bytes * 2).max(1 << 20) + (64 << 10),
             snapshot_entries: self.snapshot_entries,
+            snapshot_min_log_bytes: (self.snapshot_min_log_mb > 0)
+                .then(|| self.snapshot_min_log_mb.saturating_mul(1024 * 1024)),
+            quota_bytes: self.quota_bytes,
             min_free_disk_bytes: self.min_free_disk_mb.saturating_mul(1024 * 1024),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             exit_on_stdin_eof: self.exit_on_stdin_eof,

@@ -87,8 +87,14 @@ pub struct Metrics {
     /// Size of the latest snapshot's state, in bytes.
     pub snapshot_bytes: AtomicU64,
     pub leader_known: AtomicU64,
+    /// Bytes of live keys and values, and the `--quota-bytes` they are held
+    /// to (0: none).
+    pub live_bytes: AtomicU64,
+    pub quota_bytes: AtomicU64,
     pub proposals: AtomicU64,
     pub proposals_refused: AtomicU64,
+    /// Writes refused with 507 because the store is over its quota.
+    pub quota_refused: AtomicU64,
     pub reads: AtomicU64,
     pub reads_dropped: AtomicU64,
     pub fsync: Histogram,
@@ -160,7 +166,7 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8 << 10);
-        let gauges: [(&str, &str, &AtomicU64); 8] = [
+        let gauges: [(&str, &str, &AtomicU64); 10] = [
             (
                 "kv_raft_role",
                 "0 follower, 1 candidate, 2 leader, 3 learner",
@@ -193,12 +199,22 @@ impl Metrics {
                 "1 if a leader is known",
                 &self.leader_known,
             ),
+            (
+                "kv_live_bytes",
+                "bytes of live keys and values",
+                &self.live_bytes,
+            ),
+            (
+                "kv_quota_bytes",
+                "live bytes over which writes that add data are refused (0: no quota)",
+                &self.quota_bytes,
+            ),
         ];
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
             let _ = writeln!(out, "{name} {}", value.load(Relaxed));
         }
-        let counters: [(&str, &str, &AtomicU64); 10] = [
+        let counters: [(&str, &str, &AtomicU64); 11] = [
             (
                 "kv_proposals_total",
                 "writes proposed to raft",
@@ -208,6 +224,11 @@ impl Metrics {
                 "kv_proposals_refused_total",
                 "writes refused before proposing (503)",
                 &self.proposals_refused,
+            ),
+            (
+                "kv_quota_refused_total",
+                "writes refused because the store is over its quota (507)",
+                &self.quota_refused,
             ),
             ("kv_reads_total", "reads served", &self.reads),
             (

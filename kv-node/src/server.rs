@@ -12,7 +12,7 @@ use crate::settings::LeaseTiming;
 use crate::storage::StorageError;
 use crate::wal_disk::WalDisk;
 use clap::Parser;
-use kv_replica::replica::{Replica, ReplicaError};
+use kv_replica::replica::{Replica, ReplicaError, SnapshotPolicy};
 use raft_core::{Config, Membership};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -127,7 +127,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         disk,
         kv_replica::state_machine::DEFAULT_DEDUP_LIMIT,
     )?;
-    replica.snapshot_every = config.snapshot_entries;
+    replica.snapshot_policy = SnapshotPolicy {
+        max_entries: config.snapshot_entries,
+        log_bytes_floor: config.snapshot_min_log_bytes,
+    };
 
     // Started even without peers: members added later get a sender task.
     let peer_token = config.auth.as_ref().and_then(|a| a.peer_token());
@@ -139,8 +142,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         timing,
     );
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let snapshots = replica
+        .disk
+        .take_snapshot_completions()
+        .expect("a freshly opened disk has its completion channel");
     let (driver, driver_done) = driver::spawn(
         replica,
+        snapshots,
+        config.quota_bytes,
         peers,
         Directory::new(members.clone()),
         config.join.is_some(),

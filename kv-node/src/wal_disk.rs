@@ -1,21 +1,57 @@
 //! [`Durable`] on the real write-ahead log: the disk the driver's replica
 //! writes to, with fsync timing for the metrics.
+//!
+//! Snapshots are written off the driver thread (issue 12): the driver hands
+//! `start_snapshot` an O(1) capture of the state machine, a writer thread
+//! streams it into the snapshot file and fsyncs it, and its completion
+//! comes back through the channel from [`WalDisk::take_snapshot_completions`]
+//! to the driver, which then calls `Replica::snapshot_written`: the log is
+//! compacted and raft-core told `SnapshotTaken` only once the file is
+//! durable. The writer streams record by record through a buffered file,
+//! so no serialized copy of the state is ever held in memory.
 
 use crate::metrics::Metrics;
-use crate::storage::{Storage, StorageError, StorageOptions, open_snapshot, read_snapshot_range};
+use crate::storage::{
+    Storage, StorageError, StorageOptions, WrittenSnapshot, open_snapshot, read_snapshot_range,
+};
 use bytes::Bytes;
 use kv_replica::replica::{Durable, Recovered};
+use kv_replica::state_machine::KvStateMachine;
 use raft_core::{Entry, HardState, SnapshotMeta};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// A snapshot file the writer thread finished (or failed), on its way back
+/// to the driver.
+#[derive(Debug)]
+pub struct SnapshotWritten {
+    written: WrittenSnapshot,
+    /// How long serializing and fsyncing took, off the driver thread.
+    elapsed: Duration,
+}
 
 /// The WAL and snapshot files of one node.
 pub struct WalDisk {
     storage: Storage,
     metrics: Arc<Metrics>,
+    completions: mpsc::UnboundedSender<SnapshotWritten>,
+    /// Until the driver takes it.
+    completions_rx: Option<mpsc::UnboundedReceiver<SnapshotWritten>>,
+    /// The writer of the snapshot in flight: joined before the storage (and
+    /// its data-directory lock) goes away.
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for WalDisk {
+    fn drop(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
 }
 
 impl WalDisk {
@@ -42,7 +78,14 @@ impl WalDisk {
         if let Some((_, data)) = &snapshot {
             metrics.snapshot_bytes.store(data.len() as u64, Relaxed);
         }
-        let disk = WalDisk { storage, metrics };
+        let (completions, completions_rx) = mpsc::unbounded_channel();
+        let disk = WalDisk {
+            storage,
+            metrics,
+            completions,
+            completions_rx: Some(completions_rx),
+            writer: None,
+        };
         let recovered = Recovered {
             hard_state: recovered.hard_state,
             snapshot,
@@ -50,6 +93,16 @@ impl WalDisk {
             damaged_up_to_term: recovered.damaged_up_to_term,
         };
         Ok((disk, recovered))
+    }
+}
+
+impl WalDisk {
+    /// Where finished snapshot writes arrive, for the driver to hand each to
+    /// `Replica::snapshot_written`. Taken once.
+    pub fn take_snapshot_completions(
+        &mut self,
+    ) -> Option<mpsc::UnboundedReceiver<SnapshotWritten>> {
+        self.completions_rx.take()
     }
 }
 
@@ -72,26 +125,66 @@ impl Durable for WalDisk {
         Ok(())
     }
 
-    fn save_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
-        let started = Instant::now();
-        let info = self
-            .storage
-            .save_snapshot(meta, |w: &mut dyn Write| w.write_all(data))?;
-        let elapsed = started.elapsed();
-        self.metrics.snapshot_save.observe(elapsed);
+    type SnapshotWritten = SnapshotWritten;
+
+    fn start_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        state: KvStateMachine,
+    ) -> Result<(), StorageError> {
+        let write = self.storage.prepare_snapshot(meta)?;
+        if let Some(previous) = self.writer.take() {
+            // Its completion was handled, so it is over or about to be.
+            let _ = previous.join();
+        }
+        let completions = self.completions.clone();
+        let spawned = std::thread::Builder::new()
+            .name("snapshot-writer".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let written = write.write(|mut w: &mut dyn Write| state.write_snapshot(&mut w));
+                // Released before the driver hears of it: from now on the
+                // live map owns every node again and stops copying paths.
+                drop(state);
+                let elapsed = started.elapsed();
+                // The driver may be gone (shutdown): nothing to tell then.
+                let _ = completions.send(SnapshotWritten { written, elapsed });
+            });
+        match spawned {
+            Ok(handle) => {
+                self.writer = Some(handle);
+                Ok(())
+            }
+            Err(source) => Err(StorageError::SnapshotNotWritten {
+                path: self.storage.dir().to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    fn finish_snapshot(
+        &mut self,
+        done: SnapshotWritten,
+    ) -> Result<Option<(SnapshotMeta, u64)>, StorageError> {
+        let index = done.written.meta().index;
+        let Some(info) = self.storage.finish_snapshot(done.written)? else {
+            tracing::info!(%index, "snapshot overtaken by one installed from the leader; dropped");
+            return Ok(None);
+        };
+        self.metrics.snapshot_save.observe(done.elapsed);
         tracing::info!(
-            index = %meta.index,
+            index = %info.meta.index,
             bytes = info.file_bytes,
             segments_removed = info.segments_removed,
-            ms = elapsed.as_secs_f64() * 1e3,
+            ms = done.elapsed.as_secs_f64() * 1e3,
             "snapshot saved"
         );
-        self.metrics.snapshot_index.store(meta.index.0, Relaxed);
         self.metrics
-            .snapshot_bytes
-            .store(data.len() as u64, Relaxed);
+            .snapshot_index
+            .store(info.meta.index.0, Relaxed);
+        self.metrics.snapshot_bytes.store(info.file_bytes, Relaxed);
         self.metrics.snapshots_taken.fetch_add(1, Relaxed);
-        Ok(())
+        Ok(Some((info.meta, info.file_bytes)))
     }
 
     fn snapshot_can_wait(error: &StorageError) -> bool {
@@ -127,7 +220,134 @@ impl Durable for WalDisk {
 mod tests {
     use super::*;
     use kv_replica::replica::Replica;
-    use raft_core::{Config, Input, Membership, NodeId};
+    use raft_core::{Config, Input, LogIndex, Membership, NodeId};
+
+    fn put(round: usize) -> Input {
+        Input::Propose {
+            data: kv_replica::command::Command {
+                request: None,
+                client: None,
+                op: kv_replica::command::Op::Put {
+                    key: format!("k{round}"),
+                    value: "v".into(),
+                },
+            }
+            .encode(),
+        }
+    }
+
+    /// Hands the replica the completion of its snapshot write in flight,
+    /// if there is one, waiting for the writer thread (bounded).
+    fn settle(
+        replica: &mut Replica<WalDisk>,
+        completions: &mut mpsc::UnboundedReceiver<SnapshotWritten>,
+    ) -> Option<SnapshotMeta> {
+        replica.snapshot_in_flight()?;
+        let written = completions.blocking_recv().expect("the writer answers");
+        replica.snapshot_written(written).unwrap()
+    }
+
+    fn single_voter(dir: &Path) -> (Replica<WalDisk>, mpsc::UnboundedReceiver<SnapshotWritten>) {
+        let (mut disk, recovered) = WalDisk::open(dir, Arc::new(Metrics::default())).unwrap();
+        let completions = disk.take_snapshot_completions().unwrap();
+        let id = NodeId(1);
+        let replica =
+            Replica::open(Config::new(id), recovered, Membership::new([id]), disk, 100).unwrap();
+        (replica, completions)
+    }
+
+    /// Issue 12: a snapshot is written by a thread of its own; until its
+    /// completion is handed back, the log is not compacted and the core
+    /// does not know the snapshot, and the replica goes on applying. After
+    /// it, a restart recovers the snapshot and the log after it.
+    #[test]
+    fn a_snapshot_is_written_in_the_background_and_compacts_only_once_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut replica, mut completions) = single_voter(dir.path());
+        replica.step(Input::Campaign).unwrap();
+        for round in 0..10 {
+            replica.step(put(round)).unwrap();
+            replica.process_ready(|_| {}).unwrap();
+        }
+        let meta = replica
+            .start_snapshot()
+            .unwrap()
+            .expect("entries to snapshot");
+        assert_eq!(replica.snapshot_in_flight(), Some(meta.index));
+        assert_eq!(replica.start_snapshot().unwrap(), None, "one at a time");
+        for round in 10..20 {
+            replica.step(put(round)).unwrap();
+            replica.process_ready(|_| {}).unwrap();
+        }
+        assert_eq!(
+            replica.last_snapshot_index(),
+            LogIndex::ZERO,
+            "not durable yet"
+        );
+        assert_eq!(replica.node.status().snapshot_index, LogIndex::ZERO);
+        let taken = settle(&mut replica, &mut completions);
+        assert_eq!(taken.as_ref(), Some(&meta));
+        assert_eq!(replica.last_snapshot_index(), meta.index);
+        assert_eq!(replica.node.status().snapshot_index, meta.index);
+        let applied = replica.node.applied_index();
+        drop(replica);
+        let (reopened, _) = single_voter(dir.path());
+        assert_eq!(reopened.last_snapshot_index(), meta.index);
+        assert_eq!(reopened.state.applied_index(), meta.index.0);
+        assert!(
+            reopened.node.last_index() >= applied,
+            "the log after the snapshot is kept"
+        );
+    }
+
+    /// A crash between the capture and the completion leaves the previous
+    /// state: no snapshot, the whole log (the completion is never seen).
+    #[test]
+    fn a_snapshot_never_completed_leaves_the_whole_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut replica, completions) = single_voter(dir.path());
+        replica.step(Input::Campaign).unwrap();
+        for round in 0..10 {
+            replica.step(put(round)).unwrap();
+            replica.process_ready(|_| {}).unwrap();
+        }
+        let last = replica.node.last_index();
+        replica
+            .start_snapshot()
+            .unwrap()
+            .expect("entries to snapshot");
+        drop(completions);
+        drop(replica);
+        let (reopened, _) = single_voter(dir.path());
+        // The file may be durable (the writer finished before the drop):
+        // then recovery uses it and the log after it; else the whole log.
+        assert_eq!(reopened.node.last_index(), last);
+        let keys_or_log = reopened.state.len() + (last.0 - reopened.state.applied_index()) as usize;
+        assert!(keys_or_log >= 10, "every write survives: {keys_or_log}");
+    }
+
+    /// The byte rule: a snapshot starts once the log applied since the last
+    /// one reaches the floor, without any entry bound.
+    #[test]
+    fn the_byte_rule_starts_a_snapshot_once_the_log_outgrows_the_floor() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut replica, mut completions) = single_voter(dir.path());
+        replica.snapshot_policy = kv_replica::replica::SnapshotPolicy {
+            max_entries: 0,
+            log_bytes_floor: Some(2_000),
+        };
+        replica.step(Input::Campaign).unwrap();
+        let mut rounds = 0;
+        while replica.snapshot_in_flight().is_none() {
+            assert!(rounds < 100, "no snapshot after {rounds} puts");
+            replica.step(put(rounds)).unwrap();
+            replica.process_ready(|_| {}).unwrap();
+            rounds += 1;
+        }
+        // About 2,000 bytes at ~50 bytes per put entry.
+        assert!((20..60).contains(&rounds), "{rounds} puts");
+        assert!(settle(&mut replica, &mut completions).is_some());
+    }
 
     /// Issue 15, item 6: a snapshot whose file cannot be written (here its
     /// directory is gone; on a full disk, ENOSPC) leaves the replica
@@ -135,35 +355,21 @@ mod tests {
     #[test]
     fn a_snapshot_that_cannot_be_written_does_not_stop_the_replica() {
         let dir = tempfile::tempdir().unwrap();
-        let metrics = Arc::new(Metrics::default());
-        let (disk, recovered) = WalDisk::open(dir.path(), metrics).unwrap();
-        let id = NodeId(1);
-        let mut replica =
-            Replica::open(Config::new(id), recovered, Membership::new([id]), disk, 100).unwrap();
-        replica.snapshot_every = 2;
+        let (mut replica, mut completions) = single_voter(dir.path());
+        replica.snapshot_policy.max_entries = 2;
         replica.step(Input::Campaign).unwrap();
         for _ in 0..10 {
             replica.process_ready(|_| {}).unwrap();
+            settle(&mut replica, &mut completions);
         }
         let before = replica.last_snapshot_index();
         std::fs::remove_dir_all(dir.path().join("snapshots")).unwrap();
-        for round in 0..20u8 {
-            replica
-                .step(Input::Propose {
-                    data: kv_replica::command::Command {
-                        request: None,
-                        client: None,
-                        op: kv_replica::command::Op::Put {
-                            key: format!("k{round}"),
-                            value: "v".into(),
-                        },
-                    }
-                    .encode(),
-                })
-                .unwrap();
+        for round in 0..20 {
+            replica.step(put(round)).unwrap();
             replica
                 .process_ready(|_| {})
                 .expect("the replica keeps going without its snapshot");
+            settle(&mut replica, &mut completions);
         }
         for _ in 0..10 {
             replica.process_ready(|_| {}).unwrap();
@@ -171,7 +377,8 @@ mod tests {
         assert_eq!(replica.last_snapshot_index(), before, "no snapshot taken");
         assert!(replica.node.applied_index().0 >= before.0 + 20);
         std::fs::create_dir(dir.path().join("snapshots")).unwrap();
-        let taken = replica.take_snapshot().unwrap();
+        replica.start_snapshot().unwrap();
+        let taken = settle(&mut replica, &mut completions);
         assert!(taken.is_some(), "a later attempt succeeds");
     }
 

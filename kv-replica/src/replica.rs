@@ -21,11 +21,32 @@ pub trait Durable {
     fn set_hard_state(&mut self, hard_state: &HardState) -> Result<(), Self::Error>;
     /// Makes every earlier write durable.
     fn sync(&mut self) -> Result<(), Self::Error>;
-    /// Stores a snapshot this replica took, and drops the log it covers.
-    fn save_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), Self::Error>;
-    /// Whether `error`, from `save_snapshot`, left the storage as it was
-    /// (a full disk refused the snapshot file): the replica then goes on
-    /// and tries again later instead of stopping.
+    /// What a snapshot write started by `start_snapshot` hands back when it
+    /// ends, through the world's own channel, to
+    /// [`Replica::snapshot_written`].
+    type SnapshotWritten;
+    /// Starts writing a snapshot of `state` (a capture: an O(1) clone of the
+    /// state machine at `meta.index`) and returns at once. The write and its
+    /// fsync happen elsewhere (kv-node: a background thread; the simulator:
+    /// a later event, with crashes possible in between); when it is over,
+    /// the world hands its `SnapshotWritten` to `Replica::snapshot_written`.
+    /// At most one is in flight.
+    fn start_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        state: KvStateMachine,
+    ) -> Result<(), Self::Error>;
+    /// Ends a snapshot write on the replica's thread: if it succeeded and is
+    /// newer than the stored snapshot, makes it the stored one, drops the
+    /// log it covers and returns its metadata and size in bytes; if a newer
+    /// snapshot was installed meanwhile, discards it and returns None.
+    fn finish_snapshot(
+        &mut self,
+        written: Self::SnapshotWritten,
+    ) -> Result<Option<(SnapshotMeta, u64)>, Self::Error>;
+    /// Whether `error`, from `start_snapshot` or `finish_snapshot`, left the
+    /// storage as it was (a full disk refused the snapshot file): the
+    /// replica then goes on and tries again later instead of stopping.
     fn snapshot_can_wait(_error: &Self::Error) -> bool {
         false
     }
@@ -68,6 +89,38 @@ pub enum ReplicaError<E: std::error::Error + 'static> {
     SnapshotMismatch { meta_index: u64, state_index: u64 },
 }
 
+/// When a replica snapshots on its own (see [`Replica::process_ready`]).
+///
+/// A snapshot pays when the log written since the last one is as large as
+/// the snapshot itself: every byte of log then costs at most one byte of
+/// snapshot written, whatever the size of the data, and restart replays
+/// at most about a snapshot's worth of log. The floor keeps small stores
+/// from snapshotting every few entries; the entry bound caps the log for
+/// entries too small for the byte rule to notice soon (no-ops, tiny puts).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    /// Snapshot after at most this many applied entries (0: no bound).
+    pub max_entries: u64,
+    /// Snapshot once the log applied since the last snapshot
+    /// ([`ENTRY_OVERHEAD_BYTES`] plus the payload per entry) reaches the
+    /// last snapshot's size, or this floor if that is larger. None: the
+    /// byte rule is off.
+    pub log_bytes_floor: Option<u64>,
+}
+
+/// What each log entry costs on disk beyond its payload (term, index,
+/// kind, framing), for the byte rule of [`SnapshotPolicy`].
+pub const ENTRY_OVERHEAD_BYTES: u64 = 32;
+
+/// The snapshot whose write is in flight.
+#[derive(Clone, Debug)]
+struct SnapshotInFlight {
+    index: LogIndex,
+    /// Log bytes counted toward the snapshot when it was captured, given
+    /// back if the write fails and will be retried.
+    log_bytes: u64,
+}
+
 /// What one round of ready handling produced for the world outside.
 #[derive(Debug, Default)]
 pub struct Output {
@@ -84,9 +137,16 @@ pub struct Replica<D: Durable> {
     pub node: Node,
     pub state: KvStateMachine,
     pub disk: D,
-    /// Take a snapshot after this many applied entries (0: never).
-    pub snapshot_every: u64,
+    /// When to snapshot on its own (default: never).
+    pub snapshot_policy: SnapshotPolicy,
     last_snapshot_index: LogIndex,
+    /// Size in bytes of the stored snapshot (0 without one).
+    last_snapshot_bytes: u64,
+    /// Log bytes applied since the last snapshot was captured.
+    log_bytes_since_snapshot: u64,
+    /// Invariant: at most one snapshot write is in flight; while one is,
+    /// no other starts.
+    snapshot_in_flight: Option<SnapshotInFlight>,
     /// A snapshot arriving from the leader in chunks, until it is complete.
     staging: Vec<u8>,
     /// The term and vote last made durable. A `Ready` whose only write is a
@@ -140,8 +200,11 @@ impl<D: Durable> Replica<D> {
             node,
             state,
             disk,
-            snapshot_every: 0,
+            snapshot_policy: SnapshotPolicy::default(),
             last_snapshot_index,
+            last_snapshot_bytes: snapshot_bytes,
+            log_bytes_since_snapshot: 0,
+            snapshot_in_flight: None,
             staging: Vec::new(),
             synced_term_vote,
             snapshot_retry_rounds: 0,
@@ -220,6 +283,8 @@ impl<D: Durable> Replica<D> {
                 .map_err(ReplicaError::Storage)?;
             self.state = state;
             self.last_snapshot_index = meta.index;
+            self.last_snapshot_bytes = data.len() as u64;
+            self.log_bytes_since_snapshot = 0;
         }
         self.disk
             .append(&rd.entries)
@@ -254,6 +319,7 @@ impl<D: Durable> Replica<D> {
         }
         if let Some(last) = rd.committed_entries.last().map(|e| e.index) {
             for entry in &rd.committed_entries {
+                self.log_bytes_since_snapshot += ENTRY_OVERHEAD_BYTES + entry.data.len() as u64;
                 out.applied.push(self.state.apply_entry(entry));
             }
             self.node
@@ -263,46 +329,115 @@ impl<D: Durable> Replica<D> {
         out.read_states = rd.read_states;
         out.dropped_reads = rd.dropped_reads;
         self.snapshot_retry_rounds = self.snapshot_retry_rounds.saturating_sub(1);
-        if self.snapshot_every > 0
-            && self.snapshot_retry_rounds == 0
-            && self.node.applied_index().0 >= self.last_snapshot_index.0 + self.snapshot_every
-        {
-            match self.take_snapshot() {
-                Err(ReplicaError::Storage(e)) if D::snapshot_can_wait(&e) => {
-                    tracing::warn!(error = %e, retry_after_rounds = SNAPSHOT_RETRY_ROUNDS, "snapshot not taken; will retry");
-                    self.snapshot_retry_rounds = SNAPSHOT_RETRY_ROUNDS;
-                }
-                other => {
-                    other?;
-                }
-            }
+        if self.snapshot_retry_rounds == 0 && self.snapshot_due() {
+            self.start_snapshot()?;
         }
         Ok(Some(out))
     }
 
-    /// Snapshots the state machine at its applied index and compacts the log.
-    pub fn take_snapshot(&mut self) -> Result<Option<SnapshotMeta>, ReplicaError<D::Error>> {
+    /// Whether the policy asks for a snapshot now.
+    fn snapshot_due(&self) -> bool {
+        let policy = &self.snapshot_policy;
+        let entries = self
+            .node
+            .applied_index()
+            .0
+            .saturating_sub(self.last_snapshot_index.0);
+        self.snapshot_in_flight.is_none()
+            && entries > 0
+            && ((policy.max_entries > 0 && entries >= policy.max_entries)
+                || policy.log_bytes_floor.is_some_and(|floor| {
+                    self.log_bytes_since_snapshot >= floor.max(self.last_snapshot_bytes)
+                }))
+    }
+
+    /// Captures the state machine at its applied index (an O(1) clone) and
+    /// starts writing it as a snapshot; returns its metadata, or None if
+    /// there is nothing new to snapshot or a write is already in flight.
+    /// The log is compacted only when the write is durable
+    /// ([`Replica::snapshot_written`]): until then a crash restarts from
+    /// the previous snapshot and the whole log, as if none was started.
+    pub fn start_snapshot(&mut self) -> Result<Option<SnapshotMeta>, ReplicaError<D::Error>> {
         let applied = self.node.applied_index();
-        if applied <= self.last_snapshot_index {
+        if applied <= self.last_snapshot_index || self.snapshot_in_flight.is_some() {
             return Ok(None);
         }
+        debug_assert_eq!(applied.0, self.state.applied_index());
         let meta = self
             .node
             .snapshot_meta_at(applied)
             .expect("the applied index is in the log");
-        let data = self.state.snapshot_bytes();
-        self.disk
-            .save_snapshot(&meta, &data)
-            .map_err(ReplicaError::Storage)?;
-        let size_bytes = data.len() as u64;
+        match self.disk.start_snapshot(&meta, self.state.clone()) {
+            Ok(()) => {}
+            Err(e) if D::snapshot_can_wait(&e) => {
+                self.snapshot_refused(&e);
+                return Ok(None);
+            }
+            Err(e) => return Err(ReplicaError::Storage(e)),
+        }
+        self.snapshot_in_flight = Some(SnapshotInFlight {
+            index: meta.index,
+            log_bytes: std::mem::take(&mut self.log_bytes_since_snapshot),
+        });
+        Ok(Some(meta))
+    }
+
+    /// A snapshot write started by [`Replica::start_snapshot`] ended: once
+    /// it is durable the core learns of it (`SnapshotTaken`) and the log it
+    /// covers is dropped. Returns its metadata, or None if it was refused
+    /// without harm (retried later) or overtaken by a snapshot installed
+    /// from the leader meanwhile.
+    pub fn snapshot_written(
+        &mut self,
+        written: D::SnapshotWritten,
+    ) -> Result<Option<SnapshotMeta>, ReplicaError<D::Error>> {
+        let in_flight = self
+            .snapshot_in_flight
+            .take()
+            .expect("a snapshot write ends only after it started");
+        let (meta, size_bytes) = match self.disk.finish_snapshot(written) {
+            Ok(Some(done)) => done,
+            Ok(None) => return Ok(None),
+            Err(e) if D::snapshot_can_wait(&e) => {
+                self.log_bytes_since_snapshot += in_flight.log_bytes;
+                self.snapshot_refused(&e);
+                return Ok(None);
+            }
+            Err(e) => return Err(ReplicaError::Storage(e)),
+        };
+        assert_eq!(
+            meta.index, in_flight.index,
+            "the snapshot written is at {}, the one started at {}",
+            meta.index, in_flight.index
+        );
+        if meta.index <= self.last_snapshot_index {
+            // A newer snapshot was installed meanwhile; the disk keeps it.
+            return Ok(None);
+        }
         self.node
             .step(Input::SnapshotTaken {
                 meta: meta.clone(),
                 size_bytes,
             })
-            .expect("snapshot at the applied index is accepted");
+            .expect("a snapshot at or below the applied index is accepted");
         self.last_snapshot_index = meta.index;
+        self.last_snapshot_bytes = size_bytes;
         Ok(Some(meta))
+    }
+
+    fn snapshot_refused(&mut self, error: &D::Error) {
+        tracing::warn!(error = %error, retry_after_rounds = SNAPSHOT_RETRY_ROUNDS, "snapshot not taken; will retry");
+        self.snapshot_retry_rounds = SNAPSHOT_RETRY_ROUNDS;
+    }
+
+    /// The index of the snapshot being written, if one is.
+    pub fn snapshot_in_flight(&self) -> Option<LogIndex> {
+        self.snapshot_in_flight.as_ref().map(|s| s.index)
+    }
+
+    /// Size in bytes of the stored snapshot (0 without one).
+    pub fn last_snapshot_bytes(&self) -> u64 {
+        self.last_snapshot_bytes
     }
 
     pub fn last_snapshot_index(&self) -> LogIndex {

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use kv_replica::replica::{Durable, Recovered};
+use kv_replica::state_machine::KvStateMachine;
 use raft_core::{Entry, HardState, LogIndex, SnapshotMeta, Term};
 
 /// What survives a crash.
@@ -114,7 +115,6 @@ impl DiskImage {
 enum Write {
     Append(Vec<Entry>),
     HardState(HardState),
-    SaveSnapshot(SnapshotMeta, Bytes),
     InstallSnapshot(SnapshotMeta, Bytes),
 }
 
@@ -125,8 +125,9 @@ pub enum SyncFailure {
     Next,
     /// The next sync that writes a vote.
     NextVote,
-    /// The next sync that writes a snapshot: a crash while a snapshot taken
-    /// (or received) is being written loses it with the rest of the batch.
+    /// The next snapshot write: a snapshot taken fails its background
+    /// write, one received fails the sync that stores it; either way the
+    /// node stops before the snapshot is durable.
     NextSnapshot,
 }
 
@@ -138,11 +139,32 @@ pub enum SimDiskError {
     NoSnapshot { index: LogIndex },
 }
 
+/// A snapshot write in flight: the capture it writes. The world ends it
+/// with [`SimDisk::write_snapshot`] at a later event, as kv-node's
+/// background thread does; a crash before then loses it.
+#[derive(Debug)]
+struct SnapshotJob {
+    meta: SnapshotMeta,
+    state: KvStateMachine,
+}
+
+/// What a background snapshot write hands back: the snapshot, durable, or
+/// the injected failure that stops the node.
+#[derive(Debug)]
+pub struct SimSnapshotWritten {
+    meta: SnapshotMeta,
+    result: Result<Bytes, SimDiskError>,
+}
+
 /// The disk of one node.
 #[derive(Debug, Default)]
 pub struct SimDisk {
     durable: DiskImage,
     pending: Vec<Write>,
+    job: Option<SnapshotJob>,
+    /// Set when a snapshot write starts, taken by the world to schedule
+    /// the event that ends it.
+    pub snapshot_started: bool,
     /// The newest snapshot written, synced or not (what leaders send).
     latest_snapshot: Option<(SnapshotMeta, Bytes)>,
     /// Set by the world from the fault plan.
@@ -169,6 +191,25 @@ impl SimDisk {
 
     pub fn durable(&self) -> &DiskImage {
         &self.durable
+    }
+
+    /// The background write of the snapshot in flight, if any: serializes
+    /// the capture and makes it durable at once (kv-node writes a temp
+    /// file, fsyncs and renames it: all or nothing), unless a newer
+    /// snapshot is already durable or an armed fault fails it.
+    pub fn write_snapshot(&mut self) -> Option<SimSnapshotWritten> {
+        let SnapshotJob { meta, state } = self.job.take()?;
+        if self.armed == Some(SyncFailure::NextSnapshot) {
+            self.armed = None;
+            let result = Err(SimDiskError::SyncFailed);
+            return Some(SimSnapshotWritten { meta, result });
+        }
+        let data = Bytes::from(state.snapshot_bytes());
+        if self.durable.snapshot_index() < meta.index {
+            self.durable.save_snapshot(&meta, &data);
+        }
+        let result = Ok(data);
+        Some(SimSnapshotWritten { meta, result })
     }
 
     fn pending_vote(&self) -> bool {
@@ -206,7 +247,7 @@ impl Durable for SimDisk {
             Some(SyncFailure::NextSnapshot) => self
                 .pending
                 .iter()
-                .any(|w| matches!(w, Write::SaveSnapshot(..) | Write::InstallSnapshot(..))),
+                .any(|w| matches!(w, Write::InstallSnapshot(..))),
             None => false,
         };
         if fails {
@@ -219,18 +260,41 @@ impl Durable for SimDisk {
             match write {
                 Write::Append(entries) => self.durable.append(&entries),
                 Write::HardState(hs) => self.durable.set_hard_state(hs),
-                Write::SaveSnapshot(meta, data) => self.durable.save_snapshot(&meta, &data),
                 Write::InstallSnapshot(meta, data) => self.durable.install_snapshot(&meta, &data),
             }
         }
         Ok(())
     }
 
-    fn save_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), SimDiskError> {
-        let data = Bytes::copy_from_slice(data);
-        self.latest_snapshot = Some((meta.clone(), data.clone()));
-        self.pending.push(Write::SaveSnapshot(meta.clone(), data));
+    type SnapshotWritten = SimSnapshotWritten;
+
+    fn start_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        state: KvStateMachine,
+    ) -> Result<(), SimDiskError> {
+        assert!(self.job.is_none(), "one snapshot write at a time");
+        let meta = meta.clone();
+        self.job = Some(SnapshotJob { meta, state });
+        self.snapshot_started = true;
         Ok(())
+    }
+
+    fn finish_snapshot(
+        &mut self,
+        written: SimSnapshotWritten,
+    ) -> Result<Option<(SnapshotMeta, u64)>, SimDiskError> {
+        let data = written.result?;
+        let newer = self
+            .latest_snapshot
+            .as_ref()
+            .is_none_or(|(meta, _)| meta.index < written.meta.index);
+        if !newer {
+            return Ok(None);
+        }
+        let size = data.len() as u64;
+        self.latest_snapshot = Some((written.meta.clone(), data));
+        Ok(Some((written.meta, size)))
     }
 
     fn install_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), SimDiskError> {

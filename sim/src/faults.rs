@@ -161,6 +161,14 @@ pub enum FaultSelection {
     Exactly(BTreeSet<FaultKind>),
 }
 
+/// The byte floor of the snapshot rule per entry of `snapshot_every`: about
+/// the size of a simulated entry, so that both rules fire in a run.
+pub const SNAPSHOT_LOG_BYTES_PER_ENTRY: u64 = 48;
+
+/// Steps a background snapshot write takes at most, drawn per write: long
+/// enough for crashes, elections and installs to happen in between.
+pub const SNAPSHOT_WRITE_STEPS_MAX: u64 = 5 * STEPS_PER_TICK;
+
 impl FaultSelection {
     /// Parses `all`, `none` or a comma-separated list of kind names.
     pub fn parse(text: &str) -> Result<FaultSelection, String> {
@@ -403,7 +411,11 @@ pub struct FaultPlan {
     pub single_voter_start: bool,
     /// Each node's tick lasts STEPS_PER_TICK +/- this percentage.
     pub skew_percent: u64,
-    /// Replicas snapshot after this many applied entries (0: never).
+    /// Replicas snapshot after at most this many applied entries (0:
+    /// never), and, by kv-node's byte rule, once the log applied since the
+    /// last snapshot reaches the snapshot's size or
+    /// `SNAPSHOT_LOG_BYTES_PER_ENTRY` times this, whichever is larger
+    /// (see [`FaultPlan::snapshot_policy`]).
     pub snapshot_every: u64,
     /// Clients ask for lease reads part of the time. Only with clocks that
     /// stay within the lease's drift margin and without pauses: a paused
@@ -440,6 +452,16 @@ pub struct PlanShape {
 }
 
 impl FaultPlan {
+    /// The snapshot policy every replica of the run gets (kv-node's rules
+    /// at the simulator's scale).
+    pub fn snapshot_policy(&self) -> kv_replica::replica::SnapshotPolicy {
+        kv_replica::replica::SnapshotPolicy {
+            max_entries: self.snapshot_every,
+            log_bytes_floor: (self.snapshot_every > 0)
+                .then_some(self.snapshot_every * SNAPSHOT_LOG_BYTES_PER_ENTRY),
+        }
+    }
+
     /// Draws the plan for one seed.
     pub fn draw(selection: &FaultSelection, shape: PlanShape, rng: &mut SimRng) -> FaultPlan {
         let enabled: BTreeSet<FaultKind> = match selection {

@@ -31,6 +31,8 @@ pub struct RunReport {
     pub inconclusive: Option<String>,
     pub trace_tail: Vec<String>,
     pub history: Vec<Recorded>,
+    /// Background snapshot writes: durable, and lost to a crash.
+    pub snapshot_writes: crate::world::SnapshotWrites,
 }
 
 /// The parts of a report that a snapshot test pins down.
@@ -78,6 +80,7 @@ impl World {
             inconclusive: self.linearizability_unknown,
             trace_tail: self.trace.tail_lines(),
             history: self.history,
+            snapshot_writes: self.snapshot_writes,
         }
     }
 }

@@ -65,6 +65,12 @@ pub(crate) enum Event {
         fault: usize,
         message: Message,
     },
+    /// A node's background snapshot write ends (if the node is still the
+    /// incarnation that started it).
+    SnapshotWritten {
+        node: NodeId,
+        incarnation: u32,
+    },
     Heal,
     Probe,
     LivenessDeadline,
@@ -187,6 +193,17 @@ pub struct World {
     /// Reads go to this node until this step: clients that keep reading
     /// from the node they last saw leading.
     pub(crate) steer_reads: Option<(NodeId, u64)>,
+    /// What became of the background snapshot writes.
+    pub(crate) snapshot_writes: SnapshotWrites,
+}
+
+/// Counts of background snapshot writes, reported per run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotWrites {
+    /// Written, durable and handed to the core.
+    pub durable: u64,
+    /// Captured, then lost to a crash before they were durable.
+    pub lost_to_crash: u64,
 }
 
 impl World {
@@ -236,6 +253,7 @@ impl World {
             hostile_sent: 0,
             hold_timeout_now: None,
             steer_reads: None,
+            snapshot_writes: SnapshotWrites::default(),
             now: 0,
             rng: SimRng::new(0, 0),
             plan,
@@ -414,6 +432,9 @@ impl World {
                 self.crash_for(node, down_ticks)
             }
             Event::LateTimeoutNow { fault, message } => self.late_timeout_now(fault, message),
+            Event::SnapshotWritten { node, incarnation } => {
+                self.snapshot_written(node, incarnation)
+            }
             Event::Heal => self.heal(),
             Event::Probe => self.probe(),
             Event::LivenessDeadline => self.liveness_deadline(),

@@ -3,7 +3,7 @@
 //! ready-handling loop of `kv_replica::replica::Replica`.
 
 use crate::disk::{DiskImage, SimDisk};
-use crate::faults::STEPS_PER_TICK;
+use crate::faults::{SNAPSHOT_WRITE_STEPS_MAX, STEPS_PER_TICK};
 use crate::panics::node_code;
 use crate::world::{Event, NodeState, World};
 use kv_replica::membership_waiters::MembershipWaiters;
@@ -62,7 +62,7 @@ impl World {
             Ok(Err(e)) => return self.fail("restart recovers", format!("{id}: {e}")),
             Err(text) => return self.fail("restart recovers", format!("{id}: {text}")),
         };
-        replica.snapshot_every = self.plan.snapshot_every;
+        replica.snapshot_policy = self.plan.snapshot_policy();
         if let Err(v) = self.checker.on_start(self.now, &replica) {
             self.record(v);
         }
@@ -86,12 +86,17 @@ impl World {
             node.state = state;
             return;
         };
+        let in_flight = replica.snapshot_in_flight();
         node.state = NodeState::Down(replica.disk.crash());
         node.incarnation += 1;
         node.paused = false;
         node.backlog.clear();
-        self.trace
-            .note(self.now, || format!("{id} crashes ({why})"));
+        self.snapshot_writes.lost_to_crash += u64::from(in_flight.is_some());
+        self.trace.note(self.now, || match in_flight {
+            // Captured but not durable: lost, the log it covers stays.
+            Some(index) => format!("{id} crashes ({why}) with its snapshot at {index} unwritten"),
+            None => format!("{id} crashes ({why})"),
+        });
         self.node_lost_requests(id);
     }
 
@@ -197,6 +202,7 @@ impl World {
             return;
         };
         let appended = std::mem::take(&mut replica.disk.appended);
+        let snapshot_started = std::mem::take(&mut replica.disk.snapshot_started);
         if let Err(v) =
             self.checker
                 .after_step(self.now, replica, &appended, &applied, &self.writers)
@@ -214,7 +220,70 @@ impl World {
                 });
             }
         }
+        if snapshot_started {
+            let incarnation = node.incarnation;
+            let steps = self.rng.range(1, SNAPSHOT_WRITE_STEPS_MAX);
+            self.schedule_in(
+                steps,
+                Event::SnapshotWritten {
+                    node: id,
+                    incarnation,
+                },
+            );
+        }
         self.answer_clients(id, &applied, outputs);
         self.settle_changes(id);
+    }
+
+    /// The background write of a node's snapshot ends (kv-node: the writer
+    /// thread's completion reaches the driver). A crash since it started
+    /// lost it (another incarnation); a paused node's writer waits too.
+    pub(crate) fn snapshot_written(&mut self, id: NodeId, incarnation: u32) {
+        let node = self.node(id);
+        if node.incarnation != incarnation || node.replica().is_none() {
+            return;
+        }
+        if node.paused {
+            let steps = self.rng.range(1, SNAPSHOT_WRITE_STEPS_MAX);
+            self.schedule_in(
+                steps,
+                Event::SnapshotWritten {
+                    node: id,
+                    incarnation,
+                },
+            );
+            return;
+        }
+        let Some(replica) = self.node_mut(id).replica_mut() else {
+            return;
+        };
+        let Some(written) = replica.disk.write_snapshot() else {
+            return;
+        };
+        let index = replica.snapshot_in_flight();
+        let result = node_code(|| replica.snapshot_written(written));
+        match result {
+            Err(text) => self.fail(self.panic_property(&text), format!("{id}: {text}")),
+            Ok(Err(storage)) => {
+                let down = self.node(id).sync_crash_down_ticks.max(1);
+                self.crash_node(id, &format!("snapshot write failed: {storage}"));
+                let incarnation = self.node(id).incarnation;
+                self.schedule_in(
+                    down * STEPS_PER_TICK,
+                    Event::Restart {
+                        node: id,
+                        incarnation,
+                    },
+                );
+            }
+            Ok(Ok(taken)) => {
+                self.snapshot_writes.durable += u64::from(taken.is_some());
+                self.trace.note(self.now, || match (taken, index) {
+                    (Some(meta), _) => format!("{id} snapshot at {} durable", meta.index),
+                    (None, index) => format!("{id} snapshot at {index:?} overtaken or refused"),
+                });
+                self.drive(id);
+            }
+        }
     }
 }

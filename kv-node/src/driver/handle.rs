@@ -24,8 +24,10 @@ pub enum ReadQuery {
 pub enum ReadAnswer {
     /// The value and revision, or None if the key is absent.
     Get(Option<(String, u64)>),
+    /// Keys and values shared with the state machine (no copy on the
+    /// driver thread); at most the scan budget of them.
     Scan {
-        entries: Vec<(String, String, u64)>,
+        entries: Vec<kv_replica::state_machine::ScanEntry>,
         more: bool,
     },
 }
@@ -43,6 +45,10 @@ pub enum DriverError {
     /// The write may or may not be applied.
     #[error("{0}")]
     OutcomeUnknown(String),
+    /// The store is over `--quota-bytes` and the write adds data: not
+    /// proposed.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// A membership change is already in flight; nothing was proposed.
     #[error("{0}")]
     ChangeInProgress(String),
@@ -69,6 +75,10 @@ pub struct NodeStatus {
     pub voters: Vec<NodeId>,
     pub learners: Vec<NodeId>,
     pub keys: usize,
+    /// Bytes of live keys and values, and the quota they are held to (0:
+    /// none).
+    pub live_bytes: u64,
+    pub quota_bytes: u64,
     /// Leader only: each follower's match index.
     pub match_index: BTreeMap<NodeId, u64>,
     /// True once this node has been removed from the membership.
@@ -85,6 +95,9 @@ pub(crate) enum Request {
     Propose {
         request: u64,
         data: Bytes,
+        /// The write may add keys or bytes: refused over the quota (deletes
+        /// and CAS deletes are not, so that a full store can be emptied).
+        adds_data: bool,
         reply: Reply<OpResult>,
     },
     Read {
@@ -152,6 +165,11 @@ impl DriverHandle {
     /// Proposes a write and waits until this node has applied it.
     pub async fn write(&self, client: Option<ClientSeq>, op: Op) -> Result<OpResult, DriverError> {
         let request = self.next_request.fetch_add(1, Relaxed);
+        let adds_data = match &op {
+            Op::Put { .. } | Op::MultiPut { .. } => true,
+            Op::Cas { value, .. } => value.is_some(),
+            Op::Delete { .. } => false,
+        };
         let command = Command {
             request: Some(RequestId {
                 node: self.node.0,
@@ -165,6 +183,7 @@ impl DriverHandle {
         self.submit(Request::Propose {
             request,
             data,
+            adds_data,
             reply,
         })?;
         self.wait(rx, true).await

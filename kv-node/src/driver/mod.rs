@@ -7,6 +7,11 @@
 //! the proposals of many concurrent clients share one fsync (group commit).
 //! The fsync blocks, so the loop runs on a thread of its own with a
 //! single-threaded tokio runtime for its timer and channels.
+//!
+//! Nothing that grows with the data runs here: a snapshot is captured as an
+//! O(1) clone of the state machine and written by the storage's writer
+//! thread, whose completion arrives on its own channel (`snapshots`); a
+//! scan walks at most its byte budget and copies reference counts only.
 
 mod handle;
 mod membership;
@@ -23,6 +28,7 @@ use crate::settings::ReadPolicy;
 use handle::{Reply, stopped};
 use kv_replica::command::OpResult;
 use kv_replica::replica::{Durable, Output, Replica, ReplicaError};
+use kv_replica::state_machine::SCAN_BUDGET_BYTES;
 use kv_replica::waiters::Waiters;
 use raft_core::{Input, LogIndex, MessageBody};
 use std::sync::Arc;
@@ -68,6 +74,11 @@ struct Driver<D: Durable> {
     /// one was logged, and how many were refused since.
     refusal_warned_at: Option<std::time::Instant>,
     refusals_unlogged: u64,
+    /// `POST /admin/snapshot` requests waiting for the snapshot in flight.
+    snapshot_waiters: Vec<Reply<Option<u64>>>,
+    /// Writes that add data are refused while the live keys and values
+    /// exceed this many bytes (`--quota-bytes`; 0: no quota).
+    quota_bytes: u64,
 }
 
 /// At most one warning about refused peer messages per this long.
@@ -80,8 +91,10 @@ const REFUSAL_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 /// says the node was started with `--join` (it is not "removed" before it
 /// was ever a member).
 #[allow(clippy::too_many_arguments)]
-pub fn spawn<D: Durable + Send + 'static>(
+pub fn spawn<D>(
     replica: Replica<D>,
+    snapshots: mpsc::UnboundedReceiver<D::SnapshotWritten>,
+    quota_bytes: u64,
     peers: PeerSender,
     directory: Directory,
     joining: bool,
@@ -90,12 +103,17 @@ pub fn spawn<D: Durable + Send + 'static>(
     request_timeout: Duration,
     shutdown: watch::Receiver<bool>,
     disk_space: DiskSpace,
-) -> std::io::Result<(DriverHandle, oneshot::Receiver<Result<(), DriverFailed>>)> {
+) -> std::io::Result<(DriverHandle, oneshot::Receiver<Result<(), DriverFailed>>)>
+where
+    D: Durable + Send + 'static,
+    D::SnapshotWritten: Send,
+{
     let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
     let node = replica.node.id();
     let handle = DriverHandle::new(tx, node, request_timeout, directory.clone());
     let leader = replica.node.leader();
     let membership = membership::MembershipState::new(directory, joining);
+    metrics.quota_bytes.store(quota_bytes, Relaxed);
     let driver = Driver {
         replica,
         peers,
@@ -107,6 +125,8 @@ pub fn spawn<D: Durable + Send + 'static>(
         disk_space,
         refusal_warned_at: None,
         refusals_unlogged: 0,
+        snapshot_waiters: Vec::new(),
+        quota_bytes,
     };
     let (done_tx, done_rx) = oneshot::channel();
     // Log lines of the core and the driver carry the node's name, which
@@ -122,7 +142,7 @@ pub fn spawn<D: Durable + Send + 'static>(
             {
                 // `run` consumes the driver: the storage is flushed and its
                 // lock released before the result is reported.
-                Ok(runtime) => runtime.block_on(driver.run(rx, tick, shutdown)),
+                Ok(runtime) => runtime.block_on(driver.run(rx, snapshots, tick, shutdown)),
                 Err(e) => Err(DriverFailed(format!(
                     "cannot start the driver runtime: {e}"
                 ))),
@@ -136,6 +156,7 @@ impl<D: Durable> Driver<D> {
     async fn run(
         mut self,
         mut rx: mpsc::Receiver<Request>,
+        mut snapshots: mpsc::UnboundedReceiver<D::SnapshotWritten>,
         tick: Duration,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), DriverFailed> {
@@ -152,6 +173,14 @@ impl<D: Durable> Driver<D> {
                 }
                 _ = ticker.tick() => self.step_logged(Input::Tick),
                 _ = sweeper.tick() => self.sweep(),
+                written = snapshots.recv() => match written {
+                    Some(written) => {
+                        if let Err(e) = self.snapshot_written(written) {
+                            break Err(e);
+                        }
+                    }
+                    None => break Err(DriverFailed("the snapshot writer is gone".into())),
+                },
                 request = rx.recv() => match request {
                     Some(request) => self.handle(request),
                     None => break Ok(()),
@@ -179,10 +208,23 @@ impl<D: Durable> Driver<D> {
                 request,
                 data,
                 reply,
+                ..
             } if self.membership.is_removed(&self.replica.node) => {
                 let _ = request;
                 let _ = data;
                 let _ = reply.send(Err(membership::removed_error()));
+            }
+            Request::Propose {
+                adds_data: true,
+                reply,
+                ..
+            } if self.quota_bytes > 0 && self.replica.state.live_bytes() > self.quota_bytes => {
+                self.metrics.quota_refused.fetch_add(1, Relaxed);
+                let _ = reply.send(Err(DriverError::QuotaExceeded(format!(
+                    "the store holds {} bytes of keys and values, over the quota of {} bytes (--quota-bytes); delete data to write again",
+                    self.replica.state.live_bytes(),
+                    self.quota_bytes
+                ))));
             }
             Request::Propose { reply, .. } if self.disk_space.refusal().is_some() => {
                 self.metrics.proposals_refused.fetch_add(1, Relaxed);
@@ -193,6 +235,7 @@ impl<D: Durable> Driver<D> {
                 request,
                 data,
                 reply,
+                ..
             } => match self.replica.step(Input::Propose { data }) {
                 Ok(accepted) => {
                     self.metrics.proposals.fetch_add(1, Relaxed);
@@ -238,22 +281,53 @@ impl<D: Durable> Driver<D> {
                     }
                 }
             }
-            Request::Snapshot(reply) => match self.replica.take_snapshot() {
-                Ok(meta) => {
-                    let _ = reply.send(Ok(meta.map(|m| m.index.0)));
+            Request::Snapshot(reply) => self.snapshot_requested(reply),
+            Request::ProposeCluster { data, reply } => self.propose_cluster(data, reply),
+            Request::ConfChange { change, reply } => self.propose_conf_change(change, reply),
+        }
+    }
+
+    /// `POST /admin/snapshot`: starts a snapshot (unless one is in flight)
+    /// and answers once it is durable; with nothing new to snapshot, at once.
+    fn snapshot_requested(&mut self, reply: Reply<Option<u64>>) {
+        if self.replica.snapshot_in_flight().is_none() {
+            match self.replica.start_snapshot() {
+                Ok(Some(_)) => {}
+                Ok(None) if self.replica.snapshot_in_flight().is_none() => {
+                    let _ = reply.send(Ok(None));
+                    return;
                 }
+                Ok(None) => {}
                 Err(e) => {
-                    // Storage failures stop the node; the loop sees it on
+                    // A storage failure stops the node; the loop sees it on
                     // the next `process_ready` (the storage stays failed).
                     tracing::error!(error = %e, "snapshot failed");
                     let _ = reply.send(Err(DriverError::Unavailable(format!(
                         "snapshot failed: {e}"
                     ))));
+                    return;
                 }
-            },
-            Request::ProposeCluster { data, reply } => self.propose_cluster(data, reply),
-            Request::ConfChange { change, reply } => self.propose_conf_change(change, reply),
+            }
         }
+        self.snapshot_waiters.push(reply);
+    }
+
+    /// The writer thread finished a snapshot: the replica makes it the
+    /// stored one and compacts (or retries later, or stops the node).
+    fn snapshot_written(&mut self, written: D::SnapshotWritten) -> Result<(), DriverFailed> {
+        let result = self.replica.snapshot_written(written);
+        let answer = match &result {
+            Ok(Some(meta)) => Ok(Some(meta.index.0)),
+            Ok(None) => Err(DriverError::Unavailable(
+                "the snapshot was not taken (see the log); retry".into(),
+            )),
+            Err(e) => Err(DriverError::Unavailable(format!("snapshot failed: {e}"))),
+        };
+        for reply in self.snapshot_waiters.drain(..) {
+            let _ = reply.send(answer.clone());
+        }
+        result.map_err(|e| DriverFailed(e.to_string()))?;
+        self.process_ready()
     }
 
     fn start_read(&mut self, policy: ReadPolicy, query: ReadQuery, reply: Reply<ReadAnswer>) {
@@ -289,7 +363,7 @@ impl<D: Durable> Driver<D> {
                 ReadAnswer::Get(state.get(key).map(|(v, rev)| (v.to_string(), rev)))
             }
             ReadQuery::Scan { prefix, limit } => {
-                let (entries, more) = state.scan(prefix, *limit);
+                let (entries, more) = state.scan(prefix, *limit, SCAN_BUDGET_BYTES);
                 ReadAnswer::Scan { entries, more }
             }
         }
@@ -408,6 +482,9 @@ impl<D: Durable> Driver<D> {
         for w in self.transfers.drain(..) {
             let _ = w.reply.send(Err(stopped()));
         }
+        for reply in self.snapshot_waiters.drain(..) {
+            let _ = reply.send(Err(stopped()));
+        }
         let (writes, reads) = self.waiters.drain();
         for reply in writes {
             let _ = reply.send(Err(DriverError::OutcomeUnknown(
@@ -436,6 +513,8 @@ impl<D: Durable> Driver<D> {
             voters,
             learners,
             keys: self.replica.state.len(),
+            live_bytes: self.replica.state.live_bytes(),
+            quota_bytes: self.quota_bytes,
             match_index: node
                 .status()
                 .match_index
@@ -460,5 +539,6 @@ impl<D: Durable> Driver<D> {
             .store(self.replica.last_snapshot_index().0, Relaxed);
         m.leader_known
             .store(u64::from(node.leader().is_some()), Relaxed);
+        m.live_bytes.store(self.replica.state.live_bytes(), Relaxed);
     }
 }

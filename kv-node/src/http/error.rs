@@ -47,6 +47,10 @@ pub enum ApiError {
     /// The node's disk is almost full: writes are refused, reads served.
     #[error("{0}")]
     DiskFull(String),
+    /// The store is over `--quota-bytes` and the write adds data; nothing
+    /// was proposed (deletes still work).
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// Too many requests in flight (`--max-concurrent-requests`); answered
     /// as 503 `unavailable` with `Retry-After`.
     #[error("{0}")]
@@ -73,6 +77,7 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::DiskFull(_) => (StatusCode::SERVICE_UNAVAILABLE, "disk_full"),
+            ApiError::QuotaExceeded(_) => (StatusCode::INSUFFICIENT_STORAGE, "quota_exceeded"),
         }
     }
 
@@ -112,6 +117,7 @@ impl From<DriverError> for ApiError {
             DriverError::BadChange(message) => ApiError::BadRequest(message),
             DriverError::Removed(message) => ApiError::Removed(message),
             DriverError::DiskFull(message) => ApiError::DiskFull(message),
+            DriverError::QuotaExceeded(message) => ApiError::QuotaExceeded(message),
         }
     }
 }
@@ -153,6 +159,7 @@ mod tests {
             ),
             (ApiError::Removed("x".into()), 503, "removed"),
             (ApiError::DiskFull("x".into()), 503, "disk_full"),
+            (ApiError::QuotaExceeded("x".into()), 507, "quota_exceeded"),
             (ApiError::Unauthorized("x".into()), 401, "unauthorized"),
             (ApiError::Forbidden("x".into()), 403, "forbidden"),
             (ApiError::Overloaded("x".into()), 503, "unavailable"),

@@ -281,7 +281,7 @@ pub(super) async fn list(state: &AppState, query: &str) -> Result<Response<Vec<u
         ReadAnswer::Scan { entries, more } => {
             let entries: Vec<_> = entries
                 .into_iter()
-                .map(|(key, value, revision)| json!({"key": key, "value": value, "revision": revision}))
+                .map(|(key, value, revision)| json!({"key": &*key, "value": &*value, "revision": revision}))
                 .collect();
             Ok(json_response(
                 StatusCode::OK,

@@ -52,6 +52,8 @@ pub(super) async fn status(state: &AppState) -> Result<Response<Vec<u8>>, ApiErr
         "members": names(&s.voters),
         "learners": names(&s.learners),
         "keys": s.keys,
+        "live_bytes": s.live_bytes,
+        "quota_bytes": s.quota_bytes,
         "removed": s.removed,
         "damaged_up_to_term": s.damaged_up_to_term,
     });

@@ -45,10 +45,18 @@ struct TestNode {
     _dir: tempfile::TempDir,
 }
 
+/// No quota, unless a test asks for one.
+const QUOTA_BYTES: u64 = 0;
+
 async fn single_node() -> TestNode {
+    single_node_with_quota(QUOTA_BYTES).await
+}
+
+async fn single_node_with_quota(quota_bytes: u64) -> TestNode {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Arc::new(Metrics::default());
-    let (disk, recovered) = WalDisk::open(dir.path(), metrics.clone()).unwrap();
+    let (mut disk, recovered) = WalDisk::open(dir.path(), metrics.clone()).unwrap();
+    let snapshots = disk.take_snapshot_completions().unwrap();
     let members = members();
     let replica = Replica::open(
         Config::new(members.this.id),
@@ -61,6 +69,8 @@ async fn single_node() -> TestNode {
     let (stop, stop_rx) = watch::channel(false);
     let (driver, _done) = driver::spawn(
         replica,
+        snapshots,
+        quota_bytes,
         PeerSender::none(),
         crate::directory::Directory::new(members.clone()),
         false,
@@ -373,6 +383,12 @@ async fn operations_routes_answer() {
     call(s, "PUT", "/kv/x", r#"{"value":"1"}"#).await;
     let (status, body) = call(s, "POST", "/admin/snapshot", "").await;
     assert_eq!((status, &body["taken"]), (200, &json!(true)), "{body}");
+    // Answered once the background write is durable and the core knows it.
+    let (_, status) = call(s, "GET", "/status", "").await;
+    assert_eq!(
+        status["snapshot_index"], body["snapshot_index"],
+        "{status} {body}"
+    );
     let response = warp::test::request()
         .path("/metrics")
         .reply(&routes(s.clone()))
@@ -380,6 +396,64 @@ async fn operations_routes_answer() {
     let text = String::from_utf8_lossy(response.body());
     assert!(text.contains("kv_raft_role 2"), "{text}");
     assert!(text.contains("kv_http_request_duration_seconds_count{route=\"kv_put\"}"));
+}
+
+/// Issue 12: over `--quota-bytes`, writes that add data get 507
+/// quota_exceeded and nothing is applied; deletes and reads go on, and once
+/// deletes bring the store under the quota, writes are accepted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_that_add_data_over_the_quota_get_507_while_deletes_and_reads_go_on() {
+    let node = single_node_with_quota(20).await;
+    let s = &node.state;
+    let (status, body) = call(s, "PUT", "/kv/big", r#"{"value":"0123456789abcdefghij"}"#).await;
+    assert_eq!(status, 200, "under the quota when it was proposed: {body}");
+    let (_, status_body) = call(s, "GET", "/status", "").await;
+    assert_eq!(
+        (&status_body["live_bytes"], &status_body["quota_bytes"]),
+        (&json!(23), &json!(20))
+    );
+    for (method, path, body) in [
+        ("PUT", "/kv/more", r#"{"value":"x"}"#),
+        (
+            "POST",
+            "/kv/mput",
+            r#"{"entries":[{"key":"m","value":"1"}]}"#,
+        ),
+        ("POST", "/kv/c/cas", r#"{"expected":null,"value":"1"}"#),
+    ] {
+        let (status, reply) = call(s, method, path, body).await;
+        assert_eq!(
+            (status, error_code(&reply)),
+            (507, "quota_exceeded"),
+            "{method} {path}: {reply}"
+        );
+    }
+    assert_eq!(
+        call(s, "GET", "/kv/more", "").await.0,
+        404,
+        "nothing applied"
+    );
+    assert_eq!(call(s, "GET", "/kv/big", "").await.0, 200, "reads go on");
+    let (status, _) = call(
+        s,
+        "POST",
+        "/kv/big/cas",
+        r#"{"expected":"nope","value":null}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "a CAS that can only delete is not refused");
+    let (status, reply) = call(s, "DELETE", "/kv/big", "").await;
+    assert_eq!(status, 200, "deletes go on: {reply}");
+    let (status, reply) = call(s, "PUT", "/kv/more", r#"{"value":"x"}"#).await;
+    assert_eq!(status, 200, "under the quota again: {reply}");
+    let response = warp::test::request()
+        .path("/metrics")
+        .reply(&routes(s.clone()))
+        .await;
+    let text = String::from_utf8_lossy(response.body());
+    assert!(text.contains("kv_quota_refused_total 3"), "{text}");
+    assert!(text.contains("kv_quota_bytes 20"), "{text}");
+    assert!(text.contains("kv_live_bytes 5"), "{text}");
 }
 
 #[tokio::test]

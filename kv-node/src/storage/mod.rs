@@ -149,6 +149,47 @@ pub struct SnapshotInfo {
     pub segments_removed: usize,
 }
 
+/// A snapshot file to write, from [`Storage::prepare_snapshot`]: it holds
+/// no borrow of the storage, so another thread can write it.
+#[derive(Debug)]
+pub struct SnapshotWrite {
+    dir: PathBuf,
+    header: SnapshotHeader,
+}
+
+impl SnapshotWrite {
+    pub fn meta(&self) -> &SnapshotMeta {
+        &self.header.meta
+    }
+
+    /// Writes the snapshot file (temp file, fsync, rename, directory
+    /// fsync), streaming the state from `write`. Durable on return.
+    pub fn write(
+        self,
+        write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> WrittenSnapshot {
+        let result = snapshot_file::write(&self.dir, &self.header, write);
+        WrittenSnapshot {
+            header: self.header,
+            result,
+        }
+    }
+}
+
+/// A snapshot file written (or not), for [`Storage::finish_snapshot`].
+#[derive(Debug)]
+pub struct WrittenSnapshot {
+    header: SnapshotHeader,
+    /// The file and its size in bytes.
+    result: Result<(PathBuf, u64), StorageError>,
+}
+
+impl WrittenSnapshot {
+    pub fn meta(&self) -> &SnapshotMeta {
+        &self.header.meta
+    }
+}
+
 /// The durable state of one Raft node: its log, hard state and snapshot.
 pub struct Storage {
     dir: PathBuf,
@@ -324,11 +365,30 @@ impl Storage {
     /// (which must be in the log), streaming its bytes from `write`. Once
     /// it is durable, WAL segments it covers and older snapshots are deleted.
     /// A crash at any point leaves the previous snapshot usable.
+    /// The three steps of [`Storage::prepare_snapshot`] in one call.
     pub fn save_snapshot(
         &mut self,
         meta: &SnapshotMeta,
         write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
     ) -> Result<SnapshotInfo, StorageError> {
+        let written = self.prepare_snapshot(meta)?.write(write);
+        match self.finish_snapshot(written)? {
+            Some(info) => Ok(info),
+            None => unreachable!("nothing can overtake a snapshot saved in one call"),
+        }
+    }
+
+    /// Starts saving a snapshot at `meta.index` (which must be in the log)
+    /// in three steps, so that the long one can run on another thread:
+    /// this one names the first WAL segment the snapshot keeps;
+    /// [`SnapshotWrite::write`] (anywhere, holding no borrow of the
+    /// storage) writes the file, fsyncs and renames it; then
+    /// [`Storage::finish_snapshot`] makes it the current snapshot and
+    /// deletes what it covers. A crash between any two steps leaves
+    /// either the previous snapshot with the whole log, or the new one
+    /// (recovery picks the newest valid file and skips the segments before
+    /// the one it names).
+    pub fn prepare_snapshot(&mut self, meta: &SnapshotMeta) -> Result<SnapshotWrite, StorageError> {
         self.check_usable()?;
         self.check_newer(meta)?;
         assert!(
@@ -337,44 +397,80 @@ impl Storage {
             meta.index,
             self.last_index()
         );
-        let result = self.save_snapshot_inner(meta, write);
-        self.fail_on_error(result)
+        // Written first (usually nothing is pending: the driver synced this
+        // round), so that a full segment rolls now and counts as covered.
+        let synced = self.wal.sync().map(|_| ());
+        self.fail_on_error(synced)?;
+        // Segments only ever follow the ones covered now, and every segment
+        // opens with a durable hard state, so naming the first uncovered
+        // segment stays right however the log grows meanwhile.
+        let covered = self.wal.covered_prefix(meta.index);
+        Ok(SnapshotWrite {
+            dir: self.snapshot_dir.clone(),
+            header: SnapshotHeader {
+                meta: meta.clone(),
+                wal_start_seq: self.wal.seq_at(covered),
+            },
+        })
     }
 
-    fn save_snapshot_inner(
+    /// Ends a snapshot write: if it succeeded and is still newer than the
+    /// current snapshot, makes it the current one and deletes the WAL
+    /// segments and older snapshot files it covers; if a snapshot was
+    /// installed meanwhile, removes the file written and returns None.
+    /// A failed temp file is [`StorageError::SnapshotNotWritten`]: nothing
+    /// durable changed, the node may go on and retry.
+    pub fn finish_snapshot(
         &mut self,
-        meta: &SnapshotMeta,
-        write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-    ) -> Result<SnapshotInfo, StorageError> {
-        // The active segment then holds the latest hard state durably, so
-        // the segments deleted below never hold its only copy.
-        self.wal.sync()?;
-        let covered = self.wal.covered_prefix(meta.index);
-        // Naming the first kept segment in the header lets recovery finish
-        // the deletions below if a crash interrupts them.
-        let header = SnapshotHeader {
-            meta: meta.clone(),
-            wal_start_seq: self.wal.seq_at(covered),
-        };
-        let (path, file_bytes) = match snapshot_file::write(&self.snapshot_dir, &header, write) {
-            // The temp file failed (a full disk, most likely): it is gone
-            // and nothing else changed, so the node can go on and retry.
+        written: WrittenSnapshot,
+    ) -> Result<Option<SnapshotInfo>, StorageError> {
+        self.check_usable()?;
+        let meta = written.header.meta;
+        if meta.index <= self.snapshot_index() {
+            // Overtaken by an installed snapshot (whose own write may have
+            // removed our temp file, failing our rename: that is fine too).
+            if let Ok((path, _)) = &written.result
+                && Some(path) != self.snapshot.as_ref().map(|(_, p)| p)
+            {
+                let removed = std::fs::remove_file(path);
+                tracing::debug!(?removed, path = %path.display(), "overtaken snapshot removed");
+            }
+            return Ok(None);
+        }
+        let (path, file_bytes) = match written.result {
             Err(StorageError::Io { op, path, source })
                 if snapshot_file::TEMP_FILE_OPS.contains(&op) =>
             {
                 return Err(StorageError::SnapshotNotWritten { path, source });
             }
-            other => other?,
+            other => self.fail_on_error(other)?,
         };
-        self.snapshot = Some((meta.clone(), path.clone()));
-        self.wal.remove_oldest(covered)?;
-        snapshot_file::remove_others(&self.snapshot_dir, &path)?;
-        Ok(SnapshotInfo {
-            meta: meta.clone(),
+        let result = self.finish_snapshot_inner(&meta, &path, written.header.wal_start_seq);
+        let segments_removed = self.fail_on_error(result)?;
+        Ok(Some(SnapshotInfo {
+            meta,
             path,
             file_bytes,
-            segments_removed: covered,
-        })
+            segments_removed,
+        }))
+    }
+
+    fn finish_snapshot_inner(
+        &mut self,
+        meta: &SnapshotMeta,
+        path: &Path,
+        wal_start_seq: u64,
+    ) -> Result<usize, StorageError> {
+        // The active segment then holds the latest hard state durably, so
+        // the segments deleted below never hold its only copy.
+        self.wal.sync()?;
+        let covered = (0..self.wal.segment_count() - 1)
+            .take_while(|&position| self.wal.seq_at(position) < wal_start_seq)
+            .count();
+        self.snapshot = Some((meta.clone(), path.to_path_buf()));
+        self.wal.remove_oldest(covered)?;
+        snapshot_file::remove_others(&self.snapshot_dir, path)?;
+        Ok(covered)
     }
 
     /// Stores a snapshot received from the leader and discards the whole
