@@ -349,6 +349,44 @@ mod tests {
         assert!(settle(&mut replica, &mut completions).is_some());
     }
 
+    /// A snapshot installed from the leader while a snapshot of our own is
+    /// being written overtakes it: finishing ours changes nothing and
+    /// removes its file, and a restart finds the installed one.
+    #[test]
+    fn a_snapshot_installed_during_a_background_write_overtakes_it() {
+        use raft_core::{Entry, EntryKind, Term};
+        let dir = tempfile::tempdir().unwrap();
+        let meta = |index| SnapshotMeta {
+            index: LogIndex(index),
+            term: Term(1),
+            membership: Membership::new([NodeId(1)]),
+        };
+        {
+            let (mut storage, _) = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+            let entries: Vec<Entry> = (1..=5)
+                .map(|index| Entry {
+                    term: Term(1),
+                    index: LogIndex(index),
+                    kind: EntryKind::Noop,
+                    data: Bytes::new(),
+                })
+                .collect();
+            storage.append(&entries).unwrap();
+            storage.sync().unwrap();
+            let ours = storage.prepare_snapshot(&meta(5)).unwrap();
+            storage.install_snapshot(&meta(9), b"installed").unwrap();
+            let written = ours.write(|w: &mut dyn Write| w.write_all(b"ours"));
+            assert_eq!(storage.finish_snapshot(written).unwrap(), None);
+            let files: Vec<_> = std::fs::read_dir(dir.path().join("snapshots"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            assert_eq!(files, ["00000000000000000009.snap"]);
+        }
+        let (_, recovered) = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+        assert_eq!(recovered.snapshot.map(|(m, _)| m.index), Some(LogIndex(9)));
+    }
+
     /// Issue 15, item 6: a snapshot whose file cannot be written (here its
     /// directory is gone; on a full disk, ENOSPC) leaves the replica
     /// running with its log, and a later attempt succeeds.
