@@ -44,6 +44,10 @@ pub struct WalDisk {
     /// The writer of the snapshot in flight: joined before the storage (and
     /// its data-directory lock) goes away.
     writer: Option<std::thread::JoinHandle<()>>,
+    /// A snapshot arriving from the leader, staged in a file (not in
+    /// memory) with the bytes staged so far. Never fsynced: after a crash
+    /// raft-core asks the leader for the snapshot from the start.
+    staging: Option<(std::io::BufWriter<std::fs::File>, u64)>,
 }
 
 impl Drop for WalDisk {
@@ -85,6 +89,7 @@ impl WalDisk {
             completions,
             completions_rx: Some(completions_rx),
             writer: None,
+            staging: None,
         };
         let recovered = Recovered {
             hard_state: recovered.hard_state,
@@ -96,7 +101,21 @@ impl WalDisk {
     }
 }
 
+/// An I/O error on the staging file (which stops the node, as any storage
+/// I/O error does).
+fn staging_error(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StorageError {
+    let path = path.to_path_buf();
+    move |source| StorageError::Io { op, path, source }
+}
+
+/// The file in the data directory that received snapshot chunks go to.
+const STAGING_FILE: &str = "snapshot.staging";
+
 impl WalDisk {
+    fn staging_path(&self) -> std::path::PathBuf {
+        self.storage.dir().join(STAGING_FILE)
+    }
+
     /// Where finished snapshot writes arrive, for the driver to hand each to
     /// `Replica::snapshot_written`. Taken once.
     pub fn take_snapshot_completions(
@@ -191,13 +210,51 @@ impl Durable for WalDisk {
         matches!(error, StorageError::SnapshotNotWritten { .. })
     }
 
-    fn install_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
-        self.storage.install_snapshot(meta, data)?;
-        tracing::info!(index = %meta.index, bytes = data.len(), "snapshot installed from the leader");
+    fn stage_snapshot_chunk(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+        let path = self.staging_path();
+        let io = |op| staging_error(op, &path);
+        if offset == 0 || self.staging.is_none() {
+            let file = std::fs::File::create(&path).map_err(io("create snapshot staging"))?;
+            self.staging = Some((std::io::BufWriter::new(file), 0));
+        }
+        let (file, staged) = self.staging.as_mut().expect("just created");
+        assert_eq!(offset, *staged, "snapshot chunks arrive in order");
+        file.write_all(data).map_err(io("write snapshot staging"))?;
+        *staged += data.len() as u64;
+        Ok(())
+    }
+
+    fn staged_snapshot_bytes(&self) -> u64 {
+        self.staging.as_ref().map_or(0, |(_, staged)| *staged)
+    }
+
+    fn read_staged_snapshot<T>(
+        &mut self,
+        read: impl FnOnce(&mut dyn Read) -> T,
+    ) -> Result<T, StorageError> {
+        let path = self.staging_path();
+        let io = |op| staging_error(op, &path);
+        if let Some((file, _)) = self.staging.as_mut() {
+            file.flush().map_err(io("write snapshot staging"))?;
+        }
+        let file = std::fs::File::open(&path).map_err(io("open snapshot staging"))?;
+        let mut reader = std::io::BufReader::with_capacity(256 * 1024, file);
+        Ok(read(&mut reader))
+    }
+
+    fn install_staged_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+        let path = self.staging_path();
+        let bytes = self.staged_snapshot_bytes();
+        self.staging = None;
+        let mut staged =
+            std::fs::File::open(&path).map_err(staging_error("open snapshot staging", &path))?;
+        self.storage
+            .install_snapshot_with(meta, |w| std::io::copy(&mut staged, w).map(|_| ()))?;
+        // Not needed any more; a leftover is truncated by the next transfer.
+        let _ = std::fs::remove_file(&path);
+        tracing::info!(index = %meta.index, bytes, "snapshot installed from the leader");
         self.metrics.snapshot_index.store(meta.index.0, Relaxed);
-        self.metrics
-            .snapshot_bytes
-            .store(data.len() as u64, Relaxed);
+        self.metrics.snapshot_bytes.store(bytes, Relaxed);
         Ok(())
     }
 
@@ -220,6 +277,7 @@ impl Durable for WalDisk {
 mod tests {
     use super::*;
     use kv_replica::replica::Replica;
+    use raft_core::Entry;
     use raft_core::{Config, Input, LogIndex, Membership, NodeId};
 
     fn put(round: usize) -> Input {
@@ -385,6 +443,62 @@ mod tests {
         }
         let (_, recovered) = Storage::open(dir.path(), StorageOptions::default()).unwrap();
         assert_eq!(recovered.snapshot.map(|(m, _)| m.index), Some(LogIndex(9)));
+    }
+
+    /// Issue 12: a snapshot arriving from the leader is staged in a file of
+    /// the data directory chunk by chunk (not in memory), read back as a
+    /// stream, installed from the file, and the staging file removed; a
+    /// transfer that starts over (offset 0) drops what was staged.
+    #[test]
+    fn received_snapshot_chunks_are_staged_on_disk_and_installed_from_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = KvStateMachine::new();
+        for index in 1..=50u64 {
+            state.apply_entry(&Entry {
+                term: raft_core::Term(1),
+                index: LogIndex(index),
+                kind: raft_core::EntryKind::Normal,
+                data: kv_replica::command::Command {
+                    request: None,
+                    client: None,
+                    op: kv_replica::command::Op::Put {
+                        key: format!("key{index}"),
+                        value: "v".repeat(40),
+                    },
+                }
+                .encode(),
+            });
+        }
+        let bytes = state.snapshot_bytes();
+        let meta = SnapshotMeta {
+            index: LogIndex(50),
+            term: raft_core::Term(1),
+            membership: Membership::new([NodeId(1)]),
+        };
+        let staging = dir.path().join(STAGING_FILE);
+        {
+            let (mut disk, _) = WalDisk::open(dir.path(), Arc::new(Metrics::default())).unwrap();
+            disk.stage_snapshot_chunk(0, b"an abandoned transfer")
+                .unwrap();
+            for (i, chunk) in bytes.chunks(700).enumerate() {
+                disk.stage_snapshot_chunk((i * 700) as u64, chunk).unwrap();
+            }
+            assert_eq!(disk.staged_snapshot_bytes(), bytes.len() as u64);
+            let read_back = disk
+                .read_staged_snapshot(|r| KvStateMachine::read_snapshot(&mut { r }))
+                .unwrap()
+                .unwrap();
+            assert_eq!(read_back, state);
+            assert_eq!(
+                std::fs::metadata(&staging).unwrap().len(),
+                bytes.len() as u64
+            );
+            disk.install_staged_snapshot(&meta).unwrap();
+            assert!(!staging.exists(), "the staging file is removed");
+        }
+        let (_, recovered) = WalDisk::open(dir.path(), Arc::new(Metrics::default())).unwrap();
+        let (installed, data) = recovered.snapshot.expect("installed");
+        assert_eq!((installed, &data[..]), (meta, &bytes[..]));
     }
 
     /// Issue 15, item 6: a snapshot whose file cannot be written (here its

@@ -50,8 +50,21 @@ pub trait Durable {
     fn snapshot_can_wait(_error: &Self::Error) -> bool {
         false
     }
-    /// Stores a snapshot received from the leader and discards the whole log.
-    fn install_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), Self::Error>;
+    /// Stages bytes `offset..` of a snapshot arriving from the leader
+    /// (`offset` 0 starts a new one, dropping what was staged). Staged
+    /// bytes need not be durable: after a crash raft-core asks the leader
+    /// for the snapshot from the start. A file-backed store stages on disk,
+    /// so that a large snapshot is never held in memory.
+    fn stage_snapshot_chunk(&mut self, offset: u64, data: &[u8]) -> Result<(), Self::Error>;
+    /// Bytes staged so far.
+    fn staged_snapshot_bytes(&self) -> u64;
+    /// Streams the staged snapshot to `read`.
+    fn read_staged_snapshot<T>(
+        &mut self,
+        read: impl FnOnce(&mut dyn std::io::Read) -> T,
+    ) -> Result<T, Self::Error>;
+    /// Stores the staged snapshot (at `meta`) and discards the whole log.
+    fn install_staged_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), Self::Error>;
     /// Bytes `offset..offset + len` of the newest snapshot (the one at
     /// `meta`, which the replica checked is the stored one; fewer at its
     /// end), for one InstallSnapshot chunk. A
@@ -147,8 +160,6 @@ pub struct Replica<D: Durable> {
     /// Invariant: at most one snapshot write is in flight; while one is,
     /// no other starts.
     snapshot_in_flight: Option<SnapshotInFlight>,
-    /// A snapshot arriving from the leader in chunks, until it is complete.
-    staging: Vec<u8>,
     /// The term and vote last made durable. A `Ready` whose only write is a
     /// hard state differing from them in the commit index alone is written
     /// without an fsync of its own (see `process_ready`).
@@ -205,7 +216,6 @@ impl<D: Durable> Replica<D> {
             last_snapshot_bytes: snapshot_bytes,
             log_bytes_since_snapshot: 0,
             snapshot_in_flight: None,
-            staging: Vec::new(),
             synced_term_vote,
             snapshot_retry_rounds: 0,
         })
@@ -260,30 +270,35 @@ impl<D: Durable> Replica<D> {
             }
             send(m);
         }
-        // Chunks are staged in memory: if we crash mid-transfer, the core
-        // restarts too and asks the leader for the snapshot from the start.
+        // Chunks are staged by the disk (kv-node: in a file): if we crash
+        // mid-transfer, the core restarts too and asks the leader for the
+        // snapshot from the start.
         for chunk in &rd.snapshot_chunks {
-            if chunk.offset == 0 {
-                self.staging.clear();
-            }
-            assert_eq!(
-                chunk.offset,
-                self.staging.len() as u64,
-                "snapshot chunks arrive in order"
+            let staged = self.disk.staged_snapshot_bytes();
+            assert!(
+                chunk.offset == 0 || chunk.offset == staged,
+                "snapshot chunk at {} arrives after {staged} staged bytes",
+                chunk.offset
             );
-            self.staging.extend_from_slice(&chunk.data);
+            self.disk
+                .stage_snapshot_chunk(chunk.offset, &chunk.data)
+                .map_err(ReplicaError::Storage)?;
         }
         if let Some(meta) = &rd.snapshot {
-            let data = Bytes::from(std::mem::take(&mut self.staging));
             // Validate before anything is replaced: a corrupt transfer must
-            // not destroy the log we have.
-            let state = restore_snapshot_state(meta, &data)?;
+            // not destroy the log we have. Streamed: the state is built as
+            // the records are read, never a second copy in memory.
+            let size_bytes = self.disk.staged_snapshot_bytes();
+            let state = self
+                .disk
+                .read_staged_snapshot(|r| read_snapshot_state(meta, r))
+                .map_err(ReplicaError::Storage)??;
             self.disk
-                .install_snapshot(meta, &data)
+                .install_staged_snapshot(meta)
                 .map_err(ReplicaError::Storage)?;
             self.state = state;
             self.last_snapshot_index = meta.index;
-            self.last_snapshot_bytes = data.len() as u64;
+            self.last_snapshot_bytes = size_bytes;
             self.log_bytes_since_snapshot = 0;
         }
         self.disk
@@ -445,6 +460,21 @@ impl<D: Durable> Replica<D> {
     }
 }
 
+/// [`restore_snapshot_state`] over a stream that must end with the snapshot.
+fn read_snapshot_state<E: std::error::Error + 'static>(
+    meta: &SnapshotMeta,
+    mut r: &mut dyn std::io::Read,
+) -> Result<KvStateMachine, ReplicaError<E>> {
+    let state = KvStateMachine::read_snapshot(&mut r)?;
+    let mut rest = Vec::new();
+    let mut tail = std::io::Read::take(&mut r, 64);
+    std::io::Read::read_to_end(&mut tail, &mut rest).map_err(SnapshotError::Io)?;
+    if !rest.is_empty() {
+        return Err(SnapshotError::TrailingBytes { count: rest.len() }.into());
+    }
+    check_snapshot_index(meta, state)
+}
+
 /// Decodes a snapshot's state and checks that it is the state its metadata
 /// describes: a mismatch (a corrupt file, a buggy or hostile peer) stops the
 /// node with a clear error instead of applying from the wrong place.
@@ -453,6 +483,13 @@ fn restore_snapshot_state<E: std::error::Error + 'static>(
     data: &[u8],
 ) -> Result<KvStateMachine, ReplicaError<E>> {
     let state = KvStateMachine::restore_from_bytes(data)?;
+    check_snapshot_index(meta, state)
+}
+
+fn check_snapshot_index<E: std::error::Error + 'static>(
+    meta: &SnapshotMeta,
+    state: KvStateMachine,
+) -> Result<KvStateMachine, ReplicaError<E>> {
     if state.applied_index() != meta.index.0 {
         return Err(ReplicaError::SnapshotMismatch {
             meta_index: meta.index.0,

@@ -162,6 +162,9 @@ pub struct SimDisk {
     durable: DiskImage,
     pending: Vec<Write>,
     job: Option<SnapshotJob>,
+    /// A snapshot arriving from the leader (the simulated disk's staging
+    /// file; lost in a crash like kv-node's, which is never fsynced).
+    staging: Vec<u8>,
     /// Set when a snapshot write starts, taken by the world to schedule
     /// the event that ends it.
     pub snapshot_started: bool,
@@ -297,8 +300,27 @@ impl Durable for SimDisk {
         Ok(Some((written.meta, size)))
     }
 
-    fn install_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), SimDiskError> {
-        let data = Bytes::copy_from_slice(data);
+    fn stage_snapshot_chunk(&mut self, offset: u64, data: &[u8]) -> Result<(), SimDiskError> {
+        if offset == 0 {
+            self.staging.clear();
+        }
+        self.staging.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn staged_snapshot_bytes(&self) -> u64 {
+        self.staging.len() as u64
+    }
+
+    fn read_staged_snapshot<T>(
+        &mut self,
+        read: impl FnOnce(&mut dyn std::io::Read) -> T,
+    ) -> Result<T, SimDiskError> {
+        Ok(read(&mut self.staging.as_slice()))
+    }
+
+    fn install_staged_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), SimDiskError> {
+        let data = Bytes::from(std::mem::take(&mut self.staging));
         self.latest_snapshot = Some((meta.clone(), data.clone()));
         self.pending
             .push(Write::InstallSnapshot(meta.clone(), data));

@@ -481,16 +481,26 @@ impl Storage {
         meta: &SnapshotMeta,
         data: &[u8],
     ) -> Result<(), StorageError> {
+        self.install_snapshot_with(meta, |w| w.write_all(data))
+    }
+
+    /// [`Storage::install_snapshot`] streaming the state from `write` (a
+    /// file the chunks were staged in), so that it is never in memory whole.
+    pub fn install_snapshot_with(
+        &mut self,
+        meta: &SnapshotMeta,
+        write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<(), StorageError> {
         self.check_usable()?;
         self.check_newer(meta)?;
-        let result = self.install_snapshot_inner(meta, data);
+        let result = self.install_snapshot_inner(meta, write);
         self.fail_on_error(result)
     }
 
     fn install_snapshot_inner(
         &mut self,
         meta: &SnapshotMeta,
-        data: &[u8],
+        write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
     ) -> Result<(), StorageError> {
         // First a fresh segment holding the hard state, then the snapshot
         // naming it: its rename is the moment the old log stops counting.
@@ -499,7 +509,7 @@ impl Storage {
             meta: meta.clone(),
             wal_start_seq,
         };
-        let (path, _) = snapshot_file::write(&self.snapshot_dir, &header, |w| w.write_all(data))?;
+        let (path, _) = snapshot_file::write(&self.snapshot_dir, &header, write)?;
         self.snapshot = Some((meta.clone(), path.clone()));
         self.wal.remove_oldest(self.wal.segment_count() - 1)?;
         snapshot_file::remove_others(&self.snapshot_dir, &path)
