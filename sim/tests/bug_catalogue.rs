@@ -91,7 +91,7 @@ catalogue! {
             o.faults = sim::faults::FaultSelection::parse("crash,fsync,loss,partition").unwrap();
         };
     reading_without_confirming_leadership_is_found:
-        read_without_quorum within 40 seeds, First as ["linearizability"];
+        read_without_quorum within 80 seeds, First as ["linearizability"];
     /// Found through the event-triggered Figure 8 fault (one entry per
     /// message, the re-elected leader cut off at its first commit advance).
     committing_an_earlier_term_entry_by_counting_is_found:
