@@ -30,6 +30,10 @@ use tokio::sync::mpsc;
 #[derive(Debug)]
 pub struct SnapshotWritten {
     written: WrittenSnapshot,
+    /// Length of the state inside the file: the size raft-core is told,
+    /// whose chunks `snapshot_chunk` serves (the file adds a header and a
+    /// footer).
+    state_bytes: u64,
     /// How long serializing and fsyncing took, off the driver thread.
     elapsed: Duration,
 }
@@ -101,6 +105,24 @@ impl WalDisk {
     }
 }
 
+/// Counts the state bytes on their way into the snapshot file.
+struct CountingWriter<'a, W: Write + ?Sized> {
+    inner: &'a mut W,
+    bytes: &'a mut u64,
+}
+
+impl<W: Write + ?Sized> Write for CountingWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        *self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// An I/O error on the staging file (which stops the node, as any storage
 /// I/O error does).
 fn staging_error(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StorageError {
@@ -161,13 +183,24 @@ impl Durable for WalDisk {
             .name("snapshot-writer".into())
             .spawn(move || {
                 let started = Instant::now();
-                let written = write.write(|mut w: &mut dyn Write| state.write_snapshot(&mut w));
+                let mut state_bytes = 0;
+                let written = write.write(|w: &mut dyn Write| {
+                    let mut counted = CountingWriter {
+                        inner: w,
+                        bytes: &mut state_bytes,
+                    };
+                    state.write_snapshot(&mut counted)
+                });
                 // Released before the driver hears of it: from now on the
                 // live map owns every node again and stops copying paths.
                 drop(state);
                 let elapsed = started.elapsed();
                 // The driver may be gone (shutdown): nothing to tell then.
-                let _ = completions.send(SnapshotWritten { written, elapsed });
+                let _ = completions.send(SnapshotWritten {
+                    written,
+                    state_bytes,
+                    elapsed,
+                });
             });
         match spawned {
             Ok(handle) => {
@@ -201,9 +234,9 @@ impl Durable for WalDisk {
         self.metrics
             .snapshot_index
             .store(info.meta.index.0, Relaxed);
-        self.metrics.snapshot_bytes.store(info.file_bytes, Relaxed);
+        self.metrics.snapshot_bytes.store(done.state_bytes, Relaxed);
         self.metrics.snapshots_taken.fetch_add(1, Relaxed);
-        Ok(Some((info.meta, info.file_bytes)))
+        Ok(Some((info.meta, done.state_bytes)))
     }
 
     fn snapshot_can_wait(error: &StorageError) -> bool {
@@ -346,6 +379,15 @@ mod tests {
         let taken = settle(&mut replica, &mut completions);
         assert_eq!(taken.as_ref(), Some(&meta));
         assert_eq!(replica.last_snapshot_index(), meta.index);
+        // The size the core is told is the state's, whose chunks the disk
+        // serves (not the file's): told the file's, a leader asked for
+        // chunks past the state's end and no follower ever caught up.
+        let state_bytes = replica
+            .disk
+            .snapshot_chunk(&meta, 0, u64::MAX)
+            .unwrap()
+            .len() as u64;
+        assert_eq!(replica.last_snapshot_bytes(), state_bytes);
         assert_eq!(replica.node.status().snapshot_index, meta.index);
         let applied = replica.node.applied_index();
         drop(replica);
