@@ -4,7 +4,8 @@
 //! crate adds only I/O. Nothing in kv-replica, raft-core or sim may depend
 //! on it.
 //!
-//! - `storage`: the write-ahead log, hard state and snapshot files.
+//! - `storage`: kv-storage re-exported: the write-ahead log, hard state and
+//!   snapshot files, run over real files.
 //! - `wal_disk`: kv-replica's `Durable` on `storage`, for the real node.
 //! - `driver`: the thread that owns the replica; requests reach it by channel.
 //! - `directory`: the address book (node name -> URL) the node runs with.
@@ -30,6 +31,9 @@ pub mod metrics;
 pub mod peer;
 pub mod server;
 pub mod settings;
-pub mod storage;
 pub mod tls;
 pub mod wal_disk;
+
+/// The storage code lives in the kv-storage crate (shared with the
+/// simulator); kv-node runs it over real files (`StdFs`).
+pub use kv_storage as storage;

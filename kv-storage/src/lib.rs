@@ -1,4 +1,4 @@
-//! Durable storage: write-ahead log, hard state, snapshots.
+//! kv-storage: the durable storage of a raftkv node: write-ahead log, hard state, snapshots.
 //!
 //! One [`Storage`] owns a data directory:
 //!
@@ -450,7 +450,7 @@ impl Storage {
 }
 
 /// Refuses to open while the marker of an earlier failed fsync exists.
-pub(super) fn check_fsync_marker(dir: &Path) -> Result<(), StorageError> {
+pub(crate) fn check_fsync_marker(dir: &Path) -> Result<(), StorageError> {
     let marker = dir.join(FSYNC_FAILED_MARKER);
     match std::fs::read_to_string(&marker) {
         Ok(reason) => Err(StorageError::FsyncFailedEarlier {
