@@ -44,6 +44,7 @@ mod batch;
 mod check;
 mod error;
 mod files;
+pub mod fs;
 mod lock;
 mod repair_marker;
 mod replay;
@@ -57,17 +58,21 @@ mod model_tests;
 #[cfg(test)]
 mod tests;
 
-pub use check::{CheckReport, check};
+pub use check::{CheckReport, check, check_in};
 pub use error::StorageError;
-pub use snapshot_file::{SnapshotReader, open_snapshot, read_snapshot_range};
+pub use fs::{Fs, FsFile, StdFs};
+pub use snapshot_file::{
+    SnapshotReader, open_snapshot, read_snapshot, read_snapshot_range, read_snapshot_range_in,
+};
 pub use space::free_bytes;
 
-use error::warn;
-use lock::DirLock;
+use error::{io_error, warn};
+use fs::DirGuard;
 use raft_core::{Entry, HardState, LogIndex, SnapshotMeta, Term};
 use snapshot_file::SnapshotHeader;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use wal::Wal;
 
@@ -151,6 +156,7 @@ pub struct SnapshotInfo {
 
 /// The durable state of one Raft node: its log, hard state and snapshot.
 pub struct Storage {
+    fs: Arc<dyn Fs>,
     dir: PathBuf,
     snapshot_dir: PathBuf,
     wal: Wal,
@@ -159,7 +165,7 @@ pub struct Storage {
     /// every later call fails, so the node stops instead of limping on.
     failed: bool,
     /// Declared last so that it is released after the WAL is flushed.
-    _lock: DirLock,
+    _lock: DirGuard,
 }
 
 impl std::fmt::Debug for Storage {
@@ -177,20 +183,31 @@ impl Storage {
     /// Opens (creating if needed) the data directory `dir`, takes its lock
     /// and recovers its contents.
     pub fn open(dir: &Path, options: StorageOptions) -> Result<(Storage, Recovered), StorageError> {
+        Storage::open_in(Arc::new(StdFs), dir, options)
+    }
+
+    /// [`Storage::open`] on any file system (the simulator's).
+    pub fn open_in(
+        fs: Arc<dyn Fs>,
+        dir: &Path,
+        options: StorageOptions,
+    ) -> Result<(Storage, Recovered), StorageError> {
         options.validate()?;
-        files::ensure_dir(dir)?;
-        let lock = DirLock::acquire(dir)?;
-        check_fsync_marker(dir)?;
+        let fsr = &*fs;
+        files::ensure_dir(fsr, dir)?;
+        let lock = fsr.lock_dir(dir)?;
+        check_fsync_marker(fsr, dir)?;
         let mut warnings = Vec::new();
         let snapshot_dir = dir.join(SNAPSHOT_DIR);
-        files::ensure_dir(&snapshot_dir)?;
-        let latest = snapshot_file::recover_latest(&snapshot_dir, &mut warnings, true)?;
+        files::ensure_dir(fsr, &snapshot_dir)?;
+        let latest = snapshot_file::recover_latest(fsr, &snapshot_dir, &mut warnings, true)?;
         let (wal_start_seq, snapshot_index) =
             latest.as_ref().map_or((0, LogIndex::ZERO), |(h, _)| {
                 (h.wal_start_seq, h.meta.index)
             });
-        let marker = repair_marker::read(dir)?;
+        let marker = repair_marker::read(fsr, dir)?;
         let (wal, replayed) = Wal::open(
+            fs.clone(),
             &dir.join(WAL_DIR),
             &dir.join(WAL_CUT_DIR),
             &options,
@@ -199,12 +216,14 @@ impl Storage {
             &mut warnings,
             // Durable before anything is cut: from then on the log alone
             // does not show that records were lost.
-            &mut |_, bound| repair_marker::write(dir, bound.max(marker.unwrap_or(Term::ZERO))),
+            &mut |_, bound| {
+                repair_marker::write(fsr, dir, bound.max(marker.unwrap_or(Term::ZERO)))
+            },
         )?;
         // What the previous run left in the page cache is made durable
         // before anything is built on it (the WAL did its own files).
-        files::sync_dir(&snapshot_dir)?;
-        files::sync_dir(dir)?;
+        files::sync_dir(fsr, &snapshot_dir)?;
+        files::sync_dir(fsr, dir)?;
         let snapshot = latest.map(|(header, path)| (header.meta, path));
         let last_term = replayed
             .entries
@@ -212,10 +231,10 @@ impl Storage {
             .map(|e| e.term)
             .or(snapshot.as_ref().map(|(meta, _)| meta.term))
             .unwrap_or(Term::ZERO);
-        let damaged_up_to_term = match repair_marker::read(dir)? {
+        let damaged_up_to_term = match repair_marker::read(fsr, dir)? {
             // Only a leader of a newer term writes an entry of a newer term.
             Some(bound) if last_term > bound => {
-                repair_marker::remove(dir)?;
+                repair_marker::remove(fsr, dir)?;
                 tracing::info!(%bound, %last_term, "the log was repaired: repair marker removed");
                 None
             }
@@ -231,6 +250,7 @@ impl Storage {
             None => None,
         };
         let storage = Storage {
+            fs,
             dir: dir.to_path_buf(),
             snapshot_dir,
             wal,
@@ -356,7 +376,12 @@ impl Storage {
             meta: meta.clone(),
             wal_start_seq: self.wal.seq_at(covered),
         };
-        let (path, file_bytes) = match snapshot_file::write(&self.snapshot_dir, &header, write) {
+        let (path, file_bytes) = match snapshot_file::write(
+            &*self.fs,
+            &self.snapshot_dir,
+            &header,
+            write,
+        ) {
             // The temp file failed (a full disk, most likely): it is gone
             // and nothing else changed, so the node can go on and retry.
             Err(StorageError::Io { op, path, source })
@@ -368,7 +393,7 @@ impl Storage {
         };
         self.snapshot = Some((meta.clone(), path.clone()));
         self.wal.remove_oldest(covered)?;
-        snapshot_file::remove_others(&self.snapshot_dir, &path)?;
+        snapshot_file::remove_others(&*self.fs, &self.snapshot_dir, &path)?;
         Ok(SnapshotInfo {
             meta: meta.clone(),
             path,
@@ -403,15 +428,22 @@ impl Storage {
             meta: meta.clone(),
             wal_start_seq,
         };
-        let (path, _) = snapshot_file::write(&self.snapshot_dir, &header, |w| w.write_all(data))?;
+        let (path, _) = snapshot_file::write(&*self.fs, &self.snapshot_dir, &header, |w| {
+            w.write_all(data)
+        })?;
         self.snapshot = Some((meta.clone(), path.clone()));
         self.wal.remove_oldest(self.wal.segment_count() - 1)?;
-        snapshot_file::remove_others(&self.snapshot_dir, &path)
+        snapshot_file::remove_others(&*self.fs, &self.snapshot_dir, &path)
     }
 
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The file system the storage runs on.
+    pub fn fs(&self) -> &Arc<dyn Fs> {
+        &self.fs
     }
 
     fn snapshot_index(&self) -> LogIndex {
@@ -442,7 +474,7 @@ impl Storage {
         if let Err(StorageError::Io { op, source, .. }) = &result {
             self.failed = true;
             if op.starts_with("fsync") || op.starts_with("fdatasync") {
-                leave_fsync_marker(&self.dir, &format!("{op}: {source}"));
+                leave_fsync_marker(&*self.fs, &self.dir, &format!("{op}: {source}"));
             }
         }
         result
@@ -450,32 +482,28 @@ impl Storage {
 }
 
 /// Refuses to open while the marker of an earlier failed fsync exists.
-pub(crate) fn check_fsync_marker(dir: &Path) -> Result<(), StorageError> {
+pub(crate) fn check_fsync_marker(fs: &dyn Fs, dir: &Path) -> Result<(), StorageError> {
     let marker = dir.join(FSYNC_FAILED_MARKER);
-    match std::fs::read_to_string(&marker) {
+    match fs.read(&marker) {
         Ok(reason) => Err(StorageError::FsyncFailedEarlier {
             marker,
-            reason: reason.trim().to_string(),
+            reason: String::from_utf8_lossy(&reason).trim().to_string(),
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(StorageError::Io {
-            op: "read fsync marker",
-            path: marker,
-            source,
-        }),
+        Err(source) => Err(io_error("read fsync marker", &marker)(source)),
     }
 }
 
 /// Leaves the fsync-failure marker, best effort: the node is stopping
 /// anyway, and a disk that failed an fsync may fail this write too (the
 /// error is then in the log).
-fn leave_fsync_marker(dir: &Path, reason: &str) {
+fn leave_fsync_marker(fs: &dyn Fs, dir: &Path, reason: &str) {
     let marker = dir.join(FSYNC_FAILED_MARKER);
-    let written = std::fs::File::create(&marker).and_then(|mut file| {
+    let written = fs.create(&marker).and_then(|mut file| {
         writeln!(file, "{reason}")?;
         file.sync_all()
     });
-    match written.and_then(|()| std::fs::File::open(dir)?.sync_all()) {
+    match written.and_then(|()| fs.sync_dir(dir)) {
         Ok(()) => {
             tracing::error!(marker = %marker.display(), "fsync failed; the node will refuse to start until the marker is removed")
         }

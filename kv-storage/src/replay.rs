@@ -4,8 +4,8 @@
 use super::batch::{self, BLOCK_BYTES, BadSegmentHeader, SegmentHeader};
 use super::error::{StorageError, corrupt, io_error, warn};
 use super::segment::{self, BadFrame, Record};
+use super::fs::Fs;
 use raft_core::{Entry, HardState, LogIndex, Term};
-use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Acknowledged records recovery found damaged or missing. The log kept
@@ -72,12 +72,13 @@ const TORN_CREATION_MAX_BYTES: u64 = 2 * BLOCK_BYTES;
 /// node stopped, never acknowledged: a torn tail. A damaged batch followed
 /// by a valid one was acknowledged: corruption.
 pub(super) fn replay_segment(
+    fs: &dyn Fs,
     path: &Path,
     is_last: bool,
     replay: &mut Replay,
     warnings: &mut Vec<String>,
 ) -> Result<SegmentScan, StorageError> {
-    let buf = fs::read(path).map_err(io_error("read segment", path))?;
+    let buf = fs.read(path).map_err(io_error("read segment", path))?;
     let file_bytes = buf.len() as u64;
     let header = match batch::decode_segment_header(&buf) {
         Ok(header) => header,

@@ -648,7 +648,7 @@ fn a_truncated_new_snapshot_file_falls_back_to_the_previous_snapshot() {
         wal_start_seq: 0,
     };
     let (newer, bytes) =
-        snapshot_file::write(elsewhere.path(), &header, |w| w.write_all(&[9; 500])).unwrap();
+        snapshot_file::write(&StdFs, elsewhere.path(), &header, |w| w.write_all(&[9; 500])).unwrap();
     let target = dir
         .path()
         .join(SNAPSHOT_DIR)
