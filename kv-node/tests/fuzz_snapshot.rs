@@ -453,6 +453,7 @@ fn options() -> StorageOptions {
         // Small, so that saving a snapshot deletes covered segments.
         segment_size_bytes: 64,
         preallocate: false,
+        ..StorageOptions::default()
     }
 }
 

@@ -89,6 +89,7 @@ fn options(segment_size_bytes: u64) -> StorageOptions {
     StorageOptions {
         segment_size_bytes,
         preallocate: false,
+        ..StorageOptions::default()
     }
 }
 

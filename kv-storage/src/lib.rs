@@ -41,6 +41,7 @@
 //! - `error`: [`StorageError`].
 
 mod batch;
+pub mod bugs;
 mod check;
 mod error;
 mod files;
@@ -58,6 +59,7 @@ mod model_tests;
 #[cfg(test)]
 mod tests;
 
+pub use bugs::StorageBugs;
 pub use check::{CheckReport, check, check_in};
 pub use error::StorageError;
 pub use fs::{Fs, FsFile, StdFs};
@@ -94,6 +96,8 @@ pub struct StorageOptions {
     /// Reserve each new segment's space when it is created (`fallocate`),
     /// so that appends to it do not fail on a disk that fills up meanwhile.
     pub preallocate: bool,
+    /// Known bugs to switch on (only with the `buggy` feature; see `bugs`).
+    pub bugs: StorageBugs,
 }
 
 impl Default for StorageOptions {
@@ -101,6 +105,7 @@ impl Default for StorageOptions {
         StorageOptions {
             segment_size_bytes: 64 * 1024 * 1024,
             preallocate: true,
+            bugs: StorageBugs::default(),
         }
     }
 }
@@ -193,6 +198,7 @@ impl Storage {
         options: StorageOptions,
     ) -> Result<(Storage, Recovered), StorageError> {
         options.validate()?;
+        let trust_cache = StorageBugs::has(options.bugs.open_trusts_page_cache);
         let fsr = &*fs;
         files::ensure_dir(fsr, dir)?;
         let lock = fsr.lock_dir(dir)?;
@@ -222,8 +228,10 @@ impl Storage {
         )?;
         // What the previous run left in the page cache is made durable
         // before anything is built on it (the WAL did its own files).
-        files::sync_dir(fsr, &snapshot_dir)?;
-        files::sync_dir(fsr, dir)?;
+        if !trust_cache {
+            files::sync_dir(fsr, &snapshot_dir)?;
+            files::sync_dir(fsr, dir)?;
+        }
         let snapshot = latest.map(|(header, path)| (header.meta, path));
         let last_term = replayed
             .entries
@@ -368,7 +376,9 @@ impl Storage {
     ) -> Result<SnapshotInfo, StorageError> {
         // The active segment then holds the latest hard state durably, so
         // the segments deleted below never hold its only copy.
-        self.wal.sync()?;
+        if !self.wal.has_bug_undurable_hard_state() {
+            self.wal.sync()?;
+        }
         let covered = self.wal.covered_prefix(meta.index);
         // Naming the first kept segment in the header lets recovery finish
         // the deletions below if a crash interrupts them.

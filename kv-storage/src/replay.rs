@@ -2,6 +2,7 @@
 //! telling a torn write at the end of the log from corruption.
 
 use super::batch::{self, BLOCK_BYTES, BadSegmentHeader, SegmentHeader};
+use super::bugs::StorageBugs;
 use super::error::{StorageError, corrupt, io_error, warn};
 use super::segment::{self, BadFrame, Record};
 use super::fs::Fs;
@@ -165,7 +166,8 @@ pub(super) fn replay_segment(
             break;
         }
         let next_valid = batch::next_valid_batch_header(&buf, offset, salt);
-        if !is_last || next_valid.is_some() {
+        let tail_bug = StorageBugs::has(replay.bugs.ack_damage_cut_as_torn_tail);
+        if !is_last || (next_valid.is_some() && !tail_bug) {
             // Batch n + 1 is written only after batch n was fdatasynced, and
             // a segment is closed only after it was: this one was acknowledged.
             let why = match next_valid {
@@ -285,6 +287,8 @@ pub(super) struct Replay {
     /// The snapshot the log follows: without one, the first entry must be
     /// right after it, or acknowledged batches before it were lost.
     snapshot_index: LogIndex,
+    /// Known bugs switched on (see `bugs`).
+    pub(super) bugs: StorageBugs,
 }
 
 impl Replay {

@@ -18,6 +18,7 @@
 //! copy of the term and vote.
 
 use super::StorageOptions;
+use super::bugs::StorageBugs;
 use super::SyncStats;
 use super::batch::{self, BLOCK_BYTES, SegmentHeader};
 use super::error::{StorageError, corrupt, io_error, warn};
@@ -74,6 +75,7 @@ pub(super) struct Wal {
     last_index: LogIndex,
     /// Reused encoding buffer, so appends do not allocate per record.
     scratch: Vec<u8>,
+    bugs: StorageBugs,
 }
 
 fn segment_file_name(seq: u64, first_index: LogIndex) -> String {
@@ -127,6 +129,8 @@ impl Wal {
         }
 
         let mut replay = Replay::new(snapshot_index);
+        replay.bugs = options.bugs;
+        let trust_cache = StorageBugs::has(options.bugs.open_trusts_page_cache);
         let count = segments.len();
         let mut last_scan = None;
         for (position, segment) in segments.iter_mut().enumerate() {
@@ -168,10 +172,12 @@ impl Wal {
                 remove_segment_files(fsr, dir, segments.pop().into_iter())?;
             }
         }
-        for segment in &segments {
-            sync_file(fsr, &segment.path)?;
+        if !trust_cache {
+            for segment in &segments {
+                sync_file(fsr, &segment.path)?;
+            }
+            sync_dir(fsr, dir)?;
         }
-        sync_dir(fsr, dir)?;
 
         let (active, active_bytes, header, next_batch_seq) = match (segments.last(), last_scan) {
             (Some(last), Some(scan)) if scan.header.is_some() => {
@@ -210,6 +216,7 @@ impl Wal {
             hard_state: replayed.hard_state,
             last_index,
             scratch: Vec::new(),
+            bugs: options.bugs,
         };
         if wal.next_batch_seq == 0 || replayed.hard_state_lowered {
             // A new segment needs its opening hard state; a repaired hard
@@ -276,6 +283,7 @@ impl Wal {
             hard_state: replayed.hard_state,
             last_index,
             scratch: Vec::new(),
+            bugs: options.bugs,
         };
         wal.push_record(RecordRef::HardState(&replayed.hard_state))?;
         wal.sync()?;
@@ -385,7 +393,7 @@ impl Wal {
             self.segments.len()
         );
         assert!(
-            self.pending.is_empty(),
+            self.pending.is_empty() || self.has_bug_undurable_hard_state(),
             "segments are removed only after a sync: the active segment must hold the durable hard state"
         );
         remove_segment_files(&*self.fs, &self.dir, self.segments.drain(..count))
@@ -400,6 +408,11 @@ impl Wal {
         self.roll(snapshot_index.next())?;
         self.last_index = snapshot_index;
         Ok(self.segments.last().expect("never empty").seq)
+    }
+
+    /// Whether the bug `snapshot_deletes_undurable_hard_state` is on.
+    pub(super) fn has_bug_undurable_hard_state(&self) -> bool {
+        StorageBugs::has(self.bugs.snapshot_deletes_undurable_hard_state)
     }
 
     fn active_path(&self) -> &Path {
@@ -481,6 +494,7 @@ impl Wal {
             &StorageOptions {
                 segment_size_bytes: self.segment_size_bytes,
                 preallocate: self.preallocate,
+                bugs: self.bugs,
             },
             &mut ignored,
         )?;
@@ -494,7 +508,9 @@ impl Wal {
         });
         let hard_state = self.hard_state;
         self.push_record(RecordRef::HardState(&hard_state))?;
-        self.write_batch()?;
+        if !self.has_bug_undurable_hard_state() {
+            self.write_batch()?;
+        }
         Ok(())
     }
 
