@@ -82,8 +82,7 @@ pub fn check_in(fs: Arc<dyn Fs>, dir: &Path, repair: bool) -> Result<CheckReport
     let _lock = fs.lock_dir(dir)?;
     super::check_fsync_marker(fs, dir)?;
     let mut warnings = Vec::new();
-    let latest =
-        snapshot_file::recover_latest(fs, &dir.join(SNAPSHOT_DIR), &mut warnings, false)?;
+    let latest = snapshot_file::recover_latest(fs, &dir.join(SNAPSHOT_DIR), &mut warnings, false)?;
     let (start_seq, snapshot_index) = latest.as_ref().map_or((0, LogIndex::ZERO), |(h, _)| {
         (h.wal_start_seq, h.meta.index)
     });

@@ -139,7 +139,9 @@ impl Fs for StdFs {
         Ok(Box::new(StdFile(file)))
     }
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        Ok(Box::new(StdFile(OpenOptions::new().append(true).open(path)?)))
+        Ok(Box::new(StdFile(
+            OpenOptions::new().append(true).open(path)?,
+        )))
     }
     fn set_len(&self, path: &Path, len: u64) -> io::Result<()> {
         OpenOptions::new().write(true).open(path)?.set_len(len)

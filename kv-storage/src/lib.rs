@@ -222,9 +222,7 @@ impl Storage {
             &mut warnings,
             // Durable before anything is cut: from then on the log alone
             // does not show that records were lost.
-            &mut |_, bound| {
-                repair_marker::write(fsr, dir, bound.max(marker.unwrap_or(Term::ZERO)))
-            },
+            &mut |_, bound| repair_marker::write(fsr, dir, bound.max(marker.unwrap_or(Term::ZERO))),
         )?;
         // What the previous run left in the page cache is made durable
         // before anything is built on it (the WAL did its own files).
@@ -386,21 +384,17 @@ impl Storage {
             meta: meta.clone(),
             wal_start_seq: self.wal.seq_at(covered),
         };
-        let (path, file_bytes) = match snapshot_file::write(
-            &*self.fs,
-            &self.snapshot_dir,
-            &header,
-            write,
-        ) {
-            // The temp file failed (a full disk, most likely): it is gone
-            // and nothing else changed, so the node can go on and retry.
-            Err(StorageError::Io { op, path, source })
-                if snapshot_file::TEMP_FILE_OPS.contains(&op) =>
-            {
-                return Err(StorageError::SnapshotNotWritten { path, source });
-            }
-            other => other?,
-        };
+        let (path, file_bytes) =
+            match snapshot_file::write(&*self.fs, &self.snapshot_dir, &header, write) {
+                // The temp file failed (a full disk, most likely): it is gone
+                // and nothing else changed, so the node can go on and retry.
+                Err(StorageError::Io { op, path, source })
+                    if snapshot_file::TEMP_FILE_OPS.contains(&op) =>
+                {
+                    return Err(StorageError::SnapshotNotWritten { path, source });
+                }
+                other => other?,
+            };
         self.snapshot = Some((meta.clone(), path.clone()));
         self.wal.remove_oldest(covered)?;
         snapshot_file::remove_others(&*self.fs, &self.snapshot_dir, &path)?;

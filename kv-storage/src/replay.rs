@@ -4,8 +4,8 @@
 use super::batch::{self, BLOCK_BYTES, BadSegmentHeader, SegmentHeader};
 use super::bugs::StorageBugs;
 use super::error::{StorageError, corrupt, io_error, warn};
-use super::segment::{self, BadFrame, Record};
 use super::fs::Fs;
+use super::segment::{self, BadFrame, Record};
 use raft_core::{Entry, HardState, LogIndex, Term};
 use std::path::{Path, PathBuf};
 
@@ -311,6 +311,16 @@ impl Replay {
         }
     }
 
+    /// Whether a log record at `index` beyond the log's end is where the log
+    /// resumes after the snapshot: the log was cut below the snapshot index
+    /// (damage to batches the snapshot covers), and the entries missing in
+    /// between are in the snapshot. Found by the simulator (`blockdisk`).
+    fn resumes_after_snapshot(&self, index: LogIndex) -> bool {
+        let resume = self.snapshot_index.next();
+        self.next_index
+            .is_some_and(|next| next < index && next < resume && index <= resume)
+    }
+
     /// A hard-state record after the damage: newer than any before it.
     fn later_hard_state(&mut self, hard_state: HardState) {
         self.max_term_seen = self.max_term_seen.max(hard_state.term);
@@ -337,13 +347,19 @@ impl Replay {
             };
         };
         match first_log_record {
-            Record::Entry(entry) if entry.index != next => Some(format!(
-                "entry {} where entry {next} was expected",
-                entry.index
-            )),
-            Record::Truncate(index) if *index > next => Some(format!(
-                "truncation at {index} beyond the end of the log at {next}"
-            )),
+            Record::Entry(entry)
+                if entry.index != next && !self.resumes_after_snapshot(entry.index) =>
+            {
+                Some(format!(
+                    "entry {} where entry {next} was expected",
+                    entry.index
+                ))
+            }
+            Record::Truncate(index) if *index > next && !self.resumes_after_snapshot(*index) => {
+                Some(format!(
+                    "truncation at {index} beyond the end of the log at {next}"
+                ))
+            }
             _ => None,
         }
     }
@@ -356,7 +372,9 @@ impl Replay {
         }
         match record {
             Record::Entry(entry) => {
-                if let Some(next) = self.next_index.filter(|&next| next != entry.index) {
+                if self.resumes_after_snapshot(entry.index) {
+                    self.entries.clear();
+                } else if let Some(next) = self.next_index.filter(|&next| next != entry.index) {
                     return Err(corrupt(
                         path,
                         offset,
@@ -374,7 +392,9 @@ impl Replay {
                 self.entries.push(entry);
             }
             Record::Truncate(index) => {
-                if let Some(next) = self.next_index.filter(|&next| index > next) {
+                if self.resumes_after_snapshot(index) {
+                    self.entries.clear();
+                } else if let Some(next) = self.next_index.filter(|&next| index > next) {
                     return Err(corrupt(
                         path,
                         offset,

@@ -279,9 +279,7 @@ impl Read for SnapshotReader {
 /// Reads and checks everything but the state bytes themselves.
 fn read_layout(fs: &dyn Fs, path: &Path) -> Result<Layout, StorageError> {
     let read_error = io_error("read snapshot", path);
-    let file_len = fs
-        .file_len(path)
-        .map_err(io_error("open snapshot", path))?;
+    let file_len = fs.file_len(path).map_err(io_error("open snapshot", path))?;
     if file_len < PREFIX_BYTES + FOOTER_BYTES {
         let reason = format!("{file_len} bytes is too short for a snapshot file");
         return Err(corrupt(path, 0, reason));
@@ -452,7 +450,10 @@ mod tests {
     #[test]
     fn a_written_snapshot_reads_back_its_meta_and_state() {
         let dir = tempfile::tempdir().unwrap();
-        let (path, bytes) = write(&StdFs, dir.path(), &header(9), |w| w.write_all(b"state bytes")).unwrap();
+        let (path, bytes) = write(&StdFs, dir.path(), &header(9), |w| {
+            w.write_all(b"state bytes")
+        })
+        .unwrap();
         assert_eq!(fs::metadata(&path).unwrap().len(), bytes);
         let (meta, _) = open_snapshot(&path).unwrap();
         assert_eq!(meta, header(9).meta);
@@ -462,7 +463,8 @@ mod tests {
     #[test]
     fn a_truncated_snapshot_file_is_rejected_at_open() {
         let dir = tempfile::tempdir().unwrap();
-        let (path, bytes) = write(&StdFs, dir.path(), &header(9), |w| w.write_all(&[5; 1000])).unwrap();
+        let (path, bytes) =
+            write(&StdFs, dir.path(), &header(9), |w| w.write_all(&[5; 1000])).unwrap();
         for len in [0, 10, PREFIX_BYTES + 3, bytes / 2, bytes - 1] {
             let file = OpenOptions::new().write(true).open(&path).unwrap();
             file.set_len(len).unwrap();

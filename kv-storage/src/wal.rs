@@ -18,9 +18,9 @@
 //! copy of the term and vote.
 
 use super::StorageOptions;
-use super::bugs::StorageBugs;
 use super::SyncStats;
 use super::batch::{self, BLOCK_BYTES, SegmentHeader};
+use super::bugs::StorageBugs;
 use super::error::{StorageError, corrupt, io_error, warn};
 use super::files::{ensure_dir, list_dir, sync_dir};
 use super::fs::{Fs, FsFile};
@@ -689,7 +689,8 @@ pub(super) fn cut_tail(
 /// The caller fsyncs both directories.
 fn move_to_cut(fs: &dyn Fs, path: &Path, cut_dir: &Path) -> Result<(), StorageError> {
     let side = cut_dir.join(format!("{}.0.cut", file_name(path)));
-    fs.rename(path, &side).map_err(io_error("move segment aside", path))?;
+    fs.rename(path, &side)
+        .map_err(io_error("move segment aside", path))?;
     tracing::warn!(segment = %path.display(), side = %side.display(), "segment set aside");
     Ok(())
 }

@@ -1,9 +1,32 @@
 //! A simulated disk under the must-sync contract: writes are buffered until
 //! `sync`, a crash keeps only what was synced, and a restart recovers from it.
+//!
+//! In `blockdisk` runs the disk is instead kv-storage itself (the WAL,
+//! snapshot files and recovery kv-node runs) over the block-level
+//! simulated file system of `block_fs`: the disk image is that file
+//! system, and a restart runs the real recovery on it.
 
+use crate::block_fs::BlockFs;
 use bytes::Bytes;
 use kv_replica::replica::{Durable, Recovered};
+use kv_storage::fs::Fs;
+use kv_storage::{Storage, StorageBugs, StorageError, StorageOptions};
 use raft_core::{Entry, HardState, LogIndex, SnapshotMeta, Term};
+use std::path::Path;
+use std::sync::Arc;
+
+/// The data directory on a node's block disk.
+pub const DATA_DIR: &str = "/data";
+
+/// kv-storage's options in the simulator: small segments, so that rolls,
+/// and snapshots that delete covered segments, happen often.
+pub fn block_storage_options(bugs: StorageBugs) -> StorageOptions {
+    StorageOptions {
+        segment_size_bytes: 32 * 1024,
+        preallocate: false,
+        bugs,
+    }
+}
 
 /// What survives a crash.
 #[derive(Clone, Debug, Default)]
@@ -19,9 +42,22 @@ pub struct DiskImage {
     /// marker: the node restarts in repair mode with this bound (raft-core
     /// ignores it once the log holds an entry of a newer term).
     pub damaged_up_to_term: Option<Term>,
+    /// Set in `blockdisk` runs: the node's block disk, which kv-storage
+    /// recovers from at restart (the fields above are then unused).
+    pub block: Option<BlockFs>,
+    /// A fault rotted a block of this disk since the node last started.
+    pub rotted: bool,
 }
 
 impl DiskImage {
+    /// An empty block disk whose randomness is drawn from `seed`.
+    pub fn block(seed: u64) -> DiskImage {
+        DiskImage {
+            block: Some(BlockFs::new(seed)),
+            ..DiskImage::default()
+        }
+    }
+
     fn snapshot_index(&self) -> LogIndex {
         self.snapshot
             .as_ref()
@@ -136,6 +172,26 @@ pub enum SimDiskError {
     SyncFailed,
     #[error("no snapshot stored to send the one at index {index}")]
     NoSnapshot { index: LogIndex },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl SimDiskError {
+    /// A full disk refused a write.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, SimDiskError::Storage(StorageError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::StorageFull)
+    }
+}
+
+/// kv-storage on a block disk.
+#[derive(Debug)]
+struct BlockStore {
+    storage: Storage,
+    fs: BlockFs,
+    /// After an injected fsync failure, each dirty block reached the disk
+    /// with this probability (ppm).
+    sync_survive_ppm: u64,
 }
 
 /// The disk of one node.
@@ -150,6 +206,10 @@ pub struct SimDisk {
     /// Entries written since the checker last looked, in write order.
     pub appended: Vec<Entry>,
     pub syncs: u64,
+    /// Some in `blockdisk` runs: every call goes to kv-storage.
+    block: Option<BlockStore>,
+    /// What kv-storage's recovery repaired at the last open (for the trace).
+    pub recovery_warnings: Vec<String>,
 }
 
 impl SimDisk {
@@ -162,9 +222,100 @@ impl SimDisk {
         }
     }
 
-    /// The node died: unsynced writes are gone.
+    /// Opens the disk of a (re)starting node: a block disk through the real
+    /// recovery of kv-storage, else the image as synced.
+    pub fn open(
+        image: DiskImage,
+        bugs: StorageBugs,
+        sync_survive_ppm: u64,
+    ) -> Result<(SimDisk, Recovered), SimDiskError> {
+        let Some(fs) = &image.block else {
+            let recovered = image.recover();
+            return Ok((SimDisk::from_image(image), recovered));
+        };
+        let fs = fs.next_process();
+        if std::env::var("SIM_DUMP").is_ok() {
+            eprintln!("OPEN\n{}", fs.dump());
+        }
+        let shared: Arc<dyn Fs> = Arc::new(fs.clone());
+        let dir = Path::new(DATA_DIR);
+        let options = block_storage_options(bugs);
+        let (storage, recovered) = match Storage::open_in(shared.clone(), dir, options.clone()) {
+            // The operator's part (README, "Storage"): the machine was
+            // restarted (the crash after the failed fsync dropped the page
+            // cache), so the marker goes and the node starts.
+            Err(StorageError::FsyncFailedEarlier { marker, .. }) => {
+                fs.remove_file(&marker)
+                    .and_then(|()| fs.sync_dir(dir))
+                    .map_err(|source| StorageError::Io {
+                        op: "remove fsync marker",
+                        path: marker,
+                        source,
+                    })?;
+                Storage::open_in(shared, dir, options)?
+            }
+            other => other?,
+        };
+        let snapshot = match &recovered.snapshot {
+            Some((_, path)) => {
+                let (meta, data) = kv_storage::read_snapshot(&fs, path)?;
+                Some((meta, Bytes::from(data)))
+            }
+            None => None,
+        };
+        let disk = SimDisk {
+            recovery_warnings: recovered.warnings.clone(),
+            durable: DiskImage {
+                hard_state: recovered.hard_state,
+                block: Some(fs.clone()),
+                ..DiskImage::default()
+            },
+            latest_snapshot: snapshot.clone(),
+            block: Some(BlockStore {
+                storage,
+                fs,
+                sync_survive_ppm,
+            }),
+            ..SimDisk::default()
+        };
+        let recovered = Recovered {
+            hard_state: recovered.hard_state,
+            snapshot,
+            entries: recovered.entries,
+            damaged_up_to_term: recovered.damaged_up_to_term,
+        };
+        Ok((disk, recovered))
+    }
+
+    /// The node died: unsynced writes are gone. A block disk's process is
+    /// dead (its storage writes nothing more, not even at drop); the world
+    /// then decides what the page cache does.
     pub fn crash(self) -> DiskImage {
+        if let Some(block) = self.block {
+            let fs = block.fs.clone();
+            fs.next_process();
+            drop(block);
+            return DiskImage {
+                block: Some(fs),
+                ..DiskImage::default()
+            };
+        }
         self.durable
+    }
+
+    /// The block disk, in `blockdisk` runs.
+    pub fn block_fs(&self) -> Option<&BlockFs> {
+        self.block.as_ref().map(|b| &b.fs)
+    }
+
+    /// Arms the block disk's next fsync to fail if `fails`.
+    fn arm_block(&mut self, fails: bool) {
+        if let Some(block) = &self.block
+            && fails
+        {
+            block.fs.fail_next_sync(block.sync_survive_ppm);
+            self.armed = None;
+        }
     }
 
     pub fn durable(&self) -> &DiskImage {
@@ -187,6 +338,14 @@ impl Durable for SimDisk {
     type Error = SimDiskError;
 
     fn append(&mut self, entries: &[Entry]) -> Result<(), SimDiskError> {
+        if let Some(block) = &mut self.block {
+            self.appended.extend_from_slice(entries);
+            if !entries.is_empty() {
+                // A marker for the armed-failure test; the data is in the WAL.
+                self.pending.push(Write::Append(Vec::new()));
+            }
+            return Ok(block.storage.append(entries)?);
+        }
         if !entries.is_empty() {
             self.appended.extend_from_slice(entries);
             self.pending.push(Write::Append(entries.to_vec()));
@@ -196,6 +355,9 @@ impl Durable for SimDisk {
 
     fn set_hard_state(&mut self, hard_state: &HardState) -> Result<(), SimDiskError> {
         self.pending.push(Write::HardState(*hard_state));
+        if let Some(block) = &mut self.block {
+            block.storage.set_hard_state(hard_state)?;
+        }
         Ok(())
     }
 
@@ -209,6 +371,15 @@ impl Durable for SimDisk {
                 .any(|w| matches!(w, Write::SaveSnapshot(..) | Write::InstallSnapshot(..))),
             None => false,
         };
+        if self.block.is_some() {
+            self.arm_block(fails);
+            let block = self.block.as_mut().expect("checked");
+            self.pending.clear();
+            block.storage.sync()?;
+            self.syncs += 1;
+            self.durable.hard_state = block.storage.hard_state();
+            return Ok(());
+        }
         if fails {
             self.pending.clear();
             self.armed = None;
@@ -227,13 +398,34 @@ impl Durable for SimDisk {
     }
 
     fn save_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), SimDiskError> {
+        if self.block.is_some() {
+            self.arm_block(self.armed == Some(SyncFailure::NextSnapshot));
+            let block = self.block.as_mut().expect("checked");
+            block.storage.save_snapshot(meta, |w| w.write_all(data))?;
+            self.latest_snapshot = Some((meta.clone(), Bytes::copy_from_slice(data)));
+            return Ok(());
+        }
         let data = Bytes::copy_from_slice(data);
         self.latest_snapshot = Some((meta.clone(), data.clone()));
         self.pending.push(Write::SaveSnapshot(meta.clone(), data));
         Ok(())
     }
 
+    fn snapshot_can_wait(error: &SimDiskError) -> bool {
+        matches!(
+            error,
+            SimDiskError::Storage(StorageError::SnapshotNotWritten { .. })
+        )
+    }
+
     fn install_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), SimDiskError> {
+        if self.block.is_some() {
+            self.arm_block(self.armed == Some(SyncFailure::NextSnapshot));
+            let block = self.block.as_mut().expect("checked");
+            block.storage.install_snapshot(meta, data)?;
+            self.latest_snapshot = Some((meta.clone(), Bytes::copy_from_slice(data)));
+            return Ok(());
+        }
         let data = Bytes::copy_from_slice(data);
         self.latest_snapshot = Some((meta.clone(), data.clone()));
         self.pending
@@ -249,6 +441,13 @@ impl Durable for SimDisk {
     ) -> Result<Bytes, SimDiskError> {
         // The replica checked that `meta` is the stored snapshot (the rule
         // is kv-replica's, the same for every disk).
+        if let Some(block) = &self.block {
+            let Some((_, path)) = block.storage.snapshot_path() else {
+                return Err(SimDiskError::NoSnapshot { index: meta.index });
+            };
+            let data = kv_storage::read_snapshot_range_in(&block.fs, &path, offset, len)?;
+            return Ok(Bytes::from(data));
+        }
         let Some((_, data)) = &self.latest_snapshot else {
             return Err(SimDiskError::NoSnapshot { index: meta.index });
         };

@@ -48,14 +48,36 @@ impl World {
         let image = image.clone();
         let membership = self.bootstrap_for(id);
         let config = self.config(id);
+        let survive_ppm = self.plan.block_disk.map_or(0, |b| b.sync_survive_ppm);
+        let storage_bugs = self.opts.storage_bugs;
+        let disk = match node_code(|| SimDisk::open(image.clone(), storage_bugs, survive_ppm)) {
+            Ok(Ok(opened)) => opened,
+            // The disk is still full: it starts once there is room again.
+            Ok(Err(e)) if e.is_disk_full() => {
+                self.trace
+                    .note(self.now, || format!("{id} cannot start: {e}"));
+                let incarnation = self.node(id).incarnation;
+                let restart = Event::Restart {
+                    node: id,
+                    incarnation,
+                };
+                return self.schedule_in(20 * STEPS_PER_TICK, restart);
+            }
+            Ok(Err(e)) => return self.fail("restart recovers", format!("{id}: {e}")),
+            Err(text) => return self.fail("restart recovers", format!("{id}: {text}")),
+        };
+        let (mut disk, recovered) = disk;
+        for warning in std::mem::take(&mut disk.recovery_warnings) {
+            self.trace
+                .note(self.now, || format!("{id} recovery: {warning}"));
+        }
+        if let Some(bound) = recovered.damaged_up_to_term {
+            self.trace.note(self.now, || {
+                format!("{id} lost acknowledged records: repair mode up to term {bound}")
+            });
+        }
         let opened = node_code(|| {
-            Replica::open(
-                config,
-                image.recover(),
-                membership,
-                SimDisk::from_image(image.clone()),
-                DEFAULT_DEDUP_LIMIT,
-            )
+            Replica::open(config, recovered, membership, disk, DEFAULT_DEDUP_LIMIT)
         });
         let mut replica = match opened {
             Ok(Ok(replica)) => replica,
@@ -86,7 +108,19 @@ impl World {
             node.state = state;
             return;
         };
-        node.state = NodeState::Down(replica.disk.crash());
+        let image = replica.disk.crash();
+        if let (Some(fs), Some(block)) = (&image.block, self.plan.block_disk) {
+            // A storage error stops the node, and the operator's restart
+            // after an fsync error is a reboot: the page cache goes.
+            let power_loss = why.contains("I/O error")
+                || self.rng.range(0, 99) < block.power_loss_percent;
+            fs.crash(power_loss, block.odds);
+            if power_loss {
+                self.trace.note(self.now, || format!("{id} loses power"));
+            }
+        }
+        let node = self.node_mut(id);
+        node.state = NodeState::Down(image);
         node.incarnation += 1;
         node.paused = false;
         node.backlog.clear();
