@@ -196,6 +196,8 @@ impl BlockFs {
     pub fn crash(&self, power_loss: bool, odds: CrashOdds) {
         let mut state = self.lock();
         state.incarnation += 1;
+        // An fsync failure armed for the dead process is not the next one's.
+        state.fail_next_sync = None;
         if !power_loss {
             return;
         }
@@ -263,6 +265,16 @@ impl BlockFs {
     /// with probability `survive_ppm`.
     pub fn fail_next_sync(&self, survive_ppm: u64) {
         self.lock().fail_next_sync = Some(survive_ppm);
+    }
+
+    /// Whether `path` survives a power loss now.
+    pub fn is_durable(&self, path: &Path) -> bool {
+        self.lock().durable_names.contains_key(path)
+    }
+
+    /// Drops an fsync failure armed for a call that did not fsync.
+    pub fn disarm(&self) {
+        self.lock().fail_next_sync = None;
     }
 
     /// Whether the disk refuses writes for want of space.

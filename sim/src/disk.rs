@@ -375,7 +375,9 @@ impl Durable for SimDisk {
             self.arm_block(fails);
             let block = self.block.as_mut().expect("checked");
             self.pending.clear();
-            block.storage.sync()?;
+            let synced = block.storage.sync();
+            block.fs.disarm();
+            synced?;
             self.syncs += 1;
             self.durable.hard_state = block.storage.hard_state();
             return Ok(());
@@ -401,7 +403,9 @@ impl Durable for SimDisk {
         if self.block.is_some() {
             self.arm_block(self.armed == Some(SyncFailure::NextSnapshot));
             let block = self.block.as_mut().expect("checked");
-            block.storage.save_snapshot(meta, |w| w.write_all(data))?;
+            let saved = block.storage.save_snapshot(meta, |w| w.write_all(data));
+            block.fs.disarm();
+            saved?;
             self.latest_snapshot = Some((meta.clone(), Bytes::copy_from_slice(data)));
             return Ok(());
         }
@@ -422,7 +426,9 @@ impl Durable for SimDisk {
         if self.block.is_some() {
             self.arm_block(self.armed == Some(SyncFailure::NextSnapshot));
             let block = self.block.as_mut().expect("checked");
-            block.storage.install_snapshot(meta, data)?;
+            let installed = block.storage.install_snapshot(meta, data);
+            block.fs.disarm();
+            installed?;
             self.latest_snapshot = Some((meta.clone(), Bytes::copy_from_slice(data)));
             return Ok(());
         }

@@ -188,9 +188,20 @@ impl World {
         // One damaged node at a time: the fault model is a disk failing
         // now and then, not a majority of them at once (then no leader can
         // be elected to repair them, by design).
+        // On a block disk, until the restart that removes the REPAIR
+        // marker: the entry that repaired the node in memory may not be
+        // durable yet, and a crash then leaves it damaged again.
+        let marker = std::path::Path::new(crate::disk::DATA_DIR).join("REPAIR");
         let awaiting_repair = self.nodes.iter().any(|n| match &n.state {
-            NodeState::Up(r) => r.node.status().damaged_up_to_term.is_some(),
-            NodeState::Down(image) => image.damaged_up_to_term.is_some() || image.rotted,
+            NodeState::Up(r) => {
+                r.node.status().damaged_up_to_term.is_some()
+                    || r.disk.block_fs().is_some_and(|fs| fs.is_durable(&marker))
+            }
+            NodeState::Down(image) => {
+                image.damaged_up_to_term.is_some()
+                    || image.rotted
+                    || image.block.as_ref().is_some_and(|fs| fs.is_durable(&marker))
+            }
         });
         // A voter whose vote every election needs refuses to start
         // damaged (`ConfigError::DamagedVoteNeeded`): not a case to

@@ -108,7 +108,13 @@ impl World {
             node.state = state;
             return;
         };
-        let image = replica.disk.crash();
+        let awaiting_repair = replica.node.status().damaged_up_to_term;
+        let mut image = replica.disk.crash();
+        if image.block.is_some() {
+            // Only a hint for the faults (`may_damage`): the REPAIR marker
+            // on the block disk is what the restart reads.
+            image.damaged_up_to_term = awaiting_repair;
+        }
         if let (Some(fs), Some(block)) = (&image.block, self.plan.block_disk) {
             // A storage error stops the node, and the operator's restart
             // after an fsync error is a reboot: the page cache goes.
