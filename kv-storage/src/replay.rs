@@ -289,6 +289,10 @@ pub(super) struct Replay {
     snapshot_index: LogIndex,
     /// Known bugs switched on (see `bugs`).
     pub(super) bugs: StorageBugs,
+    /// The commit index of the last hard state read before the damage:
+    /// the kept log is known committed up to it, not beyond (the lost
+    /// records may have truncated and overwritten the kept log's tail).
+    commit_before_damage: LogIndex,
 }
 
 impl Replay {
@@ -303,6 +307,7 @@ impl Replay {
     fn damaged(&mut self, path: &Path, offset: u64, reason: String) {
         self.hard_state_maybe_lost = true;
         if self.damage.is_none() {
+            self.commit_before_damage = self.hard_state.commit;
             self.damage = Some(Damage {
                 file: path.to_path_buf(),
                 offset,
@@ -460,17 +465,24 @@ impl Replay {
             ));
         }
         let last_index = self.entries.last().map_or(snapshot_index, |e| e.index);
-        if self.hard_state.commit > last_index && self.damage.is_some() {
-            // The entries it covered are cut aside with the damage; the
-            // leader that repairs this node will say so again.
+        // Known committed in the kept log: up to the commit index read
+        // before the damage (the snapshot is committed whatever follows).
+        let kept_commit = self
+            .commit_before_damage
+            .max(snapshot_index)
+            .min(last_index);
+        if self.damage.is_some() && self.hard_state.commit > kept_commit {
+            // The entries it covered are cut aside with the damage, or may
+            // have been overwritten in it; the leader that repairs this
+            // node will say again what is committed.
             warn(
                 warnings,
                 format!(
-                    "lowering the commit index from {} to {last_index}: the log is cut before damaged records",
+                    "lowering the commit index from {} to {kept_commit}: the log is cut before damaged records",
                     self.hard_state.commit
                 ),
             );
-            self.hard_state.commit = last_index;
+            self.hard_state.commit = kept_commit;
             self.hard_state_lowered = true;
         } else if self.hard_state.commit > last_index && self.torn_tail {
             // The hard state went out before its entries in a batch that was

@@ -1270,3 +1270,37 @@ fn damage_below_the_snapshot_index_cuts_the_log_and_the_next_open_reads_past_it(
     assert_eq!(index_term(&recovered.entries), [(3, 4), (4, 4)]);
     assert_eq!(recovered.damaged_up_to_term, None, "repaired by term 4");
 }
+
+/// Found by the simulator (`blockdisk`): the lost batch held a truncation
+/// that overwrote the kept log's last entry. The kept log's tail beyond
+/// the commit index read before the damage may be stale, so the commit
+/// index must not be lowered only to the log's end.
+#[test]
+fn damage_to_a_batch_that_truncated_keeps_the_commit_index_read_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (segment, batch_start) = {
+        let (mut storage, _) = open(dir.path());
+        storage.append(&entries(1..=3, 1)).unwrap();
+        storage.set_hard_state(&term_vote(1, 1, 1)).unwrap();
+        let start = append_synced(&mut storage, &[]);
+        // A leader of term 2 overwrites entry 3 and commits it.
+        storage.append(&entries(3..=3, 2)).unwrap();
+        storage.set_hard_state(&term_vote(2, 2, 3)).unwrap();
+        storage.sync().unwrap();
+        storage.append(&entries(4..=4, 2)).unwrap();
+        storage.set_hard_state(&term_vote(2, 2, 4)).unwrap();
+        storage.sync().unwrap();
+        (active_segment(&storage), start)
+    };
+    let mut raw = fs::read(&segment).unwrap();
+    raw[batch_start as usize + 40] ^= 0x10;
+    fs::write(&segment, &raw).unwrap();
+    let (_, recovered) = open(dir.path());
+    assert_eq!(recovered.damaged_up_to_term, Some(Term(2)));
+    assert_eq!(index_term(&recovered.entries), [(1, 1), (2, 1), (3, 1)]);
+    assert_eq!(
+        recovered.hard_state,
+        term_vote(2, 2, 1),
+        "entry 3 of term 1 was overwritten in the lost batch: not committed"
+    );
+}

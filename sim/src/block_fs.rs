@@ -120,6 +120,9 @@ struct State {
     /// The next sync fails with EIO; each dirty block reaches the disk with
     /// this probability (ppm).
     fail_next_sync: Option<u64>,
+    /// The process is killed inside its next sync (kill -9): nothing is
+    /// synced, the page cache keeps what was written.
+    kill_in_next_sync: bool,
     rng: SimRng,
     /// Counts of what the model did, for the trace.
     pub torn_blocks: u64,
@@ -158,6 +161,7 @@ impl BlockFs {
                 incarnation: 0,
                 capacity_blocks: None,
                 fail_next_sync: None,
+                kill_in_next_sync: false,
                 rng: SimRng::new(seed, 3),
                 torn_blocks: 0,
                 lost_blocks: 0,
@@ -198,6 +202,7 @@ impl BlockFs {
         state.incarnation += 1;
         // An fsync failure armed for the dead process is not the next one's.
         state.fail_next_sync = None;
+        state.kill_in_next_sync = false;
         if !power_loss {
             return;
         }
@@ -267,6 +272,12 @@ impl BlockFs {
         self.lock().fail_next_sync = Some(survive_ppm);
     }
 
+    /// The process is killed inside its next fsync: what it wrote stays in
+    /// the page cache, unsynced, for the next process to read.
+    pub fn kill_in_next_sync(&self) {
+        self.lock().kill_in_next_sync = true;
+    }
+
     /// Whether `path` survives a power loss now.
     pub fn is_durable(&self, path: &Path) -> bool {
         self.lock().durable_names.contains_key(path)
@@ -274,23 +285,14 @@ impl BlockFs {
 
     /// Drops an fsync failure armed for a call that did not fsync.
     pub fn disarm(&self) {
-        self.lock().fail_next_sync = None;
+        let mut state = self.lock();
+        state.fail_next_sync = None;
+        state.kill_in_next_sync = false;
     }
 
     /// Whether the disk refuses writes for want of space.
     pub fn is_limited(&self) -> bool {
         self.lock().capacity_blocks.is_some()
-    }
-
-    /// Debug: every file and its cached and durable lengths.
-    pub fn dump(&self) -> String {
-        let state = self.lock();
-        let mut out = String::new();
-        for (p, id) in &state.names {
-            let i = &state.inodes[id];
-            out += &format!("{} inode {id} cache {} durable {} dirty {:?}\n", p.display(), i.cache.len(), i.durable.len(), i.dirty);
-        }
-        out
     }
 
     /// (torn, lost) blocks so far.
@@ -342,6 +344,10 @@ impl BlockFs {
         let Some(inode) = state.inodes.get_mut(&id) else {
             return Ok(());
         };
+        if std::mem::take(&mut state.kill_in_next_sync) {
+            state.incarnation += 1;
+            return Err(dead());
+        }
         if let Some(survive_ppm) = state.fail_next_sync.take() {
             // Linux marks the pages clean whether or not they were written.
             for block in std::mem::take(&mut inode.dirty) {

@@ -234,9 +234,6 @@ impl SimDisk {
             return Ok((SimDisk::from_image(image), recovered));
         };
         let fs = fs.next_process();
-        if std::env::var("SIM_DUMP").is_ok() {
-            eprintln!("OPEN\n{}", fs.dump());
-        }
         let shared: Arc<dyn Fs> = Arc::new(fs.clone());
         let dir = Path::new(DATA_DIR);
         let options = block_storage_options(bugs);
@@ -308,12 +305,17 @@ impl SimDisk {
         self.block.as_ref().map(|b| &b.fs)
     }
 
-    /// Arms the block disk's next fsync to fail if `fails`.
+    /// Arms the block disk's next fsync to fail if `fails`: with EIO, or
+    /// (one time in two) by killing the process inside it.
     fn arm_block(&mut self, fails: bool) {
         if let Some(block) = &self.block
             && fails
         {
-            block.fs.fail_next_sync(block.sync_survive_ppm);
+            if self.syncs % 2 == 0 {
+                block.fs.fail_next_sync(block.sync_survive_ppm);
+            } else {
+                block.fs.kill_in_next_sync();
+            }
             self.armed = None;
         }
     }

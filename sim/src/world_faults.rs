@@ -129,10 +129,15 @@ impl World {
             }
             Fault::DiskRot { target } => {
                 let id = self.resolve(target);
-                let power_loss = self.plan.block_disk.is_some() && self.may_damage(id);
+                // Not with membership changes: a log cut back to an older
+                // configuration may need the damaged node's vote, and it
+                // then refuses to start by design (as for `damage`).
+                let membership = self.plan.enabled.contains(&crate::faults::FaultKind::Membership)
+                    || self.plan.single_voter_start;
+                let power_loss =
+                    self.plan.block_disk.is_some() && !membership && self.may_damage(id);
                 power_loss.then(|| {
-                    // "I/O error" in the reason makes it a power loss.
-                    self.crash_node(id, "disk rot (an I/O error)");
+                    self.crash_node(id, "disk rot after a power loss");
                     let mut rotted = None;
                     if let NodeState::Down(image) = &mut self.node_mut(id).state
                         && let Some(fs) = &image.block

@@ -116,9 +116,10 @@ impl World {
             image.damaged_up_to_term = awaiting_repair;
         }
         if let (Some(fs), Some(block)) = (&image.block, self.plan.block_disk) {
-            // A storage error stops the node, and the operator's restart
-            // after an fsync error is a reboot: the page cache goes.
-            let power_loss = why.contains("I/O error")
+            // The operator's restart after an fsync error is a reboot: the
+            // page cache goes.
+            let power_loss = why.contains("Input/output error")
+                || why.contains("power loss")
                 || self.rng.range(0, 99) < block.power_loss_percent;
             fs.crash(power_loss, block.odds);
             if power_loss {
