@@ -140,6 +140,9 @@ fn dead() -> io::Error {
     io::Error::other("the process that opened this file crashed")
 }
 
+/// What the storage error says when the process was killed in an fsync.
+pub const KILLED_IN_FSYNC: &str = "killed inside its fsync";
+
 fn parent(path: &Path) -> PathBuf {
     path.parent().map(Path::to_path_buf).unwrap_or_default()
 }
@@ -346,7 +349,7 @@ impl BlockFs {
         };
         if std::mem::take(&mut state.kill_in_next_sync) {
             state.incarnation += 1;
-            return Err(dead());
+            return Err(io::Error::other(KILLED_IN_FSYNC));
         }
         if let Some(survive_ppm) = state.fail_next_sync.take() {
             // Linux marks the pages clean whether or not they were written.

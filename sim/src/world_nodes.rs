@@ -67,9 +67,24 @@ impl World {
             Err(text) => return self.fail("restart recovers", format!("{id}: {text}")),
         };
         let (mut disk, recovered) = disk;
-        for warning in std::mem::take(&mut disk.recovery_warnings) {
+        let warnings = std::mem::take(&mut disk.recovery_warnings);
+        for warning in &warnings {
             self.trace
                 .note(self.now, || format!("{id} recovery: {warning}"));
+        }
+        // Within the disk model only rot damages what was acknowledged:
+        // torn, lost and reordered writes and failed fsyncs touch only the
+        // batch being written, which recovery must cut as a torn tail.
+        let damage_found = warnings
+            .iter()
+            .find(|w| w.starts_with("acknowledged records are damaged"));
+        if let Some(damage) = damage_found
+            && !image.rotted
+        {
+            return self.fail(
+                "only rot damages acknowledged records",
+                format!("{id}: {damage}"),
+            );
         }
         if let Some(bound) = recovered.damaged_up_to_term {
             self.trace.note(self.now, || {
@@ -118,9 +133,12 @@ impl World {
         if let (Some(fs), Some(block)) = (&image.block, self.plan.block_disk) {
             // The operator's restart after an fsync error is a reboot: the
             // page cache goes.
+            // A process killed inside its fsync (`kill_in_next_sync`) is a
+            // kill -9: the machine, and its page cache, stay up.
+            let killed_in_fsync = why.contains(crate::block_fs::KILLED_IN_FSYNC);
             let power_loss = why.contains("Input/output error")
                 || why.contains("power loss")
-                || self.rng.range(0, 99) < block.power_loss_percent;
+                || (!killed_in_fsync && self.rng.range(0, 99) < block.power_loss_percent);
             fs.crash(power_loss, block.odds);
             if power_loss {
                 self.trace.note(self.now, || format!("{id} loses power"));
