@@ -1,4 +1,15 @@
-//! kv-storage: the durable storage of a raftkv node: write-ahead log, hard state, snapshots.
+//! kv-storage: the durable storage of a raftkv node: write-ahead log, hard
+//! state, snapshot files, recovery and `check`.
+//!
+//! It owns every byte a node writes to disk and the rules for reading them
+//! back after a crash. It runs over the small file-system trait of `fs`
+//! ([`Fs`]): kv-node runs it on real files ([`StdFs`], [`Storage::open`]),
+//! the simulator on a block-level model of a disk that tears, loses,
+//! reorders and rots writes (`sim/src/block_fs.rs`, [`Storage::open_in`]),
+//! so recovery is the same code in both. It depends on raft-core only (its
+//! types); never on kv-replica, kv-node or sim, and never on tokio,
+//! sockets or threads. Known storage bugs, for the simulator's catalogue,
+//! are in `bugs` (feature `buggy`).
 //!
 //! One [`Storage`] owns a data directory:
 //!
@@ -38,6 +49,8 @@
 //! - `snapshot_file`: the snapshot file format, atomic writes, validation.
 //! - `lock`: the data directory lock.
 //! - `files`: directory fsync helpers.
+//! - `fs`: the file-system trait and `StdFs`.
+//! - `bugs`: the catalogue of known storage bugs (issue 15).
 //! - `error`: [`StorageError`].
 
 mod batch;

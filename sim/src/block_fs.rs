@@ -645,7 +645,7 @@ mod tests {
         file.write_all(&[1; 10]).unwrap();
         fs.fail_next_sync(0);
         assert_eq!(file.sync_data().unwrap_err().raw_os_error(), Some(5));
-        fs.set_capacity(Some(1));
+        fs.set_capacity(Some(0));
         file.write_all(&[1; 4000]).unwrap();
         let full = file.write_all(&[1; 200]).unwrap_err();
         assert_eq!(full.kind(), io::ErrorKind::StorageFull);
