@@ -213,7 +213,14 @@ impl BlockFs {
         state.generation += 1;
         let generation = state.generation;
         for inode in state.inodes.values_mut() {
-            power_loss_of(inode, generation, odds, &mut state.rng, &mut state.torn_blocks, &mut state.lost_blocks);
+            power_loss_of(
+                inode,
+                generation,
+                odds,
+                &mut state.rng,
+                &mut state.torn_blocks,
+                &mut state.lost_blocks,
+            );
         }
         for dir in std::mem::take(&mut state.dirty_dirs) {
             if state.rng.coin() {
@@ -626,7 +633,10 @@ mod tests {
         let mut file = fs.create_new(&path).unwrap();
         file.write_all(b"abc").unwrap();
         fs.crash(false, ODDS);
-        assert!(file.write_all(b"x").is_err(), "a dead process writes nothing");
+        assert!(
+            file.write_all(b"x").is_err(),
+            "a dead process writes nothing"
+        );
         let next = fs.next_process();
         assert_eq!(next.read(&path).unwrap(), b"abc");
         next.crash(true, ODDS);

@@ -354,10 +354,15 @@ pub enum Fault {
     /// `blockdisk`: the target crashes (power loss), a bit of an old block
     /// of its WAL rots, and it restarts after the fault's duration: the
     /// real recovery must find the damage and start it in repair mode.
-    DiskRot { target: Target },
+    DiskRot {
+        target: Target,
+    },
     /// `blockdisk`: the target's disk holds only `free_blocks` more blocks
     /// for the fault's duration (ENOSPC beyond).
-    DiskFull { target: Target, free_blocks: u64 },
+    DiskFull {
+        target: Target,
+        free_blocks: u64,
+    },
 }
 
 /// How a leadership transfer fault goes.

@@ -28,9 +28,9 @@
 //! - `report`, `minimize`: what a run prints, and shrinking a failing one.
 #![forbid(unsafe_code)]
 
+pub mod block_fs;
 #[cfg(feature = "buggy")]
 pub mod bugs;
-pub mod block_fs;
 pub mod checks;
 pub mod client;
 pub mod disk;

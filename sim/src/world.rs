@@ -249,9 +249,9 @@ impl World {
             world.nodes.push(SimNode {
                 id: NodeId(i),
                 state: NodeState::Down(match world.plan.block_disk {
-                    Some(_) => DiskImage::block(
-                        world.opts.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i,
-                    ),
+                    Some(_) => {
+                        DiskImage::block(world.opts.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i)
+                    }
                     None => DiskImage::default(),
                 }),
                 paused: false,

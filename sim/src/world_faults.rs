@@ -132,7 +132,10 @@ impl World {
                 // Not with membership changes: a log cut back to an older
                 // configuration may need the damaged node's vote, and it
                 // then refuses to start by design (as for `damage`).
-                let membership = self.plan.enabled.contains(&crate::faults::FaultKind::Membership)
+                let membership = self
+                    .plan
+                    .enabled
+                    .contains(&crate::faults::FaultKind::Membership)
                     || self.plan.single_voter_start;
                 let power_loss =
                     self.plan.block_disk.is_some() && !membership && self.may_damage(id);
@@ -205,7 +208,10 @@ impl World {
             NodeState::Down(image) => {
                 image.damaged_up_to_term.is_some()
                     || image.rotted
-                    || image.block.as_ref().is_some_and(|fs| fs.is_durable(&marker))
+                    || image
+                        .block
+                        .as_ref()
+                        .is_some_and(|fs| fs.is_durable(&marker))
             }
         });
         // A voter whose vote every election needs refuses to start

@@ -91,9 +91,8 @@ impl World {
                 format!("{id} lost acknowledged records: repair mode up to term {bound}")
             });
         }
-        let opened = node_code(|| {
-            Replica::open(config, recovered, membership, disk, DEFAULT_DEDUP_LIMIT)
-        });
+        let opened =
+            node_code(|| Replica::open(config, recovered, membership, disk, DEFAULT_DEDUP_LIMIT));
         let mut replica = match opened {
             Ok(Ok(replica)) => replica,
             Ok(Err(e)) => return self.fail("restart recovers", format!("{id}: {e}")),

@@ -24,7 +24,9 @@ fn assert_found(bugs: StorageBugs, faults: &str, limit: u64, expected: &[&str]) 
         }
         seen.push((seed, v.property));
     }
-    panic!("{bugs:?} not found within {limit} seeds as one of {expected:?}; other failures: {seen:?}");
+    panic!(
+        "{bugs:?} not found within {limit} seeds as one of {expected:?}; other failures: {seen:?}"
+    );
 }
 
 /// What losing an acknowledged vote or entry can break.
