@@ -404,12 +404,15 @@ fn power_loss_of(
         if start >= end {
             continue;
         }
-        let new = |at: usize| inode.cache.get(at).copied().unwrap_or(0);
+        // The new contents of `from..to` (zeros past the cached end).
+        let write_new = |disk: &mut [u8], from: usize, to: usize| {
+            let cached = inode.cache.len().clamp(from, to);
+            disk[from..cached].copy_from_slice(&inode.cache[from..cached]);
+            disk[cached..to].fill(0);
+        };
         let roll = rng.range(0, 99);
         if roll < odds.written_percent {
-            for at in start..end {
-                disk[at] = new(at);
-            }
+            write_new(&mut disk, start, end);
         } else if roll < odds.written_percent + odds.lost_percent {
             *lost += 1;
             continue;
@@ -417,11 +420,10 @@ fn power_loss_of(
             *torn += 1;
             let sectors = rng.range(0, (BLOCK_BYTES / SECTOR_BYTES - 1) as u64) as usize;
             let garbage_from = (start + sectors * SECTOR_BYTES).min(end);
-            for at in start..garbage_from {
-                disk[at] = new(at);
-            }
-            for at in garbage_from..(garbage_from + SECTOR_BYTES).min(end) {
-                disk[at] = rng.next_u64() as u8;
+            write_new(&mut disk, start, garbage_from);
+            let garbage_to = (garbage_from + SECTOR_BYTES).min(end);
+            for byte in &mut disk[garbage_from..garbage_to] {
+                *byte = rng.next_u64() as u8;
             }
         }
         if inode.generation.len() <= block {

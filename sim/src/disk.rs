@@ -311,7 +311,7 @@ impl SimDisk {
         if let Some(block) = &self.block
             && fails
         {
-            if self.syncs % 2 == 0 {
+            if self.syncs.is_multiple_of(2) {
                 block.fs.fail_next_sync(block.sync_survive_ppm);
             } else {
                 block.fs.kill_in_next_sync();
