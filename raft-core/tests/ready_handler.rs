@@ -123,11 +123,7 @@ fn a_follower_round_writes_then_syncs_then_acknowledges_then_applies() {
     // until the loop steps `Persisted`, so it leaves in the next round.
     assert_eq!(
         recorder.steps,
-        [
-            "append 2",
-            "persist ready 1 sync true",
-            "send AppendResp"
-        ]
+        ["append 2", "persist ready 1 sync true", "send AppendResp"]
     );
 
     // The leader commits both: a round that moves only the commit index

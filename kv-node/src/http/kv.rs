@@ -16,11 +16,25 @@ const MAX_LIST_LIMIT: usize = 10_000;
 const DEFAULT_LIST_LIMIT: usize = 100;
 
 /// The key from its (percent-encoded) path segment.
-pub(super) fn decode_key(segment: &str) -> Result<String, ApiError> {
-    let key = percent_encoding::percent_decode_str(segment)
-        .decode_utf8()
-        .map_err(|_| ApiError::BadRequest("key is not valid UTF-8 once percent-decoded".into()))?
-        .into_owned();
+/// The key named by the path segments after `/kv/`: each segment
+/// percent-decoded, joined by `/` (so `a/b` and `a%2Fb` name one key).
+pub(super) fn decode_key(segments: &[&str]) -> Result<String, ApiError> {
+    let mut key = String::new();
+    for (i, segment) in segments.iter().enumerate() {
+        if i > 0 {
+            key.push('/');
+        }
+        let decoded = percent_encoding::percent_decode_str(segment)
+            .decode_utf8()
+            .map_err(|_| {
+                ApiError::BadRequest("key is not valid UTF-8 once percent-decoded".into())
+            })?;
+        key.push_str(&decoded);
+        // Stop early on a hostile path: the limit is checked below anyway.
+        if key.len() > MAX_KEY_BYTES {
+            break;
+        }
+    }
     check_key(&key)?;
     Ok(key)
 }

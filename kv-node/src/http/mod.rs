@@ -300,7 +300,14 @@ impl Route {
                 _ => return Err(not_allowed("GET")),
             },
             ["kv", "mput"] if m == Method::POST => Route::KvMultiPut,
-            ["kv", key] => {
+            // A key may span several segments (`/kv/services/web/1`); a
+            // last segment `cas` names the operation, so a key ending in
+            // `/cas` is reached percent-encoded (`/kv/a%2Fcas`).
+            ["kv", key @ .., "cas"] if !key.is_empty() => match *m {
+                Method::POST => Route::KvCas(kv::decode_key(key)?),
+                _ => return Err(not_allowed("POST")),
+            },
+            ["kv", key @ ..] => {
                 let key = kv::decode_key(key);
                 match *m {
                     Method::GET => Route::KvGet(key?),
@@ -309,10 +316,6 @@ impl Route {
                     _ => return Err(not_allowed("GET, PUT, DELETE")),
                 }
             }
-            ["kv", key, "cas"] => match *m {
-                Method::POST => Route::KvCas(kv::decode_key(key)?),
-                _ => return Err(not_allowed("POST")),
-            },
             ["healthz"] => only_get(m, Route::Healthz)?,
             ["readyz"] => only_get(m, Route::Readyz)?,
             ["status"] => only_get(m, Route::Status)?,

@@ -103,6 +103,61 @@ fn error_code(body: &Value) -> &str {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_may_span_several_path_segments() {
+    let node = single_node().await;
+    let s = &node.state;
+    let (status, body) = call(s, "PUT", "/kv/services/web/1", r#"{"value":"up"}"#).await;
+    assert_eq!(status, 200, "{body}");
+    // The same key, percent-encoded or split differently.
+    for path in [
+        "/kv/services/web/1",
+        "/kv/services%2Fweb%2F1",
+        "/kv/services/web%2F1",
+    ] {
+        let (status, body) = call(s, "GET", path, "").await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(
+            (&body["key"], &body["value"]),
+            (&json!("services/web/1"), &json!("up"))
+        );
+    }
+    let (_, body) = call(s, "GET", "/kv?prefix=services%2Fweb%2F", "").await;
+    assert_eq!(body["entries"][0]["key"], "services/web/1", "{body}");
+
+    // CAS is the last segment; a key whose last segment is `cas` is
+    // reached percent-encoded.
+    let (status, body) = call(
+        s,
+        "POST",
+        "/kv/services/web/1/cas",
+        r#"{"expected":"up","value":"down"}"#,
+    )
+    .await;
+    assert_eq!((status, &body["succeeded"]), (200, &json!(true)), "{body}");
+    let (status, _) = call(s, "PUT", "/kv/services/web%2Fcas", r#"{"value":"v"}"#).await;
+    assert_eq!(status, 200);
+    let (_, body) = call(s, "GET", "/kv/services%2Fweb%2Fcas", "").await;
+    assert_eq!(body["value"], "v");
+    let (status, body) = call(s, "GET", "/kv/services/web/cas", "").await;
+    assert_eq!((status, error_code(&body)), (405, "method_not_allowed"));
+
+    // Empty segments are part of the key; an empty key is refused.
+    let (status, _) = call(s, "PUT", "/kv/a//b/", r#"{"value":"x"}"#).await;
+    assert_eq!(status, 200);
+    let (_, body) = call(s, "GET", "/kv/a%2F%2Fb%2F", "").await;
+    assert_eq!(body["value"], "x");
+    let (status, body) = call(s, "PUT", "/kv/", r#"{"value":"x"}"#).await;
+    assert_eq!((status, error_code(&body)), (400, "bad_request"));
+    let (status, body) = call(s, "DELETE", "/kv/services/web/1", "").await;
+    assert_eq!((status, &body["prev"]), (200, &json!("down")));
+
+    // A path of many segments is held to the key limit.
+    let long = "/kv/".to_string() + &"ab/".repeat(2000);
+    let (status, body) = call(s, "PUT", &long, r#"{"value":"x"}"#).await;
+    assert_eq!((status, error_code(&body)), (413, "too_large"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_and_reads_follow_the_contract() {
     let node = single_node().await;
     let s = &node.state;
