@@ -90,10 +90,17 @@ pub enum CompareTest {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnOp {
-    Put { key: String, value: String },
-    Delete { key: String },
+    Put {
+        key: String,
+        value: String,
+    },
+    Delete {
+        key: String,
+    },
     /// Reads the key as the ops before it in the same branch left it.
-    Get { key: String },
+    Get {
+        key: String,
+    },
 }
 
 /// What one op of a transaction's branch answered.

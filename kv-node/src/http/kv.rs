@@ -3,7 +3,7 @@
 use super::{ApiError, AppState, json_response, parse_json};
 use crate::driver::{ReadAnswer, ReadQuery};
 use crate::settings::ReadPolicy;
-use kv_replica::command::{ClientSeq, Op, OpResult};
+use kv_replica::command::{ClientSeq, Op, OpResult, TxnOpResult};
 use kv_replica::state_machine::MAX_KEY_BYTES;
 use serde::Deserialize;
 use serde_json::json;
@@ -39,7 +39,7 @@ pub(super) fn decode_key(segments: &[&str]) -> Result<String, ApiError> {
     Ok(key)
 }
 
-fn check_key(key: &str) -> Result<(), ApiError> {
+pub(super) fn check_key(key: &str) -> Result<(), ApiError> {
     if key.is_empty() {
         return Err(ApiError::BadRequest("key must not be empty".into()));
     }
@@ -52,7 +52,7 @@ fn check_key(key: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_value(state: &AppState, value: &str) -> Result<(), ApiError> {
+pub(super) fn check_value(state: &AppState, value: &str) -> Result<(), ApiError> {
     if value.len() > state.max_value_bytes {
         return Err(ApiError::TooLarge(format!(
             "value of {} bytes is over the limit of {}",
@@ -64,7 +64,10 @@ fn check_value(state: &AppState, value: &str) -> Result<(), ApiError> {
 }
 
 /// `client_id` and `seq`: deduplication only when both are given.
-fn client_seq(client_id: Option<String>, seq: Option<u64>) -> Result<Option<ClientSeq>, ApiError> {
+pub(super) fn client_seq(
+    client_id: Option<String>,
+    seq: Option<u64>,
+) -> Result<Option<ClientSeq>, ApiError> {
     match (client_id, seq) {
         (Some(client_id), Some(seq)) => {
             if client_id.len() > MAX_CLIENT_ID_BYTES {
@@ -189,7 +192,7 @@ pub(super) async fn multi_put(
     write(state, client, Op::MultiPut { entries }).await
 }
 
-async fn write(
+pub(super) async fn write(
     state: &AppState,
     client: Option<ClientSeq>,
     op: Op,
@@ -205,6 +208,23 @@ async fn write(
             current,
         } => json!({"succeeded": succeeded, "revision": revision, "current": current}),
         OpResult::MultiPut { revision } => json!({"revision": revision}),
+        OpResult::Txn {
+            succeeded,
+            revision,
+            results,
+        } => {
+            let results: Vec<_> = results
+                .into_iter()
+                .map(|result| match result {
+                    TxnOpResult::Prev(prev) => json!({"prev": prev}),
+                    TxnOpResult::Get(Some((key, value, revision))) => {
+                        json!({"key": key, "value": value, "revision": revision})
+                    }
+                    TxnOpResult::Get(None) => serde_json::Value::Null,
+                })
+                .collect();
+            json!({"succeeded": succeeded, "revision": revision, "results": results})
+        }
         OpResult::StaleSeq {
             client_id,
             seq,

@@ -7,7 +7,7 @@
 //! through [`DriverHandle`]; errors become replies in `error.rs`.
 //!
 //! - `error`: [`ApiError`] and its mapping to status codes and API codes.
-//! - `kv`: the key-value routes.
+//! - `kv`: the key-value routes; `txn`: `POST /txn`, transactions.
 //! - `ops`: health, status, metrics, admin and the peer endpoint.
 //! - `members`: membership changes and leader transfer; `forward`: sending
 //!   those from a follower to the leader.
@@ -16,6 +16,7 @@ mod error;
 mod kv;
 mod members;
 mod ops;
+mod txn;
 
 pub use error::ApiError;
 
@@ -271,6 +272,7 @@ enum Route {
     KvDelete(String),
     KvCas(String),
     KvMultiPut,
+    Txn,
     KvList,
     Healthz,
     Readyz,
@@ -316,6 +318,7 @@ impl Route {
                     _ => return Err(not_allowed("GET, PUT, DELETE")),
                 }
             }
+            ["txn"] => only_post(m, Route::Txn)?,
             ["healthz"] => only_get(m, Route::Healthz)?,
             ["readyz"] => only_get(m, Route::Readyz)?,
             ["status"] => only_get(m, Route::Status)?,
@@ -350,6 +353,7 @@ impl Route {
             Route::KvDelete(_) => "kv_delete",
             Route::KvCas(_) => "kv_cas",
             Route::KvMultiPut => "kv_mput",
+            Route::Txn => "txn",
             Route::KvList => "kv_list",
             Route::Healthz => "healthz",
             Route::Readyz => "readyz",
@@ -368,7 +372,9 @@ impl Route {
     fn body_limit(&self, state: &AppState) -> usize {
         match self {
             Route::RaftMessages => state.max_peer_batch_bytes,
-            Route::KvPut(_) | Route::KvCas(_) | Route::KvMultiPut => state.max_body_bytes,
+            Route::KvPut(_) | Route::KvCas(_) | Route::KvMultiPut | Route::Txn => {
+                state.max_body_bytes
+            }
             _ => 64 << 10,
         }
     }
@@ -386,6 +392,7 @@ impl Route {
             Route::KvDelete(key) => kv::delete(state, key, &body).await,
             Route::KvCas(key) => kv::cas(state, key, &body).await,
             Route::KvMultiPut => kv::multi_put(state, &body).await,
+            Route::Txn => txn::txn(state, &body).await,
             Route::KvList => kv::list(state, query).await,
             Route::Healthz => Ok(json_response(
                 StatusCode::OK,

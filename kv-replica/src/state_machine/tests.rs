@@ -563,13 +563,25 @@ mod transactions {
             vec![tget("lock")],
         );
         let first = apply_as(&mut machine, Some(("c1", 1)), op.clone());
-        assert!(matches!(first, OpResult::Txn { succeeded: true, .. }));
+        assert!(matches!(
+            first,
+            OpResult::Txn {
+                succeeded: true,
+                ..
+            }
+        ));
         let restored = KvStateMachine::restore_from_bytes(&machine.snapshot_bytes()).unwrap();
         assert_eq!(restored, machine);
         let mut machine = restored;
         // The retry finds the lock taken, but is answered as the first try.
         assert_eq!(apply_as(&mut machine, Some(("c1", 1)), op.clone()), first);
         let other = apply_as(&mut machine, Some(("c2", 1)), op);
-        assert!(matches!(other, OpResult::Txn { succeeded: false, .. }));
+        assert!(matches!(
+            other,
+            OpResult::Txn {
+                succeeded: false,
+                ..
+            }
+        ));
     }
 }
