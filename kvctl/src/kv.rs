@@ -12,7 +12,7 @@ pub const CAS_FAILED_EXIT: u8 = 4;
 
 /// Adds `client_id` and `seq` to a write body; returns whether the write may
 /// be retried on another endpoint after a timeout.
-fn with_write_id(body: &mut Map<String, Value>, write_id: &WriteId) -> bool {
+pub(crate) fn with_write_id(body: &mut Map<String, Value>, write_id: &WriteId) -> bool {
     match (&write_id.client_id, write_id.seq) {
         (Some(client_id), Some(seq)) => {
             body.insert("client_id".into(), json!(client_id));
