@@ -45,6 +45,9 @@ pub struct AppState {
     /// Puts peer batches back in their sending order.
     pub inbound: Inbound,
     pub metrics: Arc<Metrics>,
+    /// Peer refusals are logged at most once per interval (a sender can
+    /// repeat them at will); every one is counted in `metrics`.
+    pub refusal_log: crate::log_limit::LogLimit,
     /// The server-wide default read consistency (`PUT /admin/read-policy`).
     read_policy: AtomicU8,
     pub max_value_bytes: usize,
@@ -80,6 +83,7 @@ impl AppState {
             inbound: Inbound::new(&members),
             members,
             metrics,
+            refusal_log: crate::log_limit::LogLimit::default(),
             read_policy: AtomicU8::new(0),
             max_value_bytes,
             max_body_bytes,

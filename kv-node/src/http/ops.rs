@@ -25,10 +25,11 @@ pub(super) async fn readyz(state: &AppState) -> Result<Response<Vec<u8>>, ApiErr
     } else if status.leader.is_none() {
         Err(ApiError::Unavailable("no leader is known".into()))
     } else {
-        Err(ApiError::Unavailable(format!(
-            "applied index {} is behind the commit index {}",
-            status.last_applied, status.commit_index
-        )))
+        // Open to anyone (load balancers probe without a token): say why,
+        // but not the indexes, which `/status` gives to readers.
+        Err(ApiError::Unavailable(
+            "catching up: this node has not applied all it knows is committed".into(),
+        ))
     }
 }
 
@@ -139,7 +140,9 @@ pub(super) async fn raft_messages(
         Ok(batch) => batch,
         Err(e) => {
             state.metrics.peer_batches_refused.inc();
-            tracing::warn!(error = %e, bytes = body.len(), "refused a peer batch");
+            if let Some(suppressed) = state.refusal_log.admit(std::time::Instant::now()) {
+                tracing::warn!(error = %e, bytes = body.len(), suppressed, "refused a peer batch");
+            }
             return Err(ApiError::BadRequest(e.to_string()));
         }
     };
@@ -153,7 +156,9 @@ pub(super) async fn raft_messages(
             "timing mismatch: the sender runs {:?}, this node {ours:?}; every member must run with the same --tick-ms and --election-timeout-ms",
             batch.timing
         );
-        tracing::error!(from = %batch.from, "{why}");
+        if let Some(suppressed) = state.refusal_log.admit(std::time::Instant::now()) {
+            tracing::error!(from = %batch.from, suppressed, "{why}");
+        }
         return Err(ApiError::BadRequest(why));
     }
     state.inbound.deliver(batch, &state.driver).await?;
