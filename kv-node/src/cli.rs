@@ -303,6 +303,21 @@ impl Cli {
     }
 }
 
+/// Parses a command line, or prints clap's message and says how to exit:
+/// 2 for bad flags, 0 for `--help` and `--version`.
+pub fn parse_flags<P: clap::Parser>(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Result<P, std::process::ExitCode> {
+    P::try_parse_from(args).map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            std::process::ExitCode::from(2)
+        } else {
+            std::process::ExitCode::SUCCESS
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,7 @@ pub mod disk_space;
 pub mod driver;
 pub mod http;
 pub mod ids;
+pub mod log_limit;
 pub mod metrics;
 pub mod peer;
 pub mod server;

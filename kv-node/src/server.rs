@@ -11,7 +11,6 @@ use crate::peer::{PeerClient, transport};
 use crate::settings::LeaseTiming;
 use crate::storage::StorageError;
 use crate::wal_disk::WalDisk;
-use clap::Parser;
 use kv_replica::replica::{Replica, ReplicaError};
 use raft_core::{Config, Membership};
 use std::net::SocketAddr;
@@ -320,16 +319,9 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
     if args.get(1).is_some_and(|a| a == "check") {
         return crate::check_command::main(args);
     }
-    let cli = match Cli::try_parse_from(args) {
+    let cli: Cli = match crate::cli::parse_flags(args) {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
     init_logging(cli.log_format);
     let config = match cli.validate() {

@@ -9,7 +9,6 @@ use raft_core::{Entry, HardState, SnapshotMeta};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 /// The WAL and snapshot files of one node.
@@ -40,7 +39,7 @@ impl WalDisk {
             None => None,
         };
         if let Some((_, data)) = &snapshot {
-            metrics.snapshot_bytes.store(data.len() as u64, Relaxed);
+            metrics.snapshot_bytes.set(data.len() as u64);
         }
         let disk = WalDisk { storage, metrics };
         let recovered = Recovered {
@@ -68,7 +67,7 @@ impl Durable for WalDisk {
         let started = Instant::now();
         let stats = self.storage.sync()?;
         self.metrics.fsync.observe(started.elapsed());
-        self.metrics.fsync_bytes.fetch_add(stats.bytes, Relaxed);
+        self.metrics.fsync_bytes.inc_by(stats.bytes);
         Ok(())
     }
 
@@ -86,11 +85,9 @@ impl Durable for WalDisk {
             ms = elapsed.as_secs_f64() * 1e3,
             "snapshot saved"
         );
-        self.metrics.snapshot_index.store(meta.index.0, Relaxed);
-        self.metrics
-            .snapshot_bytes
-            .store(data.len() as u64, Relaxed);
-        self.metrics.snapshots_taken.fetch_add(1, Relaxed);
+        self.metrics.snapshot_index.set(meta.index.0);
+        self.metrics.snapshot_bytes.set(data.len() as u64);
+        self.metrics.snapshots_taken.inc();
         Ok(())
     }
 
@@ -101,10 +98,8 @@ impl Durable for WalDisk {
     fn install_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
         self.storage.install_snapshot(meta, data)?;
         tracing::info!(index = %meta.index, bytes = data.len(), "snapshot installed from the leader");
-        self.metrics.snapshot_index.store(meta.index.0, Relaxed);
-        self.metrics
-            .snapshot_bytes
-            .store(data.len() as u64, Relaxed);
+        self.metrics.snapshot_index.set(meta.index.0);
+        self.metrics.snapshot_bytes.set(data.len() as u64);
         Ok(())
     }
 

@@ -7,7 +7,7 @@
 //! through [`DriverHandle`]; errors become replies in `error.rs`.
 //!
 //! - `error`: [`ApiError`] and its mapping to status codes and API codes.
-//! - `kv`: the key-value routes.
+//! - `kv`: the key-value routes; `txn`: `POST /txn`, transactions.
 //! - `ops`: health, status, metrics, admin and the peer endpoint.
 //! - `members`: membership changes and leader transfer; `forward`: sending
 //!   those from a follower to the leader.
@@ -16,6 +16,7 @@ mod error;
 mod kv;
 mod members;
 mod ops;
+mod txn;
 
 pub use error::ApiError;
 
@@ -44,6 +45,9 @@ pub struct AppState {
     /// Puts peer batches back in their sending order.
     pub inbound: Inbound,
     pub metrics: Arc<Metrics>,
+    /// Peer refusals are logged at most once per interval (a sender can
+    /// repeat them at will); every one is counted in `metrics`.
+    pub refusal_log: crate::log_limit::LogLimit,
     /// The server-wide default read consistency (`PUT /admin/read-policy`).
     read_policy: AtomicU8,
     pub max_value_bytes: usize,
@@ -79,6 +83,7 @@ impl AppState {
             inbound: Inbound::new(&members),
             members,
             metrics,
+            refusal_log: crate::log_limit::LogLimit::default(),
             read_policy: AtomicU8::new(0),
             max_value_bytes,
             max_body_bytes,
@@ -271,6 +276,7 @@ enum Route {
     KvDelete(String),
     KvCas(String),
     KvMultiPut,
+    Txn,
     KvList,
     Healthz,
     Readyz,
@@ -300,7 +306,14 @@ impl Route {
                 _ => return Err(not_allowed("GET")),
             },
             ["kv", "mput"] if m == Method::POST => Route::KvMultiPut,
-            ["kv", key] => {
+            // A key may span several segments (`/kv/services/web/1`); a
+            // last segment `cas` names the operation, so a key ending in
+            // `/cas` is reached percent-encoded (`/kv/a%2Fcas`).
+            ["kv", key @ .., "cas"] if !key.is_empty() => match *m {
+                Method::POST => Route::KvCas(kv::decode_key(key)?),
+                _ => return Err(not_allowed("POST")),
+            },
+            ["kv", key @ ..] => {
                 let key = kv::decode_key(key);
                 match *m {
                     Method::GET => Route::KvGet(key?),
@@ -309,10 +322,7 @@ impl Route {
                     _ => return Err(not_allowed("GET, PUT, DELETE")),
                 }
             }
-            ["kv", key, "cas"] => match *m {
-                Method::POST => Route::KvCas(kv::decode_key(key)?),
-                _ => return Err(not_allowed("POST")),
-            },
+            ["txn"] => only_post(m, Route::Txn)?,
             ["healthz"] => only_get(m, Route::Healthz)?,
             ["readyz"] => only_get(m, Route::Readyz)?,
             ["status"] => only_get(m, Route::Status)?,
@@ -347,6 +357,7 @@ impl Route {
             Route::KvDelete(_) => "kv_delete",
             Route::KvCas(_) => "kv_cas",
             Route::KvMultiPut => "kv_mput",
+            Route::Txn => "txn",
             Route::KvList => "kv_list",
             Route::Healthz => "healthz",
             Route::Readyz => "readyz",
@@ -365,7 +376,9 @@ impl Route {
     fn body_limit(&self, state: &AppState) -> usize {
         match self {
             Route::RaftMessages => state.max_peer_batch_bytes,
-            Route::KvPut(_) | Route::KvCas(_) | Route::KvMultiPut => state.max_body_bytes,
+            Route::KvPut(_) | Route::KvCas(_) | Route::KvMultiPut | Route::Txn => {
+                state.max_body_bytes
+            }
             _ => 64 << 10,
         }
     }
@@ -383,6 +396,7 @@ impl Route {
             Route::KvDelete(key) => kv::delete(state, key, &body).await,
             Route::KvCas(key) => kv::cas(state, key, &body).await,
             Route::KvMultiPut => kv::multi_put(state, &body).await,
+            Route::Txn => txn::txn(state, &body).await,
             Route::KvList => kv::list(state, query).await,
             Route::Healthz => Ok(json_response(
                 StatusCode::OK,

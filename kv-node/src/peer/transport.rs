@@ -21,7 +21,6 @@ use raft_core::{Message, MessageBody, NodeId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc};
 
@@ -117,7 +116,7 @@ impl PeerSender {
                 if queue.try_send(m).is_err()
                     && let Some(peer) = metrics.peers.get(name)
                 {
-                    peer.messages_dropped.fetch_add(1, Relaxed);
+                    peer.messages_dropped.inc();
                 }
             }
             None => tracing::debug!(to = %m.to, "no route to node; message dropped"),
@@ -248,13 +247,13 @@ impl PeerTask {
                 match result {
                     Ok(_) => {
                         if let Some(p) = peer {
-                            p.batches_sent.fetch_add(1, Relaxed);
-                            p.messages_sent.fetch_add(count, Relaxed);
+                            p.batches_sent.inc();
+                            p.messages_sent.inc_by(count);
                         }
                     }
                     Err(e) => {
                         if let Some(p) = peer {
-                            p.send_errors.fetch_add(1, Relaxed);
+                            p.send_errors.inc();
                         }
                         if log_error {
                             tracing::warn!(peer = %task.name, error = %e, "sending to peer failed");

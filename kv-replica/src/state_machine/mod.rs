@@ -17,6 +17,7 @@ mod snapshot;
 mod snapshot_tests;
 #[cfg(test)]
 mod tests;
+mod txn;
 
 pub use records::{MAX_SNAPSHOT_RECORD_BYTES, SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SnapshotError};
 
@@ -275,6 +276,7 @@ impl KvStateMachine {
                 }
                 OpResult::MultiPut { revision }
             }
+            Op::Txn(txn) => self.apply_txn(revision, txn),
         }
     }
 
