@@ -99,6 +99,8 @@ pub struct Metrics {
     pub snapshots_taken: AtomicU64,
     pub peer_messages_received: AtomicU64,
     pub peer_batches_refused: AtomicU64,
+    /// Connections closed at once because `--max-connections` were open.
+    pub connections_refused: AtomicU64,
     /// AppendEntries rejections received (log repair, or reordered batches).
     pub append_rejections: AtomicU64,
     /// Fixed at start: one entry per peer name.
@@ -198,7 +200,7 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
             let _ = writeln!(out, "{name} {}", value.load(Relaxed));
         }
-        let counters: [(&str, &str, &AtomicU64); 10] = [
+        let counters: [(&str, &str, &AtomicU64); 11] = [
             (
                 "kv_proposals_total",
                 "writes proposed to raft",
@@ -237,8 +239,13 @@ impl Metrics {
             ),
             (
                 "kv_peer_batches_refused_total",
-                "peer batches refused (bad encoding or unknown sender)",
+                "peer batches refused (bad encoding, unknown sender, or a sender that is not a member)",
                 &self.peer_batches_refused,
+            ),
+            (
+                "kv_connections_refused_total",
+                "connections closed at once because --max-connections were open",
+                &self.connections_refused,
             ),
             (
                 "kv_append_rejections_total",

@@ -26,7 +26,8 @@ use crate::metrics::Metrics;
 use crate::peer::PeerClient;
 use crate::peer::inbound::Inbound;
 use crate::settings::{
-    LeaseTiming, MAX_CONCURRENT_PEER_BATCHES, MAX_CONCURRENT_REQUESTS, ReadPolicy,
+    BODY_READ_TIMEOUT, LeaseTiming, MAX_CONCURRENT_PEER_BATCHES, MAX_CONCURRENT_REQUESTS,
+    ReadPolicy,
 };
 use bytes::{Buf, Bytes};
 use futures_util::{Stream, StreamExt};
@@ -223,9 +224,16 @@ where
         Ok(route) => {
             let name = route.name();
             let limit = route.body_limit(state);
-            let response = match read_body(body, limit).await {
-                Ok(body) => route.dispatch(state, query, authorization, body).await,
-                Err(e) => Err(e),
+            // A body that trickles in would hold its slot (and a peer or
+            // client slot is all a flood needs): it gets a deadline.
+            let body = tokio::time::timeout(BODY_READ_TIMEOUT, read_body(body, limit)).await;
+            let response = match body {
+                Ok(Ok(body)) => route.dispatch(state, query, authorization, body).await,
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(ApiError::RequestTimeout(format!(
+                    "the request body did not arrive within {} s",
+                    BODY_READ_TIMEOUT.as_secs()
+                ))),
             };
             (name, response.unwrap_or_else(ApiError::into_response))
         }

@@ -8,12 +8,15 @@
 //! retransmits what matters. Connections leave from this node's own listen
 //! IP, so that tests can cut links with firewall rules between addresses.
 //! Over TLS the peer's certificate must chain to the cluster CA
-//! (`tls.rs`); with a cluster token each batch carries it as a bearer token.
+//! (`tls.rs`); with a cluster token each batch carries, as a bearer token,
+//! the credential derived for the receiving node (`auth.rs`), never the
+//! token itself.
 //!
 //! Inbound, `inbound.rs` checks a received batch and puts batches back in
 //! their sending order before any of it reaches the core.
 
 use super::client::PeerClient;
+use crate::auth::PeerSecret;
 use crate::ids::{Member, Members};
 use crate::metrics::{Metrics, PeerMetrics};
 use crate::settings::LeaseTiming;
@@ -31,8 +34,10 @@ pub const MESSAGES_PATH: &str = "/raft/messages";
 const PEER_QUEUE: usize = 8 * 1024;
 /// Batches in flight to one peer at once.
 const INFLIGHT_BATCHES: usize = 4;
-/// A batch stops growing at this many bytes of entries.
-const TARGET_BATCH_BYTES: usize = 4 << 20;
+/// A batch stops growing before its estimated size passes this share of
+/// the batch limit (`--max-peer-batch-bytes`, which every member shares):
+/// the estimate leaves out postcard's few bytes of framing per field.
+const BATCH_FILL_PERCENT: usize = 75;
 const TARGET_BATCH_MESSAGES: usize = 4096;
 
 /// What travels in one `POST /raft/messages`.
@@ -71,7 +76,10 @@ struct Spawner {
     client: PeerClient,
     metrics: Arc<Metrics>,
     inflight: usize,
-    authorization: Option<reqwest::header::HeaderValue>,
+    /// Derives each peer's credential; `None` without a cluster token.
+    secret: Option<PeerSecret>,
+    /// Estimated bytes a batch may grow to (see [`BATCH_FILL_PERCENT`]).
+    target_batch_bytes: usize,
     /// The server's runtime: the driver thread, which adds peers, runs a
     /// runtime of its own that must not carry network tasks.
     runtime: tokio::runtime::Handle,
@@ -105,7 +113,15 @@ impl PeerSender {
             client: spawner.client.clone(),
             metrics: spawner.metrics.clone(),
             inflight: Arc::new(Semaphore::new(spawner.inflight)),
-            authorization: spawner.authorization.clone(),
+            authorization: spawner.secret.as_ref().and_then(|s| {
+                // Marked sensitive so that no debug output shows it.
+                let credential = s.credential_for(&peer.name);
+                let mut value =
+                    reqwest::header::HeaderValue::from_str(&format!("Bearer {credential}")).ok()?;
+                value.set_sensitive(true);
+                Some(value)
+            }),
+            target_batch_bytes: spawner.target_batch_bytes,
         };
         spawner.runtime.spawn(task.run(rx));
     }
@@ -131,8 +147,9 @@ pub fn start(
     members: &Members,
     client: PeerClient,
     metrics: Arc<Metrics>,
-    peer_token: Option<String>,
+    secret: Option<PeerSecret>,
     timing: LeaseTiming,
+    max_batch_bytes: usize,
 ) -> PeerSender {
     let inflight = std::env::var("KV_NODE_PEER_INFLIGHT")
         .ok()
@@ -141,12 +158,6 @@ pub fn start(
     let epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    // Marked sensitive so that no debug output shows the token.
-    let authorization = peer_token.and_then(|t| {
-        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok()?;
-        value.set_sensitive(true);
-        Some(value)
-    });
     let mut sender = PeerSender {
         queues: BTreeMap::new(),
         spawner: Some(Arc::new(Spawner {
@@ -156,7 +167,8 @@ pub fn start(
             client,
             metrics,
             inflight,
-            authorization,
+            secret,
+            target_batch_bytes: max_batch_bytes / 100 * BATCH_FILL_PERCENT,
             runtime: tokio::runtime::Handle::current(),
         })),
     };
@@ -175,8 +187,10 @@ struct PeerTask {
     client: PeerClient,
     metrics: Arc<Metrics>,
     inflight: Arc<Semaphore>,
-    /// `Bearer <cluster token>`, when peers authenticate with one.
+    /// `Bearer <credential for this peer>`, when peers authenticate with
+    /// a cluster token.
     authorization: Option<reqwest::header::HeaderValue>,
+    target_batch_bytes: usize,
 }
 
 impl PeerTask {
@@ -184,22 +198,36 @@ impl PeerTask {
         let mut last_error_logged: Option<Instant> = None;
         let mut seq = 0;
         let this = Arc::new(self);
-        while let Some(first) = rx.recv().await {
+        // A message taken from the queue that did not fit the last batch.
+        let mut carried: Option<Message> = None;
+        loop {
+            let first = match carried.take() {
+                Some(m) => m,
+                None => match rx.recv().await {
+                    Some(m) => m,
+                    None => return,
+                },
+            };
             // Wait for a free slot first, so that the batch takes in
             // everything that queued up meanwhile.
             let Ok(permit) = this.inflight.clone().acquire_owned().await else {
                 return;
             };
+            // The first message always goes (one entry or one snapshot
+            // chunk fits the limit: `cli.rs` checks it); later ones only
+            // while the batch stays under the target, so the receiver's
+            // limit holds. One that does not fit starts the next batch.
             let mut bytes = message_bytes(&first);
             let mut messages = vec![first];
-            while bytes < TARGET_BATCH_BYTES && messages.len() < TARGET_BATCH_MESSAGES {
-                match rx.try_recv() {
-                    Ok(m) => {
-                        bytes += message_bytes(&m);
-                        messages.push(m);
-                    }
-                    Err(_) => break,
+            while messages.len() < TARGET_BATCH_MESSAGES {
+                let Ok(m) = rx.try_recv() else { break };
+                let size = message_bytes(&m);
+                if bytes + size > this.target_batch_bytes {
+                    carried = Some(m);
+                    break;
                 }
+                bytes += size;
+                messages.push(m);
             }
             let count = messages.len() as u64;
             seq += 1;
