@@ -5,19 +5,52 @@
 //! The driver writes it after each round that changed the state machine's
 //! address book; the HTTP handlers and the peer endpoint read it. It may
 //! name nodes that are no longer members: raft-core's membership says who
-//! is one, this only says where each node is.
+//! is one, this only says where each node is. So the driver also copies
+//! raft-core's membership here whenever it changes, for the peer endpoint
+//! to accept raft messages only from members ([`Directory::admits`]).
 
 use crate::ids::{Member, Members, node_id_of};
 use raft_core::NodeId;
+use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-/// A shared, growing [`Members`] table.
+/// A shared, growing [`Members`] table, and the membership in force.
 #[derive(Clone, Debug)]
-pub struct Directory(Arc<RwLock<Members>>);
+pub struct Directory {
+    members: Arc<RwLock<Members>>,
+    /// Every voter, learner and outgoing voter of the configuration this
+    /// node's raft-core has in force. Empty while it has none (a joiner
+    /// before its first snapshot or configuration entry).
+    configuration: Arc<RwLock<BTreeSet<NodeId>>>,
+}
 
 impl Directory {
     pub fn new(members: Members) -> Directory {
-        Directory(Arc::new(RwLock::new(members)))
+        Directory {
+            members: Arc::new(RwLock::new(members)),
+            configuration: Arc::default(),
+        }
+    }
+
+    /// Records the membership in force (the driver, when it changed).
+    pub fn set_configuration(&self, members: BTreeSet<NodeId>) {
+        *self
+            .configuration
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = members;
+    }
+
+    /// Whether raft messages from `sender` may reach the core: it must be
+    /// a voter, learner or outgoing voter of the configuration in force.
+    /// A node with no configuration yet (a joiner waiting for its first
+    /// snapshot) takes them from any node of its address book, which the
+    /// peer endpoint checks first: it learns its configuration from them.
+    pub fn admits(&self, sender: NodeId) -> bool {
+        let configuration = self
+            .configuration
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        configuration.is_empty() || configuration.contains(&sender)
     }
 
     /// The table as it is now. Hold the guard briefly: the driver waits
@@ -25,7 +58,7 @@ impl Directory {
     pub fn read(&self) -> RwLockReadGuard<'_, Members> {
         // A panic while holding the lock cannot leave the map half-written
         // (every write is one insert), so a poisoned lock is still usable.
-        self.0.read().unwrap_or_else(|e| e.into_inner())
+        self.members.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The URL of `id`, this node included.
@@ -51,7 +84,7 @@ impl Directory {
         &self,
         addresses: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Vec<Member> {
-        let mut members = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let mut members = self.members.write().unwrap_or_else(|e| e.into_inner());
         let mut changed = Vec::new();
         for (name, url) in addresses {
             if name == members.this.name {
@@ -116,5 +149,20 @@ mod tests {
             "http://127.0.0.1:1"
         );
         assert_eq!(directory.name_of(node_id_of("n4")), "n4");
+    }
+
+    #[test]
+    fn only_members_are_admitted_once_a_configuration_is_in_force() {
+        let directory =
+            Directory::new(Members::new(member("n1", 1), vec![member("n2", 2)]).unwrap());
+        let (n2, n3) = (node_id_of("n2"), node_id_of("n3"));
+        // No configuration yet (a joiner): the address book decides.
+        assert!(directory.admits(n3));
+        directory.set_configuration([node_id_of("n1"), n2].into());
+        assert!(directory.admits(n2));
+        assert!(!directory.admits(n3));
+        // n2 removed: refused from then on.
+        directory.set_configuration([node_id_of("n1")].into());
+        assert!(!directory.admits(n2));
     }
 }

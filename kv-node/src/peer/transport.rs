@@ -58,6 +58,21 @@ pub struct PeerBatch {
     pub messages: Vec<Message>,
 }
 
+/// A peer refused this node's batch because this node is not a member of
+/// the configuration that peer has in force (`403 not_a_member`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotAMemberReport {
+    /// The peer's commit index when it refused: its configuration took
+    /// effect at or below it. The driver believes the refusal only if its
+    /// own commit index is lower (the peer knows a newer configuration);
+    /// a peer that lags behind this node's own addition is ignored.
+    pub commit_index: u64,
+    pub peer: String,
+}
+
+/// The highest-reaching report so far, shared by the sender tasks.
+type Reports = Arc<std::sync::Mutex<Option<NotAMemberReport>>>;
+
 /// The driver's side of the transport: non-blocking, never waits.
 #[derive(Clone)]
 pub struct PeerSender {
@@ -80,6 +95,7 @@ struct Spawner {
     secret: Option<PeerSecret>,
     /// Estimated bytes a batch may grow to (see [`BATCH_FILL_PERCENT`]).
     target_batch_bytes: usize,
+    reports: Reports,
     /// The server's runtime: the driver thread, which adds peers, runs a
     /// runtime of its own that must not carry network tasks.
     runtime: tokio::runtime::Handle,
@@ -122,8 +138,20 @@ impl PeerSender {
                 Some(value)
             }),
             target_batch_bytes: spawner.target_batch_bytes,
+            reports: spawner.reports.clone(),
         };
         spawner.runtime.spawn(task.run(rx));
+    }
+
+    /// The highest commit index at which a peer said this node is not a
+    /// member of its configuration, if any peer did.
+    pub fn not_a_member_report(&self) -> Option<NotAMemberReport> {
+        let spawner = self.spawner.as_ref()?;
+        spawner
+            .reports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Queues `m` for its recipient; drops it if that queue is full.
@@ -169,6 +197,7 @@ pub fn start(
             inflight,
             secret,
             target_batch_bytes: max_batch_bytes / 100 * BATCH_FILL_PERCENT,
+            reports: Reports::default(),
             runtime: tokio::runtime::Handle::current(),
         })),
     };
@@ -191,6 +220,7 @@ struct PeerTask {
     /// a cluster token.
     authorization: Option<reqwest::header::HeaderValue>,
     target_batch_bytes: usize,
+    reports: Reports,
 }
 
 impl PeerTask {
@@ -268,6 +298,9 @@ impl PeerTask {
                         if status.is_success() {
                             Ok(())
                         } else {
+                            if status == reqwest::StatusCode::FORBIDDEN {
+                                task.note_not_a_member(&reply);
+                            }
                             let reply = &reply[..reply.len().min(200)];
                             Err(format!("{status}: {}", String::from_utf8_lossy(reply)))
                         }
@@ -295,6 +328,34 @@ impl PeerTask {
             if log_error {
                 last_error_logged = Some(Instant::now());
             }
+        }
+    }
+
+    /// Records a `403 not_a_member` refusal for the driver (see
+    /// [`NotAMemberReport`]); other 403s (a wrong credential) are only
+    /// logged as send errors.
+    fn note_not_a_member(&self, reply: &[u8]) {
+        #[derive(Deserialize)]
+        struct Reply {
+            error: Refusal,
+        }
+        #[derive(Deserialize)]
+        struct Refusal {
+            code: String,
+            commit_index: Option<u64>,
+        }
+        let Ok(Reply { error }) = serde_json::from_slice::<Reply>(reply) else {
+            return;
+        };
+        let (true, Some(commit_index)) = (error.code == "not_a_member", error.commit_index) else {
+            return;
+        };
+        let mut report = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+        if report.as_ref().is_none_or(|r| r.commit_index < commit_index) {
+            *report = Some(NotAMemberReport {
+                commit_index,
+                peer: self.name.clone(),
+            });
         }
     }
 
