@@ -5,16 +5,15 @@
 //!   over the limit is closed at once (the client sees a reset and may
 //!   retry), so a flood of idle sockets cannot exhaust file descriptors.
 //! - A TLS handshake must finish within [`HANDSHAKE_TIMEOUT`].
-//! - Request headers must arrive within [`HEADER_READ_TIMEOUT`] of the
+//! - Request headers must arrive within `--header-timeout-ms` of the
 //!   connection waiting for them, which also closes idle kept-alive
 //!   connections (hyper starts the timer whenever it waits for a head).
-//! - The body deadline is per request, in `http::read_body`
-//!   ([`crate::settings::BODY_READ_TIMEOUT`]).
+//! - The body deadline (`--body-timeout-ms`) is per request, in
+//!   `http::handle`.
 //!
 //! warp's own `serve` has no header timeout and no connection limit, so
 //! plain HTTP goes through hyper here exactly as TLS does.
 
-use crate::settings::HEADER_READ_TIMEOUT;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use rustls::ServerConfig;
@@ -37,6 +36,7 @@ pub struct AcceptOptions {
     /// `None`: plain HTTP.
     pub tls: Option<Arc<ServerConfig>>,
     pub max_connections: usize,
+    pub header_timeout: Duration,
     /// Counts connections closed at once for want of a slot
     /// (`connections_refused`).
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -60,6 +60,7 @@ pub async fn serve<F>(
     let slots = Arc::new(Semaphore::new(options.max_connections));
     let service = warp::service(routes);
     let graceful = GracefulShutdown::new();
+    let header_timeout = options.header_timeout;
     let mut warned_at: Option<Instant> = None;
     loop {
         let (tcp, remote) = tokio::select! {
@@ -99,7 +100,7 @@ pub async fn serve<F>(
             ($io:expr) => {{
                 let connection = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .header_read_timeout(header_timeout)
                     .serve_connection(TokioIo::new($io), service);
                 if let Err(e) = watcher.watch(connection).await {
                     tracing::debug!(%remote, error = %e, "connection ended with an error");

@@ -4,7 +4,10 @@
 use crate::auth::{Auth, TokenFileError};
 use crate::ids::{IdError, Member, Members, node_id_of};
 pub use crate::settings::ReadPolicy;
-use crate::settings::{MAX_CONCURRENT_REQUESTS, MAX_CONNECTIONS, MAX_PEER_BATCH_BYTES};
+use crate::settings::{
+    BODY_READ_TIMEOUT_MS, HEADER_READ_TIMEOUT_MS, MAX_CONCURRENT_REQUESTS, MAX_CONNECTIONS,
+    MAX_PEER_BATCH_BYTES,
+};
 use crate::tls::{TlsError, TlsSetup};
 use clap::{Parser, ValueEnum};
 use std::net::SocketAddr;
@@ -101,6 +104,14 @@ pub struct Cli {
     /// the limit is closed at once.
     #[arg(long, env = "KV_NODE_MAX_CONNECTIONS", default_value_t = MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// A request's headers must arrive within this long (an idle
+    /// kept-alive connection is closed after it too), plain HTTP or TLS.
+    #[arg(long, env = "KV_NODE_HEADER_TIMEOUT_MS", default_value_t = HEADER_READ_TIMEOUT_MS)]
+    pub header_timeout_ms: u64,
+    /// A request's body must arrive within this long after its headers;
+    /// a slower one gets 408.
+    #[arg(long, env = "KV_NODE_BODY_TIMEOUT_MS", default_value_t = BODY_READ_TIMEOUT_MS)]
+    pub body_timeout_ms: u64,
     /// Join a running cluster through this member's URL: start empty, ask
     /// it to add this node as a learner, catch up. Keep it on restarts (a
     /// member already is not added again).
@@ -154,6 +165,8 @@ pub enum CliError {
     PeerBatchTooSmall { got: usize, min: usize },
     #[error("--max-connections must be at least 1")]
     ZeroConnections,
+    #[error("--header-timeout-ms and --body-timeout-ms must be at least 1")]
+    ZeroReadTimeout,
 }
 
 /// Everything a node needs to start, checked.
@@ -184,6 +197,8 @@ pub struct NodeConfig {
     pub max_concurrent_requests: usize,
     pub max_peer_batch_bytes: usize,
     pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
 }
 
 /// The value limit must leave room inside one snapshot record and one WAL
@@ -288,6 +303,9 @@ impl Cli {
         if self.max_connections == 0 {
             return Err(CliError::ZeroConnections);
         }
+        if self.header_timeout_ms == 0 || self.body_timeout_ms == 0 {
+            return Err(CliError::ZeroReadTimeout);
+        }
         let auth = Auth::load(
             self.auth_token_file.as_deref(),
             self.peer_token_file.as_deref(),
@@ -320,6 +338,8 @@ impl Cli {
             max_concurrent_requests: self.max_concurrent_requests,
             max_peer_batch_bytes,
             max_connections: self.max_connections,
+            header_timeout: Duration::from_millis(self.header_timeout_ms),
+            body_timeout: Duration::from_millis(self.body_timeout_ms),
         })
     }
 }

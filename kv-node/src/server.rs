@@ -167,6 +167,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             config.max_concurrent_requests,
             config.max_peer_batch_bytes,
         )
+        .with_body_timeout(config.body_timeout)
         .with_peer_client(peer_client.clone())
         .with_timing(timing),
     );
@@ -178,6 +179,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         crate::accept::AcceptOptions {
             tls: config.tls.as_ref().map(|tls| tls.server.clone()),
             max_connections: config.max_connections,
+            header_timeout: config.header_timeout,
             metrics: metrics.clone(),
         },
         routes,

@@ -54,14 +54,16 @@ pub const MAX_PEER_BATCH_BYTES: usize = 4 << 20;
 /// peers together.
 pub const MAX_CONNECTIONS: usize = 4096;
 
-/// A request's headers must arrive within this long of its first byte
-/// (and an idle kept-alive connection is closed after it), over plain
-/// HTTP as over TLS: slow headers (slowloris) cannot hold a connection.
-pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Default of `--header-timeout-ms`: a request's headers must arrive
+/// within this long of the connection waiting for them (so an idle
+/// kept-alive connection is closed after it too), over plain HTTP as over
+/// TLS: slow headers (slowloris) cannot hold a connection.
+pub const HEADER_READ_TIMEOUT_MS: u64 = 30_000;
 
-/// A request's whole body must arrive within this long once its headers
-/// did; a slower one gets `408 request_timeout` and frees its slot.
-pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Default of `--body-timeout-ms`: a request's whole body must arrive
+/// within this long once its headers did; a slower one gets `408
+/// request_timeout` and frees its request slot.
+pub const BODY_READ_TIMEOUT_MS: u64 = 30_000;
 
 /// The timing a leader's lease rests on. A leader serves lease reads for
 /// `election_ticks_min - lease_drift_ticks` of its ticks after a quorum

@@ -243,22 +243,8 @@ impl PeerTask {
             let Ok(permit) = this.inflight.clone().acquire_owned().await else {
                 return;
             };
-            // The first message always goes (one entry or one snapshot
-            // chunk fits the limit: `cli.rs` checks it); later ones only
-            // while the batch stays under the target, so the receiver's
-            // limit holds. One that does not fit starts the next batch.
-            let mut bytes = message_bytes(&first);
-            let mut messages = vec![first];
-            while messages.len() < TARGET_BATCH_MESSAGES {
-                let Ok(m) = rx.try_recv() else { break };
-                let size = message_bytes(&m);
-                if bytes + size > this.target_batch_bytes {
-                    carried = Some(m);
-                    break;
-                }
-                bytes += size;
-                messages.push(m);
-            }
+            let messages;
+            (messages, carried) = fill_batch(first, &mut rx, this.target_batch_bytes);
             let count = messages.len() as u64;
             seq += 1;
             let body = match postcard::to_allocvec(&PeerBatch {
@@ -364,12 +350,90 @@ impl PeerTask {
     }
 }
 
-/// A rough size, for batch limits.
+/// One batch: `first`, then whatever is queued while the estimated size
+/// stays within `target_bytes`. The first message always goes (one entry
+/// or one snapshot chunk fits the limit: `cli.rs` checks it); a message
+/// that does not fit is returned, to start the next batch. So a batch
+/// passes `target_bytes` only if its one message does.
+fn fill_batch(
+    first: Message,
+    rx: &mut mpsc::Receiver<Message>,
+    target_bytes: usize,
+) -> (Vec<Message>, Option<Message>) {
+    let mut bytes = message_bytes(&first);
+    let mut messages = vec![first];
+    while messages.len() < TARGET_BATCH_MESSAGES {
+        let Ok(m) = rx.try_recv() else { break };
+        let size = message_bytes(&m);
+        if bytes + size > target_bytes {
+            return (messages, Some(m));
+        }
+        bytes += size;
+        messages.push(m);
+    }
+    (messages, None)
+}
+
+/// A rough size, for batch limits: at least postcard's encoding of the
+/// message (varints take at most 10 bytes; entries count 24 each).
 fn message_bytes(m: &Message) -> usize {
     64 + match &m.body {
         MessageBody::AppendEntries { entries, .. } => entries.iter().map(|e| e.size_bytes()).sum(),
         MessageBody::InstallSnapshot { data, .. } => data.len(),
         MessageBody::Propose { entries } => entries.iter().map(|e| e.data.len() + 16).sum(),
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft_core::{Entry, EntryKind, LogIndex, Term};
+
+    fn append(entry_bytes: usize) -> Message {
+        Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(1),
+            body: MessageBody::AppendEntries {
+                prev_log_index: LogIndex(0),
+                prev_log_term: Term(0),
+                entries: vec![Entry {
+                    index: LogIndex(1),
+                    term: Term(1),
+                    kind: EntryKind::Normal,
+                    data: vec![7u8; entry_bytes].into(),
+                }],
+                leader_commit: LogIndex(0),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_stay_under_the_limit_and_carry_the_rest_over() {
+        let limit = 4 << 20;
+        let target = limit / 100 * BATCH_FILL_PERCENT;
+        let (tx, mut rx) = mpsc::channel(64);
+        // Twenty 1 MiB messages queued at once (entries, or snapshot chunks).
+        for _ in 0..20 {
+            tx.try_send(append(1 << 20)).unwrap();
+        }
+        let mut first = rx.try_recv().ok();
+        let mut batches = 0;
+        while let Some(m) = first.take() {
+            let (messages, carried) = fill_batch(m, &mut rx, target);
+            let body = postcard::to_allocvec(&PeerBatch {
+                from: NodeId(1),
+                epoch: 1,
+                seq: 1,
+                timing: LeaseTiming::default(),
+                messages,
+            })
+            .unwrap();
+            assert!(body.len() <= limit, "batch of {} bytes", body.len());
+            batches += 1;
+            first = carried.or_else(|| rx.try_recv().ok());
+        }
+        assert!(batches >= 7, "20 MiB in {batches} batches of at most 3 MiB");
     }
 }
