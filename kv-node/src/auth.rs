@@ -69,7 +69,8 @@ pub enum Access {
     Open,
     /// A client token of at least this role.
     Client(Role),
-    /// Peer traffic (`/raft/*`): the cluster token, or mutual TLS.
+    /// Peer traffic (`/raft` and everything under it): the credential
+    /// derived from the cluster token for this node, or mutual TLS.
     Peer,
 }
 
