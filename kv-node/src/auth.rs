@@ -256,7 +256,9 @@ impl Auth {
         // No configured token is longer: refuse without comparing, so the
         // work per request stays bounded whatever the header holds.
         if presented.is_some_and(|p| p.len() > MAX_TOKEN_CHARS) && access != Access::Open {
-            return Err(Denied::Unauthorized("the bearer token is too long to be valid"));
+            return Err(Denied::Unauthorized(
+                "the bearer token is too long to be valid",
+            ));
         }
         match access {
             Access::Open => Ok(()),
@@ -578,7 +580,11 @@ mod tests {
             Auth::load(Some(&tokens), None, false, "n1"),
             Err(TokenFileError::NoPeerCredential)
         ));
-        assert!(Auth::load(Some(&tokens), None, true, "n1").unwrap().is_some());
+        assert!(
+            Auth::load(Some(&tokens), None, true, "n1")
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]

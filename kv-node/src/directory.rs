@@ -46,10 +46,7 @@ impl Directory {
     /// snapshot) takes them from any node of its address book, which the
     /// peer endpoint checks first: it learns its configuration from them.
     pub fn admits(&self, sender: NodeId) -> bool {
-        let configuration = self
-            .configuration
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
+        let configuration = self.configuration.read().unwrap_or_else(|e| e.into_inner());
         configuration.is_empty() || configuration.contains(&sender)
     }
 

@@ -139,7 +139,10 @@ async fn each_token_may_do_what_its_role_allows_and_no_more() {
         outcome(raft(Some(&credential))).await,
         (400, "bad_request".into())
     );
-    assert_eq!(outcome(raft(Some(PEER))).await, (401, "unauthorized".into()));
+    assert_eq!(
+        outcome(raft(Some(PEER))).await,
+        (401, "unauthorized".into())
+    );
     // ... and the cluster token is no client token.
     assert_eq!(outcome(put(Some(PEER))).await, (401, "unauthorized".into()));
 

@@ -65,7 +65,10 @@ async fn slow_headers_are_cut_off_over_plain_http() {
         .await
         .unwrap();
     let (_, closed) = read_until_closed(&mut slow).await;
-    assert!(closed, "a request whose headers never end kept its connection");
+    assert!(
+        closed,
+        "a request whose headers never end kept its connection"
+    );
     // An idle connection is closed too.
     let mut idle = TcpStream::connect(node.local_addr).await.unwrap();
     let (_, closed) = read_until_closed(&mut idle).await;
@@ -124,7 +127,10 @@ async fn connections_over_the_limit_are_closed_at_once() {
         .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
         .await;
     let (reply, closed) = read_until_closed(&mut third).await;
-    assert!(closed && reply.is_empty(), "third connection served: {reply:?}");
+    assert!(
+        closed && reply.is_empty(),
+        "third connection served: {reply:?}"
+    );
     drop(held);
     // Slots come back once connections close.
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -180,14 +186,19 @@ async fn a_peer_batch_over_the_chunk_sized_limit_is_refused() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(&reply, b"HTTP/1.1 413", "{}", String::from_utf8_lossy(&reply));
+    assert_eq!(
+        &reply,
+        b"HTTP/1.1 413",
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
     let _ = writing.await;
     // The default is 4 MiB, far below a snapshot: chunks travel one per message.
     let cli = Cli::try_parse_from(["kv-node", "--id", "a"]).unwrap();
     assert_eq!(cli.validate().unwrap().max_peer_batch_bytes, 4 << 20);
     // One entry must always fit: a limit below the largest write body is refused.
-    let cli = Cli::try_parse_from(["kv-node", "--id", "a", "--max-peer-batch-bytes", "1048576"])
-        .unwrap();
+    let cli =
+        Cli::try_parse_from(["kv-node", "--id", "a", "--max-peer-batch-bytes", "1048576"]).unwrap();
     assert!(cli.validate().is_err());
     node.shutdown().await.unwrap();
 }

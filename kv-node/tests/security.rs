@@ -59,10 +59,7 @@ fn node_args(dir: &Path, name: &str, port: u16, peers: &str, security: Security)
         args.extend(["--peers".into(), peers.into()]);
     }
     if security == Security::Tokens {
-        args.extend([
-            "--auth-token-file".into(),
-            tokens.to_str().unwrap().into(),
-        ]);
+        args.extend(["--auth-token-file".into(), tokens.to_str().unwrap().into()]);
     }
     args
 }
@@ -262,7 +259,12 @@ async fn the_peer_endpoint_of_a_single_node_needs_the_credential_made_for_it() {
     let base = format!("http://{}", node.local_addr);
     let secret = PeerSecret::new(PEER.as_bytes());
     let batch = vote_batch("n9", "solo", 50);
-    for path in ["/raft/messages", "/raft/snapshot", "/raft/anything", "/raft"] {
+    for path in [
+        "/raft/messages",
+        "/raft/snapshot",
+        "/raft/anything",
+        "/raft",
+    ] {
         let post = |token: Option<String>| {
             let request = http.post(format!("{base}{path}")).body(batch.clone());
             match token {
@@ -334,9 +336,16 @@ async fn a_member_cannot_be_repointed(security: Security) {
         json!({"id": format!("n{victim}"), "url": format!("http://127.0.0.1:{}", cluster.ports[victim]), "voter": true}),
     ))
     .await;
-    assert_eq!((status, body["changed"].as_bool()), (200, Some(false)), "{body}");
+    assert_eq!(
+        (status, body["changed"].as_bool()),
+        (200, Some(false)),
+        "{body}"
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(seen.lock().unwrap().is_empty(), "raft traffic was re-pointed");
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "raft traffic was re-pointed"
+    );
     let members = outcome(
         cluster
             .http
@@ -374,7 +383,10 @@ async fn a_member_cannot_be_repointed(security: Security) {
                 .body(batch.clone()),
         )
         .await;
-        assert_eq!(status, 401, "a credential sent to the new node works at n{victim}");
+        assert_eq!(
+            status, 401,
+            "a credential sent to the new node works at n{victim}"
+        );
     }
     // The cluster still serves.
     let put = cluster
@@ -416,7 +428,9 @@ async fn a_removed_member_is_refused_and_learns_that_it_was_removed() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let term_before = cluster.status(leader).await.unwrap()["term"].as_u64().unwrap();
+    let term_before = cluster.status(leader).await.unwrap()["term"]
+        .as_u64()
+        .unwrap();
 
     // A batch from it, with its credential for the leader and a much
     // higher term, is refused before it reaches the core.
@@ -434,7 +448,10 @@ async fn a_removed_member_is_refused_and_learns_that_it_was_removed() {
     )
     .await;
     assert_eq!((status, code.as_str()), (403, "not_a_member"), "{body}");
-    assert!(body["error"]["commit_index"].as_u64().unwrap() > 0, "{body}");
+    assert!(
+        body["error"]["commit_index"].as_u64().unwrap() > 0,
+        "{body}"
+    );
 
     // Restarted with its old log, it campaigns, is refused, and learns.
     let args = node_args(

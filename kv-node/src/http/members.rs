@@ -100,8 +100,7 @@ pub(super) async fn add(
     // itself, so it is fixed while the node is a member: remove the node
     // and add it again to move it. The same URL again is a harmless retry.
     // (`voters` includes the outgoing half of a joint configuration.)
-    if (is_voter || is_learner) && known_url.as_deref() != Some(url.as_str())
-    {
+    if (is_voter || is_learner) && known_url.as_deref() != Some(url.as_str()) {
         return Err(ApiError::MemberUrlConflict(format!(
             "{} is a member at {}; its url cannot be changed while it is a member \
              (remove it and add it again at the new url)",

@@ -149,6 +149,12 @@ pub(super) async fn raft_messages(
     // with a higher term. The reply tells it why, and how far our log is
     // committed, so that it can tell whether the news is newer than its
     // own knowledge (`transport::NotAMemberReport`).
+    // Read before the configuration, which the driver publishes before the
+    // commit index of the same round, so the number is rarely ahead of the
+    // configuration. Either way is harmless: too low, the sender ignores
+    // the news; too high, a sender added back meanwhile stays quiet only
+    // until the leader brings its commit index past it.
+    let commit_index = state.metrics.commit_index.load(Relaxed);
     let directory = state.driver.directory();
     if !directory.admits(batch.from) {
         state.metrics.peer_batches_refused.fetch_add(1, Relaxed);
@@ -159,7 +165,7 @@ pub(super) async fn raft_messages(
                 "{name} is not a member of this node's configuration: it was removed from \
                  the cluster (or its addition has not reached this node yet)"
             ),
-            commit_index: state.metrics.commit_index.load(Relaxed),
+            commit_index,
         });
     }
     // Leases are safe only when every member counts the same ticks

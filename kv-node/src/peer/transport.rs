@@ -337,7 +337,10 @@ impl PeerTask {
             return;
         };
         let mut report = self.reports.lock().unwrap_or_else(|e| e.into_inner());
-        if report.as_ref().is_none_or(|r| r.commit_index < commit_index) {
+        if report
+            .as_ref()
+            .is_none_or(|r| r.commit_index < commit_index)
+        {
             *report = Some(NotAMemberReport {
                 commit_index,
                 peer: self.name.clone(),
