@@ -7,47 +7,65 @@
 //! name nodes that are no longer members: raft-core's membership says who
 //! is one, this only says where each node is. So the driver also copies
 //! raft-core's membership here whenever it changes, for the peer endpoint
-//! to accept raft messages only from members ([`Directory::admits`]).
+//! to refuse raft messages from removed members ([`Directory::admits`]).
 
 use crate::ids::{Member, Members, node_id_of};
 use raft_core::NodeId;
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-/// A shared, growing [`Members`] table, and the membership in force.
+/// A shared, growing [`Members`] table, and who was removed.
 #[derive(Clone, Debug)]
 pub struct Directory {
     members: Arc<RwLock<Members>>,
+    roster: Arc<RwLock<Roster>>,
+}
+
+/// Membership as the peer endpoint needs it.
+#[derive(Debug, Default)]
+struct Roster {
     /// Every voter, learner and outgoing voter of the configuration this
-    /// node's raft-core has in force. Empty while it has none (a joiner
-    /// before its first snapshot or configuration entry).
-    configuration: Arc<RwLock<BTreeSet<NodeId>>>,
+    /// node's raft-core has in force.
+    configuration: BTreeSet<NodeId>,
+    /// Nodes that were members of a configuration this node had in force
+    /// (since it started) and are not members of the current one.
+    removed: BTreeSet<NodeId>,
 }
 
 impl Directory {
     pub fn new(members: Members) -> Directory {
         Directory {
             members: Arc::new(RwLock::new(members)),
-            configuration: Arc::default(),
+            roster: Arc::default(),
         }
     }
 
-    /// Records the membership in force (the driver, when it changed).
+    /// Records the membership in force (the driver, whenever it changed):
+    /// members of the previous configuration that are not in `members`
+    /// count as removed from now on, until a configuration names them again.
     pub fn set_configuration(&self, members: BTreeSet<NodeId>) {
-        *self
+        let mut roster = self.roster.write().unwrap_or_else(|e| e.into_inner());
+        let left: Vec<NodeId> = roster
             .configuration
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = members;
+            .difference(&members)
+            .copied()
+            .collect();
+        roster.removed.extend(left);
+        roster.removed.retain(|id| !members.contains(id));
+        roster.configuration = members;
     }
 
-    /// Whether raft messages from `sender` may reach the core: it must be
-    /// a voter, learner or outgoing voter of the configuration in force.
-    /// A node with no configuration yet (a joiner waiting for its first
-    /// snapshot) takes them from any node of its address book, which the
-    /// peer endpoint checks first: it learns its configuration from them.
+    /// Whether raft messages from `sender` may reach the core: not if it
+    /// was removed, i.e. it was a member of a configuration this node had
+    /// in force and is no member of the current one. A node never seen as
+    /// a member passes (the peer endpoint checks first that the address
+    /// book knows it): a node whose committed configuration lags behind,
+    /// such as a joiner replaying the log, must take the log from a leader
+    /// added after the configuration it has reached, as etcd's transport
+    /// refuses only removed member ids.
     pub fn admits(&self, sender: NodeId) -> bool {
-        let configuration = self.configuration.read().unwrap_or_else(|e| e.into_inner());
-        configuration.is_empty() || configuration.contains(&sender)
+        let roster = self.roster.read().unwrap_or_else(|e| e.into_inner());
+        !roster.removed.contains(&sender)
     }
 
     /// The table as it is now. Hold the guard briefly: the driver waits
@@ -149,17 +167,25 @@ mod tests {
     }
 
     #[test]
-    fn only_members_are_admitted_once_a_configuration_is_in_force() {
+    fn removed_members_are_refused_until_added_back() {
         let directory =
             Directory::new(Members::new(member("n1", 1), vec![member("n2", 2)]).unwrap());
-        let (n2, n3) = (node_id_of("n2"), node_id_of("n3"));
-        // No configuration yet (a joiner): the address book decides.
-        assert!(directory.admits(n3));
-        directory.set_configuration([node_id_of("n1"), n2].into());
-        assert!(directory.admits(n2));
+        let (n1, n2, n3, n4) = (
+            node_id_of("n1"),
+            node_id_of("n2"),
+            node_id_of("n3"),
+            node_id_of("n4"),
+        );
+        directory.set_configuration([n1, n2, n3].into());
+        assert!(directory.admits(n2) && directory.admits(n3));
+        // n3 removed: refused from then on.
+        directory.set_configuration([n1, n2].into());
         assert!(!directory.admits(n3));
-        // n2 removed: refused from then on.
-        directory.set_configuration([node_id_of("n1")].into());
-        assert!(!directory.admits(n2));
+        // n4, never seen as a member here, passes: this node may lag behind
+        // its addition (a joiner replaying the log from an older leader's days).
+        assert!(directory.admits(n4));
+        // n3 added back: admitted again.
+        directory.set_configuration([n1, n2, n3].into());
+        assert!(directory.admits(n3));
     }
 }

@@ -144,9 +144,8 @@ pub(super) async fn raft_messages(
             return Err(ApiError::BadRequest(e.to_string()));
         }
     };
-    // Only members of the configuration in force reach the core: a
-    // removed node keeps its credential, and must not depose a leader
-    // with a higher term. The reply tells it why, and how far our log is
+    // A removed member keeps its credential, and must not depose a leader
+    // with a higher term: its messages never reach the core. The reply tells it why, and how far our log is
     // committed, so that it can tell whether the news is newer than its
     // own knowledge (`transport::NotAMemberReport`).
     // Read before the configuration, which the driver publishes before the
@@ -159,11 +158,10 @@ pub(super) async fn raft_messages(
     if !directory.admits(batch.from) {
         state.metrics.peer_batches_refused.fetch_add(1, Relaxed);
         let name = directory.name_of(batch.from);
-        tracing::debug!(from = %name, "refused a peer batch: the sender is not a member");
+        tracing::debug!(from = %name, "refused a peer batch: the sender was removed");
         return Err(ApiError::NotAMember {
             message: format!(
-                "{name} is not a member of this node's configuration: it was removed from \
-                 the cluster (or its addition has not reached this node yet)"
+                "{name} is not a member of this node's configuration: it was removed from the cluster"
             ),
             commit_index,
         });
