@@ -45,11 +45,7 @@ impl Directory {
     /// count as removed from now on, until a configuration names them again.
     pub fn set_configuration(&self, members: BTreeSet<NodeId>) {
         let mut roster = self.roster.write().unwrap_or_else(|e| e.into_inner());
-        let left: Vec<NodeId> = roster
-            .configuration
-            .difference(&members)
-            .copied()
-            .collect();
+        let left: Vec<NodeId> = roster.configuration.difference(&members).copied().collect();
         roster.removed.extend(left);
         roster.removed.retain(|id| !members.contains(id));
         roster.configuration = members;
