@@ -15,10 +15,12 @@
 //! - `server`: wiring, startup, graceful shutdown; the binary's entry.
 //! - `cli`, `ids`, `metrics`: flags, node names and ids, Prometheus text.
 //! - `auth`: bearer tokens, roles, and the access each request needs.
-//! - `tls`: rustls configurations and the TLS accept loop; `peer_client`:
-//!   the HTTP(S) client of the peer transport.
+//! - `tls`: rustls configurations; `accept`: the accept loop (plain HTTP
+//!   or TLS) with the connection limit and header timeout; `peer`: the
+//!   HTTP(S) client between nodes, the transport, join and forwarding.
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod auth;
 pub mod check_command;
 pub mod cli;

@@ -121,6 +121,8 @@ pub struct Metrics {
     pub peer_batches_refused: Counter,
     /// AppendEntries rejections received (log repair, or reordered batches).
     pub append_rejections: Counter,
+    /// Connections closed at once because `--max-connections` were open.
+    pub connections_refused: Counter,
     /// Fixed at start: one entry per peer name.
     pub peers: BTreeMap<String, PeerMetrics>,
     /// Latency by route name; routes are a fixed, small set.
@@ -201,12 +203,18 @@ impl Metrics {
         let peer_batches_refused = counter(
             &mut registry,
             "kv_peer_batches_refused",
-            "peer batches refused (bad encoding or unknown sender)",
+            "peer batches refused (bad encoding, unknown sender, or a sender that is not a member)",
         );
         let append_rejections = counter(
             &mut registry,
             "kv_append_rejections",
             "AppendEntries rejections received from followers",
+        );
+
+        let connections_refused = counter(
+            &mut registry,
+            "kv_connections_refused",
+            "connections closed at once because --max-connections were open",
         );
 
         let fsync = Histogram::default();
@@ -303,6 +311,7 @@ impl Metrics {
             peer_messages_received,
             peer_batches_refused,
             append_rejections,
+            connections_refused,
             peers,
             requests,
             responses,

@@ -94,6 +94,8 @@ pub fn spawn<D: Durable + Send + 'static>(
     let node = replica.node.id();
     let handle = DriverHandle::new(tx, node, request_timeout, directory.clone());
     let leader = replica.node.leader();
+    // Published before the first message can arrive (see `Directory::admits`).
+    directory.set_configuration(replica.node.membership().members());
     let membership = membership::MembershipState::new(directory, joining);
     let driver = Driver {
         replica,
@@ -149,7 +151,11 @@ impl<D: Durable> Driver<D> {
                 _ = shutdown.changed() => {
                     if *shutdown.borrow() { break Ok(()); }
                 }
-                _ = ticker.tick() => self.step_logged(Input::Tick),
+                _ = ticker.tick() => {
+                    if !self.silenced_by_removal() {
+                        self.step_logged(Input::Tick);
+                    }
+                }
                 _ = sweeper.tick() => self.sweep(),
                 request = rx.recv() => match request {
                     Some(request) => self.handle(request),

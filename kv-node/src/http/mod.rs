@@ -27,13 +27,14 @@ use crate::metrics::Metrics;
 use crate::peer::PeerClient;
 use crate::peer::inbound::Inbound;
 use crate::settings::{
-    LeaseTiming, MAX_CONCURRENT_PEER_BATCHES, MAX_CONCURRENT_REQUESTS, ReadPolicy,
+    BODY_READ_TIMEOUT_MS, LeaseTiming, MAX_CONCURRENT_PEER_BATCHES, MAX_CONCURRENT_REQUESTS,
+    ReadPolicy,
 };
 use bytes::{Buf, Bytes};
 use futures_util::{Stream, StreamExt};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use warp::Filter;
 use warp::http::{Method, Response, StatusCode, header};
@@ -64,6 +65,8 @@ pub struct AppState {
     pub max_peer_batch_bytes: usize,
     /// The node's one client to its peers, for forwarded operations.
     pub peer_client: PeerClient,
+    /// A request body must arrive within this long (`--body-timeout-ms`).
+    pub body_timeout: Duration,
     /// This node's lease timing: peer batches with another are refused.
     /// `None` (tests that build batches by hand) checks nothing.
     pub timing: Option<LeaseTiming>,
@@ -92,6 +95,7 @@ impl AppState {
             peer_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_PEER_BATCHES)),
             max_peer_batch_bytes: crate::settings::MAX_PEER_BATCH_BYTES,
             peer_client: PeerClient::plain_default(),
+            body_timeout: Duration::from_millis(BODY_READ_TIMEOUT_MS),
             timing: None,
         };
         state.set_read_policy(read_policy);
@@ -101,6 +105,12 @@ impl AppState {
     /// Sets the lease timing peer batches must match.
     pub fn with_timing(mut self, timing: LeaseTiming) -> AppState {
         self.timing = Some(timing);
+        self
+    }
+
+    /// Sets the body deadline.
+    pub fn with_body_timeout(mut self, timeout: Duration) -> AppState {
+        self.body_timeout = timeout;
         self
     }
 
@@ -228,9 +238,17 @@ where
         Ok(route) => {
             let name = route.name();
             let limit = route.body_limit(state);
-            let response = match read_body(body, limit).await {
-                Ok(body) => route.dispatch(state, query, authorization, body).await,
-                Err(e) => Err(e),
+            // A body that trickles in would hold its slot (and a peer or
+            // client slot is all a flood needs): it gets a deadline.
+            let deadline = state.body_timeout;
+            let body = tokio::time::timeout(deadline, read_body(body, limit)).await;
+            let response = match body {
+                Ok(Ok(body)) => route.dispatch(state, query, authorization, body).await,
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(ApiError::RequestTimeout(format!(
+                    "the request body did not arrive within {} ms",
+                    deadline.as_millis()
+                ))),
             };
             (name, response.unwrap_or_else(ApiError::into_response))
         }

@@ -146,6 +146,28 @@ pub(super) async fn raft_messages(
             return Err(ApiError::BadRequest(e.to_string()));
         }
     };
+    // A removed member keeps its credential, and must not depose a leader
+    // with a higher term: its messages never reach the core. The reply tells it why, and how far our log is
+    // committed, so that it can tell whether the news is newer than its
+    // own knowledge (`transport::NotAMemberReport`).
+    // Read before the configuration, which the driver publishes before the
+    // commit index of the same round, so the number is rarely ahead of the
+    // configuration. Either way is harmless: too low, the sender ignores
+    // the news; too high, a sender added back meanwhile stays quiet only
+    // until the leader brings its commit index past it.
+    let commit_index = state.metrics.commit_index.get();
+    let directory = state.driver.directory();
+    if !directory.admits(batch.from) {
+        state.metrics.peer_batches_refused.inc();
+        let name = directory.name_of(batch.from);
+        tracing::debug!(from = %name, "refused a peer batch: the sender was removed");
+        return Err(ApiError::NotAMember {
+            message: format!(
+                "{name} is not a member of this node's configuration: it was removed from the cluster"
+            ),
+            commit_index,
+        });
+    }
     // Leases are safe only when every member counts the same ticks
     // (`LeaseTiming`): a mixed cluster does not form, and says why.
     if let Some(ours) = state.timing
