@@ -6,7 +6,9 @@
 //! Walk-through:
 //! 1. Each node is a plain value: `Node::new(config, initial_state)`. It has
 //!    no clock, so we tick it; no network, so we carry its messages; no disk,
-//!    so we "persist" by acknowledging each `Ready` at once.
+//!    so we "persist" by saying each `Ready` is durable at once. The steps
+//!    of a `Ready` are a `ReadyHandler`; raft-core's `handle_ready` runs them
+//!    in order, as it does for kv-node and the simulator.
 //! 2. Node 1 is told to campaign. It asks for pre-votes (a probe that does
 //!    not bump the term), then for real votes, and becomes leader.
 //! 3. The leader appends a no-op of its term, replicates it, and commits it
@@ -15,8 +17,12 @@
 //!    to the leader, which replicates and commits it; every node applies it.
 
 use bytes::Bytes;
-use raft_core::{Config, InitialState, Input, Membership, Message, Node, NodeId};
+use raft_core::{
+    Config, Durability, Entry, InitialState, Input, Membership, Message, Node, NodeId,
+    ReadyHandler, SnapshotMeta, SoftState,
+};
 use std::collections::{BTreeMap, VecDeque};
+use std::convert::Infallible;
 
 fn main() {
     let ids = [NodeId(1), NodeId(2), NodeId(3)];
@@ -72,35 +78,58 @@ fn main() {
     }
 }
 
+/// One node's view of one `Ready`: raft-core's loop (`Node::handle_ready`)
+/// calls these steps in the order of the contract and sends the
+/// `Persisted` and `Applied` acknowledgements itself.
+struct Printer<'a> {
+    id: NodeId,
+    network: &'a mut VecDeque<Message>,
+}
+
+impl ReadyHandler for Printer<'_> {
+    type Error = Infallible;
+
+    fn soft_state(&mut self, soft: &SoftState) {
+        println!(
+            "{}: now {:?} of term {} (leader {:?})",
+            self.id, soft.role, soft.term, soft.leader
+        );
+    }
+
+    fn send(&mut self, message: Message) -> Result<(), Infallible> {
+        self.network.push_back(message);
+        Ok(())
+    }
+
+    fn snapshot_chunk(&mut self, meta: &SnapshotMeta, _: u64, _: u64) -> Result<Bytes, Infallible> {
+        unreachable!("no snapshot is taken here, so none is sent (asked for {meta:?})")
+    }
+
+    /// Persist (here: nothing to write), durable at once.
+    fn persist(&mut self, _ready: u64, _must_sync: bool) -> Result<Durability, Infallible> {
+        Ok(Durability::Now)
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), Infallible> {
+        for entry in &entries {
+            println!(
+                "{}: apply #{} {:?} {:?}",
+                self.id,
+                entry.index,
+                entry.kind,
+                String::from_utf8_lossy(&entry.data)
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Drains every node's `Ready` and delivers messages until nothing moves.
 fn run_until_quiet(nodes: &mut BTreeMap<NodeId, Node>, network: &mut VecDeque<Message>) {
     for _ in 0..10_000 {
-        for (id, node) in nodes.iter_mut() {
-            while node.has_ready() {
-                let rd = node.ready();
-                if let Some(soft) = rd.soft_state {
-                    println!(
-                        "{id}: now {:?} of term {} (leader {:?})",
-                        soft.role, soft.term, soft.leader
-                    );
-                }
-                // Persist (here: nothing to write) and acknowledge.
-                if rd.must_persist() {
-                    node.step(Input::Persisted { ready: rd.number }).unwrap();
-                }
-                network.extend(rd.messages);
-                for entry in &rd.committed_entries {
-                    println!(
-                        "{id}: apply #{} {:?} {:?}",
-                        entry.index,
-                        entry.kind,
-                        String::from_utf8_lossy(&entry.data)
-                    );
-                }
-                if let Some(last) = rd.committed_entries.last() {
-                    node.step(Input::Applied { index: last.index }).unwrap();
-                }
-            }
+        for (&id, node) in nodes.iter_mut() {
+            let mut printer = Printer { id, network };
+            while let Ok(true) = node.handle_ready(&mut printer) {}
         }
         let Some(message) = network.pop_front() else {
             return;

@@ -255,7 +255,7 @@ fn last_segment(data_dir: &std::path::Path) -> PathBuf {
     segments.pop().expect("a WAL segment")
 }
 
-/// WAL format 2 (kv-node/src/storage/batch.rs): a 4 KiB segment header
+/// WAL format 2 (kv-storage/src/batch.rs): a 4 KiB segment header
 /// block holding the salt at bytes 12..20, then batches on 4 KiB
 /// boundaries: `["RKVB"][seq: u64][body len: u32][body crc][header crc]
 /// [body]`, both checksums CRC32C seeded with the salt.

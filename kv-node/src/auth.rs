@@ -12,13 +12,20 @@
 //!
 //! Roles nest: `write` may do all that `read` may, `admin` all that `write`
 //! may. The peer token file (`--peer-token-file`) holds one line, the
-//! cluster token, which every node sends on `POST /raft/messages` and
-//! accepts only there: no client token, not even an admin one, may post
-//! raft messages.
+//! cluster token. It never travels: a node posting to peer `p` sends
+//! [`PeerSecret::credential_for`]`(p)`, an HMAC-SHA256 of `p`'s name keyed
+//! with the cluster token, and each node accepts on `/raft/*` only the
+//! credential made for its own name. So whoever receives a node's raft
+//! traffic (the owner of a member URL an admin chose) learns a credential
+//! good for that one name only, never one that another node accepts. No
+//! client token, not even an admin one, may post raft messages.
 //!
-//! Tokens are compared in constant time, and never logged: [`Auth`]'s
-//! `Debug` shows only how many tokens of each role it holds.
+//! Tokens are compared in constant time, after a length check (a token
+//! longer than [`MAX_TOKEN_CHARS`] is refused without comparing), and never
+//! logged: [`Auth`]'s `Debug` shows only how many tokens of each role it
+//! holds.
 
+use ring::hmac;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use warp::http::Method;
@@ -62,7 +69,8 @@ pub enum Access {
     Open,
     /// A client token of at least this role.
     Client(Role),
-    /// Peer traffic (`/raft/*`): the cluster token, or mutual TLS.
+    /// Peer traffic (`/raft` and everything under it): the credential
+    /// derived from the cluster token for this node, or mutual TLS.
     Peer,
 }
 
@@ -96,13 +104,43 @@ pub enum Denied {
     Forbidden(String),
 }
 
+/// The cluster token, kept to derive per-node credentials from.
+#[derive(Clone)]
+pub struct PeerSecret(hmac::Key);
+
+impl PeerSecret {
+    pub fn new(cluster_token: &[u8]) -> PeerSecret {
+        PeerSecret(hmac::Key::new(hmac::HMAC_SHA256, cluster_token))
+    }
+
+    /// The bearer credential that node `name` accepts on its peer
+    /// endpoint: hex of HMAC-SHA256(cluster token, domain || name). It is
+    /// 64 characters, and useless at any other node.
+    pub fn credential_for(&self, name: &str) -> String {
+        let mut message = b"raftkv peer credential v1\0".to_vec();
+        message.extend_from_slice(name.as_bytes());
+        let tag = hmac::sign(&self.0, &message);
+        tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl fmt::Debug for PeerSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PeerSecret(..)")
+    }
+}
+
 /// How peer traffic proves itself.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 enum PeerCheck {
     /// No peer credential: peer traffic is open (no client auth either).
     Open,
-    /// The cluster token from `--peer-token-file`.
-    Token(Vec<u8>),
+    /// A cluster token from `--peer-token-file`: peers present the
+    /// credential made for this node's name (`expected`).
+    Token {
+        secret: PeerSecret,
+        expected: Vec<u8>,
+    },
     /// Mutual TLS: the server accepted only connections whose client
     /// certificate the CA signed, so every request reaching us qualifies.
     MutualTls,
@@ -132,7 +170,7 @@ impl fmt::Debug for Auth {
                 "peer",
                 &match self.peer {
                     PeerCheck::Open => "open",
-                    PeerCheck::Token(_) => "cluster token",
+                    PeerCheck::Token { .. } => "cluster token",
                     PeerCheck::MutualTls => "mutual TLS",
                 },
             )
@@ -158,49 +196,56 @@ pub enum TokenFileError {
     #[error("{path} holds no token")]
     Empty { path: PathBuf },
     #[error(
-        "--auth-token-file with peers needs a peer credential: --peer-token-file, or --tls-client-auth"
+        "--auth-token-file needs a peer credential, --peer-token-file or --tls-client-auth: \
+         without one the peer endpoint (/raft/*) would be open to anyone, whatever the peer list"
     )]
     NoPeerCredential,
 }
 
 impl Auth {
     /// Loads the token files. `None` when neither is given: everything is
-    /// open, as before auth existed.
+    /// open, as before auth existed. Client tokens without a peer
+    /// credential are refused whatever the peer list: a single node or a
+    /// joiner gains peers at run time, and its peer endpoint must never be
+    /// the one open door. `this_name` is the node's `--id`, whose
+    /// credential peers must present.
     pub fn load(
         token_file: Option<&Path>,
         peer_token_file: Option<&Path>,
         mutual_tls: bool,
-        has_peers: bool,
+        this_name: &str,
     ) -> Result<Option<Auth>, TokenFileError> {
         let clients = token_file
             .map(|path| parse_token_file(path, &read(path)?))
             .transpose()?;
         let peer = match peer_token_file {
-            Some(path) => PeerCheck::Token(parse_peer_token(path, &read(path)?)?),
+            Some(path) => peer_check(&parse_peer_token(path, &read(path)?)?, this_name),
             None if mutual_tls => PeerCheck::MutualTls,
-            None if clients.is_some() && has_peers => {
-                return Err(TokenFileError::NoPeerCredential);
-            }
+            None if clients.is_some() => return Err(TokenFileError::NoPeerCredential),
             None => PeerCheck::Open,
         };
-        if clients.is_none() && peer == PeerCheck::Open {
+        if clients.is_none() && matches!(peer, PeerCheck::Open) {
             return Ok(None);
         }
         Ok(Some(Auth { clients, peer }))
     }
 
-    /// Builds from token lists directly (tests).
-    pub fn from_tokens(clients: Option<Vec<(String, Role)>>, peer_token: Option<String>) -> Auth {
+    /// Builds from token lists directly (tests); `this_name` as in `load`.
+    pub fn from_tokens(
+        clients: Option<Vec<(String, Role)>>,
+        peer_token: Option<String>,
+        this_name: &str,
+    ) -> Auth {
         Auth {
             clients: clients.map(|c| c.into_iter().map(|(t, r)| (t.into_bytes(), r)).collect()),
-            peer: peer_token.map_or(PeerCheck::Open, |t| PeerCheck::Token(t.into_bytes())),
+            peer: peer_token.map_or(PeerCheck::Open, |t| peer_check(t.as_bytes(), this_name)),
         }
     }
 
-    /// The cluster token this node sends to its peers, if any.
-    pub fn peer_token(&self) -> Option<String> {
+    /// The cluster secret this node derives its peers' credentials from.
+    pub fn peer_secret(&self) -> Option<PeerSecret> {
         match &self.peer {
-            PeerCheck::Token(token) => Some(String::from_utf8_lossy(token).into_owned()),
+            PeerCheck::Token { secret, .. } => Some(secret.clone()),
             _ => None,
         }
     }
@@ -208,6 +253,13 @@ impl Auth {
     /// Checks a request's `Authorization` header against what it needs.
     pub fn check(&self, access: Access, authorization: Option<&str>) -> Result<(), Denied> {
         let presented = authorization.and_then(bearer);
+        // No configured token is longer: refuse without comparing, so the
+        // work per request stays bounded whatever the header holds.
+        if presented.is_some_and(|p| p.len() > MAX_TOKEN_CHARS) && access != Access::Open {
+            return Err(Denied::Unauthorized(
+                "the bearer token is too long to be valid",
+            ));
+        }
         match access {
             Access::Open => Ok(()),
             Access::Client(needed) => {
@@ -229,8 +281,8 @@ impl Auth {
             }
             Access::Peer => match &self.peer {
                 PeerCheck::Open | PeerCheck::MutualTls => Ok(()),
-                PeerCheck::Token(cluster) => match presented {
-                    Some(p) if constant_time_eq(p.as_bytes(), cluster) => Ok(()),
+                PeerCheck::Token { expected, .. } => match presented {
+                    Some(p) if constant_time_eq(p.as_bytes(), expected) => Ok(()),
                     Some(p)
                         if self
                             .clients
@@ -242,12 +294,19 @@ impl Auth {
                         ))
                     }
                     _ => Err(Denied::Unauthorized(
-                        "peer traffic needs the cluster token as a bearer token",
+                        "peer traffic needs this node's peer credential (derived from the cluster token) as a bearer token",
                     )),
                 },
             },
         }
     }
+}
+
+/// The check for peers presenting the credential made for `this_name`.
+fn peer_check(cluster_token: &[u8], this_name: &str) -> PeerCheck {
+    let secret = PeerSecret::new(cluster_token);
+    let expected = secret.credential_for(this_name).into_bytes();
+    PeerCheck::Token { secret, expected }
 }
 
 /// The token of an `Authorization: Bearer <token>` header value.
@@ -380,7 +439,12 @@ mod tests {
                 (ADMIN.into(), Role::Admin),
             ]),
             Some(PEER.into()),
+            "n1",
         )
+    }
+
+    fn peer_credential(name: &str) -> String {
+        PeerSecret::new(PEER.as_bytes()).credential_for(name)
     }
 
     fn bearer_of(token: &str) -> String {
@@ -433,9 +497,23 @@ mod tests {
     }
 
     #[test]
-    fn only_the_cluster_token_may_send_raft_messages() {
+    fn only_the_credential_made_for_this_node_may_send_raft_messages() {
         let a = auth();
-        assert!(a.check(Access::Peer, Some(&bearer_of(PEER))).is_ok());
+        assert!(
+            a.check(Access::Peer, Some(&bearer_of(&peer_credential("n1"))))
+                .is_ok()
+        );
+        // The raw cluster token never travels, and another node's
+        // credential (what a member URL pointed elsewhere would leak)
+        // is worthless here.
+        for wrong in [PEER.to_string(), peer_credential("n2")] {
+            assert!(matches!(
+                a.check(Access::Peer, Some(&bearer_of(&wrong))),
+                Err(Denied::Unauthorized(_))
+            ));
+        }
+        assert_eq!(peer_credential("n1").len(), 64);
+        assert_ne!(peer_credential("n1"), peer_credential("n2"));
         assert!(matches!(
             a.check(Access::Peer, Some(&bearer_of(ADMIN))),
             Err(Denied::Forbidden(_))
@@ -476,6 +554,37 @@ mod tests {
             parse_token_file(path, "# nothing\n"),
             Err(TokenFileError::Empty { .. })
         ));
+    }
+
+    #[test]
+    fn an_over_long_token_is_refused_before_comparing() {
+        let a = auth();
+        let long = "x".repeat(MAX_TOKEN_CHARS + 1);
+        for access in [Access::Peer, Access::Client(Role::Read)] {
+            assert_eq!(
+                a.check(access, Some(&bearer_of(&long))),
+                Err(Denied::Unauthorized(
+                    "the bearer token is too long to be valid"
+                ))
+            );
+        }
+        assert!(a.check(Access::Open, Some(&bearer_of(&long))).is_ok());
+    }
+
+    #[test]
+    fn client_tokens_without_a_peer_credential_are_refused_even_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::write(&tokens, format!("admin {ADMIN}\n")).unwrap();
+        assert!(matches!(
+            Auth::load(Some(&tokens), None, false, "n1"),
+            Err(TokenFileError::NoPeerCredential)
+        ));
+        assert!(
+            Auth::load(Some(&tokens), None, true, "n1")
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]

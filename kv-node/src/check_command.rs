@@ -31,16 +31,9 @@ pub struct CheckCli {
 /// Runs the subcommand; `args` starts with the program name, then "check".
 pub fn main(args: Vec<OsString>) -> ExitCode {
     let args = std::iter::once(OsString::from("kv-node check")).chain(args.into_iter().skip(2));
-    let cli = match CheckCli::try_parse_from(args) {
+    let cli: CheckCli = match crate::cli::parse_flags(args) {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
     match storage::check(&cli.data_dir, cli.repair) {
         Ok(report) => {

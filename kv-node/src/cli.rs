@@ -4,7 +4,10 @@
 use crate::auth::{Auth, TokenFileError};
 use crate::ids::{IdError, Member, Members, node_id_of};
 pub use crate::settings::ReadPolicy;
-use crate::settings::{MAX_CONCURRENT_REQUESTS, MAX_PEER_BATCH_BYTES};
+use crate::settings::{
+    BODY_READ_TIMEOUT_MS, HEADER_READ_TIMEOUT_MS, MAX_CONCURRENT_REQUESTS, MAX_CONNECTIONS,
+    MAX_PEER_BATCH_BYTES,
+};
 use crate::tls::{TlsError, TlsSetup};
 use clap::{Parser, ValueEnum};
 use std::net::SocketAddr;
@@ -104,10 +107,24 @@ pub struct Cli {
     /// Client requests served at once; more get 503 with Retry-After.
     #[arg(long, env = "KV_NODE_MAX_CONCURRENT_REQUESTS", default_value_t = MAX_CONCURRENT_REQUESTS)]
     pub max_concurrent_requests: usize,
-    /// Largest batch of raft messages accepted from a peer, in bytes (a
-    /// snapshot travels in one batch).
-    #[arg(long, env = "KV_NODE_MAX_PEER_BATCH_BYTES", default_value_t = MAX_PEER_BATCH_BYTES)]
-    pub max_peer_batch_bytes: usize,
+    /// Largest batch of raft messages accepted from a peer, and the size
+    /// this node's own batches stay under, in bytes. A snapshot travels in
+    /// 1 MiB chunks, one per message, so this need not grow with the data
+    /// [default: 4 MiB, or the largest write body plus 64 KiB if larger].
+    #[arg(long, env = "KV_NODE_MAX_PEER_BATCH_BYTES")]
+    pub max_peer_batch_bytes: Option<usize>,
+    /// Open connections (clients and peers together); a connection over
+    /// the limit is closed at once.
+    #[arg(long, env = "KV_NODE_MAX_CONNECTIONS", default_value_t = MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// A request's headers must arrive within this long (an idle
+    /// kept-alive connection is closed after it too), plain HTTP or TLS.
+    #[arg(long, env = "KV_NODE_HEADER_TIMEOUT_MS", default_value_t = HEADER_READ_TIMEOUT_MS)]
+    pub header_timeout_ms: u64,
+    /// A request's body must arrive within this long after its headers;
+    /// a slower one gets 408.
+    #[arg(long, env = "KV_NODE_BODY_TIMEOUT_MS", default_value_t = BODY_READ_TIMEOUT_MS)]
+    pub body_timeout_ms: u64,
     /// Join a running cluster through this member's URL: start empty, ask
     /// it to add this node as a learner, catch up. Keep it on restarts (a
     /// member already is not added again).
@@ -155,8 +172,14 @@ pub enum CliError {
     Tls(#[from] TlsError),
     #[error("--max-concurrent-requests must be at least 1")]
     ZeroConcurrentRequests,
-    #[error("--max-peer-batch-bytes must be at least {min}, got {got}")]
+    #[error(
+        "--max-peer-batch-bytes must be at least {min} (the largest write body plus 64 KiB, so that one entry always fits), got {got}"
+    )]
     PeerBatchTooSmall { got: usize, min: usize },
+    #[error("--max-connections must be at least 1")]
+    ZeroConnections,
+    #[error("--header-timeout-ms and --body-timeout-ms must be at least 1")]
+    ZeroReadTimeout,
 }
 
 /// Everything a node needs to start, checked.
@@ -190,6 +213,9 @@ pub struct NodeConfig {
     pub auth: Option<Arc<Auth>>,
     pub max_concurrent_requests: usize,
     pub max_peer_batch_bytes: usize,
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
 }
 
 /// The value limit must leave room inside one snapshot record and one WAL
@@ -277,19 +303,31 @@ impl Cli {
         if self.max_concurrent_requests == 0 {
             return Err(CliError::ZeroConcurrentRequests);
         }
-        // A peer batch must hold at least one largest value with room.
-        let min_peer_batch = self.max_value_bytes * 2 + (64 << 10);
-        if self.max_peer_batch_bytes < min_peer_batch {
+        // A peer batch must hold one message with the largest entry (at
+        // most one write body) or one snapshot chunk (1 MiB), with room
+        // for the framing.
+        let max_body_bytes = (self.max_value_bytes * 2).max(1 << 20) + (64 << 10);
+        let min_peer_batch = max_body_bytes + (64 << 10);
+        let max_peer_batch_bytes = self
+            .max_peer_batch_bytes
+            .unwrap_or(MAX_PEER_BATCH_BYTES.max(min_peer_batch));
+        if max_peer_batch_bytes < min_peer_batch {
             return Err(CliError::PeerBatchTooSmall {
-                got: self.max_peer_batch_bytes,
+                got: max_peer_batch_bytes,
                 min: min_peer_batch,
             });
+        }
+        if self.max_connections == 0 {
+            return Err(CliError::ZeroConnections);
+        }
+        if self.header_timeout_ms == 0 || self.body_timeout_ms == 0 {
+            return Err(CliError::ZeroReadTimeout);
         }
         let auth = Auth::load(
             self.auth_token_file.as_deref(),
             self.peer_token_file.as_deref(),
             tls.as_ref().is_some_and(|t| t.client_auth),
-            !members.peers.is_empty(),
+            &members.this.name,
         )?
         .map(Arc::new);
         let data_dir = self
@@ -305,7 +343,7 @@ impl Cli {
             heartbeat_ticks: u32::try_from(heartbeat_ticks).unwrap_or(u32::MAX / 4),
             read_policy: self.read_policy,
             max_value_bytes: self.max_value_bytes,
-            max_body_bytes: (self.max_value_bytes * 2).max(1 << 20) + (64 << 10),
+            max_body_bytes,
             snapshot_entries: self.snapshot_entries,
             snapshot_min_log_bytes: (self.snapshot_min_log_mb > 0)
                 .then(|| self.snapshot_min_log_mb.saturating_mul(1024 * 1024)),
@@ -318,9 +356,27 @@ impl Cli {
             tls,
             auth,
             max_concurrent_requests: self.max_concurrent_requests,
-            max_peer_batch_bytes: self.max_peer_batch_bytes,
+            max_peer_batch_bytes,
+            max_connections: self.max_connections,
+            header_timeout: Duration::from_millis(self.header_timeout_ms),
+            body_timeout: Duration::from_millis(self.body_timeout_ms),
         })
     }
+}
+
+/// Parses a command line, or prints clap's message and says how to exit:
+/// 2 for bad flags, 0 for `--help` and `--version`.
+pub fn parse_flags<P: clap::Parser>(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Result<P, std::process::ExitCode> {
+    P::try_parse_from(args).map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            std::process::ExitCode::from(2)
+        } else {
+            std::process::ExitCode::SUCCESS
+        }
+    })
 }
 
 #[cfg(test)]

@@ -5,19 +5,63 @@
 //! The driver writes it after each round that changed the state machine's
 //! address book; the HTTP handlers and the peer endpoint read it. It may
 //! name nodes that are no longer members: raft-core's membership says who
-//! is one, this only says where each node is.
+//! is one, this only says where each node is. So the driver also copies
+//! raft-core's membership here whenever it changes, for the peer endpoint
+//! to refuse raft messages from removed members ([`Directory::admits`]).
 
 use crate::ids::{Member, Members, node_id_of};
 use raft_core::NodeId;
+use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-/// A shared, growing [`Members`] table.
+/// A shared, growing [`Members`] table, and who was removed.
 #[derive(Clone, Debug)]
-pub struct Directory(Arc<RwLock<Members>>);
+pub struct Directory {
+    members: Arc<RwLock<Members>>,
+    roster: Arc<RwLock<Roster>>,
+}
+
+/// Membership as the peer endpoint needs it.
+#[derive(Debug, Default)]
+struct Roster {
+    /// Every voter, learner and outgoing voter of the configuration this
+    /// node's raft-core has in force.
+    configuration: BTreeSet<NodeId>,
+    /// Nodes that were members of a configuration this node had in force
+    /// (since it started) and are not members of the current one.
+    removed: BTreeSet<NodeId>,
+}
 
 impl Directory {
     pub fn new(members: Members) -> Directory {
-        Directory(Arc::new(RwLock::new(members)))
+        Directory {
+            members: Arc::new(RwLock::new(members)),
+            roster: Arc::default(),
+        }
+    }
+
+    /// Records the membership in force (the driver, whenever it changed):
+    /// members of the previous configuration that are not in `members`
+    /// count as removed from now on, until a configuration names them again.
+    pub fn set_configuration(&self, members: BTreeSet<NodeId>) {
+        let mut roster = self.roster.write().unwrap_or_else(|e| e.into_inner());
+        let left: Vec<NodeId> = roster.configuration.difference(&members).copied().collect();
+        roster.removed.extend(left);
+        roster.removed.retain(|id| !members.contains(id));
+        roster.configuration = members;
+    }
+
+    /// Whether raft messages from `sender` may reach the core: not if it
+    /// was removed, i.e. it was a member of a configuration this node had
+    /// in force and is no member of the current one. A node never seen as
+    /// a member passes (the peer endpoint checks first that the address
+    /// book knows it): a node whose committed configuration lags behind,
+    /// such as a joiner replaying the log, must take the log from a leader
+    /// added after the configuration it has reached, as etcd's transport
+    /// refuses only removed member ids.
+    pub fn admits(&self, sender: NodeId) -> bool {
+        let roster = self.roster.read().unwrap_or_else(|e| e.into_inner());
+        !roster.removed.contains(&sender)
     }
 
     /// The table as it is now. Hold the guard briefly: the driver waits
@@ -25,7 +69,7 @@ impl Directory {
     pub fn read(&self) -> RwLockReadGuard<'_, Members> {
         // A panic while holding the lock cannot leave the map half-written
         // (every write is one insert), so a poisoned lock is still usable.
-        self.0.read().unwrap_or_else(|e| e.into_inner())
+        self.members.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The URL of `id`, this node included.
@@ -51,7 +95,7 @@ impl Directory {
         &self,
         addresses: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Vec<Member> {
-        let mut members = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let mut members = self.members.write().unwrap_or_else(|e| e.into_inner());
         let mut changed = Vec::new();
         for (name, url) in addresses {
             if name == members.this.name {
@@ -116,5 +160,28 @@ mod tests {
             "http://127.0.0.1:1"
         );
         assert_eq!(directory.name_of(node_id_of("n4")), "n4");
+    }
+
+    #[test]
+    fn removed_members_are_refused_until_added_back() {
+        let directory =
+            Directory::new(Members::new(member("n1", 1), vec![member("n2", 2)]).unwrap());
+        let (n1, n2, n3, n4) = (
+            node_id_of("n1"),
+            node_id_of("n2"),
+            node_id_of("n3"),
+            node_id_of("n4"),
+        );
+        directory.set_configuration([n1, n2, n3].into());
+        assert!(directory.admits(n2) && directory.admits(n3));
+        // n3 removed: refused from then on.
+        directory.set_configuration([n1, n2].into());
+        assert!(!directory.admits(n3));
+        // n4, never seen as a member here, passes: this node may lag behind
+        // its addition (a joiner replaying the log from an older leader's days).
+        assert!(directory.admits(n4));
+        // n3 added back: admitted again.
+        directory.set_configuration([n1, n2, n3].into());
+        assert!(directory.admits(n3));
     }
 }

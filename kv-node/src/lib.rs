@@ -4,7 +4,8 @@
 //! crate adds only I/O. Nothing in kv-replica, raft-core or sim may depend
 //! on it.
 //!
-//! - `storage`: the write-ahead log, hard state and snapshot files.
+//! - `storage`: kv-storage re-exported: the write-ahead log, hard state and
+//!   snapshot files, run over real files.
 //! - `wal_disk`: kv-replica's `Durable` on `storage`, for the real node.
 //! - `driver`: the thread that owns the replica; requests reach it by channel.
 //! - `directory`: the address book (node name -> URL) the node runs with.
@@ -14,10 +15,12 @@
 //! - `server`: wiring, startup, graceful shutdown; the binary's entry.
 //! - `cli`, `ids`, `metrics`: flags, node names and ids, Prometheus text.
 //! - `auth`: bearer tokens, roles, and the access each request needs.
-//! - `tls`: rustls configurations and the TLS accept loop; `peer_client`:
-//!   the HTTP(S) client of the peer transport.
+//! - `tls`: rustls configurations; `accept`: the accept loop (plain HTTP
+//!   or TLS) with the connection limit and header timeout; `peer`: the
+//!   HTTP(S) client between nodes, the transport, join and forwarding.
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod auth;
 pub mod check_command;
 pub mod cli;
@@ -26,10 +29,14 @@ pub mod disk_space;
 pub mod driver;
 pub mod http;
 pub mod ids;
+pub mod log_limit;
 pub mod metrics;
 pub mod peer;
 pub mod server;
 pub mod settings;
-pub mod storage;
 pub mod tls;
 pub mod wal_disk;
+
+/// The storage code lives in the kv-storage crate (shared with the
+/// simulator); kv-node runs it over real files (`StdFs`).
+pub use kv_storage as storage;

@@ -1,13 +1,20 @@
-//! Process metrics, rendered by hand in the Prometheus text format.
+//! Process metrics, kept in `prometheus-client` counters, gauges and
+//! histograms and exposed by `GET /metrics` in the OpenMetrics text format.
 //!
-//! Everything is an atomic or a short mutex-held map, written by the driver,
-//! the transport and the HTTP layer, read by `GET /metrics`.
+//! The metric handles are shared atomics, written by the driver, the
+//! transport and the HTTP layer; the registry holds a clone of each, so
+//! rendering reads the same values without locks on the hot paths.
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram;
+use prometheus_client::registry::Registry;
 use raft_core::Role;
 use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 /// Upper bounds of latency buckets, in seconds.
@@ -16,115 +23,324 @@ const LATENCY_BOUNDS: [f64; 16] = [
     0.256, 0.512, 1.024, 5.0,
 ];
 
-/// A latency histogram with fixed buckets.
-#[derive(Debug, Default)]
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A gauge of a non-negative quantity (an index, a term, a size).
+pub type U64Gauge = Gauge<u64, AtomicU64>;
+
+/// A latency histogram with fixed buckets, observed in `Duration`s, with
+/// its count readable (the crate exposes it only to its own tests).
+#[derive(Clone, Debug)]
 pub struct Histogram {
-    buckets: [AtomicU64; LATENCY_BOUNDS.len()],
-    count: AtomicU64,
-    sum_nanos: AtomicU64,
+    histogram: histogram::Histogram,
+    count: Counter,
+}
+
+impl Default for Histogram {
+    fn default() -> Histogram {
+        Histogram {
+            histogram: latency_histogram(),
+            count: Counter::default(),
+        }
+    }
 }
 
 impl Histogram {
     pub fn observe(&self, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
-        if let Some(i) = LATENCY_BOUNDS.iter().position(|b| seconds <= *b) {
-            self.buckets[i].fetch_add(1, Relaxed);
-        }
-        self.count.fetch_add(1, Relaxed);
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        self.sum_nanos.fetch_add(nanos, Relaxed);
+        self.histogram.observe(elapsed.as_secs_f64());
+        self.count.inc();
     }
 
     pub fn count(&self) -> u64 {
-        self.count.load(Relaxed)
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let mut cumulative = 0;
-        for (bound, bucket) in LATENCY_BOUNDS.iter().zip(&self.buckets) {
-            cumulative += bucket.load(Relaxed);
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        let count = self.count.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
-        let sum = self.sum_nanos.load(Relaxed) as f64 / 1e9;
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(out, "{name}_sum{braces} {sum}");
-        let _ = writeln!(out, "{name}_count{braces} {count}");
+        self.count.get()
     }
 }
 
-/// Picks one counter of a peer, for rendering.
-type PeerField = fn(&PeerMetrics) -> &AtomicU64;
-
-/// Counters for one outbound peer queue.
+/// Counters for one outbound peer queue: handles into the per-peer
+/// families, labelled with the peer's name.
 #[derive(Debug, Default)]
 pub struct PeerMetrics {
-    pub batches_sent: AtomicU64,
-    pub messages_sent: AtomicU64,
-    pub send_errors: AtomicU64,
+    pub batches_sent: Counter,
+    pub messages_sent: Counter,
+    pub send_errors: Counter,
     /// Messages dropped because the peer's queue was full.
-    pub messages_dropped: AtomicU64,
+    pub messages_dropped: Counter,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabel {
+    peer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResponseLabels {
+    route: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, histogram::Histogram, fn() -> histogram::Histogram>;
+
+fn latency_histogram() -> histogram::Histogram {
+    histogram::Histogram::new(LATENCY_BOUNDS)
+}
+
+#[derive(Debug)]
 pub struct Metrics {
     /// 0 follower, 1 candidate (or pre-candidate), 2 leader, 3 learner.
-    pub role: AtomicU64,
-    pub term: AtomicU64,
-    pub commit_index: AtomicU64,
-    pub applied_index: AtomicU64,
-    pub last_log_index: AtomicU64,
-    pub snapshot_index: AtomicU64,
+    pub role: U64Gauge,
+    pub term: U64Gauge,
+    pub commit_index: U64Gauge,
+    pub applied_index: U64Gauge,
+    pub last_log_index: U64Gauge,
+    pub snapshot_index: U64Gauge,
     /// Size of the latest snapshot's state, in bytes.
-    pub snapshot_bytes: AtomicU64,
-    pub leader_known: AtomicU64,
+    pub snapshot_bytes: U64Gauge,
+    pub leader_known: U64Gauge,
     /// Bytes of live keys and values, and the `--quota-bytes` they are held
     /// to (0: none).
-    pub live_bytes: AtomicU64,
-    pub quota_bytes: AtomicU64,
-    pub proposals: AtomicU64,
-    pub proposals_refused: AtomicU64,
+    pub live_bytes: U64Gauge,
+    pub quota_bytes: U64Gauge,
+    pub proposals: Counter,
+    pub proposals_refused: Counter,
     /// Writes refused with 507 because the store is over its quota.
-    pub quota_refused: AtomicU64,
-    pub reads: AtomicU64,
-    pub reads_dropped: AtomicU64,
+    pub quota_refused: Counter,
+    pub reads: Counter,
+    pub reads_dropped: Counter,
     pub fsync: Histogram,
     /// Writing a snapshot file (after the state is serialized).
     pub snapshot_save: Histogram,
-    pub fsync_bytes: AtomicU64,
-    pub ready_rounds: AtomicU64,
-    pub snapshots_taken: AtomicU64,
-    pub peer_messages_received: AtomicU64,
-    pub peer_batches_refused: AtomicU64,
+    pub fsync_bytes: Counter,
+    pub ready_rounds: Counter,
+    pub snapshots_taken: Counter,
+    pub peer_messages_received: Counter,
+    pub peer_batches_refused: Counter,
     /// AppendEntries rejections received (log repair, or reordered batches).
-    pub append_rejections: AtomicU64,
+    pub append_rejections: Counter,
+    /// Connections closed at once because `--max-connections` were open.
+    pub connections_refused: Counter,
     /// Fixed at start: one entry per peer name.
     pub peers: BTreeMap<String, PeerMetrics>,
     /// Latency by route name; routes are a fixed, small set.
-    requests: Mutex<BTreeMap<&'static str, Histogram>>,
-    responses: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    requests: HistogramFamily<RouteLabel>,
+    responses: Family<ResponseLabels, Counter>,
     /// Peer messages the core refused, by kind of refusal (a small, fixed
     /// set: `raft_core::StepError::peer_message_kind`).
-    peer_messages_refused: Mutex<BTreeMap<&'static str, u64>>,
+    peer_messages_refused: Family<KindLabel, Counter>,
+    registry: Registry,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new([])
+    }
 }
 
 impl Metrics {
     pub fn new<'a>(peer_names: impl IntoIterator<Item = &'a str>) -> Metrics {
+        let mut registry = Registry::default();
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let gauge = U64Gauge::default();
+            registry.register(name, help, gauge.clone());
+            gauge
+        };
+        let role = gauge(
+            &mut registry,
+            "kv_raft_role",
+            "0 follower, 1 candidate, 2 leader, 3 learner",
+        );
+        let term = gauge(&mut registry, "kv_raft_term", "current term");
+        let commit_index = gauge(&mut registry, "kv_raft_commit_index", "commit index");
+        let applied_index = gauge(&mut registry, "kv_raft_applied_index", "applied index");
+        let last_log_index = gauge(&mut registry, "kv_raft_last_log_index", "last log index");
+        let snapshot_index = gauge(
+            &mut registry,
+            "kv_raft_snapshot_index",
+            "index of the latest snapshot",
+        );
+        let snapshot_bytes = gauge(
+            &mut registry,
+            "kv_snapshot_bytes",
+            "size of the latest snapshot's state in bytes",
+        );
+        let leader_known = gauge(
+            &mut registry,
+            "kv_raft_leader_known",
+            "1 if a leader is known",
+        );
+        let live_bytes = gauge(
+            &mut registry,
+            "kv_live_bytes",
+            "bytes of live keys and values",
+        );
+        let quota_bytes = gauge(
+            &mut registry,
+            "kv_quota_bytes",
+            "live bytes over which writes that add data are refused (0: no quota)",
+        );
+
+        // Counters are registered without their `_total` suffix, which the
+        // encoder appends.
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let counter = Counter::default();
+            registry.register(name, help, counter.clone());
+            counter
+        };
+        let proposals = counter(&mut registry, "kv_proposals", "writes proposed to raft");
+        let proposals_refused = counter(
+            &mut registry,
+            "kv_proposals_refused",
+            "writes refused before proposing (503)",
+        );
+        let quota_refused = counter(
+            &mut registry,
+            "kv_quota_refused",
+            "writes refused with 507 because the store is over its quota",
+        );
+        let reads = counter(&mut registry, "kv_reads", "reads served");
+        let reads_dropped = counter(
+            &mut registry,
+            "kv_reads_dropped",
+            "read-index requests dropped",
+        );
+        let fsync_bytes = counter(&mut registry, "kv_fsync_bytes", "bytes made durable");
+        let ready_rounds = counter(&mut registry, "kv_ready_rounds", "Ready batches handled");
+        let snapshots_taken = counter(&mut registry, "kv_snapshots", "snapshots taken");
+        let peer_messages_received = counter(
+            &mut registry,
+            "kv_peer_messages_received",
+            "raft messages received from peers",
+        );
+        let peer_batches_refused = counter(
+            &mut registry,
+            "kv_peer_batches_refused",
+            "peer batches refused (bad encoding, unknown sender, or a sender that is not a member)",
+        );
+        let append_rejections = counter(
+            &mut registry,
+            "kv_append_rejections",
+            "AppendEntries rejections received from followers",
+        );
+
+        let connections_refused = counter(
+            &mut registry,
+            "kv_connections_refused",
+            "connections closed at once because --max-connections were open",
+        );
+
+        let fsync = Histogram::default();
+        registry.register(
+            "kv_fsync_seconds",
+            "WAL fsync latency",
+            fsync.histogram.clone(),
+        );
+        let snapshot_save = Histogram::default();
+        registry.register(
+            "kv_snapshot_save_seconds",
+            "writing a snapshot file",
+            snapshot_save.histogram.clone(),
+        );
+
+        let peer_family = |registry: &mut Registry, name: &str, help: &str| {
+            let family = Family::<PeerLabel, Counter>::default();
+            registry.register(name, help, family.clone());
+            family
+        };
+        let batches_sent = peer_family(
+            &mut registry,
+            "kv_peer_batches_sent",
+            "batches sent to a peer",
+        );
+        let messages_sent = peer_family(
+            &mut registry,
+            "kv_peer_messages_sent",
+            "messages sent to a peer",
+        );
+        let send_errors = peer_family(
+            &mut registry,
+            "kv_peer_send_errors",
+            "failed batch sends to a peer",
+        );
+        let messages_dropped = peer_family(
+            &mut registry,
+            "kv_peer_messages_dropped",
+            "messages dropped on a full peer queue",
+        );
+        let peers = peer_names
+            .into_iter()
+            .map(|name| {
+                let label = PeerLabel {
+                    peer: name.to_string(),
+                };
+                let metrics = PeerMetrics {
+                    batches_sent: batches_sent.get_or_create_owned(&label),
+                    messages_sent: messages_sent.get_or_create_owned(&label),
+                    send_errors: send_errors.get_or_create_owned(&label),
+                    messages_dropped: messages_dropped.get_or_create_owned(&label),
+                };
+                (name.to_string(), metrics)
+            })
+            .collect();
+
+        let peer_messages_refused = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "kv_peer_messages_refused",
+            "peer messages the raft core refused as malformed or forged, by kind",
+            peer_messages_refused.clone(),
+        );
+        let requests = HistogramFamily::<RouteLabel>::new_with_constructor(latency_histogram);
+        registry.register(
+            "kv_http_request_duration_seconds",
+            "HTTP request latency by route",
+            requests.clone(),
+        );
+        let responses = Family::<ResponseLabels, Counter>::default();
+        registry.register(
+            "kv_http_responses",
+            "HTTP responses by route and status",
+            responses.clone(),
+        );
+
         Metrics {
-            peers: peer_names
-                .into_iter()
-                .map(|name| (name.to_string(), PeerMetrics::default()))
-                .collect(),
-            ..Metrics::default()
+            role,
+            term,
+            commit_index,
+            applied_index,
+            last_log_index,
+            snapshot_index,
+            snapshot_bytes,
+            leader_known,
+            live_bytes,
+            quota_bytes,
+            proposals,
+            proposals_refused,
+            quota_refused,
+            reads,
+            reads_dropped,
+            fsync,
+            snapshot_save,
+            fsync_bytes,
+            ready_rounds,
+            snapshots_taken,
+            peer_messages_received,
+            peer_batches_refused,
+            append_rejections,
+            connections_refused,
+            peers,
+            requests,
+            responses,
+            peer_messages_refused,
+            registry,
         }
     }
 
@@ -135,222 +351,37 @@ impl Metrics {
             Role::Leader => 2,
             Role::Learner => 3,
         };
-        self.role.store(code, Relaxed);
+        self.role.set(code);
     }
 
     /// Records one answered HTTP request.
     pub fn observe_request(&self, route: &'static str, status: u16, elapsed: Duration) {
-        if let Ok(mut requests) = self.requests.lock() {
-            requests.entry(route).or_default().observe(elapsed);
-        }
-        if let Ok(mut responses) = self.responses.lock() {
-            *responses.entry((route, status)).or_default() += 1;
-        }
+        self.requests
+            .get_or_create(&RouteLabel { route })
+            .observe(elapsed.as_secs_f64());
+        self.responses
+            .get_or_create(&ResponseLabels { route, status })
+            .inc();
     }
 
     /// Records one peer message the core refused, by kind of refusal.
     pub fn peer_message_refused(&self, kind: &'static str) {
-        if let Ok(mut refused) = self.peer_messages_refused.lock() {
-            *refused.entry(kind).or_default() += 1;
-        }
+        self.peer_messages_refused
+            .get_or_create(&KindLabel { kind })
+            .inc();
     }
 
     /// How many peer messages were refused with this kind (for tests).
-    pub fn peer_messages_refused(&self, kind: &str) -> u64 {
+    pub fn peer_messages_refused(&self, kind: &'static str) -> u64 {
         self.peer_messages_refused
-            .lock()
-            .map(|r| r.get(kind).copied().unwrap_or(0))
-            .unwrap_or(0)
+            .get(&KindLabel { kind })
+            .map_or(0, |counter| counter.get())
     }
 
-    /// The Prometheus text exposition.
+    /// The OpenMetrics text exposition (see [`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8 << 10);
-        let gauges: [(&str, &str, &AtomicU64); 10] = [
-            (
-                "kv_raft_role",
-                "0 follower, 1 candidate, 2 leader, 3 learner",
-                &self.role,
-            ),
-            ("kv_raft_term", "current term", &self.term),
-            ("kv_raft_commit_index", "commit index", &self.commit_index),
-            (
-                "kv_raft_applied_index",
-                "applied index",
-                &self.applied_index,
-            ),
-            (
-                "kv_raft_last_log_index",
-                "last log index",
-                &self.last_log_index,
-            ),
-            (
-                "kv_raft_snapshot_index",
-                "index of the latest snapshot",
-                &self.snapshot_index,
-            ),
-            (
-                "kv_snapshot_bytes",
-                "size of the latest snapshot's state in bytes",
-                &self.snapshot_bytes,
-            ),
-            (
-                "kv_raft_leader_known",
-                "1 if a leader is known",
-                &self.leader_known,
-            ),
-            (
-                "kv_live_bytes",
-                "bytes of live keys and values",
-                &self.live_bytes,
-            ),
-            (
-                "kv_quota_bytes",
-                "live bytes over which writes that add data are refused (0: no quota)",
-                &self.quota_bytes,
-            ),
-        ];
-        for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-            let _ = writeln!(out, "{name} {}", value.load(Relaxed));
-        }
-        let counters: [(&str, &str, &AtomicU64); 11] = [
-            (
-                "kv_proposals_total",
-                "writes proposed to raft",
-                &self.proposals,
-            ),
-            (
-                "kv_proposals_refused_total",
-                "writes refused before proposing (503)",
-                &self.proposals_refused,
-            ),
-            (
-                "kv_quota_refused_total",
-                "writes refused because the store is over its quota (507)",
-                &self.quota_refused,
-            ),
-            ("kv_reads_total", "reads served", &self.reads),
-            (
-                "kv_reads_dropped_total",
-                "read-index requests dropped",
-                &self.reads_dropped,
-            ),
-            (
-                "kv_fsync_bytes_total",
-                "bytes made durable",
-                &self.fsync_bytes,
-            ),
-            (
-                "kv_ready_rounds_total",
-                "Ready batches handled",
-                &self.ready_rounds,
-            ),
-            (
-                "kv_snapshots_total",
-                "snapshots taken",
-                &self.snapshots_taken,
-            ),
-            (
-                "kv_peer_messages_received_total",
-                "raft messages received from peers",
-                &self.peer_messages_received,
-            ),
-            (
-                "kv_peer_batches_refused_total",
-                "peer batches refused (bad encoding or unknown sender)",
-                &self.peer_batches_refused,
-            ),
-            (
-                "kv_append_rejections_total",
-                "AppendEntries rejections received from followers",
-                &self.append_rejections,
-            ),
-        ];
-        for (name, help, value) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            let _ = writeln!(out, "{name} {}", value.load(Relaxed));
-        }
-        let name = "kv_fsync_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} WAL fsync latency\n# TYPE {name} histogram"
-        );
-        self.fsync.render(&mut out, name, "");
-        let name = "kv_snapshot_save_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} writing a snapshot file\n# TYPE {name} histogram"
-        );
-        self.snapshot_save.render(&mut out, name, "");
-
-        let peer_counters: [(&str, &str, PeerField); 4] = [
-            (
-                "kv_peer_batches_sent_total",
-                "batches sent to a peer",
-                |p| &p.batches_sent,
-            ),
-            (
-                "kv_peer_messages_sent_total",
-                "messages sent to a peer",
-                |p| &p.messages_sent,
-            ),
-            (
-                "kv_peer_send_errors_total",
-                "failed batch sends to a peer",
-                |p| &p.send_errors,
-            ),
-            (
-                "kv_peer_messages_dropped_total",
-                "messages dropped on a full peer queue",
-                |p| &p.messages_dropped,
-            ),
-        ];
-        for (name, help, field) in peer_counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (peer, metrics) in &self.peers {
-                let _ = writeln!(
-                    out,
-                    "{name}{{peer=\"{peer}\"}} {}",
-                    field(metrics).load(Relaxed)
-                );
-            }
-        }
-
-        let name = "kv_peer_messages_refused_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} peer messages the raft core refused as malformed or forged, by kind\n# TYPE {name} counter"
-        );
-        if let Ok(refused) = self.peer_messages_refused.lock() {
-            for (kind, count) in refused.iter() {
-                let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {count}");
-            }
-        }
-
-        let name = "kv_http_request_duration_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} HTTP request latency by route\n# TYPE {name} histogram"
-        );
-        if let Ok(requests) = self.requests.lock() {
-            for (route, histogram) in requests.iter() {
-                histogram.render(&mut out, name, &format!("route=\"{route}\""));
-            }
-        }
-        let name = "kv_http_responses_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} HTTP responses by route and status\n# TYPE {name} counter"
-        );
-        if let Ok(responses) = self.responses.lock() {
-            for ((route, status), count) in responses.iter() {
-                let _ = writeln!(
-                    out,
-                    "{name}{{route=\"{route}\",status=\"{status}\"}} {count}"
-                );
-            }
-        }
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
 }
@@ -364,13 +395,38 @@ mod tests {
         let metrics = Metrics::new(["node2"]);
         metrics.set_role(Role::Leader);
         metrics.fsync.observe(Duration::from_micros(300));
+        metrics.proposals.inc_by(3);
         metrics.observe_request("kv_put", 200, Duration::from_millis(2));
+        metrics.peer_message_refused("stale_term");
         let text = metrics.render();
-        assert!(text.contains("kv_raft_role 2\n"));
-        assert!(text.contains("kv_fsync_seconds_bucket{le=\"0.0005\"} 1\n"));
-        assert!(text.contains("kv_fsync_seconds_count 1\n"));
-        assert!(text.contains("kv_peer_send_errors_total{peer=\"node2\"} 0\n"));
-        assert!(text.contains("kv_http_request_duration_seconds_count{route=\"kv_put\"} 1\n"));
-        assert!(text.contains("kv_http_responses_total{route=\"kv_put\",status=\"200\"} 1\n"));
+        assert!(text.contains("kv_raft_role 2\n"), "{text}");
+        assert!(text.contains("kv_proposals_total 3\n"), "{text}");
+        assert!(
+            text.contains("kv_fsync_seconds_bucket{le=\"0.0005\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kv_fsync_seconds_bucket{le=\"0.0001\"} 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("kv_fsync_seconds_count 1\n"), "{text}");
+        assert!(
+            text.contains("kv_peer_send_errors_total{peer=\"node2\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kv_http_request_duration_seconds_count{route=\"kv_put\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kv_http_responses_total{route=\"kv_put\",status=\"200\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kv_peer_messages_refused_total{kind=\"stale_term\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert_eq!(metrics.peer_messages_refused("stale_term"), 1);
     }
 }

@@ -11,7 +11,6 @@ use crate::peer::{PeerClient, transport};
 use crate::settings::LeaseTiming;
 use crate::storage::StorageError;
 use crate::wal_disk::WalDisk;
-use clap::Parser;
 use kv_replica::replica::{Replica, ReplicaError, SnapshotPolicy};
 use raft_core::{Config, Membership};
 use std::net::SocketAddr;
@@ -133,13 +132,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     };
 
     // Started even without peers: members added later get a sender task.
-    let peer_token = config.auth.as_ref().and_then(|a| a.peer_token());
+    let peer_secret = config.auth.as_ref().and_then(|a| a.peer_secret());
     let peers = transport::start(
         members,
         peer_client.clone(),
         metrics.clone(),
-        peer_token,
+        peer_secret,
         timing,
+        config.max_peer_batch_bytes,
     );
     let (shutdown, shutdown_rx) = watch::channel(false);
     let snapshots = replica
@@ -175,28 +175,24 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             config.max_concurrent_requests,
             config.max_peer_batch_bytes,
         )
+        .with_body_timeout(config.body_timeout)
         .with_peer_client(peer_client.clone())
         .with_timing(timing),
     );
     let stop_join = shutdown_rx.clone();
-    let mut stop = shutdown_rx;
+    let stop = shutdown_rx;
     let routes = http::routes(state);
-    let server = match &config.tls {
-        Some(tls) => tokio::spawn(crate::tls::serve(
-            listener,
-            tls.server.clone(),
-            routes,
-            stop,
-        )),
-        None => tokio::spawn(
-            warp::serve(routes)
-                .incoming(listener)
-                .graceful(async move {
-                    let _ = stop.wait_for(|stopping| *stopping).await;
-                })
-                .run(),
-        ),
-    };
+    let server = tokio::spawn(crate::accept::serve(
+        listener,
+        crate::accept::AcceptOptions {
+            tls: config.tls.as_ref().map(|tls| tls.server.clone()),
+            max_connections: config.max_connections,
+            header_timeout: config.header_timeout,
+            metrics: metrics.clone(),
+        },
+        routes,
+        stop,
+    ));
     tracing::info!(
         id = %members.this.name,
         raft_id = members.this.id.0,
@@ -329,16 +325,9 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
     if args.get(1).is_some_and(|a| a == "check") {
         return crate::check_command::main(args);
     }
-    let cli = match Cli::try_parse_from(args) {
+    let cli: Cli = match crate::cli::parse_flags(args) {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
     init_logging(cli.log_format);
     let config = match cli.validate() {

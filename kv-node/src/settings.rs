@@ -39,13 +39,31 @@ impl ReadPolicy {
 /// Default of `--max-concurrent-requests`.
 pub const MAX_CONCURRENT_REQUESTS: usize = 1024;
 /// Peer batches received at once; senders keep at most
-/// `KV_NODE_PEER_INFLIGHT` (4) in flight each.
-pub const MAX_CONCURRENT_PEER_BATCHES: usize = 256;
+/// `KV_NODE_PEER_INFLIGHT` (4) in flight each, so 16 peers fit. With the
+/// batch limit this bounds buffered peer bodies: 64 x 4 MiB = 256 MiB.
+pub const MAX_CONCURRENT_PEER_BATCHES: usize = 64;
 
-/// The largest peer batch a node accepts (`--max-peer-batch-bytes`).
-/// Snapshots travel in 1 MiB chunks, so this only needs room for the
-/// largest entries of one batch.
-pub const MAX_PEER_BATCH_BYTES: usize = 512 << 20;
+/// The default of `--max-peer-batch-bytes`: the largest peer batch a node
+/// accepts, and the size its own batches stay under. Snapshots travel in
+/// 1 MiB chunks (raft-core's `snapshot_chunk_bytes`) and AppendEntries
+/// carry at most 1 MiB of entries (`max_message_bytes`) or one larger
+/// entry, so a few MiB suffice whatever the size of the data.
+pub const MAX_PEER_BATCH_BYTES: usize = 4 << 20;
+
+/// The default of `--max-connections`: open connections, clients and
+/// peers together.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// Default of `--header-timeout-ms`: a request's headers must arrive
+/// within this long of the connection waiting for them (so an idle
+/// kept-alive connection is closed after it too), over plain HTTP as over
+/// TLS: slow headers (slowloris) cannot hold a connection.
+pub const HEADER_READ_TIMEOUT_MS: u64 = 30_000;
+
+/// Default of `--body-timeout-ms`: a request's whole body must arrive
+/// within this long once its headers did; a slower one gets `408
+/// request_timeout` and frees its request slot.
+pub const BODY_READ_TIMEOUT_MS: u64 = 30_000;
 
 /// The timing a leader's lease rests on. A leader serves lease reads for
 /// `election_ticks_min - lease_drift_ticks` of its ticks after a quorum

@@ -1,6 +1,6 @@
 //! TLS for client and peer traffic (SECURITY.md): the rustls configurations
-//! built from `--tls-cert`, `--tls-key` and `--tls-ca`, and the accept loop
-//! that serves the warp routes over TLS (warp 0.4 has no TLS of its own).
+//! built from `--tls-cert`, `--tls-key` and `--tls-ca`. The accept loop
+//! that serves them (warp 0.4 has no TLS of its own) is `accept.rs`.
 //!
 //! Every node serves with its certificate and, as a peer client, trusts
 //! only the CA of `--tls-ca`. With `--tls-client-auth` the server also
@@ -8,8 +8,6 @@
 //! presents the node's own certificate. Crypto is rustls's `ring` provider:
 //! pure Rust and assembly, no C library build.
 
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -17,17 +15,6 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use warp::Filter;
-use warp::http::Response;
-
-/// A client that opens a connection and never finishes the handshake is
-/// cut off after this long.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time allowed to send a request's headers once connected.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the TLS files cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -190,63 +177,4 @@ fn root_store(ca_pem: &[u8]) -> Result<RootCertStore, TlsError> {
         })?;
     }
     Ok(roots)
-}
-
-/// Serves `routes` over TLS on `listener` until `stop` turns true, then
-/// waits for open connections to finish their requests.
-pub async fn serve<F>(
-    listener: TcpListener,
-    config: Arc<ServerConfig>,
-    routes: F,
-    mut stop: watch::Receiver<bool>,
-) where
-    F: Filter<Extract = (Response<Vec<u8>>,), Error = warp::Rejection>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-{
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let service = warp::service(routes);
-    let graceful = GracefulShutdown::new();
-    loop {
-        let (tcp, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors, most likely: back off.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            // The watch guard must not live across an await (not Send).
-            _ = async { stop.wait_for(|stopping| *stopping).await.is_ok() } => break,
-        };
-        let acceptor = acceptor.clone();
-        let service = hyper_util::service::TowerToHyperService::new(service.clone());
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%remote, error = %e, "TLS handshake refused");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%remote, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(tls), service);
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(%remote, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
 }

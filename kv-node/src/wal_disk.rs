@@ -21,7 +21,6 @@ use raft_core::{Entry, HardState, SnapshotMeta};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -84,7 +83,7 @@ impl WalDisk {
             None => None,
         };
         if let Some((_, data)) = &snapshot {
-            metrics.snapshot_bytes.store(data.len() as u64, Relaxed);
+            metrics.snapshot_bytes.set(data.len() as u64);
         }
         let (completions, completions_rx) = mpsc::unbounded_channel();
         let disk = WalDisk {
@@ -162,7 +161,7 @@ impl Durable for WalDisk {
         let started = Instant::now();
         let stats = self.storage.sync()?;
         self.metrics.fsync.observe(started.elapsed());
-        self.metrics.fsync_bytes.fetch_add(stats.bytes, Relaxed);
+        self.metrics.fsync_bytes.inc_by(stats.bytes);
         Ok(())
     }
 
@@ -231,11 +230,9 @@ impl Durable for WalDisk {
             ms = done.elapsed.as_secs_f64() * 1e3,
             "snapshot saved"
         );
-        self.metrics
-            .snapshot_index
-            .store(info.meta.index.0, Relaxed);
-        self.metrics.snapshot_bytes.store(done.state_bytes, Relaxed);
-        self.metrics.snapshots_taken.fetch_add(1, Relaxed);
+        self.metrics.snapshot_index.set(info.meta.index.0);
+        self.metrics.snapshot_bytes.set(done.state_bytes);
+        self.metrics.snapshots_taken.inc();
         Ok(Some((info.meta, done.state_bytes)))
     }
 
@@ -286,8 +283,8 @@ impl Durable for WalDisk {
         // Not needed any more; a leftover is truncated by the next transfer.
         let _ = std::fs::remove_file(&path);
         tracing::info!(index = %meta.index, bytes, "snapshot installed from the leader");
-        self.metrics.snapshot_index.store(meta.index.0, Relaxed);
-        self.metrics.snapshot_bytes.store(bytes, Relaxed);
+        self.metrics.snapshot_index.set(meta.index.0);
+        self.metrics.snapshot_bytes.set(bytes);
         Ok(())
     }
 

@@ -120,7 +120,10 @@ async fn each_token_may_do_what_its_role_allows_and_no_more() {
     assert_eq!(outcome(members_add).await, (403, "forbidden".into()));
 
     // Raft messages: a client token, even an admin one, is refused; the
-    // cluster token passes the check (and this garbage then fails to parse).
+    // credential derived from the cluster token for this node passes the
+    // check (and this garbage then fails to parse); the cluster token
+    // itself never travels and is refused.
+    let credential = kv_node::auth::PeerSecret::new(PEER.as_bytes()).credential_for("solo");
     let raft = |t: Option<&str>| {
         let request = client
             .post(format!("{base}/raft/messages"))
@@ -132,7 +135,14 @@ async fn each_token_may_do_what_its_role_allows_and_no_more() {
     };
     assert_eq!(outcome(raft(None)).await, (401, "unauthorized".into()));
     assert_eq!(outcome(raft(Some(ADMIN))).await, (403, "forbidden".into()));
-    assert_eq!(outcome(raft(Some(PEER))).await, (400, "bad_request".into()));
+    assert_eq!(
+        outcome(raft(Some(&credential))).await,
+        (400, "bad_request".into())
+    );
+    assert_eq!(
+        outcome(raft(Some(PEER))).await,
+        (401, "unauthorized".into())
+    );
     // ... and the cluster token is no client token.
     assert_eq!(outcome(put(Some(PEER))).await, (401, "unauthorized".into()));
 

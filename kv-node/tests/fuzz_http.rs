@@ -484,9 +484,7 @@ async fn fuzz_http_peer_batches_never_stop_the_node() {
     })
     .await;
     let metrics = &node.node.metrics;
-    let delivered = metrics
-        .peer_messages_received
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let delivered = metrics.peer_messages_received.get();
     assert!(delivered > 0, "no batch reached the driver");
     let refused: u64 = [
         "entries_not_contiguous",

@@ -453,6 +453,7 @@ fn options() -> StorageOptions {
         // Small, so that saving a snapshot deletes covered segments.
         segment_size_bytes: 64,
         preallocate: false,
+        ..StorageOptions::default()
     }
 }
 
@@ -704,7 +705,7 @@ fn fuzz_snapshot_random_files_in_the_snapshot_directory() {
 /// Found by `fuzz_snapshot_files_damaged_are_refused_and_never_misread`: a
 /// snapshot file whose footer claims a state length near u64::MAX panics in
 /// `open_snapshot` ("attempt to add with overflow" at
-/// kv-node/src/storage/snapshot_file.rs, `read_layout`:
+/// kv-storage/src/snapshot_file.rs, `read_layout`:
 /// `state_offset + state_len != footer_offset`) in builds with overflow
 /// checks (tests, the dev profile), instead of `StorageError::Corrupt`.
 /// Release builds wrap, and the comparison then fails as it should.

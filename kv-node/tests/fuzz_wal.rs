@@ -89,6 +89,7 @@ fn options(segment_size_bytes: u64) -> StorageOptions {
     StorageOptions {
         segment_size_bytes,
         preallocate: false,
+        ..StorageOptions::default()
     }
 }
 
@@ -981,7 +982,7 @@ fn a_batch_claiming_a_4_gib_body_is_refused_quickly() {
 /// Found by `fuzz_wal_random_segment_files`: a segment holding one entry
 /// record with a valid checksum and index u64::MAX panics in replay
 /// (`LogIndex::next` overflows: raft-core/src/types.rs, called from
-/// kv-node/src/storage/replay.rs `Replay::apply`) instead of returning
+/// kv-storage/src/replay.rs `Replay::apply`) instead of returning
 /// `StorageError::Corrupt`. In a release build the addition wraps instead.
 #[test]
 fn an_entry_record_with_index_u64_max_is_refused_not_a_panic() {

@@ -7,7 +7,6 @@ use clap::Parser;
 use kv_node::cli::Cli;
 use kv_node::server::{self, RunningNode};
 use std::path::Path;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
@@ -59,8 +58,8 @@ async fn two_nodes(election_ms: [&str; 2], wait: Duration) -> (bool, [u64; 2]) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let refused = [
-        a.metrics.peer_batches_refused.load(Relaxed),
-        b.metrics.peer_batches_refused.load(Relaxed),
+        a.metrics.peer_batches_refused.get(),
+        b.metrics.peer_batches_refused.get(),
     ];
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();

@@ -48,6 +48,68 @@ pub enum Op {
     MultiPut {
         entries: Vec<(String, String)>,
     },
+    /// A transaction: if every comparison holds, the `success` ops run, else
+    /// the `failure` ops, in order, atomically at one revision.
+    Txn(Txn),
+}
+
+/// Limits of one transaction (the HTTP layer refuses more with 400).
+pub const MAX_TXN_COMPARES: usize = 128;
+pub const MAX_TXN_OPS: usize = 128;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Txn {
+    pub compare: Vec<Compare>,
+    pub success: Vec<TxnOp>,
+    pub failure: Vec<TxnOp>,
+}
+
+/// One comparison of a transaction against a key's current state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compare {
+    pub key: String,
+    pub test: CompareTest,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareOp {
+    Equal,
+    NotEqual,
+    Less,
+    Greater,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareTest {
+    /// The key's value against `value` (`Equal` or `NotEqual` only). A
+    /// missing key has no value: `Equal` fails and `NotEqual` holds.
+    Value { op: CompareOp, value: String },
+    /// The key's revision (0 when the key is absent) against `revision`.
+    Revision { op: CompareOp, revision: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnOp {
+    Put {
+        key: String,
+        value: String,
+    },
+    Delete {
+        key: String,
+    },
+    /// Reads the key as the ops before it in the same branch left it.
+    Get {
+        key: String,
+    },
+}
+
+/// What one op of a transaction's branch answered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnOpResult {
+    /// A put or delete: the value before it.
+    Prev(Option<String>),
+    /// A get: the key's value and revision, if present.
+    Get(Option<(String, String, u64)>),
 }
 
 /// The payload of a `Normal` log entry.
@@ -151,6 +213,13 @@ pub enum OpResult {
     MultiPut {
         revision: u64,
     },
+    /// `revision` is the index of the entry that ran the transaction
+    /// (whether or not it wrote); one result per op of the branch that ran.
+    Txn {
+        succeeded: bool,
+        revision: u64,
+        results: Vec<TxnOpResult>,
+    },
     /// `seq` is lower than `newest`, the newest seq already applied for this
     /// client: nothing was applied.
     StaleSeq {
@@ -167,7 +236,8 @@ impl OpResult {
             OpResult::Put { revision, .. }
             | OpResult::Delete { revision, .. }
             | OpResult::Cas { revision, .. }
-            | OpResult::MultiPut { revision } => Some(*revision),
+            | OpResult::MultiPut { revision }
+            | OpResult::Txn { revision, .. } => Some(*revision),
             OpResult::StaleSeq { .. } => None,
         }
     }

@@ -1,5 +1,6 @@
 //! One replica: a raft-core node, the KV state machine and durable storage,
-//! with the ready-handling loop that both kv-node and the simulator run.
+//! with its steps of raft-core's Ready loop, which both kv-node and the
+//! simulator run.
 //!
 //! Only the world differs between the two: the [`Durable`] implementation
 //! (a real WAL or a simulated disk) and what `send` does with a message.
@@ -7,8 +8,8 @@
 use crate::state_machine::{Applied, KvStateMachine, SnapshotError};
 use bytes::Bytes;
 use raft_core::{
-    Config, ConfigError, Entry, HardState, InitialState, Input, LogIndex, Membership, Message,
-    MessageBody, Node, NodeId, ReadState, SnapshotMeta, SoftState, Term,
+    Config, ConfigError, Durability, Entry, HardState, InitialState, Input, LogIndex, Membership,
+    Message, Node, ReadState, ReadyHandler, SnapshotChunk, SnapshotMeta, SoftState, Term,
 };
 
 /// The storage a replica writes to. Writes may be buffered until `sync`;
@@ -160,10 +161,6 @@ pub struct Replica<D: Durable> {
     /// Invariant: at most one snapshot write is in flight; while one is,
     /// no other starts.
     snapshot_in_flight: Option<SnapshotInFlight>,
-    /// The term and vote last made durable. A `Ready` whose only write is a
-    /// hard state differing from them in the commit index alone is written
-    /// without an fsync of its own (see `process_ready`).
-    synced_term_vote: (Term, Option<NodeId>),
     /// Rounds to wait before the next automatic snapshot attempt after one
     /// the storage refused without harm (`Durable::snapshot_can_wait`).
     snapshot_retry_rounds: u32,
@@ -195,7 +192,6 @@ impl<D: Durable> Replica<D> {
             None => (KvStateMachine::with_dedup_limit(dedup_limit), None),
         };
         let last_snapshot_index = snapshot_meta.as_ref().map_or(LogIndex::ZERO, |m| m.index);
-        let synced_term_vote = (recovered.hard_state.term, recovered.hard_state.vote);
         let node = Node::new(
             config,
             InitialState {
@@ -216,7 +212,6 @@ impl<D: Durable> Replica<D> {
             last_snapshot_bytes: snapshot_bytes,
             log_bytes_since_snapshot: 0,
             snapshot_in_flight: None,
-            synced_term_vote,
             snapshot_retry_rounds: 0,
         })
     }
@@ -226,123 +221,27 @@ impl<D: Durable> Replica<D> {
         self.node.step(input)
     }
 
-    /// Handles one `Ready`, in the order its contract gives: observe, send
-    /// (the node holds back what must wait for durability), persist and
-    /// sync, acknowledge, apply, answer reads. Returns None if there was
-    /// nothing to do.
+    /// Handles one `Ready` through raft-core's one loop
+    /// ([`Node::handle_ready`]): observe, send (the node holds back what
+    /// must wait for durability), persist and sync, acknowledge, apply,
+    /// answer reads. Returns None if there was nothing to do.
     pub fn process_ready(
         &mut self,
-        mut send: impl FnMut(Message),
+        send: impl FnMut(Message),
     ) -> Result<Option<Output>, ReplicaError<D::Error>> {
-        if !self.node.has_ready() {
+        let mut out = Output::default();
+        let mut round = Round {
+            state: &mut self.state,
+            disk: &mut self.disk,
+            last_snapshot_index: &mut self.last_snapshot_index,
+            last_snapshot_bytes: &mut self.last_snapshot_bytes,
+            log_bytes_since_snapshot: &mut self.log_bytes_since_snapshot,
+            out: &mut out,
+            send,
+        };
+        if !self.node.handle_ready(&mut round)? {
             return Ok(None);
         }
-        let rd = self.node.ready();
-        let must_persist = rd.must_persist();
-        let mut out = Output {
-            soft_state: rd.soft_state,
-            ..Output::default()
-        };
-        // Messages may leave before the write below is durable.
-        for mut m in rd.messages {
-            if let MessageBody::InstallSnapshot {
-                meta,
-                offset,
-                len,
-                data,
-                ..
-            } = &mut m.body
-                && data.is_empty()
-            {
-                // Only the stored snapshot is sent: the core names the
-                // snapshot it was last told of (taken, installed or
-                // recovered), which is the one this replica stored. Checked
-                // here, once, for every kind of storage.
-                assert_eq!(
-                    meta.index, self.last_snapshot_index,
-                    "the core asks to send the snapshot at {}, but the stored one is at {}",
-                    meta.index, self.last_snapshot_index
-                );
-                *data = self
-                    .disk
-                    .snapshot_chunk(meta, *offset, *len)
-                    .map_err(ReplicaError::Storage)?;
-            }
-            send(m);
-        }
-        // Chunks are staged by the disk (kv-node: in a file): if we crash
-        // mid-transfer, the core restarts too and asks the leader for the
-        // snapshot from the start.
-        for chunk in &rd.snapshot_chunks {
-            let staged = self.disk.staged_snapshot_bytes();
-            assert!(
-                chunk.offset == 0 || chunk.offset == staged,
-                "snapshot chunk at {} arrives after {staged} staged bytes",
-                chunk.offset
-            );
-            self.disk
-                .stage_snapshot_chunk(chunk.offset, &chunk.data)
-                .map_err(ReplicaError::Storage)?;
-        }
-        if let Some(meta) = &rd.snapshot {
-            // Validate before anything is replaced: a corrupt transfer must
-            // not destroy the log we have. Streamed: the state is built as
-            // the records are read, never a second copy in memory.
-            let size_bytes = self.disk.staged_snapshot_bytes();
-            let state = self
-                .disk
-                .read_staged_snapshot(|r| read_snapshot_state(meta, r))
-                .map_err(ReplicaError::Storage)??;
-            self.disk
-                .install_staged_snapshot(meta)
-                .map_err(ReplicaError::Storage)?;
-            self.state = state;
-            self.last_snapshot_index = meta.index;
-            self.last_snapshot_bytes = size_bytes;
-            self.log_bytes_since_snapshot = 0;
-        }
-        self.disk
-            .append(&rd.entries)
-            .map_err(ReplicaError::Storage)?;
-        if let Some(hs) = &rd.hard_state {
-            self.disk
-                .set_hard_state(hs)
-                .map_err(ReplicaError::Storage)?;
-        }
-        if must_persist {
-            // A change of the commit index alone needs no fsync (etcd-raft's
-            // `MustSync` makes the same choice): a crash can only lose it,
-            // and a restarted node then learns it again from the leader;
-            // every entry it covers was synced in an earlier round. Leaders
-            // commit in every round under load, so this saves an fsync per
-            // round, and on the path of a lone write the one between the
-            // followers' acknowledgements and the reply.
-            let term_vote = rd.hard_state.map(|hs| (hs.term, hs.vote));
-            if rd.snapshot.is_some()
-                || !rd.entries.is_empty()
-                || term_vote.is_some_and(|tv| tv != self.synced_term_vote)
-            {
-                self.disk.sync().map_err(ReplicaError::Storage)?;
-                out.synced = true;
-                if let Some(tv) = term_vote {
-                    self.synced_term_vote = tv;
-                }
-            }
-            self.node
-                .step(Input::Persisted { ready: rd.number })
-                .expect("acknowledging a ready never fails");
-        }
-        if let Some(last) = rd.committed_entries.last().map(|e| e.index) {
-            for entry in &rd.committed_entries {
-                self.log_bytes_since_snapshot += ENTRY_OVERHEAD_BYTES + entry.data.len() as u64;
-                out.applied.push(self.state.apply_entry(entry));
-            }
-            self.node
-                .step(Input::Applied { index: last })
-                .expect("applied index was handed out");
-        }
-        out.read_states = rd.read_states;
-        out.dropped_reads = rd.dropped_reads;
         self.snapshot_retry_rounds = self.snapshot_retry_rounds.saturating_sub(1);
         if self.snapshot_retry_rounds == 0 && self.snapshot_due() {
             self.start_snapshot()?;
@@ -457,6 +356,119 @@ impl<D: Durable> Replica<D> {
 
     pub fn last_snapshot_index(&self) -> LogIndex {
         self.last_snapshot_index
+    }
+}
+
+/// A replica's share of one `Ready`: what raft-core's loop calls, step by
+/// step, in the contract's order.
+struct Round<'a, D: Durable, S: FnMut(Message)> {
+    state: &'a mut KvStateMachine,
+    disk: &'a mut D,
+    last_snapshot_index: &'a mut LogIndex,
+    last_snapshot_bytes: &'a mut u64,
+    log_bytes_since_snapshot: &'a mut u64,
+    out: &'a mut Output,
+    send: S,
+}
+
+impl<D: Durable, S: FnMut(Message)> ReadyHandler for Round<'_, D, S> {
+    type Error = ReplicaError<D::Error>;
+
+    fn soft_state(&mut self, soft: &SoftState) {
+        self.out.soft_state = Some(*soft);
+    }
+
+    fn send(&mut self, message: Message) -> Result<(), Self::Error> {
+        (self.send)(message);
+        Ok(())
+    }
+
+    fn snapshot_chunk(
+        &mut self,
+        meta: &SnapshotMeta,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes, Self::Error> {
+        // Only the stored snapshot is sent: the core names the snapshot it
+        // was last told of (taken, installed or recovered), which is the one
+        // this replica stored. Checked here, once, for every kind of storage.
+        assert_eq!(
+            meta.index, *self.last_snapshot_index,
+            "the core asks to send the snapshot at {}, but the stored one is at {}",
+            meta.index, self.last_snapshot_index
+        );
+        self.disk
+            .snapshot_chunk(meta, offset, len)
+            .map_err(ReplicaError::Storage)
+    }
+
+    // Chunks are staged by the disk (kv-node: in a file): if we crash
+    // mid-transfer, the core restarts too and asks the leader for the
+    // snapshot from the start.
+    fn stage_snapshot_chunk(&mut self, chunk: SnapshotChunk) -> Result<(), Self::Error> {
+        let staged = self.disk.staged_snapshot_bytes();
+        assert!(
+            chunk.offset == 0 || chunk.offset == staged,
+            "snapshot chunk at {} arrives after {staged} staged bytes",
+            chunk.offset
+        );
+        self.disk
+            .stage_snapshot_chunk(chunk.offset, &chunk.data)
+            .map_err(ReplicaError::Storage)
+    }
+
+    fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), Self::Error> {
+        // Validate before anything is replaced: a corrupt transfer must not
+        // destroy the log we have. Streamed: the state is built as the
+        // records are read, never a second copy in memory.
+        let size_bytes = self.disk.staged_snapshot_bytes();
+        let state = self
+            .disk
+            .read_staged_snapshot(|r| read_snapshot_state(meta, r))
+            .map_err(ReplicaError::Storage)??;
+        self.disk
+            .install_staged_snapshot(meta)
+            .map_err(ReplicaError::Storage)?;
+        *self.state = state;
+        *self.last_snapshot_index = meta.index;
+        *self.last_snapshot_bytes = size_bytes;
+        *self.log_bytes_since_snapshot = 0;
+        Ok(())
+    }
+
+    fn append(&mut self, entries: &[Entry]) -> Result<(), Self::Error> {
+        self.disk.append(entries).map_err(ReplicaError::Storage)
+    }
+
+    fn set_hard_state(&mut self, hard_state: &HardState) -> Result<(), Self::Error> {
+        self.disk
+            .set_hard_state(hard_state)
+            .map_err(ReplicaError::Storage)
+    }
+
+    fn persist(&mut self, _ready: u64, must_sync: bool) -> Result<Durability, Self::Error> {
+        // A round that only moved the commit index is written without an
+        // fsync of its own (`Ready::must_sync`): on the path of a lone write
+        // that saves the one between the followers' acknowledgements and
+        // the reply.
+        if must_sync {
+            self.disk.sync().map_err(ReplicaError::Storage)?;
+            self.out.synced = true;
+        }
+        Ok(Durability::Now)
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), Self::Error> {
+        for entry in &entries {
+            *self.log_bytes_since_snapshot += ENTRY_OVERHEAD_BYTES + entry.data.len() as u64;
+            self.out.applied.push(self.state.apply_entry(entry));
+        }
+        Ok(())
+    }
+
+    fn reads(&mut self, read_states: Vec<ReadState>, dropped_reads: Vec<u64>) {
+        self.out.read_states = read_states;
+        self.out.dropped_reads = dropped_reads;
     }
 }
 

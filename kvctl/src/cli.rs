@@ -10,9 +10,10 @@ Exit codes:
      write's outcome is unknown (timeout after it was sent)
   2  usage error (bad flags or arguments)
   3  no endpoint could be reached
-  4  `cas` only: the comparison failed; nothing was written and the current
-     value is printed (a definite, normal answer, so it is not 1; distinct
-     from 0 so that `if kvctl cas ...; then` does what it reads like)
+  4  `cas` and `txn`: the comparison failed; `cas` wrote nothing and prints
+     the current value, `txn` ran its --else ops and prints their results
+     (a definite, normal answer, so it is not 1; distinct from 0 so that
+     `if kvctl cas ...; then` does what it reads like)
 
 Endpoints are tried in order; the next one is tried when a connection fails
 or a node answers 503 (unavailable: nothing was proposed, safe to retry).
@@ -113,6 +114,11 @@ pub enum Command {
         #[command(flatten)]
         write_id: WriteId,
     },
+    /// A transaction (POST /txn): comparisons, then the --then ops if all
+    /// hold, else the --else ops, atomically. Without --if/--then/--else the
+    /// transaction is read as JSON from --file or stdin. Exits 4 when the
+    /// comparisons failed (the --else branch ran).
+    Txn(TxnArgs),
     /// Cluster membership.
     #[command(subcommand)]
     Member(MemberCommand),
@@ -161,6 +167,25 @@ pub struct CasArgs {
     /// Delete the key if the comparison holds.
     #[arg(long)]
     pub delete: bool,
+    #[command(flatten)]
+    pub write_id: WriteId,
+}
+
+#[derive(Debug, Args)]
+pub struct TxnArgs {
+    /// A comparison: `KEY == VALUE`, `KEY != VALUE`, or `KEY rev== N`
+    /// (also rev!=, rev<, rev>) on the key's revision, 0 when absent.
+    #[arg(long = "if", value_name = "COMPARISON", allow_hyphen_values = true)]
+    pub compare: Vec<String>,
+    /// An op when every comparison holds: `put KEY VALUE`, `del KEY`, `get KEY`.
+    #[arg(long, value_name = "OP", allow_hyphen_values = true)]
+    pub then: Vec<String>,
+    /// An op when a comparison fails.
+    #[arg(long = "else", value_name = "OP", allow_hyphen_values = true)]
+    pub otherwise: Vec<String>,
+    /// Read the JSON body of POST /txn from this file (`-`: stdin).
+    #[arg(long)]
+    pub file: Option<String>,
     #[command(flatten)]
     pub write_id: WriteId,
 }

@@ -12,7 +12,7 @@ pub const CAS_FAILED_EXIT: u8 = 4;
 
 /// Adds `client_id` and `seq` to a write body; returns whether the write may
 /// be retried on another endpoint after a timeout.
-fn with_write_id(body: &mut Map<String, Value>, write_id: &WriteId) -> bool {
+pub(crate) fn with_write_id(body: &mut Map<String, Value>, write_id: &WriteId) -> bool {
     match (&write_id.client_id, write_id.seq) {
         (Some(client_id), Some(seq)) => {
             body.insert("client_id".into(), json!(client_id));
@@ -46,14 +46,7 @@ pub fn put(ctx: &Context, key: &str, value: &str, write_id: &WriteId) -> Result<
     let path = format!("/kv/{}", encode(key));
     let call = Call::write(Method::PUT, path, Some(Value::Object(body)), retry_safe);
     let reply = ctx.client.send(&call)?;
-    match ctx.output {
-        Output::Json => print_json(&reply.body),
-        Output::Table => println!(
-            "OK revision={} prev={}",
-            cell(reply.body.get("revision")),
-            show_value(reply.body.get("prev"))
-        ),
-    }
+    print_write(ctx, &reply.body);
     Ok(0)
 }
 
@@ -83,15 +76,20 @@ pub fn del(ctx: &Context, key: &str, write_id: &WriteId) -> Result<u8, Failure> 
     let reply = ctx
         .client
         .send(&Call::write(Method::DELETE, path, body, retry_safe))?;
+    print_write(ctx, &reply.body);
+    Ok(0)
+}
+
+/// Prints a put's or delete's answer: `OK revision=R prev=V` or its JSON.
+fn print_write(ctx: &Context, body: &Value) {
     match ctx.output {
-        Output::Json => print_json(&reply.body),
+        Output::Json => print_json(body),
         Output::Table => println!(
             "OK revision={} prev={}",
-            cell(reply.body.get("revision")),
-            show_value(reply.body.get("prev"))
+            cell(body.get("revision")),
+            show_value(body.get("prev"))
         ),
     }
-    Ok(0)
 }
 
 /// Sends `{"expected": OLD or null, "value": NEW or null}`. A failed

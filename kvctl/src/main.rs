@@ -3,7 +3,7 @@
 //! - `cli`: the flags and subcommands (clap), and the exit codes in `--help`.
 //! - `client`: one HTTP request sent to the endpoints in order, and the
 //!   failures that map to exit codes.
-//! - `kv`: put, get, del, cas, scan, mput.
+//! - `kv`: put, get, del, cas, scan, mput; `txn`: transactions.
 //! - `cluster`: member, status, transfer-leader, snapshot, read-policy.
 //! - `bench`: the built-in load test.
 //! - `output`: tables and JSON.
@@ -14,6 +14,7 @@ mod client;
 mod cluster;
 mod kv;
 mod output;
+mod txn;
 
 use clap::Parser;
 use cli::{Cli, Command, Output};
@@ -63,6 +64,7 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
             consistency,
         } => kv::scan(&ctx, prefix, *limit, *consistency),
         Command::Mput { entries, write_id } => kv::mput(&ctx, entries, write_id),
+        Command::Txn(args) => txn::txn(&ctx, args),
         Command::Member(command) => cluster::member(&ctx, command),
         Command::Status => cluster::status(&ctx),
         Command::TransferLeader { to } => cluster::transfer_leader(&ctx, to),

@@ -136,6 +136,59 @@ fn put_get_del_cas_scan_and_status_work_against_a_real_single_node() {
         "a header and three keys: {table:?}"
     );
 
+    // Transactions, compact and as JSON from a file.
+    let took = ok(kvctl(
+        &e,
+        &[
+            "txn",
+            "--if",
+            "lock rev== 0",
+            "--if",
+            "greeting == v2",
+            "--then",
+            "put lock me",
+            "--then",
+            "get lock",
+            "--else",
+            "get lock",
+        ],
+    ));
+    assert!(took.stdout.starts_with("SUCCEEDED revision="), "{took:?}");
+    assert!(took.stdout.contains("lock = me"), "{took:?}");
+    let busy = kvctl(
+        &e,
+        &[
+            "-o",
+            "json",
+            "txn",
+            "--if",
+            "lock rev== 0",
+            "--then",
+            "put lock you",
+            "--else",
+            "get lock",
+        ],
+    );
+    assert_eq!(busy.code, 4, "the comparison failed: {busy:?}");
+    assert_eq!(busy.json()["results"][0]["value"], "me");
+    let file = dir.path().join("txn.json");
+    std::fs::write(
+        &file,
+        r#"{"compare": [{"key": "lock", "target": "value", "op": "==", "value": "me"}],
+            "success": [{"delete": {"key": "lock"}}]}"#,
+    )
+    .unwrap();
+    let released = ok(kvctl(
+        &e,
+        &["-o", "json", "txn", "--file", file.to_str().unwrap()],
+    ));
+    assert_eq!(released.json()["results"][0]["prev"], "me");
+    let bad = kvctl(&e, &["txn", "--if", "lock <= 1", "--then", "get lock"]);
+    assert_eq!(
+        bad.code, 2,
+        "a malformed comparison is a usage error: {bad:?}"
+    );
+
     // A retried write with the same (client_id, seq) is applied once.
     let dedup = [
         "-o",

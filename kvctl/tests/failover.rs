@@ -133,7 +133,7 @@ fn help_documents_the_exit_codes() {
     for line in [
         "Exit codes:",
         "3  no endpoint could be reached",
-        "4  `cas` only",
+        "4  `cas` and `txn`: the comparison failed",
     ] {
         assert!(
             run.stdout.contains(line),

@@ -54,11 +54,14 @@ impl Node {
         rd.snapshot_chunks = std::mem::take(&mut self.snapshot_chunks);
         rd.snapshot = self.pending_snapshot.take();
         let hard = self.hard_state();
+        let term_or_vote_changed =
+            (hard.term, hard.vote) != (self.last_hard_state.term, self.last_hard_state.vote);
         if hard != self.last_hard_state {
             rd.hard_state = Some(hard);
             self.last_hard_state = hard;
         }
         rd.entries = self.log.take_unpersisted();
+        rd.must_sync = rd.snapshot.is_some() || !rd.entries.is_empty() || term_or_vote_changed;
         let handed_out_before = self.log.handed_out;
         rd.committed_entries = self
             .log

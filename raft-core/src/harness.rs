@@ -8,8 +8,9 @@
 //! readable scenarios and traces.
 
 use crate::{
-    Accepted, Config, Entry, HardState, InitialState, Input, LogIndex, Membership, Message,
-    MessageBody, Node, NodeId, ReadState, Role, SnapshotMeta, StepError, Term,
+    Accepted, Config, Durability, Entry, HardState, InitialState, Input, LogIndex, Membership,
+    Message, Node, NodeId, ReadState, ReadyHandler, Role, SnapshotChunk, SnapshotMeta, StepError,
+    Term,
 };
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -53,6 +54,97 @@ pub fn snapshot_payload(index: LogIndex, size: usize) -> Bytes {
         .map(|i| (i as u64).wrapping_mul(31).wrapping_add(index.0) as u8)
         .collect::<Vec<u8>>()
         .into()
+}
+
+/// One node's share of the cluster during one `Ready`: perfect storage
+/// that is durable at once, and the shared network.
+struct Round<'a> {
+    disk: &'a mut MemStorage,
+    applied: &'a mut Vec<Entry>,
+    applied_count: &'a mut u64,
+    keep_applied: bool,
+    snapshot_states: &'a BTreeMap<(LogIndex, Term), Vec<Entry>>,
+    isolated: &'a BTreeSet<NodeId>,
+    in_flight: &'a mut VecDeque<Message>,
+    read_states: &'a mut Vec<ReadState>,
+    dropped_reads: &'a mut Vec<u64>,
+}
+
+impl ReadyHandler for Round<'_> {
+    type Error = std::convert::Infallible;
+
+    fn send(&mut self, message: Message) -> Result<(), Self::Error> {
+        if !self.isolated.contains(&message.from) && !self.isolated.contains(&message.to) {
+            self.in_flight.push_back(message);
+        }
+        Ok(())
+    }
+
+    fn snapshot_chunk(
+        &mut self,
+        meta: &SnapshotMeta,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes, Self::Error> {
+        let (stored, bytes) = self
+            .disk
+            .snapshot
+            .as_ref()
+            .expect("the sender has a snapshot");
+        assert_eq!(stored, meta, "only the stored snapshot is sent");
+        let end = (offset + len).min(bytes.len() as u64);
+        Ok(bytes.slice(offset as usize..end as usize))
+    }
+
+    fn stage_snapshot_chunk(&mut self, chunk: SnapshotChunk) -> Result<(), Self::Error> {
+        let staging = &mut self.disk.staging;
+        if chunk.offset == 0 {
+            staging.clear();
+        }
+        assert_eq!(chunk.offset, staging.len() as u64, "chunks arrive in order");
+        staging.extend_from_slice(&chunk.data);
+        Ok(())
+    }
+
+    fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), Self::Error> {
+        let data = Bytes::from(std::mem::take(&mut self.disk.staging));
+        assert_eq!(
+            data,
+            snapshot_payload(meta.index, data.len()),
+            "the snapshot arrived intact"
+        );
+        self.disk.snapshot = Some((meta.clone(), data));
+        self.disk.entries.clear();
+        *self.applied = self.snapshot_states[&(meta.index, meta.term)].clone();
+        Ok(())
+    }
+
+    fn append(&mut self, entries: &[Entry]) -> Result<(), Self::Error> {
+        self.disk.append(entries);
+        Ok(())
+    }
+
+    fn set_hard_state(&mut self, hard_state: &HardState) -> Result<(), Self::Error> {
+        self.disk.hard_state = *hard_state;
+        Ok(())
+    }
+
+    fn persist(&mut self, _ready: u64, _must_sync: bool) -> Result<Durability, Self::Error> {
+        Ok(Durability::Now)
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), Self::Error> {
+        *self.applied_count += entries.len() as u64;
+        if self.keep_applied {
+            self.applied.extend(entries);
+        }
+        Ok(())
+    }
+
+    fn reads(&mut self, read_states: Vec<ReadState>, dropped_reads: Vec<u64>) {
+        self.read_states.extend(read_states);
+        self.dropped_reads.extend(dropped_reads);
+    }
 }
 
 /// A cluster of nodes driven by hand.
@@ -258,77 +350,21 @@ impl Cluster {
 
     fn handle_ready(&mut self, id: NodeId) {
         let node = self.nodes.get_mut(&id).expect("node exists");
-        let rd = node.ready();
-        let disk = self.storage.get_mut(&id).expect("storage exists");
-        for chunk in &rd.snapshot_chunks {
-            if chunk.offset == 0 {
-                disk.staging.clear();
-            }
-            assert_eq!(
-                chunk.offset,
-                disk.staging.len() as u64,
-                "chunks arrive in order"
-            );
-            disk.staging.extend_from_slice(&chunk.data);
+        let mut round = Round {
+            disk: self.storage.get_mut(&id).expect("storage exists"),
+            applied: self.applied.get_mut(&id).expect("applied exists"),
+            applied_count: self.applied_count.entry(id).or_default(),
+            keep_applied: self.keep_applied,
+            snapshot_states: &self.snapshot_states,
+            isolated: &self.isolated,
+            in_flight: &mut self.in_flight,
+            read_states: self.read_states.entry(id).or_default(),
+            dropped_reads: self.dropped_reads.entry(id).or_default(),
+        };
+        match node.handle_ready(&mut round) {
+            Ok(_) => {}
+            Err(never) => match never {},
         }
-        if let Some(meta) = &rd.snapshot {
-            let data = Bytes::from(std::mem::take(&mut disk.staging));
-            assert_eq!(
-                data,
-                snapshot_payload(meta.index, data.len()),
-                "the snapshot arrived intact"
-            );
-            disk.snapshot = Some((meta.clone(), data));
-            disk.entries.clear();
-            let state = self.snapshot_states[&(meta.index, meta.term)].clone();
-            self.applied.insert(id, state);
-        }
-        disk.append(&rd.entries);
-        if let Some(hs) = rd.hard_state {
-            disk.hard_state = hs;
-        }
-        if rd.must_persist() {
-            node.step(Input::Persisted { ready: rd.number })
-                .expect("persisted acknowledgement is valid");
-        }
-        for mut m in rd.messages {
-            if self.isolated.contains(&m.from) || self.isolated.contains(&m.to) {
-                continue;
-            }
-            if let MessageBody::InstallSnapshot {
-                meta,
-                offset,
-                len,
-                data,
-                ..
-            } = &mut m.body
-            {
-                let (stored, bytes) = disk.snapshot.as_ref().expect("the sender has a snapshot");
-                assert_eq!(stored, meta, "only the newest snapshot is sent");
-                *data = bytes.slice(*offset as usize..(*offset + *len) as usize);
-            }
-            self.in_flight.push_back(m);
-        }
-        if let Some(last) = rd.committed_entries.last() {
-            let last = last.index;
-            *self.applied_count.entry(id).or_default() += rd.committed_entries.len() as u64;
-            if self.keep_applied {
-                self.applied
-                    .get_mut(&id)
-                    .expect("applied exists")
-                    .extend(rd.committed_entries);
-            }
-            node.step(Input::Applied { index: last })
-                .expect("applied acknowledgement is valid");
-        }
-        self.read_states
-            .entry(id)
-            .or_default()
-            .extend(rd.read_states);
-        self.dropped_reads
-            .entry(id)
-            .or_default()
-            .extend(rd.dropped_reads);
     }
 
     /// Delivers the oldest message in flight. Returns false if none.

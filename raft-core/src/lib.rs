@@ -5,11 +5,48 @@
 //! through [`Node::ready`]; randomness comes only from the seed in
 //! [`Config`]. The same inputs always give the same outputs.
 //!
-//! The loop every driver runs (see [`Ready`] for the ordering contract):
+//! What a `Ready` asks for, step by step, is a [`ReadyHandler`];
+//! [`Node::handle_ready`] is the one loop that walks a `Ready` through it in
+//! the order of the contract (see [`Ready`]) and acknowledges `Persisted` and
+//! `Applied`. kv-replica (kv-node and the simulator), the test harness and
+//! the examples all run it:
 //!
 //! ```
 //! use bytes::Bytes;
-//! use raft_core::{Config, InitialState, Input, Membership, Node, NodeId, Role};
+//! use raft_core::{
+//!     Config, Durability, Entry, InitialState, Input, Membership, Message, Node, NodeId,
+//!     ReadyHandler, Role, SnapshotMeta,
+//! };
+//!
+//! /// A single node with a vector for a disk and one for a state machine.
+//! #[derive(Default)]
+//! struct World {
+//!     disk: Vec<Entry>,
+//!     applied: Vec<Entry>,
+//! }
+//!
+//! impl ReadyHandler for World {
+//!     type Error = std::io::Error;
+//!     fn send(&mut self, _message: Message) -> std::io::Result<()> {
+//!         unreachable!("a single node has no peers")
+//!     }
+//!     fn snapshot_chunk(&mut self, _: &SnapshotMeta, _: u64, _: u64) -> std::io::Result<Bytes> {
+//!         unreachable!("no snapshot is taken here")
+//!     }
+//!     fn append(&mut self, entries: &[Entry]) -> std::io::Result<()> {
+//!         // Truncate from the first index, then append (a write-ahead log).
+//!         self.disk.truncate(entries[0].index.0 as usize - 1);
+//!         self.disk.extend_from_slice(entries);
+//!         Ok(())
+//!     }
+//!     fn persist(&mut self, _ready: u64, _must_sync: bool) -> std::io::Result<Durability> {
+//!         Ok(Durability::Now) // fsync here, or hand the write to a persist stage
+//!     }
+//!     fn apply(&mut self, entries: Vec<Entry>) -> std::io::Result<()> {
+//!         self.applied.extend(entries);
+//!         Ok(())
+//!     }
+//! }
 //!
 //! // A single-node cluster: it elects itself and commits on its own.
 //! let id = NodeId(1);
@@ -18,42 +55,24 @@
 //!     InitialState { bootstrap: Membership::new([id]), ..InitialState::default() },
 //! )
 //! .expect("valid configuration");
-//!
-//! let mut disk = Vec::new(); // stands in for a write-ahead log
-//! let mut applied = Vec::new(); // stands in for the state machine
+//! let mut world = World::default();
 //! for tick in 0..100 {
 //!     node.step(Input::Tick).unwrap(); // time passes only when the driver says so
 //!     if tick == 50 {
 //!         node.step(Input::Propose { data: Bytes::from_static(b"x=1") }).unwrap();
 //!     }
-//!     while node.has_ready() {
-//!         let rd = node.ready();
-//!         // 1. rd.soft_state: role and leader changes, for routing requests.
-//!         // 2. Persist entries and hard state, fsync, then acknowledge.
-//!         disk.extend(rd.entries.iter().cloned());
-//!         if rd.must_persist() {
-//!             node.step(Input::Persisted { ready: rd.number }).unwrap();
-//!         }
-//!         // 3. Send rd.messages to peers (none here: no peers).
-//!         assert!(rd.messages.is_empty());
-//!         // 4. Apply committed entries, then acknowledge.
-//!         if let Some(last) = rd.committed_entries.last() {
-//!             let index = last.index;
-//!             applied.extend(rd.committed_entries);
-//!             node.step(Input::Applied { index }).unwrap();
-//!         }
-//!         // 5. Serve rd.read_states once applied up to their index.
-//!     }
+//!     while node.handle_ready(&mut world).unwrap() {}
 //! }
 //! assert_eq!(node.role(), Role::Leader);
-//! assert!(applied.iter().any(|e| e.data == Bytes::from_static(b"x=1")));
+//! assert!(world.applied.iter().any(|e| e.data == Bytes::from_static(b"x=1")));
+//! assert_eq!(world.disk.len(), world.applied.len());
 //! ```
 //!
 //! Where things live: `node.rs` holds the state and the term rules that run
 //! before any role code; `election.rs`, `replication.rs` and `read_index.rs`
 //! hold the role handlers; `repair.rs` keeps a node whose storage lost
 //! acknowledged records out of elections until it is repaired; `drain.rs`
-//! assembles `Ready`; `log.rs`,
+//! assembles `Ready` and `ready_handler.rs` walks it; `log.rs`,
 //! `progress.rs`, `quorum.rs` and `membership.rs` are leaf modules.
 #![forbid(unsafe_code)]
 
@@ -72,6 +91,7 @@ mod progress;
 mod quorum;
 mod read_index;
 mod ready;
+mod ready_handler;
 mod removal;
 mod repair;
 mod replication;
@@ -84,6 +104,7 @@ pub use membership::{ConfChange, ConfChangeStep, Membership, MembershipError};
 pub use message::{ForwardedEntry, Message, MessageBody};
 pub use node::{InitialState, Node, Status};
 pub use ready::{ReadState, Ready, SnapshotChunk};
+pub use ready_handler::{Durability, ReadyHandler};
 pub use types::{
     Entry, EntryKind, HardState, LogIndex, NodeId, Role, SnapshotMeta, SoftState, Term,
 };

@@ -6,7 +6,9 @@ use bytes::Bytes;
 
 /// One batch of work for the driver, drained with [`crate::Node::ready`].
 ///
-/// The fields are listed in the order the driver acts on them:
+/// [`crate::Node::handle_ready`] walks it through a driver's
+/// [`crate::ReadyHandler`] in this order; a driver that drains it by hand
+/// must keep it. The fields are listed in the order the driver acts on them:
 ///
 /// 1. Observe `soft_state` (role and leader changes) for routing requests.
 /// 2. Persist: stage `snapshot_chunks` (parts of a snapshot arriving from
@@ -43,6 +45,13 @@ pub struct Ready {
     pub committed_entries: Vec<Entry>,
     pub read_states: Vec<ReadState>,
     pub dropped_reads: Vec<u64>,
+    /// True if step 2 must end with an fsync: entries, a snapshot, or a
+    /// new term or vote. A change of the commit index alone needs none
+    /// (etcd-raft's `MustSync` makes the same choice): a crash can only
+    /// lose it, a restarted node learns it again from the leader, and every
+    /// entry it covers was synced in an earlier round. Leaders commit in
+    /// every round under load, so this saves an fsync per round.
+    pub must_sync: bool,
 }
 
 impl Ready {

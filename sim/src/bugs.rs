@@ -19,8 +19,9 @@ macro_rules! bug_flags {
                 $(stringify!($flag) => bugs.$flag = true,)*
                 _ => {
                     return Err(format!(
-                        "unknown bug {name:?}; known: {}",
-                        BUG_NAMES.join(", ")
+                        "unknown bug {name:?}; known: {}, and the storage bugs {}",
+                        BUG_NAMES.join(", "),
+                        kv_storage::StorageBugs::NAMES.join(", ")
                     ));
                 }
             }

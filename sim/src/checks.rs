@@ -4,7 +4,7 @@
 
 use crate::disk::SimDisk;
 use crate::trace::Fnv;
-use kv_replica::command::{OpResult, RequestId};
+use kv_replica::command::{OpResult, RequestId, TxnOpResult};
 use kv_replica::replica::Replica;
 use kv_replica::state_machine::Applied;
 use raft_core::{Entry, EntryKind, LogIndex, NodeId, Role, Term};
@@ -116,6 +116,25 @@ fn result_hash(applied: &Applied) -> u64 {
         Some(OpResult::MultiPut { revision }) => {
             h.u64(4);
             h.u64(*revision);
+        }
+        Some(OpResult::Txn {
+            succeeded,
+            revision,
+            results,
+        }) => {
+            h.u64(6 + u64::from(*succeeded));
+            h.u64(*revision);
+            for result in results {
+                match result {
+                    TxnOpResult::Prev(prev) => opt(&mut h, prev),
+                    TxnOpResult::Get(None) => h.u64(u64::MAX - 1),
+                    TxnOpResult::Get(Some((key, value, revision))) => {
+                        h.str(key);
+                        h.str(value);
+                        h.u64(*revision);
+                    }
+                }
+            }
         }
         Some(OpResult::StaleSeq { seq, newest, .. }) => {
             h.u64(5);

@@ -1,10 +1,33 @@
 //! A simulated disk under the must-sync contract: writes are buffered until
 //! `sync`, a crash keeps only what was synced, and a restart recovers from it.
+//!
+//! In `blockdisk` runs the disk is instead kv-storage itself (the WAL,
+//! snapshot files and recovery kv-node runs) over the block-level
+//! simulated file system of `block_fs`: the disk image is that file
+//! system, and a restart runs the real recovery on it.
 
+use crate::block_fs::BlockFs;
 use bytes::Bytes;
 use kv_replica::replica::{Durable, Recovered};
 use kv_replica::state_machine::KvStateMachine;
+use kv_storage::fs::Fs;
+use kv_storage::{Storage, StorageBugs, StorageError, StorageOptions};
 use raft_core::{Entry, HardState, LogIndex, SnapshotMeta, Term};
+use std::path::Path;
+use std::sync::Arc;
+
+/// The data directory on a node's block disk.
+pub const DATA_DIR: &str = "/data";
+
+/// kv-storage's options in the simulator: small segments, so that rolls,
+/// and snapshots that delete covered segments, happen often.
+pub fn block_storage_options(bugs: StorageBugs) -> StorageOptions {
+    StorageOptions {
+        segment_size_bytes: 32 * 1024,
+        preallocate: false,
+        bugs,
+    }
+}
 
 /// What survives a crash.
 #[derive(Clone, Debug, Default)]
@@ -20,9 +43,22 @@ pub struct DiskImage {
     /// marker: the node restarts in repair mode with this bound (raft-core
     /// ignores it once the log holds an entry of a newer term).
     pub damaged_up_to_term: Option<Term>,
+    /// Set in `blockdisk` runs: the node's block disk, which kv-storage
+    /// recovers from at restart (the fields above are then unused).
+    pub block: Option<BlockFs>,
+    /// A fault rotted a block of this disk since the node last started.
+    pub rotted: bool,
 }
 
 impl DiskImage {
+    /// An empty block disk whose randomness is drawn from `seed`.
+    pub fn block(seed: u64) -> DiskImage {
+        DiskImage {
+            block: Some(BlockFs::new(seed)),
+            ..DiskImage::default()
+        }
+    }
+
     fn snapshot_index(&self) -> LogIndex {
         self.snapshot
             .as_ref()
@@ -137,6 +173,26 @@ pub enum SimDiskError {
     SyncFailed,
     #[error("no snapshot stored to send the one at index {index}")]
     NoSnapshot { index: LogIndex },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl SimDiskError {
+    /// A full disk refused a write.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, SimDiskError::Storage(StorageError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::StorageFull)
+    }
+}
+
+/// kv-storage on a block disk.
+#[derive(Debug)]
+struct BlockStore {
+    storage: Storage,
+    fs: BlockFs,
+    /// After an injected fsync failure, each dirty block reached the disk
+    /// with this probability (ppm).
+    sync_survive_ppm: u64,
 }
 
 /// A snapshot write in flight: the capture it writes. The world ends it
@@ -146,6 +202,8 @@ pub enum SimDiskError {
 struct SnapshotJob {
     meta: SnapshotMeta,
     state: KvStateMachine,
+    /// The real storage's half of the write, on a block disk.
+    write: Option<kv_storage::SnapshotWrite>,
 }
 
 /// What a background snapshot write hands back: the snapshot, durable, or
@@ -154,6 +212,8 @@ struct SnapshotJob {
 pub struct SimSnapshotWritten {
     meta: SnapshotMeta,
     result: Result<Bytes, SimDiskError>,
+    /// On a block disk: the file the real storage wrote, to finish.
+    file: Option<kv_storage::WrittenSnapshot>,
 }
 
 /// The disk of one node.
@@ -175,6 +235,10 @@ pub struct SimDisk {
     /// Entries written since the checker last looked, in write order.
     pub appended: Vec<Entry>,
     pub syncs: u64,
+    /// Some in `blockdisk` runs: every call goes to kv-storage.
+    block: Option<BlockStore>,
+    /// What kv-storage's recovery repaired at the last open (for the trace).
+    pub recovery_warnings: Vec<String>,
 }
 
 impl SimDisk {
@@ -187,9 +251,102 @@ impl SimDisk {
         }
     }
 
-    /// The node died: unsynced writes are gone.
+    /// Opens the disk of a (re)starting node: a block disk through the real
+    /// recovery of kv-storage, else the image as synced.
+    pub fn open(
+        image: DiskImage,
+        bugs: StorageBugs,
+        sync_survive_ppm: u64,
+    ) -> Result<(SimDisk, Recovered), SimDiskError> {
+        let Some(fs) = &image.block else {
+            let recovered = image.recover();
+            return Ok((SimDisk::from_image(image), recovered));
+        };
+        let fs = fs.next_process();
+        let shared: Arc<dyn Fs> = Arc::new(fs.clone());
+        let dir = Path::new(DATA_DIR);
+        let options = block_storage_options(bugs);
+        let (storage, recovered) = match Storage::open_in(shared.clone(), dir, options.clone()) {
+            // The operator's part (README, "Storage"): the machine was
+            // restarted (the crash after the failed fsync dropped the page
+            // cache), so the marker goes and the node starts.
+            Err(StorageError::FsyncFailedEarlier { marker, .. }) => {
+                fs.remove_file(&marker)
+                    .and_then(|()| fs.sync_dir(dir))
+                    .map_err(|source| StorageError::Io {
+                        op: "remove fsync marker",
+                        path: marker,
+                        source,
+                    })?;
+                Storage::open_in(shared, dir, options)?
+            }
+            other => other?,
+        };
+        let snapshot = match &recovered.snapshot {
+            Some((_, path)) => {
+                let (meta, data) = kv_storage::read_snapshot(&fs, path)?;
+                Some((meta, Bytes::from(data)))
+            }
+            None => None,
+        };
+        let disk = SimDisk {
+            recovery_warnings: recovered.warnings.clone(),
+            durable: DiskImage {
+                hard_state: recovered.hard_state,
+                block: Some(fs.clone()),
+                ..DiskImage::default()
+            },
+            latest_snapshot: snapshot.clone(),
+            block: Some(BlockStore {
+                storage,
+                fs,
+                sync_survive_ppm,
+            }),
+            ..SimDisk::default()
+        };
+        let recovered = Recovered {
+            hard_state: recovered.hard_state,
+            snapshot,
+            entries: recovered.entries,
+            damaged_up_to_term: recovered.damaged_up_to_term,
+        };
+        Ok((disk, recovered))
+    }
+
+    /// The node died: unsynced writes are gone. A block disk's process is
+    /// dead (its storage writes nothing more, not even at drop); the world
+    /// then decides what the page cache does.
     pub fn crash(self) -> DiskImage {
+        if let Some(block) = self.block {
+            let fs = block.fs.clone();
+            fs.next_process();
+            drop(block);
+            return DiskImage {
+                block: Some(fs),
+                ..DiskImage::default()
+            };
+        }
         self.durable
+    }
+
+    /// The block disk, in `blockdisk` runs.
+    pub fn block_fs(&self) -> Option<&BlockFs> {
+        self.block.as_ref().map(|b| &b.fs)
+    }
+
+    /// Arms the block disk's next fsync to fail if `fails`: with EIO, or
+    /// (one time in two) by killing the process inside it.
+    fn arm_block(&mut self, fails: bool) {
+        if let Some(block) = &self.block
+            && fails
+        {
+            if self.syncs.is_multiple_of(2) {
+                block.fs.fail_next_sync(block.sync_survive_ppm);
+            } else {
+                block.fs.kill_in_next_sync();
+            }
+            self.armed = None;
+        }
     }
 
     pub fn durable(&self) -> &DiskImage {
@@ -201,18 +358,41 @@ impl SimDisk {
     /// file, fsyncs and renames it: all or nothing), unless a newer
     /// snapshot is already durable or an armed fault fails it.
     pub fn write_snapshot(&mut self) -> Option<SimSnapshotWritten> {
-        let SnapshotJob { meta, state } = self.job.take()?;
+        let SnapshotJob { meta, state, write } = self.job.take()?;
+        let data = Bytes::from(state.snapshot_bytes());
+        if let Some(write) = write {
+            // The real write (temp file, fsync, rename, directory fsync) on
+            // the block disk, with the armed fault inside its fsync.
+            self.arm_block(self.armed == Some(SyncFailure::NextSnapshot));
+            let file = write.write(|w| w.write_all(&data));
+            if let Some(block) = &self.block {
+                block.fs.disarm();
+            }
+            let result = Ok(data);
+            return Some(SimSnapshotWritten {
+                meta,
+                result,
+                file: Some(file),
+            });
+        }
         if self.armed == Some(SyncFailure::NextSnapshot) {
             self.armed = None;
             let result = Err(SimDiskError::SyncFailed);
-            return Some(SimSnapshotWritten { meta, result });
+            return Some(SimSnapshotWritten {
+                meta,
+                result,
+                file: None,
+            });
         }
-        let data = Bytes::from(state.snapshot_bytes());
         if self.durable.snapshot_index() < meta.index {
             self.durable.save_snapshot(&meta, &data);
         }
         let result = Ok(data);
-        Some(SimSnapshotWritten { meta, result })
+        Some(SimSnapshotWritten {
+            meta,
+            result,
+            file: None,
+        })
     }
 
     fn pending_vote(&self) -> bool {
@@ -231,6 +411,14 @@ impl Durable for SimDisk {
     type Error = SimDiskError;
 
     fn append(&mut self, entries: &[Entry]) -> Result<(), SimDiskError> {
+        if let Some(block) = &mut self.block {
+            self.appended.extend_from_slice(entries);
+            if !entries.is_empty() {
+                // A marker for the armed-failure test; the data is in the WAL.
+                self.pending.push(Write::Append(Vec::new()));
+            }
+            return Ok(block.storage.append(entries)?);
+        }
         if !entries.is_empty() {
             self.appended.extend_from_slice(entries);
             self.pending.push(Write::Append(entries.to_vec()));
@@ -240,6 +428,9 @@ impl Durable for SimDisk {
 
     fn set_hard_state(&mut self, hard_state: &HardState) -> Result<(), SimDiskError> {
         self.pending.push(Write::HardState(*hard_state));
+        if let Some(block) = &mut self.block {
+            block.storage.set_hard_state(hard_state)?;
+        }
         Ok(())
     }
 
@@ -253,6 +444,17 @@ impl Durable for SimDisk {
                 .any(|w| matches!(w, Write::InstallSnapshot(..))),
             None => false,
         };
+        if self.block.is_some() {
+            self.arm_block(fails);
+            let block = self.block.as_mut().expect("checked");
+            self.pending.clear();
+            let synced = block.storage.sync();
+            block.fs.disarm();
+            synced?;
+            self.syncs += 1;
+            self.durable.hard_state = block.storage.hard_state();
+            return Ok(());
+        }
         if fails {
             self.pending.clear();
             self.armed = None;
@@ -277,8 +479,14 @@ impl Durable for SimDisk {
         state: KvStateMachine,
     ) -> Result<(), SimDiskError> {
         assert!(self.job.is_none(), "one snapshot write at a time");
+        // On a block disk the real storage names the segments the snapshot
+        // will cover now, on the replica's thread, as kv-node's does.
+        let write = match &mut self.block {
+            Some(block) => Some(block.storage.prepare_snapshot(meta)?),
+            None => None,
+        };
         let meta = meta.clone();
-        self.job = Some(SnapshotJob { meta, state });
+        self.job = Some(SnapshotJob { meta, state, write });
         self.snapshot_started = true;
         Ok(())
     }
@@ -288,6 +496,14 @@ impl Durable for SimDisk {
         written: SimSnapshotWritten,
     ) -> Result<Option<(SnapshotMeta, u64)>, SimDiskError> {
         let data = written.result?;
+        if let (Some(block), Some(file)) = (&mut self.block, written.file) {
+            if block.storage.finish_snapshot(file)?.is_none() {
+                return Ok(None);
+            }
+            let size = data.len() as u64;
+            self.latest_snapshot = Some((written.meta.clone(), data));
+            return Ok(Some((written.meta, size)));
+        }
         let newer = self
             .latest_snapshot
             .as_ref()
@@ -298,6 +514,13 @@ impl Durable for SimDisk {
         let size = data.len() as u64;
         self.latest_snapshot = Some((written.meta.clone(), data));
         Ok(Some((written.meta, size)))
+    }
+
+    fn snapshot_can_wait(error: &SimDiskError) -> bool {
+        matches!(
+            error,
+            SimDiskError::Storage(StorageError::SnapshotNotWritten { .. })
+        )
     }
 
     fn stage_snapshot_chunk(&mut self, offset: u64, data: &[u8]) -> Result<(), SimDiskError> {
@@ -321,6 +544,15 @@ impl Durable for SimDisk {
 
     fn install_staged_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), SimDiskError> {
         let data = Bytes::from(std::mem::take(&mut self.staging));
+        if self.block.is_some() {
+            self.arm_block(self.armed == Some(SyncFailure::NextSnapshot));
+            let block = self.block.as_mut().expect("checked");
+            let installed = block.storage.install_snapshot(meta, &data);
+            block.fs.disarm();
+            installed?;
+            self.latest_snapshot = Some((meta.clone(), data));
+            return Ok(());
+        }
         self.latest_snapshot = Some((meta.clone(), data.clone()));
         self.pending
             .push(Write::InstallSnapshot(meta.clone(), data));
@@ -335,6 +567,13 @@ impl Durable for SimDisk {
     ) -> Result<Bytes, SimDiskError> {
         // The replica checked that `meta` is the stored snapshot (the rule
         // is kv-replica's, the same for every disk).
+        if let Some(block) = &self.block {
+            let Some((_, path)) = block.storage.snapshot_path() else {
+                return Err(SimDiskError::NoSnapshot { index: meta.index });
+            };
+            let data = kv_storage::read_snapshot_range_in(&block.fs, &path, offset, len)?;
+            return Ok(Bytes::from(data));
+        }
         let Some((_, data)) = &self.latest_snapshot else {
             return Err(SimDiskError::NoSnapshot { index: meta.index });
         };

@@ -78,6 +78,34 @@ pub enum FaultKind {
     /// configuration, stalls the cluster by design (seeds 11 and 17 of
     /// `damage,loss,partition,crash,membership`).
     Damage,
+    /// The nodes run the real storage (kv-storage's WAL, snapshot files and
+    /// recovery) over a block-level simulated disk (`block_fs`): every crash
+    /// is a process crash or a power loss that tears, loses and reorders the
+    /// unsynced blocks; fsyncs fail with EIO (`fsync` faults), old WAL
+    /// blocks rot and disks fill up (faults of their own). Drawn by the
+    /// swarm from a side stream (see [`DRAWN_APART`]).
+    BlockDisk,
+}
+
+/// Kinds the swarm draws from a side stream of the plan's generator, after
+/// the others: adding them left the draw of every other kind, and the
+/// schedule of their faults, unchanged for every seed.
+pub const DRAWN_APART: [FaultKind; 1] = [FaultKind::BlockDisk];
+
+/// How often the swarm switches a side-stream kind on (ppm).
+pub const DRAWN_APART_PPM: u64 = 500_000;
+
+/// The knobs of the block-level disk (`blockdisk` runs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockDiskPlan {
+    /// Part of the crashes that lose the page cache (the rest kill the
+    /// process only), in percent.
+    pub power_loss_percent: u64,
+    /// What a power loss does to each dirty block.
+    pub odds: crate::block_fs::CrashOdds,
+    /// After a failed fsync, each dirty block reached the disk with this
+    /// probability (ppm).
+    pub sync_survive_ppm: u64,
 }
 
 /// Kinds the swarm never draws, so that adding them leaves every existing
@@ -98,7 +126,7 @@ pub const CUT_REMOVED_LEADER: bool = true;
 pub const AWAITING_CORE_FIXES: [FaultKind; 0] = [];
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 18] = [
+    pub const ALL: [FaultKind; 19] = [
         FaultKind::Partition,
         FaultKind::Loss,
         FaultKind::Duplicate,
@@ -117,11 +145,14 @@ impl FaultKind {
         FaultKind::Corrupt,
         FaultKind::Hostile,
         FaultKind::Damage,
+        FaultKind::BlockDisk,
     ];
 
     /// Kinds the swarm may switch on.
     pub fn in_swarm(self) -> bool {
-        !AWAITING_CORE_FIXES.contains(&self) && !ON_DEMAND_ONLY.contains(&self)
+        !AWAITING_CORE_FIXES.contains(&self)
+            && !ON_DEMAND_ONLY.contains(&self)
+            && !DRAWN_APART.contains(&self)
     }
 
     pub fn name(self) -> &'static str {
@@ -144,6 +175,7 @@ impl FaultKind {
             FaultKind::Corrupt => "corrupt",
             FaultKind::Hostile => "hostile",
             FaultKind::Damage => "damage",
+            FaultKind::BlockDisk => "blockdisk",
         }
     }
 
@@ -327,6 +359,18 @@ pub enum Fault {
         lose_entries: u32,
         lose_hard_state: bool,
     },
+    /// `blockdisk`: the target crashes (power loss), a bit of an old block
+    /// of its WAL rots, and it restarts after the fault's duration: the
+    /// real recovery must find the damage and start it in repair mode.
+    DiskRot {
+        target: Target,
+    },
+    /// `blockdisk`: the target's disk holds only `free_blocks` more blocks
+    /// for the fault's duration (ENOSPC beyond).
+    DiskFull {
+        target: Target,
+        free_blocks: u64,
+    },
 }
 
 /// How a leadership transfer fault goes.
@@ -439,6 +483,8 @@ pub struct FaultPlan {
     pub schedule: Vec<ScheduledFault>,
     /// Set in the final phase: the network stops misbehaving.
     pub healed: bool,
+    /// Some in `blockdisk` runs: nodes run kv-storage on a block disk.
+    pub block_disk: Option<BlockDiskPlan>,
 }
 
 /// The shape of the run the plan is drawn for.
@@ -464,7 +510,10 @@ impl FaultPlan {
 
     /// Draws the plan for one seed.
     pub fn draw(selection: &FaultSelection, shape: PlanShape, rng: &mut SimRng) -> FaultPlan {
-        let enabled: BTreeSet<FaultKind> = match selection {
+        // Seeded from what the main stream would draw next, without
+        // advancing it: the side stream's draws leave the plan as it was.
+        let mut apart = SimRng::new(rng.clone().next_u64(), 2);
+        let mut enabled: BTreeSet<FaultKind> = match selection {
             FaultSelection::Swarm => FaultKind::ALL
                 .into_iter()
                 .filter(|k| k.in_swarm())
@@ -472,6 +521,13 @@ impl FaultPlan {
                 .collect(),
             FaultSelection::Exactly(kinds) => kinds.clone(),
         };
+        if *selection == FaultSelection::Swarm {
+            for kind in DRAWN_APART {
+                if apart.chance_ppm(DRAWN_APART_PPM) {
+                    enabled.insert(kind);
+                }
+            }
+        }
         let on = |k| enabled.contains(&k);
         let latency_min_steps = rng.range(1, 4);
         let mut plan = FaultPlan {
@@ -527,6 +583,7 @@ impl FaultPlan {
             spare_nodes: 0,
             schedule: Vec::new(),
             healed: false,
+            block_disk: None,
             enabled,
         };
         // Restarts inside the lease and transfers (whose late TimeoutNow
@@ -553,6 +610,20 @@ impl FaultPlan {
             ..shape
         };
         plan.schedule = crate::schedule::draw(&plan.enabled, shape, rng);
+        if plan.enabled.contains(&FaultKind::BlockDisk) {
+            plan.block_disk = Some(BlockDiskPlan {
+                power_loss_percent: apart.pick(&[50, 90]),
+                odds: crate::block_fs::CrashOdds {
+                    written_percent: apart.pick(&[30, 60]),
+                    lost_percent: apart.pick(&[20, 35]),
+                },
+                sync_survive_ppm: apart.pick(&[0, 500_000]),
+            });
+            plan.schedule
+                .extend(crate::schedule::draw_block_faults(shape, &mut apart));
+            // Stable: the other faults keep their order.
+            plan.schedule.sort_by_key(|f| f.at_tick);
+        }
         plan
     }
 

@@ -89,6 +89,13 @@ impl fmt::Display for Fault {
                     ""
                 }
             ),
+            Fault::DiskRot { target } => {
+                write!(f, "power loss on {target}, rot an old WAL block, restart")
+            }
+            Fault::DiskFull {
+                target,
+                free_blocks,
+            } => write!(f, "fill {target}'s disk ({free_blocks} blocks left)"),
         }
     }
 }

@@ -6,11 +6,14 @@
 //! the ready-handling loop kv-node runs) over a simulated disk, and its
 //! clients wait in [`kv_replica::waiters::Waiters`], the bookkeeping of
 //! kv-node's driver (F1 included); only the network, the disk and time are
-//! fake. One seed decides everything. sim depends on kv-replica and
-//! raft-core, never on kv-node (no tokio, sockets or threads here).
+//! fake. One seed decides everything. sim depends on kv-replica,
+//! kv-storage and raft-core, never on kv-node (no tokio, sockets or
+//! threads here).
 //!
 //! - `faults`: the one declarative plan of every fault knob, drawn per seed.
 //! - `network`, `disk`: the fake world; they ask the plan what happens.
+//!   `block_fs`: the block-level disk that kv-storage (kv-node's real WAL,
+//!   snapshot files and recovery) runs on in `blockdisk` runs.
 //! - `world`, `world_clients`, `world_faults`: the event loop;
 //!   `world_triggers`: faults fired by events (Figure 8, splits after a
 //!   membership change, crashes mid snapshot transfer);
@@ -25,6 +28,7 @@
 //! - `report`, `minimize`: what a run prints, and shrinking a failing one.
 #![forbid(unsafe_code)]
 
+pub mod block_fs;
 #[cfg(feature = "buggy")]
 pub mod bugs;
 pub mod checks;

@@ -55,7 +55,8 @@ struct Args {
     /// default; see `faults::CUT_REMOVED_LEADER`).
     #[arg(long)]
     cut_removed_leader: bool,
-    /// Switch on a known protocol bug (needs the `buggy` feature).
+    /// Switch on a known protocol bug, or a storage bug of kv-storage's
+    /// catalogue (`blockdisk` runs only), by name (needs the `buggy` feature).
     #[arg(long)]
     bug: Option<String>,
 }
@@ -76,7 +77,10 @@ fn options(args: &Args, seed: u64) -> Result<SimOptions, String> {
     o.check_linearizability = !args.no_linearizability;
     o.cut_removed_leader |= args.cut_removed_leader;
     if let Some(bug) = &args.bug {
-        o.config_hook = Some(bug_hook(bug)?);
+        match kv_storage::StorageBugs::named(bug) {
+            Some(bugs) if cfg!(feature = "buggy") => o.storage_bugs = bugs,
+            _ => o.config_hook = Some(bug_hook(bug)?),
+        }
     }
     Ok(o)
 }

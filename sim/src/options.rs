@@ -42,6 +42,9 @@ pub struct SimOptions {
     /// Cut a removed leader off one way once its removal commits (see
     /// [`crate::faults::CUT_REMOVED_LEADER`]).
     pub cut_removed_leader: bool,
+    /// Known storage bugs switched on in `blockdisk` runs (kv-storage
+    /// `bugs.rs`; only with the `buggy` feature).
+    pub storage_bugs: kv_storage::StorageBugs,
 }
 
 impl SimOptions {
@@ -60,6 +63,7 @@ impl SimOptions {
             check_linearizability: true,
             config_hook: None,
             cut_removed_leader: crate::faults::CUT_REMOVED_LEADER,
+            storage_bugs: kv_storage::StorageBugs::default(),
         }
     }
 
@@ -106,6 +110,7 @@ impl fmt::Debug for SimOptions {
             .field("keep_faults", &self.keep_faults)
             .field("config_hook", &self.config_hook.is_some())
             .field("cut_removed_leader", &self.cut_removed_leader)
+            .field("storage_bugs", &self.storage_bugs)
             .finish()
     }
 }

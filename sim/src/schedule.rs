@@ -86,6 +86,35 @@ fn draw_growth(rng: &mut SimRng) -> Fault {
     }
 }
 
+/// The faults of a `blockdisk` run's disks: rot and full disks.
+pub fn draw_block_faults(shape: PlanShape, rng: &mut SimRng) -> Vec<ScheduledFault> {
+    let mut schedule = Vec::new();
+    if shape.heal_tick <= shape.first_fault_tick + 20 {
+        return schedule;
+    }
+    let max_per_kind = ((shape.heal_tick - shape.first_fault_tick) / 500).max(1);
+    for _ in 0..rng.range(1, 2 * max_per_kind) {
+        let at_tick = rng.range(shape.first_fault_tick, shape.heal_tick - 10);
+        let longest = 100.min(shape.heal_tick - at_tick);
+        let duration_ticks = rng.range(1.min(longest), longest);
+        let target = random_target(shape.nodes, rng);
+        let fault = if rng.coin() {
+            Fault::DiskRot { target }
+        } else {
+            Fault::DiskFull {
+                target,
+                free_blocks: rng.pick(&[0, 2, 8]),
+            }
+        };
+        schedule.push(ScheduledFault {
+            at_tick,
+            duration_ticks,
+            fault,
+        });
+    }
+    schedule
+}
+
 pub fn draw(
     enabled: &BTreeSet<FaultKind>,
     shape: PlanShape,

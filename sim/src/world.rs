@@ -176,6 +176,8 @@ pub struct World {
     pub(crate) active_links: BTreeMap<usize, Vec<(NodeId, NodeId)>>,
     /// The node each active pause fault paused.
     pub(crate) paused_by: BTreeMap<usize, NodeId>,
+    /// The node whose disk each active `DiskFull` fault filled.
+    pub(crate) full_disks: BTreeMap<usize, NodeId>,
     /// Event-triggered faults waiting for their event, by schedule position.
     pub(crate) armed: BTreeMap<usize, Armed>,
     pub(crate) probe: Probe,
@@ -243,6 +245,7 @@ impl World {
             faults_fired: 0,
             active_links: BTreeMap::new(),
             paused_by: BTreeMap::new(),
+            full_disks: BTreeMap::new(),
             armed: BTreeMap::new(),
             probe: Probe::default(),
             catch_up: Default::default(),
@@ -263,7 +266,12 @@ impl World {
             let tick_period = world.plan.tick_period_steps(&mut rng);
             world.nodes.push(SimNode {
                 id: NodeId(i),
-                state: NodeState::Down(DiskImage::default()),
+                state: NodeState::Down(match world.plan.block_disk {
+                    Some(_) => {
+                        DiskImage::block(world.opts.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i)
+                    }
+                    None => DiskImage::default(),
+                }),
                 paused: false,
                 backlog: VecDeque::new(),
                 tick_period,

@@ -108,28 +108,7 @@ impl World {
                 lose_hard_state,
             } => {
                 let id = self.resolve(target);
-                // One damaged node at a time: the fault model is a disk
-                // failing now and then, not a majority of them at once
-                // (then no leader can be elected to repair them, by design).
-                let awaiting_repair = self.nodes.iter().any(|n| match &n.state {
-                    NodeState::Up(r) => r.node.status().damaged_up_to_term.is_some(),
-                    NodeState::Down(image) => image.damaged_up_to_term.is_some(),
-                });
-                // A voter whose vote every election needs refuses to start
-                // damaged (`ConfigError::DamagedVoteNeeded`): not a case to
-                // inject where the run expects it back.
-                let repairable = self.node(id).replica().is_some_and(|r| {
-                    let m = r.node.membership();
-                    let others: std::collections::BTreeSet<NodeId> = m
-                        .voters
-                        .iter()
-                        .chain(&m.outgoing)
-                        .copied()
-                        .filter(|&v| v != id)
-                        .collect();
-                    !m.is_voter(id) || m.has_quorum(&others)
-                });
-                (repairable && !awaiting_repair).then(|| {
+                self.may_damage(id).then(|| {
                     self.crash_node(id, "disk damage");
                     if let NodeState::Down(image) = &mut self.node_mut(id).state {
                         image.damage_acknowledged(lose_entries as usize, lose_hard_state);
@@ -148,6 +127,58 @@ impl World {
                     )
                 })
             }
+            Fault::DiskRot { target } => {
+                let id = self.resolve(target);
+                // Not with membership changes: a log cut back to an older
+                // configuration may need the damaged node's vote, and it
+                // then refuses to start by design (as for `damage`).
+                let membership = self
+                    .plan
+                    .enabled
+                    .contains(&crate::faults::FaultKind::Membership)
+                    || self.plan.single_voter_start;
+                let power_loss =
+                    self.plan.block_disk.is_some() && !membership && self.may_damage(id);
+                power_loss.then(|| {
+                    self.crash_node(id, "disk rot after a power loss");
+                    let mut rotted = None;
+                    if let NodeState::Down(image) = &mut self.node_mut(id).state
+                        && let Some(fs) = &image.block
+                    {
+                        rotted = fs.rot_old_block();
+                        image.rotted = rotted.is_some();
+                    }
+                    let incarnation = self.node(id).incarnation;
+                    self.schedule_in(
+                        duration,
+                        Event::Restart {
+                            node: id,
+                            incarnation,
+                        },
+                    );
+                    format!(
+                        "power loss on {id}, rot {}, restart in {} ticks",
+                        rotted.as_deref().unwrap_or("nothing (no old block)"),
+                        scheduled.duration_ticks
+                    )
+                })
+            }
+            Fault::DiskFull {
+                target,
+                free_blocks,
+            } => {
+                let id = self.resolve(target);
+                let fs = match &self.node(id).state {
+                    NodeState::Up(r) => r.disk.block_fs().cloned(),
+                    NodeState::Down(image) => image.block.clone(),
+                };
+                fs.map(|fs| {
+                    fs.set_capacity(Some(free_blocks));
+                    self.full_disks.insert(i, id);
+                    self.schedule_in(duration, Event::FaultEnd(i));
+                    format!("fill {id}'s disk ({free_blocks} blocks left)")
+                })
+            }
             Fault::Diverge { tail } => self.leader().map(|leader| {
                 let links = self.network.links(&Partition::IsolateLeader, leader);
                 self.network.cut(&links);
@@ -158,6 +189,57 @@ impl World {
             }),
         };
         self.note_fired(i, fired);
+    }
+
+    /// Whether a fault may damage `id`'s acknowledged records now.
+    fn may_damage(&self, id: NodeId) -> bool {
+        // One damaged node at a time: the fault model is a disk failing
+        // now and then, not a majority of them at once (then no leader can
+        // be elected to repair them, by design).
+        // On a block disk, until the restart that removes the REPAIR
+        // marker: the entry that repaired the node in memory may not be
+        // durable yet, and a crash then leaves it damaged again.
+        let marker = std::path::Path::new(crate::disk::DATA_DIR).join("REPAIR");
+        let awaiting_repair = self.nodes.iter().any(|n| match &n.state {
+            NodeState::Up(r) => {
+                r.node.status().damaged_up_to_term.is_some()
+                    || r.disk.block_fs().is_some_and(|fs| fs.is_durable(&marker))
+            }
+            NodeState::Down(image) => {
+                image.damaged_up_to_term.is_some()
+                    || image.rotted
+                    || image
+                        .block
+                        .as_ref()
+                        .is_some_and(|fs| fs.is_durable(&marker))
+            }
+        });
+        // A voter whose vote every election needs refuses to start
+        // damaged (`ConfigError::DamagedVoteNeeded`): not a case to
+        // inject where the run expects it back.
+        let repairable = self.node(id).replica().is_some_and(|r| {
+            let m = r.node.membership();
+            let others: std::collections::BTreeSet<NodeId> = m
+                .voters
+                .iter()
+                .chain(&m.outgoing)
+                .copied()
+                .filter(|&v| v != id)
+                .collect();
+            !m.is_voter(id) || m.has_quorum(&others)
+        });
+        repairable && !awaiting_repair
+    }
+
+    /// Gives a full disk its space back.
+    pub(crate) fn unfill_disk(&mut self, id: NodeId) {
+        let fs = match &self.node(id).state {
+            NodeState::Up(r) => r.disk.block_fs().cloned(),
+            NodeState::Down(image) => image.block.clone(),
+        };
+        if let Some(fs) = fs {
+            fs.set_capacity(None);
+        }
     }
 
     fn note_fired(&mut self, i: usize, fired: Option<String>) {
@@ -188,6 +270,11 @@ impl World {
     }
 
     pub(crate) fn fault_end(&mut self, i: usize) {
+        if let Some(id) = self.full_disks.remove(&i) {
+            self.unfill_disk(id);
+            self.trace.note(self.now, || format!("fault #{i} heals"));
+            return;
+        }
         if self.keep_lagging(i) {
             return self.recheck_lag(i);
         }

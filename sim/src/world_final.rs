@@ -44,7 +44,9 @@ impl World {
         self.active_links.clear();
         self.paused_by.clear();
         self.armed.clear();
+        self.full_disks.clear();
         for id in self.all_ids() {
+            self.unfill_disk(id);
             if let Some(r) = self.node_mut(id).replica_mut() {
                 r.disk.armed = None;
             }

@@ -48,15 +48,51 @@ impl World {
         let image = image.clone();
         let membership = self.bootstrap_for(id);
         let config = self.config(id);
-        let opened = node_code(|| {
-            Replica::open(
-                config,
-                image.recover(),
-                membership,
-                SimDisk::from_image(image.clone()),
-                DEFAULT_DEDUP_LIMIT,
-            )
-        });
+        let survive_ppm = self.plan.block_disk.map_or(0, |b| b.sync_survive_ppm);
+        let storage_bugs = self.opts.storage_bugs;
+        let disk = match node_code(|| SimDisk::open(image.clone(), storage_bugs, survive_ppm)) {
+            Ok(Ok(opened)) => opened,
+            // The disk is still full: it starts once there is room again.
+            Ok(Err(e)) if e.is_disk_full() => {
+                self.trace
+                    .note(self.now, || format!("{id} cannot start: {e}"));
+                let incarnation = self.node(id).incarnation;
+                let restart = Event::Restart {
+                    node: id,
+                    incarnation,
+                };
+                return self.schedule_in(20 * STEPS_PER_TICK, restart);
+            }
+            Ok(Err(e)) => return self.fail("restart recovers", format!("{id}: {e}")),
+            Err(text) => return self.fail("restart recovers", format!("{id}: {text}")),
+        };
+        let (mut disk, recovered) = disk;
+        let warnings = std::mem::take(&mut disk.recovery_warnings);
+        for warning in &warnings {
+            self.trace
+                .note(self.now, || format!("{id} recovery: {warning}"));
+        }
+        // Within the disk model only rot damages what was acknowledged:
+        // torn, lost and reordered writes and failed fsyncs touch only the
+        // batch being written, which recovery must cut as a torn tail.
+        let damage_found = warnings
+            .iter()
+            .find(|w| w.starts_with("acknowledged records are damaged"));
+        if let Some(damage) = damage_found
+            && !image.rotted
+        {
+            return self.fail(
+                "only rot damages acknowledged records",
+                format!("{id}: {damage}"),
+            );
+        }
+        if let Some(bound) = recovered.damaged_up_to_term {
+            self.trace.note(self.now, || {
+                format!("{id} lost acknowledged records: repair mode up to term {bound}")
+            });
+        }
+        let opened =
+            node_code(|| Replica::open(config, recovered, membership, disk, DEFAULT_DEDUP_LIMIT));
         let mut replica = match opened {
             Ok(Ok(replica)) => replica,
             Ok(Err(e)) => return self.fail("restart recovers", format!("{id}: {e}")),
@@ -87,7 +123,29 @@ impl World {
             return;
         };
         let in_flight = replica.snapshot_in_flight();
-        node.state = NodeState::Down(replica.disk.crash());
+        let awaiting_repair = replica.node.status().damaged_up_to_term;
+        let mut image = replica.disk.crash();
+        if image.block.is_some() {
+            // Only a hint for the faults (`may_damage`): the REPAIR marker
+            // on the block disk is what the restart reads.
+            image.damaged_up_to_term = awaiting_repair;
+        }
+        if let (Some(fs), Some(block)) = (&image.block, self.plan.block_disk) {
+            // The operator's restart after an fsync error is a reboot: the
+            // page cache goes.
+            // A process killed inside its fsync (`kill_in_next_sync`) is a
+            // kill -9: the machine, and its page cache, stay up.
+            let killed_in_fsync = why.contains(crate::block_fs::KILLED_IN_FSYNC);
+            let power_loss = why.contains("Input/output error")
+                || why.contains("power loss")
+                || (!killed_in_fsync && self.rng.range(0, 99) < block.power_loss_percent);
+            fs.crash(power_loss, block.odds);
+            if power_loss {
+                self.trace.note(self.now, || format!("{id} loses power"));
+            }
+        }
+        let node = self.node_mut(id);
+        node.state = NodeState::Down(image);
         node.incarnation += 1;
         node.paused = false;
         node.backlog.clear();

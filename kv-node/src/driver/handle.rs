@@ -4,7 +4,7 @@
 use crate::directory::Directory;
 use crate::settings::ReadPolicy;
 use bytes::Bytes;
-use kv_replica::command::{ClientSeq, ClusterCommand, Command, Op, OpResult, RequestId};
+use kv_replica::command::{ClientSeq, ClusterCommand, Command, Op, OpResult, RequestId, TxnOp};
 use raft_core::{ConfChange, Message, NodeId, Role};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -169,6 +169,12 @@ impl DriverHandle {
             Op::Put { .. } | Op::MultiPut { .. } => true,
             Op::Cas { value, .. } => value.is_some(),
             Op::Delete { .. } => false,
+            // A transaction adds data if either branch may put.
+            Op::Txn(txn) => txn
+                .success
+                .iter()
+                .chain(&txn.failure)
+                .any(|op| matches!(op, TxnOp::Put { .. })),
         };
         let command = Command {
             request: Some(RequestId {

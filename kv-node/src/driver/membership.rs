@@ -28,6 +28,13 @@ pub(super) struct MembershipState {
     /// The membership last logged, so that each change is logged once,
     /// with node names.
     logged: Option<Membership>,
+    /// A peer refused this node as no member of a configuration newer
+    /// than this node knows (see `NotAMemberReport`): until this node's
+    /// own commit index reaches the report's, it counts as removed and does
+    /// not tick (no campaigns, no heartbeats). It still answers messages,
+    /// so the voters it left behind get its commit notices (`removal.rs`),
+    /// and a leader that added it back brings it up to date.
+    reported_removed: Option<crate::peer::transport::NotAMemberReport>,
 }
 
 pub(super) fn removed_error() -> DriverError {
@@ -48,6 +55,7 @@ impl MembershipState {
             joining,
             was_member: false,
             logged: None,
+            reported_removed: None,
         }
     }
 
@@ -61,10 +69,11 @@ impl MembershipState {
     pub(super) fn is_removed(&self, node: &Node) -> bool {
         let membership = node.membership();
         let me = node.id();
-        !membership.members().is_empty()
+        let known_removed = !membership.members().is_empty()
             && !membership.voters.contains(&me)
             && !membership.learners.contains(&me)
-            && (self.was_member || !self.joining)
+            && (self.was_member || !self.joining);
+        known_removed || self.reported_removed.is_some()
     }
 
     pub(super) fn sweep(&mut self) {
@@ -92,6 +101,34 @@ fn refused(e: StepError) -> DriverError {
 }
 
 impl<D: Durable> Driver<D> {
+    /// Before each tick: true if a peer reported that this node is not a
+    /// member of a configuration newer than this node knows, in which case
+    /// the tick is skipped. Logs when that starts and ends.
+    pub(super) fn silenced_by_removal(&mut self) -> bool {
+        let commit = self.replica.node.commit_index().0;
+        let report = self
+            .peers
+            .not_a_member_report()
+            .filter(|r| commit < r.commit_index);
+        match (&self.membership.reported_removed, &report) {
+            (None, Some(r)) => tracing::warn!(
+                peer = %r.peer,
+                peer_commit_index = r.commit_index,
+                commit_index = commit,
+                "a peer refused this node: it is no member of the peer's newer configuration, \
+                 so this node was removed from the cluster; it stops campaigning and serves \
+                 no writes; stop it, or add it back"
+            ),
+            (Some(_), None) => tracing::info!(
+                commit_index = commit,
+                "this node caught up past the configuration that refused it; it decides by its own log again"
+            ),
+            _ => {}
+        }
+        self.membership.reported_removed = report;
+        self.membership.reported_removed.is_some()
+    }
+
     pub(super) fn propose_cluster(&mut self, data: Bytes, reply: Reply<u64>) {
         if self.replica.node.role() != Role::Leader {
             let _ = reply.send(Err(DriverError::Unavailable(
@@ -205,6 +242,10 @@ impl<D: Durable> Driver<D> {
             "membership changed"
         );
         self.membership.logged = Some(membership.clone());
+        // The peer endpoint admits raft messages from these nodes only.
+        self.membership
+            .directory
+            .set_configuration(membership.members());
     }
 
     /// A new leader records, for every member it knows an address of that

@@ -32,7 +32,6 @@ use kv_replica::state_machine::SCAN_BUDGET_BYTES;
 use kv_replica::waiters::Waiters;
 use raft_core::{Input, LogIndex, MessageBody};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -112,8 +111,10 @@ where
     let node = replica.node.id();
     let handle = DriverHandle::new(tx, node, request_timeout, directory.clone());
     let leader = replica.node.leader();
+    // Published before the first message can arrive (see `Directory::admits`).
+    directory.set_configuration(replica.node.membership().members());
     let membership = membership::MembershipState::new(directory, joining);
-    metrics.quota_bytes.store(quota_bytes, Relaxed);
+    metrics.quota_bytes.set(quota_bytes);
     let driver = Driver {
         replica,
         peers,
@@ -171,7 +172,11 @@ impl<D: Durable> Driver<D> {
                 _ = shutdown.changed() => {
                     if *shutdown.borrow() { break Ok(()); }
                 }
-                _ = ticker.tick() => self.step_logged(Input::Tick),
+                _ = ticker.tick() => {
+                    if !self.silenced_by_removal() {
+                        self.step_logged(Input::Tick);
+                    }
+                }
                 _ = sweeper.tick() => self.sweep(),
                 written = snapshots.recv() => match written {
                     Some(written) => {
@@ -219,7 +224,7 @@ impl<D: Durable> Driver<D> {
                 reply,
                 ..
             } if self.quota_bytes > 0 && self.replica.state.live_bytes() > self.quota_bytes => {
-                self.metrics.quota_refused.fetch_add(1, Relaxed);
+                self.metrics.quota_refused.inc();
                 let _ = reply.send(Err(DriverError::QuotaExceeded(format!(
                     "the store holds {} bytes of keys and values, over the quota of {} bytes (--quota-bytes); delete data to write again",
                     self.replica.state.live_bytes(),
@@ -227,7 +232,7 @@ impl<D: Durable> Driver<D> {
                 ))));
             }
             Request::Propose { reply, .. } if self.disk_space.refusal().is_some() => {
-                self.metrics.proposals_refused.fetch_add(1, Relaxed);
+                self.metrics.proposals_refused.inc();
                 let message = self.disk_space.refusal().unwrap_or_default();
                 let _ = reply.send(Err(DriverError::DiskFull(message)));
             }
@@ -238,11 +243,11 @@ impl<D: Durable> Driver<D> {
                 ..
             } => match self.replica.step(Input::Propose { data }) {
                 Ok(accepted) => {
-                    self.metrics.proposals.fetch_add(1, Relaxed);
+                    self.metrics.proposals.inc();
                     self.waiters.write_proposed(request, &accepted, reply);
                 }
                 Err(e) => {
-                    self.metrics.proposals_refused.fetch_add(1, Relaxed);
+                    self.metrics.proposals_refused.inc();
                     let _ = reply.send(Err(DriverError::Unavailable(format!(
                         "write not proposed: {e}"
                     ))));
@@ -256,10 +261,10 @@ impl<D: Durable> Driver<D> {
             Request::Peer(messages) => {
                 self.metrics
                     .peer_messages_received
-                    .fetch_add(messages.len() as u64, Relaxed);
+                    .inc_by(messages.len() as u64);
                 for m in messages {
                     if let MessageBody::AppendEntriesResponse { success: false, .. } = m.body {
-                        self.metrics.append_rejections.fetch_add(1, Relaxed);
+                        self.metrics.append_rejections.inc();
                     }
                     self.step_peer_message(m);
                 }
@@ -333,7 +338,7 @@ impl<D: Durable> Driver<D> {
     fn start_read(&mut self, policy: ReadPolicy, query: ReadQuery, reply: Reply<ReadAnswer>) {
         let lease = match policy {
             ReadPolicy::Stale => {
-                self.metrics.reads.fetch_add(1, Relaxed);
+                self.metrics.reads.inc();
                 let _ = reply.send(Ok(self.answer(&query)));
                 return;
             }
@@ -348,7 +353,7 @@ impl<D: Durable> Driver<D> {
                     .read_requested(context, PendingRead { query, reply });
             }
             Err(e) => {
-                self.metrics.reads_dropped.fetch_add(1, Relaxed);
+                self.metrics.reads_dropped.inc();
                 let _ = reply.send(Err(DriverError::Unavailable(format!(
                     "read not served: {e}"
                 ))));
@@ -414,7 +419,7 @@ impl<D: Durable> Driver<D> {
                 .process_ready(|m| peers.send(m))
                 .map_err(|e: ReplicaError<D::Error>| DriverFailed(e.to_string()))?;
             let Some(output) = output else { break };
-            self.metrics.ready_rounds.fetch_add(1, Relaxed);
+            self.metrics.ready_rounds.inc();
             self.handle_output(output);
         }
         self.serve_confirmed_reads();
@@ -451,7 +456,7 @@ impl<D: Durable> Driver<D> {
             )));
         }
         for pending in settled.dropped_reads {
-            self.metrics.reads_dropped.fetch_add(1, Relaxed);
+            self.metrics.reads_dropped.inc();
             let _ = pending.reply.send(Err(DriverError::Unavailable(
                 "leadership could not be confirmed for this read; retry".into(),
             )));
@@ -462,7 +467,7 @@ impl<D: Durable> Driver<D> {
     fn serve_confirmed_reads(&mut self) {
         let applied = LogIndex(self.replica.state.applied_index());
         for pending in self.waiters.ready_reads(applied) {
-            self.metrics.reads.fetch_add(1, Relaxed);
+            self.metrics.reads.inc();
             let _ = pending.reply.send(Ok(self.answer(&pending.query)));
         }
     }
@@ -530,15 +535,12 @@ impl<D: Durable> Driver<D> {
         let node = &self.replica.node;
         let m = &self.metrics;
         m.set_role(node.role());
-        m.term.store(node.term().0, Relaxed);
-        m.commit_index.store(node.commit_index().0, Relaxed);
-        m.applied_index
-            .store(self.replica.state.applied_index(), Relaxed);
-        m.last_log_index.store(node.last_index().0, Relaxed);
-        m.snapshot_index
-            .store(self.replica.last_snapshot_index().0, Relaxed);
-        m.leader_known
-            .store(u64::from(node.leader().is_some()), Relaxed);
-        m.live_bytes.store(self.replica.state.live_bytes(), Relaxed);
+        m.term.set(node.term().0);
+        m.commit_index.set(node.commit_index().0);
+        m.applied_index.set(self.replica.state.applied_index());
+        m.last_log_index.set(node.last_index().0);
+        m.snapshot_index.set(self.replica.last_snapshot_index().0);
+        m.leader_known.set(u64::from(node.leader().is_some()));
+        m.live_bytes.set(self.replica.state.live_bytes());
     }
 }

@@ -47,6 +47,17 @@ pub enum ApiError {
     /// The node's disk is almost full: writes are refused, reads served.
     #[error("{0}")]
     DiskFull(String),
+    /// The request body did not arrive within the body deadline.
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// A member's URL may not be changed through the client API.
+    #[error("{0}")]
+    MemberUrlConflict(String),
+    /// A peer batch from a node that is not a member of this node's
+    /// configuration; `commit_index` lets the sender tell whether the
+    /// refusal is news to it (see `peer/membership_check.rs`).
+    #[error("{message}")]
+    NotAMember { message: String, commit_index: u64 },
     /// The store is over `--quota-bytes` and the write adds data; nothing
     /// was proposed (deletes still work).
     #[error("{0}")]
@@ -77,13 +88,19 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::DiskFull(_) => (StatusCode::SERVICE_UNAVAILABLE, "disk_full"),
+            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            ApiError::MemberUrlConflict(_) => (StatusCode::CONFLICT, "member_url_conflict"),
+            ApiError::NotAMember { .. } => (StatusCode::FORBIDDEN, "not_a_member"),
             ApiError::QuotaExceeded(_) => (StatusCode::INSUFFICIENT_STORAGE, "quota_exceeded"),
         }
     }
 
     pub fn into_response(self) -> Response<Vec<u8>> {
         let (status, code) = self.status_and_code();
-        let body = serde_json::json!({"error": {"code": code, "message": self.to_string()}});
+        let mut body = serde_json::json!({"error": {"code": code, "message": self.to_string()}});
+        if let ApiError::NotAMember { commit_index, .. } = &self {
+            body["error"]["commit_index"] = (*commit_index).into();
+        }
         let mut response = super::json_response(status, &body);
         if let ApiError::MethodNotAllowed { allow, .. } = self
             && let Ok(value) = header::HeaderValue::from_str(allow)
@@ -163,6 +180,20 @@ mod tests {
             (ApiError::Unauthorized("x".into()), 401, "unauthorized"),
             (ApiError::Forbidden("x".into()), 403, "forbidden"),
             (ApiError::Overloaded("x".into()), 503, "unavailable"),
+            (ApiError::RequestTimeout("x".into()), 408, "request_timeout"),
+            (
+                ApiError::MemberUrlConflict("x".into()),
+                409,
+                "member_url_conflict",
+            ),
+            (
+                ApiError::NotAMember {
+                    message: "x".into(),
+                    commit_index: 3,
+                },
+                403,
+                "not_a_member",
+            ),
         ];
         for (error, status, code) in cases {
             assert_eq!(

@@ -3,7 +3,7 @@
 use super::{ApiError, AppState, json_response, parse_json};
 use crate::driver::{ReadAnswer, ReadQuery};
 use crate::settings::ReadPolicy;
-use kv_replica::command::{ClientSeq, Op, OpResult};
+use kv_replica::command::{ClientSeq, Op, OpResult, TxnOpResult};
 use kv_replica::state_machine::MAX_KEY_BYTES;
 use serde::Deserialize;
 use serde_json::json;
@@ -16,16 +16,30 @@ const MAX_LIST_LIMIT: usize = 10_000;
 const DEFAULT_LIST_LIMIT: usize = 100;
 
 /// The key from its (percent-encoded) path segment.
-pub(super) fn decode_key(segment: &str) -> Result<String, ApiError> {
-    let key = percent_encoding::percent_decode_str(segment)
-        .decode_utf8()
-        .map_err(|_| ApiError::BadRequest("key is not valid UTF-8 once percent-decoded".into()))?
-        .into_owned();
+/// The key named by the path segments after `/kv/`: each segment
+/// percent-decoded, joined by `/` (so `a/b` and `a%2Fb` name one key).
+pub(super) fn decode_key(segments: &[&str]) -> Result<String, ApiError> {
+    let mut key = String::new();
+    for (i, segment) in segments.iter().enumerate() {
+        if i > 0 {
+            key.push('/');
+        }
+        let decoded = percent_encoding::percent_decode_str(segment)
+            .decode_utf8()
+            .map_err(|_| {
+                ApiError::BadRequest("key is not valid UTF-8 once percent-decoded".into())
+            })?;
+        key.push_str(&decoded);
+        // Stop early on a hostile path: the limit is checked below anyway.
+        if key.len() > MAX_KEY_BYTES {
+            break;
+        }
+    }
     check_key(&key)?;
     Ok(key)
 }
 
-fn check_key(key: &str) -> Result<(), ApiError> {
+pub(super) fn check_key(key: &str) -> Result<(), ApiError> {
     if key.is_empty() {
         return Err(ApiError::BadRequest("key must not be empty".into()));
     }
@@ -38,7 +52,7 @@ fn check_key(key: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_value(state: &AppState, value: &str) -> Result<(), ApiError> {
+pub(super) fn check_value(state: &AppState, value: &str) -> Result<(), ApiError> {
     if value.len() > state.max_value_bytes {
         return Err(ApiError::TooLarge(format!(
             "value of {} bytes is over the limit of {}",
@@ -50,7 +64,10 @@ fn check_value(state: &AppState, value: &str) -> Result<(), ApiError> {
 }
 
 /// `client_id` and `seq`: deduplication only when both are given.
-fn client_seq(client_id: Option<String>, seq: Option<u64>) -> Result<Option<ClientSeq>, ApiError> {
+pub(super) fn client_seq(
+    client_id: Option<String>,
+    seq: Option<u64>,
+) -> Result<Option<ClientSeq>, ApiError> {
     match (client_id, seq) {
         (Some(client_id), Some(seq)) => {
             if client_id.len() > MAX_CLIENT_ID_BYTES {
@@ -175,7 +192,7 @@ pub(super) async fn multi_put(
     write(state, client, Op::MultiPut { entries }).await
 }
 
-async fn write(
+pub(super) async fn write(
     state: &AppState,
     client: Option<ClientSeq>,
     op: Op,
@@ -191,6 +208,23 @@ async fn write(
             current,
         } => json!({"succeeded": succeeded, "revision": revision, "current": current}),
         OpResult::MultiPut { revision } => json!({"revision": revision}),
+        OpResult::Txn {
+            succeeded,
+            revision,
+            results,
+        } => {
+            let results: Vec<_> = results
+                .into_iter()
+                .map(|result| match result {
+                    TxnOpResult::Prev(prev) => json!({"prev": prev}),
+                    TxnOpResult::Get(Some((key, value, revision))) => {
+                        json!({"key": key, "value": value, "revision": revision})
+                    }
+                    TxnOpResult::Get(None) => serde_json::Value::Null,
+                })
+                .collect();
+            json!({"succeeded": succeeded, "revision": revision, "results": results})
+        }
         OpResult::StaleSeq {
             client_id,
             seq,

@@ -94,6 +94,20 @@ pub(super) async fn add(
             )));
         }
     };
+    // A member's address is where every node sends its raft traffic, with
+    // the peer credential for that member. Changing it through the client
+    // API would let a client (even an admin) redirect that traffic to
+    // itself, so it is fixed while the node is a member: remove the node
+    // and add it again to move it. The same URL again is a harmless retry.
+    // (`voters` includes the outgoing half of a joint configuration.)
+    if (is_voter || is_learner) && known_url.as_deref() != Some(url.as_str()) {
+        return Err(ApiError::MemberUrlConflict(format!(
+            "{} is a member at {}; its url cannot be changed while it is a member \
+             (remove it and add it again at the new url)",
+            request.id,
+            known_url.as_deref().unwrap_or("an unknown url"),
+        )));
+    }
     if is_voter && !request.voter {
         // A joiner restarted with --join must never demote itself by a
         // repeated request; demotion is a removal and a new add.

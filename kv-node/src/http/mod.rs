@@ -7,7 +7,7 @@
 //! through [`DriverHandle`]; errors become replies in `error.rs`.
 //!
 //! - `error`: [`ApiError`] and its mapping to status codes and API codes.
-//! - `kv`: the key-value routes.
+//! - `kv`: the key-value routes; `txn`: `POST /txn`, transactions.
 //! - `ops`: health, status, metrics, admin and the peer endpoint.
 //! - `members`: membership changes and leader transfer; `forward`: sending
 //!   those from a follower to the leader.
@@ -16,6 +16,7 @@ mod error;
 mod kv;
 mod members;
 mod ops;
+mod txn;
 
 pub use error::ApiError;
 
@@ -26,13 +27,14 @@ use crate::metrics::Metrics;
 use crate::peer::PeerClient;
 use crate::peer::inbound::Inbound;
 use crate::settings::{
-    LeaseTiming, MAX_CONCURRENT_PEER_BATCHES, MAX_CONCURRENT_REQUESTS, ReadPolicy,
+    BODY_READ_TIMEOUT_MS, LeaseTiming, MAX_CONCURRENT_PEER_BATCHES, MAX_CONCURRENT_REQUESTS,
+    ReadPolicy,
 };
 use bytes::{Buf, Bytes};
 use futures_util::{Stream, StreamExt};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use warp::Filter;
 use warp::http::{Method, Response, StatusCode, header};
@@ -44,6 +46,9 @@ pub struct AppState {
     /// Puts peer batches back in their sending order.
     pub inbound: Inbound,
     pub metrics: Arc<Metrics>,
+    /// Peer refusals are logged at most once per interval (a sender can
+    /// repeat them at will); every one is counted in `metrics`.
+    pub refusal_log: crate::log_limit::LogLimit,
     /// The server-wide default read consistency (`PUT /admin/read-policy`).
     read_policy: AtomicU8,
     pub max_value_bytes: usize,
@@ -60,6 +65,8 @@ pub struct AppState {
     pub max_peer_batch_bytes: usize,
     /// The node's one client to its peers, for forwarded operations.
     pub peer_client: PeerClient,
+    /// A request body must arrive within this long (`--body-timeout-ms`).
+    pub body_timeout: Duration,
     /// This node's lease timing: peer batches with another are refused.
     /// `None` (tests that build batches by hand) checks nothing.
     pub timing: Option<LeaseTiming>,
@@ -79,6 +86,7 @@ impl AppState {
             inbound: Inbound::new(&members),
             members,
             metrics,
+            refusal_log: crate::log_limit::LogLimit::default(),
             read_policy: AtomicU8::new(0),
             max_value_bytes,
             max_body_bytes,
@@ -87,6 +95,7 @@ impl AppState {
             peer_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_PEER_BATCHES)),
             max_peer_batch_bytes: crate::settings::MAX_PEER_BATCH_BYTES,
             peer_client: PeerClient::plain_default(),
+            body_timeout: Duration::from_millis(BODY_READ_TIMEOUT_MS),
             timing: None,
         };
         state.set_read_policy(read_policy);
@@ -96,6 +105,12 @@ impl AppState {
     /// Sets the lease timing peer batches must match.
     pub fn with_timing(mut self, timing: LeaseTiming) -> AppState {
         self.timing = Some(timing);
+        self
+    }
+
+    /// Sets the body deadline.
+    pub fn with_body_timeout(mut self, timeout: Duration) -> AppState {
+        self.body_timeout = timeout;
         self
     }
 
@@ -223,9 +238,17 @@ where
         Ok(route) => {
             let name = route.name();
             let limit = route.body_limit(state);
-            let response = match read_body(body, limit).await {
-                Ok(body) => route.dispatch(state, query, authorization, body).await,
-                Err(e) => Err(e),
+            // A body that trickles in would hold its slot (and a peer or
+            // client slot is all a flood needs): it gets a deadline.
+            let deadline = state.body_timeout;
+            let body = tokio::time::timeout(deadline, read_body(body, limit)).await;
+            let response = match body {
+                Ok(Ok(body)) => route.dispatch(state, query, authorization, body).await,
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(ApiError::RequestTimeout(format!(
+                    "the request body did not arrive within {} ms",
+                    deadline.as_millis()
+                ))),
             };
             (name, response.unwrap_or_else(ApiError::into_response))
         }
@@ -271,6 +294,7 @@ enum Route {
     KvDelete(String),
     KvCas(String),
     KvMultiPut,
+    Txn,
     KvList,
     Healthz,
     Readyz,
@@ -300,7 +324,14 @@ impl Route {
                 _ => return Err(not_allowed("GET")),
             },
             ["kv", "mput"] if m == Method::POST => Route::KvMultiPut,
-            ["kv", key] => {
+            // A key may span several segments (`/kv/services/web/1`); a
+            // last segment `cas` names the operation, so a key ending in
+            // `/cas` is reached percent-encoded (`/kv/a%2Fcas`).
+            ["kv", key @ .., "cas"] if !key.is_empty() => match *m {
+                Method::POST => Route::KvCas(kv::decode_key(key)?),
+                _ => return Err(not_allowed("POST")),
+            },
+            ["kv", key @ ..] => {
                 let key = kv::decode_key(key);
                 match *m {
                     Method::GET => Route::KvGet(key?),
@@ -309,10 +340,7 @@ impl Route {
                     _ => return Err(not_allowed("GET, PUT, DELETE")),
                 }
             }
-            ["kv", key, "cas"] => match *m {
-                Method::POST => Route::KvCas(kv::decode_key(key)?),
-                _ => return Err(not_allowed("POST")),
-            },
+            ["txn"] => only_post(m, Route::Txn)?,
             ["healthz"] => only_get(m, Route::Healthz)?,
             ["readyz"] => only_get(m, Route::Readyz)?,
             ["status"] => only_get(m, Route::Status)?,
@@ -347,6 +375,7 @@ impl Route {
             Route::KvDelete(_) => "kv_delete",
             Route::KvCas(_) => "kv_cas",
             Route::KvMultiPut => "kv_mput",
+            Route::Txn => "txn",
             Route::KvList => "kv_list",
             Route::Healthz => "healthz",
             Route::Readyz => "readyz",
@@ -365,7 +394,9 @@ impl Route {
     fn body_limit(&self, state: &AppState) -> usize {
         match self {
             Route::RaftMessages => state.max_peer_batch_bytes,
-            Route::KvPut(_) | Route::KvCas(_) | Route::KvMultiPut => state.max_body_bytes,
+            Route::KvPut(_) | Route::KvCas(_) | Route::KvMultiPut | Route::Txn => {
+                state.max_body_bytes
+            }
             _ => 64 << 10,
         }
     }
@@ -383,6 +414,7 @@ impl Route {
             Route::KvDelete(key) => kv::delete(state, key, &body).await,
             Route::KvCas(key) => kv::cas(state, key, &body).await,
             Route::KvMultiPut => kv::multi_put(state, &body).await,
+            Route::Txn => txn::txn(state, &body).await,
             Route::KvList => kv::list(state, query).await,
             Route::Healthz => Ok(json_response(
                 StatusCode::OK,

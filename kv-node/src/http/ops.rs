@@ -7,7 +7,6 @@ use crate::settings::ReadPolicy;
 use raft_core::Role;
 use serde::Deserialize;
 use serde_json::json;
-use std::sync::atomic::Ordering::Relaxed;
 use warp::http::{Response, StatusCode, header};
 
 fn role_name(role: Role) -> &'static str {
@@ -26,10 +25,11 @@ pub(super) async fn readyz(state: &AppState) -> Result<Response<Vec<u8>>, ApiErr
     } else if status.leader.is_none() {
         Err(ApiError::Unavailable("no leader is known".into()))
     } else {
-        Err(ApiError::Unavailable(format!(
-            "applied index {} is behind the commit index {}",
-            status.last_applied, status.commit_index
-        )))
+        // Open to anyone (load balancers probe without a token): say why,
+        // but not the indexes, which `/status` gives to readers.
+        Err(ApiError::Unavailable(
+            "catching up: this node has not applied all it knows is committed".into(),
+        ))
     }
 }
 
@@ -48,7 +48,7 @@ pub(super) async fn status(state: &AppState) -> Result<Response<Vec<u8>>, ApiErr
         "last_applied": s.last_applied,
         "last_log_index": s.last_log_index,
         "snapshot_index": s.snapshot_index,
-        "snapshot_bytes": state.metrics.snapshot_bytes.load(Relaxed),
+        "snapshot_bytes": state.metrics.snapshot_bytes.get(),
         "members": names(&s.voters),
         "learners": names(&s.learners),
         "keys": s.keys,
@@ -64,7 +64,7 @@ pub(super) fn metrics(state: &AppState) -> Response<Vec<u8>> {
     let mut response = Response::new(state.metrics.render().into_bytes());
     response.headers_mut().insert(
         header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; version=0.0.4"),
+        header::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
     );
     response
 }
@@ -98,7 +98,7 @@ pub(super) async fn transfer_leader(
 
 pub(super) async fn snapshot(state: &AppState) -> Result<Response<Vec<u8>>, ApiError> {
     let taken = state.driver.snapshot().await?;
-    let index = taken.unwrap_or_else(|| state.metrics.snapshot_index.load(Relaxed));
+    let index = taken.unwrap_or_else(|| state.metrics.snapshot_index.get());
     Ok(json_response(
         StatusCode::OK,
         &json!({"taken": taken.is_some(), "snapshot_index": index}),
@@ -141,22 +141,48 @@ pub(super) async fn raft_messages(
     let batch = match decoded {
         Ok(batch) => batch,
         Err(e) => {
-            state.metrics.peer_batches_refused.fetch_add(1, Relaxed);
-            tracing::warn!(error = %e, bytes = body.len(), "refused a peer batch");
+            state.metrics.peer_batches_refused.inc();
+            if let Some(suppressed) = state.refusal_log.admit(std::time::Instant::now()) {
+                tracing::warn!(error = %e, bytes = body.len(), suppressed, "refused a peer batch");
+            }
             return Err(ApiError::BadRequest(e.to_string()));
         }
     };
+    // A removed member keeps its credential, and must not depose a leader
+    // with a higher term: its messages never reach the core. The reply tells it why, and how far our log is
+    // committed, so that it can tell whether the news is newer than its
+    // own knowledge (`transport::NotAMemberReport`).
+    // Read before the configuration, which the driver publishes before the
+    // commit index of the same round, so the number is rarely ahead of the
+    // configuration. Either way is harmless: too low, the sender ignores
+    // the news; too high, a sender added back meanwhile stays quiet only
+    // until the leader brings its commit index past it.
+    let commit_index = state.metrics.commit_index.get();
+    let directory = state.driver.directory();
+    if !directory.admits(batch.from) {
+        state.metrics.peer_batches_refused.inc();
+        let name = directory.name_of(batch.from);
+        tracing::debug!(from = %name, "refused a peer batch: the sender was removed");
+        return Err(ApiError::NotAMember {
+            message: format!(
+                "{name} is not a member of this node's configuration: it was removed from the cluster"
+            ),
+            commit_index,
+        });
+    }
     // Leases are safe only when every member counts the same ticks
     // (`LeaseTiming`): a mixed cluster does not form, and says why.
     if let Some(ours) = state.timing
         && batch.timing != ours
     {
-        state.metrics.peer_batches_refused.fetch_add(1, Relaxed);
+        state.metrics.peer_batches_refused.inc();
         let why = format!(
             "timing mismatch: the sender runs {:?}, this node {ours:?}; every member must run with the same --tick-ms and --election-timeout-ms",
             batch.timing
         );
-        tracing::error!(from = %batch.from, "{why}");
+        if let Some(suppressed) = state.refusal_log.admit(std::time::Instant::now()) {
+            tracing::error!(from = %batch.from, suppressed, "{why}");
+        }
         return Err(ApiError::BadRequest(why));
     }
     state.inbound.deliver(batch, &state.driver).await?;

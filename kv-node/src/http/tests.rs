@@ -113,6 +113,163 @@ fn error_code(body: &Value) -> &str {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_runs_one_branch_atomically_and_is_deduplicated() {
+    let node = single_node().await;
+    let s = &node.state;
+    let (_, body) = call(s, "PUT", "/kv/a", r#"{"value":"1"}"#).await;
+    let a_revision = body["revision"].as_u64().unwrap();
+    let txn = format!(
+        r#"{{"compare": [{{"key": "a", "target": "value", "op": "==", "value": "1"}},
+                        {{"key": "b", "target": "revision", "op": "==", "revision": 0}},
+                        {{"key": "a", "target": "revision", "op": "<", "revision": {}}}],
+            "success": [{{"put": {{"key": "a", "value": "2"}}}}, {{"put": {{"key": "b", "value": "x"}}}},
+                        {{"get": {{"key": "a"}}}}, {{"delete": {{"key": "c"}}}}],
+            "failure": [{{"get": {{"key": "a"}}}}],
+            "client_id": "c1", "seq": 1}}"#,
+        a_revision + 1
+    );
+    let (status, first) = call(s, "POST", "/txn", &txn).await;
+    assert_eq!(status, 200, "{first}");
+    let revision = first["revision"].as_u64().unwrap();
+    assert_eq!(
+        first,
+        json!({"succeeded": true, "revision": revision, "results": [
+            {"prev": "1"}, {"prev": null},
+            {"key": "a", "value": "2", "revision": revision}, {"prev": null}]})
+    );
+    // A retry answers the first result; the same transaction anew fails its
+    // comparisons and runs the failure branch.
+    let (_, again) = call(s, "POST", "/txn", &txn).await;
+    assert_eq!(again, first);
+    let (_, other) = call(s, "POST", "/txn", &txn.replace("\"seq\": 1", "\"seq\": 2")).await;
+    assert_eq!(other["succeeded"], false, "{other}");
+    assert_eq!(
+        other["results"],
+        json!([{"key": "a", "value": "2", "revision": revision}])
+    );
+    // Both branches may be empty; a transaction with no comparison succeeds.
+    let (status, body) = call(s, "POST", "/txn", "{}").await;
+    assert_eq!(
+        (status, &body["succeeded"], &body["results"]),
+        (200, &json!(true), &json!([]))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_transactions_are_refused_and_change_nothing() {
+    let node = single_node().await;
+    let s = &node.state;
+    let put = |key: &str| format!(r#"{{"put": {{"key": "{key}", "value": "v"}}}}"#);
+    let many_ops = vec![r#"{"get": {"key": "k"}}"#.to_string(); 129].join(",");
+    let cases = [
+        ("not JSON", "{".to_string()),
+        ("unknown field", r#"{"compares": []}"#.to_string()),
+        (
+            "unknown op",
+            r#"{"success": [{"upsert": {"key": "a", "value": "1"}}]}"#.to_string(),
+        ),
+        (
+            "value compared by order",
+            r#"{"compare": [{"key": "a", "target": "value", "op": "<", "value": "1"}]}"#
+                .to_string(),
+        ),
+        (
+            "revision compare without a revision",
+            r#"{"compare": [{"key": "a", "target": "revision", "op": "==", "value": "1"}]}"#
+                .to_string(),
+        ),
+        (
+            "unknown target",
+            r#"{"compare": [{"key": "a", "target": "version", "op": "==", "revision": 1}]}"#
+                .to_string(),
+        ),
+        (
+            "unknown compare op",
+            r#"{"compare": [{"key": "a", "target": "revision", "op": "<=", "revision": 1}]}"#
+                .to_string(),
+        ),
+        ("empty key", format!(r#"{{"success": [{}]}}"#, put(""))),
+        (
+            "key written twice",
+            format!(r#"{{"failure": [{}, {}]}}"#, put("a"), put("a")),
+        ),
+        ("129 ops", format!(r#"{{"success": [{many_ops}]}}"#)),
+    ];
+    for (what, body) in cases {
+        let (status, reply) = call(s, "POST", "/txn", &body).await;
+        assert_eq!(
+            (status, error_code(&reply)),
+            (400, "bad_request"),
+            "{what}: {reply}"
+        );
+        assert!(
+            reply["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    let (status, reply) = call(s, "GET", "/txn", "").await;
+    assert_eq!((status, error_code(&reply)), (405, "method_not_allowed"));
+    let (status, _) = call(s, "GET", "/kv/a", "").await;
+    assert_eq!(status, 404, "nothing was written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_may_span_several_path_segments() {
+    let node = single_node().await;
+    let s = &node.state;
+    let (status, body) = call(s, "PUT", "/kv/services/web/1", r#"{"value":"up"}"#).await;
+    assert_eq!(status, 200, "{body}");
+    // The same key, percent-encoded or split differently.
+    for path in [
+        "/kv/services/web/1",
+        "/kv/services%2Fweb%2F1",
+        "/kv/services/web%2F1",
+    ] {
+        let (status, body) = call(s, "GET", path, "").await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(
+            (&body["key"], &body["value"]),
+            (&json!("services/web/1"), &json!("up"))
+        );
+    }
+    let (_, body) = call(s, "GET", "/kv?prefix=services%2Fweb%2F", "").await;
+    assert_eq!(body["entries"][0]["key"], "services/web/1", "{body}");
+
+    // CAS is the last segment; a key whose last segment is `cas` is
+    // reached percent-encoded.
+    let (status, body) = call(
+        s,
+        "POST",
+        "/kv/services/web/1/cas",
+        r#"{"expected":"up","value":"down"}"#,
+    )
+    .await;
+    assert_eq!((status, &body["succeeded"]), (200, &json!(true)), "{body}");
+    let (status, _) = call(s, "PUT", "/kv/services/web%2Fcas", r#"{"value":"v"}"#).await;
+    assert_eq!(status, 200);
+    let (_, body) = call(s, "GET", "/kv/services%2Fweb%2Fcas", "").await;
+    assert_eq!(body["value"], "v");
+    let (status, body) = call(s, "GET", "/kv/services/web/cas", "").await;
+    assert_eq!((status, error_code(&body)), (405, "method_not_allowed"));
+
+    // Empty segments are part of the key; an empty key is refused.
+    let (status, _) = call(s, "PUT", "/kv/a//b/", r#"{"value":"x"}"#).await;
+    assert_eq!(status, 200);
+    let (_, body) = call(s, "GET", "/kv/a%2F%2Fb%2F", "").await;
+    assert_eq!(body["value"], "x");
+    let (status, body) = call(s, "PUT", "/kv/", r#"{"value":"x"}"#).await;
+    assert_eq!((status, error_code(&body)), (400, "bad_request"));
+    let (status, body) = call(s, "DELETE", "/kv/services/web/1", "").await;
+    assert_eq!((status, &body["prev"]), (200, &json!("down")));
+
+    // A path of many segments is held to the key limit.
+    let long = "/kv/".to_string() + &"ab/".repeat(2000);
+    let (status, body) = call(s, "PUT", &long, r#"{"value":"x"}"#).await;
+    assert_eq!((status, error_code(&body)), (413, "too_large"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_and_reads_follow_the_contract() {
     let node = single_node().await;
     let s = &node.state;

@@ -17,6 +17,12 @@ use rustls::ClientConfig;
 use std::net::IpAddr;
 use std::time::Duration;
 
+/// Idle pooled connections are dropped after this long: below the
+/// server's header timeout (30 s, `settings::HEADER_READ_TIMEOUT`), which
+/// closes idle connections, so the client does not reuse one the server is
+/// closing.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// One client for all peers of a node; connections are kept alive.
 #[derive(Clone)]
 pub enum PeerClient {
@@ -101,7 +107,7 @@ impl PeerClient {
                     .no_proxy()
                     .tcp_nodelay(true)
                     .connect_timeout(options.connect_timeout)
-                    .pool_idle_timeout(Duration::from_secs(60))
+                    .pool_idle_timeout(POOL_IDLE_TIMEOUT)
                     .pool_max_idle_per_host(options.pool_max_idle_per_host);
                 if let Some(ip) = options.local_address {
                     builder = builder.local_address(ip);
@@ -120,7 +126,7 @@ impl PeerClient {
                     .enable_http1()
                     .wrap_connector(http);
                 let client = Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(60))
+                    .pool_idle_timeout(POOL_IDLE_TIMEOUT)
                     .pool_max_idle_per_host(options.pool_max_idle_per_host)
                     .build(https);
                 Ok(PeerClient::Tls(Box::new(client)))

@@ -8,12 +8,15 @@
 //! retransmits what matters. Connections leave from this node's own listen
 //! IP, so that tests can cut links with firewall rules between addresses.
 //! Over TLS the peer's certificate must chain to the cluster CA
-//! (`tls.rs`); with a cluster token each batch carries it as a bearer token.
+//! (`tls.rs`); with a cluster token each batch carries, as a bearer token,
+//! the credential derived for the receiving node (`auth.rs`), never the
+//! token itself.
 //!
 //! Inbound, `inbound.rs` checks a received batch and puts batches back in
 //! their sending order before any of it reaches the core.
 
 use super::client::PeerClient;
+use crate::auth::PeerSecret;
 use crate::ids::{Member, Members};
 use crate::metrics::{Metrics, PeerMetrics};
 use crate::settings::LeaseTiming;
@@ -21,7 +24,6 @@ use raft_core::{Message, MessageBody, NodeId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc};
 
@@ -31,8 +33,10 @@ pub const MESSAGES_PATH: &str = "/raft/messages";
 const PEER_QUEUE: usize = 8 * 1024;
 /// Batches in flight to one peer at once.
 const INFLIGHT_BATCHES: usize = 4;
-/// A batch stops growing at this many bytes of entries.
-const TARGET_BATCH_BYTES: usize = 4 << 20;
+/// A batch stops growing before its estimated size passes this share of
+/// the batch limit (`--max-peer-batch-bytes`, which every member shares):
+/// the estimate leaves out postcard's few bytes of framing per field.
+const BATCH_FILL_PERCENT: usize = 75;
 const TARGET_BATCH_MESSAGES: usize = 4096;
 
 /// What travels in one `POST /raft/messages`.
@@ -53,6 +57,21 @@ pub struct PeerBatch {
     pub messages: Vec<Message>,
 }
 
+/// A peer refused this node's batch because this node is not a member of
+/// the configuration that peer has in force (`403 not_a_member`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotAMemberReport {
+    /// The peer's commit index when it refused: its configuration took
+    /// effect at or below it. The driver believes the refusal only if its
+    /// own commit index is lower (the peer knows a newer configuration);
+    /// a peer that lags behind this node's own addition is ignored.
+    pub commit_index: u64,
+    pub peer: String,
+}
+
+/// The highest-reaching report so far, shared by the sender tasks.
+type Reports = Arc<std::sync::Mutex<Option<NotAMemberReport>>>;
+
 /// The driver's side of the transport: non-blocking, never waits.
 #[derive(Clone)]
 pub struct PeerSender {
@@ -71,7 +90,11 @@ struct Spawner {
     client: PeerClient,
     metrics: Arc<Metrics>,
     inflight: usize,
-    authorization: Option<reqwest::header::HeaderValue>,
+    /// Derives each peer's credential; `None` without a cluster token.
+    secret: Option<PeerSecret>,
+    /// Estimated bytes a batch may grow to (see [`BATCH_FILL_PERCENT`]).
+    target_batch_bytes: usize,
+    reports: Reports,
     /// The server's runtime: the driver thread, which adds peers, runs a
     /// runtime of its own that must not carry network tasks.
     runtime: tokio::runtime::Handle,
@@ -105,9 +128,29 @@ impl PeerSender {
             client: spawner.client.clone(),
             metrics: spawner.metrics.clone(),
             inflight: Arc::new(Semaphore::new(spawner.inflight)),
-            authorization: spawner.authorization.clone(),
+            authorization: spawner.secret.as_ref().and_then(|s| {
+                // Marked sensitive so that no debug output shows it.
+                let credential = s.credential_for(&peer.name);
+                let mut value =
+                    reqwest::header::HeaderValue::from_str(&format!("Bearer {credential}")).ok()?;
+                value.set_sensitive(true);
+                Some(value)
+            }),
+            target_batch_bytes: spawner.target_batch_bytes,
+            reports: spawner.reports.clone(),
         };
         spawner.runtime.spawn(task.run(rx));
+    }
+
+    /// The highest commit index at which a peer said this node is not a
+    /// member of its configuration, if any peer did.
+    pub fn not_a_member_report(&self) -> Option<NotAMemberReport> {
+        let spawner = self.spawner.as_ref()?;
+        spawner
+            .reports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Queues `m` for its recipient; drops it if that queue is full.
@@ -117,7 +160,7 @@ impl PeerSender {
                 if queue.try_send(m).is_err()
                     && let Some(peer) = metrics.peers.get(name)
                 {
-                    peer.messages_dropped.fetch_add(1, Relaxed);
+                    peer.messages_dropped.inc();
                 }
             }
             None => tracing::debug!(to = %m.to, "no route to node; message dropped"),
@@ -131,8 +174,9 @@ pub fn start(
     members: &Members,
     client: PeerClient,
     metrics: Arc<Metrics>,
-    peer_token: Option<String>,
+    secret: Option<PeerSecret>,
     timing: LeaseTiming,
+    max_batch_bytes: usize,
 ) -> PeerSender {
     let inflight = std::env::var("KV_NODE_PEER_INFLIGHT")
         .ok()
@@ -141,12 +185,6 @@ pub fn start(
     let epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    // Marked sensitive so that no debug output shows the token.
-    let authorization = peer_token.and_then(|t| {
-        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok()?;
-        value.set_sensitive(true);
-        Some(value)
-    });
     let mut sender = PeerSender {
         queues: BTreeMap::new(),
         spawner: Some(Arc::new(Spawner {
@@ -156,7 +194,9 @@ pub fn start(
             client,
             metrics,
             inflight,
-            authorization,
+            secret,
+            target_batch_bytes: max_batch_bytes / 100 * BATCH_FILL_PERCENT,
+            reports: Reports::default(),
             runtime: tokio::runtime::Handle::current(),
         })),
     };
@@ -175,8 +215,11 @@ struct PeerTask {
     client: PeerClient,
     metrics: Arc<Metrics>,
     inflight: Arc<Semaphore>,
-    /// `Bearer <cluster token>`, when peers authenticate with one.
+    /// `Bearer <credential for this peer>`, when peers authenticate with
+    /// a cluster token.
     authorization: Option<reqwest::header::HeaderValue>,
+    target_batch_bytes: usize,
+    reports: Reports,
 }
 
 impl PeerTask {
@@ -184,23 +227,23 @@ impl PeerTask {
         let mut last_error_logged: Option<Instant> = None;
         let mut seq = 0;
         let this = Arc::new(self);
-        while let Some(first) = rx.recv().await {
+        // A message taken from the queue that did not fit the last batch.
+        let mut carried: Option<Message> = None;
+        loop {
+            let first = match carried.take() {
+                Some(m) => m,
+                None => match rx.recv().await {
+                    Some(m) => m,
+                    None => return,
+                },
+            };
             // Wait for a free slot first, so that the batch takes in
             // everything that queued up meanwhile.
             let Ok(permit) = this.inflight.clone().acquire_owned().await else {
                 return;
             };
-            let mut bytes = message_bytes(&first);
-            let mut messages = vec![first];
-            while bytes < TARGET_BATCH_BYTES && messages.len() < TARGET_BATCH_MESSAGES {
-                match rx.try_recv() {
-                    Ok(m) => {
-                        bytes += message_bytes(&m);
-                        messages.push(m);
-                    }
-                    Err(_) => break,
-                }
-            }
+            let messages;
+            (messages, carried) = fill_batch(first, &mut rx, this.target_batch_bytes);
             let count = messages.len() as u64;
             seq += 1;
             let body = match postcard::to_allocvec(&PeerBatch {
@@ -240,6 +283,9 @@ impl PeerTask {
                         if status.is_success() {
                             Ok(())
                         } else {
+                            if status == reqwest::StatusCode::FORBIDDEN {
+                                task.note_not_a_member(&reply);
+                            }
                             let reply = &reply[..reply.len().min(200)];
                             Err(format!("{status}: {}", String::from_utf8_lossy(reply)))
                         }
@@ -248,13 +294,13 @@ impl PeerTask {
                 match result {
                     Ok(_) => {
                         if let Some(p) = peer {
-                            p.batches_sent.fetch_add(1, Relaxed);
-                            p.messages_sent.fetch_add(count, Relaxed);
+                            p.batches_sent.inc();
+                            p.messages_sent.inc_by(count);
                         }
                     }
                     Err(e) => {
                         if let Some(p) = peer {
-                            p.send_errors.fetch_add(1, Relaxed);
+                            p.send_errors.inc();
                         }
                         if log_error {
                             tracing::warn!(peer = %task.name, error = %e, "sending to peer failed");
@@ -270,17 +316,126 @@ impl PeerTask {
         }
     }
 
+    /// Records a `403 not_a_member` refusal for the driver (see
+    /// [`NotAMemberReport`]); other 403s (a wrong credential) are only
+    /// logged as send errors.
+    fn note_not_a_member(&self, reply: &[u8]) {
+        #[derive(Deserialize)]
+        struct Reply {
+            error: Refusal,
+        }
+        #[derive(Deserialize)]
+        struct Refusal {
+            code: String,
+            commit_index: Option<u64>,
+        }
+        let Ok(Reply { error }) = serde_json::from_slice::<Reply>(reply) else {
+            return;
+        };
+        let (true, Some(commit_index)) = (error.code == "not_a_member", error.commit_index) else {
+            return;
+        };
+        let mut report = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+        if report
+            .as_ref()
+            .is_none_or(|r| r.commit_index < commit_index)
+        {
+            *report = Some(NotAMemberReport {
+                commit_index,
+                peer: self.name.clone(),
+            });
+        }
+    }
+
     fn peer_metrics(&self) -> Option<&PeerMetrics> {
         self.metrics.peers.get(&self.name)
     }
 }
 
-/// A rough size, for batch limits.
+/// One batch: `first`, then whatever is queued while the estimated size
+/// stays within `target_bytes`. The first message always goes (one entry
+/// or one snapshot chunk fits the limit: `cli.rs` checks it); a message
+/// that does not fit is returned, to start the next batch. So a batch
+/// passes `target_bytes` only if its one message does.
+fn fill_batch(
+    first: Message,
+    rx: &mut mpsc::Receiver<Message>,
+    target_bytes: usize,
+) -> (Vec<Message>, Option<Message>) {
+    let mut bytes = message_bytes(&first);
+    let mut messages = vec![first];
+    while messages.len() < TARGET_BATCH_MESSAGES {
+        let Ok(m) = rx.try_recv() else { break };
+        let size = message_bytes(&m);
+        if bytes + size > target_bytes {
+            return (messages, Some(m));
+        }
+        bytes += size;
+        messages.push(m);
+    }
+    (messages, None)
+}
+
+/// A rough size, for batch limits: at least postcard's encoding of the
+/// message (varints take at most 10 bytes; entries count 24 each).
 fn message_bytes(m: &Message) -> usize {
     64 + match &m.body {
         MessageBody::AppendEntries { entries, .. } => entries.iter().map(|e| e.size_bytes()).sum(),
         MessageBody::InstallSnapshot { data, .. } => data.len(),
         MessageBody::Propose { entries } => entries.iter().map(|e| e.data.len() + 16).sum(),
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft_core::{Entry, EntryKind, LogIndex, Term};
+
+    fn append(entry_bytes: usize) -> Message {
+        Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(1),
+            body: MessageBody::AppendEntries {
+                prev_log_index: LogIndex(0),
+                prev_log_term: Term(0),
+                entries: vec![Entry {
+                    index: LogIndex(1),
+                    term: Term(1),
+                    kind: EntryKind::Normal,
+                    data: vec![7u8; entry_bytes].into(),
+                }],
+                leader_commit: LogIndex(0),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_stay_under_the_limit_and_carry_the_rest_over() {
+        let limit = 4 << 20;
+        let target = limit / 100 * BATCH_FILL_PERCENT;
+        let (tx, mut rx) = mpsc::channel(64);
+        // Twenty 1 MiB messages queued at once (entries, or snapshot chunks).
+        for _ in 0..20 {
+            tx.try_send(append(1 << 20)).unwrap();
+        }
+        let mut first = rx.try_recv().ok();
+        let mut batches = 0;
+        while let Some(m) = first.take() {
+            let (messages, carried) = fill_batch(m, &mut rx, target);
+            let body = postcard::to_allocvec(&PeerBatch {
+                from: NodeId(1),
+                epoch: 1,
+                seq: 1,
+                timing: LeaseTiming::default(),
+                messages,
+            })
+            .unwrap();
+            assert!(body.len() <= limit, "batch of {} bytes", body.len());
+            batches += 1;
+            first = carried.or_else(|| rx.try_recv().ok());
+        }
+        assert!(batches >= 7, "20 MiB in {batches} batches of at most 3 MiB");
     }
 }

@@ -33,6 +33,7 @@ mod snapshot;
 mod snapshot_tests;
 #[cfg(test)]
 mod tests;
+mod txn;
 
 pub use records::{MAX_SNAPSHOT_RECORD_BYTES, SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SnapshotError};
 
@@ -306,6 +307,7 @@ impl KvStateMachine {
                 }
                 OpResult::MultiPut { revision }
             }
+            Op::Txn(txn) => self.apply_txn(revision, txn),
         }
     }
 

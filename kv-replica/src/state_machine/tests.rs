@@ -524,3 +524,145 @@ fn digest_changes_with_values_revisions_and_the_applied_index() {
     let distinct: BTreeSet<u64> = digests.into_iter().collect();
     assert_eq!(distinct.len(), 4);
 }
+
+mod transactions {
+    use super::*;
+    use crate::command::{Compare, CompareOp, CompareTest, Txn, TxnOp, TxnOpResult};
+
+    fn value_is(key: &str, op: CompareOp, value: &str) -> Compare {
+        Compare {
+            key: key.into(),
+            test: CompareTest::Value {
+                op,
+                value: value.into(),
+            },
+        }
+    }
+
+    fn revision_is(key: &str, op: CompareOp, revision: u64) -> Compare {
+        Compare {
+            key: key.into(),
+            test: CompareTest::Revision { op, revision },
+        }
+    }
+
+    fn tput(key: &str, value: &str) -> TxnOp {
+        TxnOp::Put {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    fn tget(key: &str) -> TxnOp {
+        TxnOp::Get { key: key.into() }
+    }
+
+    fn txn(compare: Vec<Compare>, success: Vec<TxnOp>, failure: Vec<TxnOp>) -> Op {
+        Op::Txn(Txn {
+            compare,
+            success,
+            failure,
+        })
+    }
+
+    #[test]
+    fn all_comparisons_hold_so_the_success_ops_run_in_order_at_one_revision() {
+        let mut machine = KvStateMachine::new();
+        apply(&mut machine, put("a", "1")); // revision 1
+        apply(&mut machine, put("b", "x")); // revision 2
+        let result = apply(
+            &mut machine,
+            txn(
+                vec![
+                    value_is("a", CompareOp::Equal, "1"),
+                    revision_is("b", CompareOp::Less, 3),
+                    revision_is("b", CompareOp::Greater, 1),
+                    revision_is("absent", CompareOp::Equal, 0),
+                    value_is("absent", CompareOp::NotEqual, "1"),
+                ],
+                vec![
+                    tput("a", "2"),
+                    tget("a"),
+                    TxnOp::Delete { key: "b".into() },
+                    tget("b"),
+                ],
+                vec![tget("a")],
+            ),
+        );
+        assert_eq!(
+            result,
+            OpResult::Txn {
+                succeeded: true,
+                revision: 3,
+                results: vec![
+                    TxnOpResult::Prev(Some("1".into())),
+                    TxnOpResult::Get(Some(("a".into(), "2".into(), 3))),
+                    TxnOpResult::Prev(Some("x".into())),
+                    TxnOpResult::Get(None),
+                ],
+            }
+        );
+        assert_eq!(machine.get("a"), Some(("2", 3)));
+        assert_eq!(machine.get("b"), None);
+    }
+
+    #[test]
+    fn one_failing_comparison_runs_the_failure_ops_and_writes_nothing_else() {
+        let mut machine = KvStateMachine::new();
+        apply(&mut machine, put("a", "1"));
+        let result = apply(
+            &mut machine,
+            txn(
+                vec![
+                    value_is("a", CompareOp::Equal, "1"),
+                    value_is("missing", CompareOp::Equal, "1"),
+                ],
+                vec![tput("a", "never")],
+                vec![tget("a"), tget("missing")],
+            ),
+        );
+        assert_eq!(
+            result,
+            OpResult::Txn {
+                succeeded: false,
+                revision: 2,
+                results: vec![
+                    TxnOpResult::Get(Some(("a".into(), "1".into(), 1))),
+                    TxnOpResult::Get(None),
+                ],
+            }
+        );
+        assert_eq!(machine.get("a"), Some(("1", 1)));
+    }
+
+    #[test]
+    fn a_retried_transaction_answers_its_first_result_and_survives_a_snapshot() {
+        let mut machine = KvStateMachine::new();
+        let op = txn(
+            vec![revision_is("lock", CompareOp::Equal, 0)],
+            vec![tput("lock", "me")],
+            vec![tget("lock")],
+        );
+        let first = apply_as(&mut machine, Some(("c1", 1)), op.clone());
+        assert!(matches!(
+            first,
+            OpResult::Txn {
+                succeeded: true,
+                ..
+            }
+        ));
+        let restored = KvStateMachine::restore_from_bytes(&machine.snapshot_bytes()).unwrap();
+        assert_eq!(restored, machine);
+        let mut machine = restored;
+        // The retry finds the lock taken, but is answered as the first try.
+        assert_eq!(apply_as(&mut machine, Some(("c1", 1)), op.clone()), first);
+        let other = apply_as(&mut machine, Some(("c2", 1)), op);
+        assert!(matches!(
+            other,
+            OpResult::Txn {
+                succeeded: false,
+                ..
+            }
+        ));
+    }
+}

@@ -15,9 +15,10 @@
 
 use super::error::{StorageError, corrupt, io_error, warn};
 use super::files::{list_dir, sync_dir};
+use super::fs::{Fs, StdFs};
 use raft_core::{LogIndex, SnapshotMeta};
 use serde::{Deserialize, Serialize};
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -69,6 +70,7 @@ fn parse_file_name(name: &str) -> Option<LogIndex> {
 
 /// Writes a snapshot durably and returns its path and size in bytes.
 pub(super) fn write(
+    fs: &dyn Fs,
     dir: &Path,
     header: &SnapshotHeader,
     write_state: impl FnOnce(&mut dyn Write) -> io::Result<()>,
@@ -76,21 +78,23 @@ pub(super) fn write(
     let name = file_name(header.meta.index);
     let final_path = dir.join(&name);
     let temp_path = dir.join(format!("{name}.tmp"));
-    let written = write_temp(&temp_path, header, write_state);
+    let written = write_temp(fs, &temp_path, header, write_state);
     let bytes = match written {
         Ok(bytes) => bytes,
         Err(error) => {
             // Best effort: a leftover temp file is also removed at open.
-            let _ = fs::remove_file(&temp_path);
+            let _ = fs.remove_file(&temp_path);
             return Err(error);
         }
     };
-    fs::rename(&temp_path, &final_path).map_err(io_error("rename snapshot", &final_path))?;
-    sync_dir(dir)?;
+    fs.rename(&temp_path, &final_path)
+        .map_err(io_error("rename snapshot", &final_path))?;
+    sync_dir(fs, dir)?;
     Ok((final_path, bytes))
 }
 
 fn write_temp(
+    fs: &dyn Fs,
     path: &Path,
     header: &SnapshotHeader,
     write_state: impl FnOnce(&mut dyn Write) -> io::Result<()>,
@@ -104,12 +108,7 @@ fn write_temp(
             bytes: header_bytes.len(),
             max_bytes: MAX_HEADER_BYTES as usize,
         })?;
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .map_err(io_error("create snapshot", path))?;
+    let file = fs.create(path).map_err(io_error("create snapshot", path))?;
     let mut out = BufWriter::with_capacity(256 * 1024, file);
     let result = (|| {
         out.write_all(MAGIC)?;
@@ -131,7 +130,7 @@ fn write_temp(
         Ok(PREFIX_BYTES + u64::from(header_len) + state_len + FOOTER_BYTES)
     })();
     let bytes = result.map_err(io_error("write snapshot", path))?;
-    out.get_ref()
+    out.get_mut()
         .sync_all()
         .map_err(io_error("fsync snapshot", path))?;
     Ok(bytes)
@@ -168,16 +167,41 @@ impl<W: Write> Write for CrcWriter<'_, W> {
 /// a snapshot never holds it whole in memory. The receiver checks the state
 /// as a whole (its records carry their own CRCs).
 pub fn read_snapshot_range(path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, StorageError> {
-    let layout = read_layout(path)?;
+    read_snapshot_range_in(&StdFs, path, offset, len)
+}
+
+/// [`read_snapshot_range`] on any file system.
+pub fn read_snapshot_range_in(
+    fs: &dyn Fs,
+    path: &Path,
+    offset: u64,
+    len: u64,
+) -> Result<Vec<u8>, StorageError> {
+    let layout = read_layout(fs, path)?;
     let start = offset.min(layout.state_len);
     let end = offset.saturating_add(len).min(layout.state_len);
-    let mut file = File::open(path).map_err(io_error("open snapshot", path))?;
-    file.seek(SeekFrom::Start(layout.state_offset + start))
-        .map_err(io_error("seek snapshot", path))?;
     let mut data = vec![0; (end - start) as usize];
-    file.read_exact(&mut data)
+    fs.read_at(path, layout.state_offset + start, &mut data)
         .map_err(io_error("read snapshot", path))?;
     Ok(data)
+}
+
+/// Reads a whole snapshot file on any file system, checking its state's
+/// checksum: its metadata and state bytes.
+pub fn read_snapshot(fs: &dyn Fs, path: &Path) -> Result<(SnapshotMeta, Vec<u8>), StorageError> {
+    let layout = read_layout(fs, path)?;
+    let mut data = vec![0; layout.state_len as usize];
+    fs.read_at(path, layout.state_offset, &mut data)
+        .map_err(io_error("read snapshot", path))?;
+    let computed = crc32c::crc32c(&data);
+    if computed != layout.state_crc {
+        let reason = format!(
+            "state checksum mismatch: stored {:08x}, computed {computed:08x}",
+            layout.state_crc
+        );
+        return Err(corrupt(path, layout.state_offset, reason));
+    }
+    Ok((layout.header.meta, data))
 }
 
 /// Opens a snapshot file, validates its header and size, and returns its
@@ -185,7 +209,7 @@ pub fn read_snapshot_range(path: &Path, offset: u64, len: u64) -> Result<Vec<u8>
 /// the state's CRC as it reaches the end and fails with `InvalidData` if it
 /// does not match.
 pub fn open_snapshot(path: &Path) -> Result<(SnapshotMeta, SnapshotReader), StorageError> {
-    let layout = read_layout(path)?;
+    let layout = read_layout(&StdFs, path)?;
     let mut file = File::open(path).map_err(io_error("open snapshot", path))?;
     file.seek(SeekFrom::Start(layout.state_offset))
         .map_err(io_error("seek snapshot", path))?;
@@ -253,19 +277,15 @@ impl Read for SnapshotReader {
 }
 
 /// Reads and checks everything but the state bytes themselves.
-fn read_layout(path: &Path) -> Result<Layout, StorageError> {
+fn read_layout(fs: &dyn Fs, path: &Path) -> Result<Layout, StorageError> {
     let read_error = io_error("read snapshot", path);
-    let mut file = File::open(path).map_err(io_error("open snapshot", path))?;
-    let file_len = file
-        .metadata()
-        .map_err(io_error("stat snapshot", path))?
-        .len();
+    let file_len = fs.file_len(path).map_err(io_error("open snapshot", path))?;
     if file_len < PREFIX_BYTES + FOOTER_BYTES {
         let reason = format!("{file_len} bytes is too short for a snapshot file");
         return Err(corrupt(path, 0, reason));
     }
     let mut prefix = [0u8; PREFIX_BYTES as usize];
-    file.read_exact(&mut prefix).map_err(read_error)?;
+    fs.read_at(path, 0, &mut prefix).map_err(read_error)?;
     let word = |at: usize| u32::from_le_bytes(prefix[at..at + 4].try_into().expect("4 bytes"));
     if &prefix[..8] != MAGIC {
         return Err(corrupt(path, 0, "not a snapshot file (bad magic)"));
@@ -282,7 +302,7 @@ fn read_layout(path: &Path) -> Result<Layout, StorageError> {
         return Err(corrupt(path, 12, reason));
     }
     let mut header_bytes = vec![0u8; header_len as usize];
-    file.read_exact(&mut header_bytes)
+    fs.read_at(path, PREFIX_BYTES, &mut header_bytes)
         .map_err(io_error("read snapshot", path))?;
     let computed_crc = header_crc(header_len, &header_bytes);
     if computed_crc != stored_crc {
@@ -305,8 +325,7 @@ fn read_layout(path: &Path) -> Result<Layout, StorageError> {
 
     let footer_offset = file_len - FOOTER_BYTES;
     let mut footer = [0u8; FOOTER_BYTES as usize];
-    file.seek(SeekFrom::Start(footer_offset))
-        .and_then(|_| file.read_exact(&mut footer))
+    fs.read_at(path, footer_offset, &mut footer)
         .map_err(io_error("read snapshot", path))?;
     if &footer[12..] != END_MAGIC {
         let reason = "no end marker: the file is truncated or was never finished";
@@ -334,18 +353,20 @@ fn read_layout(path: &Path) -> Result<Layout, StorageError> {
 /// With `repair` off (`kv-node check` without `--repair`) nothing is
 /// removed: leftover temp files are only reported.
 pub(super) fn recover_latest(
+    fs: &dyn Fs,
     dir: &Path,
     warnings: &mut Vec<String>,
     repair: bool,
 ) -> Result<Option<(SnapshotHeader, PathBuf)>, StorageError> {
     let mut candidates = Vec::new();
     let mut removed_temp_files = false;
-    for name in list_dir(dir)? {
+    for name in list_dir(fs, dir)? {
         let path = dir.join(&name);
         if name.ends_with(TEMP_SUFFIX) && !repair {
             warn(warnings, format!("unfinished snapshot {}", path.display()));
         } else if name.ends_with(TEMP_SUFFIX) {
-            fs::remove_file(&path).map_err(io_error("remove snapshot temp file", &path))?;
+            fs.remove_file(&path)
+                .map_err(io_error("remove snapshot temp file", &path))?;
             let message = format!("removed unfinished snapshot {}", path.display());
             warn(warnings, message);
             removed_temp_files = true;
@@ -360,11 +381,11 @@ pub(super) fn recover_latest(
         }
     }
     if removed_temp_files {
-        sync_dir(dir)?;
+        sync_dir(fs, dir)?;
     }
     candidates.sort_by_key(|(index, _)| std::cmp::Reverse(*index));
     for (index, path) in candidates {
-        match read_layout(&path) {
+        match read_layout(fs, &path) {
             Ok(layout) if layout.header.meta.index == index => {
                 return Ok(Some((layout.header, path)));
             }
@@ -386,17 +407,18 @@ pub(super) fn recover_latest(
 }
 
 /// Removes every snapshot file in `dir` except `keep`, then fsyncs `dir`.
-pub(super) fn remove_others(dir: &Path, keep: &Path) -> Result<(), StorageError> {
+pub(super) fn remove_others(fs: &dyn Fs, dir: &Path, keep: &Path) -> Result<(), StorageError> {
     let mut removed = false;
-    for name in list_dir(dir)? {
+    for name in list_dir(fs, dir)? {
         let path = dir.join(&name);
         if path != keep && (parse_file_name(&name).is_some() || name.ends_with(TEMP_SUFFIX)) {
-            fs::remove_file(&path).map_err(io_error("remove snapshot", &path))?;
+            fs.remove_file(&path)
+                .map_err(io_error("remove snapshot", &path))?;
             removed = true;
         }
     }
     if removed {
-        sync_dir(dir)?;
+        sync_dir(fs, dir)?;
     }
     Ok(())
 }
@@ -405,6 +427,7 @@ pub(super) fn remove_others(dir: &Path, keep: &Path) -> Result<(), StorageError>
 mod tests {
     use super::*;
     use raft_core::{Membership, NodeId, Term};
+    use std::fs::{self, OpenOptions};
 
     fn header(index: u64) -> SnapshotHeader {
         SnapshotHeader {
@@ -427,7 +450,10 @@ mod tests {
     #[test]
     fn a_written_snapshot_reads_back_its_meta_and_state() {
         let dir = tempfile::tempdir().unwrap();
-        let (path, bytes) = write(dir.path(), &header(9), |w| w.write_all(b"state bytes")).unwrap();
+        let (path, bytes) = write(&StdFs, dir.path(), &header(9), |w| {
+            w.write_all(b"state bytes")
+        })
+        .unwrap();
         assert_eq!(fs::metadata(&path).unwrap().len(), bytes);
         let (meta, _) = open_snapshot(&path).unwrap();
         assert_eq!(meta, header(9).meta);
@@ -437,7 +463,8 @@ mod tests {
     #[test]
     fn a_truncated_snapshot_file_is_rejected_at_open() {
         let dir = tempfile::tempdir().unwrap();
-        let (path, bytes) = write(dir.path(), &header(9), |w| w.write_all(&[5; 1000])).unwrap();
+        let (path, bytes) =
+            write(&StdFs, dir.path(), &header(9), |w| w.write_all(&[5; 1000])).unwrap();
         for len in [0, 10, PREFIX_BYTES + 3, bytes / 2, bytes - 1] {
             let file = OpenOptions::new().write(true).open(&path).unwrap();
             file.set_len(len).unwrap();
@@ -452,7 +479,7 @@ mod tests {
     #[test]
     fn a_flipped_bit_in_the_state_fails_the_read_with_invalid_data() {
         let dir = tempfile::tempdir().unwrap();
-        let (path, _) = write(dir.path(), &header(9), |w| w.write_all(&[5; 1000])).unwrap();
+        let (path, _) = write(&StdFs, dir.path(), &header(9), |w| w.write_all(&[5; 1000])).unwrap();
         let mut raw = fs::read(&path).unwrap();
         let middle = raw.len() / 2;
         raw[middle] ^= 0x10;
@@ -464,7 +491,7 @@ mod tests {
     #[test]
     fn a_flipped_bit_in_the_header_is_corrupt() {
         let dir = tempfile::tempdir().unwrap();
-        let (path, _) = write(dir.path(), &header(9), |w| w.write_all(b"x")).unwrap();
+        let (path, _) = write(&StdFs, dir.path(), &header(9), |w| w.write_all(b"x")).unwrap();
         let mut raw = fs::read(&path).unwrap();
         raw[PREFIX_BYTES as usize + 2] ^= 0x01;
         fs::write(&path, raw).unwrap();
@@ -477,23 +504,23 @@ mod tests {
     #[test]
     fn a_failing_state_writer_leaves_no_file_behind() {
         let dir = tempfile::tempdir().unwrap();
-        let result = write(dir.path(), &header(9), |_| {
+        let result = write(&StdFs, dir.path(), &header(9), |_| {
             Err(io::Error::other("state machine broke"))
         });
         assert!(matches!(result, Err(StorageError::Io { .. })), "{result:?}");
-        assert!(list_dir(dir.path()).unwrap().is_empty());
+        assert!(list_dir(&StdFs, dir.path()).unwrap().is_empty());
     }
 
     #[test]
     fn recovery_skips_a_damaged_newer_snapshot_and_removes_temp_files() {
         let dir = tempfile::tempdir().unwrap();
-        let (older, _) = write(dir.path(), &header(5), |w| w.write_all(b"old")).unwrap();
-        let (newer, _) = write(dir.path(), &header(9), |w| w.write_all(b"new")).unwrap();
+        let (older, _) = write(&StdFs, dir.path(), &header(5), |w| w.write_all(b"old")).unwrap();
+        let (newer, _) = write(&StdFs, dir.path(), &header(9), |w| w.write_all(b"new")).unwrap();
         fs::write(dir.path().join("00000000000000000012.snap.tmp"), b"half").unwrap();
         let file = OpenOptions::new().write(true).open(&newer).unwrap();
         file.set_len(30).unwrap();
         let mut warnings = Vec::new();
-        let (found, path) = recover_latest(dir.path(), &mut warnings, true)
+        let (found, path) = recover_latest(&StdFs, dir.path(), &mut warnings, true)
             .unwrap()
             .unwrap();
         assert_eq!((found, path), (header(5), older));

@@ -5,7 +5,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// Everything that can go wrong in [`crate::storage::Storage`].
+/// Everything that can go wrong in [`crate::Storage`].
 ///
 /// `Io` and `Corrupt` are fatal for a node: it should stop with the message
 /// rather than limp on (a failed fsync may have lost writes it cannot see).

@@ -20,14 +20,16 @@
 use super::StorageOptions;
 use super::SyncStats;
 use super::batch::{self, BLOCK_BYTES, SegmentHeader};
+use super::bugs::StorageBugs;
 use super::error::{StorageError, corrupt, io_error, warn};
 use super::files::{ensure_dir, list_dir, sync_dir};
+use super::fs::{Fs, FsFile};
 use super::replay::{Damage, Replay, Replayed, replay_segment};
 use super::segment::{self, RecordRef};
 use raft_core::{Entry, HardState, LogIndex, Term};
-use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// A batch body is written out (with an fdatasync) once it reaches this
@@ -44,11 +46,12 @@ struct SegmentInfo {
 }
 
 pub(super) struct Wal {
+    fs: Arc<dyn Fs>,
     dir: PathBuf,
     /// Live segments in write order; the last one is active. Never empty.
     segments: Vec<SegmentInfo>,
     /// The active segment, opened for appending.
-    active: File,
+    active: Box<dyn FsFile>,
     /// Size of the active segment on disk: always a multiple of the block.
     active_bytes: u64,
     /// The active segment's checksum salt.
@@ -72,6 +75,7 @@ pub(super) struct Wal {
     last_index: LogIndex,
     /// Reused encoding buffer, so appends do not allocate per record.
     scratch: Vec<u8>,
+    bugs: StorageBugs,
 }
 
 fn segment_file_name(seq: u64, first_index: LogIndex) -> String {
@@ -94,7 +98,9 @@ impl Wal {
     /// moved into `cut_dir`, never destroyed. Before returning, every
     /// segment replayed is fdatasynced and the directory fsynced: what was
     /// replayed from the page cache after a crash is then really on disk.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn open(
+        fs: Arc<dyn Fs>,
         dir: &Path,
         cut_dir: &Path,
         options: &StorageOptions,
@@ -103,12 +109,13 @@ impl Wal {
         warnings: &mut Vec<String>,
         record_damage: &mut dyn FnMut(&Damage, Term) -> Result<(), StorageError>,
     ) -> Result<(Wal, Replayed), StorageError> {
-        ensure_dir(dir)?;
-        let mut segments = list_segments(dir, warnings)?;
+        let fsr = &*fs;
+        ensure_dir(fsr, dir)?;
+        let mut segments = list_segments(fsr, dir, warnings)?;
         let stale = segments.iter().take_while(|s| s.seq < start_seq).count();
         if stale > 0 {
             tracing::info!(stale, "finishing an interrupted WAL compaction");
-            remove_segment_files(dir, segments.drain(..stale))?;
+            remove_segment_files(fsr, dir, segments.drain(..stale))?;
         }
 
         if start_seq > 0 && segments.first().is_none_or(|first| first.seq != start_seq) {
@@ -122,11 +129,13 @@ impl Wal {
         }
 
         let mut replay = Replay::new(snapshot_index);
+        replay.bugs = options.bugs;
+        let trust_cache = StorageBugs::has(options.bugs.open_trusts_page_cache);
         let count = segments.len();
         let mut last_scan = None;
         for (position, segment) in segments.iter_mut().enumerate() {
             let is_last = position + 1 == count;
-            let scan = replay_segment(&segment.path, is_last, &mut replay, warnings)?;
+            let scan = replay_segment(fsr, &segment.path, is_last, &mut replay, warnings)?;
             if let Some(header) = scan.header
                 && header.seq != segment.seq
             {
@@ -148,7 +157,7 @@ impl Wal {
             let bound = replayed.repair_bound.expect("set with damage");
             record_damage(damage, bound)?;
             let wal = Wal::open_after_damage(
-                dir, cut_dir, options, segments, &replayed, last_index, warnings,
+                fs, dir, cut_dir, options, segments, &replayed, last_index, warnings,
             )?;
             return Ok((wal, replayed));
         }
@@ -157,22 +166,23 @@ impl Wal {
             let last = segments.last().expect("a scan means a segment");
             if scan.file_bytes != scan.valid_bytes {
                 // A torn tail, or padding the crash cut short (re-extended).
-                cut_tail(&last.path, cut_dir, scan.valid_bytes)?;
+                cut_tail(fsr, &last.path, cut_dir, scan.valid_bytes)?;
             }
             if scan.header.is_none() {
-                remove_segment_files(dir, segments.pop().into_iter())?;
+                remove_segment_files(fsr, dir, segments.pop().into_iter())?;
             }
         }
-        for segment in &segments {
-            sync_file(&segment.path)?;
+        if !trust_cache {
+            for segment in &segments {
+                sync_file(fsr, &segment.path)?;
+            }
+            sync_dir(fsr, dir)?;
         }
-        sync_dir(dir)?;
 
         let (active, active_bytes, header, next_batch_seq) = match (segments.last(), last_scan) {
             (Some(last), Some(scan)) if scan.header.is_some() => {
-                let file = OpenOptions::new()
-                    .append(true)
-                    .open(&last.path)
+                let file = fsr
+                    .open_append(&last.path)
                     .map_err(io_error("open segment", &last.path))?;
                 let header = scan.header.expect("checked above");
                 (file, scan.valid_bytes, header, scan.next_batch_seq)
@@ -180,8 +190,8 @@ impl Wal {
             _ => {
                 let seq = segments.last().map_or(start_seq.max(1), |s| s.seq + 1);
                 let path = dir.join(segment_file_name(seq, last_index.next()));
-                let header = new_segment_header(seq);
-                let file = create_segment_file(dir, &path, header, options, warnings)?;
+                let header = new_segment_header(fsr, seq);
+                let file = create_segment_file(fsr, dir, &path, header, options, warnings)?;
                 segments.push(SegmentInfo {
                     seq,
                     path,
@@ -191,6 +201,7 @@ impl Wal {
             }
         };
         let mut wal = Wal {
+            fs,
             dir: dir.to_path_buf(),
             segments,
             active,
@@ -205,6 +216,7 @@ impl Wal {
             hard_state: replayed.hard_state,
             last_index,
             scratch: Vec::new(),
+            bugs: options.bugs,
         };
         if wal.next_batch_seq == 0 || replayed.hard_state_lowered {
             // A new segment needs its opening hard state; a repaired hard
@@ -229,7 +241,9 @@ impl Wal {
     /// Until step 3 is done the next open finds the same damage and the
     /// same hard state; after it, the log is clean and the marker alone
     /// keeps the node in repair mode.
+    #[allow(clippy::too_many_arguments)]
     fn open_after_damage(
+        fs: Arc<dyn Fs>,
         dir: &Path,
         cut_dir: &Path,
         options: &StorageOptions,
@@ -246,14 +260,15 @@ impl Wal {
         let replayed_count = segments.len();
         let seq = segments.last().expect("damage means a segment").seq + 1;
         let path = dir.join(segment_file_name(seq, last_index.next()));
-        let header = new_segment_header(seq);
-        let active = create_segment_file(dir, &path, header, options, warnings)?;
+        let header = new_segment_header(&*fs, seq);
+        let active = create_segment_file(&*fs, dir, &path, header, options, warnings)?;
         segments.push(SegmentInfo {
             seq,
             path,
             max_entry_index: None,
         });
         let mut wal = Wal {
+            fs: fs.clone(),
             dir: dir.to_path_buf(),
             segments,
             active,
@@ -268,27 +283,29 @@ impl Wal {
             hard_state: replayed.hard_state,
             last_index,
             scratch: Vec::new(),
+            bugs: options.bugs,
         };
         wal.push_record(RecordRef::HardState(&replayed.hard_state))?;
         wal.sync()?;
 
-        ensure_dir(cut_dir)?;
+        let fs = &*fs;
+        ensure_dir(fs, cut_dir)?;
         let later: Vec<SegmentInfo> = wal.segments.drain(position + 1..replayed_count).collect();
         for segment in &later {
-            move_to_cut(&segment.path, cut_dir)?;
+            move_to_cut(fs, &segment.path, cut_dir)?;
         }
         let damaged = wal.segments[position].clone();
         if damage.offset < BLOCK_BYTES {
-            move_to_cut(&damaged.path, cut_dir)?;
+            move_to_cut(fs, &damaged.path, cut_dir)?;
             wal.segments.remove(position);
         } else {
-            cut_tail(&damaged.path, cut_dir, damage.offset)?;
+            cut_tail(fs, &damaged.path, cut_dir, damage.offset)?;
         }
-        sync_dir(cut_dir)?;
+        sync_dir(fs, cut_dir)?;
         for segment in &wal.segments {
-            sync_file(&segment.path)?;
+            sync_file(fs, &segment.path)?;
         }
-        sync_dir(dir)?;
+        sync_dir(fs, dir)?;
         warn(
             warnings,
             format!(
@@ -376,10 +393,10 @@ impl Wal {
             self.segments.len()
         );
         assert!(
-            self.pending.is_empty(),
+            self.pending.is_empty() || self.has_bug_undurable_hard_state(),
             "segments are removed only after a sync: the active segment must hold the durable hard state"
         );
-        remove_segment_files(&self.dir, self.segments.drain(..count))
+        remove_segment_files(&*self.fs, &self.dir, self.segments.drain(..count))
     }
 
     /// Discards the whole log for a snapshot at `snapshot_index`: rolls to a
@@ -391,6 +408,11 @@ impl Wal {
         self.roll(snapshot_index.next())?;
         self.last_index = snapshot_index;
         Ok(self.segments.last().expect("never empty").seq)
+    }
+
+    /// Whether the bug `snapshot_deletes_undurable_hard_state` is on.
+    pub(super) fn has_bug_undurable_hard_state(&self) -> bool {
+        StorageBugs::has(self.bugs.snapshot_deletes_undurable_hard_state)
     }
 
     fn active_path(&self) -> &Path {
@@ -462,15 +484,17 @@ impl Wal {
         assert!(self.pending.is_empty(), "roll after a sync only");
         let seq = self.segments.last().expect("never empty").seq + 1;
         let path = self.dir.join(segment_file_name(seq, first_index));
-        let header = new_segment_header(seq);
+        let header = new_segment_header(&*self.fs, seq);
         let mut ignored = Vec::new();
         self.active = create_segment_file(
+            &*self.fs,
             &self.dir,
             &path,
             header,
             &StorageOptions {
                 segment_size_bytes: self.segment_size_bytes,
                 preallocate: self.preallocate,
+                bugs: self.bugs,
             },
             &mut ignored,
         )?;
@@ -484,7 +508,9 @@ impl Wal {
         });
         let hard_state = self.hard_state;
         self.push_record(RecordRef::HardState(&hard_state))?;
-        self.write_batch()?;
+        if !self.has_bug_undurable_hard_state() {
+            self.write_batch()?;
+        }
         Ok(())
     }
 
@@ -506,13 +532,14 @@ impl Wal {
 /// Replays the WAL in `dir` without changing anything: what `Wal::open`
 /// would find, and how many torn bytes it would cut.
 pub(super) fn verify(
+    fs: &dyn Fs,
     dir: &Path,
     start_seq: u64,
     snapshot_index: LogIndex,
     warnings: &mut Vec<String>,
 ) -> Result<(Replayed, u64), StorageError> {
-    let mut segments = if dir.is_dir() {
-        list_segments(dir, warnings)?
+    let mut segments = if fs.is_dir(dir) {
+        list_segments(fs, dir, warnings)?
     } else {
         Vec::new()
     };
@@ -540,7 +567,13 @@ pub(super) fn verify(
     let count = segments.len();
     let mut scans = Vec::new();
     for (position, segment) in segments.iter().enumerate() {
-        let scan = replay_segment(&segment.path, position + 1 == count, &mut replay, warnings)?;
+        let scan = replay_segment(
+            fs,
+            &segment.path,
+            position + 1 == count,
+            &mut replay,
+            warnings,
+        )?;
         torn_bytes += scan.torn_bytes();
         scans.push(scan);
     }
@@ -577,14 +610,10 @@ impl Drop for Wal {
 /// Scratch buffers above this are released after use.
 const MAX_RETAINED_SCRATCH_BYTES: usize = 4 * 1024 * 1024;
 
-/// A header with a fresh random salt. `RandomState` is seeded from the
-/// operating system's randomness, so a client cannot predict the salt.
-fn new_segment_header(seq: u64) -> SegmentHeader {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(seq);
+/// A header with a fresh salt that a client cannot predict.
+fn new_segment_header(fs: &dyn Fs, seq: u64) -> SegmentHeader {
     SegmentHeader {
-        salt: hasher.finish(),
+        salt: fs.unpredictable_u64(seq),
         seq,
     }
 }
@@ -593,19 +622,18 @@ fn new_segment_header(seq: u64) -> SegmentHeader {
 /// directory), with its space reserved up front when `preallocate` is on:
 /// appends within it then do not fail for want of space.
 fn create_segment_file(
+    fs: &dyn Fs,
     dir: &Path,
     path: &Path,
     header: SegmentHeader,
     options: &StorageOptions,
     warnings: &mut Vec<String>,
-) -> Result<File, StorageError> {
-    let mut file = OpenOptions::new()
-        .append(true)
-        .create_new(true)
-        .open(path)
+) -> Result<Box<dyn FsFile>, StorageError> {
+    let mut file = fs
+        .create_new(path)
         .map_err(io_error("create segment", path))?;
     if options.preallocate
-        && let Err(error) = super::space::preallocate(&file, options.segment_size_bytes)
+        && let Err(error) = file.preallocate(options.segment_size_bytes)
     {
         // Not fatal: the space is then taken as batches are written; the
         // free-space threshold is what keeps that from failing.
@@ -617,47 +645,52 @@ fn create_segment_file(
     file.write_all(&batch::encode_segment_header(header))
         .map_err(io_error("write segment header", path))?;
     file.sync_data().map_err(io_error("fdatasync", path))?;
-    sync_dir(dir)?;
+    sync_dir(fs, dir)?;
     Ok(file)
 }
 
 /// fdatasyncs a segment written by an earlier run.
-fn sync_file(path: &Path) -> Result<(), StorageError> {
-    let file = File::open(path).map_err(io_error("open segment", path))?;
-    file.sync_data().map_err(io_error("fdatasync", path))
+fn sync_file(fs: &dyn Fs, path: &Path) -> Result<(), StorageError> {
+    fs.sync_file(path, true)
+        .map_err(io_error("fdatasync", path))
 }
 
 /// Moves the tail of `path` from `from` on (a torn tail, or damage) into a
 /// side file in `cut_dir`, durably, then truncates the segment there.
 /// Zeros alone are not worth keeping.
-pub(super) fn cut_tail(path: &Path, cut_dir: &Path, from: u64) -> Result<(), StorageError> {
-    let data = fs::read(path).map_err(io_error("read segment", path))?;
+pub(super) fn cut_tail(
+    fs: &dyn Fs,
+    path: &Path,
+    cut_dir: &Path,
+    from: u64,
+) -> Result<(), StorageError> {
+    let data = fs.read(path).map_err(io_error("read segment", path))?;
     let start = (from as usize).min(data.len());
     let tail = &data[start..];
     if tail.iter().any(|&b| b != 0) {
-        ensure_dir(cut_dir)?;
+        ensure_dir(fs, cut_dir)?;
         let side = cut_dir.join(format!("{}.{from}.cut", file_name(path)));
-        let mut file = File::create(&side).map_err(io_error("create cut file", &side))?;
+        let mut file = fs
+            .create(&side)
+            .map_err(io_error("create cut file", &side))?;
         file.write_all(tail)
             .and_then(|()| file.sync_all())
             .map_err(io_error("write cut file", &side))?;
-        sync_dir(cut_dir)?;
+        sync_dir(fs, cut_dir)?;
         tracing::warn!(bytes = tail.len(), side = %side.display(), "cut bytes kept in a side file");
     }
-    let file = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(io_error("open segment", path))?;
-    file.set_len(from)
+    fs.set_len(path, from)
         .map_err(io_error("truncate segment", path))?;
-    file.sync_all().map_err(io_error("fsync segment", path))
+    fs.sync_file(path, false)
+        .map_err(io_error("fsync segment", path))
 }
 
 /// Moves a whole segment into `cut_dir` (as `<name>.0.cut`), keeping it.
 /// The caller fsyncs both directories.
-fn move_to_cut(path: &Path, cut_dir: &Path) -> Result<(), StorageError> {
+fn move_to_cut(fs: &dyn Fs, path: &Path, cut_dir: &Path) -> Result<(), StorageError> {
     let side = cut_dir.join(format!("{}.0.cut", file_name(path)));
-    fs::rename(path, &side).map_err(io_error("move segment aside", path))?;
+    fs.rename(path, &side)
+        .map_err(io_error("move segment aside", path))?;
     tracing::warn!(segment = %path.display(), side = %side.display(), "segment set aside");
     Ok(())
 }
@@ -668,22 +701,27 @@ fn file_name(path: &Path) -> String {
 }
 
 fn remove_segment_files(
+    fs: &dyn Fs,
     dir: &Path,
     segments: impl Iterator<Item = SegmentInfo>,
 ) -> Result<(), StorageError> {
     for segment in segments {
-        match fs::remove_file(&segment.path) {
+        match fs.remove_file(&segment.path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_error("remove segment", &segment.path)(e)),
         }
     }
-    sync_dir(dir)
+    sync_dir(fs, dir)
 }
 
-fn list_segments(dir: &Path, warnings: &mut Vec<String>) -> Result<Vec<SegmentInfo>, StorageError> {
+fn list_segments(
+    fs: &dyn Fs,
+    dir: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<SegmentInfo>, StorageError> {
     let mut segments = Vec::new();
-    for name in list_dir(dir)? {
+    for name in list_dir(fs, dir)? {
         let path = dir.join(&name);
         match parse_segment_file_name(&name) {
             Some(seq) => segments.push(SegmentInfo {

@@ -79,6 +79,7 @@ fn run(ops: Vec<Op>, segment_size_bytes: u64) {
     let options = StorageOptions {
         segment_size_bytes,
         preallocate: false,
+        ..StorageOptions::default()
     };
     let (mut storage, _) = Storage::open(dir.path(), options.clone()).unwrap();
     let mut model = Model::default();

@@ -1,4 +1,15 @@
-//! Durable storage: write-ahead log, hard state, snapshots.
+//! kv-storage: the durable storage of a raftkv node: write-ahead log, hard
+//! state, snapshot files, recovery and `check`.
+//!
+//! It owns every byte a node writes to disk and the rules for reading them
+//! back after a crash. It runs over the small file-system trait of `fs`
+//! ([`Fs`]): kv-node runs it on real files ([`StdFs`], [`Storage::open`]),
+//! the simulator on a block-level model of a disk that tears, loses,
+//! reorders and rots writes (`sim/src/block_fs.rs`, [`Storage::open_in`]),
+//! so recovery is the same code in both. It depends on raft-core only (its
+//! types); never on kv-replica, kv-node or sim, and never on tokio,
+//! sockets or threads. Known storage bugs, for the simulator's catalogue,
+//! are in `bugs` (feature `buggy`).
 //!
 //! One [`Storage`] owns a data directory:
 //!
@@ -38,12 +49,16 @@
 //! - `snapshot_file`: the snapshot file format, atomic writes, validation.
 //! - `lock`: the data directory lock.
 //! - `files`: directory fsync helpers.
+//! - `fs`: the file-system trait and `StdFs`.
+//! - `bugs`: the catalogue of known storage bugs (issue 15).
 //! - `error`: [`StorageError`].
 
 mod batch;
+pub mod bugs;
 mod check;
 mod error;
 mod files;
+pub mod fs;
 mod lock;
 mod repair_marker;
 mod replay;
@@ -57,17 +72,22 @@ mod model_tests;
 #[cfg(test)]
 mod tests;
 
-pub use check::{CheckReport, check};
+pub use bugs::StorageBugs;
+pub use check::{CheckReport, check, check_in};
 pub use error::StorageError;
-pub use snapshot_file::{SnapshotReader, open_snapshot, read_snapshot_range};
+pub use fs::{Fs, FsFile, StdFs};
+pub use snapshot_file::{
+    SnapshotReader, open_snapshot, read_snapshot, read_snapshot_range, read_snapshot_range_in,
+};
 pub use space::free_bytes;
 
-use error::warn;
-use lock::DirLock;
+use error::{io_error, warn};
+use fs::DirGuard;
 use raft_core::{Entry, HardState, LogIndex, SnapshotMeta, Term};
 use snapshot_file::SnapshotHeader;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use wal::Wal;
 
@@ -89,6 +109,8 @@ pub struct StorageOptions {
     /// Reserve each new segment's space when it is created (`fallocate`),
     /// so that appends to it do not fail on a disk that fills up meanwhile.
     pub preallocate: bool,
+    /// Known bugs to switch on (only with the `buggy` feature; see `bugs`).
+    pub bugs: StorageBugs,
 }
 
 impl Default for StorageOptions {
@@ -96,6 +118,7 @@ impl Default for StorageOptions {
         StorageOptions {
             segment_size_bytes: 64 * 1024 * 1024,
             preallocate: true,
+            bugs: StorageBugs::default(),
         }
     }
 }
@@ -153,6 +176,7 @@ pub struct SnapshotInfo {
 /// no borrow of the storage, so another thread can write it.
 #[derive(Debug)]
 pub struct SnapshotWrite {
+    fs: Arc<dyn Fs>,
     dir: PathBuf,
     header: SnapshotHeader,
 }
@@ -168,7 +192,7 @@ impl SnapshotWrite {
         self,
         write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
     ) -> WrittenSnapshot {
-        let result = snapshot_file::write(&self.dir, &self.header, write);
+        let result = snapshot_file::write(&*self.fs, &self.dir, &self.header, write);
         WrittenSnapshot {
             header: self.header,
             result,
@@ -192,6 +216,7 @@ impl WrittenSnapshot {
 
 /// The durable state of one Raft node: its log, hard state and snapshot.
 pub struct Storage {
+    fs: Arc<dyn Fs>,
     dir: PathBuf,
     snapshot_dir: PathBuf,
     wal: Wal,
@@ -200,7 +225,7 @@ pub struct Storage {
     /// every later call fails, so the node stops instead of limping on.
     failed: bool,
     /// Declared last so that it is released after the WAL is flushed.
-    _lock: DirLock,
+    _lock: DirGuard,
 }
 
 impl std::fmt::Debug for Storage {
@@ -218,20 +243,32 @@ impl Storage {
     /// Opens (creating if needed) the data directory `dir`, takes its lock
     /// and recovers its contents.
     pub fn open(dir: &Path, options: StorageOptions) -> Result<(Storage, Recovered), StorageError> {
+        Storage::open_in(Arc::new(StdFs), dir, options)
+    }
+
+    /// [`Storage::open`] on any file system (the simulator's).
+    pub fn open_in(
+        fs: Arc<dyn Fs>,
+        dir: &Path,
+        options: StorageOptions,
+    ) -> Result<(Storage, Recovered), StorageError> {
         options.validate()?;
-        files::ensure_dir(dir)?;
-        let lock = DirLock::acquire(dir)?;
-        check_fsync_marker(dir)?;
+        let trust_cache = StorageBugs::has(options.bugs.open_trusts_page_cache);
+        let fsr = &*fs;
+        files::ensure_dir(fsr, dir)?;
+        let lock = fsr.lock_dir(dir)?;
+        check_fsync_marker(fsr, dir)?;
         let mut warnings = Vec::new();
         let snapshot_dir = dir.join(SNAPSHOT_DIR);
-        files::ensure_dir(&snapshot_dir)?;
-        let latest = snapshot_file::recover_latest(&snapshot_dir, &mut warnings, true)?;
+        files::ensure_dir(fsr, &snapshot_dir)?;
+        let latest = snapshot_file::recover_latest(fsr, &snapshot_dir, &mut warnings, true)?;
         let (wal_start_seq, snapshot_index) =
             latest.as_ref().map_or((0, LogIndex::ZERO), |(h, _)| {
                 (h.wal_start_seq, h.meta.index)
             });
-        let marker = repair_marker::read(dir)?;
+        let marker = repair_marker::read(fsr, dir)?;
         let (wal, replayed) = Wal::open(
+            fs.clone(),
             &dir.join(WAL_DIR),
             &dir.join(WAL_CUT_DIR),
             &options,
@@ -240,12 +277,14 @@ impl Storage {
             &mut warnings,
             // Durable before anything is cut: from then on the log alone
             // does not show that records were lost.
-            &mut |_, bound| repair_marker::write(dir, bound.max(marker.unwrap_or(Term::ZERO))),
+            &mut |_, bound| repair_marker::write(fsr, dir, bound.max(marker.unwrap_or(Term::ZERO))),
         )?;
         // What the previous run left in the page cache is made durable
         // before anything is built on it (the WAL did its own files).
-        files::sync_dir(&snapshot_dir)?;
-        files::sync_dir(dir)?;
+        if !trust_cache {
+            files::sync_dir(fsr, &snapshot_dir)?;
+            files::sync_dir(fsr, dir)?;
+        }
         let snapshot = latest.map(|(header, path)| (header.meta, path));
         let last_term = replayed
             .entries
@@ -253,10 +292,10 @@ impl Storage {
             .map(|e| e.term)
             .or(snapshot.as_ref().map(|(meta, _)| meta.term))
             .unwrap_or(Term::ZERO);
-        let damaged_up_to_term = match repair_marker::read(dir)? {
+        let damaged_up_to_term = match repair_marker::read(fsr, dir)? {
             // Only a leader of a newer term writes an entry of a newer term.
             Some(bound) if last_term > bound => {
-                repair_marker::remove(dir)?;
+                repair_marker::remove(fsr, dir)?;
                 tracing::info!(%bound, %last_term, "the log was repaired: repair marker removed");
                 None
             }
@@ -272,6 +311,7 @@ impl Storage {
             None => None,
         };
         let storage = Storage {
+            fs,
             dir: dir.to_path_buf(),
             snapshot_dir,
             wal,
@@ -399,13 +439,16 @@ impl Storage {
         );
         // Written first (usually nothing is pending: the driver synced this
         // round), so that a full segment rolls now and counts as covered.
-        let synced = self.wal.sync().map(|_| ());
-        self.fail_on_error(synced)?;
+        if !self.wal.has_bug_undurable_hard_state() {
+            let synced = self.wal.sync().map(|_| ());
+            self.fail_on_error(synced)?;
+        }
         // Segments only ever follow the ones covered now, and every segment
         // opens with a durable hard state, so naming the first uncovered
         // segment stays right however the log grows meanwhile.
         let covered = self.wal.covered_prefix(meta.index);
         Ok(SnapshotWrite {
+            fs: Arc::clone(&self.fs),
             dir: self.snapshot_dir.clone(),
             header: SnapshotHeader {
                 meta: meta.clone(),
@@ -432,7 +475,7 @@ impl Storage {
             if let Ok((path, _)) = &written.result
                 && Some(path) != self.snapshot.as_ref().map(|(_, p)| p)
             {
-                let removed = std::fs::remove_file(path);
+                let removed = self.fs.remove_file(path);
                 tracing::debug!(?removed, path = %path.display(), "overtaken snapshot removed");
             }
             return Ok(None);
@@ -463,13 +506,15 @@ impl Storage {
     ) -> Result<usize, StorageError> {
         // The active segment then holds the latest hard state durably, so
         // the segments deleted below never hold its only copy.
-        self.wal.sync()?;
+        if !self.wal.has_bug_undurable_hard_state() {
+            self.wal.sync()?;
+        }
         let covered = (0..self.wal.segment_count() - 1)
             .take_while(|&position| self.wal.seq_at(position) < wal_start_seq)
             .count();
         self.snapshot = Some((meta.clone(), path.to_path_buf()));
         self.wal.remove_oldest(covered)?;
-        snapshot_file::remove_others(&self.snapshot_dir, path)?;
+        snapshot_file::remove_others(&*self.fs, &self.snapshot_dir, path)?;
         Ok(covered)
     }
 
@@ -509,15 +554,20 @@ impl Storage {
             meta: meta.clone(),
             wal_start_seq,
         };
-        let (path, _) = snapshot_file::write(&self.snapshot_dir, &header, write)?;
+        let (path, _) = snapshot_file::write(&*self.fs, &self.snapshot_dir, &header, write)?;
         self.snapshot = Some((meta.clone(), path.clone()));
         self.wal.remove_oldest(self.wal.segment_count() - 1)?;
-        snapshot_file::remove_others(&self.snapshot_dir, &path)
+        snapshot_file::remove_others(&*self.fs, &self.snapshot_dir, &path)
     }
 
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The file system the storage runs on.
+    pub fn fs(&self) -> &Arc<dyn Fs> {
+        &self.fs
     }
 
     fn snapshot_index(&self) -> LogIndex {
@@ -548,7 +598,7 @@ impl Storage {
         if let Err(StorageError::Io { op, source, .. }) = &result {
             self.failed = true;
             if op.starts_with("fsync") || op.starts_with("fdatasync") {
-                leave_fsync_marker(&self.dir, &format!("{op}: {source}"));
+                leave_fsync_marker(&*self.fs, &self.dir, &format!("{op}: {source}"));
             }
         }
         result
@@ -556,32 +606,28 @@ impl Storage {
 }
 
 /// Refuses to open while the marker of an earlier failed fsync exists.
-pub(super) fn check_fsync_marker(dir: &Path) -> Result<(), StorageError> {
+pub(crate) fn check_fsync_marker(fs: &dyn Fs, dir: &Path) -> Result<(), StorageError> {
     let marker = dir.join(FSYNC_FAILED_MARKER);
-    match std::fs::read_to_string(&marker) {
+    match fs.read(&marker) {
         Ok(reason) => Err(StorageError::FsyncFailedEarlier {
             marker,
-            reason: reason.trim().to_string(),
+            reason: String::from_utf8_lossy(&reason).trim().to_string(),
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(StorageError::Io {
-            op: "read fsync marker",
-            path: marker,
-            source,
-        }),
+        Err(source) => Err(io_error("read fsync marker", &marker)(source)),
     }
 }
 
 /// Leaves the fsync-failure marker, best effort: the node is stopping
 /// anyway, and a disk that failed an fsync may fail this write too (the
 /// error is then in the log).
-fn leave_fsync_marker(dir: &Path, reason: &str) {
+fn leave_fsync_marker(fs: &dyn Fs, dir: &Path, reason: &str) {
     let marker = dir.join(FSYNC_FAILED_MARKER);
-    let written = std::fs::File::create(&marker).and_then(|mut file| {
+    let written = fs.create(&marker).and_then(|mut file| {
         writeln!(file, "{reason}")?;
         file.sync_all()
     });
-    match written.and_then(|()| std::fs::File::open(dir)?.sync_all()) {
+    match written.and_then(|()| fs.sync_dir(dir)) {
         Ok(()) => {
             tracing::error!(marker = %marker.display(), "fsync failed; the node will refuse to start until the marker is removed")
         }

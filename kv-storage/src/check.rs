@@ -6,10 +6,11 @@
 //! leaving the node in repair mode).
 
 use super::error::StorageError;
-use super::lock::DirLock;
+use super::fs::{Fs, StdFs};
 use super::{SNAPSHOT_DIR, Storage, StorageOptions, WAL_DIR, snapshot_file, wal};
 use raft_core::{HardState, LogIndex, Term};
 use std::path::Path;
+use std::sync::Arc;
 
 /// What a check found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -46,7 +47,12 @@ impl CheckReport {
 /// changes; with it, the directory is opened as a node would open it.
 /// Damage that the rules do not allow to cut is an error either way.
 pub fn check(dir: &Path, repair: bool) -> Result<CheckReport, StorageError> {
-    if !dir.is_dir() {
+    check_in(Arc::new(StdFs), dir, repair)
+}
+
+/// [`check`] on any file system.
+pub fn check_in(fs: Arc<dyn Fs>, dir: &Path, repair: bool) -> Result<CheckReport, StorageError> {
+    if !fs.is_dir(dir) {
         return Err(StorageError::Io {
             op: "open data directory",
             path: dir.to_path_buf(),
@@ -58,7 +64,7 @@ pub fn check(dir: &Path, repair: bool) -> Result<CheckReport, StorageError> {
             preallocate: false,
             ..StorageOptions::default()
         };
-        let (storage, recovered) = Storage::open(dir, options)?;
+        let (storage, recovered) = Storage::open_in(fs, dir, options)?;
         let report = CheckReport {
             snapshot_index: recovered.snapshot.as_ref().map(|(meta, _)| meta.index),
             hard_state: recovered.hard_state,
@@ -72,20 +78,26 @@ pub fn check(dir: &Path, repair: bool) -> Result<CheckReport, StorageError> {
         drop(storage);
         return Ok(report);
     }
-    let _lock = DirLock::acquire(dir)?;
-    super::check_fsync_marker(dir)?;
+    let fs = &*fs;
+    let _lock = fs.lock_dir(dir)?;
+    super::check_fsync_marker(fs, dir)?;
     let mut warnings = Vec::new();
-    let latest = snapshot_file::recover_latest(&dir.join(SNAPSHOT_DIR), &mut warnings, false)?;
+    let latest = snapshot_file::recover_latest(fs, &dir.join(SNAPSHOT_DIR), &mut warnings, false)?;
     let (start_seq, snapshot_index) = latest.as_ref().map_or((0, LogIndex::ZERO), |(h, _)| {
         (h.wal_start_seq, h.meta.index)
     });
-    let (replayed, torn_bytes) =
-        wal::verify(&dir.join(WAL_DIR), start_seq, snapshot_index, &mut warnings)?;
+    let (replayed, torn_bytes) = wal::verify(
+        fs,
+        &dir.join(WAL_DIR),
+        start_seq,
+        snapshot_index,
+        &mut warnings,
+    )?;
     let damage = replayed
         .damage
         .as_ref()
         .map(|d| format!("{} at offset {}: {}", d.file.display(), d.offset, d.reason));
-    let marker = super::repair_marker::read(dir)?;
+    let marker = super::repair_marker::read(fs, dir)?;
     let last_term = replayed
         .entries
         .last()

@@ -647,8 +647,10 @@ fn a_truncated_new_snapshot_file_falls_back_to_the_previous_snapshot() {
         meta: meta(45, 1),
         wal_start_seq: 0,
     };
-    let (newer, bytes) =
-        snapshot_file::write(elsewhere.path(), &header, |w| w.write_all(&[9; 500])).unwrap();
+    let (newer, bytes) = snapshot_file::write(&StdFs, elsewhere.path(), &header, |w| {
+        w.write_all(&[9; 500])
+    })
+    .unwrap();
     let target = dir
         .path()
         .join(SNAPSHOT_DIR)
@@ -1230,4 +1232,75 @@ fn check_reports_damage_to_acknowledged_data_and_repair_cuts_it_aside_into_repai
     let after = check(dir.path(), false).unwrap();
     assert_eq!(after.damage, None);
     assert_eq!(after.damaged_up_to_term, Some(Term(1)));
+}
+
+/// Found by the simulator (`blockdisk`, seed 18 of
+/// `blockdisk,crash,fsync,loss,partition`): damage to a batch whose entries
+/// a snapshot covers, in a segment not yet compacted, cuts the log below the
+/// snapshot index. The log then resumes after the snapshot, and the next
+/// open must read it so rather than as a gap.
+#[test]
+fn damage_below_the_snapshot_index_cuts_the_log_and_the_next_open_reads_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (segment, batch_start) = {
+        let (mut storage, _) = open(dir.path());
+        let start = append_synced(&mut storage, &entries(1..=1, 3));
+        storage.set_hard_state(&term_vote(3, 2, 2)).unwrap();
+        append_synced(&mut storage, &entries(2..=2, 3));
+        append_synced(&mut storage, &entries(3..=3, 3));
+        // Entry 3 is in the same segment, so it is not compacted.
+        storage
+            .save_snapshot(&meta(2, 3), |w| w.write_all(b"state at 2"))
+            .unwrap();
+        (active_segment(&storage), start)
+    };
+    let mut raw = fs::read(&segment).unwrap();
+    raw[batch_start as usize + 40] ^= 0x10;
+    fs::write(&segment, &raw).unwrap();
+    {
+        let (mut storage, recovered) = open(dir.path());
+        assert_eq!(recovered.damaged_up_to_term, Some(Term(3)));
+        assert!(recovered.entries.is_empty(), "the snapshot covers 1 and 2");
+        assert_eq!(storage.last_index(), LogIndex(2));
+        storage.append(&entries(3..=4, 4)).unwrap();
+        storage.set_hard_state(&term_vote(4, 1, 4)).unwrap();
+        storage.sync().unwrap();
+    }
+    let (_, recovered) = open(dir.path());
+    assert_eq!(index_term(&recovered.entries), [(3, 4), (4, 4)]);
+    assert_eq!(recovered.damaged_up_to_term, None, "repaired by term 4");
+}
+
+/// Found by the simulator (`blockdisk`): the lost batch held a truncation
+/// that overwrote the kept log's last entry. The kept log's tail beyond
+/// the commit index read before the damage may be stale, so the commit
+/// index must not be lowered only to the log's end.
+#[test]
+fn damage_to_a_batch_that_truncated_keeps_the_commit_index_read_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (segment, batch_start) = {
+        let (mut storage, _) = open(dir.path());
+        storage.append(&entries(1..=3, 1)).unwrap();
+        storage.set_hard_state(&term_vote(1, 1, 1)).unwrap();
+        let start = append_synced(&mut storage, &[]);
+        // A leader of term 2 overwrites entry 3 and commits it.
+        storage.append(&entries(3..=3, 2)).unwrap();
+        storage.set_hard_state(&term_vote(2, 2, 3)).unwrap();
+        storage.sync().unwrap();
+        storage.append(&entries(4..=4, 2)).unwrap();
+        storage.set_hard_state(&term_vote(2, 2, 4)).unwrap();
+        storage.sync().unwrap();
+        (active_segment(&storage), start)
+    };
+    let mut raw = fs::read(&segment).unwrap();
+    raw[batch_start as usize + 40] ^= 0x10;
+    fs::write(&segment, &raw).unwrap();
+    let (_, recovered) = open(dir.path());
+    assert_eq!(recovered.damaged_up_to_term, Some(Term(2)));
+    assert_eq!(index_term(&recovered.entries), [(1, 1), (2, 1), (3, 1)]);
+    assert_eq!(
+        recovered.hard_state,
+        term_vote(2, 2, 1),
+        "entry 3 of term 1 was overwritten in the lost batch: not committed"
+    );
 }

@@ -2,10 +2,11 @@
 //! telling a torn write at the end of the log from corruption.
 
 use super::batch::{self, BLOCK_BYTES, BadSegmentHeader, SegmentHeader};
+use super::bugs::StorageBugs;
 use super::error::{StorageError, corrupt, io_error, warn};
+use super::fs::Fs;
 use super::segment::{self, BadFrame, Record};
 use raft_core::{Entry, HardState, LogIndex, Term};
-use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Acknowledged records recovery found damaged or missing. The log kept
@@ -72,12 +73,13 @@ const TORN_CREATION_MAX_BYTES: u64 = 2 * BLOCK_BYTES;
 /// node stopped, never acknowledged: a torn tail. A damaged batch followed
 /// by a valid one was acknowledged: corruption.
 pub(super) fn replay_segment(
+    fs: &dyn Fs,
     path: &Path,
     is_last: bool,
     replay: &mut Replay,
     warnings: &mut Vec<String>,
 ) -> Result<SegmentScan, StorageError> {
-    let buf = fs::read(path).map_err(io_error("read segment", path))?;
+    let buf = fs.read(path).map_err(io_error("read segment", path))?;
     let file_bytes = buf.len() as u64;
     let header = match batch::decode_segment_header(&buf) {
         Ok(header) => header,
@@ -164,7 +166,8 @@ pub(super) fn replay_segment(
             break;
         }
         let next_valid = batch::next_valid_batch_header(&buf, offset, salt);
-        if !is_last || next_valid.is_some() {
+        let tail_bug = StorageBugs::has(replay.bugs.ack_damage_cut_as_torn_tail);
+        if !is_last || (next_valid.is_some() && !tail_bug) {
             // Batch n + 1 is written only after batch n was fdatasynced, and
             // a segment is closed only after it was: this one was acknowledged.
             let why = match next_valid {
@@ -284,6 +287,12 @@ pub(super) struct Replay {
     /// The snapshot the log follows: without one, the first entry must be
     /// right after it, or acknowledged batches before it were lost.
     snapshot_index: LogIndex,
+    /// Known bugs switched on (see `bugs`).
+    pub(super) bugs: StorageBugs,
+    /// The commit index of the last hard state read before the damage:
+    /// the kept log is known committed up to it, not beyond (the lost
+    /// records may have truncated and overwritten the kept log's tail).
+    commit_before_damage: LogIndex,
 }
 
 impl Replay {
@@ -298,12 +307,23 @@ impl Replay {
     fn damaged(&mut self, path: &Path, offset: u64, reason: String) {
         self.hard_state_maybe_lost = true;
         if self.damage.is_none() {
+            self.commit_before_damage = self.hard_state.commit;
             self.damage = Some(Damage {
                 file: path.to_path_buf(),
                 offset,
                 reason,
             });
         }
+    }
+
+    /// Whether a log record at `index` beyond the log's end is where the log
+    /// resumes after the snapshot: the log was cut below the snapshot index
+    /// (damage to batches the snapshot covers), and the entries missing in
+    /// between are in the snapshot. Found by the simulator (`blockdisk`).
+    fn resumes_after_snapshot(&self, index: LogIndex) -> bool {
+        let resume = self.snapshot_index.next();
+        self.next_index
+            .is_some_and(|next| next < index && next < resume && index <= resume)
     }
 
     /// A hard-state record after the damage: newer than any before it.
@@ -332,13 +352,19 @@ impl Replay {
             };
         };
         match first_log_record {
-            Record::Entry(entry) if entry.index != next => Some(format!(
-                "entry {} where entry {next} was expected",
-                entry.index
-            )),
-            Record::Truncate(index) if *index > next => Some(format!(
-                "truncation at {index} beyond the end of the log at {next}"
-            )),
+            Record::Entry(entry)
+                if entry.index != next && !self.resumes_after_snapshot(entry.index) =>
+            {
+                Some(format!(
+                    "entry {} where entry {next} was expected",
+                    entry.index
+                ))
+            }
+            Record::Truncate(index) if *index > next && !self.resumes_after_snapshot(*index) => {
+                Some(format!(
+                    "truncation at {index} beyond the end of the log at {next}"
+                ))
+            }
             _ => None,
         }
     }
@@ -351,7 +377,9 @@ impl Replay {
         }
         match record {
             Record::Entry(entry) => {
-                if let Some(next) = self.next_index.filter(|&next| next != entry.index) {
+                if self.resumes_after_snapshot(entry.index) {
+                    self.entries.clear();
+                } else if let Some(next) = self.next_index.filter(|&next| next != entry.index) {
                     return Err(corrupt(
                         path,
                         offset,
@@ -369,7 +397,9 @@ impl Replay {
                 self.entries.push(entry);
             }
             Record::Truncate(index) => {
-                if let Some(next) = self.next_index.filter(|&next| index > next) {
+                if self.resumes_after_snapshot(index) {
+                    self.entries.clear();
+                } else if let Some(next) = self.next_index.filter(|&next| index > next) {
                     return Err(corrupt(
                         path,
                         offset,
@@ -435,17 +465,24 @@ impl Replay {
             ));
         }
         let last_index = self.entries.last().map_or(snapshot_index, |e| e.index);
-        if self.hard_state.commit > last_index && self.damage.is_some() {
-            // The entries it covered are cut aside with the damage; the
-            // leader that repairs this node will say so again.
+        // Known committed in the kept log: up to the commit index read
+        // before the damage (the snapshot is committed whatever follows).
+        let kept_commit = self
+            .commit_before_damage
+            .max(snapshot_index)
+            .min(last_index);
+        if self.damage.is_some() && self.hard_state.commit > kept_commit {
+            // The entries it covered are cut aside with the damage, or may
+            // have been overwritten in it; the leader that repairs this
+            // node will say again what is committed.
             warn(
                 warnings,
                 format!(
-                    "lowering the commit index from {} to {last_index}: the log is cut before damaged records",
+                    "lowering the commit index from {} to {kept_commit}: the log is cut before damaged records",
                     self.hard_state.commit
                 ),
             );
-            self.hard_state.commit = last_index;
+            self.hard_state.commit = kept_commit;
             self.hard_state_lowered = true;
         } else if self.hard_state.commit > last_index && self.torn_tail {
             // The hard state went out before its entries in a batch that was

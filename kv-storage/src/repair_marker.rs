@@ -16,18 +16,18 @@
 
 use super::error::{StorageError, io_error};
 use super::files::sync_dir;
+use super::fs::Fs;
 use raft_core::Term;
-use std::fs;
 use std::io::Write;
 use std::path::Path;
 
 pub(super) const REPAIR_MARKER: &str = "REPAIR";
 
 /// The bound in the marker, if there is one.
-pub(super) fn read(dir: &Path) -> Result<Option<Term>, StorageError> {
+pub(super) fn read(fs: &dyn Fs, dir: &Path) -> Result<Option<Term>, StorageError> {
     let path = dir.join(REPAIR_MARKER);
-    let text = match fs::read_to_string(&path) {
-        Ok(text) => text,
+    let text = match fs.read(&path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_error("read repair marker", &path)(e)),
     };
@@ -54,24 +54,27 @@ pub(super) fn read(dir: &Path) -> Result<Option<Term>, StorageError> {
 }
 
 /// Writes the marker durably (temp file, fsync, rename, directory fsync).
-pub(super) fn write(dir: &Path, bound: Term) -> Result<(), StorageError> {
+pub(super) fn write(fs: &dyn Fs, dir: &Path, bound: Term) -> Result<(), StorageError> {
     let path = dir.join(REPAIR_MARKER);
     let temp = dir.join(format!("{REPAIR_MARKER}.tmp"));
     let first = format!("repair-bound-term {}", bound.0);
     let text = format!("{first}\ncrc32c {:08x}\n", crc32c::crc32c(first.as_bytes()));
-    let mut file = fs::File::create(&temp).map_err(io_error("create repair marker", &temp))?;
+    let mut file = fs
+        .create(&temp)
+        .map_err(io_error("create repair marker", &temp))?;
     file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(io_error("write repair marker", &temp))?;
-    fs::rename(&temp, &path).map_err(io_error("rename repair marker", &path))?;
-    sync_dir(dir)
+    fs.rename(&temp, &path)
+        .map_err(io_error("rename repair marker", &path))?;
+    sync_dir(fs, dir)
 }
 
 /// Removes the marker durably once the log is repaired.
-pub(super) fn remove(dir: &Path) -> Result<(), StorageError> {
+pub(super) fn remove(fs: &dyn Fs, dir: &Path) -> Result<(), StorageError> {
     let path = dir.join(REPAIR_MARKER);
-    match fs::remove_file(&path) {
-        Ok(()) => sync_dir(dir),
+    match fs.remove_file(&path) {
+        Ok(()) => sync_dir(fs, dir),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_error("remove repair marker", &path)(e)),
     }

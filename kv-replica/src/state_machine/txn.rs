@@ -1,0 +1,54 @@
+//! Transactions: comparisons on values and revisions, then one branch of
+//! puts, deletes and gets, all at the revision of the entry that runs them.
+
+use super::KvStateMachine;
+use crate::command::{CompareOp, CompareTest, OpResult, Txn, TxnOp, TxnOpResult};
+use std::cmp::Ordering;
+
+impl KvStateMachine {
+    pub(super) fn apply_txn(&mut self, revision: u64, txn: Txn) -> OpResult {
+        let succeeded = txn.compare.iter().all(|compare| {
+            let stored = self.data.get(compare.key.as_str());
+            match &compare.test {
+                CompareTest::Value { op, value } => {
+                    let equal = stored.is_some_and(|s| *s.value == **value);
+                    match op {
+                        CompareOp::Equal => equal,
+                        CompareOp::NotEqual => !equal,
+                        // The HTTP layer refuses ordering on values; a
+                        // command that carries one compares false, the
+                        // same on every replica.
+                        CompareOp::Less | CompareOp::Greater => false,
+                    }
+                }
+                CompareTest::Revision { op, revision } => {
+                    let current = stored.map_or(0, |s| s.revision);
+                    let ordering = current.cmp(revision);
+                    match op {
+                        CompareOp::Equal => ordering == Ordering::Equal,
+                        CompareOp::NotEqual => ordering != Ordering::Equal,
+                        CompareOp::Less => ordering == Ordering::Less,
+                        CompareOp::Greater => ordering == Ordering::Greater,
+                    }
+                }
+            }
+        });
+        let branch = if succeeded { txn.success } else { txn.failure };
+        let results = branch
+            .into_iter()
+            .map(|op| match op {
+                TxnOp::Put { key, value } => TxnOpResult::Prev(self.put(key, value, revision)),
+                TxnOp::Delete { key } => TxnOpResult::Prev(self.delete(&key)),
+                TxnOp::Get { key } => TxnOpResult::Get(
+                    self.get(&key)
+                        .map(|(value, revision)| (key, value.to_owned(), revision)),
+                ),
+            })
+            .collect();
+        OpResult::Txn {
+            succeeded,
+            revision,
+            results,
+        }
+    }
+}
