@@ -1,23 +1,26 @@
 //! kv-node: a replicated key-value store node: the world (threads, disk,
 //! network, HTTP) around kv-replica's sans-IO replica. The state machine,
-//! command codec, Ready loop and storage traits live in kv-replica; this
-//! crate adds only I/O. Nothing in kv-replica, raft-core or sim may depend
-//! on it.
+//! command codec, the replica's steps of raft-core's Ready loop and the
+//! storage traits live in kv-replica, the on-disk formats and recovery in
+//! kv-storage; this crate adds only I/O. Nothing in raft-core, kv-replica,
+//! kv-storage or sim may depend on it.
 //!
 //! - `storage`: kv-storage re-exported: the write-ahead log, hard state and
 //!   snapshot files, run over real files.
-//! - `wal_disk`: kv-replica's `Durable` on `storage`, for the real node.
+//! - `wal_disk`: kv-replica's `Durable` on `storage`, for the real node,
+//!   with the background snapshot writer thread.
 //! - `driver`: the thread that owns the replica; requests reach it by channel.
 //! - `directory`: the address book (node name -> URL) the node runs with.
-//! - `join`: `--join`, asking a running cluster to add this node.
-//! - `transport`: raft messages to peers over HTTP; `inbound`: from them.
-//! - `http`: the client API (API.md) and the peer endpoint.
+//! - `peer`: the one HTTP(S) client between nodes, raft messages out
+//!   (`transport`) and in (`inbound`), `--join`, forwarding to the leader.
+//! - `http`: the client API (API.md), transactions, and the peer endpoint.
 //! - `server`: wiring, startup, graceful shutdown; the binary's entry.
-//! - `cli`, `ids`, `metrics`: flags, node names and ids, Prometheus text.
+//! - `cli`, `settings`, `ids`: flags, the settings both sides share, node
+//!   names and ids; `metrics`: the prometheus-client registry;
+//!   `log_limit`: rate-limited logging of refusals.
 //! - `auth`: bearer tokens, roles, and the access each request needs.
 //! - `tls`: rustls configurations; `accept`: the accept loop (plain HTTP
-//!   or TLS) with the connection limit and header timeout; `peer`: the
-//!   HTTP(S) client between nodes, the transport, join and forwarding.
+//!   or TLS) with the connection limit and header timeout.
 #![forbid(unsafe_code)]
 
 pub mod accept;

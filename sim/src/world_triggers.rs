@@ -344,7 +344,8 @@ impl World {
         else {
             return;
         };
-        if offset + data.len() as u64 >= *total_bytes {
+        // Saturating: a forged message (`hostile`, `corrupt`) may carry any offset.
+        if offset.saturating_add(data.len() as u64) >= *total_bytes {
             return;
         }
         let Some((&i, _)) = self
