@@ -132,14 +132,7 @@ impl Directory {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn member(name: &str, port: u16) -> Member {
-        Member {
-            name: name.into(),
-            id: node_id_of(name),
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
+    use crate::ids::test_member as member;
 
     #[test]
     fn merging_reports_new_and_moved_peers_only() {

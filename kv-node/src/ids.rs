@@ -132,17 +132,20 @@ pub fn check_name(name: &str) -> Result<(), IdError> {
     }
 }
 
+/// A member named `name` on loopback port `port`, for tests.
+#[cfg(test)]
+pub(crate) fn test_member(name: &str, port: u16) -> Member {
+    Member {
+        name: name.into(),
+        id: node_id_of(name),
+        url: format!("http://127.0.0.1:{port}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_member as member;
     use super::*;
-
-    fn member(name: &str, port: u16) -> Member {
-        Member {
-            name: name.into(),
-            id: node_id_of(name),
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
 
     #[test]
     fn ids_are_fnv1a_64_and_stable() {

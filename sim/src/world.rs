@@ -320,6 +320,19 @@ impl World {
         self.schedule(self.now + steps.max(1), event);
     }
 
+    /// Restarts node `id` after `steps`, unless it restarted (or crashed
+    /// again) meanwhile: the event names its current incarnation.
+    pub(crate) fn schedule_restart(&mut self, id: NodeId, steps: u64) {
+        let incarnation = self.node(id).incarnation;
+        self.schedule_in(
+            steps,
+            Event::Restart {
+                node: id,
+                incarnation,
+            },
+        );
+    }
+
     pub(crate) fn node(&self, id: NodeId) -> &SimNode {
         &self.nodes[id.0 as usize - 1]
     }

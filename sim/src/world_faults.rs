@@ -48,14 +48,7 @@ impl World {
                 let id = self.resolve(target);
                 (self.node(id).replica().is_some()).then(|| {
                     self.crash_node(id, "fault");
-                    let incarnation = self.node(id).incarnation;
-                    self.schedule_in(
-                        duration,
-                        Event::Restart {
-                            node: id,
-                            incarnation,
-                        },
-                    );
+                    self.schedule_restart(id, duration);
                     format!("crash {id} for {} ticks", scheduled.duration_ticks)
                 })
             }
@@ -113,14 +106,7 @@ impl World {
                     if let NodeState::Down(image) = &mut self.node_mut(id).state {
                         image.damage_acknowledged(lose_entries as usize, lose_hard_state);
                     }
-                    let incarnation = self.node(id).incarnation;
-                    self.schedule_in(
-                        duration,
-                        Event::Restart {
-                            node: id,
-                            incarnation,
-                        },
-                    );
+                    self.schedule_restart(id, duration);
                     format!(
                         "crash {id}, damage its acknowledged records, restart in repair mode in {} ticks",
                         scheduled.duration_ticks
@@ -148,14 +134,7 @@ impl World {
                         rotted = fs.rot_old_block();
                         image.rotted = rotted.is_some();
                     }
-                    let incarnation = self.node(id).incarnation;
-                    self.schedule_in(
-                        duration,
-                        Event::Restart {
-                            node: id,
-                            incarnation,
-                        },
-                    );
+                    self.schedule_restart(id, duration);
                     format!(
                         "power loss on {id}, rot {}, restart in {} ticks",
                         rotted.as_deref().unwrap_or("nothing (no old block)"),

@@ -56,12 +56,7 @@ impl World {
             Ok(Err(e)) if e.is_disk_full() => {
                 self.trace
                     .note(self.now, || format!("{id} cannot start: {e}"));
-                let incarnation = self.node(id).incarnation;
-                let restart = Event::Restart {
-                    node: id,
-                    incarnation,
-                };
-                return self.schedule_in(20 * STEPS_PER_TICK, restart);
+                return self.schedule_restart(id, 20 * STEPS_PER_TICK);
             }
             Ok(Err(e)) => return self.fail("restart recovers", format!("{id}: {e}")),
             Err(text) => return self.fail("restart recovers", format!("{id}: {text}")),
@@ -239,14 +234,7 @@ impl World {
             Ok(Err(storage)) => {
                 let down = self.node(id).sync_crash_down_ticks.max(1);
                 self.crash_node(id, &storage);
-                let incarnation = self.node(id).incarnation;
-                self.schedule_in(
-                    down * STEPS_PER_TICK,
-                    Event::Restart {
-                        node: id,
-                        incarnation,
-                    },
-                );
+                self.schedule_restart(id, down * STEPS_PER_TICK);
                 return;
             }
             Ok(Ok(())) => {}
@@ -325,14 +313,7 @@ impl World {
             Ok(Err(storage)) => {
                 let down = self.node(id).sync_crash_down_ticks.max(1);
                 self.crash_node(id, &format!("snapshot write failed: {storage}"));
-                let incarnation = self.node(id).incarnation;
-                self.schedule_in(
-                    down * STEPS_PER_TICK,
-                    Event::Restart {
-                        node: id,
-                        incarnation,
-                    },
-                );
+                self.schedule_restart(id, down * STEPS_PER_TICK);
             }
             Ok(Ok(taken)) => {
                 self.snapshot_writes.durable += u64::from(taken.is_some());

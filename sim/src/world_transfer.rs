@@ -289,11 +289,7 @@ impl World {
             return;
         }
         self.crash_node(node, "restart inside the lease");
-        let incarnation = self.node(node).incarnation;
-        self.schedule_in(
-            down_ticks * STEPS_PER_TICK,
-            Event::Restart { node, incarnation },
-        );
+        self.schedule_restart(node, down_ticks * STEPS_PER_TICK);
     }
 
     /// A voter restarts, campaigns and takes `tail` proposals in one batch,

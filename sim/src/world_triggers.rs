@@ -368,14 +368,7 @@ impl World {
             )
         });
         self.crash_node(to, "mid snapshot transfer");
-        let incarnation = self.node(to).incarnation;
-        self.schedule_in(
-            duration_ticks.max(1) * STEPS_PER_TICK,
-            Event::Restart {
-                node: to,
-                incarnation,
-            },
-        );
+        self.schedule_restart(to, duration_ticks.max(1) * STEPS_PER_TICK);
     }
 
     /// Starts a lagging-follower partition; None without a leader.
