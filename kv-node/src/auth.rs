@@ -342,6 +342,7 @@ pub fn constant_time_eq(presented: &[u8], secret: &[u8]) -> bool {
 }
 
 fn read(path: &Path) -> Result<String, TokenFileError> {
+    crate::secret_file::warn_if_exposed(path, "token file");
     std::fs::read_to_string(path).map_err(|source| TokenFileError::Io {
         path: path.to_path_buf(),
         source,

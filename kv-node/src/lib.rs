@@ -18,7 +18,8 @@
 //! - `cli`, `settings`, `ids`: flags, the settings both sides share, node
 //!   names and ids; `metrics`: the prometheus-client registry;
 //!   `log_limit`: rate-limited logging of refusals.
-//! - `auth`: bearer tokens, roles, and the access each request needs.
+//! - `auth`: bearer tokens, roles, and the access each request needs;
+//!   `secret_file`: the warning for secrets open to other users.
 //! - `tls`: rustls configurations; `accept`: the accept loop (plain HTTP
 //!   or TLS) with the connection limit and header timeout.
 #![forbid(unsafe_code)]
@@ -35,6 +36,7 @@ pub mod ids;
 pub mod log_limit;
 pub mod metrics;
 pub mod peer;
+pub mod secret_file;
 pub mod server;
 pub mod settings;
 pub mod tls;

@@ -71,7 +71,10 @@ impl TlsSetup {
             (None, _, _) => return Err(TlsError::Incomplete("--tls-cert")),
             (_, None, _) => return Err(TlsError::Incomplete("--tls-key")),
             (_, _, None) => return Err(TlsError::Incomplete("--tls-ca")),
-            (Some(cert), Some(key), Some(ca)) => (read(cert)?, read(key)?, read(ca)?),
+            (Some(cert), Some(key), Some(ca)) => {
+                crate::secret_file::warn_if_exposed(key, "the TLS private key (--tls-key)");
+                (read(cert)?, read(key)?, read(ca)?)
+            }
         };
         TlsSetup::from_pem(&cert, &key, &ca, client_auth).map(Some)
     }

@@ -244,7 +244,14 @@ impl Durable for WalDisk {
         let path = self.staging_path();
         let io = |op| staging_error(op, &path);
         if offset == 0 || self.staging.is_none() {
-            let file = std::fs::File::create(&path).map_err(io("create snapshot staging"))?;
+            let file = kv_storage::fs::private(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true),
+            )
+            .open(&path)
+            .map_err(io("create snapshot staging"))?;
             self.staging = Some((std::io::BufWriter::new(file), 0));
         }
         let (file, staged) = self.staging.as_mut().expect("just created");

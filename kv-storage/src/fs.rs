@@ -95,12 +95,25 @@ impl FsFile for StdFile {
     }
 }
 
+/// Files the node creates are readable by its own user only (0600).
+pub fn private(options: &mut OpenOptions) -> &mut OpenOptions {
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(options, 0o600);
+    options
+}
+
 impl Fs for StdFs {
     fn is_dir(&self, path: &Path) -> bool {
         path.is_dir()
     }
+    /// Directories the node creates are its own only (0700): the data is
+    /// readable through them.
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        fs::create_dir_all(dir)
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir)
     }
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
         let mut names = Vec::new();
@@ -124,18 +137,12 @@ impl Fs for StdFs {
         Ok(fs::metadata(path)?.len())
     }
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        let file = OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .open(path)?;
+        let file = private(OpenOptions::new().append(true).create_new(true)).open(path)?;
         Ok(Box::new(StdFile(file)))
     }
     fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
+        let file =
+            private(OpenOptions::new().write(true).create(true).truncate(true)).open(path)?;
         Ok(Box::new(StdFile(file)))
     }
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {

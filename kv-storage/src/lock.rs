@@ -20,13 +20,15 @@ impl DirLock {
         let path = dir.join(LOCK_FILE_NAME);
         // Not `truncate(true)`: the file may belong to a live owner whose pid
         // we must not erase before we know the lock is ours.
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io_error("open lock file", &path))?;
+        let mut file = crate::fs::private(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+        )
+        .open(&path)
+        .map_err(io_error("open lock file", &path))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {

@@ -1304,3 +1304,32 @@ fn damage_to_a_batch_that_truncated_keeps_the_commit_index_read_before_it() {
         "entry 3 of term 1 was overwritten in the lost batch: not committed"
     );
 }
+
+/// Issue 13 item 6: another local user can neither read the data nor hold
+/// the lock: the directories the node creates are 0700, its files 0600.
+#[cfg(unix)]
+#[test]
+fn data_dir_and_every_file_are_private_to_the_node_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    let (mut storage, _) = open(&dir);
+    append_synced(&mut storage, &entries(1..=3, 1));
+    storage
+        .save_snapshot(&meta(2, 1), |w| w.write_all(b"state at 2"))
+        .unwrap();
+    let mut checked = 0;
+    let mut pending = vec![dir.clone()];
+    while let Some(path) = pending.pop() {
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        if path.is_dir() {
+            assert_eq!(mode, 0o700, "{} is {mode:o}", path.display());
+            pending.extend(fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            assert_eq!(mode, 0o600, "{} is {mode:o}", path.display());
+        }
+        checked += 1;
+    }
+    // The data dir, wal/, snapshots/, LOCK, a segment and the snapshot.
+    assert!(checked >= 6, "only {checked} paths found");
+}
