@@ -18,8 +18,8 @@
 
 use bytes::Bytes;
 use raft_core::{
-    Config, Durability, Entry, InitialState, Input, Membership, Message, Node, NodeId,
-    ReadyHandler, SnapshotMeta, SoftState,
+    ChunkRequest, Config, Durability, Entry, InitialState, Input, Membership, Message, Node,
+    NodeId, ReadyHandler, SoftState,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
@@ -101,8 +101,8 @@ impl ReadyHandler for Printer<'_> {
         Ok(())
     }
 
-    fn snapshot_chunk(&mut self, meta: &SnapshotMeta, _: u64, _: u64) -> Result<Bytes, Infallible> {
-        unreachable!("no snapshot is taken here, so none is sent (asked for {meta:?})")
+    fn snapshot_chunk(&mut self, chunk: ChunkRequest) -> Result<Bytes, Infallible> {
+        unreachable!("no snapshot is taken here, so none is sent (asked for {chunk:?})")
     }
 
     /// Persist (here: nothing to write), durable at once.

@@ -11,7 +11,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 use raft_core::Role;
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
@@ -89,7 +89,18 @@ struct KindLabel {
     kind: &'static str,
 }
 
+/// One counter per peer, labelled with its name.
+type PeerCounters = Family<PeerLabel, Counter>;
+
 type HistogramFamily<L> = Family<L, histogram::Histogram, fn() -> histogram::Histogram>;
+
+/// Registers a new metric of type `M` (a counter, gauge or family) and
+/// hands back its handle.
+fn add<M: Metric + Clone + Default>(registry: &mut Registry, name: &str, help: &str) -> M {
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
+}
 
 fn latency_histogram() -> histogram::Histogram {
     histogram::Histogram::new(LATENCY_BOUNDS)
@@ -147,135 +158,46 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    // One metric a line: the registrations read as a table.
+    #[rustfmt::skip]
     pub fn new<'a>(peer_names: impl IntoIterator<Item = &'a str>) -> Metrics {
         let mut registry = Registry::default();
-        let gauge = |registry: &mut Registry, name: &str, help: &str| {
-            let gauge = U64Gauge::default();
-            registry.register(name, help, gauge.clone());
-            gauge
-        };
-        let role = gauge(
-            &mut registry,
-            "kv_raft_role",
-            "0 follower, 1 candidate, 2 leader, 3 learner",
-        );
-        let term = gauge(&mut registry, "kv_raft_term", "current term");
-        let commit_index = gauge(&mut registry, "kv_raft_commit_index", "commit index");
-        let applied_index = gauge(&mut registry, "kv_raft_applied_index", "applied index");
-        let last_log_index = gauge(&mut registry, "kv_raft_last_log_index", "last log index");
-        let snapshot_index = gauge(
-            &mut registry,
-            "kv_raft_snapshot_index",
-            "index of the latest snapshot",
-        );
-        let snapshot_bytes = gauge(
-            &mut registry,
-            "kv_snapshot_bytes",
-            "size of the latest snapshot's state in bytes",
-        );
-        let leader_known = gauge(
-            &mut registry,
-            "kv_raft_leader_known",
-            "1 if a leader is known",
-        );
-        let live_bytes = gauge(
-            &mut registry,
-            "kv_live_bytes",
-            "bytes of live keys and values",
-        );
-        let quota_bytes = gauge(
-            &mut registry,
-            "kv_quota_bytes",
-            "live bytes over which writes that add data are refused (0: no quota)",
-        );
+        let r = &mut registry;
+        let role = add(r, "kv_raft_role", "0 follower, 1 candidate, 2 leader, 3 learner");
+        let term = add(r, "kv_raft_term", "current term");
+        let commit_index = add(r, "kv_raft_commit_index", "commit index");
+        let applied_index = add(r, "kv_raft_applied_index", "applied index");
+        let last_log_index = add(r, "kv_raft_last_log_index", "last log index");
+        let snapshot_index = add(r, "kv_raft_snapshot_index", "index of the latest snapshot");
+        let snapshot_bytes = add(r, "kv_snapshot_bytes", "size of the latest snapshot's state in bytes");
+        let leader_known = add(r, "kv_raft_leader_known", "1 if a leader is known");
+        let live_bytes = add(r, "kv_live_bytes", "bytes of live keys and values");
+        let quota_bytes = add(r, "kv_quota_bytes", "live bytes over which writes that add data are refused (0: no quota)");
 
         // Counters are registered without their `_total` suffix, which the
         // encoder appends.
-        let counter = |registry: &mut Registry, name: &str, help: &str| {
-            let counter = Counter::default();
-            registry.register(name, help, counter.clone());
-            counter
-        };
-        let proposals = counter(&mut registry, "kv_proposals", "writes proposed to raft");
-        let proposals_refused = counter(
-            &mut registry,
-            "kv_proposals_refused",
-            "writes refused before proposing (503)",
-        );
-        let quota_refused = counter(
-            &mut registry,
-            "kv_quota_refused",
-            "writes refused with 507 because the store is over its quota",
-        );
-        let reads = counter(&mut registry, "kv_reads", "reads served");
-        let reads_dropped = counter(
-            &mut registry,
-            "kv_reads_dropped",
-            "read-index requests dropped",
-        );
-        let fsync_bytes = counter(&mut registry, "kv_fsync_bytes", "bytes made durable");
-        let ready_rounds = counter(&mut registry, "kv_ready_rounds", "Ready batches handled");
-        let snapshots_taken = counter(&mut registry, "kv_snapshots", "snapshots taken");
-        let peer_messages_received = counter(
-            &mut registry,
-            "kv_peer_messages_received",
-            "raft messages received from peers",
-        );
-        let peer_batches_refused = counter(
-            &mut registry,
-            "kv_peer_batches_refused",
-            "peer batches refused (bad encoding, unknown sender, or a sender that is not a member)",
-        );
-        let append_rejections = counter(
-            &mut registry,
-            "kv_append_rejections",
-            "AppendEntries rejections received from followers",
-        );
-
-        let connections_refused = counter(
-            &mut registry,
-            "kv_connections_refused",
-            "connections closed at once because --max-connections were open",
-        );
+        let proposals = add(r, "kv_proposals", "writes proposed to raft");
+        let proposals_refused = add(r, "kv_proposals_refused", "writes refused before proposing (503)");
+        let quota_refused = add(r, "kv_quota_refused", "writes refused with 507 because the store is over its quota");
+        let reads = add(r, "kv_reads", "reads served");
+        let reads_dropped = add(r, "kv_reads_dropped", "read-index requests dropped");
+        let fsync_bytes = add(r, "kv_fsync_bytes", "bytes made durable");
+        let ready_rounds = add(r, "kv_ready_rounds", "Ready batches handled");
+        let snapshots_taken = add(r, "kv_snapshots", "snapshots taken");
+        let peer_messages_received = add(r, "kv_peer_messages_received", "raft messages received from peers");
+        let peer_batches_refused = add(r, "kv_peer_batches_refused", "peer batches refused (bad encoding, unknown sender, or a sender that is not a member)");
+        let append_rejections = add(r, "kv_append_rejections", "AppendEntries rejections received from followers");
+        let connections_refused = add(r, "kv_connections_refused", "connections closed at once because --max-connections were open");
 
         let fsync = Histogram::default();
-        registry.register(
-            "kv_fsync_seconds",
-            "WAL fsync latency",
-            fsync.histogram.clone(),
-        );
+        r.register("kv_fsync_seconds", "WAL fsync latency", fsync.histogram.clone());
         let snapshot_save = Histogram::default();
-        registry.register(
-            "kv_snapshot_save_seconds",
-            "writing a snapshot file",
-            snapshot_save.histogram.clone(),
-        );
+        r.register("kv_snapshot_save_seconds", "writing a snapshot file", snapshot_save.histogram.clone());
 
-        let peer_family = |registry: &mut Registry, name: &str, help: &str| {
-            let family = Family::<PeerLabel, Counter>::default();
-            registry.register(name, help, family.clone());
-            family
-        };
-        let batches_sent = peer_family(
-            &mut registry,
-            "kv_peer_batches_sent",
-            "batches sent to a peer",
-        );
-        let messages_sent = peer_family(
-            &mut registry,
-            "kv_peer_messages_sent",
-            "messages sent to a peer",
-        );
-        let send_errors = peer_family(
-            &mut registry,
-            "kv_peer_send_errors",
-            "failed batch sends to a peer",
-        );
-        let messages_dropped = peer_family(
-            &mut registry,
-            "kv_peer_messages_dropped",
-            "messages dropped on a full peer queue",
-        );
+        let batches_sent: PeerCounters = add(r, "kv_peer_batches_sent", "batches sent to a peer");
+        let messages_sent: PeerCounters = add(r, "kv_peer_messages_sent", "messages sent to a peer");
+        let send_errors: PeerCounters = add(r, "kv_peer_send_errors", "failed batch sends to a peer");
+        let messages_dropped: PeerCounters = add(r, "kv_peer_messages_dropped", "messages dropped on a full peer queue");
         let peers = peer_names
             .into_iter()
             .map(|name| {
@@ -292,24 +214,10 @@ impl Metrics {
             })
             .collect();
 
-        let peer_messages_refused = Family::<KindLabel, Counter>::default();
-        registry.register(
-            "kv_peer_messages_refused",
-            "peer messages the raft core refused as malformed or forged, by kind",
-            peer_messages_refused.clone(),
-        );
+        let peer_messages_refused = add(r, "kv_peer_messages_refused", "peer messages the raft core refused as malformed or forged, by kind");
         let requests = HistogramFamily::<RouteLabel>::new_with_constructor(latency_histogram);
-        registry.register(
-            "kv_http_request_duration_seconds",
-            "HTTP request latency by route",
-            requests.clone(),
-        );
-        let responses = Family::<ResponseLabels, Counter>::default();
-        registry.register(
-            "kv_http_responses",
-            "HTTP responses by route and status",
-            responses.clone(),
-        );
+        r.register("kv_http_request_duration_seconds", "HTTP request latency by route", requests.clone());
+        let responses = add(r, "kv_http_responses", "HTTP responses by route and status");
 
         Metrics {
             role,

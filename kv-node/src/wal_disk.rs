@@ -17,7 +17,7 @@ use crate::storage::{
 use bytes::Bytes;
 use kv_replica::replica::{Durable, Recovered};
 use kv_replica::state_machine::KvStateMachine;
-use raft_core::{Entry, HardState, SnapshotMeta};
+use raft_core::{ChunkRequest, Entry, HardState, SnapshotMeta};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -295,18 +295,16 @@ impl Durable for WalDisk {
         Ok(())
     }
 
-    fn snapshot_chunk(
-        &mut self,
-        meta: &SnapshotMeta,
-        offset: u64,
-        len: u64,
-    ) -> Result<Bytes, StorageError> {
-        // The replica checked that `meta` is the stored snapshot.
-        let _ = meta;
+    fn snapshot_chunk(&mut self, chunk: ChunkRequest) -> Result<Bytes, StorageError> {
+        // The replica checked that `chunk.meta` is the stored snapshot.
         let Some((_, path)) = self.storage.snapshot_path() else {
             return Ok(Bytes::new());
         };
-        Ok(Bytes::from(read_snapshot_range(&path, offset, len)?))
+        Ok(Bytes::from(read_snapshot_range(
+            &path,
+            chunk.offset,
+            chunk.len,
+        )?))
     }
 }
 
@@ -388,7 +386,11 @@ mod tests {
         // chunks past the state's end and no follower ever caught up.
         let state_bytes = replica
             .disk
-            .snapshot_chunk(&meta, 0, u64::MAX)
+            .snapshot_chunk(ChunkRequest {
+                meta: &meta,
+                offset: 0,
+                len: u64::MAX,
+            })
             .unwrap()
             .len() as u64;
         assert_eq!(replica.last_snapshot_bytes(), state_bytes);

@@ -8,8 +8,9 @@
 use crate::state_machine::{Applied, KvStateMachine, SnapshotError};
 use bytes::Bytes;
 use raft_core::{
-    Config, ConfigError, Durability, Entry, HardState, InitialState, Input, LogIndex, Membership,
-    Message, Node, ReadState, ReadyHandler, SnapshotChunk, SnapshotMeta, SoftState, Term,
+    ChunkRequest, Config, ConfigError, Durability, Entry, HardState, InitialState, Input, LogIndex,
+    Membership, Message, Node, ReadState, ReadyHandler, SnapshotChunk, SnapshotMeta, SoftState,
+    Term,
 };
 
 /// The storage a replica writes to. Writes may be buffered until `sync`;
@@ -66,17 +67,12 @@ pub trait Durable {
     ) -> Result<T, Self::Error>;
     /// Stores the staged snapshot (at `meta`) and discards the whole log.
     fn install_staged_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), Self::Error>;
-    /// Bytes `offset..offset + len` of the newest snapshot (the one at
-    /// `meta`, which the replica checked is the stored one; fewer at its
-    /// end), for one InstallSnapshot chunk. A
+    /// The bytes of the newest snapshot that `chunk` names (its `meta` was
+    /// checked by the replica to be the stored one; fewer at its end), for
+    /// one InstallSnapshot message. A
     /// file-backed store reads just that range, so that sending a snapshot
     /// never holds a second copy of the state in memory.
-    fn snapshot_chunk(
-        &mut self,
-        meta: &SnapshotMeta,
-        offset: u64,
-        len: u64,
-    ) -> Result<Bytes, Self::Error>;
+    fn snapshot_chunk(&mut self, chunk: ChunkRequest) -> Result<Bytes, Self::Error>;
 }
 
 /// What storage recovered, to rebuild a replica from.
@@ -383,22 +379,17 @@ impl<D: Durable, S: FnMut(Message)> ReadyHandler for Round<'_, D, S> {
         Ok(())
     }
 
-    fn snapshot_chunk(
-        &mut self,
-        meta: &SnapshotMeta,
-        offset: u64,
-        len: u64,
-    ) -> Result<Bytes, Self::Error> {
+    fn snapshot_chunk(&mut self, chunk: ChunkRequest) -> Result<Bytes, Self::Error> {
         // Only the stored snapshot is sent: the core names the snapshot it
         // was last told of (taken, installed or recovered), which is the one
         // this replica stored. Checked here, once, for every kind of storage.
         assert_eq!(
-            meta.index, *self.last_snapshot_index,
+            chunk.meta.index, *self.last_snapshot_index,
             "the core asks to send the snapshot at {}, but the stored one is at {}",
-            meta.index, self.last_snapshot_index
+            chunk.meta.index, self.last_snapshot_index
         );
         self.disk
-            .snapshot_chunk(meta, offset, len)
+            .snapshot_chunk(chunk)
             .map_err(ReplicaError::Storage)
     }
 

@@ -53,6 +53,17 @@ pub(super) struct SegmentScan {
 }
 
 impl SegmentScan {
+    /// A segment of `file_bytes` with no valid header, so nothing in it.
+    fn nothing_valid(file_bytes: u64) -> SegmentScan {
+        SegmentScan {
+            max_entry_index: None,
+            header: None,
+            next_batch_seq: 0,
+            valid_bytes: 0,
+            file_bytes,
+        }
+    }
+
     pub(super) fn torn_bytes(&self) -> u64 {
         self.file_bytes.saturating_sub(self.valid_bytes)
     }
@@ -105,24 +116,12 @@ pub(super) fn replay_segment(
                         path.display()
                     ),
                 );
-                return Ok(SegmentScan {
-                    max_entry_index: None,
-                    header: None,
-                    next_batch_seq: 0,
-                    valid_bytes: 0,
-                    file_bytes,
-                });
+                return Ok(SegmentScan::nothing_valid(file_bytes));
             }
             // A segment is used only once its header is durable: this lost
             // acknowledged records (all of them, as the salt is gone).
             replay.damaged(path, 0, format!("{reason} (damage to acknowledged data)"));
-            return Ok(SegmentScan {
-                max_entry_index: None,
-                header: None,
-                next_batch_seq: 0,
-                valid_bytes: 0,
-                file_bytes,
-            });
+            return Ok(SegmentScan::nothing_valid(file_bytes));
         }
     };
     let mut scan = SegmentScan {
@@ -422,6 +421,20 @@ impl Replay {
         Ok(())
     }
 
+    /// Lowers the recovered commit index to `to` (it covered entries that
+    /// are no longer in the log), saying why.
+    fn lower_commit(&mut self, to: LogIndex, why: &str, warnings: &mut Vec<String>) {
+        warn(
+            warnings,
+            format!(
+                "lowering the commit index from {} to {to}: {why}",
+                self.hard_state.commit
+            ),
+        );
+        self.hard_state.commit = to;
+        self.hard_state_lowered = true;
+    }
+
     pub(super) fn finish(
         mut self,
         dir: &Path,
@@ -475,28 +488,20 @@ impl Replay {
             // The entries it covered are cut aside with the damage, or may
             // have been overwritten in it; the leader that repairs this
             // node will say again what is committed.
-            warn(
+            self.lower_commit(
+                kept_commit,
+                "the log is cut before damaged records",
                 warnings,
-                format!(
-                    "lowering the commit index from {} to {kept_commit}: the log is cut before damaged records",
-                    self.hard_state.commit
-                ),
             );
-            self.hard_state.commit = kept_commit;
-            self.hard_state_lowered = true;
         } else if self.hard_state.commit > last_index && self.torn_tail {
             // The hard state went out before its entries in a batch that was
             // never synced, so this node acknowledged none of them: forgetting
             // that they were committed is safe, the leader will say so again.
-            warn(
+            self.lower_commit(
+                last_index,
+                "the entries it covered were in the torn write",
                 warnings,
-                format!(
-                    "lowering the commit index from {} to {last_index}: the entries it covered were in the torn write",
-                    self.hard_state.commit
-                ),
             );
-            self.hard_state.commit = last_index;
-            self.hard_state_lowered = true;
         } else if self.hard_state.commit > last_index {
             return Err(corrupt(
                 dir,

@@ -118,15 +118,7 @@ impl Wal {
             remove_segment_files(fsr, dir, segments.drain(..stale))?;
         }
 
-        if start_seq > 0 && segments.first().is_none_or(|first| first.seq != start_seq) {
-            return Err(corrupt(
-                dir,
-                0,
-                format!(
-                    "WAL segment {start_seq}, which the snapshot names as the first it needs, is missing"
-                ),
-            ));
-        }
+        check_first_segment(dir, &segments, start_seq)?;
 
         let mut replay = Replay::new(snapshot_index);
         replay.bugs = options.bugs;
@@ -529,6 +521,25 @@ impl Wal {
     }
 }
 
+/// The segment the snapshot names as the first it needs (`start_seq`) must
+/// open the WAL: without it, entries after the snapshot are gone.
+fn check_first_segment(
+    dir: &Path,
+    segments: &[SegmentInfo],
+    start_seq: u64,
+) -> Result<(), StorageError> {
+    if start_seq > 0 && segments.first().is_none_or(|first| first.seq != start_seq) {
+        return Err(corrupt(
+            dir,
+            0,
+            format!(
+                "WAL segment {start_seq}, which the snapshot names as the first it needs, is missing"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Replays the WAL in `dir` without changing anything: what `Wal::open`
 /// would find, and how many torn bytes it would cut.
 pub(super) fn verify(
@@ -553,15 +564,7 @@ pub(super) fn verify(
             ),
         );
     }
-    if start_seq > 0 && segments.first().is_none_or(|first| first.seq != start_seq) {
-        return Err(corrupt(
-            dir,
-            0,
-            format!(
-                "WAL segment {start_seq}, which the snapshot names as the first it needs, is missing"
-            ),
-        ));
-    }
+    check_first_segment(dir, &segments, start_seq)?;
     let mut replay = Replay::new(snapshot_index);
     let mut torn_bytes = 0;
     let count = segments.len();

@@ -8,9 +8,9 @@
 //! readable scenarios and traces.
 
 use crate::{
-    Accepted, Config, Durability, Entry, HardState, InitialState, Input, LogIndex, Membership,
-    Message, Node, NodeId, ReadState, ReadyHandler, Role, SnapshotChunk, SnapshotMeta, StepError,
-    Term,
+    Accepted, ChunkRequest, Config, Durability, Entry, HardState, InitialState, Input, LogIndex,
+    Membership, Message, Node, NodeId, ReadState, ReadyHandler, Role, SnapshotChunk, SnapshotMeta,
+    StepError, Term,
 };
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -80,12 +80,8 @@ impl ReadyHandler for Round<'_> {
         Ok(())
     }
 
-    fn snapshot_chunk(
-        &mut self,
-        meta: &SnapshotMeta,
-        offset: u64,
-        len: u64,
-    ) -> Result<Bytes, Self::Error> {
+    fn snapshot_chunk(&mut self, chunk: ChunkRequest) -> Result<Bytes, Self::Error> {
+        let ChunkRequest { meta, offset, len } = chunk;
         let (stored, bytes) = self
             .disk
             .snapshot

@@ -14,8 +14,8 @@
 //! ```
 //! use bytes::Bytes;
 //! use raft_core::{
-//!     Config, Durability, Entry, InitialState, Input, Membership, Message, Node, NodeId,
-//!     ReadyHandler, Role, SnapshotMeta,
+//!     ChunkRequest, Config, Durability, Entry, InitialState, Input, Membership, Message, Node,
+//!     NodeId, ReadyHandler, Role,
 //! };
 //!
 //! /// A single node with a vector for a disk and one for a state machine.
@@ -30,7 +30,7 @@
 //!     fn send(&mut self, _message: Message) -> std::io::Result<()> {
 //!         unreachable!("a single node has no peers")
 //!     }
-//!     fn snapshot_chunk(&mut self, _: &SnapshotMeta, _: u64, _: u64) -> std::io::Result<Bytes> {
+//!     fn snapshot_chunk(&mut self, _: ChunkRequest) -> std::io::Result<Bytes> {
 //!         unreachable!("no snapshot is taken here")
 //!     }
 //!     fn append(&mut self, entries: &[Entry]) -> std::io::Result<()> {
@@ -104,7 +104,7 @@ pub use membership::{ConfChange, ConfChangeStep, Membership, MembershipError};
 pub use message::{ForwardedEntry, Message, MessageBody};
 pub use node::{InitialState, Node, Status};
 pub use ready::{ReadState, Ready, SnapshotChunk};
-pub use ready_handler::{Durability, ReadyHandler};
+pub use ready_handler::{ChunkRequest, Durability, ReadyHandler};
 pub use types::{
     Entry, EntryKind, HardState, LogIndex, NodeId, Role, SnapshotMeta, SoftState, Term,
 };

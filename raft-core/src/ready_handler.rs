@@ -29,6 +29,15 @@ pub enum Durability {
 /// The steps of the [`Ready`] contract a driver performs. Every step but
 /// `send` and `persist` has a default that does nothing, for drivers (like
 /// the examples) that keep nothing.
+/// The part of a stored snapshot one `InstallSnapshot` message carries:
+/// bytes `offset..offset + len` of the snapshot at `meta`.
+#[derive(Clone, Copy, Debug)]
+pub struct ChunkRequest<'a> {
+    pub meta: &'a SnapshotMeta,
+    pub offset: u64,
+    pub len: u64,
+}
+
 pub trait ReadyHandler {
     type Error;
 
@@ -42,15 +51,10 @@ pub trait ReadyHandler {
     fn send(&mut self, message: Message) -> Result<(), Self::Error>;
 
     /// Bytes `offset..offset + len` of the stored snapshot at `meta` (fewer
-    /// at its end), for one `InstallSnapshot` chunk. The core names the
+    /// at its end; see [`ChunkRequest`]), for one `InstallSnapshot` chunk. The core names the
     /// snapshot it was last told of (taken, installed or recovered), which
     /// must be the one stored: an implementation refuses any other.
-    fn snapshot_chunk(
-        &mut self,
-        meta: &SnapshotMeta,
-        offset: u64,
-        len: u64,
-    ) -> Result<Bytes, Self::Error>;
+    fn snapshot_chunk(&mut self, chunk: ChunkRequest) -> Result<Bytes, Self::Error>;
 
     /// Step 2a: stage part of a snapshot arriving from the leader; a chunk
     /// at offset 0 starts a new one.
@@ -130,7 +134,11 @@ impl Node {
             } = &mut message.body
                 && data.is_empty()
             {
-                *data = handler.snapshot_chunk(meta, *offset, *len)?;
+                *data = handler.snapshot_chunk(ChunkRequest {
+                    meta,
+                    offset: *offset,
+                    len: *len,
+                })?;
             }
             handler.send(message)?;
         }

@@ -4,8 +4,8 @@
 
 use bytes::Bytes;
 use raft_core::{
-    Config, Durability, Entry, EntryKind, HardState, InitialState, Input, LogIndex, Membership,
-    Message, MessageBody, Node, NodeId, ReadyHandler, SnapshotMeta, Term,
+    ChunkRequest, Config, Durability, Entry, EntryKind, HardState, InitialState, Input, LogIndex,
+    Membership, Message, MessageBody, Node, NodeId, ReadyHandler, Term,
 };
 
 /// Records each step the loop calls, in order.
@@ -34,7 +34,7 @@ impl ReadyHandler for Recorder {
         Ok(())
     }
 
-    fn snapshot_chunk(&mut self, _: &SnapshotMeta, _: u64, _: u64) -> Result<Bytes, String> {
+    fn snapshot_chunk(&mut self, _: ChunkRequest) -> Result<Bytes, String> {
         Err("no snapshot stored".into())
     }
 
@@ -210,12 +210,7 @@ fn a_handler_error_stops_the_round_where_it_happened() {
         fn send(&mut self, _: Message) -> Result<(), &'static str> {
             Ok(())
         }
-        fn snapshot_chunk(
-            &mut self,
-            _: &SnapshotMeta,
-            _: u64,
-            _: u64,
-        ) -> Result<Bytes, &'static str> {
+        fn snapshot_chunk(&mut self, _: ChunkRequest) -> Result<Bytes, &'static str> {
             Err("none")
         }
         fn append(&mut self, _: &[Entry]) -> Result<(), &'static str> {

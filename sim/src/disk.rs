@@ -12,7 +12,7 @@ use kv_replica::replica::{Durable, Recovered};
 use kv_replica::state_machine::KvStateMachine;
 use kv_storage::fs::Fs;
 use kv_storage::{Storage, StorageBugs, StorageError, StorageOptions};
-use raft_core::{Entry, HardState, LogIndex, SnapshotMeta, Term};
+use raft_core::{ChunkRequest, Entry, HardState, LogIndex, SnapshotMeta, Term};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -559,14 +559,10 @@ impl Durable for SimDisk {
         Ok(())
     }
 
-    fn snapshot_chunk(
-        &mut self,
-        meta: &SnapshotMeta,
-        offset: u64,
-        len: u64,
-    ) -> Result<Bytes, SimDiskError> {
-        // The replica checked that `meta` is the stored snapshot (the rule
-        // is kv-replica's, the same for every disk).
+    fn snapshot_chunk(&mut self, chunk: ChunkRequest) -> Result<Bytes, SimDiskError> {
+        // The replica checked that `chunk.meta` is the stored snapshot (the
+        // rule is kv-replica's, the same for every disk).
+        let ChunkRequest { meta, offset, len } = chunk;
         if let Some(block) = &self.block {
             let Some((_, path)) = block.storage.snapshot_path() else {
                 return Err(SimDiskError::NoSnapshot { index: meta.index });

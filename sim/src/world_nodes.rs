@@ -268,17 +268,22 @@ impl World {
         }
         if snapshot_started {
             let incarnation = node.incarnation;
-            let steps = self.rng.range(1, SNAPSHOT_WRITE_STEPS_MAX);
-            self.schedule_in(
-                steps,
-                Event::SnapshotWritten {
-                    node: id,
-                    incarnation,
-                },
-            );
+            self.schedule_snapshot_written(id, incarnation);
         }
         self.answer_clients(id, &applied, outputs);
         self.settle_changes(id);
+    }
+
+    /// The background write of a snapshot ends a few steps from now.
+    fn schedule_snapshot_written(&mut self, id: NodeId, incarnation: u32) {
+        let steps = self.rng.range(1, SNAPSHOT_WRITE_STEPS_MAX);
+        self.schedule_in(
+            steps,
+            Event::SnapshotWritten {
+                node: id,
+                incarnation,
+            },
+        );
     }
 
     /// The background write of a node's snapshot ends (kv-node: the writer
@@ -290,14 +295,7 @@ impl World {
             return;
         }
         if node.paused {
-            let steps = self.rng.range(1, SNAPSHOT_WRITE_STEPS_MAX);
-            self.schedule_in(
-                steps,
-                Event::SnapshotWritten {
-                    node: id,
-                    incarnation,
-                },
-            );
+            self.schedule_snapshot_written(id, incarnation);
             return;
         }
         let Some(replica) = self.node_mut(id).replica_mut() else {

@@ -136,36 +136,35 @@ impl<D: Durable> Driver<D> {
             )));
             return;
         }
-        match self.replica.step(Input::Propose { data }) {
-            Ok(Accepted::Appended { index, term }) => {
-                self.membership.waiters.proposed(index, term, false, reply)
-            }
-            Ok(_) => {
-                let _ = reply.send(Err(DriverError::Unavailable(
-                    "this node is not the leader".into(),
-                )));
-            }
-            Err(e) => {
-                let _ = reply.send(Err(DriverError::Unavailable(format!("not proposed: {e}"))));
-            }
-        }
+        let stepped = self.replica.step(Input::Propose { data });
+        self.wait_for_proposal(stepped, false, reply);
     }
 
     pub(super) fn propose_conf_change(&mut self, change: ConfChange, reply: Reply<u64>) {
         tracing::info!(?change, "proposing a membership change");
-        match self.replica.step(Input::ProposeConfChange(change)) {
+        let stepped = self.replica.step(Input::ProposeConfChange(change));
+        self.wait_for_proposal(stepped, true, reply);
+    }
+
+    /// A membership proposal (a configuration change if `conf_change`)
+    /// waits until it is in force or lost; refused, it answers at once.
+    fn wait_for_proposal(
+        &mut self,
+        stepped: Result<Accepted, StepError>,
+        conf_change: bool,
+        reply: Reply<u64>,
+    ) {
+        let refusal = match stepped {
             Ok(Accepted::Appended { index, term }) => {
-                self.membership.waiters.proposed(index, term, true, reply)
+                return self
+                    .membership
+                    .waiters
+                    .proposed(index, term, conf_change, reply);
             }
-            Ok(_) => {
-                let _ = reply.send(Err(DriverError::Unavailable(
-                    "this node is not the leader".into(),
-                )));
-            }
-            Err(e) => {
-                let _ = reply.send(Err(refused(e)));
-            }
-        }
+            Ok(_) => DriverError::Unavailable("this node is not the leader".into()),
+            Err(e) => refused(e),
+        };
+        let _ = reply.send(Err(refusal));
     }
 
     /// After a round: copies a changed address book into the directory and

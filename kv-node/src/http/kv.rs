@@ -1,13 +1,13 @@
 //! The key-value routes: bodies, limits, and replies from `OpResult`s.
 
-use super::{ApiError, AppState, json_response, parse_json};
+use super::{ApiError, AppState, Reply, json_response, parse_json};
 use crate::driver::{ReadAnswer, ReadQuery};
 use crate::settings::ReadPolicy;
 use kv_replica::command::{ClientSeq, Op, OpResult, TxnOpResult};
 use kv_replica::state_machine::MAX_KEY_BYTES;
 use serde::Deserialize;
 use serde_json::json;
-use warp::http::{Response, StatusCode};
+use warp::http::StatusCode;
 
 /// The longest `client_id` accepted.
 const MAX_CLIENT_ID_BYTES: usize = 256;
@@ -123,11 +123,7 @@ struct MultiPutBody {
     seq: Option<u64>,
 }
 
-pub(super) async fn put(
-    state: &AppState,
-    key: String,
-    body: &[u8],
-) -> Result<Response<Vec<u8>>, ApiError> {
+pub(super) async fn put(state: &AppState, key: String, body: &[u8]) -> Reply {
     let body: PutBody = parse_json(body)?;
     check_value(state, &body.value)?;
     let client = client_seq(body.client_id, body.seq)?;
@@ -142,11 +138,7 @@ pub(super) async fn put(
     .await
 }
 
-pub(super) async fn delete(
-    state: &AppState,
-    key: String,
-    body: &[u8],
-) -> Result<Response<Vec<u8>>, ApiError> {
+pub(super) async fn delete(state: &AppState, key: String, body: &[u8]) -> Reply {
     let body: DeleteBody = if body.iter().all(u8::is_ascii_whitespace) {
         DeleteBody::default()
     } else {
@@ -156,11 +148,7 @@ pub(super) async fn delete(
     write(state, client, Op::Delete { key }).await
 }
 
-pub(super) async fn cas(
-    state: &AppState,
-    key: String,
-    body: &[u8],
-) -> Result<Response<Vec<u8>>, ApiError> {
+pub(super) async fn cas(state: &AppState, key: String, body: &[u8]) -> Reply {
     let body: CasBody = parse_json(body)?;
     for value in body.expected.iter().chain(body.value.iter()) {
         check_value(state, value)?;
@@ -174,10 +162,7 @@ pub(super) async fn cas(
     write(state, client, op).await
 }
 
-pub(super) async fn multi_put(
-    state: &AppState,
-    body: &[u8],
-) -> Result<Response<Vec<u8>>, ApiError> {
+pub(super) async fn multi_put(state: &AppState, body: &[u8]) -> Reply {
     let body: MultiPutBody = parse_json(body)?;
     if body.entries.is_empty() {
         return Err(ApiError::BadRequest("entries must not be empty".into()));
@@ -192,11 +177,7 @@ pub(super) async fn multi_put(
     write(state, client, Op::MultiPut { entries }).await
 }
 
-pub(super) async fn write(
-    state: &AppState,
-    client: Option<ClientSeq>,
-    op: Op,
-) -> Result<Response<Vec<u8>>, ApiError> {
+pub(super) async fn write(state: &AppState, client: Option<ClientSeq>, op: Op) -> Reply {
     let result = state.driver.write(client, op).await?;
     let body = match result {
         OpResult::Put { revision, prev } | OpResult::Delete { revision, prev } => {
@@ -280,11 +261,7 @@ fn read_params(state: &AppState, query: &str) -> Result<ReadParams, ApiError> {
     Ok(params)
 }
 
-pub(super) async fn get(
-    state: &AppState,
-    key: String,
-    query: &str,
-) -> Result<Response<Vec<u8>>, ApiError> {
+pub(super) async fn get(state: &AppState, key: String, query: &str) -> Reply {
     let params = read_params(state, query)?;
     let answer = state
         .driver
@@ -300,7 +277,7 @@ pub(super) async fn get(
     }
 }
 
-pub(super) async fn list(state: &AppState, query: &str) -> Result<Response<Vec<u8>>, ApiError> {
+pub(super) async fn list(state: &AppState, query: &str) -> Reply {
     let params = read_params(state, query)?;
     if params.prefix.len() > MAX_KEY_BYTES {
         return Err(ApiError::TooLarge(format!(

@@ -6,7 +6,7 @@
 //! later joiner, can reach the member), then the `ConfChange`. raft-core
 //! allows one change in flight; a second gets `409 change_in_progress`.
 
-use super::{ApiError, AppState, json_response, parse_json};
+use super::{ApiError, AppState, Reply, json_response, parse_json};
 use crate::driver::NodeStatus;
 use crate::ids::{check_name, node_id_of};
 use crate::peer::forward::{self, Target};
@@ -14,14 +14,14 @@ use raft_core::{ConfChange, ConfChangeStep, NodeId};
 use serde::Deserialize;
 use serde_json::json;
 use std::time::{Duration, Instant};
-use warp::http::{Method, Response, StatusCode};
+use warp::http::{Method, StatusCode};
 
 /// How long a promotion waits for a learner to catch up with the leader.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
 /// How far (in entries) a learner may trail the commit index to be promoted.
 const CATCH_UP_SLACK: u64 = 16;
 
-pub(super) async fn list(state: &AppState) -> Result<Response<Vec<u8>>, ApiError> {
+pub(super) async fn list(state: &AppState) -> Reply {
     let NodeStatus {
         voters, learners, ..
     } = state.driver.status().await?;
@@ -54,7 +54,7 @@ pub(super) async fn add(
     query: &str,
     body: &[u8],
     authorization: Option<&str>,
-) -> Result<Response<Vec<u8>>, ApiError> {
+) -> Reply {
     let request: AddBody = parse_json(body)?;
     check_name(&request.id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     // Every member is reached over the scheme of this node's peer traffic.
@@ -177,7 +177,7 @@ pub(super) async fn remove(
     name: &str,
     query: &str,
     authorization: Option<&str>,
-) -> Result<Response<Vec<u8>>, ApiError> {
+) -> Reply {
     let status = match forward::target(state, query).await? {
         Target::Leader(url) => {
             let path = format!("/cluster/members/{name}");
@@ -199,7 +199,7 @@ pub(super) async fn transfer_leader(
     query: &str,
     body: &[u8],
     authorization: Option<&str>,
-) -> Result<Response<Vec<u8>>, ApiError> {
+) -> Reply {
     match forward::target(state, query).await? {
         Target::Leader(url) => {
             let path = "/cluster/transfer-leader";

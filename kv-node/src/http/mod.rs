@@ -39,6 +39,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use warp::Filter;
 use warp::http::{Method, Response, StatusCode, header};
 
+/// What a handler answers: a response, or an error mapped to one.
+pub(super) type Reply = Result<Response<Vec<u8>>, ApiError>;
+
 /// What every handler may use.
 pub struct AppState {
     pub driver: DriverHandle,
@@ -407,7 +410,7 @@ impl Route {
         query: &str,
         authorization: Option<&str>,
         body: Bytes,
-    ) -> Result<Response<Vec<u8>>, ApiError> {
+    ) -> Reply {
         match self {
             Route::KvGet(key) => kv::get(state, key, query).await,
             Route::KvPut(key) => kv::put(state, key, &body).await,
@@ -438,25 +441,26 @@ impl Route {
 }
 
 fn only_get(method: &Method, route: Route) -> Result<Route, ApiError> {
-    if method == Method::GET {
-        Ok(route)
-    } else {
-        Err(ApiError::MethodNotAllowed {
-            method: method.to_string(),
-            allow: "GET",
-        })
-    }
+    only((Method::GET, "GET"), method, route)
 }
 
 fn only_post(method: &Method, route: Route) -> Result<Route, ApiError> {
-    if method == Method::POST {
-        Ok(route)
-    } else {
-        Err(ApiError::MethodNotAllowed {
-            method: method.to_string(),
-            allow: "POST",
-        })
+    only((Method::POST, "POST"), method, route)
+}
+
+/// `route` if `method` is the one it takes, else 405 naming that one.
+fn only(
+    (allowed, allow): (Method, &'static str),
+    method: &Method,
+    route: Route,
+) -> Result<Route, ApiError> {
+    if *method == allowed {
+        return Ok(route);
     }
+    Err(ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        allow,
+    })
 }
 
 /// A JSON reply.

@@ -1,7 +1,7 @@
 //! Operations routes: health, readiness, status, metrics, cluster and
 //! admin, and the peer endpoint that receives raft messages.
 
-use super::{ApiError, AppState, json_response, parse_json};
+use super::{ApiError, AppState, Reply, json_response, parse_json};
 use crate::driver::is_ready;
 use crate::settings::ReadPolicy;
 use raft_core::Role;
@@ -18,7 +18,7 @@ fn role_name(role: Role) -> &'static str {
     }
 }
 
-pub(super) async fn readyz(state: &AppState) -> Result<Response<Vec<u8>>, ApiError> {
+pub(super) async fn readyz(state: &AppState) -> Reply {
     let status = state.driver.status().await?;
     if is_ready(&status) {
         Ok(json_response(StatusCode::OK, &json!({"ready": true})))
@@ -33,7 +33,7 @@ pub(super) async fn readyz(state: &AppState) -> Result<Response<Vec<u8>>, ApiErr
     }
 }
 
-pub(super) async fn status(state: &AppState) -> Result<Response<Vec<u8>>, ApiError> {
+pub(super) async fn status(state: &AppState) -> Reply {
     let s = state.driver.status().await?;
     let directory = state.driver.directory();
     let names = |ids: &[raft_core::NodeId]| -> Vec<String> {
@@ -75,10 +75,7 @@ struct TransferBody {
 }
 
 /// Runs on the leader (`members::transfer_leader` forwards to it).
-pub(super) async fn transfer_leader(
-    state: &AppState,
-    body: &[u8],
-) -> Result<Response<Vec<u8>>, ApiError> {
+pub(super) async fn transfer_leader(state: &AppState, body: &[u8]) -> Reply {
     let body: TransferBody = parse_json(body)?;
     let to = state
         .driver
@@ -96,7 +93,7 @@ pub(super) async fn transfer_leader(
     ))
 }
 
-pub(super) async fn snapshot(state: &AppState) -> Result<Response<Vec<u8>>, ApiError> {
+pub(super) async fn snapshot(state: &AppState) -> Reply {
     let taken = state.driver.snapshot().await?;
     let index = taken.unwrap_or_else(|| state.metrics.snapshot_index.get());
     Ok(json_response(
@@ -117,10 +114,7 @@ struct ReadPolicyBody {
     policy: String,
 }
 
-pub(super) fn set_read_policy(
-    state: &AppState,
-    body: &[u8],
-) -> Result<Response<Vec<u8>>, ApiError> {
+pub(super) fn set_read_policy(state: &AppState, body: &[u8]) -> Reply {
     let body: ReadPolicyBody = parse_json(body)?;
     let policy = ReadPolicy::parse(&body.policy).ok_or_else(|| {
         ApiError::BadRequest(format!(
@@ -133,10 +127,7 @@ pub(super) fn set_read_policy(
     Ok(read_policy(state))
 }
 
-pub(super) async fn raft_messages(
-    state: &AppState,
-    body: &[u8],
-) -> Result<Response<Vec<u8>>, ApiError> {
+pub(super) async fn raft_messages(state: &AppState, body: &[u8]) -> Reply {
     let decoded = crate::peer::inbound::decode_batch(body, &state.driver.directory().read());
     let batch = match decoded {
         Ok(batch) => batch,

@@ -1,13 +1,12 @@
 //! `POST /txn`: the JSON form of a transaction, its limits, and its reply.
 
 use super::kv::{check_key, check_value, client_seq, write};
-use super::{ApiError, AppState, parse_json};
+use super::{ApiError, AppState, Reply, parse_json};
 use kv_replica::command::{
     Compare, CompareOp, CompareTest, MAX_TXN_COMPARES, MAX_TXN_OPS, Op, Txn, TxnOp,
 };
 use serde::Deserialize;
 use std::collections::BTreeSet;
-use warp::http::Response;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,7 +47,7 @@ enum OpBody {
     },
 }
 
-pub(super) async fn txn(state: &AppState, body: &[u8]) -> Result<Response<Vec<u8>>, ApiError> {
+pub(super) async fn txn(state: &AppState, body: &[u8]) -> Reply {
     let body: TxnBody = parse_json(body)?;
     if body.compare.len() > MAX_TXN_COMPARES {
         return Err(ApiError::BadRequest(format!(
