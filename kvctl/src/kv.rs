@@ -4,7 +4,7 @@ use crate::Context;
 use crate::cli::{CasArgs, Consistency, Output, WriteId};
 use crate::client::{Call, Failure, encode};
 use crate::output::{cell, print_json, print_table, show_value};
-use reqwest::Method;
+use crate::client::Method;
 use serde_json::{Map, Value, json};
 
 /// Exit code of a `cas` whose comparison failed (see `--help`).
