@@ -5,9 +5,9 @@
 
 use crate::Context;
 use crate::cli::{BenchArgs, Output};
+use crate::client::Method;
 use crate::client::{Attempt, Call, Client, Failure, encode};
 use crate::output::{millis, print_json, print_table};
-use crate::client::Method;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -326,8 +326,18 @@ mod tests {
     #[test]
     fn credential_flags_parse_next_to_subcommand_keys() {
         let cli = Cli::try_parse_from([
-            "kvctl", "--token-file", "t", "put", "key", "v", "--cacert", "ca.pem", "--cert",
-            "c.pem", "--key", "k.pem",
+            "kvctl",
+            "--token-file",
+            "t",
+            "put",
+            "key",
+            "v",
+            "--cacert",
+            "ca.pem",
+            "--cert",
+            "c.pem",
+            "--key",
+            "k.pem",
         ])
         .unwrap();
         assert_eq!(cli.token_file, Some(PathBuf::from("t")));

@@ -127,7 +127,11 @@ impl ServerError {
             (401, true) => " (the token is not one the node knows)",
             _ => " (the token's role is too low for this request)",
         };
-        let what = if token_given { "the token" } else { "the request without a token" };
+        let what = if token_given {
+            "the token"
+        } else {
+            "the request without a token"
+        };
         format!(
             "endpoint {} refused {what}: {}: {}{hint}",
             self.endpoint, self.code, self.message
@@ -307,9 +311,10 @@ impl Client {
         let authorization = match &options.token {
             None => None,
             Some(token) => {
-                let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-                    Failure::Usage("the token holds characters a header cannot carry".into())
-                })?;
+                let mut value =
+                    HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                        Failure::Usage("the token holds characters a header cannot carry".into())
+                    })?;
                 value.set_sensitive(true);
                 Some(value)
             }

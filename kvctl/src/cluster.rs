@@ -3,9 +3,9 @@
 
 use crate::Context;
 use crate::cli::{Consistency, MemberCommand, Output};
+use crate::client::Method;
 use crate::client::{Attempt, CREDENTIALS_EXIT, Call, Failure, encode};
 use crate::output::{cell, print_json, print_table};
-use crate::client::Method;
 use serde_json::{Value, json};
 
 pub fn member(ctx: &Context, command: &MemberCommand) -> Result<u8, Failure> {

@@ -121,22 +121,22 @@ pub fn client_config(files: &TlsFiles) -> Result<(ClientConfig, TlsSummary), Str
 }
 
 /// The first rustls error in `error`'s chain. `io::Error` hides the error
-/// it wraps from `source()`, so each level is also looked into.
+/// it wraps from `source()` (and connectors wrap io errors in io errors), so
+/// the walk goes into each wrapped error.
 pub fn find_rustls_error<'a>(
     error: &'a (dyn std::error::Error + 'static),
 ) -> Option<&'a rustls::Error> {
     let mut current = Some(error);
-    while let Some(e) = current {
+    // Bounded: a chain is a few levels deep.
+    for _ in 0..32 {
+        let e = current?;
         if let Some(found) = e.downcast_ref::<rustls::Error>() {
             return Some(found);
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && let Some(inner) = io.get_ref()
-            && let Some(found) = inner.downcast_ref::<rustls::Error>()
-        {
-            return Some(found);
-        }
-        current = e.source();
+        current = match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     None
 }
@@ -226,6 +226,8 @@ mod tests {
         let io = std::io::Error::new(std::io::ErrorKind::InvalidData, inner);
         let found = find_rustls_error(&io).expect("found");
         assert!(matches!(found, rustls::Error::InvalidCertificate(_)));
+        let twice = std::io::Error::other(io);
+        assert!(find_rustls_error(&twice).is_some());
         let plain = std::io::Error::other("no");
         assert!(find_rustls_error(&plain).is_none());
     }
