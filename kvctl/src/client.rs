@@ -120,12 +120,12 @@ impl ServerError {
 
     /// `endpoint X refused the token: code: message (hint)`.
     pub fn credentials_message(&self, token_given: bool) -> String {
-        let hint = match (self.status, token_given) {
-            (401, false) => {
-                " (no token was given: use --token, --token-file, KVCTL_TOKEN or KVCTL_TOKEN_FILE)"
-            }
-            (401, true) => " (the token is not one the node knows)",
-            _ => " (the token's role is too low for this request)",
+        // The server's message says what was wrong with a token; without
+        // one, say how to give it.
+        let hint = if token_given {
+            ""
+        } else {
+            " (no token was given: use --token, --token-file, KVCTL_TOKEN or KVCTL_TOKEN_FILE)"
         };
         let what = if token_given {
             "the token"
