@@ -133,7 +133,10 @@ pub fn find_rustls_error<'a>(
         if let Some(found) = e.downcast_ref::<rustls::Error>() {
             return Some(found);
         }
-        current = match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        current = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
             Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
             None => e.source(),
         };
