@@ -713,6 +713,129 @@ pub fn encode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    /// A one-connection server: reads the request head, sends `response`
+    /// (raw bytes, in the given pieces), returns the head it read.
+    fn serve_once(pieces: Vec<Vec<u8>>) -> (String, std::thread::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let handle = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            for _ in 0..100 {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            let mut stream = stream;
+            for piece in pieces {
+                stream.write_all(&piece).unwrap();
+                stream.flush().unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            head
+        });
+        (url, handle)
+    }
+
+    fn options(token: Option<&str>) -> ClientOptions {
+        ClientOptions {
+            token: token.map(str::to_string),
+            ..ClientOptions::plain(Duration::from_secs(5))
+        }
+    }
+
+    #[test]
+    fn the_token_travels_as_a_bearer_header_and_a_401_names_the_endpoint() {
+        let body =
+            r#"{"error": {"code": "unauthorized", "message": "the bearer token is not valid"}}"#;
+        let response = format!(
+            "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let (url, server) = serve_once(vec![response.into_bytes()]);
+        let client = Client::with_options(&[url.clone()], &options(Some("tok-123"))).unwrap();
+        let failure = client.get("/kv/a").unwrap_err();
+        let head = server.join().unwrap().to_ascii_lowercase();
+        assert!(head.contains("authorization: bearer tok-123"), "{head}");
+        assert_eq!(failure.exit_code(), ExitCode::from(CREDENTIALS_EXIT));
+        assert_eq!(
+            failure.to_string(),
+            format!(
+                "endpoint {url} refused the token: unauthorized: the bearer token is not valid"
+            )
+        );
+        assert!(
+            !format!("{client:?}").contains("tok-123"),
+            "Debug hides the token"
+        );
+    }
+
+    #[test]
+    fn without_a_token_no_header_is_sent_and_the_hint_names_the_flags() {
+        let body = r#"{"error": {"code": "unauthorized", "message": "needs a token"}}"#;
+        let response = format!(
+            "HTTP/1.1 401 Unauthorized\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let (url, server) = serve_once(vec![response.into_bytes()]);
+        let client = Client::with_options(&[url], &options(None)).unwrap();
+        let failure = client
+            .post("/kv/mput", Some(serde_json::json!({})))
+            .unwrap_err();
+        let head = server.join().unwrap().to_ascii_lowercase();
+        assert!(!head.contains("authorization"), "{head}");
+        assert!(head.contains("content-type: application/json"), "{head}");
+        assert!(failure.to_string().contains("--token-file"), "{failure}");
+    }
+
+    #[test]
+    fn a_stream_yields_its_lines_across_chunk_boundaries() {
+        let chunk = |text: &str| format!("{:x}\r\n{text}\r\n", text.len()).into_bytes();
+        let pieces = vec![
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n\
+              Transfer-Encoding: chunked\r\n\r\n"
+                .to_vec(),
+            chunk("{\"a\":1}\n{\"b\""),
+            chunk(":2}\n\n"),
+            chunk("{\"c\":3}"),
+            b"0\r\n\r\n".to_vec(),
+        ];
+        let (url, server) = serve_once(pieces);
+        let client = Client::with_options(&[url.clone()], &options(Some("t"))).unwrap();
+        let lines = client.stream("/watch?prefix=a").unwrap();
+        assert_eq!(lines.endpoint, url);
+        let got: Vec<String> = lines.map(|l| l.unwrap()).collect();
+        assert_eq!(got, vec![r#"{"a":1}"#, r#"{"b":2}"#, r#"{"c":3}"#]);
+        assert!(server.join().unwrap().starts_with("GET /watch?prefix=a "));
+    }
+
+    #[test]
+    fn https_to_a_plain_http_server_is_a_tls_failure_naming_the_endpoint() {
+        let (url, _server) = serve_once(vec![
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        ]);
+        let https = url.replace("http://", "https://");
+        let client = Client::with_options(&[https.clone()], &options(None)).unwrap();
+        let failure = client.get("/status").unwrap_err();
+        assert_eq!(failure.exit_code(), ExitCode::from(CREDENTIALS_EXIT));
+        let text = failure.to_string();
+        assert!(
+            text.contains(&format!(
+                "{https}: TLS error: the endpoint does not speak TLS"
+            )),
+            "{text}"
+        );
+    }
 
     #[test]
     fn encoding_keeps_unreserved_characters_and_escapes_the_rest() {
