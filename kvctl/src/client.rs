@@ -405,7 +405,7 @@ impl Client {
                 .into_body()
                 .collect()
                 .await
-                .map_err(|e| self.classify(&e, false))?
+                .map_err(|e| self.classify(&url, &e, false))?
                 .to_bytes();
             Ok::<_, ExchangeError>((status, bytes))
         };
@@ -518,16 +518,30 @@ impl Client {
             .map_err(|e| ExchangeError::NotSent(format!("bad request: {e}")))?;
         self.inner.http.request(request).await.map_err(|e| {
             let connect = e.is_connect();
-            self.classify(&e, connect)
+            self.classify(url, &e, connect)
         })
     }
 
     /// A TLS failure anywhere in the chain wins (the node did not process
-    /// the request: the handshake comes first); otherwise `connect` says
-    /// whether the request could have been sent.
-    fn classify(&self, error: &(dyn std::error::Error + 'static), connect: bool) -> ExchangeError {
+    /// the request: the handshake comes first), and so does an answer to
+    /// `http://` that is not HTTP (a TLS port answers a plain request with
+    /// an alert record); otherwise `connect` says whether the request could
+    /// have been sent.
+    fn classify(
+        &self,
+        url: &str,
+        error: &(dyn std::error::Error + 'static),
+        connect: bool,
+    ) -> ExchangeError {
         if let Some(tls) = find_rustls_error(error) {
             return ExchangeError::Tls(explain(tls, &self.inner.tls));
+        }
+        if url.starts_with("http://") && is_parse_error(error) {
+            return ExchangeError::Tls(
+                "TLS error: the endpoint did not answer in plain HTTP; it probably serves \
+                 TLS: use an https:// endpoint"
+                    .into(),
+            );
         }
         let text = describe(error);
         if connect {
@@ -646,6 +660,22 @@ impl Lines {
             self.ready.push_back(line.to_string());
         }
     }
+}
+
+/// Whether `error`'s chain holds a hyper error for an answer that is not
+/// HTTP at all.
+fn is_parse_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    for _ in 0..32 {
+        let Some(e) = current else { return false };
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_parse)
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
 }
 
 /// Reads a token file: its first non-empty line, trimmed (as kv-node's
@@ -817,6 +847,21 @@ mod tests {
         let got: Vec<String> = lines.map(|l| l.unwrap()).collect();
         assert_eq!(got, vec![r#"{"a":1}"#, r#"{"b":2}"#, r#"{"c":3}"#]);
         assert!(server.join().unwrap().starts_with("GET /watch?prefix=a "));
+    }
+
+    #[test]
+    fn plain_http_to_a_server_answering_tls_is_a_tls_failure() {
+        // A TLS server's answer to a plain request: an alert record.
+        let (url, _server) = serve_once(vec![vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32]]);
+        let client = Client::with_options(&[url.clone()], &options(None)).unwrap();
+        let failure = client.put("/kv/a", Some(serde_json::json!({"value": "v"})));
+        let text = failure.unwrap_err().to_string();
+        assert!(
+            text.contains(&format!(
+                "{url}: TLS error: the endpoint did not answer in plain HTTP"
+            )),
+            "{text}"
+        );
     }
 
     #[test]
