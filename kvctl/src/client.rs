@@ -793,7 +793,8 @@ mod tests {
             body.len()
         );
         let (url, server) = serve_once(vec![response.into_bytes()]);
-        let client = Client::with_options(&[url.clone()], &options(Some("tok-123"))).unwrap();
+        let client =
+            Client::with_options(std::slice::from_ref(&url), &options(Some("tok-123"))).unwrap();
         let failure = client.get("/kv/a").unwrap_err();
         let head = server.join().unwrap().to_ascii_lowercase();
         assert!(head.contains("authorization: bearer tok-123"), "{head}");
@@ -841,7 +842,7 @@ mod tests {
             b"0\r\n\r\n".to_vec(),
         ];
         let (url, server) = serve_once(pieces);
-        let client = Client::with_options(&[url.clone()], &options(Some("t"))).unwrap();
+        let client = Client::with_options(std::slice::from_ref(&url), &options(Some("t"))).unwrap();
         let lines = client.stream("/watch?prefix=a").unwrap();
         assert_eq!(lines.endpoint, url);
         let got: Vec<String> = lines.map(|l| l.unwrap()).collect();
@@ -853,7 +854,7 @@ mod tests {
     fn plain_http_to_a_server_answering_tls_is_a_tls_failure() {
         // A TLS server's answer to a plain request: an alert record.
         let (url, _server) = serve_once(vec![vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32]]);
-        let client = Client::with_options(&[url.clone()], &options(None)).unwrap();
+        let client = Client::with_options(std::slice::from_ref(&url), &options(None)).unwrap();
         let failure = client.put("/kv/a", Some(serde_json::json!({"value": "v"})));
         let text = failure.unwrap_err().to_string();
         assert!(
@@ -870,7 +871,7 @@ mod tests {
             b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n".to_vec(),
         ]);
         let https = url.replace("http://", "https://");
-        let client = Client::with_options(&[https.clone()], &options(None)).unwrap();
+        let client = Client::with_options(std::slice::from_ref(&https), &options(None)).unwrap();
         let failure = client.get("/status").unwrap_err();
         assert_eq!(failure.exit_code(), ExitCode::from(CREDENTIALS_EXIT));
         let text = failure.to_string();
