@@ -149,6 +149,138 @@ async fn each_token_may_do_what_its_role_allows_and_no_more() {
     node.shutdown().await.unwrap();
 }
 
+/// Every route of API.md with the least role it needs (`None`: open), and
+/// a body that keeps the node whole when the request is let through.
+fn route_table() -> Vec<(
+    &'static str,
+    &'static str,
+    Option<Value>,
+    Option<&'static str>,
+)> {
+    vec![
+        ("GET", "/healthz", None, None),
+        ("GET", "/readyz", None, None),
+        ("GET", "/kv/k", None, Some("read")),
+        ("GET", "/kv?prefix=k", None, Some("read")),
+        ("GET", "/status", None, Some("read")),
+        ("GET", "/metrics", None, Some("read")),
+        ("GET", "/cluster/members", None, Some("read")),
+        ("PUT", "/kv/k", Some(json!({"value": "v"})), Some("write")),
+        ("DELETE", "/kv/gone", None, Some("write")),
+        (
+            "POST",
+            "/kv/k/cas",
+            Some(json!({"expected": null, "value": "x"})),
+            Some("write"),
+        ),
+        (
+            "POST",
+            "/kv/mput",
+            Some(json!({"entries": [{"key": "a", "value": "1"}]})),
+            Some("write"),
+        ),
+        (
+            "POST",
+            "/txn",
+            Some(json!({"compare": [], "success": [{"get": {"key": "a"}}]})),
+            Some("write"),
+        ),
+        ("GET", "/admin/read-policy", None, Some("admin")),
+        (
+            "PUT",
+            "/admin/read-policy",
+            Some(json!({"policy": "linearizable"})),
+            Some("admin"),
+        ),
+        ("POST", "/admin/snapshot", None, Some("admin")),
+        (
+            "POST",
+            "/cluster/members",
+            Some(json!({"id": "n4", "url": "http://127.0.0.1:1", "voter": false})),
+            Some("admin"),
+        ),
+        ("DELETE", "/cluster/members/n4", None, Some("admin")),
+        (
+            "POST",
+            "/cluster/transfer-leader",
+            Some(json!({"to": "solo"})),
+            Some("admin"),
+        ),
+    ]
+}
+
+/// Each route answers 401 without a token and with an unknown one, 403 to
+/// every role below the one it needs, and lets the needed role and every
+/// higher one through (whatever it then answers, never 401 or 403).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_needs_its_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let node = start(dir.path(), &[]).await;
+    let base = format!("http://{}", node.local_addr);
+    wait_ready(&client, &base).await;
+    let roles = [("read", READ), ("write", WRITE), ("admin", ADMIN)];
+    let rank = |role: &str| roles.iter().position(|(name, _)| *name == role).unwrap();
+    for (method, path, body, needs) in route_table() {
+        let request = |token: Option<&str>| {
+            let mut request = client.request(method.parse().unwrap(), format!("{base}{path}"));
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            match token {
+                Some(t) => request.bearer_auth(t),
+                None => request,
+            }
+        };
+        let what = format!("{method} {path}");
+        let (status, _) = outcome(request(None)).await;
+        let (unknown, _) = outcome(request(Some("no-such-token-0000000000"))).await;
+        let (peer, _) = outcome(request(Some(PEER))).await;
+        match needs {
+            None => {
+                assert_eq!(status, 200, "{what} is open");
+                assert_eq!(unknown, 200, "{what} is open, whatever the token");
+            }
+            Some(needs) => {
+                assert_eq!(status, 401, "{what} without a token");
+                assert_eq!(unknown, 401, "{what} with an unknown token");
+                assert_eq!(peer, 401, "{what} with the cluster token");
+                for (role, token) in roles {
+                    let (status, code) = outcome(request(Some(token))).await;
+                    if rank(role) < rank(needs) {
+                        assert_eq!(
+                            (status, code.as_str()),
+                            (403, "forbidden"),
+                            "{what} with a {role} token (needs {needs})"
+                        );
+                    } else {
+                        assert!(
+                            status != 401 && status != 403,
+                            "{what} with a {role} token (needs {needs}): {status} {code}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // The admin's add and remove of n4 both went through: n4 is gone.
+    let members: Value = client
+        .get(format!("{base}/cluster/members"))
+        .bearer_auth(READ)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        members["members"].as_array().map(Vec::len),
+        Some(1),
+        "{members}"
+    );
+    node.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_over_the_concurrency_limit_get_503_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();

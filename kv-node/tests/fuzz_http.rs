@@ -11,6 +11,14 @@
 //! - `POST /raft/messages`: random and mutated batches from a known peer,
 //!   whose well-formed messages reach the Raft core: the node must stay up.
 //!
+//! Each target runs twice: with auth off, and with client tokens and a
+//! cluster token on. With auth on every request carries a random
+//! credential (none, a read, write or admin token, an unknown or over-long
+//! token, the peer credential, a malformed header) and the answer must also
+//! agree with the route-role table (`auth::Access::of`): 401 without a
+//! valid credential, 403 when the role is too low, neither when it is
+//! enough.
+//!
 //! Run longer with `FUZZ_CASES=N` (FUZZING.md).
 
 mod fuzz_harness;
@@ -18,6 +26,7 @@ mod fuzz_harness;
 use bytes::Bytes;
 use clap::Parser;
 use fuzz_harness::{config, hex};
+use kv_node::auth::{Access, Auth, PeerSecret, Role};
 use kv_node::cli::{Cli, ReadPolicy};
 use kv_node::http::{AppState, routes};
 use kv_node::ids::{Member, Members, node_id_of};
@@ -68,23 +77,114 @@ async fn start() -> Node {
     panic!("the node never became ready");
 }
 
+const READ: &str = "read-token-aaaaaaaaaaaaaaaa";
+const WRITE: &str = "write-token-bbbbbbbbbbbbbbbb";
+const ADMIN: &str = "admin-token-cccccccccccccccc";
+const PEER: &str = "peer-token-dddddddddddddddd";
+
+/// The token checks of the auth-on runs: the three client roles and the
+/// cluster token, as `--auth-token-file` and `--peer-token-file` give them.
+fn auth() -> Auth {
+    Auth::from_tokens(
+        Some(vec![
+            (READ.into(), Role::Read),
+            (WRITE.into(), Role::Write),
+            (ADMIN.into(), Role::Admin),
+        ]),
+        Some(PEER.into()),
+        "solo",
+    )
+}
+
+/// The credential "n2" presents to "solo" for raft messages.
+fn peer_credential() -> String {
+    PeerSecret::new(PEER.as_bytes()).credential_for("solo")
+}
+
+/// What a request presents in `Authorization`, and what it may do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Credential {
+    None,
+    Client(Role),
+    Peer,
+    /// Not a valid credential: an unknown or over-long token, the cluster
+    /// token itself (it never travels), a malformed header.
+    Invalid(String),
+}
+
+impl Credential {
+    fn header(&self) -> Option<String> {
+        match self {
+            Credential::None => None,
+            Credential::Client(Role::Read) => Some(format!("Bearer {READ}")),
+            Credential::Client(Role::Write) => Some(format!("Bearer {WRITE}")),
+            Credential::Client(Role::Admin) => Some(format!("Bearer {ADMIN}")),
+            Credential::Peer => Some(format!("Bearer {}", peer_credential())),
+            Credential::Invalid(header) => Some(header.clone()),
+        }
+    }
+}
+
+fn credential() -> impl Strategy<Value = Credential> {
+    prop_oneof![
+        2 => Just(Credential::None),
+        2 => Just(Credential::Client(Role::Read)),
+        2 => Just(Credential::Client(Role::Write)),
+        3 => Just(Credential::Client(Role::Admin)),
+        1 => Just(Credential::Peer),
+        1 => prop_oneof![
+            Just(format!("Bearer {PEER}")),
+            Just(format!("Bearer {}", "a".repeat(600))),
+            Just(format!("bearer {ADMIN}x")),
+            Just(format!("Basic {ADMIN}")),
+            Just("Bearer".to_string()),
+            "Bearer [ -~]{0,40}",
+        ]
+        .prop_map(Credential::Invalid),
+    ]
+}
+
+/// The statuses the role table allows for `credential` on a route that
+/// needs `access`: `Some(401)` or `Some(403)` when it must be refused,
+/// `None` when it must get past the check (any status but 401 and 403).
+fn refusal(access: Access, credential: &Credential) -> Option<u16> {
+    match (access, credential) {
+        (Access::Open, _) => None,
+        (_, Credential::None | Credential::Invalid(_)) => Some(401),
+        (Access::Peer, Credential::Peer) => None,
+        (Access::Peer, Credential::Client(_)) => Some(403),
+        (Access::Client(_), Credential::Peer) => Some(401),
+        (Access::Client(needed), Credential::Client(role)) if *role >= needed => None,
+        (Access::Client(_), Credential::Client(_)) => Some(403),
+    }
+}
+
 /// The routes over the node's driver. With `peer`, a member "n2" is known,
-/// so that its batches pass the sender check and reach the core.
-fn state(node: &Node, peer: bool) -> Arc<AppState> {
+/// so that its batches pass the sender check and reach the core. With
+/// `auth`, tokens are checked.
+fn state(node: &Node, peer: bool, auth: Option<Auth>) -> Arc<AppState> {
     let member = |name: &str| Member {
         name: name.into(),
         id: node_id_of(name),
         url: "http://127.0.0.1:1".into(),
     };
     let peers = if peer { vec![member("n2")] } else { vec![] };
-    Arc::new(AppState::new(
+    let state = AppState::new(
         node.node.driver.clone(),
         Members::new(member("solo"), peers).unwrap(),
         node.node.metrics.clone(),
         ReadPolicy::Linearizable,
         2048,
         8192,
-    ))
+    );
+    Arc::new(match auth {
+        Some(auth) => state.with_limits(
+            Some(Arc::new(auth)),
+            1024,
+            kv_node::settings::MAX_PEER_BATCH_BYTES,
+        ),
+        None => state,
+    })
 }
 
 #[derive(Clone, Debug)]
@@ -92,6 +192,7 @@ struct Request {
     method: &'static str,
     path: String,
     body: Vec<u8>,
+    credential: Credential,
 }
 
 fn key() -> impl Strategy<Value = String> {
@@ -138,11 +239,19 @@ fn path() -> impl Strategy<Value = String> {
             "/kv/{}/cas",
             "/kv/mput",
             "/kv",
+            "/txn",
             "/admin/read-policy",
+            "/admin/snapshot",
+            "/admin/{}",
             "/cluster/transfer-leader",
+            "/cluster/members",
             "/cluster/members/{}",
             "/raft/messages",
+            "/raft/{}",
             "/status",
+            "/metrics",
+            "/healthz",
+            "/readyz",
             "/{}/{}",
         ]),
         key(),
@@ -185,6 +294,12 @@ fn json() -> impl Strategy<Value = serde_json::Value> {
                         "key",
                         "to",
                         "policy",
+                        "id",
+                        "url",
+                        "voter",
+                        "compare",
+                        "success",
+                        "failure",
                         "other",
                     ]),
                     inner
@@ -211,6 +326,13 @@ fn valid_body() -> impl Strategy<Value = String> {
         r#"{"client_id": "c", "seq": 5}"#,
         r#"{"policy": "lease"}"#,
         r#"{"to": "solo"}"#,
+        r#"{"to": "n7"}"#,
+        // Learners only: a voter nobody runs would cost the node its quorum.
+        r#"{"id": "n5", "url": "http://127.0.0.1:1", "voter": false}"#,
+        r#"{"id": "n6", "url": "https://127.0.0.1:1", "voter": false}"#,
+        r#"{"id": "solo", "url": "http://127.0.0.1:2", "voter": false}"#,
+        r#"{"compare": [{"key": "a", "target": "value", "op": "==", "value": "1"}],
+            "success": [{"put": {"key": "a", "value": "2"}}], "failure": [{"get": {"key": "a"}}]}"#,
         "",
     ])
     .prop_map(str::to_string)
@@ -237,13 +359,25 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
-fn request() -> impl Strategy<Value = Request> {
+/// A request; with `auth`, it carries a random credential.
+fn request(auth: bool) -> impl Strategy<Value = Request> {
+    let credential = if auth {
+        credential().boxed()
+    } else {
+        Just(Credential::None).boxed()
+    };
     (
-        prop::sample::select(vec!["GET", "PUT", "POST", "DELETE", "PATCH"]),
+        prop::sample::select(vec!["GET", "PUT", "POST", "DELETE", "PATCH", "HEAD"]),
         path(),
         body(),
+        credential,
     )
-        .prop_map(|(method, path, body)| Request { method, path, body })
+        .prop_map(|(method, path, body, credential)| Request {
+            method,
+            path,
+            body,
+            credential,
+        })
 }
 
 async fn send(
@@ -256,11 +390,14 @@ async fn send(
      ),
     request: &Request,
 ) -> warp::http::Response<Bytes> {
-    let reply = warp::test::request()
+    let mut builder = warp::test::request()
         .method(request.method)
         .path(&request.path)
-        .body(request.body.clone())
-        .reply(filter);
+        .body(request.body.clone());
+    if let Some(header) = request.credential.header() {
+        builder = builder.header("authorization", header);
+    }
+    let reply = builder.reply(filter);
     match tokio::time::timeout(DEADLINE, reply).await {
         Ok(response) => response,
         Err(_) => panic!(
@@ -295,19 +432,20 @@ where
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fuzz_http_requests_get_json_replies_and_never_a_500() {
+/// Random requests with auth off (`auth: false`) or on; see the module doc.
+async fn fuzz_requests(name: &str, with_auth: bool) {
     let node = start().await;
-    let filter = routes(state(&node, false));
-    run_async("http_requests", 400, request(), |request| {
+    let filter = routes(state(&node, false, with_auth.then(auth)));
+    run_async(name, 400, request(with_auth), |request| {
         let filter = filter.clone();
         async move {
             let response = send(&filter, &request).await;
             let status = response.status().as_u16();
             let what = format!(
-                "{} {} with body {} -> {status}: {}",
+                "{} {} with {:?} and body {} -> {status}: {}",
                 request.method,
                 request.path.chars().take(200).collect::<String>(),
+                request.credential,
                 hex(&request.body),
                 String::from_utf8_lossy(response.body())
             );
@@ -316,8 +454,19 @@ async fn fuzz_http_requests_get_json_replies_and_never_a_500() {
                 status < 500 || [501, 503, 504].contains(&status),
                 "{what}: an internal error"
             );
-            let is_metrics = request.path.starts_with("/metrics");
-            if !is_metrics {
+            let path = request.path.split('?').next().unwrap_or_default();
+            let method: warp::http::Method = request.method.parse().unwrap();
+            if with_auth {
+                match refusal(Access::of(&method, path), &request.credential) {
+                    Some(expected) => assert_eq!(status, expected, "{what}: the role table"),
+                    None => assert!(
+                        (status != 401 && status != 403) || path.starts_with("/raft"),
+                        "{what}: refused a credential the role table lets through"
+                    ),
+                }
+            }
+            let is_metrics = path == "/metrics" && status == 200;
+            if !is_metrics && method != warp::http::Method::HEAD {
                 let reply: serde_json::Value = serde_json::from_slice(response.body())
                     .unwrap_or_else(|e| panic!("{what}: not JSON: {e}"));
                 if status >= 400 {
@@ -331,6 +480,16 @@ async fn fuzz_http_requests_get_json_replies_and_never_a_500() {
     let status = node.node.driver.status().await.expect("the node is alive");
     assert!(status.leader.is_some());
     node.node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuzz_http_requests_get_json_replies_and_never_a_500() {
+    fuzz_requests("http_requests", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuzz_http_requests_with_tokens_follow_the_role_table() {
+    fuzz_requests("http_requests_with_auth", true).await;
 }
 
 /// Messages no honest peer sends: the core must refuse them (counted by
@@ -443,14 +602,18 @@ fn peer_batch() -> impl Strategy<Value = Vec<u8>> {
 /// Raft allows from a member; hostile messages are refused by the core).
 /// What is checked: every batch gets an answer, none stops the driver, and
 /// messages did reach the core (some refused, counted by kind).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fuzz_http_peer_batches_never_stop_the_node() {
+async fn fuzz_peer_batches(name: &str, with_auth: bool, cases: u32) {
     let node = start().await;
-    let filter = routes(state(&node, true));
+    let filter = routes(state(&node, true, with_auth.then(auth)));
     let add = Request {
         method: "POST",
         path: "/cluster/members".into(),
         body: br#"{"id": "n2", "url": "http://127.0.0.1:1", "voter": false}"#.to_vec(),
+        credential: if with_auth {
+            Credential::Client(Role::Admin)
+        } else {
+            Credential::None
+        },
     };
     let response = send(&filter, &add).await;
     assert_eq!(
@@ -459,29 +622,53 @@ async fn fuzz_http_peer_batches_never_stop_the_node() {
         "{}",
         String::from_utf8_lossy(response.body())
     );
-    run_async("http_peer_batches", 2000, peer_batch(), |body| {
-        let filter = filter.clone();
-        let driver = node.node.driver.clone();
-        async move {
-            let request = Request {
-                method: "POST",
-                path: "/raft/messages".into(),
-                body,
-            };
-            let response = send(&filter, &request).await;
-            let status = response.status().as_u16();
-            assert!(
-                status == 200 || status == 204 || status == 400,
-                "{}: {status} {}",
-                hex(&request.body),
-                String::from_utf8_lossy(response.body())
-            );
-            driver
-                .status()
-                .await
-                .unwrap_or_else(|e| panic!("{}: the node stopped: {e}", hex(&request.body)));
-        }
-    })
+    // With auth on, most batches carry the peer credential; the others a
+    // client token (even admin: 403) or nothing (401), and never reach the
+    // core.
+    let credential = if with_auth {
+        prop_oneof![
+            8 => Just(Credential::Peer),
+            1 => Just(Credential::Client(Role::Admin)),
+            1 => Just(Credential::None),
+        ]
+        .boxed()
+    } else {
+        Just(Credential::None).boxed()
+    };
+    run_async(
+        name,
+        cases,
+        (peer_batch(), credential),
+        |(body, credential)| {
+            let filter = filter.clone();
+            let driver = node.node.driver.clone();
+            async move {
+                let request = Request {
+                    method: "POST",
+                    path: "/raft/messages".into(),
+                    body,
+                    credential,
+                };
+                let response = send(&filter, &request).await;
+                let status = response.status().as_u16();
+                let allowed: &[u16] = match refusal(Access::Peer, &request.credential) {
+                    Some(refused) if with_auth => &[refused],
+                    _ => &[200, 204, 400],
+                };
+                assert!(
+                    allowed.contains(&status),
+                    "{} with {:?}: {status} {}",
+                    hex(&request.body),
+                    request.credential,
+                    String::from_utf8_lossy(response.body())
+                );
+                driver
+                    .status()
+                    .await
+                    .unwrap_or_else(|e| panic!("{}: the node stopped: {e}", hex(&request.body)));
+            }
+        },
+    )
     .await;
     let metrics = &node.node.metrics;
     let delivered = metrics.peer_messages_received.get();
@@ -503,4 +690,14 @@ async fn fuzz_http_peer_batches_never_stop_the_node() {
         "refusals are in /metrics"
     );
     node.node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuzz_http_peer_batches_never_stop_the_node() {
+    fuzz_peer_batches("http_peer_batches", false, 2000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuzz_http_peer_batches_with_the_peer_credential_never_stop_the_node() {
+    fuzz_peer_batches("http_peer_batches_with_auth", true, 1000).await;
 }

@@ -5,9 +5,9 @@
 
 use crate::Context;
 use crate::cli::{BenchArgs, Output};
+use crate::client::Method;
 use crate::client::{Attempt, Call, Client, Failure, encode};
 use crate::output::{millis, print_json, print_table};
-use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -156,6 +156,7 @@ fn run_worker(client: &Client, args: &BenchArgs, worker: usize, deadline: Instan
             Attempt::Refused(e) if is_read && e.status == 404 => None,
             Attempt::Refused(e) => Some(e.code),
             Attempt::NotSent(_) => Some("unreachable".into()),
+            Attempt::TlsFailed(_) => Some("tls".into()),
             Attempt::MaybeSent(_) => Some("transport".into()),
         };
         let latency = start.elapsed();

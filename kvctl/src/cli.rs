@@ -1,6 +1,7 @@
 //! The command line: every subcommand, flag and environment variable.
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
 use std::time::Duration;
 
 const EXIT_CODES: &str = "\
@@ -14,6 +15,11 @@ Exit codes:
      the current value, `txn` ran its --else ops and prints their results
      (a definite, normal answer, so it is not 1; distinct from 0 so that
      `if kvctl cas ...; then` does what it reads like)
+  5  the credentials were refused: a node answered 401 (no token, or one it
+     does not know) or 403 (the token's role is too low), printed as
+     `endpoint X refused the token: ...`; or no endpoint answered and a TLS
+     handshake failed (unknown CA, name mismatch, missing or refused client
+     certificate), printed per endpoint
 
 Endpoints are tried in order; the next one is tried when a connection fails
 or a node answers 503 (unavailable: nothing was proposed, safe to retry).
@@ -41,6 +47,50 @@ pub struct Cli {
     /// Timeout of each HTTP request: `5s`, `500ms`, `1m` or seconds.
     #[arg(long, default_value = "5s", value_parser = parse_duration, global = true)]
     pub timeout: Duration,
+
+    /// Bearer token sent with every request (`Authorization: Bearer ...`).
+    /// Visible to other local users in the process list: prefer
+    /// --token-file or KVCTL_TOKEN.
+    #[arg(long, env = "KVCTL_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+
+    /// File whose first non-empty line is the token.
+    #[arg(
+        long,
+        env = "KVCTL_TOKEN_FILE",
+        conflicts_with = "token",
+        global = true,
+        value_name = "PATH"
+    )]
+    pub token_file: Option<PathBuf>,
+
+    /// PEM bundle of the CA(s) that sign the nodes' certificates, for
+    /// `https://` endpoints (default: the system CA bundle).
+    #[arg(long, env = "KVCTL_CACERT", global = true, value_name = "PATH")]
+    pub cacert: Option<PathBuf>,
+
+    /// PEM client certificate, for nodes run with --tls-client-auth
+    /// (requires --key).
+    #[arg(
+        long = "cert",
+        id = "tls_cert",
+        env = "KVCTL_CERT",
+        requires = "tls_key",
+        global = true,
+        value_name = "PATH"
+    )]
+    pub cert: Option<PathBuf>,
+
+    /// PEM private key of --cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long = "key",
+        id = "tls_key",
+        env = "KVCTL_KEY",
+        requires = "tls_cert",
+        global = true,
+        value_name = "PATH"
+    )]
+    pub key: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -271,6 +321,32 @@ mod tests {
     #[test]
     fn the_command_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn credential_flags_parse_next_to_subcommand_keys() {
+        let cli = Cli::try_parse_from([
+            "kvctl",
+            "--token-file",
+            "t",
+            "put",
+            "key",
+            "v",
+            "--cacert",
+            "ca.pem",
+            "--cert",
+            "c.pem",
+            "--key",
+            "k.pem",
+        ])
+        .unwrap();
+        assert_eq!(cli.token_file, Some(PathBuf::from("t")));
+        assert_eq!(cli.key, Some(PathBuf::from("k.pem")));
+        assert!(matches!(cli.command, Command::Put { ref key, .. } if key == "key"));
+        let half = Cli::try_parse_from(["kvctl", "--cert", "c.pem", "status"]);
+        assert!(half.is_err(), "--cert needs --key");
+        let both = Cli::try_parse_from(["kvctl", "--token", "a", "--token-file", "t", "status"]);
+        assert!(both.is_err(), "--token and --token-file conflict");
     }
 
     #[test]

@@ -1,16 +1,47 @@
 //! HTTP to the cluster: one request, sent to the endpoints in order until
 //! one answers, and the failures a command can end with.
+//!
+//! One hyper client serves `http://` and `https://` endpoints alike (TLS
+//! from `tls.rs`), driven by a one-worker tokio runtime so that callers stay
+//! blocking; every request carries `Authorization: Bearer <token>` when a
+//! token is given. The API for commands:
+//!
+//! - `client.get(path)`, `post(path, body)`, `put(path, body)`,
+//!   `delete(path)`: one request with failover, `Ok(Reply)` on 2xx
+//!   (`reply.status`, `reply.body` as JSON), `Err(Failure)` otherwise;
+//! - `client.send(&Call)`: the same with control over retries;
+//! - `client.attempt(endpoint, &Call)`: one endpoint, no failover;
+//! - `client.stream(path)`: a long-lived `GET` read line by line
+//!   (NDJSON), with failover until one endpoint answers 2xx.
 
-use reqwest::Method;
-use reqwest::blocking::Client as HttpClient;
+use crate::tls::{TlsFiles, TlsSummary, explain, find_rustls_error};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
+use std::collections::VecDeque;
 use std::fmt;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
+
+pub use hyper::Method;
 
 /// The longest wait for a TCP connection, so that a dead endpoint costs
 /// little before the next one is tried.
 const CONNECT_TIMEOUT_MAX: Duration = Duration::from_secs(2);
+
+/// The longest line `Lines` accepts from a stream (a watch event).
+const MAX_LINE_BYTES: usize = 16 << 20;
+
+/// Exit code when a node refused the credentials (401/403) or a TLS
+/// handshake failed: retrying will not help, the setup must change.
+pub const CREDENTIALS_EXIT: u8 = 5;
 
 /// One request of API.md.
 #[derive(Clone, Debug)]
@@ -49,6 +80,7 @@ impl Call {
 #[derive(Clone, Debug)]
 pub struct Reply {
     pub endpoint: String,
+    pub status: u16,
     pub body: Value,
 }
 
@@ -80,6 +112,31 @@ impl ServerError {
             body,
         }
     }
+
+    /// 401 (no valid token) or 403 (the token's role is too low).
+    pub fn is_credentials(&self) -> bool {
+        matches!(self.status, 401 | 403)
+    }
+
+    /// `endpoint X refused the token: code: message (hint)`.
+    pub fn credentials_message(&self, token_given: bool) -> String {
+        // The server's message says what was wrong with a token; without
+        // one, say how to give it.
+        let hint = if token_given {
+            ""
+        } else {
+            " (no token was given: use --token, --token-file, KVCTL_TOKEN or KVCTL_TOKEN_FILE)"
+        };
+        let what = if token_given {
+            "the token"
+        } else {
+            "the request without a token"
+        };
+        format!(
+            "endpoint {} refused {what}: {}: {}{hint}",
+            self.endpoint, self.code, self.message
+        )
+    }
 }
 
 /// How a command failed; each maps to one exit code (see `--help`).
@@ -87,6 +144,15 @@ impl ServerError {
 pub enum Failure {
     /// The server answered with an error.
     Server(ServerError),
+    /// A node answered 401 or 403: the token is missing, unknown, or its
+    /// role is too low. `token_given` says whether one was sent.
+    Credentials {
+        error: ServerError,
+        token_given: bool,
+    },
+    /// No endpoint answered and at least one failed its TLS handshake:
+    /// `(endpoint, reason)` for every endpoint tried.
+    Tls(Vec<(String, String)>),
     /// A write reached a node but no answer came back: it may have applied.
     OutcomeUnknown { endpoint: String, detail: String },
     /// Every endpoint failed before answering: `(endpoint, reason)`.
@@ -103,14 +169,39 @@ impl Failure {
             Failure::Server(_) | Failure::OutcomeUnknown { .. } | Failure::Client(_) => 1,
             Failure::Usage(_) => 2,
             Failure::Unreachable(_) => 3,
+            Failure::Credentials { .. } | Failure::Tls(_) => CREDENTIALS_EXIT,
         })
     }
+
+    /// The error body a server sent, printed under `--output json`.
+    pub fn server_body(&self) -> Option<&Value> {
+        match self {
+            Failure::Server(e) | Failure::Credentials { error: e, .. } => {
+                (!e.body.is_null()).then_some(&e.body)
+            }
+            _ => None,
+        }
+    }
+}
+
+fn write_reasons(f: &mut fmt::Formatter<'_>, reasons: &[(String, String)]) -> fmt::Result {
+    for (endpoint, reason) in reasons {
+        write!(f, "\n  {endpoint}: {reason}")?;
+    }
+    Ok(())
 }
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Server(e) => write!(f, "{}: {}", e.code, e.message),
+            Failure::Credentials { error, token_given } => {
+                write!(f, "{}", error.credentials_message(*token_given))
+            }
+            Failure::Tls(reasons) => {
+                write!(f, "TLS failed: no endpoint could be reached securely")?;
+                write_reasons(f, reasons)
+            }
             Failure::OutcomeUnknown { endpoint, detail } => write!(
                 f,
                 "outcome unknown: {endpoint}: {detail}; the write may or may not have \
@@ -118,10 +209,7 @@ impl fmt::Display for Failure {
             ),
             Failure::Unreachable(reasons) => {
                 write!(f, "no endpoint reachable")?;
-                for (endpoint, reason) in reasons {
-                    write!(f, "\n  {endpoint}: {reason}")?;
-                }
-                Ok(())
+                write_reasons(f, reasons)
             }
             Failure::Usage(message) => write!(f, "usage: {message}"),
             Failure::Client(message) => write!(f, "error: {message}"),
@@ -138,89 +226,468 @@ pub enum Attempt {
     NotSent(String),
     /// The request may have reached the node: timeout, dropped connection.
     MaybeSent(String),
+    /// The TLS handshake failed (the reason names what failed); the node
+    /// did not process the request.
+    TlsFailed(String),
 }
 
+impl Attempt {
+    /// A 401/403 answer or a failed handshake: the credentials, not the
+    /// node, are the problem.
+    pub fn is_credentials_failure(&self) -> bool {
+        match self {
+            Attempt::Refused(e) => e.is_credentials(),
+            Attempt::TlsFailed(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// How to reach the cluster: timeouts, the token and the TLS files.
 #[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Timeout of each request (the whole exchange; the connection gets at
+    /// most `CONNECT_TIMEOUT_MAX` of it).
+    pub timeout: Duration,
+    /// Sent as `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    pub tls: TlsFiles,
+}
+
+impl ClientOptions {
+    pub fn plain(timeout: Duration) -> ClientOptions {
+        ClientOptions {
+            timeout,
+            token: None,
+            tls: TlsFiles::default(),
+        }
+    }
+}
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+struct Inner {
+    /// One worker thread drives every connection; callers block on it.
+    runtime: tokio::runtime::Runtime,
+    http: HyperClient<Connector, Full<Bytes>>,
+    authorization: Option<HeaderValue>,
+    timeout: Duration,
+    tls: TlsSummary,
+}
+
+#[derive(Clone)]
 pub struct Client {
-    http: HttpClient,
+    inner: Arc<Inner>,
     pub endpoints: Vec<String>,
 }
 
+impl fmt::Debug for Client {
+    // Never prints the token.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoints", &self.endpoints)
+            .field("token", &self.inner.authorization.is_some())
+            .finish()
+    }
+}
+
+/// Why one exchange failed.
+enum ExchangeError {
+    NotSent(String),
+    MaybeSent(String),
+    Tls(String),
+}
+
 impl Client {
+    /// A client without token or TLS files (`https://` endpoints are checked
+    /// against the system CA bundle).
     pub fn new(endpoints: &[String], timeout: Duration) -> Result<Client, Failure> {
+        Client::with_options(endpoints, &ClientOptions::plain(timeout))
+    }
+
+    pub fn with_options(endpoints: &[String], options: &ClientOptions) -> Result<Client, Failure> {
         let endpoints = normalize_endpoints(endpoints)?;
-        let http = HttpClient::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(CONNECT_TIMEOUT_MAX))
-            .no_proxy()
+        let (tls_config, tls) = crate::tls::client_config(&options.tls).map_err(Failure::Usage)?;
+        let authorization = match &options.token {
+            None => None,
+            Some(token) => {
+                let mut value =
+                    HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                        Failure::Usage("the token holds characters a header cannot carry".into())
+                    })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("kvctl-http")
+            .enable_all()
             .build()
-            .map_err(|e| Failure::Usage(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Client { http, endpoints })
+            .map_err(|e| Failure::Usage(format!("cannot start the HTTP runtime: {e}")))?;
+        let mut connector = HttpConnector::new();
+        connector.enforce_http(false);
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(options.timeout.min(CONNECT_TIMEOUT_MAX)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
+        let http = {
+            let _entered = runtime.enter();
+            HyperClient::builder(TokioExecutor::new()).build(https)
+        };
+        Ok(Client {
+            inner: Arc::new(Inner {
+                runtime,
+                http,
+                authorization,
+                timeout: options.timeout,
+                tls,
+            }),
+            endpoints,
+        })
+    }
+
+    /// Whether requests carry a token.
+    pub fn has_token(&self) -> bool {
+        self.inner.authorization.is_some()
+    }
+
+    /// `GET path` with failover; `Ok` on 2xx.
+    pub fn get(&self, path: &str) -> Result<Reply, Failure> {
+        self.send(&Call::get(path.to_string()))
+    }
+
+    /// `POST path` with a JSON body (or none); not retried after a timeout.
+    pub fn post(&self, path: &str, body: Option<Value>) -> Result<Reply, Failure> {
+        self.send(&Call::write(Method::POST, path.to_string(), body, false))
+    }
+
+    /// `PUT path` with a JSON body; not retried after a timeout.
+    pub fn put(&self, path: &str, body: Option<Value>) -> Result<Reply, Failure> {
+        self.send(&Call::write(Method::PUT, path.to_string(), body, false))
+    }
+
+    /// `DELETE path`; not retried after a timeout.
+    pub fn delete(&self, path: &str) -> Result<Reply, Failure> {
+        self.send(&Call::write(Method::DELETE, path.to_string(), None, false))
     }
 
     /// Sends `call` to each endpoint in turn until one answers something
     /// other than 503. See `Call::retry_safe` for when a timeout moves on.
     pub fn send(&self, call: &Call) -> Result<Reply, Failure> {
-        let mut unreachable = Vec::new();
-        let mut unavailable = None;
+        let mut tracker = Tracker::default();
         for endpoint in &self.endpoints {
             match self.attempt(endpoint, call) {
                 Attempt::Answered(reply) => return Ok(reply),
-                Attempt::Refused(e) if e.status == 503 => unavailable = Some(e),
-                Attempt::Refused(e) => return Err(Failure::Server(e)),
-                Attempt::NotSent(reason) => unreachable.push((endpoint.clone(), reason)),
-                Attempt::MaybeSent(reason) if call.retry_safe => {
-                    unreachable.push((endpoint.clone(), reason))
-                }
-                Attempt::MaybeSent(detail) => {
+                Attempt::MaybeSent(detail) if !call.retry_safe => {
                     return Err(Failure::OutcomeUnknown {
                         endpoint: endpoint.clone(),
                         detail,
                     });
                 }
+                other => tracker.note(endpoint, other, self.has_token())?,
             }
         }
-        // A node that answered 503 was reachable: say what it said.
-        Err(match unavailable {
-            Some(e) => Failure::Server(e),
-            None => Failure::Unreachable(unreachable),
-        })
+        Err(tracker.failure())
     }
 
     /// One request to one endpoint, without failover.
     pub fn attempt(&self, endpoint: &str, call: &Call) -> Attempt {
         let url = format!("{endpoint}{}", call.path);
-        let mut request = self.http.request(call.method.clone(), &url);
-        if let Some(body) = &call.body {
-            request = request.json(body);
-        }
-        let response = match request.send() {
-            Ok(response) => response,
-            // The endpoint is printed next to the reason: drop the URL.
-            Err(e) if e.is_connect() || e.is_builder() => {
-                return Attempt::NotSent(describe(&e.without_url()));
+        let body = call.body.as_ref().map(|b| b.to_string().into_bytes());
+        let exchange = async {
+            let response = self.request(call.method.clone(), &url, body).await?;
+            let status = response.status().as_u16();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| self.classify(&url, &e, false))?
+                .to_bytes();
+            Ok::<_, ExchangeError>((status, bytes))
+        };
+        let outcome = self
+            .inner
+            .runtime
+            .block_on(async { tokio::time::timeout(self.inner.timeout, exchange).await });
+        let (status, bytes) = match outcome {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(ExchangeError::NotSent(reason))) => return Attempt::NotSent(reason),
+            Ok(Err(ExchangeError::MaybeSent(reason))) => return Attempt::MaybeSent(reason),
+            Ok(Err(ExchangeError::Tls(reason))) => return Attempt::TlsFailed(reason),
+            Err(_) => {
+                return Attempt::MaybeSent(format!(
+                    "no answer within {:?} (--timeout)",
+                    self.inner.timeout
+                ));
             }
-            Err(e) => return Attempt::MaybeSent(describe(&e.without_url())),
         };
-        let status = response.status().as_u16();
-        let text = match response.text() {
-            Ok(text) => text,
-            Err(e) => return Attempt::MaybeSent(describe(&e.without_url())),
-        };
+        let text = String::from_utf8_lossy(&bytes);
         let body = if text.trim().is_empty() {
             Value::Null
         } else {
-            serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.clone()))
+            serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.to_string()))
         };
         if (200..300).contains(&status) {
             Attempt::Answered(Reply {
                 endpoint: endpoint.to_string(),
+                status,
                 body,
             })
         } else {
             Attempt::Refused(ServerError::from_reply(endpoint, status, body, &text))
         }
     }
+
+    /// Opens a long-lived `GET path` (for example a watch) on the first
+    /// endpoint that answers 2xx and returns its body line by line. Fails
+    /// over as `send` does for a read; `--timeout` bounds only the wait for
+    /// the response head, not the stream.
+    pub fn stream(&self, path: &str) -> Result<Lines, Failure> {
+        let mut tracker = Tracker::default();
+        for endpoint in &self.endpoints {
+            let url = format!("{endpoint}{path}");
+            let opened = self.inner.runtime.block_on(async {
+                tokio::time::timeout(self.inner.timeout, self.request(Method::GET, &url, None))
+                    .await
+            });
+            let attempt = match opened {
+                Ok(Ok(response)) if response.status().is_success() => {
+                    return Ok(Lines {
+                        client: self.clone(),
+                        endpoint: endpoint.clone(),
+                        body: response.into_body(),
+                        buffer: Vec::new(),
+                        ready: VecDeque::new(),
+                        done: false,
+                    });
+                }
+                Ok(Ok(response)) => {
+                    // An error answer is short: read it within the timeout.
+                    let status = response.status().as_u16();
+                    let attempt = self.inner.runtime.block_on(async {
+                        let read = tokio::time::timeout(self.inner.timeout, async {
+                            response.into_body().collect().await
+                        });
+                        match read.await {
+                            Ok(Ok(collected)) => Some(collected.to_bytes()),
+                            _ => None,
+                        }
+                    });
+                    let text = attempt
+                        .map(|b| String::from_utf8_lossy(&b).to_string())
+                        .unwrap_or_default();
+                    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+                    Attempt::Refused(ServerError::from_reply(endpoint, status, body, &text))
+                }
+                Ok(Err(ExchangeError::NotSent(reason))) => Attempt::NotSent(reason),
+                Ok(Err(ExchangeError::MaybeSent(reason))) => Attempt::MaybeSent(reason),
+                Ok(Err(ExchangeError::Tls(reason))) => Attempt::TlsFailed(reason),
+                Err(_) => Attempt::MaybeSent(format!(
+                    "no answer within {:?} (--timeout)",
+                    self.inner.timeout
+                )),
+            };
+            tracker.note(endpoint, attempt, self.has_token())?;
+        }
+        Err(tracker.failure())
+    }
+
+    /// Sends one request and waits for the response head.
+    async fn request(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<hyper::Response<Incoming>, ExchangeError> {
+        let uri: hyper::Uri = url
+            .parse()
+            .map_err(|e| ExchangeError::NotSent(format!("bad URL {url:?}: {e}")))?;
+        let mut request = hyper::Request::builder().method(method).uri(uri);
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(authorization) = &self.inner.authorization {
+            request = request.header(header::AUTHORIZATION, authorization.clone());
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ExchangeError::NotSent(format!("bad request: {e}")))?;
+        self.inner.http.request(request).await.map_err(|e| {
+            let connect = e.is_connect();
+            self.classify(url, &e, connect)
+        })
+    }
+
+    /// A TLS failure anywhere in the chain wins (the node did not process
+    /// the request: the handshake comes first), and so does an answer to
+    /// `http://` that is not HTTP (a TLS port answers a plain request with
+    /// an alert record); otherwise `connect` says whether the request could
+    /// have been sent.
+    fn classify(
+        &self,
+        url: &str,
+        error: &(dyn std::error::Error + 'static),
+        connect: bool,
+    ) -> ExchangeError {
+        if let Some(tls) = find_rustls_error(error) {
+            return ExchangeError::Tls(explain(tls, &self.inner.tls));
+        }
+        if url.starts_with("http://") && is_parse_error(error) {
+            return ExchangeError::Tls(
+                "TLS error: the endpoint did not answer in plain HTTP; it probably serves \
+                 TLS: use an https:// endpoint"
+                    .into(),
+            );
+        }
+        let text = describe(error);
+        if connect {
+            ExchangeError::NotSent(text)
+        } else {
+            ExchangeError::MaybeSent(text)
+        }
+    }
+}
+
+/// What the endpoints tried so far came to, for the final failure.
+#[derive(Default)]
+struct Tracker {
+    reasons: Vec<(String, String)>,
+    tls_failed: bool,
+    unavailable: Option<ServerError>,
+}
+
+impl Tracker {
+    /// Records one failed attempt; an answer that ends the command (an
+    /// error other than 503) is returned as the failure at once.
+    fn note(&mut self, endpoint: &str, attempt: Attempt, token_given: bool) -> Result<(), Failure> {
+        match attempt {
+            Attempt::Answered(_) => {}
+            Attempt::Refused(e) if e.status == 503 => self.unavailable = Some(e),
+            Attempt::Refused(error) if error.is_credentials() => {
+                return Err(Failure::Credentials { error, token_given });
+            }
+            Attempt::Refused(e) => return Err(Failure::Server(e)),
+            Attempt::TlsFailed(reason) => {
+                self.tls_failed = true;
+                self.reasons.push((endpoint.to_string(), reason));
+            }
+            Attempt::NotSent(reason) | Attempt::MaybeSent(reason) => {
+                self.reasons.push((endpoint.to_string(), reason));
+            }
+        }
+        Ok(())
+    }
+
+    fn failure(self) -> Failure {
+        // A node that answered 503 was reachable: say what it said.
+        match self.unavailable {
+            Some(e) => Failure::Server(e),
+            None if self.tls_failed => Failure::Tls(self.reasons),
+            None => Failure::Unreachable(self.reasons),
+        }
+    }
+}
+
+/// The body of a long-lived response, one line at a time (without the
+/// line end; empty lines are skipped). Blocks until a line is complete.
+pub struct Lines {
+    client: Client,
+    /// The endpoint that answered.
+    pub endpoint: String,
+    body: Incoming,
+    buffer: Vec<u8>,
+    ready: VecDeque<String>,
+    done: bool,
+}
+
+impl Iterator for Lines {
+    /// A line, or why the stream broke (then the iteration ends).
+    type Item = Result<String, Failure>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(line) = self.ready.pop_front() {
+                return Some(Ok(line));
+            }
+            if self.done {
+                return None;
+            }
+            let frame = self.client.inner.runtime.block_on(self.body.frame());
+            match frame {
+                None => {
+                    self.done = true;
+                    let rest = std::mem::take(&mut self.buffer);
+                    self.push_line(&rest);
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Some(Err(Failure::Client(format!(
+                        "{}: the stream broke: {}",
+                        self.endpoint,
+                        describe(&e)
+                    ))));
+                }
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buffer.extend_from_slice(&data);
+                        while let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
+                            let line: Vec<u8> = self.buffer.drain(..=end).collect();
+                            self.push_line(&line);
+                        }
+                        if self.buffer.len() > MAX_LINE_BYTES {
+                            self.done = true;
+                            return Some(Err(Failure::Client(format!(
+                                "{}: a line longer than {MAX_LINE_BYTES} bytes",
+                                self.endpoint
+                            ))));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Lines {
+    fn push_line(&mut self, bytes: &[u8]) {
+        let text = String::from_utf8_lossy(bytes);
+        let line = text.trim_end_matches(['\n', '\r']);
+        if !line.trim().is_empty() {
+            self.ready.push_back(line.to_string());
+        }
+    }
+}
+
+/// Whether `error`'s chain holds a hyper error for an answer that is not
+/// HTTP at all.
+fn is_parse_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    for _ in 0..32 {
+        let Some(e) = current else { return false };
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_parse)
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// Reads a token file: its first non-empty line, trimmed (as kv-node's
+/// `--peer-token-file`).
+pub fn read_token_file(path: &PathBuf) -> Result<String, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::Usage(format!("cannot read --token-file {}: {e}", path.display())))?;
+    text.lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| Failure::Usage(format!("--token-file {} is empty", path.display())))
 }
 
 /// Trims trailing slashes and adds `http://` where no scheme is given.
@@ -243,7 +710,7 @@ fn normalize_endpoints(endpoints: &[String]) -> Result<Vec<String>, Failure> {
     Ok(endpoints)
 }
 
-/// An error with its chain of causes, which reqwest keeps out of `Display`.
+/// An error with its chain of causes, which hyper keeps out of `Display`.
 fn describe(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -276,6 +743,145 @@ pub fn encode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    /// A one-connection server: reads the request head, sends `response`
+    /// (raw bytes, in the given pieces), returns the head it read.
+    fn serve_once(pieces: Vec<Vec<u8>>) -> (String, std::thread::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let handle = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            for _ in 0..100 {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            let mut stream = stream;
+            for piece in pieces {
+                stream.write_all(&piece).unwrap();
+                stream.flush().unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            head
+        });
+        (url, handle)
+    }
+
+    fn options(token: Option<&str>) -> ClientOptions {
+        ClientOptions {
+            token: token.map(str::to_string),
+            ..ClientOptions::plain(Duration::from_secs(5))
+        }
+    }
+
+    #[test]
+    fn the_token_travels_as_a_bearer_header_and_a_401_names_the_endpoint() {
+        let body =
+            r#"{"error": {"code": "unauthorized", "message": "the bearer token is not valid"}}"#;
+        let response = format!(
+            "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let (url, server) = serve_once(vec![response.into_bytes()]);
+        let client =
+            Client::with_options(std::slice::from_ref(&url), &options(Some("tok-123"))).unwrap();
+        let failure = client.get("/kv/a").unwrap_err();
+        let head = server.join().unwrap().to_ascii_lowercase();
+        assert!(head.contains("authorization: bearer tok-123"), "{head}");
+        assert_eq!(failure.exit_code(), ExitCode::from(CREDENTIALS_EXIT));
+        assert_eq!(
+            failure.to_string(),
+            format!(
+                "endpoint {url} refused the token: unauthorized: the bearer token is not valid"
+            )
+        );
+        assert!(
+            !format!("{client:?}").contains("tok-123"),
+            "Debug hides the token"
+        );
+    }
+
+    #[test]
+    fn without_a_token_no_header_is_sent_and_the_hint_names_the_flags() {
+        let body = r#"{"error": {"code": "unauthorized", "message": "needs a token"}}"#;
+        let response = format!(
+            "HTTP/1.1 401 Unauthorized\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let (url, server) = serve_once(vec![response.into_bytes()]);
+        let client = Client::with_options(&[url], &options(None)).unwrap();
+        let failure = client
+            .post("/kv/mput", Some(serde_json::json!({})))
+            .unwrap_err();
+        let head = server.join().unwrap().to_ascii_lowercase();
+        assert!(!head.contains("authorization"), "{head}");
+        assert!(head.contains("content-type: application/json"), "{head}");
+        assert!(failure.to_string().contains("--token-file"), "{failure}");
+    }
+
+    #[test]
+    fn a_stream_yields_its_lines_across_chunk_boundaries() {
+        let chunk = |text: &str| format!("{:x}\r\n{text}\r\n", text.len()).into_bytes();
+        let pieces = vec![
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n\
+              Transfer-Encoding: chunked\r\n\r\n"
+                .to_vec(),
+            chunk("{\"a\":1}\n{\"b\""),
+            chunk(":2}\n\n"),
+            chunk("{\"c\":3}"),
+            b"0\r\n\r\n".to_vec(),
+        ];
+        let (url, server) = serve_once(pieces);
+        let client = Client::with_options(std::slice::from_ref(&url), &options(Some("t"))).unwrap();
+        let lines = client.stream("/watch?prefix=a").unwrap();
+        assert_eq!(lines.endpoint, url);
+        let got: Vec<String> = lines.map(|l| l.unwrap()).collect();
+        assert_eq!(got, vec![r#"{"a":1}"#, r#"{"b":2}"#, r#"{"c":3}"#]);
+        assert!(server.join().unwrap().starts_with("GET /watch?prefix=a "));
+    }
+
+    #[test]
+    fn plain_http_to_a_server_answering_tls_is_a_tls_failure() {
+        // A TLS server's answer to a plain request: an alert record.
+        let (url, _server) = serve_once(vec![vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32]]);
+        let client = Client::with_options(std::slice::from_ref(&url), &options(None)).unwrap();
+        let failure = client.put("/kv/a", Some(serde_json::json!({"value": "v"})));
+        let text = failure.unwrap_err().to_string();
+        assert!(
+            text.contains(&format!(
+                "{url}: TLS error: the endpoint did not answer in plain HTTP"
+            )),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn https_to_a_plain_http_server_is_a_tls_failure_naming_the_endpoint() {
+        let (url, _server) = serve_once(vec![
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        ]);
+        let https = url.replace("http://", "https://");
+        let client = Client::with_options(std::slice::from_ref(&https), &options(None)).unwrap();
+        let failure = client.get("/status").unwrap_err();
+        assert_eq!(failure.exit_code(), ExitCode::from(CREDENTIALS_EXIT));
+        let text = failure.to_string();
+        assert!(
+            text.contains(&format!(
+                "{https}: TLS error: the endpoint does not speak TLS"
+            )),
+            "{text}"
+        );
+    }
 
     #[test]
     fn encoding_keeps_unreserved_characters_and_escapes_the_rest() {

@@ -3,9 +3,9 @@
 
 use crate::Context;
 use crate::cli::{Consistency, MemberCommand, Output};
-use crate::client::{Attempt, Call, Failure, encode};
+use crate::client::Method;
+use crate::client::{Attempt, CREDENTIALS_EXIT, Call, Failure, encode};
 use crate::output::{cell, print_json, print_table};
-use reqwest::Method;
 use serde_json::{Value, json};
 
 pub fn member(ctx: &Context, command: &MemberCommand) -> Result<u8, Failure> {
@@ -119,8 +119,9 @@ fn each_endpoint(ctx: &Context, call: &Call) -> Vec<(String, Attempt)> {
     })
 }
 
-/// 0 when every node answered (`status`: when any did), 3 when none could
-/// be reached, 1 otherwise.
+/// 0 when every node answered (`status`: when any did), 5 when a node
+/// refused the credentials or a handshake failed, 3 when none could be
+/// reached, 1 otherwise.
 fn exit_code(attempts: &[(String, Attempt)], any_answer_is_enough: bool) -> u8 {
     let answered = attempts
         .iter()
@@ -131,6 +132,8 @@ fn exit_code(attempts: &[(String, Attempt)], any_answer_is_enough: bool) -> u8 {
         .any(|(_, a)| matches!(a, Attempt::Refused(_)));
     if answered == attempts.len() || (any_answer_is_enough && answered > 0) {
         0
+    } else if attempts.iter().any(|(_, a)| a.is_credentials_failure()) {
+        CREDENTIALS_EXIT
     } else if answered == 0 && !refused {
         3
     } else {
@@ -146,16 +149,25 @@ fn attempt_json(endpoint: &str, attempt: &Attempt) -> Value {
         Attempt::NotSent(reason) | Attempt::MaybeSent(reason) => {
             json!({"endpoint": endpoint, "unreachable": reason})
         }
+        Attempt::TlsFailed(reason) => json!({"endpoint": endpoint, "tls_error": reason}),
     }
 }
 
 /// A failed node in a table: what to show in the row, and a line on stderr.
-fn failure_cell(endpoint: &str, attempt: &Attempt) -> Option<&'static str> {
+fn failure_cell(ctx: &Context, endpoint: &str, attempt: &Attempt) -> Option<&'static str> {
     match attempt {
         Attempt::Answered(_) => None,
+        Attempt::Refused(e) if e.is_credentials() => {
+            eprintln!("{}", e.credentials_message(ctx.client.has_token()));
+            Some("REFUSED")
+        }
         Attempt::Refused(e) => {
             eprintln!("{endpoint}: {}: {}", e.code, e.message);
             Some("ERROR")
+        }
+        Attempt::TlsFailed(reason) => {
+            eprintln!("{endpoint}: {reason}");
+            Some("TLS ERROR")
         }
         Attempt::NotSent(reason) | Attempt::MaybeSent(reason) => {
             eprintln!("{endpoint}: unreachable: {reason}");
@@ -177,7 +189,7 @@ pub fn status(ctx: &Context) -> Result<u8, Failure> {
     if ctx.output == Output::Table {
         let mut rows = Vec::new();
         for (endpoint, attempt) in &attempts {
-            rows.push(match (attempt, failure_cell(endpoint, attempt)) {
+            rows.push(match (attempt, failure_cell(ctx, endpoint, attempt)) {
                 (Attempt::Answered(reply), _) => {
                     let s = &reply.body;
                     vec![
@@ -221,6 +233,12 @@ pub fn transfer_leader(ctx: &Context, to: &str) -> Result<u8, Failure> {
         });
     let reply = match leader.map(|endpoint| ctx.client.attempt(&endpoint, &call)) {
         Some(Attempt::Answered(reply)) => reply,
+        Some(Attempt::Refused(error)) if error.is_credentials() => {
+            return Err(Failure::Credentials {
+                error,
+                token_given: ctx.client.has_token(),
+            });
+        }
         Some(Attempt::Refused(e)) => return Err(Failure::Server(e)),
         Some(_) | None => ctx.client.send(&call)?,
     };
@@ -249,7 +267,7 @@ pub fn snapshot(ctx: &Context) -> Result<u8, Failure> {
                     ]
                 }
                 other => {
-                    let failed = failure_cell(endpoint, other).unwrap_or("ERROR");
+                    let failed = failure_cell(ctx, endpoint, other).unwrap_or("ERROR");
                     vec![endpoint.clone(), failed.into(), "-".into()]
                 }
             })
@@ -276,7 +294,7 @@ pub fn read_policy(ctx: &Context, policy: Option<Consistency>) -> Result<u8, Fai
             .map(|(endpoint, attempt)| match attempt {
                 Attempt::Answered(r) => vec![endpoint.clone(), cell(r.body.get("policy"))],
                 other => {
-                    let failed = failure_cell(endpoint, other).unwrap_or("ERROR");
+                    let failed = failure_cell(ctx, endpoint, other).unwrap_or("ERROR");
                     vec![endpoint.clone(), failed.into()]
                 }
             })

@@ -2,9 +2,9 @@
 
 use crate::Context;
 use crate::cli::{CasArgs, Consistency, Output, WriteId};
+use crate::client::Method;
 use crate::client::{Call, Failure, encode};
 use crate::output::{cell, print_json, print_table, show_value};
-use reqwest::Method;
 use serde_json::{Map, Value, json};
 
 /// Exit code of a `cas` whose comparison failed (see `--help`).

@@ -2,7 +2,8 @@
 //!
 //! - `cli`: the flags and subcommands (clap), and the exit codes in `--help`.
 //! - `client`: one HTTP request sent to the endpoints in order, and the
-//!   failures that map to exit codes.
+//!   failures that map to exit codes; `tls`: `https://` with `--cacert`,
+//!   `--cert`, `--key`, and what a failed handshake means.
 //! - `kv`: put, get, del, cas, scan, mput; `txn`: transactions.
 //! - `cluster`: member, status, transfer-leader, snapshot, read-policy.
 //! - `bench`: the built-in load test.
@@ -14,11 +15,12 @@ mod client;
 mod cluster;
 mod kv;
 mod output;
+mod tls;
 mod txn;
 
 use clap::Parser;
 use cli::{Cli, Command, Output};
-use client::{Client, Failure};
+use client::{Client, ClientOptions, Failure};
 use std::process::ExitCode;
 
 /// What every command needs.
@@ -33,10 +35,8 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
-            if let (Failure::Server(e), Output::Json) = (&failure, cli.output)
-                && !e.body.is_null()
-            {
-                output::print_json(&e.body);
+            if let (Some(body), Output::Json) = (failure.server_body(), cli.output) {
+                output::print_json(body);
             }
             eprintln!("{failure}");
             failure.exit_code()
@@ -45,8 +45,22 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<u8, Failure> {
+    let token = match (&cli.token, &cli.token_file) {
+        (Some(token), _) => Some(token.trim().to_string()),
+        (None, Some(path)) => Some(client::read_token_file(path)?),
+        (None, None) => None,
+    };
+    let options = ClientOptions {
+        timeout: cli.timeout,
+        token,
+        tls: tls::TlsFiles {
+            cacert: cli.cacert.clone(),
+            cert: cli.cert.clone(),
+            key: cli.key.clone(),
+        },
+    };
     let ctx = Context {
-        client: Client::new(&cli.endpoints, cli.timeout)?,
+        client: Client::with_options(&cli.endpoints, &options)?,
         output: cli.output,
     };
     match &cli.command {

@@ -12,10 +12,10 @@
 
 use crate::Context;
 use crate::cli::{Output, TxnArgs};
+use crate::client::Method;
 use crate::client::{Call, Failure};
 use crate::kv::{CAS_FAILED_EXIT, with_write_id};
 use crate::output::{cell, print_json, show_value};
-use reqwest::Method;
 use serde_json::{Map, Value, json};
 use std::io::Read;
 
