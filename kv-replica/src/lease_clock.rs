@@ -28,8 +28,8 @@ pub const DEFAULT_TICK_MS: u64 = 15;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Countdown {
-    /// Ticks left before the lease expires.
-    Running { ticks_left: u64 },
+    /// Ticks left before the lease expires, of a lease of `ttl_ms`.
+    Running { ticks_left: u64, ttl_ms: u64 },
     /// Its expiry was proposed; ticks left before proposing it again.
     Expiring { retry_ticks_left: u64 },
 }
@@ -91,6 +91,7 @@ impl LeaseClock {
         for (id, ttl_ms) in leases {
             let countdown = self.countdowns.remove(&id).unwrap_or(Countdown::Running {
                 ticks_left: self.ticks_for(ttl_ms),
+                ttl_ms,
             });
             kept.insert(id, countdown);
         }
@@ -105,7 +106,7 @@ impl LeaseClock {
         let mut due = Vec::new();
         for (id, countdown) in &mut self.countdowns {
             match countdown {
-                Countdown::Running { ticks_left } => {
+                Countdown::Running { ticks_left, .. } => {
                     *ticks_left = ticks_left.saturating_sub(1);
                     if *ticks_left == 0 {
                         due.push(*id);
@@ -139,7 +140,7 @@ impl LeaseClock {
         let ticks_left = self.ticks_for(ttl_ms);
         match self.countdowns.get_mut(&id) {
             Some(countdown @ Countdown::Running { .. }) => {
-                *countdown = Countdown::Running { ticks_left };
+                *countdown = Countdown::Running { ticks_left, ttl_ms };
                 Ok(())
             }
             Some(Countdown::Expiring { .. }) | None => Err(KeepaliveRefused::NotFound),
@@ -150,9 +151,11 @@ impl LeaseClock {
     /// proposed); None unless this replica leads and counts it.
     pub fn remaining_ms(&self, id: u64) -> Option<u64> {
         match self.countdowns.get(&id)? {
-            Countdown::Running { ticks_left } => {
-                // The extra tick of `ticks_for` is slack, not promised time.
-                Some(ticks_left.saturating_sub(1).saturating_mul(self.tick_ms))
+            Countdown::Running { ticks_left, ttl_ms } => {
+                // The extra tick of `ticks_for` and the rounding up are
+                // slack, not promised time.
+                let counted = ticks_left.saturating_sub(1).saturating_mul(self.tick_ms);
+                Some(counted.min(*ttl_ms))
             }
             Countdown::Expiring { .. } => Some(0),
         }
