@@ -474,7 +474,11 @@ mod tests {
             ),
             (Method::POST, "/raft/messages", Access::Peer),
             (Method::POST, "/lease", Access::Client(Role::Write)),
-            (Method::POST, "/lease/7/keepalive", Access::Client(Role::Write)),
+            (
+                Method::POST,
+                "/lease/7/keepalive",
+                Access::Client(Role::Write),
+            ),
             (Method::DELETE, "/lease/7", Access::Client(Role::Write)),
             (Method::GET, "/lease/7", Access::Client(Role::Read)),
             (Method::GET, "/lease", Access::Client(Role::Read)),
