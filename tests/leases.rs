@@ -53,9 +53,7 @@ fn present(client: &mut Client, addr: SocketAddr, key: &str) -> Option<bool> {
 
 #[test]
 fn a_lease_survives_its_leaders_death_while_kept_alive_and_expires_after() {
-    let t0 = Instant::now();
     let mut cluster = Cluster::start("leases", 3);
-    common::say(&format!("started {:?}", t0.elapsed()));
     let leader = cluster.wait_ready(T);
     let follower = (0..3).find(|&i| i != leader).unwrap();
     let via = cluster.addr(follower);
@@ -110,7 +108,6 @@ fn a_lease_survives_its_leaders_death_while_kept_alive_and_expires_after() {
         thread::sleep(Duration::from_millis(TTL_MS / 6));
     }
     assert!(killed);
-    common::say(&format!("keepalives done {:?}", t0.elapsed()));
     let new_leader = cluster.wait_ready(T);
     assert_ne!(new_leader, leader);
     let last = last_answered.expect("some keepalive was answered");
@@ -124,7 +121,6 @@ fn a_lease_survives_its_leaders_death_while_kept_alive_and_expires_after() {
     assert_eq!(info["keys"], json!(["services/web/1"]));
     assert!(info["remaining_ms"].as_u64().unwrap() <= TTL_MS);
 
-    common::say(&format!("info {:?}", t0.elapsed()));
     // Keepalives stop: the key vanishes, not before the TTL has passed
     // since the last keepalive answered, and within a bounded wait.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -148,7 +144,6 @@ fn a_lease_survives_its_leaders_death_while_kept_alive_and_expires_after() {
         (reply.status, reply.error_code().as_str()),
         (404, "lease_not_found")
     );
-    common::say(&format!("expired {:?}", t0.elapsed()));
     // The killed node comes back and agrees.
     cluster.start_node(leader);
     cluster.wait_ready(Duration::from_secs(60));

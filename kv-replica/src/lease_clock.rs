@@ -53,6 +53,10 @@ pub struct LeaseClock {
     /// Invariant: empty unless `leading` is set; after `sync`, exactly the
     /// leases of the state machine.
     countdowns: BTreeMap<u64, Countdown>,
+    /// The state machine's applied index at the last full sync: leases
+    /// change only by applying entries, so a sync at the same index and
+    /// leadership has nothing to do.
+    synced_at: Option<u64>,
 }
 
 impl LeaseClock {
@@ -63,6 +67,7 @@ impl LeaseClock {
             tick_ms,
             leading: None,
             countdowns: BTreeMap::new(),
+            synced_at: None,
         }
     }
 
@@ -78,15 +83,24 @@ impl LeaseClock {
     /// Brings the countdowns in line with who leads and which leases exist
     /// (`leases`: (id, ttl_ms) in id order). Leading in a new term
     /// restarts every countdown at the full TTL; a new lease starts at its
-    /// full TTL; a lease gone is forgotten.
-    pub fn sync(&mut self, leader_term: Option<Term>, leases: impl Iterator<Item = (u64, u64)>) {
+    /// full TTL; a lease gone is forgotten. `applied_index` is the state
+    /// machine's: nothing is done when neither it nor the leadership moved
+    /// since the last sync.
+    pub fn sync(
+        &mut self,
+        leader_term: Option<Term>,
+        applied_index: u64,
+        leases: impl Iterator<Item = (u64, u64)>,
+    ) {
         if leader_term != self.leading {
             self.countdowns.clear();
             self.leading = leader_term;
+            self.synced_at = None;
         }
-        if self.leading.is_none() {
+        if self.leading.is_none() || self.synced_at == Some(applied_index) {
             return;
         }
+        self.synced_at = Some(applied_index);
         let mut kept = BTreeMap::new();
         for (id, ttl_ms) in leases {
             let countdown = self.countdowns.remove(&id).unwrap_or(Countdown::Running {

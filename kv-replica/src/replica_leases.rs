@@ -17,7 +17,9 @@ impl<D: Durable> Replica<D> {
     /// Brings the countdowns in line with the role and the state machine.
     fn sync_lease_clock(&mut self) {
         let leader_term = (self.node.role() == Role::Leader).then(|| self.node.term());
-        self.lease_clock.sync(leader_term, self.state.leases());
+        let applied = self.state.applied_index();
+        self.lease_clock
+            .sync(leader_term, applied, self.state.leases());
     }
 
     /// After a tick: counts down, and proposes the expiry of each lease

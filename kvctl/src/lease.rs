@@ -49,7 +49,11 @@ fn keepalive(ctx: &Context, id: u64, once: bool) -> Result<u8, Failure> {
     if once {
         return Ok(0);
     }
-    let ttl_ms = reply.body.get("ttl_ms").and_then(Value::as_u64).unwrap_or(3_000);
+    let ttl_ms = reply
+        .body
+        .get("ttl_ms")
+        .and_then(Value::as_u64)
+        .unwrap_or(3_000);
     let beat = Duration::from_millis((ttl_ms / 3).max(1));
     loop {
         std::thread::sleep(beat);

@@ -12,7 +12,10 @@ fn grant_sends_the_ttl_in_ms_and_prints_the_bare_id() {
     let run = kvctl(&[&server.url], &["lease", "grant", "10s"]);
     assert_eq!(run.code, 0, "{run:?}");
     let request = server.only_request();
-    assert_eq!((request.method.as_str(), request.path.as_str()), ("POST", "/lease"));
+    assert_eq!(
+        (request.method.as_str(), request.path.as_str()),
+        ("POST", "/lease")
+    );
     assert_eq!(request.body, Some(json!({"ttl_ms": 10000})));
     assert_eq!(run.stdout, "7\n");
 }

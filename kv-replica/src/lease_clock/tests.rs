@@ -5,8 +5,10 @@ use super::*;
 
 const TICK_MS: u64 = 10;
 
+/// Syncs as leader of `term` with `leases`, as if a new entry was applied.
 fn leading(clock: &mut LeaseClock, term: u64, leases: &[(u64, u64)]) {
-    clock.sync(Some(Term(term)), leases.iter().copied());
+    let applied = clock.synced_at.map_or(1, |index| index + 1);
+    clock.sync(Some(Term(term)), applied, leases.iter().copied());
 }
 
 /// Ticks until the clock asks for an expiry; returns the ticks it took
@@ -56,7 +58,7 @@ fn becoming_leader_again_or_in_a_new_term_restarts_every_countdown() {
         clock.tick();
     }
     // Leadership lost: nothing counts, keepalives are refused.
-    clock.sync(None, [(7, 1_000), (9, 2_000)].into_iter());
+    clock.sync(None, 5, [(7, 1_000), (9, 2_000)].into_iter());
     assert!(clock.tick().is_empty());
     assert_eq!(clock.remaining_ms(7), None);
     assert_eq!(clock.keepalive(7, 1_000), Err(KeepaliveRefused::NotLeader));
@@ -112,4 +114,15 @@ fn a_new_lease_starts_at_its_full_ttl_and_a_revoked_one_is_forgotten() {
     leading(&mut clock, 1, &[(8, 1_000)]);
     assert_eq!(clock.remaining_ms(7), None);
     assert_eq!(clock.keepalive(7, 1_000), Err(KeepaliveRefused::NotFound));
+}
+
+#[test]
+fn a_sync_at_the_same_applied_index_and_term_changes_nothing() {
+    let mut clock = LeaseClock::new(TICK_MS);
+    clock.sync(Some(Term(1)), 4, [(7, 1_000)].into_iter());
+    // The same index: the leases cannot have changed, the list is not read.
+    clock.sync(Some(Term(1)), 4, std::iter::empty());
+    assert_eq!(clock.remaining_ms(7), Some(1_000));
+    clock.sync(Some(Term(1)), 5, std::iter::empty());
+    assert_eq!(clock.remaining_ms(7), None);
 }
