@@ -58,13 +58,16 @@ fn refused(id: u64, refusal: KeepaliveRefused) -> LeaseAnswer {
 
 impl<D: Durable> Driver<D> {
     /// When a lease request arrives: an answer to give at once (not the
-    /// leader, unknown lease), or None to start the ReadIndex round. A
-    /// keepalive restarts the countdown here already.
+    /// leader), or None to start the ReadIndex round. A keepalive restarts
+    /// the countdown here already.
     pub(super) fn lease_arrived(&mut self, query: &LeaseQuery) -> Option<LeaseAnswer> {
         match query {
+            // An unknown lease may be one whose grant this node has
+            // committed but not applied yet: the answer, after the round,
+            // says.
             LeaseQuery::Keepalive { id } => match self.replica.lease_keepalive(*id) {
-                Ok(_) => None,
-                Err(refusal) => Some(refused(*id, refusal)),
+                Ok(_) | Err(KeepaliveRefused::NotFound) => None,
+                Err(KeepaliveRefused::NotLeader) => Some(LeaseAnswer::NotLeader),
             },
             LeaseQuery::Get { .. } | LeaseQuery::List => {
                 let leading = self.replica.node.role() == raft_core::Role::Leader;
