@@ -495,6 +495,15 @@ mod tests {
                 Access::Client(Role::Admin),
             ),
             (Method::POST, "/raft/messages", Access::Peer),
+            (Method::POST, "/lease", Access::Client(Role::Write)),
+            (
+                Method::POST,
+                "/lease/7/keepalive",
+                Access::Client(Role::Write),
+            ),
+            (Method::DELETE, "/lease/7", Access::Client(Role::Write)),
+            (Method::GET, "/lease/7", Access::Client(Role::Read)),
+            (Method::GET, "/lease", Access::Client(Role::Read)),
         ];
         for (method, path, access) in cases {
             assert_eq!(Access::of(&method, path), access, "{method} {path}");

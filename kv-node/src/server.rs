@@ -126,6 +126,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         disk,
         kv_replica::state_machine::DEFAULT_DEDUP_LIMIT,
     )?;
+    replica.set_lease_tick_ms(
+        u64::try_from(config.tick.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1),
+    );
     replica.snapshot_policy = SnapshotPolicy {
         max_entries: config.snapshot_entries,
         log_bytes_floor: config.snapshot_min_log_bytes,

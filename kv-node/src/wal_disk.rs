@@ -349,6 +349,76 @@ mod tests {
         (replica, completions)
     }
 
+    /// Leases through a real replica: the countdown runs on ticks, a
+    /// keepalive restarts it, and when it runs out the leader proposes an
+    /// expire entry that deletes the lease's keys at one revision.
+    #[test]
+    fn a_lease_expires_on_the_leaders_ticks_unless_kept_alive() {
+        use kv_replica::command::{Command, Op};
+        let dir = tempfile::tempdir().unwrap();
+        let (mut replica, _completions) = single_voter(dir.path());
+        replica.set_lease_tick_ms(10);
+        // Handles Ready rounds until there is nothing left (bounded).
+        fn drain(replica: &mut Replica<WalDisk>) {
+            for _ in 0..10 {
+                if replica.process_ready(|_| {}).unwrap().is_none() {
+                    return;
+                }
+            }
+            panic!("Ready rounds never ran out");
+        }
+        replica.step(Input::Campaign).unwrap();
+        drain(&mut replica);
+        let propose = |replica: &mut Replica<WalDisk>, op| {
+            let data = Command {
+                request: None,
+                client: None,
+                op,
+            }
+            .encode();
+            replica.step(Input::Propose { data }).unwrap();
+            drain(replica);
+        };
+        propose(&mut replica, Op::LeaseGrant { ttl_ms: 1_000 });
+        let id = replica.state.applied_index();
+        assert!(replica.state.lease(id).is_some());
+        for key in ["a", "b"] {
+            let op = Op::PutWithLease {
+                key: key.into(),
+                value: "v".into(),
+                lease: id,
+            };
+            propose(&mut replica, op);
+        }
+        let tick = |replica: &mut Replica<WalDisk>| {
+            replica.step(Input::Tick).unwrap();
+            drain(replica);
+        };
+        // Kept alive every 50 ticks (500 ms) for 500 ticks: still there.
+        for round in 0..500 {
+            if round % 50 == 0 {
+                assert_eq!(replica.lease_keepalive(id), Ok(1_000));
+            }
+            tick(&mut replica);
+        }
+        assert_eq!(replica.state.len(), 2);
+        // No more keepalives since 50 ticks: at 100 ticks (the full TTL)
+        // it is still there, after that it expires.
+        for _ in 0..50 {
+            tick(&mut replica);
+        }
+        assert_eq!(replica.state.len(), 2, "expired before its TTL");
+        for _ in 0..200 {
+            tick(&mut replica);
+        }
+        assert_eq!(replica.state.len(), 0, "never expired");
+        assert_eq!(replica.state.lease(id), None);
+        assert_eq!(
+            replica.lease_keepalive(id),
+            Err(kv_replica::lease_clock::KeepaliveRefused::NotFound)
+        );
+    }
+
     /// Issue 12: a snapshot is written by a thread of its own; until its
     /// completion is handed back, the log is not compacted and the core
     /// does not know the snapshot, and the replica goes on applying. After

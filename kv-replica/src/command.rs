@@ -51,6 +51,29 @@ pub enum Op {
     /// A transaction: if every comparison holds, the `success` ops run, else
     /// the `failure` ops, in order, atomically at one revision.
     Txn(Txn),
+    // New variants go last: the position is the tag in the log on disk.
+    /// A put that attaches the key to lease `lease` (a plain `Put`
+    /// detaches it). An unknown lease applies nothing
+    /// ([`OpResult::LeaseNotFound`]).
+    PutWithLease {
+        key: String,
+        value: String,
+        lease: u64,
+    },
+    /// Grants a lease; its id is the index of this entry (see
+    /// `state_machine::lease`).
+    LeaseGrant {
+        ttl_ms: u64,
+    },
+    /// Revokes a lease and deletes its keys, all at this entry's revision.
+    LeaseRevoke {
+        id: u64,
+    },
+    /// Proposed by the leader when a lease's countdown ran out: as a revoke;
+    /// a lease already gone is a no-op (the leader may propose it twice).
+    LeaseExpire {
+        id: u64,
+    },
 }
 
 /// Limits of one transaction (the HTTP layer refuses more with 400).
@@ -100,6 +123,13 @@ pub enum TxnOp {
     /// Reads the key as the ops before it in the same branch left it.
     Get {
         key: String,
+    },
+    // New variants go last: the position is the tag in the log on disk.
+    /// A put that attaches the key to `lease`.
+    PutWithLease {
+        key: String,
+        value: String,
+        lease: u64,
     },
 }
 
@@ -227,6 +257,24 @@ pub enum OpResult {
         seq: u64,
         newest: u64,
     },
+    // New variants go last: results are stored in the dedup table of
+    // snapshots, where the position is the tag.
+    /// A write named a lease that does not exist (never granted, revoked or
+    /// expired): nothing was applied.
+    LeaseNotFound {
+        lease: u64,
+    },
+    /// A lease was granted; `id` is also the revision of the grant.
+    LeaseGranted {
+        id: u64,
+        ttl_ms: u64,
+    },
+    /// A lease was revoked or expired and `deleted` keys went with it, at
+    /// `revision`.
+    LeaseRevoked {
+        revision: u64,
+        deleted: u64,
+    },
 }
 
 impl OpResult {
@@ -237,8 +285,10 @@ impl OpResult {
             | OpResult::Delete { revision, .. }
             | OpResult::Cas { revision, .. }
             | OpResult::MultiPut { revision }
-            | OpResult::Txn { revision, .. } => Some(*revision),
-            OpResult::StaleSeq { .. } => None,
+            | OpResult::Txn { revision, .. }
+            | OpResult::LeaseRevoked { revision, .. } => Some(*revision),
+            OpResult::LeaseGranted { id, .. } => Some(*id),
+            OpResult::StaleSeq { .. } | OpResult::LeaseNotFound { .. } => None,
         }
     }
 }

@@ -14,7 +14,9 @@
 #![forbid(unsafe_code)]
 
 pub mod command;
+pub mod lease_clock;
 pub mod membership_waiters;
 pub mod replica;
+mod replica_leases;
 pub mod state_machine;
 pub mod waiters;

@@ -160,6 +160,9 @@ pub struct Replica<D: Durable> {
     /// Rounds to wait before the next automatic snapshot attempt after one
     /// the storage refused without harm (`Durable::snapshot_can_wait`).
     snapshot_retry_rounds: u32,
+    /// The leader's lease countdowns, stepped on every tick
+    /// (`replica_leases`).
+    pub(crate) lease_clock: crate::lease_clock::LeaseClock,
 }
 
 /// Rounds of ready handling between automatic snapshot attempts on a disk
@@ -209,12 +212,19 @@ impl<D: Durable> Replica<D> {
             log_bytes_since_snapshot: 0,
             snapshot_in_flight: None,
             snapshot_retry_rounds: 0,
+            lease_clock: crate::lease_clock::LeaseClock::new(crate::lease_clock::DEFAULT_TICK_MS),
         })
     }
 
-    /// Steps an input into the node.
+    /// Steps an input into the node. A tick also steps the lease
+    /// countdowns, which may propose expire entries.
     pub fn step(&mut self, input: Input) -> Result<raft_core::Accepted, raft_core::StepError> {
-        self.node.step(input)
+        let tick = matches!(input, Input::Tick);
+        let accepted = self.node.step(input)?;
+        if tick {
+            self.tick_leases();
+        }
+        Ok(accepted)
     }
 
     /// Handles one `Ready` through raft-core's one loop

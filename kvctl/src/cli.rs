@@ -126,6 +126,9 @@ pub enum Command {
         key: String,
         #[arg(allow_hyphen_values = true)]
         value: String,
+        /// Attach the key to lease ID (it is deleted when the lease ends).
+        #[arg(long, value_name = "ID")]
+        lease: Option<u64>,
         #[command(flatten)]
         write_id: WriteId,
     },
@@ -169,6 +172,9 @@ pub enum Command {
     /// transaction is read as JSON from --file or stdin. Exits 4 when the
     /// comparisons failed (the --else branch ran).
     Txn(TxnArgs),
+    /// Leases: keys that vanish when their owner stops keeping them alive.
+    #[command(subcommand)]
+    Lease(LeaseCommand),
     /// Cluster membership.
     #[command(subcommand)]
     Member(MemberCommand),
@@ -238,6 +244,30 @@ pub struct TxnArgs {
     pub file: Option<String>,
     #[command(flatten)]
     pub write_id: WriteId,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LeaseCommand {
+    /// Grant a lease of TTL (`10s`, `500ms`, `1m`; 1s to 24h) and print its
+    /// id (POST /lease).
+    Grant {
+        #[arg(value_parser = parse_duration)]
+        ttl: Duration,
+    },
+    /// Keep lease ID alive (POST /lease/ID/keepalive): every third of its
+    /// TTL until interrupted, or once with --once. Exits 1 when the lease
+    /// is gone (lease_not_found).
+    Keepalive {
+        id: u64,
+        #[arg(long)]
+        once: bool,
+    },
+    /// Revoke lease ID and delete its keys (DELETE /lease/ID).
+    Revoke { id: u64 },
+    /// List the leases with their remaining time (GET /lease).
+    List,
+    /// Show lease ID: TTL, remaining time and keys (GET /lease/ID).
+    Get { id: u64 },
 }
 
 #[derive(Debug, Subcommand)]

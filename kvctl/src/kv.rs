@@ -39,9 +39,18 @@ fn consistency_param(consistency: Option<Consistency>) -> Option<String> {
     consistency.map(|c| c.as_str().to_string())
 }
 
-pub fn put(ctx: &Context, key: &str, value: &str, write_id: &WriteId) -> Result<u8, Failure> {
+pub fn put(
+    ctx: &Context,
+    key: &str,
+    value: &str,
+    lease: Option<u64>,
+    write_id: &WriteId,
+) -> Result<u8, Failure> {
     let mut body = Map::new();
     body.insert("value".into(), json!(value));
+    if let Some(lease) = lease {
+        body.insert("lease".into(), json!(lease));
+    }
     let retry_safe = with_write_id(&mut body, write_id);
     let path = format!("/kv/{}", encode(key));
     let call = Call::write(Method::PUT, path, Some(Value::Object(body)), retry_safe);

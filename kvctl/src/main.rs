@@ -4,7 +4,8 @@
 //! - `client`: one HTTP request sent to the endpoints in order, and the
 //!   failures that map to exit codes; `tls`: `https://` with `--cacert`,
 //!   `--cert`, `--key`, and what a failed handshake means.
-//! - `kv`: put, get, del, cas, scan, mput; `txn`: transactions.
+//! - `kv`: put, get, del, cas, scan, mput; `txn`: transactions; `lease`:
+//!   lease grant, keepalive, revoke, list, get.
 //! - `cluster`: member, status, transfer-leader, snapshot, read-policy.
 //! - `bench`: the built-in load test.
 //! - `output`: tables and JSON.
@@ -14,6 +15,7 @@ mod cli;
 mod client;
 mod cluster;
 mod kv;
+mod lease;
 mod output;
 mod tls;
 mod txn;
@@ -67,8 +69,9 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
         Command::Put {
             key,
             value,
+            lease,
             write_id,
-        } => kv::put(&ctx, key, value, write_id),
+        } => kv::put(&ctx, key, value, *lease, write_id),
         Command::Get { key, consistency } => kv::get(&ctx, key, *consistency),
         Command::Del { key, write_id } => kv::del(&ctx, key, write_id),
         Command::Cas(args) => kv::cas(&ctx, args),
@@ -79,6 +82,7 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
         } => kv::scan(&ctx, prefix, *limit, *consistency),
         Command::Mput { entries, write_id } => kv::mput(&ctx, entries, write_id),
         Command::Txn(args) => txn::txn(&ctx, args),
+        Command::Lease(command) => lease::lease(&ctx, command),
         Command::Member(command) => cluster::member(&ctx, command),
         Command::Status => cluster::status(&ctx),
         Command::TransferLeader { to } => cluster::transfer_leader(&ctx, to),

@@ -141,6 +141,20 @@ fn result_hash(applied: &Applied) -> u64 {
             h.u64(*seq);
             h.u64(*newest);
         }
+        Some(OpResult::LeaseNotFound { lease }) => {
+            h.u64(8);
+            h.u64(*lease);
+        }
+        Some(OpResult::LeaseGranted { id, ttl_ms }) => {
+            h.u64(9);
+            h.u64(*id);
+            h.u64(*ttl_ms);
+        }
+        Some(OpResult::LeaseRevoked { revision, deleted }) => {
+            h.u64(10);
+            h.u64(*revision);
+            h.u64(*deleted);
+        }
     }
     h.0
 }

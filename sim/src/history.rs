@@ -35,6 +35,13 @@ fn call_of(call: &ClientCall) -> Call {
         ClientCall::Write(Op::Txn(_)) => {
             unreachable!("the simulator's clients issue no transactions")
         }
+        // Lease operations are checked by the lease client's own check.
+        ClientCall::Write(
+            Op::PutWithLease { .. }
+            | Op::LeaseGrant { .. }
+            | Op::LeaseRevoke { .. }
+            | Op::LeaseExpire { .. },
+        ) => unreachable!("the checked clients issue no lease operations"),
     }
 }
 
@@ -55,7 +62,12 @@ fn ret_of(ret: &ClientRet) -> Option<Ret> {
         ClientRet::Write(OpResult::Txn { .. }) => {
             unreachable!("the simulator's clients issue no transactions")
         }
-        ClientRet::Write(OpResult::StaleSeq { .. }) => return None,
+        ClientRet::Write(
+            OpResult::StaleSeq { .. }
+            | OpResult::LeaseNotFound { .. }
+            | OpResult::LeaseGranted { .. }
+            | OpResult::LeaseRevoked { .. },
+        ) => return None,
     })
 }
 

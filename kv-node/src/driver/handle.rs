@@ -15,8 +15,15 @@ use tokio::sync::{mpsc, oneshot};
 /// A read of the state machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReadQuery {
-    Get { key: String },
-    Scan { prefix: String, limit: usize },
+    Get {
+        key: String,
+    },
+    Scan {
+        prefix: String,
+        limit: usize,
+    },
+    /// Leader only, after a ReadIndex round (see `driver/lease.rs`).
+    Lease(super::lease::LeaseQuery),
 }
 
 /// The answer to a [`ReadQuery`].
@@ -30,6 +37,7 @@ pub enum ReadAnswer {
         entries: Vec<kv_replica::state_machine::ScanEntry>,
         more: bool,
     },
+    Lease(super::lease::LeaseAnswer),
 }
 
 /// Why the driver could not answer. The two variants are the two classes a
@@ -166,15 +174,18 @@ impl DriverHandle {
     pub async fn write(&self, client: Option<ClientSeq>, op: Op) -> Result<OpResult, DriverError> {
         let request = self.next_request.fetch_add(1, Relaxed);
         let adds_data = match &op {
-            Op::Put { .. } | Op::MultiPut { .. } => true,
+            Op::Put { .. } | Op::MultiPut { .. } | Op::PutWithLease { .. } => true,
             Op::Cas { value, .. } => value.is_some(),
-            Op::Delete { .. } => false,
+            Op::Delete { .. }
+            | Op::LeaseGrant { .. }
+            | Op::LeaseRevoke { .. }
+            | Op::LeaseExpire { .. } => false,
             // A transaction adds data if either branch may put.
             Op::Txn(txn) => txn
                 .success
                 .iter()
                 .chain(&txn.failure)
-                .any(|op| matches!(op, TxnOp::Put { .. })),
+                .any(|op| matches!(op, TxnOp::Put { .. } | TxnOp::PutWithLease { .. })),
         };
         let command = Command {
             request: Some(RequestId {

@@ -14,11 +14,13 @@
 //! scan walks at most its byte budget and copies reference counts only.
 
 mod handle;
+mod lease;
 mod membership;
 mod transfer;
 
 pub(crate) use handle::Request;
 pub use handle::{DriverError, DriverHandle, NodeStatus, ReadAnswer, ReadQuery, is_ready};
+pub use lease::{LeaseAnswer, LeaseQuery, LeaseSummary};
 
 use crate::directory::Directory;
 use crate::disk_space::DiskSpace;
@@ -336,6 +338,17 @@ impl<D: Durable> Driver<D> {
     }
 
     fn start_read(&mut self, policy: ReadPolicy, query: ReadQuery, reply: Reply<ReadAnswer>) {
+        // Lease requests always take a ReadIndex round (`lease.rs`).
+        let policy = match &query {
+            ReadQuery::Lease(lease) => match self.lease_arrived(lease) {
+                Some(answer) => {
+                    let _ = reply.send(Ok(ReadAnswer::Lease(answer)));
+                    return;
+                }
+                None => ReadPolicy::Linearizable,
+            },
+            _ => policy,
+        };
         let lease = match policy {
             ReadPolicy::Stale => {
                 self.metrics.reads.inc();
@@ -361,9 +374,10 @@ impl<D: Durable> Driver<D> {
         }
     }
 
-    fn answer(&self, query: &ReadQuery) -> ReadAnswer {
+    fn answer(&mut self, query: &ReadQuery) -> ReadAnswer {
         let state = &self.replica.state;
         match query {
+            ReadQuery::Lease(lease) => ReadAnswer::Lease(self.answer_lease(lease)),
             ReadQuery::Get { key } => {
                 ReadAnswer::Get(state.get(key).map(|(v, rev)| (v.to_string(), rev)))
             }

@@ -12,6 +12,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// The lease is unknown, expired or revoked; nothing was applied.
+    #[error("{0}")]
+    LeaseNotFound(String),
     #[error("method {method} is not allowed here; allowed: {allow}")]
     MethodNotAllowed { method: String, allow: &'static str },
     /// A newer seq was already applied for this client.
@@ -74,6 +77,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::LeaseNotFound(_) => (StatusCode::NOT_FOUND, "lease_not_found"),
             ApiError::MethodNotAllowed { .. } => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
             }
@@ -148,6 +152,7 @@ mod tests {
         let cases = [
             (ApiError::BadRequest("x".into()), 400, "bad_request"),
             (ApiError::NotFound("x".into()), 404, "not_found"),
+            (ApiError::LeaseNotFound("x".into()), 404, "lease_not_found"),
             (
                 ApiError::MethodNotAllowed {
                     method: "PATCH".into(),

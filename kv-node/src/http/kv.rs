@@ -84,6 +84,8 @@ pub(super) fn client_seq(
 #[derive(Deserialize)]
 struct PutBody {
     value: String,
+    /// Attaches the key to this lease; without it the key is detached.
+    lease: Option<u64>,
     client_id: Option<String>,
     seq: Option<u64>,
 }
@@ -127,15 +129,18 @@ pub(super) async fn put(state: &AppState, key: String, body: &[u8]) -> Reply {
     let body: PutBody = parse_json(body)?;
     check_value(state, &body.value)?;
     let client = client_seq(body.client_id, body.seq)?;
-    write(
-        state,
-        client,
-        Op::Put {
+    let op = match body.lease {
+        Some(lease) => Op::PutWithLease {
+            key,
+            value: body.value,
+            lease,
+        },
+        None => Op::Put {
             key,
             value: body.value,
         },
-    )
-    .await
+    };
+    write(state, client, op).await
 }
 
 pub(super) async fn delete(state: &AppState, key: String, body: &[u8]) -> Reply {
@@ -206,6 +211,15 @@ pub(super) async fn write(state: &AppState, client: Option<ClientSeq>, op: Op) -
                 .collect();
             json!({"succeeded": succeeded, "revision": revision, "results": results})
         }
+        OpResult::LeaseGranted { id, ttl_ms } => json!({"id": id, "ttl_ms": ttl_ms}),
+        OpResult::LeaseRevoked { revision, deleted } => {
+            json!({"revision": revision, "deleted": deleted})
+        }
+        OpResult::LeaseNotFound { lease } => {
+            return Err(ApiError::LeaseNotFound(format!(
+                "lease {lease} is unknown, expired or revoked"
+            )));
+        }
         OpResult::StaleSeq {
             client_id,
             seq,
@@ -273,7 +287,7 @@ pub(super) async fn get(state: &AppState, key: String, query: &str) -> Reply {
             &json!({"key": key, "value": value, "revision": revision}),
         )),
         ReadAnswer::Get(None) => Err(ApiError::NotFound(format!("key {key:?} not found"))),
-        ReadAnswer::Scan { .. } => unreachable!("a get is answered with a value"),
+        _ => unreachable!("a get is answered with a value"),
     }
 }
 
@@ -299,6 +313,6 @@ pub(super) async fn list(state: &AppState, query: &str) -> Reply {
                 &json!({"entries": entries, "more": more}),
             ))
         }
-        ReadAnswer::Get(_) => unreachable!("a scan is answered with entries"),
+        _ => unreachable!("a scan is answered with entries"),
     }
 }

@@ -7,13 +7,15 @@
 //! through [`DriverHandle`]; errors become replies in `error.rs`.
 //!
 //! - `error`: [`ApiError`] and its mapping to status codes and API codes.
-//! - `kv`: the key-value routes; `txn`: `POST /txn`, transactions.
+//! - `kv`: the key-value routes; `txn`: `POST /txn`, transactions;
+//!   `lease`: `/lease`, leases.
 //! - `ops`: health, status, metrics, admin and the peer endpoint.
 //! - `members`: membership changes and leader transfer; `forward`: sending
 //!   those from a follower to the leader.
 
 mod error;
 mod kv;
+mod lease;
 mod members;
 mod ops;
 mod txn;
@@ -299,6 +301,11 @@ enum Route {
     KvMultiPut,
     Txn,
     KvList,
+    LeaseGrant,
+    LeaseList,
+    LeaseGet(String),
+    LeaseRevoke(String),
+    LeaseKeepalive(String),
     Healthz,
     Readyz,
     Status,
@@ -344,6 +351,17 @@ impl Route {
                 }
             }
             ["txn"] => only_post(m, Route::Txn)?,
+            ["lease"] => match *m {
+                Method::GET => Route::LeaseList,
+                Method::POST => Route::LeaseGrant,
+                _ => return Err(not_allowed("GET, POST")),
+            },
+            ["lease", id] => match *m {
+                Method::GET => Route::LeaseGet(id.to_string()),
+                Method::DELETE => Route::LeaseRevoke(id.to_string()),
+                _ => return Err(not_allowed("GET, DELETE")),
+            },
+            ["lease", id, "keepalive"] => only_post(m, Route::LeaseKeepalive(id.to_string()))?,
             ["healthz"] => only_get(m, Route::Healthz)?,
             ["readyz"] => only_get(m, Route::Readyz)?,
             ["status"] => only_get(m, Route::Status)?,
@@ -380,6 +398,11 @@ impl Route {
             Route::KvMultiPut => "kv_mput",
             Route::Txn => "txn",
             Route::KvList => "kv_list",
+            Route::LeaseGrant => "lease_grant",
+            Route::LeaseList => "lease_list",
+            Route::LeaseGet(_) => "lease_get",
+            Route::LeaseRevoke(_) => "lease_revoke",
+            Route::LeaseKeepalive(_) => "lease_keepalive",
             Route::Healthz => "healthz",
             Route::Readyz => "readyz",
             Route::Status => "status",
@@ -419,6 +442,11 @@ impl Route {
             Route::KvMultiPut => kv::multi_put(state, &body).await,
             Route::Txn => txn::txn(state, &body).await,
             Route::KvList => kv::list(state, query).await,
+            Route::LeaseGrant => lease::grant(state, &body).await,
+            Route::LeaseRevoke(id) => lease::revoke(state, &id, &body).await,
+            Route::LeaseList => lease::list(state, query, authorization).await,
+            Route::LeaseGet(id) => lease::get(state, &id, query, authorization).await,
+            Route::LeaseKeepalive(id) => lease::keepalive(state, &id, query, authorization).await,
             Route::Healthz => Ok(json_response(
                 StatusCode::OK,
                 &serde_json::json!({"ok": true}),

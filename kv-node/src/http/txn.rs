@@ -140,13 +140,11 @@ fn branch(state: &AppState, name: &str, ops: Vec<OpBody>) -> Result<Vec<TxnOp>, 
             OpBody::Put { key, value, lease } => {
                 check_key(&key)?;
                 check_value(state, &value)?;
-                if lease.is_some() {
-                    return Err(ApiError::BadRequest(
-                        "\"lease\" in a transaction: this node has no leases".into(),
-                    ));
-                }
                 write_once(&key)?;
-                Ok(TxnOp::Put { key, value })
+                Ok(match lease {
+                    Some(lease) => TxnOp::PutWithLease { key, value, lease },
+                    None => TxnOp::Put { key, value },
+                })
             }
             OpBody::Delete { key } => {
                 check_key(&key)?;

@@ -62,6 +62,18 @@ impl KvStateMachine {
                 hash.str(url);
             }
         }
+        // Likewise only when present.
+        if !self.leases.is_empty() {
+            hash.u64(self.leases.len() as u64);
+            for (id, lease) in &self.leases {
+                hash.u64(*id);
+                hash.u64(lease.ttl_ms);
+                hash.u64(lease.keys.len() as u64);
+                for key in &lease.keys {
+                    hash.str(key);
+                }
+            }
+        }
         hash.0
     }
 }

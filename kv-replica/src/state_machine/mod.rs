@@ -27,6 +27,9 @@
 //! simulator compares across replicas.
 
 mod digest;
+mod lease;
+#[cfg(test)]
+mod lease_tests;
 mod records;
 mod snapshot;
 #[cfg(test)]
@@ -137,6 +140,11 @@ pub struct KvStateMachine {
     /// [`ClusterCommand::SetAddress`]. It may name nodes that are no longer
     /// members; raft-core's membership says who is one.
     addresses: BTreeMap<String, String>,
+    /// Leases by id (the index of the grant), with the keys attached.
+    leases: OrdMap<u64, lease::Lease>,
+    /// The lease each attached key belongs to (the other side of
+    /// `lease::Lease::keys`).
+    key_leases: OrdMap<Arc<str>, u64>,
 }
 
 impl Default for KvStateMachine {
@@ -162,6 +170,8 @@ impl KvStateMachine {
             dedup_by_index: OrdSet::new(),
             dedup_limit,
             addresses: BTreeMap::new(),
+            leases: OrdMap::new(),
+            key_leases: OrdMap::new(),
         }
     }
 
@@ -308,11 +318,21 @@ impl KvStateMachine {
                 OpResult::MultiPut { revision }
             }
             Op::Txn(txn) => self.apply_txn(revision, txn),
+            Op::PutWithLease { key, value, lease } => {
+                if !self.leases.contains_key(&lease) {
+                    return OpResult::LeaseNotFound { lease };
+                }
+                let prev = self.put_with_lease(key, value, lease, revision);
+                OpResult::Put { revision, prev }
+            }
+            Op::LeaseGrant { ttl_ms } => self.grant_lease(revision, ttl_ms),
+            Op::LeaseRevoke { id } | Op::LeaseExpire { id } => self.revoke_lease(revision, id),
         }
     }
 
     /// Sets `key`, keeping `live_bytes` in step; returns the previous value.
     fn put(&mut self, key: String, value: String, revision: u64) -> Option<String> {
+        self.detach_lease(&key);
         let key_len = key.len() as u64;
         let value_len = value.len() as u64;
         let stored = StoredValue {
@@ -329,6 +349,7 @@ impl KvStateMachine {
 
     /// Removes `key`, keeping `live_bytes` in step; returns its value.
     fn delete(&mut self, key: &str) -> Option<String> {
+        self.detach_lease(key);
         let (_, old) = self.data.remove_with_key(key)?;
         self.live_bytes -= (key.len() + old.value.len()) as u64;
         Some(old.value.to_string())

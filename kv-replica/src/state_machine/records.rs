@@ -9,10 +9,14 @@ use std::io::{self, Read, Write};
 
 /// The first bytes of every snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"RAFTKVSM";
-/// The snapshot format this build writes and reads.
-/// Version 2 added the address book (`Address` records); version 1
-/// snapshots, which have none, are still read.
-pub const SNAPSHOT_VERSION: u32 = 2;
+/// The newest snapshot format this build writes and reads.
+/// Version 2 added the address book (`Address` records); version 3 the
+/// leases (`Lease` and `LeaseKey` records). A state without leases is
+/// still written as version 2, byte for byte as before; versions 1 and 2
+/// are still read.
+pub const SNAPSHOT_VERSION: u32 = 3;
+/// The version written for a state without leases.
+pub(super) const SNAPSHOT_VERSION_WITHOUT_LEASES: u32 = 2;
 /// Largest record payload a snapshot may hold. A reader refuses larger length
 /// fields instead of trusting them, and a writer refuses to produce them.
 pub const MAX_SNAPSHOT_RECORD_BYTES: u32 = 64 << 20;
@@ -30,7 +34,10 @@ pub const MAX_SNAPSHOT_RECORD_BYTES: u32 = 64 << 20;
 //   record 0:             Meta { applied_index, dedup_limit, key_count, dedup_count }
 //   next key_count:       Key { key, value, revision }, keys strictly ascending
 //   next dedup_count:     Dedup { client_id, seq, index, result }, ids ascending
-//   then (version 2):     Address { name, url }, names ascending, until the trailer
+//   then (version 2):     Address { name, url }, names ascending
+//   then (version 3):     Lease { id, ttl_ms }, ids ascending
+//   then (version 3):     LeaseKey { lease, key }, (lease, key) ascending; the
+//                         key must be present and attached to no other lease
 //   last:                 Trailer { record_count }: records before the trailer
 //
 // The reader stops after the trailer, so a snapshot may sit inside a longer
@@ -83,6 +90,14 @@ pub enum SnapshotError {
     DedupOverLimit { count: u64, limit: u64 },
     #[error("trailer counts {trailer} records, but {actual} came before it")]
     RecordCountMismatch { trailer: u64, actual: u64 },
+    #[error(
+        "record {record}: key {key:?} is absent, attached twice, or its lease {lease} is unknown"
+    )]
+    BadLeaseKey {
+        record: u64,
+        lease: u64,
+        key: String,
+    },
     #[error("{count} bytes follow the snapshot trailer")]
     TrailingBytes { count: usize },
 }
@@ -119,6 +134,16 @@ pub(super) enum Record<'a> {
     Address {
         name: &'a str,
         url: &'a str,
+    },
+    /// Lease `id` (the index of its grant) with its TTL.
+    Lease {
+        id: u64,
+        ttl_ms: u64,
+    },
+    /// `key` is attached to lease `lease`.
+    LeaseKey {
+        lease: u64,
+        key: &'a str,
     },
 }
 

@@ -2,8 +2,8 @@
 //! by record, checking every record against the ones before it.
 
 use super::records::{
-    Record, RecordReader, SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SnapshotError, read_exact_or,
-    write_record,
+    Record, RecordReader, SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SNAPSHOT_VERSION_WITHOUT_LEASES,
+    SnapshotError, read_exact_or, write_record,
 };
 use super::{DedupEntry, KvStateMachine, StoredValue};
 use std::borrow::Cow;
@@ -17,7 +17,12 @@ impl KvStateMachine {
     /// [`MAX_SNAPSHOT_RECORD_BYTES`] (a value far above any sane limit).
     pub fn write_snapshot(&self, w: &mut impl Write) -> io::Result<()> {
         w.write_all(&SNAPSHOT_MAGIC)?;
-        w.write_all(&SNAPSHOT_VERSION.to_le_bytes())?;
+        let version = if self.leases.is_empty() {
+            SNAPSHOT_VERSION_WITHOUT_LEASES
+        } else {
+            SNAPSHOT_VERSION
+        };
+        w.write_all(&version.to_le_bytes())?;
         let mut buffer = Vec::new();
         let meta = Record::Meta {
             applied_index: self.applied_index,
@@ -46,8 +51,25 @@ impl KvStateMachine {
         for (name, url) in &self.addresses {
             write_record(w, &mut buffer, &Record::Address { name, url })?;
         }
-        let record_count =
-            1 + self.data.len() as u64 + self.dedup.len() as u64 + self.addresses.len() as u64;
+        for (id, lease) in &self.leases {
+            let record = Record::Lease {
+                id: *id,
+                ttl_ms: lease.ttl_ms,
+            };
+            write_record(w, &mut buffer, &record)?;
+        }
+        for (id, lease) in &self.leases {
+            for key in &lease.keys {
+                let record = Record::LeaseKey { lease: *id, key };
+                write_record(w, &mut buffer, &record)?;
+            }
+        }
+        let record_count = 1
+            + self.data.len() as u64
+            + self.dedup.len() as u64
+            + self.addresses.len() as u64
+            + self.leases.len() as u64
+            + self.key_leases.len() as u64;
         write_record(w, &mut buffer, &Record::Trailer { record_count })
     }
 
@@ -62,7 +84,7 @@ impl KvStateMachine {
             return Err(SnapshotError::BadMagic { found: magic });
         }
         let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-        if version != SNAPSHOT_VERSION && version != 1 {
+        if !(1..=SNAPSHOT_VERSION).contains(&version) {
             return Err(SnapshotError::BadVersion {
                 found: version,
                 supported: SNAPSHOT_VERSION,
@@ -102,9 +124,19 @@ impl KvStateMachine {
             machine.restore_dedup_entry(records.next()?)?;
         }
 
+        // Records after the dedup entries come in phases: addresses, then
+        // leases, then lease keys; a record of an earlier phase after a
+        // later one is refused.
+        let mut phase = 0;
+        let mut last_lease_key: Option<(u64, Arc<str>)> = None;
         loop {
             let actual = records.records_read();
             match records.next()? {
+                // Version 3 is written only for a state with leases.
+                (record, Record::Trailer { .. }) if version >= 3 && machine.leases.is_empty() => {
+                    let expected = "lease";
+                    return Err(SnapshotError::UnexpectedRecord { record, expected });
+                }
                 (_, Record::Trailer { record_count }) if record_count == actual => {
                     return Ok(machine);
                 }
@@ -114,7 +146,7 @@ impl KvStateMachine {
                         actual,
                     });
                 }
-                (record, Record::Address { name, url }) if version >= 2 => {
+                (record, Record::Address { name, url }) if version >= 2 && phase == 0 => {
                     if let Some((last, _)) = machine.addresses.last_key_value()
                         && name <= last.as_str()
                     {
@@ -122,16 +154,71 @@ impl KvStateMachine {
                     }
                     machine.addresses.insert(name.to_owned(), url.to_owned());
                 }
+                (record, Record::Lease { id, ttl_ms }) if version >= 3 && phase <= 1 => {
+                    phase = 1;
+                    machine.restore_lease(record, id, ttl_ms)?;
+                }
+                (record, Record::LeaseKey { lease, key }) if version >= 3 => {
+                    phase = 2;
+                    machine.restore_lease_key(record, lease, key, &mut last_lease_key)?;
+                }
                 (record, _) => {
-                    let expected = if version >= 2 {
-                        "address or trailer"
-                    } else {
-                        "trailer"
+                    let expected = match version {
+                        1 => "trailer",
+                        2 => "address or trailer",
+                        _ => "address, lease, lease key or trailer, in that order",
                     };
                     return Err(SnapshotError::UnexpectedRecord { record, expected });
                 }
             }
         }
+    }
+
+    /// Adds one `Lease` record during a restore: ids ascending, each the
+    /// index of a real entry.
+    fn restore_lease(&mut self, record: u64, id: u64, ttl_ms: u64) -> Result<(), SnapshotError> {
+        self.check_restored_index(record, id)?;
+        if self.leases.get_max().is_some_and(|(last, _)| id <= *last) {
+            return Err(SnapshotError::OutOfOrder { record });
+        }
+        let lease = super::lease::Lease {
+            ttl_ms,
+            keys: imbl::OrdSet::new(),
+        };
+        self.leases.insert(id, lease);
+        Ok(())
+    }
+
+    /// Adds one `LeaseKey` record during a restore: (lease, key) ascending,
+    /// the lease known, the key present and attached to no other lease.
+    fn restore_lease_key(
+        &mut self,
+        record: u64,
+        lease: u64,
+        key: &str,
+        last: &mut Option<(u64, Arc<str>)>,
+    ) -> Result<(), SnapshotError> {
+        let bad = || SnapshotError::BadLeaseKey {
+            record,
+            lease,
+            key: key.to_owned(),
+        };
+        if !self.data.contains_key(key) || self.key_leases.contains_key(key) {
+            return Err(bad());
+        }
+        let Some(entry) = self.leases.get_mut(&lease) else {
+            return Err(bad());
+        };
+        if let Some((last_lease, last_key)) = last
+            && (lease, key) <= (*last_lease, &**last_key)
+        {
+            return Err(SnapshotError::OutOfOrder { record });
+        }
+        let key: Arc<str> = key.into();
+        *last = Some((lease, key.clone()));
+        entry.keys.insert(key.clone());
+        self.key_leases.insert(key, lease);
+        Ok(())
     }
 
     /// Adds one `Key` record during a restore, checking order and revision.

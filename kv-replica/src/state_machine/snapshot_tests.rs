@@ -144,10 +144,14 @@ fn a_huge_record_length_is_refused_without_allocating_it() {
     ));
 }
 
-/// Frames `records` after a valid header, checksums and all.
-fn well_framed(records: &[Record]) -> Vec<u8> {
+/// Frames `records` after a valid version 2 header, checksums and all.
+pub(super) fn well_framed(records: &[Record]) -> Vec<u8> {
+    well_framed_as(2, records)
+}
+
+pub(super) fn well_framed_as(version: u32, records: &[Record]) -> Vec<u8> {
     let mut bytes = SNAPSHOT_MAGIC.to_vec();
-    bytes.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&version.to_le_bytes());
     let mut buffer = Vec::new();
     for record in records {
         write_record(&mut bytes, &mut buffer, record).unwrap();
@@ -155,7 +159,7 @@ fn well_framed(records: &[Record]) -> Vec<u8> {
     bytes
 }
 
-fn meta(key_count: u64, dedup_count: u64) -> Record<'static> {
+pub(super) fn meta(key_count: u64, dedup_count: u64) -> Record<'static> {
     Record::Meta {
         applied_index: 5,
         dedup_limit: 1,
@@ -164,7 +168,7 @@ fn meta(key_count: u64, dedup_count: u64) -> Record<'static> {
     }
 }
 
-fn key_record(key: &str, revision: u64) -> Record<'_> {
+pub(super) fn key_record(key: &str, revision: u64) -> Record<'_> {
     Record::Key {
         key,
         value: "v",

@@ -7,6 +7,9 @@ use std::cmp::Ordering;
 
 impl KvStateMachine {
     pub(super) fn apply_txn(&mut self, revision: u64, txn: Txn) -> OpResult {
+        if let Some(lease) = self.missing_txn_lease(&txn) {
+            return OpResult::LeaseNotFound { lease };
+        }
         let succeeded = txn.compare.iter().all(|compare| {
             let stored = self.data.get(compare.key.as_str());
             match &compare.test {
@@ -38,6 +41,9 @@ impl KvStateMachine {
             .into_iter()
             .map(|op| match op {
                 TxnOp::Put { key, value } => TxnOpResult::Prev(self.put(key, value, revision)),
+                TxnOp::PutWithLease { key, value, lease } => {
+                    TxnOpResult::Prev(self.put_with_lease(key, value, lease, revision))
+                }
                 TxnOp::Delete { key } => TxnOpResult::Prev(self.delete(&key)),
                 TxnOp::Get { key } => TxnOpResult::Get(
                     self.get(&key)
