@@ -18,3 +18,4 @@ pub mod membership_waiters;
 pub mod replica;
 pub mod state_machine;
 pub mod waiters;
+pub mod watch;

@@ -37,6 +37,7 @@ mod txn;
 
 pub use records::{MAX_SNAPSHOT_RECORD_BYTES, SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SnapshotError};
 
+use crate::watch::{EventRecorder, WatchEvent};
 use crate::command::{
     CLUSTER_COMMAND_TAG, ClientSeq, ClusterCommand, Command, Op, OpResult, RequestId,
 };
@@ -137,6 +138,10 @@ pub struct KvStateMachine {
     /// [`ClusterCommand::SetAddress`]. It may name nodes that are no longer
     /// members; raft-core's membership says who is one.
     addresses: BTreeMap<String, String>,
+    /// Changes for watchers, recorded by `put` and `delete` (the lowest
+    /// mutation points, so every op that changes keys emits events) when
+    /// switched on; not replicated state (see [`EventRecorder`]).
+    events: EventRecorder,
 }
 
 impl Default for KvStateMachine {
@@ -162,6 +167,7 @@ impl KvStateMachine {
             dedup_by_index: OrdSet::new(),
             dedup_limit,
             addresses: BTreeMap::new(),
+            events: EventRecorder::default(),
         }
     }
 
@@ -315,11 +321,11 @@ impl KvStateMachine {
     fn put(&mut self, key: String, value: String, revision: u64) -> Option<String> {
         let key_len = key.len() as u64;
         let value_len = value.len() as u64;
-        let stored = StoredValue {
-            value: value.into(),
-            revision,
-        };
-        let prev = self.data.insert(key.into(), stored);
+        let key: Arc<str> = key.into();
+        let value: Arc<str> = value.into();
+        self.events.record(revision, &key, Some(&value));
+        let stored = StoredValue { value, revision };
+        let prev = self.data.insert(key, stored);
         let removed = prev
             .as_ref()
             .map_or(0, |old| key_len + old.value.len() as u64);
@@ -328,10 +334,27 @@ impl KvStateMachine {
     }
 
     /// Removes `key`, keeping `live_bytes` in step; returns its value.
+    /// Removing a missing key changes nothing and records no event.
     fn delete(&mut self, key: &str) -> Option<String> {
-        let (_, old) = self.data.remove_with_key(key)?;
+        let (key, old) = self.data.remove_with_key(key)?;
+        self.events.record(self.applied_index, &key, None);
         self.live_bytes -= (key.len() + old.value.len()) as u64;
         Some(old.value.to_string())
+    }
+
+    /// Switches recording of watch events on or off (off by default).
+    pub fn record_events(&mut self, on: bool) {
+        self.events.set_on(on);
+    }
+
+    pub fn records_events(&self) -> bool {
+        self.events.is_on()
+    }
+
+    /// The changes applied since the last call, in apply order (empty
+    /// unless recording is on).
+    pub fn take_events(&mut self) -> Vec<WatchEvent> {
+        self.events.take()
     }
 
     /// The value of `key` and the revision of the last write that changed it.
