@@ -6,6 +6,7 @@
 //! - `kv`: put, get, del, cas, scan, mput; `txn`: transactions.
 //! - `cluster`: member, status, transfer-leader, snapshot, read-policy.
 //! - `bench`: the built-in load test.
+//! - `watch`: following `GET /watch`, resuming across nodes.
 //! - `output`: tables and JSON.
 
 mod bench;
@@ -15,6 +16,7 @@ mod cluster;
 mod kv;
 mod output;
 mod txn;
+mod watch;
 
 use clap::Parser;
 use cli::{Cli, Command, Output};
@@ -71,5 +73,6 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
         Command::Snapshot => cluster::snapshot(&ctx),
         Command::ReadPolicy { policy } => cluster::read_policy(&ctx, *policy),
         Command::Bench(args) => bench::bench(&ctx, args),
+        Command::Watch(args) => watch::watch(&ctx, cli.timeout, args),
     }
 }
