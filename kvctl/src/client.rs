@@ -64,7 +64,7 @@ pub struct ServerError {
 }
 
 impl ServerError {
-    fn from_reply(endpoint: &str, status: u16, body: Value, text: &str) -> ServerError {
+    pub(crate) fn from_reply(endpoint: &str, status: u16, body: Value, text: &str) -> ServerError {
         let error = body.get("error");
         let field = |name: &str| {
             error
