@@ -57,8 +57,9 @@ fn open(addr: SocketAddr, query: &str) -> std::io::Result<Opened> {
         return Ok(Opened::Refused(status, body));
     }
     assert!(
-        head.iter()
-            .any(|h| h.to_ascii_lowercase().starts_with("transfer-encoding: chunked")),
+        head.iter().any(|h| h
+            .to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")),
         "a watch streams chunked: {head:?}"
     );
     Ok(Opened::Streaming(Stream {
@@ -82,7 +83,9 @@ impl Stream {
         loop {
             if let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = self.pending.drain(..=end).collect();
-                return Ok(Some(serde_json::from_slice(&line).map_err(|e| e.to_string())?));
+                return Ok(Some(
+                    serde_json::from_slice(&line).map_err(|e| e.to_string())?,
+                ));
             }
             if Instant::now() >= deadline {
                 return Ok(None);
@@ -136,8 +139,15 @@ fn a_watch_resumes_on_another_node_after_the_leader_is_killed_and_misses_nothing
     let writer = thread::spawn(move || {
         for n in 0..WRITES {
             let key = format!("w/{n}");
-            let reply = put_ok(&writer_addrs, &key, &format!("v{n}"), &ClientSeq::new("watcher-test", n + 1));
-            let revision = reply["revision"].as_u64().expect("a put reply has a revision");
+            let reply = put_ok(
+                &writer_addrs,
+                &key,
+                &format!("v{n}"),
+                &ClientSeq::new("watcher-test", n + 1),
+            );
+            let revision = reply["revision"]
+                .as_u64()
+                .expect("a put reply has a revision");
             acked_tx.send((key, revision)).unwrap();
             thread::sleep(Duration::from_millis(20));
         }
@@ -167,7 +177,10 @@ fn a_watch_resumes_on_another_node_after_the_leader_is_killed_and_misses_nothing
                 if let Some(revision) = line.get("revision").and_then(Value::as_u64)
                     && line.get("type").is_some()
                 {
-                    assert!(revision >= next_revision, "revision {revision} again or out of order");
+                    assert!(
+                        revision >= next_revision,
+                        "revision {revision} again or out of order"
+                    );
                     seen.push((revision, line["key"].as_str().unwrap().to_string()));
                     next_revision = revision + 1;
                 } else if let Some(progress) = line.get("progress").and_then(Value::as_u64) {
@@ -213,7 +226,10 @@ fn a_watch_resumes_on_another_node_after_the_leader_is_killed_and_misses_nothing
         }
     }
     writer.join().unwrap();
-    assert!(stream_ended_on_killed, "the stream on the killed leader never ended");
+    assert!(
+        stream_ended_on_killed,
+        "the stream on the killed leader never ended"
+    );
     assert_ne!(current, leader);
     // Exactly the acknowledged writes, in revision order: no gap, no
     // duplicate, nothing else.

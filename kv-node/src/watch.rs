@@ -133,10 +133,7 @@ impl Watches {
             started
         };
         let (tx, rx) = mpsc::channel(WATCH_BUFFER_BATCHES);
-        let first = format!(
-            "{{\"watching\":true,\"revision\":{}}}\n",
-            started.revision
-        );
+        let first = format!("{{\"watching\":true,\"revision\":{}}}\n", started.revision);
         // Room for at least one line: the channel is new.
         let _ = tx.try_send(Bytes::from(first));
         let guard = Registration {

@@ -114,7 +114,12 @@ impl Watch {
 }
 
 async fn send(method: reqwest::Method, url: String, body: Value) -> Value {
-    let response = http().request(method, url).json(&body).send().await.unwrap();
+    let response = http()
+        .request(method, url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     response.json().await.unwrap()
 }
@@ -159,7 +164,12 @@ async fn a_watch_sees_every_kind_of_write_in_order_and_resumes_exactly() {
         .as_u64()
         .unwrap();
     // Deleting a missing key changes nothing: no event.
-    send(reqwest::Method::DELETE, format!("{base}/kv/w/zz"), json!({})).await;
+    send(
+        reqwest::Method::DELETE,
+        format!("{base}/kv/w/zz"),
+        json!({}),
+    )
+    .await;
     let r4 = send(
         reqwest::Method::POST,
         format!("{base}/txn"),
@@ -273,7 +283,10 @@ async fn malformed_watches_are_400_and_old_revisions_410() {
         if r.status() == 200 {
             break;
         }
-        assert!(Instant::now() < deadline, "the closed watch was never freed");
+        assert!(
+            Instant::now() < deadline,
+            "the closed watch was never freed"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -289,7 +302,10 @@ async fn an_idle_watch_gets_progress_and_a_slow_one_is_cut_off() {
     let last = put(&base, "elsewhere", "x").await;
     let progress = idle.line(Duration::from_secs(15)).await.unwrap();
     let progress = progress["progress"].as_u64().unwrap();
-    assert!(progress >= last && last > start, "{progress} {last} {start}");
+    assert!(
+        progress >= last && last > start,
+        "{progress} {last} {start}"
+    );
 
     // A consumer that does not read while large values are written falls
     // out of a 3-revision history; its last line says so.

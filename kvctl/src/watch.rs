@@ -111,9 +111,9 @@ pub fn watch(ctx: &Context, timeout: Duration, args: &WatchArgs) -> Result<u8, F
         let endpoint = &endpoints[attempt % endpoints.len()];
         if attempt > 0 && attempt % endpoints.len() == 0 {
             if last_success.elapsed() > GIVE_UP_AFTER {
-                return Err(compacted.map(Failure::Server).unwrap_or_else(|| {
-                    Failure::Unreachable(std::mem::take(&mut failures))
-                }));
+                return Err(compacted
+                    .map(Failure::Server)
+                    .unwrap_or_else(|| Failure::Unreachable(std::mem::take(&mut failures))));
             }
             round += 1;
             std::thread::sleep(Duration::from_millis(100 * u64::from(round.min(20))));
@@ -121,7 +121,14 @@ pub fn watch(ctx: &Context, timeout: Duration, args: &WatchArgs) -> Result<u8, F
             compacted = None;
             compacted_count = 0;
         }
-        match stream(&http, endpoint, ctx.output, args, &mut position, &mut printed) {
+        match stream(
+            &http,
+            endpoint,
+            ctx.output,
+            args,
+            &mut position,
+            &mut printed,
+        ) {
             StreamEnd::Done => return Ok(0),
             StreamEnd::Refused(e) if e.status == 410 => {
                 // Another node may keep more history; when none does, the
@@ -256,7 +263,10 @@ fn print_event(output: Output, event: &Value) {
         }
     };
     // A closed stdout (`| head`) ends kvctl like any pipe would.
-    if writeln!(stdout, "{text}").and_then(|_| stdout.flush()).is_err() {
+    if writeln!(stdout, "{text}")
+        .and_then(|_| stdout.flush())
+        .is_err()
+    {
         std::process::exit(0);
     }
 }

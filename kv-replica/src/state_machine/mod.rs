@@ -37,10 +37,10 @@ mod txn;
 
 pub use records::{MAX_SNAPSHOT_RECORD_BYTES, SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SnapshotError};
 
-use crate::watch::{EventRecorder, WatchEvent};
 use crate::command::{
     CLUSTER_COMMAND_TAG, ClientSeq, ClusterCommand, Command, Op, OpResult, RequestId,
 };
+use crate::watch::{EventRecorder, WatchEvent};
 use imbl::{OrdMap, OrdSet};
 use raft_core::{Entry, EntryKind, LogIndex};
 use std::collections::BTreeMap;

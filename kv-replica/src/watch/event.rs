@@ -115,6 +115,11 @@ impl Eq for EventRecorder {}
 
 impl fmt::Debug for EventRecorder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "EventRecorder(on: {}, pending: {})", self.on, self.pending.len())
+        write!(
+            f,
+            "EventRecorder(on: {}, pending: {})",
+            self.on,
+            self.pending.len()
+        )
     }
 }

@@ -206,7 +206,11 @@ impl WatchHub {
                 "event at revision {} outside ({previous}, {applied_index}]",
                 event.revision
             );
-            assert!(event.revision >= last, "event at {} after {last}", event.revision);
+            assert!(
+                event.revision >= last,
+                "event at {} after {last}",
+                event.revision
+            );
             last = event.revision;
         }
         let mut wake = Vec::new();
@@ -244,8 +248,9 @@ impl WatchHub {
         self.revision = self.revision.max(snapshot_index);
         self.compact_revision = self.compact_revision.max(snapshot_index + 1);
         let mut wake = Vec::new();
-        let message =
-            format!("the node installed a snapshot at revision {snapshot_index}; resume with from_revision");
+        let message = format!(
+            "the node installed a snapshot at revision {snapshot_index}; resume with from_revision"
+        );
         self.cut_below(&message, &mut wake);
         wake
     }
