@@ -65,6 +65,17 @@ impl FeedSender {
 struct Shared {
     hub: WatchHub,
     wakers: HashMap<WatchId, Arc<Notify>>,
+    /// The driver stopped: no more events will come.
+    stopped: bool,
+}
+
+/// Why a watch could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Hub(#[from] WatchError),
+    #[error("the node is shutting down")]
+    Stopped,
 }
 
 /// The node's watches.
@@ -90,6 +101,7 @@ impl Watches {
             shared: Mutex::new(Shared {
                 hub: WatchHub::new(config, applied_index),
                 wakers: HashMap::new(),
+                stopped: false,
             }),
             progress_interval,
         });
@@ -124,10 +136,13 @@ impl Watches {
         self: &Arc<Self>,
         filter: WatchFilter,
         from_revision: Option<u64>,
-    ) -> Result<(Started, LineStream), WatchError> {
+    ) -> Result<(Started, LineStream), OpenError> {
         let notify = Arc::new(Notify::new());
         let started = {
             let mut shared = self.lock();
+            if shared.stopped {
+                return Err(OpenError::Stopped);
+            }
             let started = shared.hub.watch(filter, from_revision)?;
             shared.wakers.insert(started.id, notify.clone());
             started
@@ -178,6 +193,20 @@ async fn run_hub(watches: Arc<Watches>, mut rx: mpsc::UnboundedReceiver<WatchFee
         for notify in wake {
             notify.notify_one();
         }
+    }
+    // The driver stopped: every stream ends (its pump finds its watch
+    // gone), so that a graceful shutdown does not wait on open watches.
+    let wake: Vec<Arc<Notify>> = {
+        let mut shared = watches.lock();
+        shared.stopped = true;
+        let ids: Vec<WatchId> = shared.wakers.keys().copied().collect();
+        for id in ids {
+            shared.hub.cancel(id);
+        }
+        shared.wakers.values().cloned().collect()
+    };
+    for notify in wake {
+        notify.notify_one();
     }
 }
 

@@ -350,7 +350,15 @@ async fn history_is_rebuilt_from_the_wal_after_a_restart() {
     for i in 0..3 {
         after.push(put(&base, "after", &i.to_string()).await);
     }
+    // An open watch does not hold the shutdown up: its stream ends.
+    let mut open = Watch::open(&base, "prefix=").await;
+    open.line(Duration::from_secs(5)).await.unwrap();
     node.shutdown().await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), open.response.chunk()).await;
+    assert!(
+        matches!(end, Ok(Ok(None)) | Ok(Err(_))),
+        "the watch stream did not end with the node: {end:?}"
+    );
 
     let (_node, base) = solo(dir.path(), &[]).await;
     let r = http()

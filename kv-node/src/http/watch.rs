@@ -2,7 +2,7 @@
 //! itself is `crate::watch`; here the query is checked and the reply built.
 
 use super::{ApiError, AppState};
-use crate::watch::LineStream;
+use crate::watch::{LineStream, OpenError};
 use kv_replica::state_machine::MAX_KEY_BYTES;
 use kv_replica::watch::{WatchError, WatchFilter};
 use warp::http::{Response, StatusCode, header};
@@ -81,13 +81,18 @@ pub(super) fn watch(state: &AppState, query: &str) -> Result<warp::reply::Respon
     let (_, stream) = watches
         .open(query.filter, query.from_revision)
         .map_err(|e| match e {
-            WatchError::Compacted {
-                compact_revision, ..
-            } => ApiError::Compacted {
+            OpenError::Hub(
+                e @ WatchError::Compacted {
+                    compact_revision, ..
+                },
+            ) => ApiError::Compacted {
                 message: e.to_string(),
                 compact_revision,
             },
-            WatchError::TooManyWatches { .. } => ApiError::Overloaded(e.to_string()),
+            OpenError::Hub(e @ WatchError::TooManyWatches { .. }) => {
+                ApiError::Overloaded(e.to_string())
+            }
+            OpenError::Stopped => ApiError::Unavailable(e.to_string()),
         })?;
     Ok(stream_response(stream))
 }
