@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use warp::Filter;
-use warp::http::Response;
 
 /// A client that opens a connection and never finishes the TLS handshake
 /// is cut off after this long.
@@ -49,7 +48,7 @@ pub async fn serve<F>(
     routes: F,
     mut stop: watch::Receiver<bool>,
 ) where
-    F: Filter<Extract = (Response<Vec<u8>>,), Error = warp::Rejection>
+    F: Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
         + Clone
         + Send
         + Sync

@@ -125,6 +125,17 @@ pub struct Cli {
     /// a slower one gets 408.
     #[arg(long, env = "KV_NODE_BODY_TIMEOUT_MS", default_value_t = BODY_READ_TIMEOUT_MS)]
     pub body_timeout_ms: u64,
+    /// Revisions of events kept for watches (`from_revision` older than
+    /// that answers 410 compacted).
+    #[arg(long, env = "KV_NODE_WATCH_HISTORY", default_value_t = kv_replica::watch::DEFAULT_WATCH_HISTORY)]
+    pub watch_history: u64,
+    /// Bytes of events kept for watches, at most, in MiB (keys, values and
+    /// 64 bytes each); older revisions are dropped first.
+    #[arg(long, env = "KV_NODE_WATCH_HISTORY_MB", default_value_t = 256)]
+    pub watch_history_mb: usize,
+    /// Open watches on this node; more get 503 with Retry-After.
+    #[arg(long, env = "KV_NODE_MAX_WATCHES", default_value_t = kv_replica::watch::DEFAULT_MAX_WATCHES)]
+    pub max_watches: usize,
     /// Join a running cluster through this member's URL: start empty, ask
     /// it to add this node as a learner, catch up. Keep it on restarts (a
     /// member already is not added again).
@@ -216,6 +227,8 @@ pub struct NodeConfig {
     pub max_connections: usize,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
+    /// `--watch-history`, `--watch-history-mb`, `--max-watches`.
+    pub watch: kv_replica::watch::WatchConfig,
 }
 
 /// The value limit must leave room inside one snapshot record and one WAL
@@ -360,6 +373,12 @@ impl Cli {
             max_connections: self.max_connections,
             header_timeout: Duration::from_millis(self.header_timeout_ms),
             body_timeout: Duration::from_millis(self.body_timeout_ms),
+            watch: kv_replica::watch::WatchConfig {
+                history_revisions: self.watch_history,
+                history_bytes: self.watch_history_mb.saturating_mul(1024 * 1024),
+                max_watches: self.max_watches,
+                ..kv_replica::watch::WatchConfig::default()
+            },
         })
     }
 }

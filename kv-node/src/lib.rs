@@ -41,6 +41,7 @@ pub mod server;
 pub mod settings;
 pub mod tls;
 pub mod wal_disk;
+pub mod watch;
 
 /// The storage code lives in the kv-storage crate (shared with the
 /// simulator); kv-node runs it over real files (`StdFs`).

@@ -131,6 +131,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             .unwrap_or(u64::MAX)
             .max(1),
     );
+    // Watches: the history starts at what the state holds now (the
+    // snapshot) and fills as the log is replayed, before any client asks.
+    replica.record_watch_events(true);
+    let (watches, watch_feed) =
+        crate::watch::Watches::start(config.watch, replica.state.applied_index());
     replica.snapshot_policy = SnapshotPolicy {
         max_entries: config.snapshot_entries,
         log_bytes_floor: config.snapshot_min_log_bytes,
@@ -163,6 +168,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         config.request_timeout,
         shutdown_rx.clone(),
         crate::disk_space::DiskSpace::for_dir(config.data_dir.clone(), config.min_free_disk_bytes),
+        Some(watch_feed),
     )
     .map_err(StartError::Thread)?;
 
@@ -182,7 +188,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         )
         .with_body_timeout(config.body_timeout)
         .with_peer_client(peer_client.clone())
-        .with_timing(timing),
+        .with_timing(timing)
+        .with_watches(watches),
     );
     let stop_join = shutdown_rx.clone();
     let stop = shutdown_rx;

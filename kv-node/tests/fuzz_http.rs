@@ -382,7 +382,7 @@ fn request(auth: bool) -> impl Strategy<Value = Request> {
 
 async fn send(
     filter: &(
-         impl warp::Filter<Extract = (warp::http::Response<Vec<u8>>,), Error = warp::Rejection>
+         impl warp::Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
          + Clone
          + Send
          + Sync

@@ -20,3 +20,4 @@ pub mod replica;
 mod replica_leases;
 pub mod state_machine;
 pub mod waiters;
+pub mod watch;

@@ -6,6 +6,7 @@
 //! (a real WAL or a simulated disk) and what `send` does with a message.
 
 use crate::state_machine::{Applied, KvStateMachine, SnapshotError};
+use crate::watch::WatchEvent;
 use bytes::Bytes;
 use raft_core::{
     ChunkRequest, Config, ConfigError, Durability, Entry, HardState, InitialState, Input, LogIndex,
@@ -141,6 +142,12 @@ pub struct Output {
     pub dropped_reads: Vec<u64>,
     /// True if this round wrote and synced anything.
     pub synced: bool,
+    /// Changes applied this round, for watchers (empty unless
+    /// [`Replica::record_watch_events`]); all after `snapshot_installed`.
+    pub events: Vec<WatchEvent>,
+    /// The index of a snapshot installed this round: watchers lose the
+    /// revisions up to it.
+    pub snapshot_installed: Option<LogIndex>,
 }
 
 pub struct Replica<D: Durable> {
@@ -214,6 +221,14 @@ impl<D: Durable> Replica<D> {
             snapshot_retry_rounds: 0,
             lease_clock: crate::lease_clock::LeaseClock::new(crate::lease_clock::DEFAULT_TICK_MS),
         })
+    }
+
+    /// Records the changes each round applies into [`Output::events`]
+    /// (off by default; kv-node switches it on to serve watches). Call it
+    /// before the first round, so that the log replayed on restart feeds
+    /// the watch history too.
+    pub fn record_watch_events(&mut self, on: bool) {
+        self.state.record_events(on);
     }
 
     /// Steps an input into the node. A tick also steps the lease
@@ -430,7 +445,11 @@ impl<D: Durable, S: FnMut(Message)> ReadyHandler for Round<'_, D, S> {
         self.disk
             .install_staged_snapshot(meta)
             .map_err(ReplicaError::Storage)?;
+        let recording = self.state.records_events();
         *self.state = state;
+        self.state.record_events(recording);
+        self.out.events.clear();
+        self.out.snapshot_installed = Some(meta.index);
         *self.last_snapshot_index = meta.index;
         *self.last_snapshot_bytes = size_bytes;
         *self.log_bytes_since_snapshot = 0;
@@ -463,6 +482,9 @@ impl<D: Durable, S: FnMut(Message)> ReadyHandler for Round<'_, D, S> {
         for entry in &entries {
             *self.log_bytes_since_snapshot += ENTRY_OVERHEAD_BYTES + entry.data.len() as u64;
             self.out.applied.push(self.state.apply_entry(entry));
+        }
+        if self.state.records_events() {
+            self.out.events.append(&mut self.state.take_events());
         }
         Ok(())
     }

@@ -193,6 +193,26 @@ pub enum Command {
     },
     /// A small built-in load test: puts and gets from concurrent workers.
     Bench(BenchArgs),
+    /// Print changes to KEY (or every key under it with --prefix) as they
+    /// are applied (GET /watch); a dropped stream resumes on the next
+    /// endpoint from the revision after the last event printed. Runs until
+    /// interrupted (or --max-events).
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The key, or with --prefix the prefix (empty: every key).
+    pub key: String,
+    /// Watch every key starting with KEY.
+    #[arg(long)]
+    pub prefix: bool,
+    /// Start with the events at this revision (default: from now).
+    #[arg(long)]
+    pub from_revision: Option<u64>,
+    /// Exit 0 after printing this many events.
+    #[arg(long)]
+    pub max_events: Option<u64>,
 }
 
 /// Deduplication of a write: a retry with the same pair is applied at most once.

@@ -96,7 +96,7 @@ pub struct ServerError {
 }
 
 impl ServerError {
-    fn from_reply(endpoint: &str, status: u16, body: Value, text: &str) -> ServerError {
+    pub(crate) fn from_reply(endpoint: &str, status: u16, body: Value, text: &str) -> ServerError {
         let error = body.get("error");
         let field = |name: &str| {
             error
@@ -449,51 +449,59 @@ impl Client {
     pub fn stream(&self, path: &str) -> Result<Lines, Failure> {
         let mut tracker = Tracker::default();
         for endpoint in &self.endpoints {
-            let url = format!("{endpoint}{path}");
-            let opened = self.inner.runtime.block_on(async {
-                tokio::time::timeout(self.inner.timeout, self.request(Method::GET, &url, None))
-                    .await
-            });
-            let attempt = match opened {
-                Ok(Ok(response)) if response.status().is_success() => {
-                    return Ok(Lines {
-                        client: self.clone(),
-                        endpoint: endpoint.clone(),
-                        body: response.into_body(),
-                        buffer: Vec::new(),
-                        ready: VecDeque::new(),
-                        done: false,
-                    });
-                }
-                Ok(Ok(response)) => {
-                    // An error answer is short: read it within the timeout.
-                    let status = response.status().as_u16();
-                    let attempt = self.inner.runtime.block_on(async {
-                        let read = tokio::time::timeout(self.inner.timeout, async {
-                            response.into_body().collect().await
-                        });
-                        match read.await {
-                            Ok(Ok(collected)) => Some(collected.to_bytes()),
-                            _ => None,
-                        }
-                    });
-                    let text = attempt
-                        .map(|b| String::from_utf8_lossy(&b).to_string())
-                        .unwrap_or_default();
-                    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-                    Attempt::Refused(ServerError::from_reply(endpoint, status, body, &text))
-                }
-                Ok(Err(ExchangeError::NotSent(reason))) => Attempt::NotSent(reason),
-                Ok(Err(ExchangeError::MaybeSent(reason))) => Attempt::MaybeSent(reason),
-                Ok(Err(ExchangeError::Tls(reason))) => Attempt::TlsFailed(reason),
-                Err(_) => Attempt::MaybeSent(format!(
-                    "no answer within {:?} (--timeout)",
-                    self.inner.timeout
-                )),
-            };
-            tracker.note(endpoint, attempt, self.has_token())?;
+            match self.open_stream(endpoint, path) {
+                Ok(lines) => return Ok(lines),
+                Err(attempt) => tracker.note(endpoint, attempt, self.has_token())?,
+            }
         }
         Err(tracker.failure())
+    }
+
+    /// Opens a long-lived `GET` of `path` on one endpoint (no failover):
+    /// its lines, or what the attempt came to (an error answer is read
+    /// whole, within the timeout).
+    pub fn open_stream(&self, endpoint: &str, path: &str) -> Result<Lines, Attempt> {
+        let url = format!("{endpoint}{path}");
+        let opened = self.inner.runtime.block_on(async {
+            tokio::time::timeout(self.inner.timeout, self.request(Method::GET, &url, None)).await
+        });
+        Err(match opened {
+            Ok(Ok(response)) if response.status().is_success() => {
+                return Ok(Lines {
+                    client: self.clone(),
+                    endpoint: endpoint.to_string(),
+                    body: response.into_body(),
+                    buffer: Vec::new(),
+                    ready: VecDeque::new(),
+                    done: false,
+                    silence: None,
+                });
+            }
+            Ok(Ok(response)) => {
+                let status = response.status().as_u16();
+                let read = self.inner.runtime.block_on(async {
+                    let read = tokio::time::timeout(self.inner.timeout, async {
+                        response.into_body().collect().await
+                    });
+                    match read.await {
+                        Ok(Ok(collected)) => Some(collected.to_bytes()),
+                        _ => None,
+                    }
+                });
+                let text = read
+                    .map(|b| String::from_utf8_lossy(&b).to_string())
+                    .unwrap_or_default();
+                let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+                Attempt::Refused(ServerError::from_reply(endpoint, status, body, &text))
+            }
+            Ok(Err(ExchangeError::NotSent(reason))) => Attempt::NotSent(reason),
+            Ok(Err(ExchangeError::MaybeSent(reason))) => Attempt::MaybeSent(reason),
+            Ok(Err(ExchangeError::Tls(reason))) => Attempt::TlsFailed(reason),
+            Err(_) => Attempt::MaybeSent(format!(
+                "no answer within {:?} (--timeout)",
+                self.inner.timeout
+            )),
+        })
     }
 
     /// Sends one request and waits for the response head.
@@ -602,6 +610,8 @@ pub struct Lines {
     buffer: Vec<u8>,
     ready: VecDeque<String>,
     done: bool,
+    /// A stream silent this long counts as broken (None: wait forever).
+    silence: Option<Duration>,
 }
 
 impl Iterator for Lines {
@@ -616,7 +626,21 @@ impl Iterator for Lines {
             if self.done {
                 return None;
             }
-            let frame = self.client.inner.runtime.block_on(self.body.frame());
+            let silence = self.silence;
+            let frame = self.client.inner.runtime.block_on(async {
+                match silence {
+                    Some(limit) => tokio::time::timeout(limit, self.body.frame()).await.ok(),
+                    None => Some(self.body.frame().await),
+                }
+            });
+            let Some(frame) = frame else {
+                self.done = true;
+                return Some(Err(Failure::Client(format!(
+                    "{}: nothing received for {:?}",
+                    self.endpoint,
+                    self.silence.unwrap_or_default()
+                ))));
+            };
             match frame {
                 None => {
                     self.done = true;
@@ -653,6 +677,12 @@ impl Iterator for Lines {
 }
 
 impl Lines {
+    /// Counts the stream as broken after `limit` without any bytes.
+    pub fn with_silence_limit(mut self, limit: Duration) -> Lines {
+        self.silence = Some(limit);
+        self
+    }
+
     fn push_line(&mut self, bytes: &[u8]) {
         let text = String::from_utf8_lossy(bytes);
         let line = text.trim_end_matches(['\n', '\r']);

@@ -3,9 +3,9 @@
 
 use crate::Context;
 use crate::cli::{LeaseCommand, Output};
+use crate::client::Method;
 use crate::client::{Call, Failure};
 use crate::output::{cell, print_json, print_table};
-use crate::client::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
 

@@ -8,6 +8,7 @@
 //!   lease grant, keepalive, revoke, list, get.
 //! - `cluster`: member, status, transfer-leader, snapshot, read-policy.
 //! - `bench`: the built-in load test.
+//! - `watch`: following `GET /watch`, resuming across nodes.
 //! - `output`: tables and JSON.
 
 mod bench;
@@ -19,6 +20,7 @@ mod lease;
 mod output;
 mod tls;
 mod txn;
+mod watch;
 
 use clap::Parser;
 use cli::{Cli, Command, Output};
@@ -89,5 +91,6 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
         Command::Snapshot => cluster::snapshot(&ctx),
         Command::ReadPolicy { policy } => cluster::read_policy(&ctx, *policy),
         Command::Bench(args) => bench::bench(&ctx, args),
+        Command::Watch(args) => watch::watch(&ctx, cli.timeout, args),
     }
 }

@@ -80,6 +80,8 @@ struct Driver<D: Durable> {
     /// Writes that add data are refused while the live keys and values
     /// exceed this many bytes (`--quota-bytes`; 0: no quota).
     quota_bytes: u64,
+    /// Where each round's applied changes go for watchers (never waits).
+    watch_feed: Option<crate::watch::FeedSender>,
 }
 
 /// At most one warning about refused peer messages per this long.
@@ -104,6 +106,7 @@ pub fn spawn<D>(
     request_timeout: Duration,
     shutdown: watch::Receiver<bool>,
     disk_space: DiskSpace,
+    watch_feed: Option<crate::watch::FeedSender>,
 ) -> std::io::Result<(DriverHandle, oneshot::Receiver<Result<(), DriverFailed>>)>
 where
     D: Durable + Send + 'static,
@@ -130,6 +133,7 @@ where
         refusals_unlogged: 0,
         snapshot_waiters: Vec::new(),
         quota_bytes,
+        watch_feed,
     };
     let (done_tx, done_rx) = oneshot::channel();
     // Log lines of the core and the driver carry the node's name, which
@@ -432,7 +436,10 @@ impl<D: Durable> Driver<D> {
                 .replica
                 .process_ready(|m| peers.send(m))
                 .map_err(|e: ReplicaError<D::Error>| DriverFailed(e.to_string()))?;
-            let Some(output) = output else { break };
+            let Some(mut output) = output else { break };
+            if let Some(feed) = &mut self.watch_feed {
+                feed.feed(&mut output, self.replica.state.applied_index());
+            }
             self.metrics.ready_rounds.inc();
             self.handle_output(output);
         }

@@ -65,6 +65,13 @@ pub enum ApiError {
     /// was proposed (deletes still work).
     #[error("{0}")]
     QuotaExceeded(String),
+    /// A watch asked for revisions older than the history kept; events
+    /// from `compact_revision` on are available.
+    #[error("{message}")]
+    Compacted {
+        message: String,
+        compact_revision: u64,
+    },
     /// Too many requests in flight (`--max-concurrent-requests`); answered
     /// as 503 `unavailable` with `Retry-After`.
     #[error("{0}")]
@@ -96,6 +103,7 @@ impl ApiError {
             ApiError::MemberUrlConflict(_) => (StatusCode::CONFLICT, "member_url_conflict"),
             ApiError::NotAMember { .. } => (StatusCode::FORBIDDEN, "not_a_member"),
             ApiError::QuotaExceeded(_) => (StatusCode::INSUFFICIENT_STORAGE, "quota_exceeded"),
+            ApiError::Compacted { .. } => (StatusCode::GONE, "compacted"),
         }
     }
 
@@ -104,6 +112,12 @@ impl ApiError {
         let mut body = serde_json::json!({"error": {"code": code, "message": self.to_string()}});
         if let ApiError::NotAMember { commit_index, .. } = &self {
             body["error"]["commit_index"] = (*commit_index).into();
+        }
+        if let ApiError::Compacted {
+            compact_revision, ..
+        } = &self
+        {
+            body["error"]["compact_revision"] = (*compact_revision).into();
         }
         let mut response = super::json_response(status, &body);
         if let ApiError::MethodNotAllowed { allow, .. } = self
@@ -182,6 +196,14 @@ mod tests {
             (ApiError::Removed("x".into()), 503, "removed"),
             (ApiError::DiskFull("x".into()), 503, "disk_full"),
             (ApiError::QuotaExceeded("x".into()), 507, "quota_exceeded"),
+            (
+                ApiError::Compacted {
+                    message: "x".into(),
+                    compact_revision: 4,
+                },
+                410,
+                "compacted",
+            ),
             (ApiError::Unauthorized("x".into()), 401, "unauthorized"),
             (ApiError::Forbidden("x".into()), 403, "forbidden"),
             (ApiError::Overloaded("x".into()), 503, "unavailable"),

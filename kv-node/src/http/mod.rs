@@ -9,6 +9,7 @@
 //! - `error`: [`ApiError`] and its mapping to status codes and API codes.
 //! - `kv`: the key-value routes; `txn`: `POST /txn`, transactions;
 //!   `lease`: `/lease`, leases.
+//!   `watch`: `GET /watch`, the one streaming reply.
 //! - `ops`: health, status, metrics, admin and the peer endpoint.
 //! - `members`: membership changes and leader transfer; `forward`: sending
 //!   those from a follower to the leader.
@@ -19,6 +20,7 @@ mod lease;
 mod members;
 mod ops;
 mod txn;
+mod watch;
 
 pub use error::ApiError;
 
@@ -75,6 +77,9 @@ pub struct AppState {
     /// This node's lease timing: peer batches with another are refused.
     /// `None` (tests that build batches by hand) checks nothing.
     pub timing: Option<LeaseTiming>,
+    /// The node's watches; `None` (tests without a driver feed) answers
+    /// `GET /watch` with 503.
+    pub watches: Option<Arc<crate::watch::Watches>>,
 }
 
 impl AppState {
@@ -102,6 +107,7 @@ impl AppState {
             peer_client: PeerClient::plain_default(),
             body_timeout: Duration::from_millis(BODY_READ_TIMEOUT_MS),
             timing: None,
+            watches: None,
         };
         state.set_read_policy(read_policy);
         state
@@ -110,6 +116,12 @@ impl AppState {
     /// Sets the lease timing peer batches must match.
     pub fn with_timing(mut self, timing: LeaseTiming) -> AppState {
         self.timing = Some(timing);
+        self
+    }
+
+    /// Serves `GET /watch` from these watches.
+    pub fn with_watches(mut self, watches: Arc<crate::watch::Watches>) -> AppState {
+        self.watches = Some(watches);
         self
     }
 
@@ -187,8 +199,11 @@ impl AppState {
 /// The whole HTTP surface as one warp filter.
 pub fn routes(
     state: Arc<AppState>,
-) -> impl Filter<Extract = (Response<Vec<u8>>,), Error = warp::Rejection> + Clone + Send + Sync + 'static
-{
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
++ Clone
++ Send
++ Sync
++ 'static {
     let query = warp::query::raw().or(warp::any().map(String::new)).unify();
     warp::method()
         .and(warp::path::full())
@@ -206,10 +221,33 @@ pub fn routes(
                     let authorization = headers
                         .get(header::AUTHORIZATION)
                         .and_then(|v| v.to_str().ok());
-                    handle(&state, method, path.as_str(), &query, authorization, body).await
+                    if method == Method::GET && path.as_str() == "/watch" {
+                        return serve_watch(&state, &query, authorization);
+                    }
+                    let response =
+                        handle(&state, method, path.as_str(), &query, authorization, body).await;
+                    watch::plain(response)
                 }
             },
         )
+}
+
+/// `GET /watch`: checked like every request, but it holds no request
+/// slot while it streams (`--max-watches` bounds watches instead).
+fn serve_watch(
+    state: &AppState,
+    query: &str,
+    authorization: Option<&str>,
+) -> warp::reply::Response {
+    let started = Instant::now();
+    let response = state
+        .admit(&Method::GET, "/watch", authorization)
+        .and_then(|_slot| watch::watch(state, query));
+    let response = response.unwrap_or_else(|e| watch::plain(e.into_response()));
+    state
+        .metrics
+        .observe_request("watch", response.status().as_u16(), started.elapsed());
+    response
 }
 
 /// One request, from route resolution to reply, with its latency recorded.
@@ -318,6 +356,8 @@ enum Route {
     ReadPolicyGet,
     ReadPolicySet,
     RaftMessages,
+    /// Served by [`serve_watch`] before routing; here only for 405.
+    Watch,
 }
 
 impl Route {
@@ -362,6 +402,7 @@ impl Route {
                 _ => return Err(not_allowed("GET, DELETE")),
             },
             ["lease", id, "keepalive"] => only_post(m, Route::LeaseKeepalive(id.to_string()))?,
+            ["watch"] => only_get(m, Route::Watch)?,
             ["healthz"] => only_get(m, Route::Healthz)?,
             ["readyz"] => only_get(m, Route::Readyz)?,
             ["status"] => only_get(m, Route::Status)?,
@@ -414,6 +455,7 @@ impl Route {
             Route::Snapshot => "snapshot",
             Route::ReadPolicyGet | Route::ReadPolicySet => "read_policy",
             Route::RaftMessages => "raft_messages",
+            Route::Watch => "watch",
         }
     }
 
@@ -464,6 +506,9 @@ impl Route {
             Route::ReadPolicyGet => Ok(ops::read_policy(state)),
             Route::ReadPolicySet => ops::set_read_policy(state, &body),
             Route::RaftMessages => ops::raft_messages(state, &body).await,
+            Route::Watch => Err(ApiError::BadRequest(
+                "GET /watch streams and is served by the routes filter".into(),
+            )),
         }
     }
 }

@@ -79,6 +79,7 @@ async fn single_node_with_quota(quota_bytes: u64) -> TestNode {
         Duration::from_secs(5),
         stop_rx,
         crate::disk_space::DiskSpace::unlimited(),
+        None,
     )
     .unwrap();
     let state = app_state(driver, metrics);

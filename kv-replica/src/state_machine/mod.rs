@@ -43,6 +43,7 @@ pub use records::{MAX_SNAPSHOT_RECORD_BYTES, SNAPSHOT_MAGIC, SNAPSHOT_VERSION, S
 use crate::command::{
     CLUSTER_COMMAND_TAG, ClientSeq, ClusterCommand, Command, Op, OpResult, RequestId,
 };
+use crate::watch::{EventRecorder, WatchEvent};
 use imbl::{OrdMap, OrdSet};
 use raft_core::{Entry, EntryKind, LogIndex};
 use std::collections::BTreeMap;
@@ -145,6 +146,10 @@ pub struct KvStateMachine {
     /// The lease each attached key belongs to (the other side of
     /// `lease::Lease::keys`).
     key_leases: OrdMap<Arc<str>, u64>,
+    /// Changes for watchers, recorded by `put` and `delete` (the lowest
+    /// mutation points, so every op that changes keys emits events) when
+    /// switched on; not replicated state (see [`EventRecorder`]).
+    events: EventRecorder,
 }
 
 impl Default for KvStateMachine {
@@ -172,6 +177,7 @@ impl KvStateMachine {
             addresses: BTreeMap::new(),
             leases: OrdMap::new(),
             key_leases: OrdMap::new(),
+            events: EventRecorder::default(),
         }
     }
 
@@ -335,11 +341,11 @@ impl KvStateMachine {
         self.detach_lease(&key);
         let key_len = key.len() as u64;
         let value_len = value.len() as u64;
-        let stored = StoredValue {
-            value: value.into(),
-            revision,
-        };
-        let prev = self.data.insert(key.into(), stored);
+        let key: Arc<str> = key.into();
+        let value: Arc<str> = value.into();
+        self.events.record(revision, &key, Some(&value));
+        let stored = StoredValue { value, revision };
+        let prev = self.data.insert(key, stored);
         let removed = prev
             .as_ref()
             .map_or(0, |old| key_len + old.value.len() as u64);
@@ -348,11 +354,28 @@ impl KvStateMachine {
     }
 
     /// Removes `key`, keeping `live_bytes` in step; returns its value.
+    /// Removing a missing key changes nothing and records no event.
     fn delete(&mut self, key: &str) -> Option<String> {
         self.detach_lease(key);
-        let (_, old) = self.data.remove_with_key(key)?;
+        let (key, old) = self.data.remove_with_key(key)?;
+        self.events.record(self.applied_index, &key, None);
         self.live_bytes -= (key.len() + old.value.len()) as u64;
         Some(old.value.to_string())
+    }
+
+    /// Switches recording of watch events on or off (off by default).
+    pub fn record_events(&mut self, on: bool) {
+        self.events.set_on(on);
+    }
+
+    pub fn records_events(&self) -> bool {
+        self.events.is_on()
+    }
+
+    /// The changes applied since the last call, in apply order (empty
+    /// unless recording is on).
+    pub fn take_events(&mut self) -> Vec<WatchEvent> {
+        self.events.take()
     }
 
     /// The value of `key` and the revision of the last write that changed it.
