@@ -441,6 +441,9 @@ impl<D: Durable> Driver<D> {
                 feed.feed(&mut output, self.replica.state.applied_index());
             }
             self.metrics.ready_rounds.inc();
+            // Before the answers go out: a client that reads /metrics after
+            // its write was answered sees the write counted.
+            self.update_metrics();
             self.handle_output(output);
         }
         self.serve_confirmed_reads();
