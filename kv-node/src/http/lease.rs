@@ -4,14 +4,14 @@
 //! forwards them to it with the caller's credentials (`peer/forward.rs`).
 
 use super::kv::{client_seq, write};
-use super::{ApiError, AppState, json_response, parse_json};
+use super::{ApiError, AppState, Reply, json_response, parse_json};
 use crate::driver::{LeaseAnswer, LeaseQuery, LeaseSummary, ReadAnswer, ReadQuery};
 use crate::peer::forward::{self, Target};
 use crate::settings::ReadPolicy;
 use kv_replica::command::Op;
 use serde::Deserialize;
 use serde_json::json;
-use warp::http::{Method, Response, StatusCode};
+use warp::http::{Method, StatusCode};
 
 /// The TTLs a grant accepts (API.md): one second to one day.
 pub const MIN_TTL_MS: u64 = 1_000;
@@ -46,7 +46,7 @@ fn lease_id(text: &str) -> Result<u64, ApiError> {
 }
 
 /// `POST /lease`.
-pub(super) async fn grant(state: &AppState, body: &[u8]) -> Result<Response<Vec<u8>>, ApiError> {
+pub(super) async fn grant(state: &AppState, body: &[u8]) -> Reply {
     let body: GrantBody = parse_json(body)?;
     if !(MIN_TTL_MS..=MAX_TTL_MS).contains(&body.ttl_ms) {
         return Err(ApiError::BadRequest(format!(
@@ -62,11 +62,7 @@ pub(super) async fn grant(state: &AppState, body: &[u8]) -> Result<Response<Vec<
 }
 
 /// `DELETE /lease/{id}`: revokes the lease and deletes its keys.
-pub(super) async fn revoke(
-    state: &AppState,
-    id: &str,
-    body: &[u8],
-) -> Result<Response<Vec<u8>>, ApiError> {
+pub(super) async fn revoke(state: &AppState, id: &str, body: &[u8]) -> Reply {
     let id = lease_id(id)?;
     let body: RevokeBody = if body.iter().all(u8::is_ascii_whitespace) {
         RevokeBody::default()
@@ -82,47 +78,24 @@ pub(super) async fn keepalive(
     state: &AppState,
     id: &str,
     query: &str,
-    authorization: Option<&str>,
-) -> Result<Response<Vec<u8>>, ApiError> {
+    auth: Option<&str>,
+) -> Reply {
     let id = lease_id(id)?;
     let path = format!("/lease/{id}/keepalive");
-    on_leader(
-        state,
-        query,
-        authorization,
-        Method::POST,
-        &path,
-        LeaseQuery::Keepalive { id },
-    )
-    .await
+    let wanted = LeaseQuery::Keepalive { id };
+    on_leader(state, query, auth, Method::POST, &path, wanted).await
 }
 
 /// `GET /lease/{id}`.
-pub(super) async fn get(
-    state: &AppState,
-    id: &str,
-    query: &str,
-    authorization: Option<&str>,
-) -> Result<Response<Vec<u8>>, ApiError> {
+pub(super) async fn get(state: &AppState, id: &str, query: &str, auth: Option<&str>) -> Reply {
     let id = lease_id(id)?;
     let path = format!("/lease/{id}");
-    on_leader(
-        state,
-        query,
-        authorization,
-        Method::GET,
-        &path,
-        LeaseQuery::Get { id },
-    )
-    .await
+    let wanted = LeaseQuery::Get { id };
+    on_leader(state, query, auth, Method::GET, &path, wanted).await
 }
 
 /// `GET /lease`.
-pub(super) async fn list(
-    state: &AppState,
-    query: &str,
-    authorization: Option<&str>,
-) -> Result<Response<Vec<u8>>, ApiError> {
+pub(super) async fn list(state: &AppState, query: &str, authorization: Option<&str>) -> Reply {
     on_leader(
         state,
         query,
@@ -143,7 +116,7 @@ async fn on_leader(
     method: Method,
     path: &str,
     lease: LeaseQuery,
-) -> Result<Response<Vec<u8>>, ApiError> {
+) -> Reply {
     if let Target::Leader(url) = forward::target(state, query).await? {
         return forward::send(state, &url, method, path, &[], authorization).await;
     }
