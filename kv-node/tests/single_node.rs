@@ -74,14 +74,23 @@ async fn a_single_node_serves_writes_and_keeps_them_across_a_restart() {
         .await
         .unwrap();
     assert_eq!(got["value"], "v7");
-    let status: Value = client
-        .get(format!("{base}/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // Snapshots are written in the background: the index moves once the
+    // writer is done (bounded wait).
+    let mut status = Value::Null;
+    for _ in 0..200 {
+        status = client
+            .get(format!("{base}/status"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if status["snapshot_index"].as_u64().unwrap() >= 50 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert!(status["snapshot_index"].as_u64().unwrap() >= 50, "{status}");
 
     // A second node on the same data dir is refused by the lock; a second

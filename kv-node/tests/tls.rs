@@ -297,8 +297,23 @@ async fn a_follower_forwards_membership_changes_over_tls_with_the_callers_token(
     // carrying the admin's token: the learner is added, then removed.
     let (status, body) = call(&client, Method::POST, &members, Some(ADMIN), add).await;
     assert_eq!(status, 200, "adding through a follower: {body}");
-    let (status, list) = call(&client, Method::GET, &members, Some(ADMIN), "").await;
-    assert_eq!(status, 200);
+    // The leader answered once the change applied there; the follower
+    // lists it once it has applied it too (bounded wait).
+    let mut list = serde_json::Value::Null;
+    for _ in 0..100 {
+        let (status, body) = call(&client, Method::GET, &members, Some(ADMIN), "").await;
+        assert_eq!(status, 200);
+        list = body;
+        let listed = list["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == "n9" && m["url"] == "https://127.0.0.1:9");
+        if listed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
         list["members"]
             .as_array()
