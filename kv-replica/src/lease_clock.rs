@@ -77,7 +77,9 @@ impl LeaseClock {
 
     /// Ticks a full TTL takes (see the module doc for the extra tick).
     pub fn ticks_for(&self, ttl_ms: u64) -> u64 {
-        ttl_ms.div_ceil(self.tick_ms) + 1
+        // Saturating: a TTL from a forged entry must not wrap to an early
+        // expiry.
+        ttl_ms.div_ceil(self.tick_ms).saturating_add(1)
     }
 
     /// Brings the countdowns in line with who leads and which leases exist

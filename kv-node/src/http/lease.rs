@@ -13,9 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 use warp::http::{Method, StatusCode};
 
-/// The TTLs a grant accepts (API.md): one second to one day.
-pub const MIN_TTL_MS: u64 = 1_000;
-pub const MAX_TTL_MS: u64 = 86_400_000;
+pub use kv_replica::state_machine::{MAX_TTL_MS, MIN_TTL_MS};
 /// Lease ids are log indexes, below 2^53 (exact in every JSON number).
 const MAX_LEASE_ID: u64 = (1 << 53) - 1;
 

@@ -126,3 +126,10 @@ fn a_sync_at_the_same_applied_index_and_term_changes_nothing() {
     clock.sync(Some(Term(1)), 5, std::iter::empty());
     assert_eq!(clock.remaining_ms(7), None);
 }
+
+#[test]
+fn a_ttl_too_large_to_count_saturates_instead_of_wrapping_to_an_early_expiry() {
+    let clock = LeaseClock::new(1);
+    assert_eq!(clock.ticks_for(u64::MAX), u64::MAX);
+    assert_eq!(clock.ticks_for(1_000), 1_001);
+}

@@ -9,6 +9,12 @@
 //! deletes the same keys at the same revision.
 
 use super::KvStateMachine;
+
+/// The TTLs a lease may have (API.md): one second to one day. kv-node
+/// refuses others at the door; a snapshot holding one is refused as
+/// corrupt.
+pub const MIN_TTL_MS: u64 = 1_000;
+pub const MAX_TTL_MS: u64 = 86_400_000;
 use crate::command::{OpResult, Txn, TxnOp};
 use imbl::OrdSet;
 use std::sync::Arc;

@@ -281,6 +281,23 @@ fn a_well_framed_snapshot_with_inconsistent_leases_is_refused() {
     ];
     let machine = KvStateMachine::restore_from_bytes(&well_framed_as(3, &good)).unwrap();
     assert_eq!(machine.lease_of("a"), Some(2));
+    // A TTL outside the contract's range (which the lease clock could not
+    // count) is refused as such.
+    for ttl_ms in [0, MAX_TTL_MS + 1, u64::MAX] {
+        let records = [
+            meta(1, 0),
+            key_record("a", 1),
+            Record::Lease { id: 2, ttl_ms },
+            trailer(3),
+        ];
+        assert!(
+            matches!(
+                KvStateMachine::restore_from_bytes(&well_framed_as(3, &records)),
+                Err(SnapshotError::BadLeaseTtl { record: 2, lease: 2, ttl_ms: t }) if t == ttl_ms
+            ),
+            "ttl {ttl_ms}"
+        );
+    }
     // Lease records in a version 2 snapshot.
     assert!(matches!(
         KvStateMachine::restore_from_bytes(&well_framed(&good)),

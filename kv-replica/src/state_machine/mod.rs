@@ -38,6 +38,7 @@ mod snapshot_tests;
 mod tests;
 mod txn;
 
+pub use lease::{MAX_TTL_MS, MIN_TTL_MS};
 pub use records::{MAX_SNAPSHOT_RECORD_BYTES, SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SnapshotError};
 
 use crate::command::{

@@ -98,6 +98,12 @@ pub enum SnapshotError {
         lease: u64,
         key: String,
     },
+    #[error("record {record}: lease {lease} has a TTL of {ttl_ms} ms, outside the allowed range")]
+    BadLeaseTtl {
+        record: u64,
+        lease: u64,
+        ttl_ms: u64,
+    },
     #[error("{count} bytes follow the snapshot trailer")]
     TrailingBytes { count: usize },
 }

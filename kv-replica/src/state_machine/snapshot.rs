@@ -178,6 +178,13 @@ impl KvStateMachine {
     /// index of a real entry.
     fn restore_lease(&mut self, record: u64, id: u64, ttl_ms: u64) -> Result<(), SnapshotError> {
         self.check_restored_index(record, id)?;
+        if !(super::MIN_TTL_MS..=super::MAX_TTL_MS).contains(&ttl_ms) {
+            return Err(SnapshotError::BadLeaseTtl {
+                record,
+                lease: id,
+                ttl_ms,
+            });
+        }
         if self.leases.get_max().is_some_and(|(last, _)| id <= *last) {
             return Err(SnapshotError::OutOfOrder { record });
         }
