@@ -30,6 +30,11 @@ pub(super) struct Lease {
 
 impl KvStateMachine {
     pub(super) fn grant_lease(&mut self, revision: u64, ttl_ms: u64) -> OpResult {
+        // kv-node refuses other TTLs before proposing; an entry that still
+        // carries one (forged, or from another client of the log) is
+        // clamped like etcd's minimum TTL, so that every replica holds the
+        // same lease and its snapshots stay restorable.
+        let ttl_ms = ttl_ms.clamp(MIN_TTL_MS, MAX_TTL_MS);
         let lease = Lease {
             ttl_ms,
             keys: OrdSet::new(),

@@ -372,3 +372,16 @@ fn a_well_framed_snapshot_with_inconsistent_leases_is_refused() {
         );
     }
 }
+
+#[test]
+fn a_grant_entry_with_a_ttl_outside_the_range_is_clamped_and_its_snapshot_restores() {
+    let mut machine = KvStateMachine::default();
+    for (asked, granted) in [(0, MIN_TTL_MS), (u64::MAX, MAX_TTL_MS)] {
+        match apply(&mut machine, Op::LeaseGrant { ttl_ms: asked }) {
+            OpResult::LeaseGranted { ttl_ms, .. } => assert_eq!(ttl_ms, granted),
+            other => panic!("{other:?}"),
+        }
+    }
+    let restored = KvStateMachine::restore_from_bytes(&machine.snapshot_bytes()).unwrap();
+    assert_eq!(restored.digest(), machine.digest());
+}
