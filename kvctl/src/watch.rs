@@ -60,7 +60,7 @@ impl Position {
     /// Nothing for this watch up to `revision` (a progress line, or the
     /// first line of a watch without a start revision).
     fn complete_up_to(&mut self, revision: u64) {
-        let next = revision + 1;
+        let next = revision.saturating_add(1);
         if self.from_revision.is_none_or(|from| from < next) {
             // Events at `from` printed in part are now known complete.
             self.from_revision = Some(next);
