@@ -178,6 +178,9 @@ pub struct World {
     pub(crate) paused_by: BTreeMap<usize, NodeId>,
     /// The node whose disk each active `DiskFull` fault filled.
     pub(crate) full_disks: BTreeMap<usize, NodeId>,
+    /// Whether a configuration change was ever accepted in this run: a
+    /// log cut by disk damage may then go back to an older configuration.
+    pub(crate) config_changed: bool,
     /// Event-triggered faults waiting for their event, by schedule position.
     pub(crate) armed: BTreeMap<usize, Armed>,
     pub(crate) probe: Probe,
@@ -246,6 +249,7 @@ impl World {
             active_links: BTreeMap::new(),
             paused_by: BTreeMap::new(),
             full_disks: BTreeMap::new(),
+            config_changed: false,
             armed: BTreeMap::new(),
             probe: Probe::default(),
             catch_up: Default::default(),

@@ -187,7 +187,11 @@ impl World {
             input,
             Input::Propose { .. } | Input::ReadIndex { .. } | Input::ProposeConfChange(_)
         );
+        let conf_change = matches!(input, Input::ProposeConfChange(_));
         let stepped = node_code(|| replica.step(input));
+        if conf_change && matches!(stepped, Ok(Ok(_))) {
+            self.config_changed = true;
+        }
         match stepped {
             Ok(Err(e)) if from_client => {
                 self.trace.note(self.now, || format!("{id} refuses: {e}"));
