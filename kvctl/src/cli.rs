@@ -429,6 +429,23 @@ mod tests {
     }
 
     #[test]
+    fn lock_takes_the_command_after_the_name_hyphens_included() {
+        let cli = Cli::try_parse_from([
+            "kvctl", "lock", "deploy", "--ttl", "3s", "--", "sh", "-c", "exit 7",
+        ])
+        .unwrap();
+        let Command::Lock(args) = cli.command else {
+            panic!("not a lock command");
+        };
+        assert_eq!(args.name, "deploy");
+        assert_eq!(args.ttl, Duration::from_secs(3));
+        assert_eq!(args.key_prefix, "locks/");
+        assert_eq!(args.command, ["sh", "-c", "exit 7"]);
+        let bare = Cli::try_parse_from(["kvctl", "lock", "x"]).unwrap();
+        assert!(matches!(bare.command, Command::Lock(a) if a.command.is_empty()));
+    }
+
+    #[test]
     fn durations_accept_units_and_bare_seconds() {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
