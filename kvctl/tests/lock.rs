@@ -49,7 +49,7 @@ fn start_cluster(binary: &Path) -> Cluster {
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let url = |i: usize| format!("http://127.0.0.1:{}", ports[i]);
     let mut nodes = Vec::new();
-    for i in 0..3 {
+    for (i, port) in ports.iter().enumerate() {
         let peers: Vec<String> = (0..3)
             .filter(|&j| j != i)
             .map(|j| format!("node{}={}", j + 1, url(j)))
@@ -64,7 +64,7 @@ fn start_cluster(binary: &Path) -> Cluster {
         }
         let child = command
             .args(["--id", &format!("node{}", i + 1)])
-            .args(["--listen", &format!("127.0.0.1:{}", ports[i])])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--peers", &peers.join(",")])
             .arg("--data-dir")
             .arg(&data_dir)
