@@ -6,10 +6,12 @@
 
 mod common;
 
-use common::{closed_endpoint, kvctl};
+use common::{FakeServer, closed_endpoint, kvctl};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Kills the process when the test ends, however it ends.
@@ -302,4 +304,67 @@ fn lock_on_a_dead_cluster_exits_3_and_runs_nothing() {
     assert_eq!(run.code, 3, "{run:?}");
     assert!(run.stderr.starts_with("no endpoint reachable"), "{run:?}");
     assert!(!marker.exists());
+}
+
+#[test]
+fn an_acquire_whose_answer_is_lost_is_resent_with_the_same_client_id_and_seq() {
+    // A fake node: the first transaction is answered too late (after
+    // kvctl's --timeout), so its outcome is unknown; the retry must be
+    // the same (client_id, seq), which the server deduplicates.
+    let txns = Arc::new(AtomicUsize::new(0));
+    let counter = txns.clone();
+    let node =
+        FakeServer::start(
+            move |request| match (request.method.as_str(), request.path.as_str()) {
+                ("POST", "/lease") => (200, r#"{"id": 5, "ttl_ms": 3000}"#.into()),
+                ("POST", "/lease/5/keepalive") => (200, r#"{"id": 5, "ttl_ms": 3000}"#.into()),
+                ("POST", "/txn") => {
+                    if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                        std::thread::sleep(Duration::from_millis(1500));
+                    }
+                    (
+                        200,
+                        r#"{"succeeded": true, "revision": 9, "results": [{"prev": null}]}"#.into(),
+                    )
+                }
+                ("DELETE", "/lease/5") => (200, r#"{"revision": 10, "deleted": 1}"#.into()),
+                _ => (
+                    404,
+                    r#"{"error": {"code": "not_found", "message": "?"}}"#.into(),
+                ),
+            },
+        );
+    let run = kvctl(
+        &[&node.url],
+        &[
+            "--timeout",
+            "500ms",
+            "lock",
+            "job",
+            "--",
+            "sh",
+            "-c",
+            "echo $KVCTL_LOCK_REVISION",
+        ],
+    );
+    assert_eq!((run.code, run.stdout.as_str()), (0, "9\n"), "{run:?}");
+    let sent: Vec<_> = node
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/txn")
+        .map(|r| r.body.unwrap())
+        .collect();
+    assert!(sent.len() >= 2, "the transaction was not resent: {sent:?}");
+    for body in &sent {
+        assert_eq!(body["client_id"], "kvctl-lock-5", "{sent:?}");
+        assert_eq!(body["seq"], 1, "{sent:?}");
+        assert_eq!(body["success"][0]["put"]["lease"], 5);
+        assert_eq!(body["compare"][0]["revision"], 0);
+    }
+    // Released at the end.
+    assert!(
+        node.requests()
+            .iter()
+            .any(|r| r.method == "DELETE" && r.path == "/lease/5")
+    );
 }
