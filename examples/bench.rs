@@ -10,6 +10,9 @@
 //!     --concurrency 16 --duration 15s --workload get --consistency linearizable
 //! cargo run --release --example bench -- --target etcd --url http://127.0.0.1:2379 \
 //!     --concurrency 16 --duration 15s --workload put
+//! cargo run --release --example bench -- --concurrency 64 --workload txn
+//! cargo run --release --example bench -- --workload watch-fanout --watchers 1000 \
+//!     --rate 5000 --concurrency 64 --url LEADER,FOLLOWER1,FOLLOWER2
 //! ```
 //!
 //! What it does:
@@ -49,6 +52,15 @@ enum Workload {
     Put,
     Get,
     Mixed,
+    /// A transaction of 2 comparisons (each key's revision below 2^50, so
+    /// they hold) and 2 puts on two neighbouring keys: kv-node's
+    /// `POST /txn`, etcd's `/v3/kv/txn`.
+    Txn,
+    /// `--watchers` watches on one prefix while a writer aims at `--rate`
+    /// puts/s: delivery latency (write sent -> event received) and the
+    /// write rate achieved with the watchers against without them
+    /// (`bench_support/watch_fanout.rs`).
+    WatchFanout,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -67,7 +79,7 @@ enum Target {
 }
 
 /// A load generator for kv-node (and etcd, for comparison).
-#[derive(Debug, Parser)]
+#[derive(Clone, Debug, Parser)]
 #[command(name = "bench")]
 struct Args {
     /// Base URL of the node to load; a comma-separated list spreads workers
@@ -125,7 +137,17 @@ struct Args {
     /// Tokio worker threads of the load generator.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// watch-fanout: open watches on the prefix, spread over the --url list.
+    #[arg(long, default_value_t = 1000)]
+    watchers: usize,
+    /// watch-fanout: target writes per second (the writer uses
+    /// --concurrency connections to the first --url).
+    #[arg(long, default_value_t = 5000)]
+    rate: u64,
 }
+
+#[path = "bench_support/watch_fanout.rs"]
+mod watch_fanout;
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text.find(|c: char| !c.is_ascii_digit() && c != '.');
@@ -148,7 +170,12 @@ struct Protocol {
     urls: Vec<String>,
     consistency: Option<Consistency>,
     value: String,
+    keyspace: u64,
 }
+
+/// A revision every key in the benchmark stays below: the txn comparisons
+/// hold, and they are still evaluated.
+const TXN_REVISION_BOUND: u64 = 1 << 50;
 
 /// The 16-byte key of index `index`.
 fn key_of(index: u64) -> String {
@@ -174,6 +201,7 @@ impl Protocol {
             urls: urls.collect(),
             consistency: args.consistency,
             value,
+            keyspace: args.keyspace,
         })
     }
 
@@ -215,9 +243,53 @@ impl Protocol {
         }
     }
 
+    /// A transaction on keys `key` and `key + 1`: two comparisons, two puts.
+    fn txn(&self, client: &reqwest::Client, worker: usize, key: u64) -> reqwest::RequestBuilder {
+        let base = &self.urls[worker % self.urls.len()];
+        let keys = [key_of(key), key_of((key + 1) % self.keyspace)];
+        match self.target {
+            Target::Kv => {
+                let compare = keys.each_ref().map(|k| {
+                    format!(
+                        r#"{{"key":"{k}","target":"revision","op":"<","revision":{TXN_REVISION_BOUND}}}"#
+                    )
+                });
+                let put =
+                    keys.map(|k| format!(r#"{{"put":{{"key":"{k}","value":"{}"}}}}"#, self.value));
+                client
+                    .post(format!("{base}/txn"))
+                    .header("content-type", "application/json")
+                    .body(format!(
+                        r#"{{"compare":[{}],"success":[{}],"failure":[]}}"#,
+                        compare.join(","),
+                        put.join(",")
+                    ))
+            }
+            Target::Etcd => {
+                let keys = keys.map(|k| base64_encode(k.as_bytes()));
+                let compare = keys.each_ref().map(|k| {
+                    format!(
+                        r#"{{"key":"{k}","result":"LESS","target":"MOD","mod_revision":"{TXN_REVISION_BOUND}"}}"#
+                    )
+                });
+                let put = keys.map(|k| {
+                    format!(
+                        r#"{{"request_put":{{"key":"{k}","value":"{}"}}}}"#,
+                        self.value
+                    )
+                });
+                client.post(format!("{base}/v3/kv/txn")).body(format!(
+                    r#"{{"compare":[{}],"success":[{}]}}"#,
+                    compare.join(","),
+                    put.join(",")
+                ))
+            }
+        }
+    }
+
     /// Sends a request and reads its whole body (so the connection is reused);
     /// `Ok` on success, else the error class.
-    async fn send(&self, request: reqwest::RequestBuilder, is_read: bool) -> Result<(), String> {
+    async fn send(&self, request: reqwest::RequestBuilder, op: Op) -> Result<(), String> {
         let response = request.send().await.map_err(transport_class)?;
         let status = response.status();
         let body = response.bytes().await.map_err(transport_class)?;
@@ -229,11 +301,23 @@ impl Protocol {
             return Err(format!("{} {code}", status.as_u16()).trim_end().to_owned());
         }
         // etcd answers a range over a missing key with 200 and no "kvs".
-        if is_read && self.target == Target::Etcd && !contains(&body, b"\"kvs\"") {
+        if op == Op::Get && self.target == Target::Etcd && !contains(&body, b"\"kvs\"") {
             return Err("200 no kvs (not found)".to_owned());
+        }
+        // A transaction whose comparisons failed wrote nothing.
+        if op == Op::Txn && !contains(&body, b"\"succeeded\":true") {
+            return Err("200 txn comparison failed".to_owned());
         }
         Ok(())
     }
+}
+
+/// What one request of the closed-loop workloads is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Put,
+    Get,
+    Txn,
 }
 
 fn consistency_name(c: Consistency) -> &'static str {
@@ -307,19 +391,21 @@ async fn worker(shared: Arc<Shared>, args: Arc<Args>, id: usize) -> WorkerReport
     let mut errors = BTreeMap::new();
     while !shared.stop.load(Relaxed) && shared.issued.fetch_add(1, Relaxed) < shared.max_ops {
         let key = rng.next_u64() % args.keyspace;
-        let is_read = match args.workload {
-            Workload::Put => false,
-            Workload::Get => true,
-            Workload::Mixed => rng.next_u64() % 100 < u64::from(args.read_percent),
+        let op = match args.workload {
+            Workload::Put | Workload::WatchFanout => Op::Put,
+            Workload::Get => Op::Get,
+            Workload::Txn => Op::Txn,
+            Workload::Mixed if rng.next_u64() % 100 < u64::from(args.read_percent) => Op::Get,
+            Workload::Mixed => Op::Put,
         };
-        let request = if is_read {
-            shared.protocol.get(&shared.client, id, key)
-        } else {
-            shared.protocol.put(&shared.client, id, key)
+        let request = match op {
+            Op::Get => shared.protocol.get(&shared.client, id, key),
+            Op::Put => shared.protocol.put(&shared.client, id, key),
+            Op::Txn => shared.protocol.txn(&shared.client, id, key),
         };
         let measured = shared.measuring.load(Relaxed);
         let start = Instant::now();
-        let outcome = shared.protocol.send(request, is_read).await;
+        let outcome = shared.protocol.send(request, op).await;
         let micros = start.elapsed().as_micros() as u64;
         // Only requests that started and ended inside the window count.
         if !measured || shared.stop.load(Relaxed) {
@@ -358,7 +444,7 @@ async fn preload(protocol: &Protocol, client: &reqwest::Client, count: u64, conc
                     if key >= count {
                         break;
                     }
-                    if let Err(class) = protocol.send(request(key), false).await
+                    if let Err(class) = protocol.send(request(key), Op::Put).await
                         && failed.fetch_add(1, Relaxed) < 5
                     {
                         eprintln!("preload: key {key}: {class}");
@@ -425,8 +511,8 @@ fn clock_ticks_per_second() -> u64 {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    if args.concurrency == 0 || args.keyspace == 0 || args.url.is_empty() {
-        bail!("--concurrency, --keyspace and --url must be non-empty");
+    if args.concurrency == 0 || args.keyspace < 2 || args.url.is_empty() {
+        bail!("--concurrency and --url must be non-empty, --keyspace at least 2");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
@@ -437,6 +523,9 @@ fn main() -> Result<()> {
 }
 
 async fn run(args: Arc<Args>) -> Result<()> {
+    if args.workload == Workload::WatchFanout {
+        return watch_fanout::run(&args).await;
+    }
     let client = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(args.concurrency.max(args.preload_concurrency))
@@ -447,7 +536,7 @@ async fn run(args: Arc<Args>) -> Result<()> {
         .context("HTTP client")?;
     let protocol = Protocol::new(&args)?;
     let preload_count = args.preload.unwrap_or(match args.workload {
-        Workload::Put => 0,
+        Workload::Put | Workload::Txn | Workload::WatchFanout => 0,
         Workload::Get | Workload::Mixed => args.keyspace,
     });
     if preload_count > 0 {

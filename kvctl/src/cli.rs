@@ -20,6 +20,9 @@ Exit codes:
      `endpoint X refused the token: ...`; or no endpoint answered and a TLS
      handshake failed (unknown CA, name mismatch, missing or refused client
      certificate), printed per endpoint
+  6  `lock`: the lock was lost (its lease ended) and the command was killed
+  `lock` otherwise exits with its command's status (128 + N if signal N
+  ended it; 126/127 if it could not be run)
 
 Endpoints are tried in order; the next one is tried when a connection fails
 or a node answers 503 (unavailable: nothing was proposed, safe to retry).
@@ -198,6 +201,32 @@ pub enum Command {
     /// endpoint from the revision after the last event printed. Runs until
     /// interrupted (or --max-events).
     Watch(WatchArgs),
+    /// Take the distributed lock NAME (the key `<--key-prefix>NAME`, tied to
+    /// a lease kept alive every TTL/3), run COMMAND while holding it, then
+    /// release it and exit with the command's status. Without COMMAND,
+    /// print the key and hold the lock until SIGINT/SIGTERM. Exits 6 (and
+    /// kills COMMAND) if the lease is lost.
+    Lock(LockArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// The lock's name.
+    pub name: String,
+    /// TTL of the lock's lease: if kvctl dies, the lock is free this long
+    /// after the last keepalive (1s to 24h).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// Prefix of the lock's key.
+    #[arg(long, default_value = "locks/")]
+    pub key_prefix: String,
+    /// The command and its arguments (after `--`).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -397,6 +426,23 @@ mod tests {
         assert!(half.is_err(), "--cert needs --key");
         let both = Cli::try_parse_from(["kvctl", "--token", "a", "--token-file", "t", "status"]);
         assert!(both.is_err(), "--token and --token-file conflict");
+    }
+
+    #[test]
+    fn lock_takes_the_command_after_the_name_hyphens_included() {
+        let cli = Cli::try_parse_from([
+            "kvctl", "lock", "deploy", "--ttl", "3s", "--", "sh", "-c", "exit 7",
+        ])
+        .unwrap();
+        let Command::Lock(args) = cli.command else {
+            panic!("not a lock command");
+        };
+        assert_eq!(args.name, "deploy");
+        assert_eq!(args.ttl, Duration::from_secs(3));
+        assert_eq!(args.key_prefix, "locks/");
+        assert_eq!(args.command, ["sh", "-c", "exit 7"]);
+        let bare = Cli::try_parse_from(["kvctl", "lock", "x"]).unwrap();
+        assert!(matches!(bare.command, Command::Lock(a) if a.command.is_empty()));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - `cluster`: member, status, transfer-leader, snapshot, read-policy.
 //! - `bench`: the built-in load test.
 //! - `watch`: following `GET /watch`, resuming across nodes.
+//! - `lock`: a distributed lock held while a command runs.
 //! - `output`: tables and JSON.
 
 mod bench;
@@ -17,6 +18,7 @@ mod client;
 mod cluster;
 mod kv;
 mod lease;
+mod lock;
 mod output;
 mod tls;
 mod txn;
@@ -92,5 +94,6 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
         Command::ReadPolicy { policy } => cluster::read_policy(&ctx, *policy),
         Command::Bench(args) => bench::bench(&ctx, args),
         Command::Watch(args) => watch::watch(&ctx, cli.timeout, args),
+        Command::Lock(args) => lock::lock(&ctx, args),
     }
 }
