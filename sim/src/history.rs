@@ -2,16 +2,38 @@
 //! end-of-run check.
 
 use crate::client::{ClientCall, ClientRet, Outcome, Recorded};
-use crate::linearizability::{Call, CheckResult, Operation, Ret, check_with_budget};
+use crate::linearizability::{Call, CheckResult, Operation, Ret, TxnStep, check_with_budget};
 use crate::world::World;
-use kv_replica::command::{Op, OpResult};
+use kv_replica::command::{Op, OpResult, RequestId, TxnOp, TxnOpResult};
+use std::collections::BTreeMap;
+
+fn steps_of(ops: &[TxnOp]) -> Vec<TxnStep> {
+    ops.iter()
+        .map(|op| match op {
+            TxnOp::Put { key, value } | TxnOp::PutWithLease { key, value, .. } => TxnStep::Put {
+                key: key.clone(),
+                value: value.clone(),
+            },
+            TxnOp::Delete { key } => TxnStep::Delete { key: key.clone() },
+            TxnOp::Get { key } => TxnStep::Get { key: key.clone() },
+        })
+        .collect()
+}
 
 /// Search steps per key: generous for the few thousand operations of a run,
 /// bounded so that a pathological history cannot stall a sweep.
 pub const STEP_BUDGET_PER_KEY: u64 = 2_000_000;
 
-fn call_of(call: &ClientCall) -> Call {
-    match call {
+/// The call in the checker's terms; None for lease operations, which the
+/// lease checks cover (their keys are the lease clients' own).
+fn call_of(call: &ClientCall) -> Option<Call> {
+    Some(match call {
+        ClientCall::Txn { txn, checks } => Call::Txn {
+            compare: checks.clone(),
+            success: steps_of(&txn.success),
+            failure: steps_of(&txn.failure),
+        },
+        ClientCall::Keepalive { .. } => return None,
         ClientCall::Get { key } => Call::Get { key: key.clone() },
         ClientCall::Write(Op::Put { key, value }) => Call::Put {
             key: key.clone(),
@@ -30,19 +52,16 @@ fn call_of(call: &ClientCall) -> Call {
         ClientCall::Write(Op::MultiPut { entries }) => Call::MultiPut {
             entries: entries.clone(),
         },
-        // The checker is per key; a transaction over several keys needs the
-        // model of a key set first, so the clients do not issue one yet.
         ClientCall::Write(Op::Txn(_)) => {
-            unreachable!("the simulator's clients issue no transactions")
+            unreachable!("transactions are issued as ClientCall::Txn")
         }
-        // Lease operations are checked by the lease client's own check.
         ClientCall::Write(
             Op::PutWithLease { .. }
             | Op::LeaseGrant { .. }
             | Op::LeaseRevoke { .. }
             | Op::LeaseExpire { .. },
-        ) => unreachable!("the checked clients issue no lease operations"),
-    }
+        ) => return None,
+    })
 }
 
 fn ret_of(ret: &ClientRet) -> Option<Ret> {
@@ -59,9 +78,19 @@ fn ret_of(ret: &ClientRet) -> Option<Ret> {
             current: current.clone(),
         },
         ClientRet::Write(OpResult::MultiPut { .. }) => Ret::MultiPut,
-        ClientRet::Write(OpResult::Txn { .. }) => {
-            unreachable!("the simulator's clients issue no transactions")
-        }
+        ClientRet::Write(OpResult::Txn {
+            succeeded, results, ..
+        }) => Ret::Txn {
+            succeeded: *succeeded,
+            results: results
+                .iter()
+                .map(|r| match r {
+                    TxnOpResult::Prev(prev) => prev.clone(),
+                    TxnOpResult::Get(found) => found.as_ref().map(|(_, v, _)| v.clone()),
+                })
+                .collect(),
+        },
+        ClientRet::KeptAlive { .. } | ClientRet::LeaseGone => return None,
         ClientRet::Write(
             OpResult::StaleSeq { .. }
             | OpResult::LeaseNotFound { .. }
@@ -73,11 +102,23 @@ fn ret_of(ret: &ClientRet) -> Option<Ret> {
 
 /// The operations that may have had an effect, in the checker's terms
 /// (times in simulator steps). Failed operations had none and are left out.
-pub fn to_operations(history: &[Recorded]) -> Vec<Operation> {
+///
+/// A transaction whose outcome the client does not know is settled from
+/// `first_applied` (request id -> the step some node first applied it),
+/// which the simulator knows: applied means it took effect, by that step
+/// at the latest (a correct cluster shows no later reader the state
+/// before it: its entry is committed then), with a reply nobody saw
+/// ([`Ret::Applied`]); never applied by the end of a run that settled and
+/// converged means no effect. That leaves the transaction group's search
+/// no "took effect or not, and when" to branch on.
+pub fn to_operations(
+    history: &[Recorded],
+    first_applied: &BTreeMap<RequestId, u64>,
+) -> Vec<Operation> {
     history
         .iter()
         .filter_map(|op| {
-            let call = call_of(&op.call);
+            let call = call_of(&op.call)?;
             match op.outcome {
                 Outcome::Ok => Some(Operation {
                     client: op.client,
@@ -86,6 +127,20 @@ pub fn to_operations(history: &[Recorded]) -> Vec<Operation> {
                     call,
                     ret: op.ret.as_ref().and_then(ret_of),
                 }),
+                Outcome::Unknown | Outcome::Pending if matches!(call, Call::Txn { .. }) => {
+                    let applied = op
+                        .attempts
+                        .iter()
+                        .filter_map(|r| first_applied.get(r))
+                        .min()?;
+                    Some(Operation {
+                        client: op.client,
+                        invoke: op.invoke_step,
+                        complete: Some(*applied.max(&op.invoke_step)),
+                        call,
+                        ret: Some(Ret::Applied),
+                    })
+                }
                 Outcome::Unknown | Outcome::Pending => {
                     Some(Operation::unknown(op.client, op.invoke_step, call))
                 }
@@ -100,7 +155,7 @@ impl World {
         if !self.opts.check_linearizability {
             return;
         }
-        let operations = to_operations(&self.history);
+        let operations = to_operations(&self.history, &self.first_applied);
         match check_with_budget(&operations, STEP_BUDGET_PER_KEY) {
             CheckResult::Ok { .. } => {}
             CheckResult::Unknown { key, reason } => {

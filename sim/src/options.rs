@@ -45,6 +45,15 @@ pub struct SimOptions {
     /// Known storage bugs switched on in `blockdisk` runs (kv-storage
     /// `bugs.rs`; only with the `buggy` feature).
     pub storage_bugs: kv_storage::StorageBugs,
+    /// Transaction clients (`txn_client`), besides `clients`.
+    pub txn_clients: usize,
+    /// Lease clients (`lease_client`).
+    pub lease_clients: usize,
+    /// Watchers (`watch_client`).
+    pub watchers: usize,
+    /// Known replica bugs switched on (kv-replica `bugs.rs`; only with the
+    /// `buggy` feature).
+    pub replica_bugs: kv_replica::bugs::ReplicaBugs,
 }
 
 impl SimOptions {
@@ -64,6 +73,10 @@ impl SimOptions {
             config_hook: None,
             cut_removed_leader: crate::faults::CUT_REMOVED_LEADER,
             storage_bugs: kv_storage::StorageBugs::default(),
+            txn_clients: 1,
+            lease_clients: 1,
+            watchers: 3,
+            replica_bugs: kv_replica::bugs::ReplicaBugs::default(),
         }
     }
 
@@ -111,6 +124,10 @@ impl fmt::Debug for SimOptions {
             .field("config_hook", &self.config_hook.is_some())
             .field("cut_removed_leader", &self.cut_removed_leader)
             .field("storage_bugs", &self.storage_bugs)
+            .field("txn_clients", &self.txn_clients)
+            .field("lease_clients", &self.lease_clients)
+            .field("watchers", &self.watchers)
+            .field("replica_bugs", &self.replica_bugs)
             .finish()
     }
 }
