@@ -68,6 +68,8 @@
 mod events;
 mod explain;
 mod group;
+#[cfg(test)]
+mod group_tests;
 mod memo;
 mod model;
 #[cfg(test)]
