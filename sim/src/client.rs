@@ -18,7 +18,9 @@ pub const TIMEOUT_TICKS: u64 = 60;
 /// What a client asked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientCall {
-    Get { key: String },
+    Get {
+        key: String,
+    },
     Write(Op),
     /// A transaction (`txn_client`): the write proposed, and its
     /// comparisons in the checker's terms (see `txn_client::TxnCheck`).
@@ -27,7 +29,9 @@ pub enum ClientCall {
         checks: Vec<crate::txn_client::TxnCheck>,
     },
     /// A lease keepalive (`lease_client`): a ReadIndex round on the node.
-    Keepalive { lease: u64 },
+    Keepalive {
+        lease: u64,
+    },
 }
 
 impl ClientCall {
@@ -52,7 +56,9 @@ pub enum ClientRet {
     Get(Option<String>),
     Write(OpResult),
     /// A keepalive answered by the leader: the lease's TTL.
-    KeptAlive { ttl_ms: u64 },
+    KeptAlive {
+        ttl_ms: u64,
+    },
     /// A keepalive answered `lease_not_found`.
     LeaseGone,
 }

@@ -54,6 +54,11 @@ pub struct SimOptions {
     /// Known replica bugs switched on (kv-replica `bugs.rs`; only with the
     /// `buggy` feature).
     pub replica_bugs: kv_replica::bugs::ReplicaBugs,
+    /// The tick length the replicas' lease clocks assume. The lease checks
+    /// take a tick for [`crate::lease_client::LEASE_TICK_MS`]; another value
+    /// is a lease clock that runs fast (larger) or slow (smaller), which
+    /// the tests use to show that both lease checks can fail.
+    pub lease_tick_ms: u64,
 }
 
 impl SimOptions {
@@ -77,7 +82,19 @@ impl SimOptions {
             lease_clients: 1,
             watchers: 3,
             replica_bugs: kv_replica::bugs::ReplicaBugs::default(),
+            lease_tick_ms: crate::lease_client::LEASE_TICK_MS,
         }
+    }
+
+    /// Only the key-value clients: no transaction or lease clients and no
+    /// watchers. A run so configured is the run of the same seed before
+    /// those clients existed (the protocol and storage bug catalogues
+    /// were measured so).
+    pub fn kv_clients_only(mut self) -> SimOptions {
+        self.txn_clients = 0;
+        self.lease_clients = 0;
+        self.watchers = 0;
+        self
     }
 
     /// Ticks of the final phase, in which every fault is healed.
@@ -128,6 +145,7 @@ impl fmt::Debug for SimOptions {
             .field("lease_clients", &self.lease_clients)
             .field("watchers", &self.watchers)
             .field("replica_bugs", &self.replica_bugs)
+            .field("lease_tick_ms", &self.lease_tick_ms)
             .finish()
     }
 }

@@ -17,9 +17,7 @@
 
 use crate::client::{Client, ClientCall, ClientRet};
 use crate::rng::SimRng;
-use kv_replica::command::{
-    Compare, CompareOp, CompareTest, OpResult, Txn, TxnOp, TxnOpResult,
-};
+use kv_replica::command::{Compare, CompareOp, CompareTest, OpResult, Txn, TxnOp, TxnOpResult};
 
 /// The keys transaction clients use, and no other client.
 pub const TXN_KEYS: [&str; 3] = ["t0", "t1", "t2"];
@@ -145,7 +143,11 @@ impl Client {
         else {
             return;
         };
-        let branch = if *succeeded { &txn.success } else { &txn.failure };
+        let branch = if *succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
         for (op, result) in branch.iter().zip(results) {
             match (op, result) {
                 (TxnOp::Put { key, value } | TxnOp::PutWithLease { key, value, .. }, _) => {

@@ -230,7 +230,11 @@ mod tests {
     #[test]
     fn a_duplicated_event_fails() {
         let w = watcher(vec![
-            session(1, 3, vec![WatchEvent::put(1, "a", "1"), WatchEvent::put(3, "a", "2")]),
+            session(
+                1,
+                3,
+                vec![WatchEvent::put(1, "a", "1"), WatchEvent::put(3, "a", "2")],
+            ),
             session(
                 4,
                 4,
@@ -254,6 +258,10 @@ mod tests {
     #[test]
     fn a_revision_no_node_applied_is_reported() {
         let w = watcher(vec![session(1, 9, vec![WatchEvent::put(1, "a", "1")])]);
-        assert!(w.check(&reference()).unwrap_err().contains("no node applied"));
+        assert!(
+            w.check(&reference())
+                .unwrap_err()
+                .contains("no node applied")
+        );
     }
 }

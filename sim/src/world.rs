@@ -339,7 +339,9 @@ impl World {
                 _ => WatchFilter::Prefix("l".into()),
             };
             let name = format!("w{}", w + 1);
-            world.watchers.push(crate::watch_client::Watcher::new(name, filter));
+            world
+                .watchers
+                .push(crate::watch_client::Watcher::new(name, filter));
             let at = world.rng.range(1, 10 * STEPS_PER_TICK);
             world.schedule(at, Event::WatcherWake(w));
         }

@@ -229,8 +229,7 @@ impl World {
             return;
         };
         let op = busy.op;
-        if matches!(busy.waiting, Waiting::Read { .. }) || self.history[op].call.is_read()
-        {
+        if matches!(busy.waiting, Waiting::Read { .. }) || self.history[op].call.is_read() {
             // A read without an answer had no effect.
             return self.finish(c, Outcome::Failed, None);
         }

@@ -153,8 +153,9 @@ impl World {
         for i in expired {
             self.leases[i].expired_step = Some(now);
             let life = self.leases[i].clone();
-            self.trace
-                .note(now, || format!("{id} applied the expiry of lease {}", life.id));
+            self.trace.note(now, || {
+                format!("{id} applied the expiry of lease {}", life.id)
+            });
             let fastest = self.nodes.iter().map(|n| n.tick_period).min().unwrap_or(1);
             if let Some(earliest) = life.earliest_expiry(fastest)
                 && now < earliest

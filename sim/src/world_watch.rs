@@ -29,12 +29,13 @@ impl World {
     /// A node (re)started: a fresh hub over its applied state.
     pub(crate) fn open_hub(&mut self, id: NodeId) {
         let bugs = self.opts.replica_bugs;
+        let lease_tick_ms = self.opts.lease_tick_ms;
         let Some(replica) = self.node_mut(id).replica_mut() else {
             return;
         };
         replica.record_watch_events(true);
         replica.set_bugs(bugs);
-        replica.set_lease_tick_ms(crate::lease_client::LEASE_TICK_MS);
+        replica.set_lease_tick_ms(lease_tick_ms);
         let mut hub = WatchHub::new(WATCH_CONFIG, replica.state.applied_index());
         hub.set_bugs(bugs);
         self.hubs[id.0 as usize - 1] = Some(hub);
@@ -215,14 +216,19 @@ impl World {
             format!("{name} watches on {node} from revision {start}")
         });
         let drop_after = self.rng.range(30, 400) * STEPS_PER_TICK;
-        self.schedule_in(drop_after, Event::WatcherDrop { watcher: w, session });
+        self.schedule_in(
+            drop_after,
+            Event::WatcherDrop {
+                watcher: w,
+                session,
+            },
+        );
         self.poll_watcher(w, &connection);
     }
 
     /// The watcher's connection drops (if it is still that session's).
     pub(crate) fn watcher_drop(&mut self, w: usize, session: usize) {
-        if self.watchers[w].connection.is_some() && self.watchers[w].sessions.len() == session + 1
-        {
+        if self.watchers[w].connection.is_some() && self.watchers[w].sessions.len() == session + 1 {
             self.disconnect(w);
         }
     }

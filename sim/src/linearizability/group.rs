@@ -233,7 +233,11 @@ impl<'h> Builder<'h> {
                 value,
             } => {
                 let k = self.key(key)?;
-                GroupCall::Cas(k, self.value(expected.as_deref()), self.value(value.as_deref()))
+                GroupCall::Cas(
+                    k,
+                    self.value(expected.as_deref()),
+                    self.value(value.as_deref()),
+                )
             }
             Call::MultiPut { entries } => {
                 let mut last: BTreeMap<usize, Value> = BTreeMap::new();

@@ -363,7 +363,10 @@ impl Call {
     /// The keys the call touches, in byte order, once each.
     pub fn keys(&self) -> Vec<&str> {
         let mut keys: Vec<&str> = match self {
-            Call::Get { key } | Call::Put { key, .. } | Call::Delete { key } | Call::Cas { key, .. } => {
+            Call::Get { key }
+            | Call::Put { key, .. }
+            | Call::Delete { key }
+            | Call::Cas { key, .. } => {
                 vec![key]
             }
             Call::MultiPut { entries } => entries.iter().map(|(k, _)| k.as_str()).collect(),
