@@ -4,8 +4,7 @@
 use crate::client::{ClientCall, ClientRet, Outcome, Recorded};
 use crate::linearizability::{Call, CheckResult, Operation, Ret, TxnStep, check_with_budget};
 use crate::world::World;
-use kv_replica::command::{Op, OpResult, RequestId, TxnOp, TxnOpResult};
-use std::collections::BTreeMap;
+use kv_replica::command::{Op, OpResult, TxnOp, TxnOpResult};
 
 fn steps_of(ops: &[TxnOp]) -> Vec<TxnStep> {
     ops.iter()
@@ -102,19 +101,7 @@ fn ret_of(ret: &ClientRet) -> Option<Ret> {
 
 /// The operations that may have had an effect, in the checker's terms
 /// (times in simulator steps). Failed operations had none and are left out.
-///
-/// A transaction whose outcome the client does not know is settled from
-/// `first_applied` (request id -> the step some node first applied it),
-/// which the simulator knows: applied means it took effect, by that step
-/// at the latest (a correct cluster shows no later reader the state
-/// before it: its entry is committed then), with a reply nobody saw
-/// ([`Ret::Applied`]); never applied by the end of a run that settled and
-/// converged means no effect. That leaves the transaction group's search
-/// no "took effect or not, and when" to branch on.
-pub fn to_operations(
-    history: &[Recorded],
-    first_applied: &BTreeMap<RequestId, u64>,
-) -> Vec<Operation> {
+pub fn to_operations(history: &[Recorded]) -> Vec<Operation> {
     history
         .iter()
         .filter_map(|op| {
@@ -127,20 +114,6 @@ pub fn to_operations(
                     call,
                     ret: op.ret.as_ref().and_then(ret_of),
                 }),
-                Outcome::Unknown | Outcome::Pending if matches!(call, Call::Txn { .. }) => {
-                    let applied = op
-                        .attempts
-                        .iter()
-                        .filter_map(|r| first_applied.get(r))
-                        .min()?;
-                    Some(Operation {
-                        client: op.client,
-                        invoke: op.invoke_step,
-                        complete: Some(*applied.max(&op.invoke_step)),
-                        call,
-                        ret: Some(Ret::Applied),
-                    })
-                }
                 Outcome::Unknown | Outcome::Pending => {
                     Some(Operation::unknown(op.client, op.invoke_step, call))
                 }
@@ -155,7 +128,7 @@ impl World {
         if !self.opts.check_linearizability {
             return;
         }
-        let operations = to_operations(&self.history, &self.first_applied);
+        let operations = to_operations(&self.history);
         match check_with_budget(&operations, STEP_BUDGET_PER_KEY) {
             CheckResult::Ok { .. } => {}
             CheckResult::Unknown { key, reason } => {

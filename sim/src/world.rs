@@ -214,8 +214,6 @@ pub struct World {
     pub(crate) leases: Vec<crate::lease_client::LeaseLife>,
     /// When each lease client's keepalive in flight arrived at its node.
     pub(crate) keepalive_arrival: BTreeMap<usize, u64>,
-    /// The step at which some node first applied each request.
-    pub(crate) first_applied: BTreeMap<RequestId, u64>,
 }
 
 /// Counts of background snapshot writes, reported per run.
@@ -296,7 +294,6 @@ impl World {
             reference: Default::default(),
             leases: Vec::new(),
             keepalive_arrival: BTreeMap::new(),
-            first_applied: BTreeMap::new(),
             now: 0,
             rng: SimRng::new(0, 0),
             plan,

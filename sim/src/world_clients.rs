@@ -314,7 +314,6 @@ impl World {
     pub(crate) fn answer_clients(&mut self, id: NodeId, applied: &[Applied], outputs: Vec<Output>) {
         for a in applied {
             let Some(request) = a.request else { continue };
-            self.first_applied.entry(request).or_insert(self.now);
             if self.probe.requests.contains(&request) && self.probe.satisfied_step.is_none() {
                 self.probe.satisfied_step = Some(self.now);
                 self.trace

@@ -323,10 +323,39 @@ pub(super) fn check_group(
         .filter_map(|(i, op)| builder.op(i, op))
         .collect();
     let positions = ops.iter().map(|op| op.position).collect();
-    (search(&ops, keys.len(), step_budget, keys), positions)
+    let verdict = match search(&ops, keys.len(), step_budget, keys) {
+        Ok(verdict) => verdict,
+        Err((explanation, deepest)) => {
+            // The required operations the longest prefix could not place,
+            // earliest invoked first.
+            let mut stuck: Vec<&GroupOp> = (0..ops.len())
+                .filter(|&i| !ops[i].optional && deepest[i / 64] & (1 << (i % 64)) == 0)
+                .map(|i| &ops[i])
+                .collect();
+            stuck.sort_by_key(|op| op.invoke);
+            let lines: Vec<String> = stuck
+                .iter()
+                .take(4)
+                .map(|op| {
+                    format!(
+                        "\n  not placed: #{} {:?}",
+                        op.position, history[op.position]
+                    )
+                })
+                .collect();
+            GroupVerdict::Violation(format!("{explanation}{}", lines.join("")))
+        }
+    };
+    (verdict, positions)
 }
 
-fn search(ops: &[GroupOp], key_count: usize, budget: u64, keys: &BTreeSet<String>) -> GroupVerdict {
+/// The verdict, or a violation's explanation with the longest prefix's set.
+fn search(
+    ops: &[GroupOp],
+    key_count: usize,
+    budget: u64,
+    keys: &BTreeSet<String>,
+) -> Result<GroupVerdict, (String, Vec<u64>)> {
     let words = ops.len().div_ceil(64).max(1);
     let mut linearized = vec![0u64; words];
     let is_set = |bits: &[u64], i: usize| bits[i / 64] & (1 << (i % 64)) != 0;
@@ -338,6 +367,7 @@ fn search(ops: &[GroupOp], key_count: usize, budget: u64, keys: &BTreeSet<String
     let mut frames: Vec<(Vec<usize>, usize)> = Vec::new();
     let mut chosen: Vec<(usize, Vec<Value>)> = Vec::new();
     let mut deepest = 0usize;
+    let mut deepest_set = linearized.clone();
     let mut steps = 0u64;
     let candidates = |bits: &[u64], state: &[Value]| -> Vec<usize> {
         let min_complete = (0..ops.len())
@@ -362,20 +392,23 @@ fn search(ops: &[GroupOp], key_count: usize, budget: u64, keys: &BTreeSet<String
     while required_left > 0 {
         steps += 1;
         if steps > budget {
-            return GroupVerdict::OutOfBudget(format!(
+            return Ok(GroupVerdict::OutOfBudget(format!(
                 "the search over {} operations of keys {keys:?} used its budget of {budget} steps",
                 ops.len()
-            ));
+            )));
         }
         let (list, next) = frames.last_mut().expect("a frame");
         if *next >= list.len() {
             frames.pop();
             let Some((i, before)) = chosen.pop() else {
-                return GroupVerdict::Violation(format!(
-                    "no order of the {} operations on keys {keys:?} (transactions and the \
-                     operations on their keys) is a legal sequential history; the longest \
-                     linearizable prefix has {deepest} operations",
-                    ops.len(),
+                return Err((
+                    format!(
+                        "no order of the {} operations on keys {keys:?} (transactions and the \
+                         operations on their keys) is a legal sequential history; the longest \
+                         linearizable prefix has {deepest} operations",
+                        ops.len(),
+                    ),
+                    deepest_set,
                 ));
             };
             linearized[i / 64] ^= 1 << (i % 64);
@@ -395,8 +428,11 @@ fn search(ops: &[GroupOp], key_count: usize, budget: u64, keys: &BTreeSet<String
         }
         chosen.push((i, std::mem::replace(&mut state, after)));
         required_left -= usize::from(!ops[i].optional);
-        deepest = deepest.max(chosen.len());
+        if chosen.len() > deepest {
+            deepest = chosen.len();
+            deepest_set.clone_from(&linearized);
+        }
         frames.push((candidates(&linearized, &state), 0));
     }
-    GroupVerdict::Linearizable
+    Ok(GroupVerdict::Linearizable)
 }
