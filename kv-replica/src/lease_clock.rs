@@ -57,6 +57,8 @@ pub struct LeaseClock {
     /// change only by applying entries, so a sync at the same index and
     /// leadership has nothing to do.
     synced_at: Option<u64>,
+    /// Known bugs switched on (`crate::bugs`).
+    bugs: crate::bugs::ReplicaBugs,
 }
 
 impl LeaseClock {
@@ -68,7 +70,17 @@ impl LeaseClock {
             leading: None,
             countdowns: BTreeMap::new(),
             synced_at: None,
+            bugs: crate::bugs::ReplicaBugs::default(),
         }
+    }
+
+    /// Switches known bugs on (only with the `buggy` feature).
+    pub fn set_bugs(&mut self, bugs: crate::bugs::ReplicaBugs) {
+        self.bugs = bugs;
+    }
+
+    pub fn bugs(&self) -> crate::bugs::ReplicaBugs {
+        self.bugs
     }
 
     pub fn tick_ms(&self) -> u64 {
@@ -155,6 +167,12 @@ impl LeaseClock {
         }
         let ticks_left = self.ticks_for(ttl_ms);
         match self.countdowns.get_mut(&id) {
+            Some(Countdown::Running { .. })
+                if crate::bugs::ReplicaBugs::has(self.bugs.lease_keepalive_not_counted) =>
+            {
+                // Bug: answered, not counted.
+                Ok(())
+            }
             Some(countdown @ Countdown::Running { .. }) => {
                 *countdown = Countdown::Running { ticks_left, ttl_ms };
                 Ok(())

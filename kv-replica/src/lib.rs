@@ -13,6 +13,7 @@
 //! on kv-node or sim: the world (disk, network, time) is the caller's.
 #![forbid(unsafe_code)]
 
+pub mod bugs;
 pub mod command;
 pub mod lease_clock;
 pub mod membership_waiters;

@@ -223,6 +223,12 @@ impl<D: Durable> Replica<D> {
         })
     }
 
+    /// Switches known bugs on (only with the `buggy` feature; see `bugs`).
+    pub fn set_bugs(&mut self, bugs: crate::bugs::ReplicaBugs) {
+        self.state.set_bugs(bugs);
+        self.lease_clock.set_bugs(bugs);
+    }
+
     /// Records the changes each round applies into [`Output::events`]
     /// (off by default; kv-node switches it on to serve watches). Call it
     /// before the first round, so that the log replayed on restart feeds
@@ -446,8 +452,10 @@ impl<D: Durable, S: FnMut(Message)> ReadyHandler for Round<'_, D, S> {
             .install_staged_snapshot(meta)
             .map_err(ReplicaError::Storage)?;
         let recording = self.state.records_events();
+        let bugs = self.state.bugs();
         *self.state = state;
         self.state.record_events(recording);
+        self.state.set_bugs(bugs);
         self.out.events.clear();
         self.out.snapshot_installed = Some(meta.index);
         *self.last_snapshot_index = meta.index;

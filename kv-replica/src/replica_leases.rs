@@ -11,7 +11,9 @@ impl<D: Durable> Replica<D> {
     /// Sets the length of a tick in milliseconds (kv-node's `--tick-ms`),
     /// which turns lease TTLs into tick counts. Countdowns restart.
     pub fn set_lease_tick_ms(&mut self, tick_ms: u64) {
+        let bugs = self.lease_clock.bugs();
         self.lease_clock = crate::lease_clock::LeaseClock::new(tick_ms);
+        self.lease_clock.set_bugs(bugs);
     }
 
     /// Brings the countdowns in line with the role and the state machine.

@@ -19,9 +19,10 @@ macro_rules! bug_flags {
                 $(stringify!($flag) => bugs.$flag = true,)*
                 _ => {
                     return Err(format!(
-                        "unknown bug {name:?}; known: {}, and the storage bugs {}",
+                        "unknown bug {name:?}; known: {}, the storage bugs {} and the replica bugs {}",
                         BUG_NAMES.join(", "),
-                        kv_storage::StorageBugs::NAMES.join(", ")
+                        kv_storage::StorageBugs::NAMES.join(", "),
+                        kv_replica::bugs::ReplicaBugs::NAMES.join(", ")
                     ));
                 }
             }

@@ -7,7 +7,7 @@
 //! recorded as unknown.
 
 use crate::rng::SimRng;
-use kv_replica::command::{Op, OpResult, RequestId};
+use kv_replica::command::{Op, OpResult, RequestId, Txn};
 use std::collections::BTreeMap;
 
 /// How many times a write with an unknown outcome is sent in all.
@@ -18,8 +18,36 @@ pub const TIMEOUT_TICKS: u64 = 60;
 /// What a client asked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientCall {
-    Get { key: String },
+    Get {
+        key: String,
+    },
     Write(Op),
+    /// A transaction (`txn_client`): the write proposed, and its
+    /// comparisons in the checker's terms (see `txn_client::TxnCheck`).
+    Txn {
+        txn: Txn,
+        checks: Vec<crate::txn_client::TxnCheck>,
+    },
+    /// A lease keepalive (`lease_client`): a ReadIndex round on the node.
+    Keepalive {
+        lease: u64,
+    },
+}
+
+impl ClientCall {
+    /// Reads and keepalives: an attempt without an answer had no effect.
+    pub fn is_read(&self) -> bool {
+        matches!(self, ClientCall::Get { .. } | ClientCall::Keepalive { .. })
+    }
+
+    /// The op proposed for a write.
+    pub fn write_op(&self) -> Option<Op> {
+        match self {
+            ClientCall::Write(op) => Some(op.clone()),
+            ClientCall::Txn { txn, .. } => Some(Op::Txn(txn.clone())),
+            ClientCall::Get { .. } | ClientCall::Keepalive { .. } => None,
+        }
+    }
 }
 
 /// What it was told.
@@ -27,6 +55,23 @@ pub enum ClientCall {
 pub enum ClientRet {
     Get(Option<String>),
     Write(OpResult),
+    /// A keepalive answered by the leader: the lease's TTL.
+    KeptAlive {
+        ttl_ms: u64,
+    },
+    /// A keepalive answered `lease_not_found`.
+    LeaseGone,
+}
+
+/// What a client does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientKind {
+    /// Gets, puts, deletes, CAS and multi-puts over the world's keys.
+    Kv,
+    /// Transactions and gets over the transaction keys (`txn_client`).
+    Txn,
+    /// Grants leases, attaches keys and keeps them alive (`lease_client`).
+    Lease(crate::lease_client::LeaseOwner),
 }
 
 /// How an operation ended.
@@ -93,16 +138,26 @@ pub struct Client {
     pub busy: Option<InFlight>,
     /// The last value this client saw for each key (CAS expectations).
     pub seen: BTreeMap<String, Option<String>>,
+    /// The revision and value a transaction's get last saw for each key
+    /// (revision comparisons).
+    pub seen_revisions: BTreeMap<String, (u64, Option<String>)>,
+    pub kind: ClientKind,
 }
 
 impl Client {
     pub fn new(id: u64) -> Client {
+        Client::of_kind(id, ClientKind::Kv)
+    }
+
+    pub fn of_kind(id: u64, kind: ClientKind) -> Client {
         Client {
             id,
             name: format!("c{id}"),
             next_seq: 1,
             busy: None,
             seen: BTreeMap::new(),
+            seen_revisions: BTreeMap::new(),
+            kind,
         }
     }
 

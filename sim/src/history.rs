@@ -2,16 +2,37 @@
 //! end-of-run check.
 
 use crate::client::{ClientCall, ClientRet, Outcome, Recorded};
-use crate::linearizability::{Call, CheckResult, Operation, Ret, check_with_budget};
+use crate::linearizability::{Call, CheckResult, Operation, Ret, TxnStep, check_with_budget};
 use crate::world::World;
-use kv_replica::command::{Op, OpResult};
+use kv_replica::command::{Op, OpResult, TxnOp, TxnOpResult};
+
+fn steps_of(ops: &[TxnOp]) -> Vec<TxnStep> {
+    ops.iter()
+        .map(|op| match op {
+            TxnOp::Put { key, value } | TxnOp::PutWithLease { key, value, .. } => TxnStep::Put {
+                key: key.clone(),
+                value: value.clone(),
+            },
+            TxnOp::Delete { key } => TxnStep::Delete { key: key.clone() },
+            TxnOp::Get { key } => TxnStep::Get { key: key.clone() },
+        })
+        .collect()
+}
 
 /// Search steps per key: generous for the few thousand operations of a run,
 /// bounded so that a pathological history cannot stall a sweep.
 pub const STEP_BUDGET_PER_KEY: u64 = 2_000_000;
 
-fn call_of(call: &ClientCall) -> Call {
-    match call {
+/// The call in the checker's terms; None for lease operations, which the
+/// lease checks cover (their keys are the lease clients' own).
+fn call_of(call: &ClientCall) -> Option<Call> {
+    Some(match call {
+        ClientCall::Txn { txn, checks } => Call::Txn {
+            compare: checks.clone(),
+            success: steps_of(&txn.success),
+            failure: steps_of(&txn.failure),
+        },
+        ClientCall::Keepalive { .. } => return None,
         ClientCall::Get { key } => Call::Get { key: key.clone() },
         ClientCall::Write(Op::Put { key, value }) => Call::Put {
             key: key.clone(),
@@ -30,19 +51,16 @@ fn call_of(call: &ClientCall) -> Call {
         ClientCall::Write(Op::MultiPut { entries }) => Call::MultiPut {
             entries: entries.clone(),
         },
-        // The checker is per key; a transaction over several keys needs the
-        // model of a key set first, so the clients do not issue one yet.
         ClientCall::Write(Op::Txn(_)) => {
-            unreachable!("the simulator's clients issue no transactions")
+            unreachable!("transactions are issued as ClientCall::Txn")
         }
-        // Lease operations are checked by the lease client's own check.
         ClientCall::Write(
             Op::PutWithLease { .. }
             | Op::LeaseGrant { .. }
             | Op::LeaseRevoke { .. }
             | Op::LeaseExpire { .. },
-        ) => unreachable!("the checked clients issue no lease operations"),
-    }
+        ) => return None,
+    })
 }
 
 fn ret_of(ret: &ClientRet) -> Option<Ret> {
@@ -59,9 +77,19 @@ fn ret_of(ret: &ClientRet) -> Option<Ret> {
             current: current.clone(),
         },
         ClientRet::Write(OpResult::MultiPut { .. }) => Ret::MultiPut,
-        ClientRet::Write(OpResult::Txn { .. }) => {
-            unreachable!("the simulator's clients issue no transactions")
-        }
+        ClientRet::Write(OpResult::Txn {
+            succeeded, results, ..
+        }) => Ret::Txn {
+            succeeded: *succeeded,
+            results: results
+                .iter()
+                .map(|r| match r {
+                    TxnOpResult::Prev(prev) => prev.clone(),
+                    TxnOpResult::Get(found) => found.as_ref().map(|(_, v, _)| v.clone()),
+                })
+                .collect(),
+        },
+        ClientRet::KeptAlive { .. } | ClientRet::LeaseGone => return None,
         ClientRet::Write(
             OpResult::StaleSeq { .. }
             | OpResult::LeaseNotFound { .. }
@@ -77,7 +105,7 @@ pub fn to_operations(history: &[Recorded]) -> Vec<Operation> {
     history
         .iter()
         .filter_map(|op| {
-            let call = call_of(&op.call);
+            let call = call_of(&op.call)?;
             match op.outcome {
                 Outcome::Ok => Some(Operation {
                     client: op.client,

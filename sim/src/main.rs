@@ -28,6 +28,16 @@ struct Args {
     /// Concurrent simulated clients.
     #[arg(long, default_value_t = 4)]
     clients: usize,
+    /// Transaction clients (over keys t0..t2 of their own), besides
+    /// `--clients`.
+    #[arg(long, default_value_t = 1)]
+    txn_clients: usize,
+    /// Lease clients: grant, attach keys, keep alive, stop.
+    #[arg(long, default_value_t = 1)]
+    lease_clients: usize,
+    /// Watchers of a key or prefix, resuming across cut-offs.
+    #[arg(long, default_value_t = 3)]
+    watchers: usize,
     /// `all` (each seed picks a random mix), `none`, or a list such as
     /// `partition,loss,dup,reorder,crash,fsync,pause,skew,diverge,figure8,membership`.
     #[arg(long, default_value = "all")]
@@ -55,8 +65,9 @@ struct Args {
     /// default; see `faults::CUT_REMOVED_LEADER`).
     #[arg(long)]
     cut_removed_leader: bool,
-    /// Switch on a known protocol bug, or a storage bug of kv-storage's
-    /// catalogue (`blockdisk` runs only), by name (needs the `buggy` feature).
+    /// Switch on a known protocol bug, a storage bug of kv-storage's
+    /// catalogue (`blockdisk` runs only), or a replica bug of kv-replica's
+    /// (watches, leases, transactions), by name (needs the `buggy` feature).
     #[arg(long)]
     bug: Option<String>,
 }
@@ -69,6 +80,9 @@ fn options(args: &Args, seed: u64) -> Result<SimOptions, String> {
     o.nodes = args.nodes;
     o.ticks = args.ticks;
     o.clients = args.clients;
+    o.txn_clients = args.txn_clients;
+    o.lease_clients = args.lease_clients;
+    o.watchers = args.watchers;
     o.faults = FaultSelection::parse(&args.faults)?;
     o.print_trace = args.trace;
     o.max_ops = args.max_ops;
@@ -77,9 +91,15 @@ fn options(args: &Args, seed: u64) -> Result<SimOptions, String> {
     o.check_linearizability = !args.no_linearizability;
     o.cut_removed_leader |= args.cut_removed_leader;
     if let Some(bug) = &args.bug {
-        match kv_storage::StorageBugs::named(bug) {
-            Some(bugs) if cfg!(feature = "buggy") => o.storage_bugs = bugs,
-            _ => o.config_hook = Some(bug_hook(bug)?),
+        if let Some(bugs) = kv_replica::bugs::ReplicaBugs::named(bug)
+            && cfg!(feature = "buggy")
+        {
+            o.replica_bugs = bugs;
+        } else {
+            match kv_storage::StorageBugs::named(bug) {
+                Some(bugs) if cfg!(feature = "buggy") => o.storage_bugs = bugs,
+                _ => o.config_hook = Some(bug_hook(bug)?),
+            }
         }
     }
     Ok(o)

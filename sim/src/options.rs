@@ -45,6 +45,20 @@ pub struct SimOptions {
     /// Known storage bugs switched on in `blockdisk` runs (kv-storage
     /// `bugs.rs`; only with the `buggy` feature).
     pub storage_bugs: kv_storage::StorageBugs,
+    /// Transaction clients (`txn_client`), besides `clients`.
+    pub txn_clients: usize,
+    /// Lease clients (`lease_client`).
+    pub lease_clients: usize,
+    /// Watchers (`watch_client`).
+    pub watchers: usize,
+    /// Known replica bugs switched on (kv-replica `bugs.rs`; only with the
+    /// `buggy` feature).
+    pub replica_bugs: kv_replica::bugs::ReplicaBugs,
+    /// The tick length the replicas' lease clocks assume. The lease checks
+    /// take a tick for [`crate::lease_client::LEASE_TICK_MS`]; another value
+    /// is a lease clock that runs fast (larger) or slow (smaller), which
+    /// the tests use to show that both lease checks can fail.
+    pub lease_tick_ms: u64,
 }
 
 impl SimOptions {
@@ -64,7 +78,23 @@ impl SimOptions {
             config_hook: None,
             cut_removed_leader: crate::faults::CUT_REMOVED_LEADER,
             storage_bugs: kv_storage::StorageBugs::default(),
+            txn_clients: 1,
+            lease_clients: 1,
+            watchers: 3,
+            replica_bugs: kv_replica::bugs::ReplicaBugs::default(),
+            lease_tick_ms: crate::lease_client::LEASE_TICK_MS,
         }
+    }
+
+    /// Only the key-value clients: no transaction or lease clients and no
+    /// watchers. A run so configured is the run of the same seed before
+    /// those clients existed (the protocol and storage bug catalogues
+    /// were measured so).
+    pub fn kv_clients_only(mut self) -> SimOptions {
+        self.txn_clients = 0;
+        self.lease_clients = 0;
+        self.watchers = 0;
+        self
     }
 
     /// Ticks of the final phase, in which every fault is healed.
@@ -111,6 +141,11 @@ impl fmt::Debug for SimOptions {
             .field("config_hook", &self.config_hook.is_some())
             .field("cut_removed_leader", &self.cut_removed_leader)
             .field("storage_bugs", &self.storage_bugs)
+            .field("txn_clients", &self.txn_clients)
+            .field("lease_clients", &self.lease_clients)
+            .field("watchers", &self.watchers)
+            .field("replica_bugs", &self.replica_bugs)
+            .field("lease_tick_ms", &self.lease_tick_ms)
             .finish()
     }
 }

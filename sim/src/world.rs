@@ -19,6 +19,7 @@ use kv_replica::command::RequestId;
 use kv_replica::membership_waiters::MembershipWaiters;
 use kv_replica::replica::Replica;
 use kv_replica::waiters::Waiters;
+use kv_replica::watch::WatchFilter;
 use raft_core::{Input, Message, MessageBody, NodeId, Role};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -32,6 +33,13 @@ pub(crate) enum Event {
     Tick(NodeId),
     Deliver(Message),
     ClientWake(usize),
+    /// A watcher (re)connects.
+    WatcherWake(usize),
+    /// A watcher's connection drops, if it is still that session's.
+    WatcherDrop {
+        watcher: usize,
+        session: usize,
+    },
     ClientTimeout {
         client: usize,
         op: usize,
@@ -200,6 +208,15 @@ pub struct World {
     pub(crate) steer_reads: Option<(NodeId, u64)>,
     /// What became of the background snapshot writes.
     pub(crate) snapshot_writes: SnapshotWrites,
+    /// Each node's watch hub (by node id - 1), while it is up.
+    pub(crate) hubs: Vec<Option<kv_replica::watch::WatchHub>>,
+    pub(crate) watchers: Vec<crate::watch_client::Watcher>,
+    /// The committed events, for the watchers' check.
+    pub(crate) reference: crate::watch_client::Reference,
+    /// Every lease the lease clients were granted.
+    pub(crate) leases: Vec<crate::lease_client::LeaseLife>,
+    /// When each lease client's keepalive in flight arrived at its node.
+    pub(crate) keepalive_arrival: BTreeMap<usize, u64>,
 }
 
 /// Counts of background snapshot writes, reported per run.
@@ -209,6 +226,19 @@ pub struct SnapshotWrites {
     pub durable: u64,
     /// Captured, then lost to a crash before they were durable.
     pub lost_to_crash: u64,
+}
+
+/// The kind of every client: the KV clients, then the transaction and
+/// lease clients.
+fn client_kinds(opts: &SimOptions) -> Vec<crate::client::ClientKind> {
+    use crate::client::ClientKind;
+    let mut kinds = vec![ClientKind::Kv; opts.clients];
+    kinds.extend(std::iter::repeat_n(ClientKind::Txn, opts.txn_clients));
+    kinds.extend(std::iter::repeat_n(
+        ClientKind::Lease(Default::default()),
+        opts.lease_clients,
+    ));
+    kinds
 }
 
 impl World {
@@ -235,8 +265,10 @@ impl World {
             free_slots: Vec::new(),
             nodes: Vec::new(),
             network: Network::new(opts.nodes + plan.spare_nodes),
-            clients: (0..opts.clients)
-                .map(|c| Client::new(c as u64 + 1))
+            clients: client_kinds(&opts)
+                .into_iter()
+                .enumerate()
+                .map(|(c, kind)| Client::of_kind(c as u64 + 1, kind))
                 .collect(),
             history: Vec::new(),
             writers: Writers::new(),
@@ -261,6 +293,11 @@ impl World {
             hold_timeout_now: None,
             steer_reads: None,
             snapshot_writes: SnapshotWrites::default(),
+            hubs: (0..opts.nodes + plan.spare_nodes).map(|_| None).collect(),
+            watchers: Vec::new(),
+            reference: Default::default(),
+            leases: Vec::new(),
+            keepalive_arrival: BTreeMap::new(),
             now: 0,
             rng: SimRng::new(0, 0),
             plan,
@@ -294,6 +331,20 @@ impl World {
         for c in 0..world.clients.len() {
             let at = world.rng.range(1, 10 * STEPS_PER_TICK);
             world.schedule(at, Event::ClientWake(c));
+        }
+        for w in 0..world.opts.watchers {
+            let filter = match w % 4 {
+                0 => WatchFilter::Prefix(String::new()),
+                1 => WatchFilter::Key(world.keys[w % world.keys.len()].clone()),
+                2 => WatchFilter::Prefix("t".into()),
+                _ => WatchFilter::Prefix("l".into()),
+            };
+            let name = format!("w{}", w + 1);
+            world
+                .watchers
+                .push(crate::watch_client::Watcher::new(name, filter));
+            let at = world.rng.range(1, 10 * STEPS_PER_TICK);
+            world.schedule(at, Event::WatcherWake(w));
         }
         for (i, f) in world.plan.schedule.clone().iter().enumerate() {
             if f.at_tick < world.opts.heal_tick() {
@@ -421,6 +472,8 @@ impl World {
             }
             Event::Deliver(m) => self.deliver(m),
             Event::ClientWake(c) => self.client_wake(c),
+            Event::WatcherWake(w) => self.watcher_wake(w),
+            Event::WatcherDrop { watcher, session } => self.watcher_drop(watcher, session),
             Event::ClientTimeout {
                 client,
                 op,

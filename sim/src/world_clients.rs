@@ -3,7 +3,8 @@
 //! from what each node's replica applied.
 
 use crate::client::{
-    ClientCall, ClientRet, InFlight, MAX_ATTEMPTS, Outcome, Recorded, TIMEOUT_TICKS, Waiting,
+    ClientCall, ClientKind, ClientRet, InFlight, MAX_ATTEMPTS, Outcome, Recorded, TIMEOUT_TICKS,
+    Waiting,
 };
 use crate::faults::STEPS_PER_TICK;
 use crate::world::{Event, World};
@@ -33,14 +34,19 @@ impl World {
             if !self.accepting_new_ops() {
                 return;
             }
-            let call = self.clients[c].next_call(&self.keys, &mut self.rng);
-            let seq = match call {
-                ClientCall::Write(_) => {
-                    let seq = self.clients[c].next_seq;
-                    self.clients[c].next_seq += 1;
-                    seq
+            let call = match &self.clients[c].kind {
+                ClientKind::Kv => self.clients[c].next_call(&self.keys, &mut self.rng),
+                ClientKind::Txn => self.clients[c].next_txn_call(&mut self.rng),
+                ClientKind::Lease(_) => {
+                    self.clients[c].next_lease_call(&mut self.rng, &self.leases)
                 }
-                ClientCall::Get { .. } => 0,
+            };
+            let seq = if call.write_op().is_some() {
+                let seq = self.clients[c].next_seq;
+                self.clients[c].next_seq += 1;
+                seq
+            } else {
+                0
             };
             let op = self.history.len();
             self.trace
@@ -82,7 +88,15 @@ impl World {
         busy.attempt += 1;
         let attempt = busy.attempt;
         let busy_op = busy.op;
-        let drawn = NodeId(self.rng.range(1, self.nodes.len() as u64));
+        let mut drawn = NodeId(self.rng.range(1, self.nodes.len() as u64));
+        if matches!(self.history[busy_op].call, ClientCall::Keepalive { .. })
+            && let Some(leader) = self.leader()
+            && self.rng.range(0, 3) > 0
+        {
+            // Keepalives go to the leader (a client that follows redirects),
+            // mostly.
+            drawn = leader;
+        }
         let node = match self.steer_reads {
             Some((to, until))
                 if self.now < until
@@ -122,8 +136,8 @@ impl World {
     pub(crate) fn submit(&mut self, c: usize, node: NodeId) {
         let op = self.clients[c].busy.as_ref().expect("busy").op;
         let call = self.history[op].call.clone();
-        match call {
-            ClientCall::Write(write) => {
+        if let Some(write) = call.write_op() {
+            {
                 let request = RequestId {
                     node: node.0,
                     id: self.next_request,
@@ -160,7 +174,10 @@ impl World {
                     self.attempt_refused(c);
                 }
             }
-            ClientCall::Get { .. } => {
+        } else if let ClientCall::Keepalive { lease } = call {
+            self.submit_keepalive(c, node, lease);
+        } else {
+            {
                 let context = self.next_context;
                 self.next_context += 1;
                 self.clients[c].busy.as_mut().expect("busy").waiting = Waiting::Read {
@@ -188,7 +205,7 @@ impl World {
     }
 
     /// The attempt certainly had no effect.
-    fn attempt_refused(&mut self, c: usize) {
+    pub(crate) fn attempt_refused(&mut self, c: usize) {
         let Some(busy) = &mut self.clients[c].busy else {
             return;
         };
@@ -212,9 +229,7 @@ impl World {
             return;
         };
         let op = busy.op;
-        if matches!(busy.waiting, Waiting::Read { .. })
-            || matches!(self.history[op].call, ClientCall::Get { .. })
-        {
+        if matches!(busy.waiting, Waiting::Read { .. }) || self.history[op].call.is_read() {
             // A read without an answer had no effect.
             return self.finish(c, Outcome::Failed, None);
         }
@@ -237,7 +252,7 @@ impl World {
     }
 
     /// Ends the client's current operation.
-    fn finish(&mut self, c: usize, outcome: Outcome, ret: Option<ClientRet>) {
+    pub(crate) fn finish(&mut self, c: usize, outcome: Outcome, ret: Option<ClientRet>) {
         let Some(busy) = self.clients[c].busy.take() else {
             return;
         };
@@ -256,10 +271,14 @@ impl World {
         if outcome == Outcome::Ok {
             record.complete_step = Some(self.now);
             if let Some(ret) = &ret {
-                self.clients[c].observe(&record.call, ret);
+                match &record.call {
+                    ClientCall::Txn { txn, .. } => self.clients[c].observe_txn(txn, ret),
+                    call => self.clients[c].observe(call, ret),
+                }
             }
             record.ret = ret;
         }
+        let lease_think = self.lease_op_ended(c, op);
         self.trace.note(self.now, || {
             format!(
                 "c{} completes #{op} {outcome:?} {:?}",
@@ -267,7 +286,7 @@ impl World {
                 self.history[op].ret
             )
         });
-        let think = self.think_steps();
+        let think = lease_think.unwrap_or_else(|| self.think_steps());
         self.schedule_in(think, Event::ClientWake(c));
     }
 
@@ -356,19 +375,29 @@ impl World {
         let mut ready = self.node_mut(id).waiters.ready_reads(LogIndex(applied));
         // In client order, as the simulator always answered them.
         ready.sort_unstable();
-        let replica = self.node(id).replica().expect("checked above");
         let mut answers = Vec::new();
         for (c, _) in ready {
             let Some(busy) = &self.clients[c].busy else {
                 continue;
             };
-            if let ClientCall::Get { key } = &self.history[busy.op].call {
-                let value = replica.state.get(key).map(|(v, _)| v.to_string());
-                answers.push((c, value));
+            let call = self.history[busy.op].call.clone();
+            let replica = self.node_mut(id).replica_mut().expect("checked above");
+            match call {
+                ClientCall::Get { key } => {
+                    let value = replica.state.get(&key).map(|(v, _)| v.to_string());
+                    answers.push((c, Some(ClientRet::Get(value))));
+                }
+                ClientCall::Keepalive { lease } => {
+                    answers.push((c, crate::world_leases::answer_keepalive(replica, lease)));
+                }
+                _ => {}
             }
         }
-        for (c, value) in answers {
-            self.finish(c, Outcome::Ok, Some(ClientRet::Get(value)));
+        for (c, ret) in answers {
+            match ret {
+                Some(ret) => self.finish(c, Outcome::Ok, Some(ret)),
+                None => self.finish(c, Outcome::Failed, None),
+            }
         }
     }
 

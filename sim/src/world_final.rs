@@ -15,7 +15,7 @@
 //! deadline, as before. The end of the run is extended the same way while a
 //! member of the final configuration is still applying what it is sent.
 
-use crate::client::{ClientCall, ClientRet, Outcome};
+use crate::client::{ClientRet, Outcome};
 use crate::faults::STEPS_PER_TICK;
 use crate::options::{CATCH_UP_WINDOW_TICKS, LIVENESS_BOUND_TICKS, MAX_CATCH_UP_TICKS};
 use crate::world::{Event, World};
@@ -230,9 +230,10 @@ impl World {
     pub(crate) fn final_checks(&mut self) {
         for op in &mut self.history {
             if op.outcome == Outcome::Pending {
-                op.outcome = match op.call {
-                    ClientCall::Get { .. } => Outcome::Failed,
-                    ClientCall::Write(_) => Outcome::Unknown,
+                op.outcome = if op.call.is_read() {
+                    Outcome::Failed
+                } else {
+                    Outcome::Unknown
                 };
             }
         }
@@ -272,5 +273,11 @@ impl World {
             }
         }
         self.check_history();
+        if self.violation.is_none() {
+            self.check_watchers();
+        }
+        if self.violation.is_none() {
+            self.check_lease_expiries();
+        }
     }
 }

@@ -106,6 +106,7 @@ impl World {
         if self.now > 0 {
             self.trace.note(self.now, || format!("{id} restarts"));
         }
+        self.open_hub(id);
         self.drive(id);
     }
 
@@ -151,6 +152,7 @@ impl World {
             None => format!("{id} crashes ({why})"),
         });
         self.node_lost_requests(id);
+        self.close_hub(id);
     }
 
     /// Steps one input into a live node and handles what comes out.
@@ -243,6 +245,7 @@ impl World {
             }
             Ok(Ok(())) => {}
         }
+        self.feed_watches(id, &mut outputs);
         let applied: Vec<Applied> = outputs
             .iter()
             .flat_map(|o| o.applied.iter().cloned())
@@ -275,6 +278,7 @@ impl World {
             self.schedule_snapshot_written(id, incarnation);
         }
         self.answer_clients(id, &applied, outputs);
+        self.observe_lease_expiries(id);
         self.settle_changes(id);
     }
 

@@ -26,7 +26,8 @@ enum Found {
 }
 
 fn options(seed: u64, bugs: Bugs, tweak: fn(&mut SimOptions)) -> SimOptions {
-    let mut o = SimOptions::new(seed);
+    // The rows were measured with the key-value clients only.
+    let mut o = SimOptions::new(seed).kv_clients_only();
     o.config_hook = Some(Arc::new(move |c: &mut Config| c.bugs = bugs));
     tweak(&mut o);
     o

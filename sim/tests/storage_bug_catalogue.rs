@@ -26,7 +26,8 @@ fn assert_found_in(
     let limit = *seeds.end();
     let mut seen = Vec::new();
     for seed in seeds {
-        let mut o = SimOptions::new(seed);
+        // The rows were measured with the key-value clients only.
+        let mut o = SimOptions::new(seed).kv_clients_only();
         o.faults = FaultSelection::parse(faults).unwrap();
         o.storage_bugs = bugs;
         let Some(v) = run(o).violation else {

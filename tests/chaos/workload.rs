@@ -167,7 +167,7 @@ pub fn run_client(id: u64, shared: &Shared, mut rng: Rng) -> ClientLog {
                 Some(&cseq),
                 CLIENT_TIMEOUT,
             ),
-            Call::MultiPut { .. } => unreachable!("not generated"),
+            Call::MultiPut { .. } | Call::Txn { .. } => unreachable!("not generated"),
         };
         let complete_ns = shared.now_ns().max(invoke_ns);
         let outcome = match interpret(&call, &reply) {
@@ -278,7 +278,7 @@ fn parse_ok(call: &Call, json: &Value) -> Option<Ret> {
             succeeded: json["succeeded"].as_bool()?,
             current: optional_string(&json["current"])?,
         },
-        Call::MultiPut { .. } => return None,
+        Call::MultiPut { .. } | Call::Txn { .. } => return None,
     })
 }
 

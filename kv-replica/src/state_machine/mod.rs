@@ -151,6 +151,8 @@ pub struct KvStateMachine {
     /// mutation points, so every op that changes keys emits events) when
     /// switched on; not replicated state (see [`EventRecorder`]).
     events: EventRecorder,
+    /// Known bugs switched on (`crate::bugs`; configuration, not state).
+    bugs: crate::bugs::BugSwitch,
 }
 
 impl Default for KvStateMachine {
@@ -179,6 +181,7 @@ impl KvStateMachine {
             leases: OrdMap::new(),
             key_leases: OrdMap::new(),
             events: EventRecorder::default(),
+            bugs: crate::bugs::BugSwitch::default(),
         }
     }
 
@@ -362,6 +365,15 @@ impl KvStateMachine {
         self.events.record(self.applied_index, &key, None);
         self.live_bytes -= (key.len() + old.value.len()) as u64;
         Some(old.value.to_string())
+    }
+
+    /// Switches known bugs on (only with the `buggy` feature; see `bugs`).
+    pub fn set_bugs(&mut self, bugs: crate::bugs::ReplicaBugs) {
+        self.bugs = crate::bugs::BugSwitch(bugs);
+    }
+
+    pub fn bugs(&self) -> crate::bugs::ReplicaBugs {
+        self.bugs.0
     }
 
     /// Switches recording of watch events on or off (off by default).

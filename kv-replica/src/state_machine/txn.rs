@@ -36,8 +36,14 @@ impl KvStateMachine {
                 }
             }
         });
-        let branch = if succeeded { txn.success } else { txn.failure };
-        let results = branch
+        let mut branch = if succeeded { txn.success } else { txn.failure };
+        // Bug `txn_drops_last_op`: the last op is answered, not applied.
+        let dropped = if crate::bugs::ReplicaBugs::has(self.bugs.0.txn_drops_last_op) {
+            branch.pop()
+        } else {
+            None
+        };
+        let mut results: Vec<TxnOpResult> = branch
             .into_iter()
             .map(|op| match op {
                 TxnOp::Put { key, value } => TxnOpResult::Prev(self.put(key, value, revision)),
@@ -51,6 +57,19 @@ impl KvStateMachine {
                 ),
             })
             .collect();
+        if let Some(op) = dropped {
+            results.push(match op {
+                TxnOp::Get { key } => TxnOpResult::Get(
+                    self.get(&key)
+                        .map(|(value, revision)| (key, value.to_owned(), revision)),
+                ),
+                TxnOp::Put { key, .. }
+                | TxnOp::PutWithLease { key, .. }
+                | TxnOp::Delete { key } => {
+                    TxnOpResult::Prev(self.get(&key).map(|(value, _)| value.to_owned()))
+                }
+            });
+        }
         OpResult::Txn {
             succeeded,
             revision,

@@ -145,6 +145,8 @@ pub struct WatchHub {
     revision: u64,
     watchers: BTreeMap<WatchId, Watcher>,
     next_id: u64,
+    /// Known bugs switched on (`crate::bugs`).
+    bugs: crate::bugs::ReplicaBugs,
 }
 
 impl WatchHub {
@@ -159,7 +161,13 @@ impl WatchHub {
             revision: applied_index,
             watchers: BTreeMap::new(),
             next_id: 1,
+            bugs: crate::bugs::ReplicaBugs::default(),
         }
+    }
+
+    /// Switches known bugs on (only with the `buggy` feature).
+    pub fn set_bugs(&mut self, bugs: crate::bugs::ReplicaBugs) {
+        self.bugs = bugs;
     }
 
     pub fn config(&self) -> &WatchConfig {
@@ -324,7 +332,12 @@ impl WatchHub {
                         compact_revision: self.compact_revision,
                     });
                 }
-                from
+                if crate::bugs::ReplicaBugs::has(self.bugs.watch_resume_skips_revision) {
+                    // Bug: resumes after the revision asked for.
+                    from + 1
+                } else {
+                    from
+                }
             }
         };
         let id = WatchId(self.next_id);

@@ -166,6 +166,8 @@ fn describe(history: &[Operation], key: &KeyHistory<'_>, op: &KeyOp) -> String {
                 entries.len()
             )
         }
+        // Transactions are checked by `group`, never per key.
+        Call::Txn { .. } => format!("{:?}", original.call),
     };
     let ret = match &original.ret {
         None => "? (unknown outcome)".to_owned(),
@@ -179,6 +181,7 @@ fn describe(history: &[Operation], key: &KeyHistory<'_>, op: &KeyOp) -> String {
             if *succeeded { "succeeded" } else { "failed" },
             show(current.as_deref())
         ),
+        Some(ret @ (Ret::Txn { .. } | Ret::Applied)) => format!("{ret:?}"),
     };
     format!(
         "#{} client {} [{}, {complete}] {call} -> {ret}",

@@ -67,6 +67,9 @@
 
 mod events;
 mod explain;
+mod group;
+#[cfg(test)]
+mod group_tests;
 mod memo;
 mod model;
 #[cfg(test)]
@@ -126,6 +129,40 @@ pub enum Call {
     /// Set every key to its value, atomically. If a key appears more than once
     /// the last entry wins.
     MultiPut { entries: Vec<(String, String)> },
+    /// A transaction: if every comparison holds, run `success`, else
+    /// `failure`, atomically. Checked as one operation over its keys (see
+    /// `group`).
+    Txn {
+        compare: Vec<TxnCompare>,
+        success: Vec<TxnStep>,
+        failure: Vec<TxnStep>,
+    },
+}
+
+/// One comparison of a transaction: holds when the key's value (`None`:
+/// absent) `== value` if `equal`, `!= value` otherwise.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TxnCompare {
+    pub key: String,
+    pub value: Option<String>,
+    pub equal: bool,
+}
+
+/// One op of a transaction's branch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TxnStep {
+    Put { key: String, value: String },
+    Delete { key: String },
+    Get { key: String },
+}
+
+impl TxnStep {
+    pub fn key(&self) -> &str {
+        match self {
+            TxnStep::Put { key, .. } | TxnStep::Delete { key } | TxnStep::Get { key } => key,
+        }
+    }
 }
 
 /// A successful reply.
@@ -156,6 +193,16 @@ pub enum Ret {
     },
     /// Reply to [`Call::MultiPut`].
     MultiPut,
+    /// A transaction that certainly took effect, whose reply was not seen
+    /// (it constrains nothing, but the operation must be placed before its
+    /// `complete`).
+    Applied,
+    /// Reply to [`Call::Txn`]: which branch ran, and per op of that branch
+    /// the value a get saw or the value a put or delete replaced.
+    Txn {
+        succeeded: bool,
+        results: Vec<Option<String>>,
+    },
 }
 
 /// The verdict on a history.
@@ -205,7 +252,12 @@ pub fn check(history: &[Operation]) -> CheckResult {
 /// takes precedence. Keys are checked in byte order, and the first violating
 /// key is reported.
 pub fn check_with_budget(history: &[Operation], step_budget_per_key: u64) -> CheckResult {
-    let partition = match model::partition(history) {
+    let groups = group::groups(history);
+    let grouped: std::collections::BTreeSet<&str> = groups
+        .iter()
+        .flat_map(|g| g.iter().map(String::as_str))
+        .collect();
+    let partition = match model::partition(history, &grouped) {
         Ok(partition) => partition,
         Err(malformed) => {
             return CheckResult::Malformed {
@@ -214,8 +266,25 @@ pub fn check_with_budget(history: &[Operation], step_budget_per_key: u64) -> Che
             };
         }
     };
-    let keys = partition.len();
+    let keys = partition.len() + grouped.len();
     let mut first_unknown = None;
+    for keys in &groups {
+        let (verdict, positions) = group::check_group(history, keys, step_budget_per_key);
+        let key = keys.iter().cloned().collect::<Vec<_>>().join(",");
+        match verdict {
+            group::GroupVerdict::Linearizable => {}
+            group::GroupVerdict::Violation(explanation) => {
+                return CheckResult::Violation {
+                    key,
+                    ops_in_key: positions.iter().map(|&i| history[i].clone()).collect(),
+                    explanation,
+                };
+            }
+            group::GroupVerdict::OutOfBudget(reason) => {
+                first_unknown.get_or_insert(CheckResult::Unknown { key, reason });
+            }
+        }
+    }
     for key_history in &partition {
         match check_key(history, key_history, step_budget_per_key) {
             KeyVerdict::Linearizable => {}
@@ -291,6 +360,31 @@ impl Operation {
 }
 
 impl Call {
+    /// The keys the call touches, in byte order, once each.
+    pub fn keys(&self) -> Vec<&str> {
+        let mut keys: Vec<&str> = match self {
+            Call::Get { key }
+            | Call::Put { key, .. }
+            | Call::Delete { key }
+            | Call::Cas { key, .. } => {
+                vec![key]
+            }
+            Call::MultiPut { entries } => entries.iter().map(|(k, _)| k.as_str()).collect(),
+            Call::Txn {
+                compare,
+                success,
+                failure,
+            } => compare
+                .iter()
+                .map(|c| c.key.as_str())
+                .chain(success.iter().chain(failure).map(TxnStep::key))
+                .collect(),
+        };
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+
     /// `Get { key }`.
     pub fn get(key: &str) -> Self {
         Call::Get { key: key.into() }

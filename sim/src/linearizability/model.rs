@@ -170,8 +170,12 @@ pub(super) struct Malformed {
     pub reason: String,
 }
 
-/// Splits `history` into per-key sub-histories, in key byte order.
-pub(super) fn partition(history: &[Operation]) -> Result<Vec<KeyHistory<'_>>, Malformed> {
+/// Splits `history` into per-key sub-histories, in key byte order,
+/// leaving out the keys of `grouped` (checked by `group`).
+pub(super) fn partition<'h>(
+    history: &'h [Operation],
+    grouped: &std::collections::BTreeSet<&str>,
+) -> Result<Vec<KeyHistory<'h>>, Malformed> {
     let mut builders: BTreeMap<&str, KeyBuilder<'_>> = BTreeMap::new();
     for (op_index, op) in history.iter().enumerate() {
         validate(op).map_err(|reason| Malformed { op_index, reason })?;
@@ -181,6 +185,9 @@ pub(super) fn partition(history: &[Operation]) -> Result<Vec<KeyHistory<'_>>, Ma
             _ => NEVER,
         };
         for (key, call, ret) in split_per_key(op) {
+            if grouped.contains(key) {
+                continue;
+            }
             let builder = builders.entry(key).or_default();
             builder.add(op_index, call, ret, op.invoke, complete, optional);
         }
@@ -243,6 +250,8 @@ fn split_per_key(op: &Operation) -> Vec<KeyShare<'_>> {
                 .map(|(key, value)| (key, BuilderCall::Put(value), BuilderRet::Unconstrained))
                 .collect();
         }
+        // Every key of a transaction is in a group (`group::groups`).
+        Call::Txn { .. } => return Vec::new(),
     };
     vec![share]
 }
@@ -266,6 +275,7 @@ fn validate(op: &Operation) -> Result<(), String> {
             | (Call::Delete { .. }, Ret::Delete { .. } | Ret::DeleteAck)
             | (Call::Cas { .. }, Ret::Cas { .. })
             | (Call::MultiPut { .. }, Ret::MultiPut)
+            | (Call::Txn { .. }, Ret::Txn { .. } | Ret::Applied)
     );
     if matches {
         Ok(())
