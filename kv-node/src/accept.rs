@@ -13,10 +13,16 @@
 //!
 //! warp's own `serve` has no header timeout and no connection limit, so
 //! plain HTTP goes through hyper here exactly as TLS does.
+//!
+//! A route may take a connection over (`101 Switching Protocols`, the peer
+//! message stream): its reply carries an [`OnUpgraded`] handler, which
+//! gets the connection once hyper hands it over.
 
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use rustls::ServerConfig;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -28,6 +34,61 @@ use warp::Filter;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// At most one warning about refused connections per this long.
 const REFUSAL_WARNING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A connection a route took over.
+pub type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
+
+/// What serves a connection after a `101` reply: put in the reply's
+/// extensions by the route that switched protocols.
+#[derive(Clone)]
+#[allow(clippy::type_complexity)]
+pub struct OnUpgraded(
+    Arc<dyn Fn(Upgraded) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>,
+);
+
+impl OnUpgraded {
+    pub fn new(
+        serve: impl Fn(Upgraded) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync + 'static,
+    ) -> OnUpgraded {
+        OnUpgraded(Arc::new(serve))
+    }
+}
+
+/// Serves a request with warp's `service`; a `101` reply that carries an
+/// [`OnUpgraded`] gets the connection once hyper lets it go.
+async fn serve_request<S>(
+    mut service: S,
+    mut request: hyper::Request<hyper::body::Incoming>,
+) -> Result<S::Response, S::Error>
+where
+    S: tower_service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = warp::reply::Response,
+        >,
+{
+    let upgrade = request
+        .headers()
+        .contains_key(hyper::header::UPGRADE)
+        .then(|| hyper::upgrade::on(&mut request));
+    std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
+    let mut response = service.call(request).await?;
+    if response.status() == hyper::StatusCode::SWITCHING_PROTOCOLS
+        && let Some(on_upgraded) = response.extensions_mut().remove::<OnUpgraded>()
+    {
+        match upgrade {
+            Some(upgrade) => {
+                tokio::spawn(async move {
+                    match upgrade.await {
+                        Ok(io) => (on_upgraded.0)(TokioIo::new(io)).await,
+                        Err(e) => tracing::debug!(error = %e, "a connection upgrade failed"),
+                    }
+                });
+            }
+            None => tracing::warn!("a 101 reply to a request that asked for no upgrade"),
+        }
+    }
+    Ok(response)
+}
 
 /// How connections are served.
 pub struct AcceptOptions {
@@ -90,16 +151,22 @@ pub async fn serve<F>(
             continue;
         };
         let acceptor = acceptor.clone();
-        let service = hyper_util::service::TowerToHyperService::new(service.clone());
+        let warp_service = service.clone();
+        let service =
+            hyper::service::service_fn(move |request| serve_request(warp_service.clone(), request));
         let watcher = graceful.watcher();
         // One connection served by hyper with the header timeout, under
         // the graceful-shutdown watcher.
         macro_rules! serve_connection {
             ($io:expr) => {{
-                let connection = hyper::server::conn::http1::Builder::new()
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
+                builder
+                    .http1()
                     .timer(TokioTimer::new())
-                    .header_read_timeout(header_timeout)
-                    .serve_connection(TokioIo::new($io), service);
+                    .header_read_timeout(header_timeout);
+                let connection =
+                    builder.serve_connection_with_upgrades(TokioIo::new($io), service);
                 if let Err(e) = watcher.watch(connection).await {
                     tracing::debug!(%remote, error = %e, "connection ended with an error");
                 }

@@ -64,8 +64,11 @@ pub struct PeerMetrics {
     pub batches_sent: Counter,
     pub messages_sent: Counter,
     pub send_errors: Counter,
-    /// Messages dropped because the peer's queue was full.
+    /// Messages dropped because the peer's queue was full, or because
+    /// the peer could not be reached when they were to go.
     pub messages_dropped: Counter,
+    /// Message streams opened to the peer (one lives while the link works).
+    pub streams_opened: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -197,7 +200,8 @@ impl Metrics {
         let batches_sent: PeerCounters = add(r, "kv_peer_batches_sent", "batches sent to a peer");
         let messages_sent: PeerCounters = add(r, "kv_peer_messages_sent", "messages sent to a peer");
         let send_errors: PeerCounters = add(r, "kv_peer_send_errors", "failed batch sends to a peer");
-        let messages_dropped: PeerCounters = add(r, "kv_peer_messages_dropped", "messages dropped on a full peer queue");
+        let messages_dropped: PeerCounters = add(r, "kv_peer_messages_dropped", "messages dropped on a full peer queue or an unreachable peer");
+        let streams_opened: PeerCounters = add(r, "kv_peer_streams_opened", "message streams opened to a peer");
         let peers = peer_names
             .into_iter()
             .map(|name| {
@@ -209,6 +213,7 @@ impl Metrics {
                     messages_sent: messages_sent.get_or_create_owned(&label),
                     send_errors: send_errors.get_or_create_owned(&label),
                     messages_dropped: messages_dropped.get_or_create_owned(&label),
+                    streams_opened: streams_opened.get_or_create_owned(&label),
                 };
                 (name.to_string(), metrics)
             })

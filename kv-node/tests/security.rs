@@ -261,6 +261,7 @@ async fn the_peer_endpoint_of_a_single_node_needs_the_credential_made_for_it() {
     let batch = vote_batch("n9", "solo", 50);
     for path in [
         "/raft/messages",
+        "/raft/stream",
         "/raft/snapshot",
         "/raft/anything",
         "/raft",
@@ -292,7 +293,69 @@ async fn the_peer_endpoint_of_a_single_node_needs_the_credential_made_for_it() {
     )
     .await;
     assert_eq!(status, 400);
+
+    // The message stream: with the credential but without the upgrade
+    // headers, a 400 that says what to send.
+    let credential = secret.credential_for("solo");
+    let (status, _, body) = outcome(
+        http.post(format!("{base}/raft/stream"))
+            .bearer_auth(&credential)
+            .body(Vec::new()),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("Upgrade"), "{body}");
+    // Upgraded, a batch from an unknown sender is refused in the last
+    // frame, and the node closes the stream.
+    let replies =
+        stream_one_frame(node.local_addr, &credential, &vote_batch("n9", "solo", 50)).await;
+    let Some(kv_node::peer::stream::StreamReply::Refused { code, message, .. }) = replies.last()
+    else {
+        panic!("no refusal: {replies:?}");
+    };
+    assert_eq!(code, "bad_request", "{message}");
+    assert!(message.contains("unknown node"), "{message}");
     node.shutdown().await.unwrap();
+}
+
+/// Opens `/raft/stream` on a raw connection, sends `frame`, and reads
+/// replies until the node closes the stream (at most 50, within 10 s).
+async fn stream_one_frame(
+    addr: std::net::SocketAddr,
+    credential: &str,
+    frame: &[u8],
+) -> Vec<kv_node::peer::stream::StreamReply> {
+    use kv_node::peer::stream::{read_reply, write_frame};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut io = BufReader::new(tcp);
+    let head = format!(
+        "POST /raft/stream HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {credential}\r\nconnection: upgrade\r\nupgrade: kv-raft-stream/1\r\ncontent-length: 0\r\n\r\n"
+    );
+    io.get_mut().write_all(head.as_bytes()).await.unwrap();
+    let mut status = String::new();
+    io.read_line(&mut status).await.unwrap();
+    assert!(status.starts_with("HTTP/1.1 101"), "{status}");
+    loop {
+        let mut line = String::new();
+        io.read_line(&mut line).await.unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+    }
+    write_frame(io.get_mut(), frame).await.unwrap();
+    io.get_mut().flush().await.unwrap();
+    let mut replies = Vec::new();
+    let read_all = async {
+        while let Ok(Some(reply)) = read_reply(&mut io).await {
+            replies.push(reply);
+            if replies.len() >= 50 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), read_all).await;
+    replies
 }
 
 /// Re-pointing an existing member is refused (409), whoever asks and

@@ -19,6 +19,7 @@ mod kv;
 mod lease;
 mod members;
 mod ops;
+mod peer_stream;
 mod txn;
 mod watch;
 
@@ -223,6 +224,9 @@ pub fn routes(
                         .and_then(|v| v.to_str().ok());
                     if method == Method::GET && path.as_str() == "/watch" {
                         return serve_watch(&state, &query, authorization);
+                    }
+                    if path.as_str() == crate::peer::stream::STREAM_PATH {
+                        return peer_stream::serve(&state, &method, &headers, authorization);
                     }
                     let response =
                         handle(&state, method, path.as_str(), &query, authorization, body).await;

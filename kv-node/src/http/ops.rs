@@ -127,7 +127,12 @@ pub(super) fn set_read_policy(state: &AppState, body: &[u8]) -> Reply {
     Ok(read_policy(state))
 }
 
-pub(super) async fn raft_messages(state: &AppState, body: &[u8]) -> Reply {
+/// Decodes a peer batch and checks it may reach the core: a known sender
+/// that is a member, messages from it to us, the same lease timing.
+pub(super) fn check_batch(
+    state: &AppState,
+    body: &[u8],
+) -> Result<crate::peer::transport::PeerBatch, ApiError> {
     let decoded = crate::peer::inbound::decode_batch(body, &state.driver.directory().read());
     let batch = match decoded {
         Ok(batch) => batch,
@@ -176,6 +181,11 @@ pub(super) async fn raft_messages(state: &AppState, body: &[u8]) -> Reply {
         }
         return Err(ApiError::BadRequest(why));
     }
+    Ok(batch)
+}
+
+pub(super) async fn raft_messages(state: &AppState, body: &[u8]) -> Reply {
+    let batch = check_batch(state, body)?;
     state.inbound.deliver(batch, &state.driver).await?;
     let mut response = Response::new(Vec::new());
     *response.status_mut() = StatusCode::NO_CONTENT;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use reqwest::header::{self, HeaderValue};
 use reqwest::{Method, StatusCode};
 use rustls::ClientConfig;
@@ -29,6 +29,18 @@ pub enum PeerClient {
     Plain(reqwest::Client),
     /// Boxed: the hyper client is much larger than reqwest's handle.
     Tls(Box<Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>>),
+}
+
+/// A connection taken over from HTTP (`101 Switching Protocols`).
+pub trait UpgradedIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> UpgradedIo for T {}
+
+/// What asking for an upgrade got.
+pub enum Upgrade {
+    /// The peer switched protocols: the connection is ours.
+    Switched(Box<dyn UpgradedIo>),
+    /// The peer answered with another status (and this body).
+    Refused(StatusCode, Bytes),
 }
 
 /// Settings shared by both kinds.
@@ -132,6 +144,62 @@ impl PeerClient {
                 Ok(PeerClient::Tls(Box::new(client)))
             }
         }
+    }
+
+    /// Asks `url` (a POST, with `authorization`) to switch the connection to
+    /// `protocol`; waits at most `timeout` for the answer.
+    pub async fn upgrade(
+        &self,
+        url: &str,
+        authorization: Option<&HeaderValue>,
+        protocol: &'static str,
+        timeout: Duration,
+    ) -> Result<Upgrade, PeerClientError> {
+        let exchange = async {
+            match self {
+                PeerClient::Plain(client) => {
+                    let mut request = client
+                        .post(url)
+                        .header(header::CONNECTION, "upgrade")
+                        .header(header::UPGRADE, protocol);
+                    if let Some(authorization) = authorization {
+                        request = request.header(header::AUTHORIZATION, authorization.clone());
+                    }
+                    let response = request.send().await?;
+                    let status = response.status();
+                    if status != StatusCode::SWITCHING_PROTOCOLS {
+                        return Ok(Upgrade::Refused(status, response.bytes().await?));
+                    }
+                    Ok(Upgrade::Switched(Box::new(response.upgrade().await?)))
+                }
+                PeerClient::Tls(client) => {
+                    let uri: hyper::Uri = url
+                        .parse()
+                        .map_err(|_| PeerClientError::Url(url.to_string()))?;
+                    let mut request = hyper::Request::builder()
+                        .method(Method::POST)
+                        .uri(uri)
+                        .header(header::CONNECTION, "upgrade")
+                        .header(header::UPGRADE, protocol);
+                    if let Some(authorization) = authorization {
+                        request = request.header(header::AUTHORIZATION, authorization.clone());
+                    }
+                    let response = client
+                        .request(request.body(Full::new(Bytes::new()))?)
+                        .await?;
+                    let status = response.status();
+                    if status != StatusCode::SWITCHING_PROTOCOLS {
+                        let body = response.into_body().collect().await?.to_bytes();
+                        return Ok(Upgrade::Refused(status, body));
+                    }
+                    let io = hyper::upgrade::on(response).await?;
+                    Ok(Upgrade::Switched(Box::new(TokioIo::new(io))))
+                }
+            }
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| PeerClientError::Timeout(timeout))?
     }
 
     /// Sends one request and returns the status and body of the reply.

@@ -1,21 +1,26 @@
-//! Peer transport: raft messages between nodes, in batches over HTTP.
+//! Peer transport: raft messages between nodes, in batches.
 //!
 //! Outbound, each peer has its own bounded queue and sender task, so a slow
 //! or dead peer never holds up the others. The task gathers whatever is
-//! queued into one batch (postcard-encoded [`PeerBatch`]) and POSTs it to the
-//! peer's `/raft/messages` over kept-alive connections, with a few batches
-//! in flight at once. A full queue drops messages: Raft tolerates loss and
-//! retransmits what matters. Connections leave from this node's own listen
-//! IP, so that tests can cut links with firewall rules between addresses.
-//! Over TLS the peer's certificate must chain to the cluster CA
-//! (`tls.rs`); with a cluster token each batch carries, as a bearer token,
-//! the credential derived for the receiving node (`auth.rs`), never the
-//! token itself.
+//! queued into one batch (postcard-encoded [`PeerBatch`]) and writes it on
+//! the one long-lived message stream it keeps open to the peer
+//! (`stream.rs`: an HTTP connection upgraded at `/raft/stream`), so that
+//! batches arrive in order and none waits for a reply. A peer that serves
+//! no stream (an older version) gets batches as `POST /raft/messages`
+//! requests instead, a few in flight at once. A full queue drops messages,
+//! and so does an unreachable peer: Raft tolerates loss and retransmits
+//! what matters. Connections leave from this node's own listen IP, so that
+//! tests can cut links with firewall rules between addresses. Over TLS the
+//! peer's certificate must chain to the cluster CA (`tls.rs`); with a
+//! cluster token the stream request (or each batch) carries, as a bearer
+//! token, the credential derived for the receiving node (`auth.rs`), never
+//! the token itself.
 //!
-//! Inbound, `inbound.rs` checks a received batch and puts batches back in
-//! their sending order before any of it reaches the core.
+//! Inbound, `inbound.rs` checks a received batch and puts `POST` batches
+//! back in their sending order before any of it reaches the core.
 
-use super::client::PeerClient;
+use super::client::{PeerClient, Upgrade, UpgradedIo};
+use super::stream::{self, StreamReply};
 use crate::auth::PeerSecret;
 use crate::ids::{Member, Members};
 use crate::metrics::{Metrics, PeerMetrics};
@@ -25,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{Semaphore, mpsc};
 
 /// Path of the peer endpoint.
@@ -38,6 +44,16 @@ const INFLIGHT_BATCHES: usize = 4;
 /// the estimate leaves out postcard's few bytes of framing per field.
 const BATCH_FILL_PERCENT: usize = 75;
 const TARGET_BATCH_MESSAGES: usize = 4096;
+/// A stream must be open (the peer answered `101`) within this long.
+const STREAM_OPEN_TIMEOUT: Duration = Duration::from_secs(2);
+/// The first wait before opening a stream again after a failure; it
+/// doubles up to [`MAX_RECONNECT_BACKOFF`].
+const MIN_RECONNECT_BACKOFF: Duration = Duration::from_millis(20);
+const MAX_RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
+/// A stream that lasted this long resets the backoff.
+const STABLE_STREAM: Duration = Duration::from_secs(1);
+/// How long a sender stays with batches after a peer served no stream.
+const POST_FALLBACK: Duration = Duration::from_secs(60);
 
 /// What travels in one `POST /raft/messages`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -125,6 +141,7 @@ impl PeerSender {
             timing: spawner.timing,
             name: peer.name.clone(),
             url: format!("{}{MESSAGES_PATH}", peer.url),
+            stream_url: format!("{}{}", peer.url, stream::STREAM_PATH),
             client: spawner.client.clone(),
             metrics: spawner.metrics.clone(),
             inflight: Arc::new(Semaphore::new(spawner.inflight)),
@@ -212,6 +229,7 @@ struct PeerTask {
     timing: LeaseTiming,
     name: String,
     url: String,
+    stream_url: String,
     client: PeerClient,
     metrics: Arc<Metrics>,
     inflight: Arc<Semaphore>,
@@ -222,13 +240,37 @@ struct PeerTask {
     reports: Reports,
 }
 
+/// Why a stream session ended.
+enum SessionEnd {
+    /// The queue closed: the peer was removed or re-added; the task ends.
+    QueueClosed,
+    /// The connection failed or went silent; `carried` is a message taken
+    /// from the queue that was not sent yet.
+    Broken { carried: Option<Message> },
+}
+
+/// Stops a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl PeerTask {
+    /// Sends what is queued for the peer over one stream (`stream.rs`),
+    /// opening a new one whenever it breaks; with a peer that does not
+    /// serve streams (an older version), or with
+    /// `KV_NODE_PEER_TRANSPORT=post`, in batches over `POST /raft/messages`.
     async fn run(self, mut rx: mpsc::Receiver<Message>) {
-        let mut last_error_logged: Option<Instant> = None;
-        let mut seq = 0;
         let this = Arc::new(self);
-        // A message taken from the queue that did not fit the last batch.
+        let force_post = forced_post();
+        let mut post_until: Option<Instant> = None;
+        let mut backoff = MIN_RECONNECT_BACKOFF;
+        let mut seq = 0;
         let mut carried: Option<Message> = None;
+        let mut last_error_logged: Option<Instant> = None;
         loop {
             let first = match carried.take() {
                 Some(m) => m,
@@ -237,30 +279,235 @@ impl PeerTask {
                     None => return,
                 },
             };
+            if force_post || post_until.is_some_and(|t| t.elapsed() < POST_FALLBACK) {
+                match this.post_batches(first, &mut rx, &mut seq).await {
+                    Some(m) => carried = Some(m),
+                    None => return,
+                }
+                continue;
+            }
+            post_until = None;
+            let opened = this
+                .client
+                .upgrade(
+                    &this.stream_url,
+                    this.authorization.as_ref(),
+                    stream::PROTOCOL,
+                    STREAM_OPEN_TIMEOUT,
+                )
+                .await;
+            let failure = match opened {
+                Ok(Upgrade::Switched(io)) => {
+                    if let Some(p) = this.peer_metrics() {
+                        p.streams_opened.inc();
+                    }
+                    let opened_at = Instant::now();
+                    match this.stream(io, first, &mut rx, &mut seq).await {
+                        SessionEnd::QueueClosed => return,
+                        SessionEnd::Broken { carried: rest } => {
+                            carried = rest;
+                            // A stream that keeps breaking at once (a
+                            // peer refusing every batch) is not reopened
+                            // in a tight loop.
+                            if opened_at.elapsed() < STABLE_STREAM {
+                                tokio::time::sleep(backoff).await;
+                                backoff = (backoff * 2).min(MAX_RECONNECT_BACKOFF);
+                            } else {
+                                backoff = MIN_RECONNECT_BACKOFF;
+                            }
+                            continue;
+                        }
+                    }
+                }
+                Ok(Upgrade::Refused(status, _))
+                    if status == reqwest::StatusCode::NOT_FOUND
+                        || status == reqwest::StatusCode::METHOD_NOT_ALLOWED =>
+                {
+                    tracing::info!(peer = %this.name, "the peer serves no message stream; sending batches");
+                    post_until = Some(Instant::now());
+                    carried = Some(first);
+                    continue;
+                }
+                Ok(Upgrade::Refused(status, reply)) => {
+                    if status == reqwest::StatusCode::FORBIDDEN {
+                        this.note_not_a_member(&reply);
+                    }
+                    let reply = &reply[..reply.len().min(200)];
+                    format!("{status}: {}", String::from_utf8_lossy(reply))
+                }
+                Err(e) => e.to_string(),
+            };
+            // The peer is unreachable or refuses: what queued up meanwhile
+            // is stale (Raft sends again what still matters), so it goes,
+            // and the next attempt waits a little longer.
+            let mut dropped = 1;
+            while rx.try_recv().is_ok() {
+                dropped += 1;
+            }
+            if let Some(p) = this.peer_metrics() {
+                p.send_errors.inc();
+                p.messages_dropped.inc_by(dropped);
+            }
+            if last_error_logged.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+                tracing::warn!(peer = %this.name, error = %failure, "opening a message stream to the peer failed");
+                last_error_logged = Some(Instant::now());
+            } else {
+                tracing::debug!(peer = %this.name, error = %failure, "opening a message stream to the peer failed");
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_RECONNECT_BACKOFF);
+        }
+    }
+
+    /// One stream session: writes batches of what is queued, in order,
+    /// until the queue closes, a write fails, or the receiver goes silent
+    /// or refuses a batch.
+    async fn stream(
+        &self,
+        io: Box<dyn UpgradedIo>,
+        first: Message,
+        rx: &mut mpsc::Receiver<Message>,
+        seq: &mut u64,
+    ) -> SessionEnd {
+        let (mut reader, mut writer) = tokio::io::split(io);
+        let (ended_tx, mut ended) = tokio::sync::oneshot::channel::<String>();
+        let reports = self.reports.clone();
+        let name = self.name.clone();
+        let _reader = AbortOnDrop(tokio::spawn(async move {
+            let why = loop {
+                match tokio::time::timeout(stream::SILENCE_LIMIT, stream::read_reply(&mut reader))
+                    .await
+                {
+                    Ok(Ok(Some(StreamReply::Alive))) => {}
+                    Ok(Ok(Some(StreamReply::Refused {
+                        code,
+                        message,
+                        commit_index,
+                    }))) => {
+                        if let ("not_a_member", Some(commit_index)) = (code.as_str(), commit_index)
+                        {
+                            note_not_a_member(&reports, &name, commit_index);
+                        }
+                        break format!("the peer refused a batch: {code}: {message}");
+                    }
+                    Ok(Ok(None)) => break "the peer closed the stream".to_string(),
+                    Ok(Err(e)) => break e.to_string(),
+                    Err(_) => {
+                        break format!(
+                            "nothing heard from the peer for {:?}",
+                            stream::SILENCE_LIMIT
+                        );
+                    }
+                }
+            };
+            let _ = ended_tx.send(why);
+        }));
+        let mut pending = Some(first);
+        loop {
+            let m = match pending.take() {
+                Some(m) => m,
+                None => tokio::select! {
+                    m = rx.recv() => match m {
+                        Some(m) => m,
+                        None => return SessionEnd::QueueClosed,
+                    },
+                    why = &mut ended => {
+                        self.stream_broke(why.unwrap_or_default());
+                        return SessionEnd::Broken { carried: None };
+                    }
+                },
+            };
+            let (messages, rest) = fill_batch(m, rx, self.target_batch_bytes);
+            pending = rest;
+            let count = messages.len() as u64;
+            *seq += 1;
+            let frame = match stream::encode_batch(&self.batch(*seq, messages)) {
+                Ok(frame) => frame,
+                Err(e) => {
+                    tracing::error!(peer = %self.name, error = %e, "cannot encode a batch");
+                    continue;
+                }
+            };
+            let write = async {
+                stream::write_frame(&mut writer, &frame).await?;
+                writer.flush().await
+            };
+            tokio::select! {
+                written = write => match written {
+                    Ok(()) => {
+                        if let Some(p) = self.peer_metrics() {
+                            p.batches_sent.inc();
+                            p.messages_sent.inc_by(count);
+                        }
+                    }
+                    Err(e) => {
+                        self.stream_broke(e.to_string());
+                        return SessionEnd::Broken { carried: pending };
+                    }
+                },
+                why = &mut ended => {
+                    self.stream_broke(why.unwrap_or_default());
+                    return SessionEnd::Broken { carried: pending };
+                }
+            }
+        }
+    }
+
+    fn stream_broke(&self, why: String) {
+        if let Some(p) = self.peer_metrics() {
+            p.send_errors.inc();
+        }
+        tracing::debug!(peer = %self.name, error = %why, "message stream to the peer ended");
+    }
+
+    fn batch(&self, seq: u64, messages: Vec<Message>) -> PeerBatch {
+        PeerBatch {
+            from: self.from,
+            epoch: self.epoch,
+            seq,
+            timing: self.timing,
+            messages,
+        }
+    }
+
+    /// Sends batches over `POST /raft/messages`, a few in flight at once,
+    /// until [`POST_FALLBACK`] has passed; returns the message taken from
+    /// the queue that is still to send, or `None` once the queue closed.
+    async fn post_batches(
+        self: &Arc<Self>,
+        first: Message,
+        rx: &mut mpsc::Receiver<Message>,
+        seq: &mut u64,
+    ) -> Option<Message> {
+        let started = Instant::now();
+        let mut last_error_logged: Option<Instant> = None;
+        let mut carried = Some(first);
+        loop {
+            let first = match carried.take() {
+                Some(m) => m,
+                None => rx.recv().await?,
+            };
+            if started.elapsed() >= POST_FALLBACK && !forced_post() {
+                return Some(first);
+            }
             // Wait for a free slot first, so that the batch takes in
             // everything that queued up meanwhile.
-            let Ok(permit) = this.inflight.clone().acquire_owned().await else {
-                return;
+            let Ok(permit) = self.inflight.clone().acquire_owned().await else {
+                return None;
             };
             let messages;
-            (messages, carried) = fill_batch(first, &mut rx, this.target_batch_bytes);
+            (messages, carried) = fill_batch(first, rx, self.target_batch_bytes);
             let count = messages.len() as u64;
-            seq += 1;
-            let body = match postcard::to_allocvec(&PeerBatch {
-                from: this.from,
-                epoch: this.epoch,
-                seq,
-                timing: this.timing,
-                messages,
-            }) {
+            *seq += 1;
+            let body = match postcard::to_allocvec(&self.batch(*seq, messages)) {
                 Ok(body) => body,
                 Err(e) => {
-                    tracing::error!(peer = %this.name, error = %e, "cannot encode a batch");
+                    tracing::error!(peer = %self.name, error = %e, "cannot encode a batch");
                     continue;
                 }
             };
             let timeout = Duration::from_secs(if body.len() > (1 << 20) { 60 } else { 2 });
-            let task = this.clone();
+            let task = self.clone();
             let log_error = last_error_logged.is_none_or(|t| t.elapsed() > Duration::from_secs(5));
             if log_error {
                 last_error_logged = None;
@@ -332,23 +579,33 @@ impl PeerTask {
         let Ok(Reply { error }) = serde_json::from_slice::<Reply>(reply) else {
             return;
         };
-        let (true, Some(commit_index)) = (error.code == "not_a_member", error.commit_index) else {
-            return;
-        };
-        let mut report = self.reports.lock().unwrap_or_else(|e| e.into_inner());
-        if report
-            .as_ref()
-            .is_none_or(|r| r.commit_index < commit_index)
-        {
-            *report = Some(NotAMemberReport {
-                commit_index,
-                peer: self.name.clone(),
-            });
+        if let ("not_a_member", Some(commit_index)) = (error.code.as_str(), error.commit_index) {
+            note_not_a_member(&self.reports, &self.name, commit_index);
         }
     }
 
     fn peer_metrics(&self) -> Option<&PeerMetrics> {
         self.metrics.peers.get(&self.name)
+    }
+}
+
+/// `KV_NODE_PEER_TRANSPORT=post` sends batches over `POST /raft/messages`
+/// only (to compare the two, and as a way back should streams misbehave).
+fn forced_post() -> bool {
+    std::env::var("KV_NODE_PEER_TRANSPORT").is_ok_and(|v| v == "post")
+}
+
+/// Keeps the highest-reaching `not_a_member` report.
+fn note_not_a_member(reports: &Reports, peer: &str, commit_index: u64) {
+    let mut report = reports.lock().unwrap_or_else(|e| e.into_inner());
+    if report
+        .as_ref()
+        .is_none_or(|r| r.commit_index < commit_index)
+    {
+        *report = Some(NotAMemberReport {
+            commit_index,
+            peer: peer.to_string(),
+        });
     }
 }
 
