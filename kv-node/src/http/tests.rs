@@ -57,6 +57,7 @@ async fn single_node_with_quota(quota_bytes: u64) -> TestNode {
     let metrics = Arc::new(Metrics::default());
     let (mut disk, recovered) = WalDisk::open(dir.path(), metrics.clone()).unwrap();
     let snapshots = disk.take_snapshot_completions().unwrap();
+    let persisted = disk.take_persist_completions().unwrap();
     let members = members();
     let replica = Replica::open(
         Config::new(members.this.id),
@@ -70,6 +71,7 @@ async fn single_node_with_quota(quota_bytes: u64) -> TestNode {
     let (driver, _done) = driver::spawn(
         replica,
         snapshots,
+        persisted,
         quota_bytes,
         PeerSender::none(),
         crate::directory::Directory::new(members.clone()),
