@@ -250,3 +250,233 @@ impl Batch {
         let _ = done.send(result);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{Fs, FsFile, StdFs, StorageOptions};
+    use bytes::Bytes;
+    use kv_storage::fs::DirGuard;
+    use raft_core::{EntryKind, LogIndex, Term};
+    use std::io;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// What the test's file system does in the next WAL fdatasync.
+    #[derive(Debug, Default)]
+    struct Control {
+        /// Fail it with EIO.
+        fail: bool,
+        /// Tell the test it started, then wait for its go-ahead.
+        hold: Option<(std_mpsc::Sender<()>, std_mpsc::Receiver<()>)>,
+        syncs: u64,
+    }
+
+    /// Real files whose data syncs the test can hold or fail.
+    #[derive(Debug, Clone, Default)]
+    struct TestFs(Arc<Mutex<Control>>);
+
+    struct TestFile(Box<dyn FsFile>, TestFs);
+
+    impl io::Write for TestFile {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            self.0.flush()
+        }
+    }
+
+    impl TestFs {
+        fn sync(&self) -> io::Result<()> {
+            let hold = {
+                let mut control = self.0.lock().unwrap();
+                control.syncs += 1;
+                if std::mem::take(&mut control.fail) {
+                    return Err(io::Error::from_raw_os_error(5));
+                }
+                control.hold.take()
+            };
+            if let Some((started, go)) = hold {
+                started.send(()).unwrap();
+                go.recv_timeout(Duration::from_secs(10)).unwrap();
+            }
+            Ok(())
+        }
+    }
+
+    impl FsFile for TestFile {
+        fn sync_data(&mut self) -> io::Result<()> {
+            self.1.sync()?;
+            self.0.sync_data()
+        }
+        fn sync_all(&mut self) -> io::Result<()> {
+            self.0.sync_all()
+        }
+        fn preallocate(&mut self, bytes: u64) -> io::Result<()> {
+            self.0.preallocate(bytes)
+        }
+    }
+
+    impl Fs for TestFs {
+        fn is_dir(&self, path: &Path) -> bool {
+            StdFs.is_dir(path)
+        }
+        fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+            StdFs.create_dir_all(dir)
+        }
+        fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+            StdFs.list_dir(dir)
+        }
+        fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+            StdFs.sync_dir(dir)
+        }
+        fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+            StdFs.read(path)
+        }
+        fn read_at(&self, path: &Path, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+            StdFs.read_at(path, offset, buf)
+        }
+        fn file_len(&self, path: &Path) -> io::Result<u64> {
+            StdFs.file_len(path)
+        }
+        fn create_new(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+            Ok(Box::new(TestFile(StdFs.create_new(path)?, self.clone())))
+        }
+        fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+            Ok(Box::new(TestFile(StdFs.create(path)?, self.clone())))
+        }
+        fn open_append(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+            Ok(Box::new(TestFile(StdFs.open_append(path)?, self.clone())))
+        }
+        fn set_len(&self, path: &Path, len: u64) -> io::Result<()> {
+            StdFs.set_len(path, len)
+        }
+        fn sync_file(&self, path: &Path, data_only: bool) -> io::Result<()> {
+            if data_only {
+                self.sync()?;
+            }
+            StdFs.sync_file(path, data_only)
+        }
+        fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+            StdFs.rename(from, to)
+        }
+        fn remove_file(&self, path: &Path) -> io::Result<()> {
+            StdFs.remove_file(path)
+        }
+        fn lock_dir(&self, dir: &Path) -> Result<DirGuard, StorageError> {
+            StdFs.lock_dir(dir)
+        }
+        fn unpredictable_u64(&self, seq: u64) -> u64 {
+            StdFs.unpredictable_u64(seq)
+        }
+    }
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            term: Term(1),
+            index: LogIndex(index),
+            kind: EntryKind::Normal,
+            data: Bytes::from(format!("entry {index}")),
+        }
+    }
+
+    fn round(index: u64) -> Vec<RoundWrite> {
+        vec![
+            RoundWrite::Append(vec![entry(index)]),
+            RoundWrite::HardState(HardState {
+                term: Term(1),
+                vote: None,
+                commit: LogIndex(index - 1),
+            }),
+        ]
+    }
+
+    fn start(dir: &Path, fs: &TestFs) -> (PersistStage, mpsc::UnboundedReceiver<PersistDone>) {
+        let options = StorageOptions {
+            preallocate: false,
+            ..StorageOptions::default()
+        };
+        let (storage, _) = Storage::open_in(Arc::new(fs.clone()), dir, options).unwrap();
+        let mut stage = PersistStage::start(storage, Arc::new(Metrics::default())).unwrap();
+        let done = stage.take_completions().unwrap();
+        (stage, done)
+    }
+
+    fn next(done: &mut mpsc::UnboundedReceiver<PersistDone>) -> PersistDone {
+        done.blocking_recv().expect("the stage answers")
+    }
+
+    /// Pipelining and group commit: rounds queued while an fsync is in
+    /// flight are written after it and share the next fsync, which
+    /// acknowledges the newest of them (raft-core takes it for all). What
+    /// was acknowledged survives a restart.
+    #[test]
+    fn rounds_queued_during_an_fsync_share_the_next_and_are_acknowledged_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = TestFs::default();
+        let (stage, mut done) = start(dir.path(), &fs);
+        let (started_tx, started) = std_mpsc::channel();
+        let (go, go_rx) = std_mpsc::channel();
+        let syncs_before = {
+            let mut control = fs.0.lock().unwrap();
+            control.hold = Some((started_tx, go_rx));
+            control.syncs
+        };
+        stage.round(1, round(1), true).unwrap();
+        started.recv_timeout(Duration::from_secs(10)).unwrap();
+        // The fsync of round 1 is in flight: the driver goes on.
+        for ready in 2..=4 {
+            stage.round(ready, round(ready), true).unwrap();
+        }
+        // A round that only moved the commit index, queued behind them.
+        let commit_only = vec![RoundWrite::HardState(HardState {
+            term: Term(1),
+            vote: None,
+            commit: LogIndex(4),
+        })];
+        stage.round(5, commit_only, false).unwrap();
+        assert!(done.try_recv().is_err(), "nothing durable yet");
+        go.send(()).unwrap();
+        assert_eq!(next(&mut done).unwrap(), 1);
+        assert_eq!(next(&mut done).unwrap(), 5, "one acknowledgement for 2..=5");
+        assert_eq!(
+            fs.0.lock().unwrap().syncs - syncs_before,
+            2,
+            "rounds 2 to 5 share one fsync"
+        );
+        drop(stage);
+        let (_, recovered) = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+        let indexes: Vec<u64> = recovered.entries.iter().map(|e| e.index.0).collect();
+        assert_eq!(indexes, [1, 2, 3, 4]);
+        assert_eq!(recovered.hard_state.commit, LogIndex(4));
+    }
+
+    /// Fail-stop: a failed fdatasync is reported to the driver (which stops
+    /// the node) instead of an acknowledgement, leaves kv-storage's
+    /// `FSYNC_FAILED` marker, and every later round and call fails too.
+    #[test]
+    fn a_failed_fsync_is_reported_and_the_stage_writes_nothing_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = TestFs::default();
+        let (stage, mut done) = start(dir.path(), &fs);
+        stage.round(1, round(1), true).unwrap();
+        assert_eq!(next(&mut done).unwrap(), 1);
+        fs.0.lock().unwrap().fail = true;
+        stage.round(2, round(2), true).unwrap();
+        let failed = next(&mut done).unwrap_err();
+        assert!(
+            matches!(failed, StorageError::Io { .. }),
+            "the fsync error is reported: {failed}"
+        );
+        assert!(dir.path().join(kv_storage::FSYNC_FAILED_MARKER).exists());
+        stage.round(3, round(3), true).unwrap();
+        assert!(next(&mut done).is_err(), "no round is written after it");
+        assert!(stage.call(|_| Ok(())).is_err(), "no call runs after it");
+        drop(stage);
+        assert!(matches!(
+            Storage::open(dir.path(), StorageOptions::default()),
+            Err(StorageError::FsyncFailedEarlier { .. })
+        ));
+    }
+}

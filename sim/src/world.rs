@@ -71,6 +71,12 @@ pub(crate) enum Event {
         node: NodeId,
         incarnation: u32,
     },
+    /// A node's persist stage makes the rounds queued durable (if the node
+    /// is still the incarnation that queued them).
+    Persisted {
+        node: NodeId,
+        incarnation: u32,
+    },
     Heal,
     Probe,
     LivenessDeadline,
@@ -197,6 +203,17 @@ pub struct World {
     pub(crate) steer_reads: Option<(NodeId, u64)>,
     /// What became of the background snapshot writes.
     pub(crate) snapshot_writes: SnapshotWrites,
+    /// What became of the persist stages' rounds.
+    pub(crate) persist_syncs: PersistSyncs,
+}
+
+/// Counts of persist-stage syncs (`SimDisk::persist_stage`), per run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PersistSyncs {
+    /// Syncs that made queued rounds durable and acknowledged them.
+    pub durable: u64,
+    /// Crashes that lost rounds queued and not yet durable.
+    pub lost_to_crash: u64,
 }
 
 /// Counts of background snapshot writes, reported per run.
@@ -257,6 +274,7 @@ impl World {
             hold_timeout_now: None,
             steer_reads: None,
             snapshot_writes: SnapshotWrites::default(),
+            persist_syncs: PersistSyncs::default(),
             now: 0,
             rng: SimRng::new(0, 0),
             plan,
@@ -456,6 +474,7 @@ impl World {
             Event::SnapshotWritten { node, incarnation } => {
                 self.snapshot_written(node, incarnation)
             }
+            Event::Persisted { node, incarnation } => self.persisted(node, incarnation),
             Event::Heal => self.heal(),
             Event::Probe => self.probe(),
             Event::LivenessDeadline => self.liveness_deadline(),
