@@ -117,6 +117,10 @@ pub(crate) struct SimNode {
     /// Membership changes this node appended as leader, by fault number,
     /// settled as kv-node's driver settles its membership waiters.
     pub changes: MembershipWaiters<usize>,
+    /// Entries this incarnation appended in rounds its persist stage has
+    /// not made durable yet, each with its predecessor's term: checked
+    /// once durable, dropped by a crash.
+    pub logged_pending: Vec<(raft_core::Entry, Option<raft_core::Term>)>,
 }
 
 /// A write attempt waiting on a node: client, history position, request.
@@ -297,6 +301,7 @@ impl World {
                 sync_crash_down_ticks: 0,
                 waiters: Waiters::new(NodeId(i), None),
                 changes: MembershipWaiters::default(),
+                logged_pending: Vec::new(),
             });
             let first_tick = rng.range(1, tick_period);
             world.schedule(first_tick, Event::Tick(NodeId(i)));

@@ -113,6 +113,7 @@ impl World {
         let node = self.node_mut(id);
         node.waiters = Waiters::new(id, replica.node.leader());
         node.changes = MembershipWaiters::default();
+        node.logged_pending.clear();
         node.state = NodeState::Up(Box::new(replica));
         node.paused = false;
         node.backlog.clear();
@@ -156,6 +157,7 @@ impl World {
         let node = self.node_mut(id);
         node.state = NodeState::Down(image);
         node.incarnation += 1;
+        node.logged_pending.clear();
         node.paused = false;
         node.backlog.clear();
         self.snapshot_writes.lost_to_crash += u64::from(in_flight.is_some());
@@ -262,7 +264,14 @@ impl World {
         let NodeState::Up(replica) = &mut node.state else {
             return;
         };
-        let appended = std::mem::take(&mut replica.disk.appended);
+        let mut appended = std::mem::take(&mut replica.disk.appended);
+        if replica.disk.persist_stage {
+            // Logged once durable (`persisted`), as a failed fsync's
+            // entries never count.
+            let logged = crate::checks::Checker::with_prev_terms(replica, &appended);
+            node.logged_pending.extend(logged);
+            appended.clear();
+        }
         let snapshot_started = std::mem::take(&mut replica.disk.snapshot_started);
         let persist_started = std::mem::take(&mut replica.disk.persist_started);
         if let Err(v) =
@@ -313,6 +322,7 @@ impl World {
             self.schedule_persisted(id, incarnation);
             return;
         }
+        let logged = std::mem::take(&mut self.node_mut(id).logged_pending);
         let Some(replica) = self.node_mut(id).replica_mut() else {
             return;
         };
@@ -332,6 +342,9 @@ impl World {
             }
             Ok(Ok(done)) => {
                 self.persist_syncs.durable += u64::from(done.is_some());
+                if let Err(v) = self.checker.logged(self.now, id, &logged) {
+                    return self.record(v);
+                }
                 self.drive(id);
             }
         }
