@@ -37,11 +37,11 @@ pub mod ids;
 pub mod log_limit;
 pub mod metrics;
 pub mod peer;
+pub mod persist_stage;
 pub mod secret_file;
 pub mod server;
 pub mod settings;
 pub mod tls;
-pub mod persist_stage;
 pub mod wal_disk;
 pub mod watch;
 

@@ -305,7 +305,13 @@ impl World {
     /// The persist stage's sync ends a few steps from now.
     fn schedule_persisted(&mut self, id: NodeId, incarnation: u32) {
         let steps = self.rng.range(1, PERSIST_STEPS_MAX);
-        self.schedule_in(steps, Event::Persisted { node: id, incarnation });
+        self.schedule_in(
+            steps,
+            Event::Persisted {
+                node: id,
+                incarnation,
+            },
+        );
     }
 
     /// The persist stage of a node made the rounds queued durable (kv-node:
