@@ -87,7 +87,13 @@ async fn single_node_with_quota(quota_bytes: u64) -> TestNode {
     let state = app_state(driver, metrics);
     for _ in 0..200 {
         let status = state.driver.status().await.unwrap();
-        if status.leader.is_some() && driver::is_ready(&status) {
+        // Everything in the log applied: the leader's entry of its term
+        // too, which commits only once the persist stage acknowledged it
+        // (until then a membership change is refused as in progress).
+        if status.leader.is_some()
+            && driver::is_ready(&status)
+            && status.last_applied >= status.last_log_index
+        {
             return TestNode {
                 state,
                 _stop: stop,
