@@ -8,7 +8,8 @@
 //! - `storage`: kv-storage re-exported: the write-ahead log, hard state and
 //!   snapshot files, run over real files.
 //! - `wal_disk`: kv-replica's `Durable` on `storage`, for the real node,
-//!   with the background snapshot writer thread.
+//!   with the background snapshot writer thread; `persist_stage`: the
+//!   thread that writes and fsyncs the WAL, off the driver thread.
 //! - `driver`: the thread that owns the replica; requests reach it by channel.
 //! - `directory`: the address book (node name -> URL) the node runs with.
 //! - `peer`: the one HTTP(S) client between nodes, raft messages out
@@ -36,6 +37,7 @@ pub mod ids;
 pub mod log_limit;
 pub mod metrics;
 pub mod peer;
+pub mod persist_stage;
 pub mod secret_file;
 pub mod server;
 pub mod settings;

@@ -156,9 +156,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         .disk
         .take_snapshot_completions()
         .expect("a freshly opened disk has its completion channel");
+    let persisted = replica
+        .disk
+        .take_persist_completions()
+        .expect("a freshly opened disk has its persist channel");
     let (driver, driver_done) = driver::spawn(
         replica,
         snapshots,
+        persisted,
         config.quota_bytes,
         peers,
         Directory::new(members.clone()),

@@ -9,17 +9,23 @@
 //! compacted and raft-core told `SnapshotTaken` only once the file is
 //! durable. The writer streams record by record through a buffered file,
 //! so no serialized copy of the state is ever held in memory.
+//!
+//! The WAL itself is written and fsynced by the persist stage
+//! (`persist_stage`), a thread that owns the [`Storage`]: each round's
+//! writes are queued there and acknowledged later (`Durability::Later`),
+//! through the channel from [`WalDisk::take_persist_completions`].
 
 use crate::metrics::Metrics;
+use crate::persist_stage::{PersistDone, PersistStage, RoundWrite};
 use crate::storage::{
     Storage, StorageError, StorageOptions, WrittenSnapshot, open_snapshot, read_snapshot_range,
 };
 use bytes::Bytes;
 use kv_replica::replica::{Durable, Recovered};
 use kv_replica::state_machine::KvStateMachine;
-use raft_core::{ChunkRequest, Entry, HardState, SnapshotMeta};
+use raft_core::{ChunkRequest, Durability, Entry, HardState, SnapshotMeta};
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -39,7 +45,13 @@ pub struct SnapshotWritten {
 
 /// The WAL and snapshot files of one node.
 pub struct WalDisk {
-    storage: Storage,
+    /// The thread that owns the storage and writes the WAL.
+    stage: PersistStage,
+    /// This round's writes, queued to the stage by `persist`.
+    round: Vec<RoundWrite>,
+    /// The stored snapshot and its file, as the stage last reported it
+    /// (only calls on the driver's behalf change it).
+    snapshot: Option<(SnapshotMeta, PathBuf)>,
     metrics: Arc<Metrics>,
     completions: mpsc::UnboundedSender<SnapshotWritten>,
     /// Until the driver takes it.
@@ -86,8 +98,11 @@ impl WalDisk {
             metrics.snapshot_bytes.set(data.len() as u64);
         }
         let (completions, completions_rx) = mpsc::unbounded_channel();
+        let stored = storage.snapshot_path();
         let disk = WalDisk {
-            storage,
+            stage: PersistStage::start(storage, metrics.clone())?,
+            round: Vec::new(),
+            snapshot: stored,
             metrics,
             completions,
             completions_rx: Some(completions_rx),
@@ -134,7 +149,32 @@ const STAGING_FILE: &str = "snapshot.staging";
 
 impl WalDisk {
     fn staging_path(&self) -> std::path::PathBuf {
-        self.storage.dir().join(STAGING_FILE)
+        self.stage.dir().join(STAGING_FILE)
+    }
+
+    /// Where the persist stage acknowledges rounds (the newest round
+    /// durable) or reports a storage failure, for the driver to step
+    /// `Replica::persisted` or stop. Taken once.
+    pub fn take_persist_completions(&mut self) -> Option<mpsc::UnboundedReceiver<PersistDone>> {
+        self.stage.take_completions()
+    }
+
+    /// Runs `f` on the storage in the persist thread, after everything
+    /// queued before (and this round's writes so far), and waits for it.
+    fn call<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut Storage) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let writes = std::mem::take(&mut self.round);
+        self.stage.call(move |storage| {
+            for write in writes {
+                match write {
+                    RoundWrite::Append(entries) => storage.append(&entries)?,
+                    RoundWrite::HardState(hard_state) => storage.set_hard_state(&hard_state)?,
+                }
+            }
+            f(storage)
+        })
     }
 
     /// Where finished snapshot writes arrive, for the driver to hand each to
@@ -150,19 +190,34 @@ impl Durable for WalDisk {
     type Error = StorageError;
 
     fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
-        self.storage.append(entries)
+        self.round.push(RoundWrite::Append(entries.to_vec()));
+        Ok(())
     }
 
     fn set_hard_state(&mut self, hard_state: &HardState) -> Result<(), StorageError> {
-        self.storage.set_hard_state(hard_state)
+        self.round.push(RoundWrite::HardState(*hard_state));
+        Ok(())
     }
 
+    /// Waits for everything queued and syncs (the rounds go through
+    /// `persist` instead, without waiting).
     fn sync(&mut self) -> Result<(), StorageError> {
-        let started = Instant::now();
-        let stats = self.storage.sync()?;
-        self.metrics.fsync.observe(started.elapsed());
-        self.metrics.fsync_bytes.inc_by(stats.bytes);
-        Ok(())
+        let metrics = self.metrics.clone();
+        self.call(move |storage| {
+            let started = Instant::now();
+            let stats = storage.sync()?;
+            metrics.fsync.observe(started.elapsed());
+            metrics.fsync_bytes.inc_by(stats.bytes);
+            Ok(())
+        })
+    }
+
+    /// Hands the round to the persist thread; it is acknowledged through
+    /// the completion channel once durable.
+    fn persist(&mut self, ready: u64, must_sync: bool) -> Result<Durability, StorageError> {
+        let writes = std::mem::take(&mut self.round);
+        self.stage.round(ready, writes, must_sync)?;
+        Ok(Durability::Later)
     }
 
     type SnapshotWritten = SnapshotWritten;
@@ -172,7 +227,8 @@ impl Durable for WalDisk {
         meta: &SnapshotMeta,
         state: KvStateMachine,
     ) -> Result<(), StorageError> {
-        let write = self.storage.prepare_snapshot(meta)?;
+        let prepared = meta.clone();
+        let write = self.call(move |storage| storage.prepare_snapshot(&prepared))?;
         if let Some(previous) = self.writer.take() {
             // Its completion was handled, so it is over or about to be.
             let _ = previous.join();
@@ -207,7 +263,7 @@ impl Durable for WalDisk {
                 Ok(())
             }
             Err(source) => Err(StorageError::SnapshotNotWritten {
-                path: self.storage.dir().to_path_buf(),
+                path: self.stage.dir().to_path_buf(),
                 source,
             }),
         }
@@ -218,7 +274,8 @@ impl Durable for WalDisk {
         done: SnapshotWritten,
     ) -> Result<Option<(SnapshotMeta, u64)>, StorageError> {
         let index = done.written.meta().index;
-        let Some(info) = self.storage.finish_snapshot(done.written)? else {
+        let written = done.written;
+        let Some(info) = self.call(move |storage| storage.finish_snapshot(written))? else {
             tracing::info!(%index, "snapshot overtaken by one installed from the leader; dropped");
             return Ok(None);
         };
@@ -230,6 +287,7 @@ impl Durable for WalDisk {
             ms = done.elapsed.as_secs_f64() * 1e3,
             "snapshot saved"
         );
+        self.snapshot = Some((info.meta.clone(), info.path.clone()));
         self.metrics.snapshot_index.set(info.meta.index.0);
         self.metrics.snapshot_bytes.set(done.state_bytes);
         self.metrics.snapshots_taken.inc();
@@ -285,8 +343,12 @@ impl Durable for WalDisk {
         self.staging = None;
         let mut staged =
             std::fs::File::open(&path).map_err(staging_error("open snapshot staging", &path))?;
-        self.storage
-            .install_snapshot_with(meta, |w| std::io::copy(&mut staged, w).map(|_| ()))?;
+        let installed = meta.clone();
+        self.snapshot = self.call(move |storage| {
+            storage
+                .install_snapshot_with(&installed, |w| std::io::copy(&mut staged, w).map(|_| ()))?;
+            Ok(storage.snapshot_path())
+        })?;
         // Not needed any more; a leftover is truncated by the next transfer.
         let _ = std::fs::remove_file(&path);
         tracing::info!(index = %meta.index, bytes, "snapshot installed from the leader");
@@ -297,14 +359,30 @@ impl Durable for WalDisk {
 
     fn snapshot_chunk(&mut self, chunk: ChunkRequest) -> Result<Bytes, StorageError> {
         // The replica checked that `chunk.meta` is the stored snapshot.
-        let Some((_, path)) = self.storage.snapshot_path() else {
+        let Some((_, path)) = &self.snapshot else {
             return Ok(Bytes::new());
         };
         Ok(Bytes::from(read_snapshot_range(
-            &path,
+            path,
             chunk.offset,
             chunk.len,
         )?))
+    }
+}
+
+#[cfg(test)]
+impl WalDisk {
+    /// Waits until every round queued is durable and returns the newest
+    /// acknowledged since the last call (tests that drive a replica by hand,
+    /// without the driver).
+    fn wait_persisted(&mut self) -> Option<u64> {
+        self.call(|_| Ok(())).expect("the persist stage runs");
+        let done = self.stage.completions_mut()?;
+        let mut newest = None;
+        while let Ok(acked) = done.try_recv() {
+            newest = newest.max(Some(acked.expect("the round was persisted")));
+        }
+        newest
     }
 }
 
@@ -327,6 +405,22 @@ mod tests {
             }
             .encode(),
         }
+    }
+
+    /// Handles `Ready` rounds, acknowledging what the persist stage made
+    /// durable, until there is nothing left (bounded).
+    fn settle_rounds(replica: &mut Replica<WalDisk>) {
+        for _ in 0..100 {
+            let out = replica.process_ready(|_| {}).unwrap();
+            let acked = replica.disk.wait_persisted();
+            if let Some(ready) = acked {
+                replica.persisted(ready);
+            }
+            if out.is_none() && acked.is_none() {
+                return;
+            }
+        }
+        panic!("Ready rounds never ran out");
     }
 
     /// Hands the replica the completion of its snapshot write in flight,
@@ -358,15 +452,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut replica, _completions) = single_voter(dir.path());
         replica.set_lease_tick_ms(10);
-        // Handles Ready rounds until there is nothing left (bounded).
-        fn drain(replica: &mut Replica<WalDisk>) {
-            for _ in 0..10 {
-                if replica.process_ready(|_| {}).unwrap().is_none() {
-                    return;
-                }
-            }
-            panic!("Ready rounds never ran out");
-        }
+        let drain = settle_rounds;
         replica.step(Input::Campaign).unwrap();
         drain(&mut replica);
         let propose = |replica: &mut Replica<WalDisk>, op| {
@@ -430,7 +516,7 @@ mod tests {
         replica.step(Input::Campaign).unwrap();
         for round in 0..10 {
             replica.step(put(round)).unwrap();
-            replica.process_ready(|_| {}).unwrap();
+            settle_rounds(&mut replica);
         }
         let meta = replica
             .start_snapshot()
@@ -440,7 +526,7 @@ mod tests {
         assert_eq!(replica.start_snapshot().unwrap(), None, "one at a time");
         for round in 10..20 {
             replica.step(put(round)).unwrap();
-            replica.process_ready(|_| {}).unwrap();
+            settle_rounds(&mut replica);
         }
         assert_eq!(
             replica.last_snapshot_index(),
@@ -485,7 +571,7 @@ mod tests {
         replica.step(Input::Campaign).unwrap();
         for round in 0..10 {
             replica.step(put(round)).unwrap();
-            replica.process_ready(|_| {}).unwrap();
+            settle_rounds(&mut replica);
         }
         let last = replica.node.last_index();
         replica
@@ -517,7 +603,7 @@ mod tests {
         while replica.snapshot_in_flight().is_none() {
             assert!(rounds < 100, "no snapshot after {rounds} puts");
             replica.step(put(rounds)).unwrap();
-            replica.process_ready(|_| {}).unwrap();
+            settle_rounds(&mut replica);
             rounds += 1;
         }
         // About 2,000 bytes at ~50 bytes per put entry.
@@ -629,20 +715,19 @@ mod tests {
         replica.snapshot_policy.max_entries = 2;
         replica.step(Input::Campaign).unwrap();
         for _ in 0..10 {
-            replica.process_ready(|_| {}).unwrap();
+            settle_rounds(&mut replica);
             settle(&mut replica, &mut completions);
         }
         let before = replica.last_snapshot_index();
         std::fs::remove_dir_all(dir.path().join("snapshots")).unwrap();
         for round in 0..20 {
             replica.step(put(round)).unwrap();
-            replica
-                .process_ready(|_| {})
-                .expect("the replica keeps going without its snapshot");
+            // The replica keeps going without its snapshot.
+            settle_rounds(&mut replica);
             settle(&mut replica, &mut completions);
         }
         for _ in 0..10 {
-            replica.process_ready(|_| {}).unwrap();
+            settle_rounds(&mut replica);
         }
         assert_eq!(replica.last_snapshot_index(), before, "no snapshot taken");
         assert!(replica.node.applied_index().0 >= before.0 + 20);

@@ -24,6 +24,27 @@ pub trait Durable {
     fn set_hard_state(&mut self, hard_state: &HardState) -> Result<(), Self::Error>;
     /// Makes every earlier write durable.
     fn sync(&mut self) -> Result<(), Self::Error>;
+    /// Ends round `ready`'s writes (raft-core's persist step). `must_sync`
+    /// is false when the round only moved the commit index
+    /// (`Ready::must_sync`). The default makes them durable now.
+    ///
+    /// A disk with a persist stage (kv-node: a thread of its own; the
+    /// simulator: a later event, with crashes possible in between) hands
+    /// them to it and returns [`Durability::Later`]: the world then calls
+    /// [`Replica::persisted`] with the newest round made durable, in the
+    /// order of the rounds (one fsync may cover several). Until then the
+    /// core holds back what depends on them (votes, a follower's
+    /// acknowledgements) and applies nothing they hold. The stage keeps
+    /// the rounds' writes in order, and every other write (a snapshot
+    /// installed, one of our own finished) after the rounds before it;
+    /// what the disk reads back (snapshot chunks) reflects them. An error
+    /// in the stage stops the node, as one returned here would.
+    fn persist(&mut self, _ready: u64, must_sync: bool) -> Result<Durability, Self::Error> {
+        if must_sync {
+            self.sync()?;
+        }
+        Ok(Durability::Now)
+    }
     /// What a snapshot write started by `start_snapshot` hands back when it
     /// ends, through the world's own channel, to
     /// [`Replica::snapshot_written`].
@@ -140,7 +161,8 @@ pub struct Output {
     pub applied: Vec<Applied>,
     pub read_states: Vec<ReadState>,
     pub dropped_reads: Vec<u64>,
-    /// True if this round wrote and synced anything.
+    /// True if this round wrote anything that must be synced (synced
+    /// already, or handed to the disk's persist stage).
     pub synced: bool,
     /// Changes applied this round, for watchers (empty unless
     /// [`Replica::record_watch_events`]); all after `snapshot_installed`.
@@ -274,6 +296,16 @@ impl<D: Durable> Replica<D> {
             self.start_snapshot()?;
         }
         Ok(Some(out))
+    }
+
+    /// The disk's persist stage made every round up to `ready` durable
+    /// ([`Durable::persist`] returned `Durability::Later`): the core may
+    /// now send what it held back for them and apply what they hold.
+    /// Called in the order of the rounds; handle the next `Ready` after.
+    pub fn persisted(&mut self, ready: u64) {
+        self.node
+            .step(Input::Persisted { ready })
+            .expect("acknowledging a round handed out never fails");
     }
 
     /// Whether the policy asks for a snapshot now.
@@ -474,16 +506,15 @@ impl<D: Durable, S: FnMut(Message)> ReadyHandler for Round<'_, D, S> {
             .map_err(ReplicaError::Storage)
     }
 
-    fn persist(&mut self, _ready: u64, must_sync: bool) -> Result<Durability, Self::Error> {
+    fn persist(&mut self, ready: u64, must_sync: bool) -> Result<Durability, Self::Error> {
         // A round that only moved the commit index is written without an
         // fsync of its own (`Ready::must_sync`): on the path of a lone write
         // that saves the one between the followers' acknowledgements and
         // the reply.
-        if must_sync {
-            self.disk.sync().map_err(ReplicaError::Storage)?;
-            self.out.synced = true;
-        }
-        Ok(Durability::Now)
+        self.out.synced = must_sync;
+        self.disk
+            .persist(ready, must_sync)
+            .map_err(ReplicaError::Storage)
     }
 
     fn apply(&mut self, entries: Vec<Entry>) -> Result<(), Self::Error> {

@@ -215,18 +215,37 @@ impl Checker {
         Ok(())
     }
 
-    /// Checks everything one step changed on one node: the entries it wrote
-    /// and the entries it applied.
-    pub fn after_step(
-        &mut self,
-        step: u64,
+    /// Each entry appended with the term of the entry before it in the
+    /// node's log now (right after the step that appended them).
+    pub fn with_prev_terms(
         replica: &Replica<SimDisk>,
         appended: &[Entry],
-        applied: &[Applied],
-        writers: &Writers,
-    ) -> Result<(), Violation> {
+    ) -> Vec<(Entry, Option<Term>)> {
         let node = &replica.node;
-        let id = node.id();
+        appended
+            .iter()
+            .enumerate()
+            .map(|(k, entry)| {
+                let prev_term = match k.checked_sub(1).map(|p| &appended[p]) {
+                    Some(p) if p.index.next() == entry.index => Some(p.term),
+                    _ => node.log_term(entry.index.prev()),
+                };
+                (entry.clone(), prev_term)
+            })
+            .collect()
+    }
+
+    /// Log matching over entries node `id` logged (each with the term of
+    /// its predecessor): one entry per (index, term), with one predecessor
+    /// term. A node whose persist stage makes rounds durable later reports
+    /// them once durable (`world_nodes.rs`): entries lost to a crash before
+    /// then were never logged, as with a failed fsync.
+    pub fn logged(
+        &mut self,
+        step: u64,
+        id: NodeId,
+        logged: &[(Entry, Option<Term>)],
+    ) -> Result<(), Violation> {
         let fail = |property: &'static str, detail: String| {
             Err(Violation {
                 step,
@@ -234,12 +253,8 @@ impl Checker {
                 detail,
             })
         };
-        // Log matching: one entry per (index, term), with one predecessor term.
-        for (k, entry) in appended.iter().enumerate() {
-            let prev_term = match k.checked_sub(1).map(|p| &appended[p]) {
-                Some(p) if p.index.next() == entry.index => Some(p.term),
-                _ => node.log_term(entry.index.prev()),
-            };
+        for (entry, prev_term) in logged {
+            let prev_term = *prev_term;
             let hash = entry_hash(entry);
             let seen = slot(&mut self.logged, entry.index.0);
             match seen.iter().find(|l| l.term == entry.term) {
@@ -271,6 +286,31 @@ impl Checker {
                 }),
             }
         }
+        Ok(())
+    }
+
+    /// Checks everything one step changed on one node: the entries it wrote
+    /// and the entries it applied.
+    pub fn after_step(
+        &mut self,
+        step: u64,
+        replica: &Replica<SimDisk>,
+        appended: &[Entry],
+        applied: &[Applied],
+        writers: &Writers,
+    ) -> Result<(), Violation> {
+        let node = &replica.node;
+        let id = node.id();
+        let fail = |property: &'static str, detail: String| {
+            Err(Violation {
+                step,
+                property,
+                detail,
+            })
+        };
+        // Log matching: one entry per (index, term), with one predecessor term.
+        let logged = Checker::with_prev_terms(replica, appended);
+        self.logged(step, id, &logged)?;
         let watch = self.watch.get(&id).copied().unwrap_or_default();
         // Commit index never goes back within one incarnation.
         let commit = node.commit_index();

@@ -1,6 +1,14 @@
 //! A simulated disk under the must-sync contract: writes are buffered until
 //! `sync`, a crash keeps only what was synced, and a restart recovers from it.
 //!
+//! With a persist stage ([`SimDisk::persist_stage`], as kv-node's WAL
+//! thread) a round's writes are made durable later: `persist` queues the
+//! round and returns `Durability::Later`, and the world ends the stage at a
+//! later event ([`SimDisk::complete_persist`]: one sync for every round
+//! queued, the newest acknowledged). A crash before then loses what was
+//! not synced. As kv-node's stage does before its other calls, a snapshot
+//! started, finished or installed first syncs the rounds queued.
+//!
 //! In `blockdisk` runs the disk is instead kv-storage itself (the WAL,
 //! snapshot files and recovery kv-node runs) over the block-level
 //! simulated file system of `block_fs`: the disk image is that file
@@ -12,7 +20,7 @@ use kv_replica::replica::{Durable, Recovered};
 use kv_replica::state_machine::KvStateMachine;
 use kv_storage::fs::Fs;
 use kv_storage::{Storage, StorageBugs, StorageError, StorageOptions};
-use raft_core::{ChunkRequest, Entry, HardState, LogIndex, SnapshotMeta, Term};
+use raft_core::{ChunkRequest, Durability, Entry, HardState, LogIndex, SnapshotMeta, Term};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -239,6 +247,15 @@ pub struct SimDisk {
     block: Option<BlockStore>,
     /// What kv-storage's recovery repaired at the last open (for the trace).
     pub recovery_warnings: Vec<String>,
+    /// Rounds are made durable by a persist stage, later (set by the world
+    /// when the node starts).
+    pub persist_stage: bool,
+    /// The newest round queued to the persist stage and not yet durable,
+    /// and whether any queued round asked for a sync.
+    queued: Option<(u64, bool)>,
+    /// Set when a round is queued to an idle stage, taken by the world to
+    /// schedule the event that ends it.
+    pub persist_started: bool,
 }
 
 impl SimDisk {
@@ -395,6 +412,35 @@ impl SimDisk {
         })
     }
 
+    /// The persist stage's work ends: syncs what the rounds queued wrote
+    /// (if any asked for it) and returns the newest, which the world hands
+    /// to `Replica::persisted`; None if nothing was queued.
+    pub fn complete_persist(&mut self) -> Result<Option<u64>, SimDiskError> {
+        let Some((ready, must_sync)) = self.queued.take() else {
+            return Ok(None);
+        };
+        if must_sync {
+            self.sync_now()?;
+        }
+        Ok(Some(ready))
+    }
+
+    /// Whether rounds wait in the persist stage.
+    pub fn persist_queued(&self) -> bool {
+        self.queued.is_some()
+    }
+
+    /// kv-node's stage syncs the rounds queued before it runs any other
+    /// call on the storage: the same here. They stay queued (acknowledged
+    /// at the stage's event), only durable earlier.
+    fn flush_queued(&mut self) -> Result<(), SimDiskError> {
+        if let Some((ready, true)) = self.queued {
+            self.sync_now()?;
+            self.queued = Some((ready, false));
+        }
+        Ok(())
+    }
+
     fn pending_vote(&self) -> bool {
         self.pending.iter().any(|w| match w {
             Write::HardState(hs) => {
@@ -407,34 +453,9 @@ impl SimDisk {
     }
 }
 
-impl Durable for SimDisk {
-    type Error = SimDiskError;
-
-    fn append(&mut self, entries: &[Entry]) -> Result<(), SimDiskError> {
-        if let Some(block) = &mut self.block {
-            self.appended.extend_from_slice(entries);
-            if !entries.is_empty() {
-                // A marker for the armed-failure test; the data is in the WAL.
-                self.pending.push(Write::Append(Vec::new()));
-            }
-            return Ok(block.storage.append(entries)?);
-        }
-        if !entries.is_empty() {
-            self.appended.extend_from_slice(entries);
-            self.pending.push(Write::Append(entries.to_vec()));
-        }
-        Ok(())
-    }
-
-    fn set_hard_state(&mut self, hard_state: &HardState) -> Result<(), SimDiskError> {
-        self.pending.push(Write::HardState(*hard_state));
-        if let Some(block) = &mut self.block {
-            block.storage.set_hard_state(hard_state)?;
-        }
-        Ok(())
-    }
-
-    fn sync(&mut self) -> Result<(), SimDiskError> {
+impl SimDisk {
+    /// Makes every write so far durable, or fails as armed.
+    fn sync_now(&mut self) -> Result<(), SimDiskError> {
         let fails = match self.armed {
             Some(SyncFailure::Next) => !self.pending.is_empty(),
             Some(SyncFailure::NextVote) => self.pending_vote(),
@@ -470,6 +491,52 @@ impl Durable for SimDisk {
         }
         Ok(())
     }
+}
+
+impl Durable for SimDisk {
+    type Error = SimDiskError;
+
+    fn append(&mut self, entries: &[Entry]) -> Result<(), SimDiskError> {
+        if let Some(block) = &mut self.block {
+            self.appended.extend_from_slice(entries);
+            if !entries.is_empty() {
+                // A marker for the armed-failure test; the data is in the WAL.
+                self.pending.push(Write::Append(Vec::new()));
+            }
+            return Ok(block.storage.append(entries)?);
+        }
+        if !entries.is_empty() {
+            self.appended.extend_from_slice(entries);
+            self.pending.push(Write::Append(entries.to_vec()));
+        }
+        Ok(())
+    }
+
+    fn set_hard_state(&mut self, hard_state: &HardState) -> Result<(), SimDiskError> {
+        self.pending.push(Write::HardState(*hard_state));
+        if let Some(block) = &mut self.block {
+            block.storage.set_hard_state(hard_state)?;
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), SimDiskError> {
+        self.flush_queued()?;
+        self.sync_now()
+    }
+
+    fn persist(&mut self, ready: u64, must_sync: bool) -> Result<Durability, SimDiskError> {
+        if !self.persist_stage {
+            if must_sync {
+                self.sync_now()?;
+            }
+            return Ok(Durability::Now);
+        }
+        let queued_sync = self.queued.is_some_and(|(_, sync)| sync);
+        self.persist_started |= self.queued.is_none();
+        self.queued = Some((ready, queued_sync || must_sync));
+        Ok(Durability::Later)
+    }
 
     type SnapshotWritten = SimSnapshotWritten;
 
@@ -479,6 +546,7 @@ impl Durable for SimDisk {
         state: KvStateMachine,
     ) -> Result<(), SimDiskError> {
         assert!(self.job.is_none(), "one snapshot write at a time");
+        self.flush_queued()?;
         // On a block disk the real storage names the segments the snapshot
         // will cover now, on the replica's thread, as kv-node's does.
         let write = match &mut self.block {
@@ -496,6 +564,7 @@ impl Durable for SimDisk {
         written: SimSnapshotWritten,
     ) -> Result<Option<(SnapshotMeta, u64)>, SimDiskError> {
         let data = written.result?;
+        self.flush_queued()?;
         if let (Some(block), Some(file)) = (&mut self.block, written.file) {
             if block.storage.finish_snapshot(file)?.is_none() {
                 return Ok(None);
@@ -543,6 +612,7 @@ impl Durable for SimDisk {
     }
 
     fn install_staged_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), SimDiskError> {
+        self.flush_queued()?;
         let data = Bytes::from(std::mem::take(&mut self.staging));
         if self.block.is_some() {
             self.arm_block(self.armed == Some(SyncFailure::NextSnapshot));

@@ -201,6 +201,11 @@ pub const SNAPSHOT_LOG_BYTES_PER_ENTRY: u64 = 48;
 /// enough for crashes, elections and installs to happen in between.
 pub const SNAPSHOT_WRITE_STEPS_MAX: u64 = 5 * STEPS_PER_TICK;
 
+/// Steps a persist stage's sync takes at most, drawn per sync (`disk.rs`):
+/// up to a tick, so that messages, proposals and ticks arrive while one is
+/// in flight and crashes land between a round's write and its durability.
+pub const PERSIST_STEPS_MAX: u64 = STEPS_PER_TICK;
+
 impl FaultSelection {
     /// Parses `all`, `none` or a comma-separated list of kind names.
     pub fn parse(text: &str) -> Result<FaultSelection, String> {

@@ -33,6 +33,9 @@ pub struct RunReport {
     pub history: Vec<Recorded>,
     /// Background snapshot writes: durable, and lost to a crash.
     pub snapshot_writes: crate::world::SnapshotWrites,
+    /// Persist stages' syncs: rounds made durable later, and queued rounds
+    /// lost to a crash before they were.
+    pub persist_syncs: crate::world::PersistSyncs,
 }
 
 /// The parts of a report that a snapshot test pins down.
@@ -81,6 +84,7 @@ impl World {
             trace_tail: self.trace.tail_lines(),
             history: self.history,
             snapshot_writes: self.snapshot_writes,
+            persist_syncs: self.persist_syncs,
         }
     }
 }

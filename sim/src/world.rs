@@ -79,6 +79,12 @@ pub(crate) enum Event {
         node: NodeId,
         incarnation: u32,
     },
+    /// A node's persist stage makes the rounds queued durable (if the node
+    /// is still the incarnation that queued them).
+    Persisted {
+        node: NodeId,
+        incarnation: u32,
+    },
     Heal,
     Probe,
     LivenessDeadline,
@@ -119,6 +125,10 @@ pub(crate) struct SimNode {
     /// Membership changes this node appended as leader, by fault number,
     /// settled as kv-node's driver settles its membership waiters.
     pub changes: MembershipWaiters<usize>,
+    /// Entries this incarnation appended in rounds its persist stage has
+    /// not made durable yet, each with its predecessor's term: checked
+    /// once durable, dropped by a crash.
+    pub logged_pending: Vec<(raft_core::Entry, Option<raft_core::Term>)>,
 }
 
 /// A write attempt waiting on a node: client, history position, request.
@@ -217,6 +227,17 @@ pub struct World {
     pub(crate) leases: Vec<crate::lease_client::LeaseLife>,
     /// When each lease client's keepalive in flight arrived at its node.
     pub(crate) keepalive_arrival: BTreeMap<usize, u64>,
+    /// What became of the persist stages' rounds.
+    pub(crate) persist_syncs: PersistSyncs,
+}
+
+/// Counts of persist-stage syncs (`SimDisk::persist_stage`), per run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PersistSyncs {
+    /// Syncs that made queued rounds durable and acknowledged them.
+    pub durable: u64,
+    /// Crashes that lost rounds queued and not yet durable.
+    pub lost_to_crash: u64,
 }
 
 /// Counts of background snapshot writes, reported per run.
@@ -298,6 +319,7 @@ impl World {
             reference: Default::default(),
             leases: Vec::new(),
             keepalive_arrival: BTreeMap::new(),
+            persist_syncs: PersistSyncs::default(),
             now: 0,
             rng: SimRng::new(0, 0),
             plan,
@@ -320,6 +342,7 @@ impl World {
                 sync_crash_down_ticks: 0,
                 waiters: Waiters::new(NodeId(i), None),
                 changes: MembershipWaiters::default(),
+                logged_pending: Vec::new(),
             });
             let first_tick = rng.range(1, tick_period);
             world.schedule(first_tick, Event::Tick(NodeId(i)));
@@ -513,6 +536,7 @@ impl World {
             Event::SnapshotWritten { node, incarnation } => {
                 self.snapshot_written(node, incarnation)
             }
+            Event::Persisted { node, incarnation } => self.persisted(node, incarnation),
             Event::Heal => self.heal(),
             Event::Probe => self.probe(),
             Event::LivenessDeadline => self.liveness_deadline(),

@@ -3,7 +3,7 @@
 //! ready-handling loop of `kv_replica::replica::Replica`.
 
 use crate::disk::{DiskImage, SimDisk};
-use crate::faults::{SNAPSHOT_WRITE_STEPS_MAX, STEPS_PER_TICK};
+use crate::faults::{PERSIST_STEPS_MAX, SNAPSHOT_WRITE_STEPS_MAX, STEPS_PER_TICK};
 use crate::panics::node_code;
 use crate::world::{Event, NodeState, World};
 use kv_replica::membership_waiters::MembershipWaiters;
@@ -40,6 +40,18 @@ impl World {
         config
     }
 
+    /// Whether this incarnation of node `id` persists through a stage that
+    /// makes rounds durable later (as kv-node does), or at once: drawn from
+    /// the seed, three in four, so that runs mix both.
+    fn persist_stage(&self, id: NodeId) -> bool {
+        let incarnation = u64::from(self.node(id).incarnation);
+        let mixed = (self.opts.seed ^ 0x5e75_7a6e)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .wrapping_add(id.0.wrapping_mul(0xff51_afd7_ed55_8ccd))
+            .wrapping_add(incarnation.wrapping_mul(0xc4ce_b9fe_1a85_ec53));
+        (mixed ^ (mixed >> 29)).wrapping_mul(0x94d0_49bb_1331_11eb) >> 62 != 0
+    }
+
     /// Starts (or restarts) a node from what its disk synced.
     pub(crate) fn start_node(&mut self, id: NodeId) {
         let NodeState::Down(image) = &self.node(id).state else {
@@ -62,6 +74,7 @@ impl World {
             Err(text) => return self.fail("restart recovers", format!("{id}: {text}")),
         };
         let (mut disk, recovered) = disk;
+        disk.persist_stage = self.persist_stage(id);
         let warnings = std::mem::take(&mut disk.recovery_warnings);
         for warning in &warnings {
             self.trace
@@ -100,6 +113,7 @@ impl World {
         let node = self.node_mut(id);
         node.waiters = Waiters::new(id, replica.node.leader());
         node.changes = MembershipWaiters::default();
+        node.logged_pending.clear();
         node.state = NodeState::Up(Box::new(replica));
         node.paused = false;
         node.backlog.clear();
@@ -119,6 +133,7 @@ impl World {
             return;
         };
         let in_flight = replica.snapshot_in_flight();
+        let queued = replica.disk.persist_queued();
         let awaiting_repair = replica.node.status().damaged_up_to_term;
         let mut image = replica.disk.crash();
         if image.block.is_some() {
@@ -143,9 +158,11 @@ impl World {
         let node = self.node_mut(id);
         node.state = NodeState::Down(image);
         node.incarnation += 1;
+        node.logged_pending.clear();
         node.paused = false;
         node.backlog.clear();
         self.snapshot_writes.lost_to_crash += u64::from(in_flight.is_some());
+        self.persist_syncs.lost_to_crash += u64::from(queued);
         self.trace.note(self.now, || match in_flight {
             // Captured but not durable: lost, the log it covers stays.
             Some(index) => format!("{id} crashes ({why}) with its snapshot at {index} unwritten"),
@@ -254,8 +271,16 @@ impl World {
         let NodeState::Up(replica) = &mut node.state else {
             return;
         };
-        let appended = std::mem::take(&mut replica.disk.appended);
+        let mut appended = std::mem::take(&mut replica.disk.appended);
+        if replica.disk.persist_stage {
+            // Logged once durable (`persisted`), as a failed fsync's
+            // entries never count.
+            let logged = crate::checks::Checker::with_prev_terms(replica, &appended);
+            node.logged_pending.extend(logged);
+            appended.clear();
+        }
         let snapshot_started = std::mem::take(&mut replica.disk.snapshot_started);
+        let persist_started = std::mem::take(&mut replica.disk.persist_started);
         if let Err(v) =
             self.checker
                 .after_step(self.now, replica, &appended, &applied, &self.writers)
@@ -273,13 +298,70 @@ impl World {
                 });
             }
         }
+        let incarnation = node.incarnation;
         if snapshot_started {
-            let incarnation = node.incarnation;
             self.schedule_snapshot_written(id, incarnation);
+        }
+        if persist_started {
+            self.schedule_persisted(id, incarnation);
         }
         self.answer_clients(id, &applied, outputs);
         self.observe_lease_expiries(id);
         self.settle_changes(id);
+    }
+
+    /// The persist stage's sync ends a few steps from now.
+    fn schedule_persisted(&mut self, id: NodeId, incarnation: u32) {
+        let steps = self.rng.range(1, PERSIST_STEPS_MAX);
+        self.schedule_in(
+            steps,
+            Event::Persisted {
+                node: id,
+                incarnation,
+            },
+        );
+    }
+
+    /// The persist stage of a node made the rounds queued durable (kv-node:
+    /// the WAL thread's acknowledgement reaches the driver): the replica is
+    /// told, and goes on. A crash since they were queued lost them (another
+    /// incarnation); a paused node's stage waits too; a failed sync stops
+    /// the node as a failed write does.
+    pub(crate) fn persisted(&mut self, id: NodeId, incarnation: u32) {
+        let node = self.node(id);
+        if node.incarnation != incarnation || node.replica().is_none() {
+            return;
+        }
+        if node.paused {
+            self.schedule_persisted(id, incarnation);
+            return;
+        }
+        let logged = std::mem::take(&mut self.node_mut(id).logged_pending);
+        let Some(replica) = self.node_mut(id).replica_mut() else {
+            return;
+        };
+        let result = node_code(|| {
+            let done = replica.disk.complete_persist()?;
+            if let Some(ready) = done {
+                replica.persisted(ready);
+            }
+            Ok::<_, crate::disk::SimDiskError>(done)
+        });
+        match result {
+            Err(text) => self.fail(self.panic_property(&text), format!("{id}: {text}")),
+            Ok(Err(storage)) => {
+                let down = self.node(id).sync_crash_down_ticks.max(1);
+                self.crash_node(id, &storage.to_string());
+                self.schedule_restart(id, down * STEPS_PER_TICK);
+            }
+            Ok(Ok(done)) => {
+                self.persist_syncs.durable += u64::from(done.is_some());
+                if let Err(v) = self.checker.logged(self.now, id, &logged) {
+                    return self.record(v);
+                }
+                self.drive(id);
+            }
+        }
     }
 
     /// The background write of a snapshot ends a few steps from now.

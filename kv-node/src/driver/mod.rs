@@ -3,10 +3,20 @@
 //!
 //! HTTP handlers and the peer transport talk to it only through
 //! [`DriverHandle`]: a bounded channel of requests, each with a oneshot
-//! reply. The loop drains everything queued before it handles a `Ready`, so
-//! the proposals of many concurrent clients share one fsync (group commit).
-//! The fsync blocks, so the loop runs on a thread of its own with a
-//! single-threaded tokio runtime for its timer and channels.
+//! reply. The loop drains everything queued before it handles a `Ready`.
+//! The loop runs on a thread of its own with a single-threaded tokio
+//! runtime for its timer and channels.
+//!
+//! The WAL is written and fsynced by the disk's persist stage, not here
+//! (issue 12): a round's writes are queued to it and raft-core told
+//! `Durability::Later`; the stage acknowledges the newest round made
+//! durable on its own channel (`persisted`), and the driver steps it
+//! (`Replica::persisted`). Meanwhile the loop goes on stepping messages,
+//! proposals and ticks, and the rounds they produce queue behind the fsync
+//! in flight and share the next one (group commit). raft-core holds back
+//! what must wait for durability (votes, a follower's acknowledgements)
+//! and applies nothing not durable here. A storage error reported by the
+//! stage stops the node, as one returned by `process_ready` does.
 //!
 //! Nothing that grows with the data runs here: a snapshot is captured as an
 //! O(1) clone of the state machine and written by the storage's writer
@@ -97,6 +107,7 @@ const REFUSAL_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 pub fn spawn<D>(
     replica: Replica<D>,
     snapshots: mpsc::UnboundedReceiver<D::SnapshotWritten>,
+    persisted: mpsc::UnboundedReceiver<Result<u64, D::Error>>,
     quota_bytes: u64,
     peers: PeerSender,
     directory: Directory,
@@ -149,7 +160,9 @@ where
             {
                 // `run` consumes the driver: the storage is flushed and its
                 // lock released before the result is reported.
-                Ok(runtime) => runtime.block_on(driver.run(rx, snapshots, tick, shutdown)),
+                Ok(runtime) => {
+                    runtime.block_on(driver.run(rx, snapshots, persisted, tick, shutdown))
+                }
                 Err(e) => Err(DriverFailed(format!(
                     "cannot start the driver runtime: {e}"
                 ))),
@@ -164,6 +177,7 @@ impl<D: Durable> Driver<D> {
         mut self,
         mut rx: mpsc::Receiver<Request>,
         mut snapshots: mpsc::UnboundedReceiver<D::SnapshotWritten>,
+        mut persisted: mpsc::UnboundedReceiver<Result<u64, D::Error>>,
         tick: Duration,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), DriverFailed> {
@@ -184,6 +198,11 @@ impl<D: Durable> Driver<D> {
                     }
                 }
                 _ = sweeper.tick() => self.sweep(),
+                done = persisted.recv() => {
+                    if let Err(e) = self.persisted(done, &mut persisted) {
+                        break Err(e);
+                    }
+                }
                 written = snapshots.recv() => match written {
                     Some(written) => {
                         if let Err(e) = self.snapshot_written(written) {
@@ -197,8 +216,8 @@ impl<D: Durable> Driver<D> {
                     None => break Ok(()),
                 },
             }
-            // Group commit: take in everything already queued, then persist
-            // it all with one fsync.
+            // Take in everything already queued, then handle one `Ready`:
+            // its writes go to the persist stage as one round.
             for _ in 0..MAX_DRAIN {
                 match rx.try_recv() {
                     Ok(request) => self.handle(request),
@@ -211,6 +230,33 @@ impl<D: Durable> Driver<D> {
         };
         self.fail_everyone();
         result
+    }
+
+    /// The persist stage made rounds durable (`done`, and whatever else
+    /// it acknowledged meanwhile): the newest is stepped, which covers the
+    /// ones before it. A storage error, or the stage gone, stops the node.
+    fn persisted(
+        &mut self,
+        done: Option<Result<u64, D::Error>>,
+        more: &mut mpsc::UnboundedReceiver<Result<u64, D::Error>>,
+    ) -> Result<(), DriverFailed> {
+        let mut newest = None;
+        let mut next = done;
+        loop {
+            match next {
+                Some(Ok(ready)) => newest = newest.max(Some(ready)),
+                Some(Err(e)) => return Err(DriverFailed(format!("storage failed: {e}"))),
+                None => return Err(DriverFailed("the persist stage is gone".into())),
+            }
+            match more.try_recv() {
+                Ok(done) => next = Some(done),
+                Err(_) => break,
+            }
+        }
+        if let Some(ready) = newest {
+            self.replica.persisted(ready);
+        }
+        Ok(())
     }
 
     fn handle(&mut self, request: Request) {

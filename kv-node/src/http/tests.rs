@@ -57,6 +57,7 @@ async fn single_node_with_quota(quota_bytes: u64) -> TestNode {
     let metrics = Arc::new(Metrics::default());
     let (mut disk, recovered) = WalDisk::open(dir.path(), metrics.clone()).unwrap();
     let snapshots = disk.take_snapshot_completions().unwrap();
+    let persisted = disk.take_persist_completions().unwrap();
     let members = members();
     let replica = Replica::open(
         Config::new(members.this.id),
@@ -70,6 +71,7 @@ async fn single_node_with_quota(quota_bytes: u64) -> TestNode {
     let (driver, _done) = driver::spawn(
         replica,
         snapshots,
+        persisted,
         quota_bytes,
         PeerSender::none(),
         crate::directory::Directory::new(members.clone()),
@@ -85,7 +87,13 @@ async fn single_node_with_quota(quota_bytes: u64) -> TestNode {
     let state = app_state(driver, metrics);
     for _ in 0..200 {
         let status = state.driver.status().await.unwrap();
-        if status.leader.is_some() && driver::is_ready(&status) {
+        // Everything in the log applied: the leader's entry of its term
+        // too, which commits only once the persist stage acknowledged it
+        // (until then a membership change is refused as in progress).
+        if status.leader.is_some()
+            && driver::is_ready(&status)
+            && status.last_applied >= status.last_log_index
+        {
             return TestNode {
                 state,
                 _stop: stop,
