@@ -121,7 +121,10 @@ fn a_backup_taken_under_load_restores_into_a_new_cluster() {
         .map(|w| (w.key.as_str(), w.value.as_str()))
         .collect();
     let after = acked.len() - before.len();
-    assert!(!before.is_empty(), "no write was answered before the backup");
+    assert!(
+        !before.is_empty(),
+        "no write was answered before the backup"
+    );
     common::say(&format!(
         "backup: {} writes answered before the request, {after} after",
         before.len()
@@ -168,7 +171,9 @@ fn a_backup_taken_under_load_restores_into_a_new_cluster() {
     if started.elapsed() < Duration::from_millis(LEASE_TTL_MS) {
         assert_eq!(first_read.as_deref(), Some("on a lease"));
     } else {
-        common::say("backup: the new cluster took longer than the TTL to answer; presence not checked");
+        common::say(
+            "backup: the new cluster took longer than the TTL to answer; presence not checked",
+        );
     }
 
     let restored: BTreeMap<String, String> = kv::scan_all(at, "load/", "linearizable")

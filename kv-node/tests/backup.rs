@@ -93,12 +93,18 @@ async fn store_and_backup(dir: &Path) -> (PathBuf, u64, u64) {
     let mut last = 0;
     for i in 0..20 {
         let (status, body) = api
-            .call("PUT", &format!("/kv/k{i}"), Some(json!({"value": i.to_string()})))
+            .call(
+                "PUT",
+                &format!("/kv/k{i}"),
+                Some(json!({"value": i.to_string()})),
+            )
             .await;
         assert_eq!(status, 200, "{body}");
         last = body["revision"].as_u64().unwrap();
     }
-    let (_, grant) = api.call("POST", "/lease", Some(json!({"ttl_ms": 1000}))).await;
+    let (_, grant) = api
+        .call("POST", "/lease", Some(json!({"ttl_ms": 1000})))
+        .await;
     let lease = grant["id"].as_u64().unwrap();
     let put = json!({"value": "soon gone", "lease": lease});
     let (status, _) = api.call("PUT", "/kv/leased", Some(put)).await;
@@ -107,7 +113,10 @@ async fn store_and_backup(dir: &Path) -> (PathBuf, u64, u64) {
     api.call("POST", &format!("/lease/{lease}/keepalive"), None)
         .await;
     let (revision, bytes) = api.backup().await;
-    assert!(revision > last, "backup at {revision}, last write at {last}");
+    assert!(
+        revision > last,
+        "backup at {revision}, last write at {last}"
+    );
     let path = dir.join("store.backup");
     std::fs::write(&path, &bytes).unwrap();
     node.shutdown().await.unwrap();
@@ -168,13 +177,18 @@ async fn a_restored_node_holds_the_data_writes_above_it_and_expires_its_leases()
     let new_dir = dir.path().join("new");
     let (code, text) = restore(&path, &new_dir, "fresh1", "");
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains(&format!("restored revision {revision}")), "{text}");
+    assert!(
+        text.contains(&format!("restored revision {revision}")),
+        "{text}"
+    );
 
     let node = start("fresh1", &new_dir).await;
     let api = Api::new(&node).await;
     let (status, body) = api.call("GET", "/kv/k7", None).await;
     assert_eq!((status, body["value"].as_str()), (200, Some("7")));
-    let (status, body) = api.call("PUT", "/kv/new", Some(json!({"value": "x"}))).await;
+    let (status, body) = api
+        .call("PUT", "/kv/new", Some(json!({"value": "x"})))
+        .await;
     assert_eq!(status, 200);
     assert!(body["revision"].as_u64().unwrap() > revision, "{body}");
     // The lease restarts its full TTL under the new leader, then expires.
@@ -230,10 +244,25 @@ async fn a_damaged_or_truncated_backup_is_refused_with_exit_2_and_nothing_writte
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
-    for len in [0, 10, 20, 39, bytes.len() / 2, bytes.len() - 20, bytes.len() - 1] {
+    for len in [
+        0,
+        10,
+        20,
+        39,
+        bytes.len() / 2,
+        bytes.len() - 20,
+        bytes.len() - 1,
+    ] {
         cases.push((format!("truncated to {len}"), bytes[..len].to_vec()));
     }
-    for at in [3, 15, 40, bytes.len() / 2, bytes.len() - 15, bytes.len() - 2] {
+    for at in [
+        3,
+        15,
+        40,
+        bytes.len() / 2,
+        bytes.len() - 15,
+        bytes.len() - 2,
+    ] {
         let mut flipped = bytes.clone();
         flipped[at] ^= 0x10;
         cases.push((format!("bit flip at {at}"), flipped));

@@ -56,7 +56,9 @@ pub enum BackupError {
         "the footer records a body of {footer} bytes but the file holds {actual}: truncated or damaged"
     )]
     LengthMismatch { footer: u64, actual: u64 },
-    #[error("checksum mismatch: {stored:#010x} stored, {computed:#010x} computed: the file is damaged")]
+    #[error(
+        "checksum mismatch: {stored:#010x} stored, {computed:#010x} computed: the file is damaged"
+    )]
     ChecksumMismatch { stored: u32, computed: u32 },
     #[error("the backup's contents do not decode: {0}")]
     Snapshot(#[from] SnapshotError),
@@ -140,7 +142,9 @@ fn parse_header(header: &[u8; BACKUP_HEADER_BYTES as usize]) -> Result<u64, Back
             supported: BACKUP_VERSION,
         });
     }
-    Ok(u64::from_le_bytes(header[12..20].try_into().expect("8 bytes")))
+    Ok(u64::from_le_bytes(
+        header[12..20].try_into().expect("8 bytes"),
+    ))
 }
 
 /// Writes a backup of `state` (a capture: see `KvStateMachine`'s O(1)

@@ -26,7 +26,11 @@ fn a_reply_that_is_not_a_backup_leaves_the_file_as_it_was() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("store.backup");
     std::fs::write(&file, "the previous backup").unwrap();
-    for body in ["", "{\"not\": \"a backup\"}", "RAFTKVBK\u{1}\0\0\0 and then it stops"] {
+    for body in [
+        "",
+        "{\"not\": \"a backup\"}",
+        "RAFTKVBK\u{1}\0\0\0 and then it stops",
+    ] {
         let server = FakeServer::canned(200, body);
         let run = kvctl(&[&server.url], &["backup", file.to_str().unwrap()]);
         assert_eq!(run.code, 1, "{body:?}: {run:?}");
@@ -110,7 +114,10 @@ fn until_ok(endpoint: &str, args: &[&str], node: &mut Node) -> Run {
         if run.code == 0 {
             return run;
         }
-        assert!(Instant::now() < deadline, "{args:?} never succeeded: {run:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{args:?} never succeeded: {run:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("{args:?} never succeeded");

@@ -90,17 +90,9 @@ fn a_backup_round_trips_to_an_equal_machine_at_its_revision() {
     assert_eq!(restored.lease_of("leased"), original.lease_of("leased"));
     assert_eq!(restored.addresses(), original.addresses());
     for step in [1, 7, 20, 64 * 1024] {
-        let checked = check_backup(&mut Trickle {
-            data: &bytes,
-            step,
-        })
-        .unwrap();
+        let checked = check_backup(&mut Trickle { data: &bytes, step }).unwrap();
         assert_eq!(checked, info, "read {step} bytes at a time");
-        let (_, again) = read_backup(&mut Trickle {
-            data: &bytes,
-            step,
-        })
-        .unwrap();
+        let (_, again) = read_backup(&mut Trickle { data: &bytes, step }).unwrap();
         assert_eq!(again, original);
     }
     // The body is the state machine's own snapshot, byte for byte.
@@ -213,7 +205,10 @@ fn a_failing_reader_is_an_io_error() {
             Err(io::Error::other("disk on fire"))
         }
     }
-    assert!(matches!(check_backup(&mut Failing), Err(BackupError::Io(_))));
+    assert!(matches!(
+        check_backup(&mut Failing),
+        Err(BackupError::Io(_))
+    ));
     assert!(matches!(read_backup(&mut Failing), Err(BackupError::Io(_))));
 }
 
