@@ -472,6 +472,7 @@ mod tests {
                 Access::Client(Role::Admin),
             ),
             (Method::POST, "/admin/snapshot", Access::Client(Role::Admin)),
+            (Method::GET, "/admin/backup", Access::Client(Role::Admin)),
             (
                 Method::DELETE,
                 "/cluster/members/n2",

@@ -21,6 +21,8 @@
 //!   `log_limit`: rate-limited logging of refusals.
 //! - `auth`: bearer tokens, roles, and the access each request needs;
 //!   `secret_file`: the warning for secrets open to other users.
+//! - `check_command`, `restore_command`: the `kv-node check` and
+//!   `kv-node restore` subcommands.
 //! - `tls`: rustls configurations; `accept`: the accept loop (plain HTTP
 //!   or TLS) with the connection limit and header timeout.
 #![forbid(unsafe_code)]
@@ -38,6 +40,7 @@ pub mod log_limit;
 pub mod metrics;
 pub mod peer;
 pub mod persist_stage;
+pub mod restore_command;
 pub mod secret_file;
 pub mod server;
 pub mod settings;

@@ -342,6 +342,9 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
     if args.get(1).is_some_and(|a| a == "check") {
         return crate::check_command::main(args);
     }
+    if args.get(1).is_some_and(|a| a == "restore") {
+        return crate::restore_command::main(args);
+    }
     let cli: Cli = match crate::cli::parse_flags(args) {
         Ok(cli) => cli,
         Err(code) => return code,

@@ -193,6 +193,7 @@ fn route_table() -> Vec<(
             Some("admin"),
         ),
         ("POST", "/admin/snapshot", None, Some("admin")),
+        ("GET", "/admin/backup", None, Some("admin")),
         (
             "POST",
             "/cluster/members",

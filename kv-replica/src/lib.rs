@@ -7,12 +7,15 @@
 //! traits it writes through (`replica`: `Replica`, `Durable`, `Recovered`),
 //! and the requests waiting on a replica as plain data the driver steps
 //! with each round's output (`waiters`: writes by request number, reads by
-//! read index, F1; `membership_waiters`: proposals waiting to be in force).
+//! read index, F1; `membership_waiters`: proposals waiting to be in force),
+//! and the backup file format (`backup`: header, snapshot body, checksummed
+//! footer), which kv-node writes and restores and kvctl checks.
 //!
 //! It must not depend on tokio, sockets, threads, clocks, HTTP or TLS, nor
 //! on kv-node or sim: the world (disk, network, time) is the caller's.
 #![forbid(unsafe_code)]
 
+pub mod backup;
 pub mod bugs;
 pub mod command;
 pub mod lease_clock;

@@ -188,6 +188,11 @@ pub enum Command {
     TransferLeader { to: String },
     /// Take a snapshot and compact the log on every endpoint (POST /admin/snapshot).
     Snapshot,
+    /// Download a consistent copy of the whole store to FILE (GET
+    /// /admin/backup, admin token): written to a temporary file beside it,
+    /// checked (length, checksum), then renamed into place; prints the
+    /// revision. Restore it with `kv-node restore`.
+    Backup { file: PathBuf },
     /// Show (no argument) or set the default read policy of every endpoint
     /// (GET or PUT /admin/read-policy).
     ReadPolicy {

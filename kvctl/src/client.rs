@@ -461,22 +461,49 @@ impl Client {
     /// its lines, or what the attempt came to (an error answer is read
     /// whole, within the timeout).
     pub fn open_stream(&self, endpoint: &str, path: &str) -> Result<Lines, Attempt> {
+        let response = self.open_get(endpoint, path)?;
+        Ok(Lines {
+            client: self.clone(),
+            endpoint: endpoint.to_string(),
+            body: response.into_body(),
+            buffer: Vec::new(),
+            ready: VecDeque::new(),
+            done: false,
+            silence: None,
+        })
+    }
+
+    /// Opens a `GET` whose body may be large (a backup) on the first
+    /// endpoint that answers 2xx, failing over as [`Client::stream`];
+    /// `--timeout` bounds the wait for the response head and each chunk.
+    pub fn download(&self, path: &str) -> Result<Download, Failure> {
+        let mut tracker = Tracker::default();
+        for endpoint in &self.endpoints {
+            match self.open_get(endpoint, path) {
+                Ok(response) => {
+                    return Ok(Download {
+                        client: self.clone(),
+                        endpoint: endpoint.clone(),
+                        headers: response.headers().clone(),
+                        body: response.into_body(),
+                    });
+                }
+                Err(attempt) => tracker.note(endpoint, attempt, self.has_token())?,
+            }
+        }
+        Err(tracker.failure())
+    }
+
+    /// Sends a `GET` to one endpoint and waits for a 2xx response head, or
+    /// says what the attempt came to (an error answer is read whole,
+    /// within the timeout).
+    fn open_get(&self, endpoint: &str, path: &str) -> Result<hyper::Response<Incoming>, Attempt> {
         let url = format!("{endpoint}{path}");
         let opened = self.inner.runtime.block_on(async {
             tokio::time::timeout(self.inner.timeout, self.request(Method::GET, &url, None)).await
         });
         Err(match opened {
-            Ok(Ok(response)) if response.status().is_success() => {
-                return Ok(Lines {
-                    client: self.clone(),
-                    endpoint: endpoint.to_string(),
-                    body: response.into_body(),
-                    buffer: Vec::new(),
-                    ready: VecDeque::new(),
-                    done: false,
-                    silence: None,
-                });
-            }
+            Ok(Ok(response)) if response.status().is_success() => return Ok(response),
             Ok(Ok(response)) => {
                 let status = response.status().as_u16();
                 let read = self.inner.runtime.block_on(async {
@@ -688,6 +715,43 @@ impl Lines {
         let line = text.trim_end_matches(['\n', '\r']);
         if !line.trim().is_empty() {
             self.ready.push_back(line.to_string());
+        }
+    }
+}
+
+/// The body of a large response (a backup), chunk by chunk.
+pub struct Download {
+    client: Client,
+    /// The endpoint that answered.
+    pub endpoint: String,
+    pub headers: hyper::HeaderMap,
+    body: Incoming,
+}
+
+impl Download {
+    /// The next chunk of the body, None at its end; a stream that breaks
+    /// or stays silent for `--timeout` is an error.
+    pub fn next_chunk(&mut self) -> Result<Option<Bytes>, Failure> {
+        let timeout = self.client.inner.timeout;
+        loop {
+            let frame = self
+                .client
+                .inner
+                .runtime
+                .block_on(async { tokio::time::timeout(timeout, self.body.frame()).await });
+            let broke = |why: String| {
+                Failure::Client(format!("{}: the download broke: {why}", self.endpoint))
+            };
+            match frame {
+                Err(_) => return Err(broke(format!("nothing received for {timeout:?}"))),
+                Ok(None) => return Ok(None),
+                Ok(Some(Err(e))) => return Err(broke(describe(&e))),
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Ok(Some(data));
+                    }
+                }
+            }
         }
     }
 }

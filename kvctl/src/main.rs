@@ -7,11 +7,13 @@
 //! - `kv`: put, get, del, cas, scan, mput; `txn`: transactions; `lease`:
 //!   lease grant, keepalive, revoke, list, get.
 //! - `cluster`: member, status, transfer-leader, snapshot, read-policy.
+//! - `backup`: downloading and checking a backup of the whole store.
 //! - `bench`: the built-in load test.
 //! - `watch`: following `GET /watch`, resuming across nodes.
 //! - `lock`: a distributed lock held while a command runs.
 //! - `output`: tables and JSON.
 
+mod backup;
 mod bench;
 mod cli;
 mod client;
@@ -91,6 +93,7 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
         Command::Status => cluster::status(&ctx),
         Command::TransferLeader { to } => cluster::transfer_leader(&ctx, to),
         Command::Snapshot => cluster::snapshot(&ctx),
+        Command::Backup { file } => backup::backup(&ctx, file),
         Command::ReadPolicy { policy } => cluster::read_policy(&ctx, *policy),
         Command::Bench(args) => bench::bench(&ctx, args),
         Command::Watch(args) => watch::watch(&ctx, cli.timeout, args),

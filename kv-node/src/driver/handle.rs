@@ -24,6 +24,9 @@ pub enum ReadQuery {
     },
     /// Leader only, after a ReadIndex round (see `driver/lease.rs`).
     Lease(super::lease::LeaseQuery),
+    /// The whole state, captured (an O(1) clone) once a ReadIndex round's
+    /// index is applied, for `GET /admin/backup`.
+    Backup,
 }
 
 /// The answer to a [`ReadQuery`].
@@ -38,6 +41,8 @@ pub enum ReadAnswer {
         more: bool,
     },
     Lease(super::lease::LeaseAnswer),
+    /// A capture of the state machine, serialized off the driver thread.
+    Backup(Box<kv_replica::state_machine::KvStateMachine>),
 }
 
 /// Why the driver could not answer. The two variants are the two classes a

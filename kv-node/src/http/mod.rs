@@ -9,11 +9,13 @@
 //! - `error`: [`ApiError`] and its mapping to status codes and API codes.
 //! - `kv`: the key-value routes; `txn`: `POST /txn`, transactions;
 //!   `lease`: `/lease`, leases.
-//!   `watch`: `GET /watch`, the one streaming reply.
+//!   `watch`: `GET /watch`, a streaming reply; `backup`: `GET
+//!   /admin/backup`, the other one.
 //! - `ops`: health, status, metrics, admin and the peer endpoint.
 //! - `members`: membership changes and leader transfer; `forward`: sending
 //!   those from a follower to the leader.
 
+mod backup;
 mod error;
 mod kv;
 mod lease;
@@ -23,6 +25,7 @@ mod peer_stream;
 mod txn;
 mod watch;
 
+pub use backup::REVISION_HEADER;
 pub use error::ApiError;
 
 use crate::auth::{Access, Auth, Denied};
@@ -81,6 +84,8 @@ pub struct AppState {
     /// The node's watches; `None` (tests without a driver feed) answers
     /// `GET /watch` with 503.
     pub watches: Option<Arc<crate::watch::Watches>>,
+    /// Backups being served at once (`backup::MAX_CONCURRENT_BACKUPS`).
+    backups: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -109,6 +114,7 @@ impl AppState {
             body_timeout: Duration::from_millis(BODY_READ_TIMEOUT_MS),
             timing: None,
             watches: None,
+            backups: backup::backup_slots(),
         };
         state.set_read_policy(read_policy);
         state
@@ -228,6 +234,9 @@ pub fn routes(
                     if path.as_str() == crate::peer::stream::STREAM_PATH {
                         return peer_stream::serve(&state, &method, &headers, authorization);
                     }
+                    if method == Method::GET && path.as_str() == "/admin/backup" {
+                        return serve_backup(&state, authorization).await;
+                    }
                     let response =
                         handle(&state, method, path.as_str(), &query, authorization, body).await;
                     watch::plain(response)
@@ -251,6 +260,22 @@ fn serve_watch(
     state
         .metrics
         .observe_request("watch", response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// `GET /admin/backup`: checked like every request; it holds its request
+/// slot until the capture is taken, not while the copy streams
+/// (`backup::MAX_CONCURRENT_BACKUPS` bounds those).
+async fn serve_backup(state: &AppState, authorization: Option<&str>) -> warp::reply::Response {
+    let started = Instant::now();
+    let response = match state.admit(&Method::GET, "/admin/backup", authorization) {
+        Ok(_slot) => backup::backup(state).await,
+        Err(e) => Err(e),
+    };
+    let response = response.unwrap_or_else(|e| watch::plain(e.into_response()));
+    state
+        .metrics
+        .observe_request("backup", response.status().as_u16(), started.elapsed());
     response
 }
 
@@ -362,6 +387,8 @@ enum Route {
     RaftMessages,
     /// Served by [`serve_watch`] before routing; here only for 405.
     Watch,
+    /// Served by [`serve_backup`] before routing; here only for 405.
+    Backup,
 }
 
 impl Route {
@@ -422,6 +449,7 @@ impl Route {
             },
             ["cluster", "transfer-leader"] => only_post(m, Route::TransferLeader)?,
             ["admin", "snapshot"] => only_post(m, Route::Snapshot)?,
+            ["admin", "backup"] => only_get(m, Route::Backup)?,
             ["admin", "read-policy"] => match *m {
                 Method::GET => Route::ReadPolicyGet,
                 Method::PUT => Route::ReadPolicySet,
@@ -460,6 +488,7 @@ impl Route {
             Route::ReadPolicyGet | Route::ReadPolicySet => "read_policy",
             Route::RaftMessages => "raft_messages",
             Route::Watch => "watch",
+            Route::Backup => "backup",
         }
     }
 
@@ -512,6 +541,9 @@ impl Route {
             Route::RaftMessages => ops::raft_messages(state, &body).await,
             Route::Watch => Err(ApiError::BadRequest(
                 "GET /watch streams and is served by the routes filter".into(),
+            )),
+            Route::Backup => Err(ApiError::BadRequest(
+                "GET /admin/backup streams and is served by the routes filter".into(),
             )),
         }
     }

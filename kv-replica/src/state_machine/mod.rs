@@ -438,6 +438,13 @@ impl KvStateMachine {
         &self.addresses
     }
 
+    /// Forgets the address book. A backup restored into a new cluster
+    /// must not point raft traffic at the old cluster's URLs; the new
+    /// cluster's first leader records the `--peers` addresses again.
+    pub fn clear_addresses(&mut self) {
+        self.addresses.clear();
+    }
+
     /// Index of the last entry applied (0 before the first).
     pub fn applied_index(&self) -> u64 {
         self.applied_index
