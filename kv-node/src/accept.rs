@@ -18,8 +18,7 @@
 //! message stream): its reply carries an [`OnUpgraded`] handler, which
 //! gets the connection once hyper hands it over.
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::ServerConfig;
 use std::future::Future;
 use std::pin::Pin;
@@ -118,7 +117,6 @@ pub async fn serve<F>(
     let acceptor = options.tls.map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(options.max_connections));
     let service = warp::service(routes);
-    let graceful = GracefulShutdown::new();
     let header_timeout = options.header_timeout;
     let mut warned_at: Option<Instant> = None;
     loop {
@@ -154,20 +152,30 @@ pub async fn serve<F>(
         let warp_service = service.clone();
         let service =
             hyper::service::service_fn(move |request| serve_request(warp_service.clone(), request));
-        let watcher = graceful.watcher();
-        // One connection served by hyper with the header timeout, under
-        // the graceful-shutdown watcher.
+        let mut stopping = stop.clone();
+        // One connection served by hyper with the header timeout (which
+        // also closes a connection that never sends a byte), ended
+        // gracefully when the node stops. Not hyper-util's `auto` builder:
+        // it waits for the first bytes before any timer runs.
+        // `GracefulShutdown` takes no upgradeable connection, so the stop
+        // is watched here and the slots count what is still open.
         macro_rules! serve_connection {
             ($io:expr) => {{
-                let mut builder =
-                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
-                builder
-                    .http1()
+                let connection = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
-                    .header_read_timeout(header_timeout);
-                let connection =
-                    builder.serve_connection_with_upgrades(TokioIo::new($io), service);
-                if let Err(e) = watcher.watch(connection).await {
+                    .header_read_timeout(header_timeout)
+                    .serve_connection(TokioIo::new($io), service)
+                    .with_upgrades();
+                let mut connection = std::pin::pin!(connection);
+                let stop = async { stopping.wait_for(|stopping| *stopping).await.is_ok() };
+                let served = tokio::select! {
+                    served = connection.as_mut() => served,
+                    _ = stop => {
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
+                };
+                if let Err(e) = served {
                     tracing::debug!(%remote, error = %e, "connection ended with an error");
                 }
             }};
@@ -195,5 +203,8 @@ pub async fn serve<F>(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    // Every connection holds a slot until it ends: all slots back means
+    // every open connection finished its request.
+    let all = u32::try_from(options.max_connections).unwrap_or(u32::MAX);
+    let _ = slots.acquire_many(all).await;
 }
