@@ -38,6 +38,11 @@ struct Args {
     /// Watchers of a key or prefix, resuming across cut-offs.
     #[arg(long, default_value_t = 3)]
     watchers: usize,
+    /// Every node syncs each round at once: no node persists through a
+    /// stage that makes rounds durable later (by default three node
+    /// incarnations in four do, as kv-node does).
+    #[arg(long)]
+    no_persist_stage: bool,
     /// `all` (each seed picks a random mix), `none`, or a list such as
     /// `partition,loss,dup,reorder,crash,fsync,pause,skew,diverge,figure8,membership`.
     #[arg(long, default_value = "all")]
@@ -83,6 +88,7 @@ fn options(args: &Args, seed: u64) -> Result<SimOptions, String> {
     o.txn_clients = args.txn_clients;
     o.lease_clients = args.lease_clients;
     o.watchers = args.watchers;
+    o.persist_stage = !args.no_persist_stage;
     o.faults = FaultSelection::parse(&args.faults)?;
     o.print_trace = args.trace;
     o.max_ops = args.max_ops;

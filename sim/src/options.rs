@@ -51,6 +51,11 @@ pub struct SimOptions {
     pub lease_clients: usize,
     /// Watchers (`watch_client`).
     pub watchers: usize,
+    /// Nodes persist through a stage that makes rounds durable later (as
+    /// kv-node does), three incarnations in four, drawn from the seed;
+    /// false: every node syncs each round at once (the protocol and
+    /// storage bug catalogues were measured so).
+    pub persist_stage: bool,
     /// Known replica bugs switched on (kv-replica `bugs.rs`; only with the
     /// `buggy` feature).
     pub replica_bugs: kv_replica::bugs::ReplicaBugs,
@@ -81,6 +86,7 @@ impl SimOptions {
             txn_clients: 1,
             lease_clients: 1,
             watchers: 3,
+            persist_stage: true,
             replica_bugs: kv_replica::bugs::ReplicaBugs::default(),
             lease_tick_ms: crate::lease_client::LEASE_TICK_MS,
         }
@@ -88,13 +94,21 @@ impl SimOptions {
 
     /// Only the key-value clients: no transaction or lease clients and no
     /// watchers. A run so configured is the run of the same seed before
-    /// those clients existed (the protocol and storage bug catalogues
-    /// were measured so).
+    /// those clients existed.
     pub fn kv_clients_only(mut self) -> SimOptions {
         self.txn_clients = 0;
         self.lease_clients = 0;
         self.watchers = 0;
         self
+    }
+
+    /// The runs the protocol and storage bug catalogues were measured on:
+    /// key-value clients only, every node syncing each round at once.
+    pub fn catalogue_baseline(self) -> SimOptions {
+        SimOptions {
+            persist_stage: false,
+            ..self.kv_clients_only()
+        }
     }
 
     /// Ticks of the final phase, in which every fault is healed.
@@ -144,6 +158,7 @@ impl fmt::Debug for SimOptions {
             .field("txn_clients", &self.txn_clients)
             .field("lease_clients", &self.lease_clients)
             .field("watchers", &self.watchers)
+            .field("persist_stage", &self.persist_stage)
             .field("replica_bugs", &self.replica_bugs)
             .field("lease_tick_ms", &self.lease_tick_ms)
             .finish()

@@ -44,6 +44,9 @@ impl World {
     /// makes rounds durable later (as kv-node does), or at once: drawn from
     /// the seed, three in four, so that runs mix both.
     fn persist_stage(&self, id: NodeId) -> bool {
+        if !self.opts.persist_stage {
+            return false;
+        }
         let incarnation = u64::from(self.node(id).incarnation);
         let mixed = (self.opts.seed ^ 0x5e75_7a6e)
             .wrapping_mul(0x9e37_79b9_7f4a_7c15)

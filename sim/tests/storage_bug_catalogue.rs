@@ -26,8 +26,9 @@ fn assert_found_in(
     let limit = *seeds.end();
     let mut seen = Vec::new();
     for seed in seeds {
-        // The rows were measured with the key-value clients only.
-        let mut o = SimOptions::new(seed).kv_clients_only();
+        // The rows were measured with the key-value clients only and
+        // every node syncing at once (no persist stage).
+        let mut o = SimOptions::new(seed).catalogue_baseline();
         o.faults = FaultSelection::parse(faults).unwrap();
         o.storage_bugs = bugs;
         let Some(v) = run(o).violation else {
