@@ -19,20 +19,8 @@ fn seed_42_summary() {
 #[test]
 fn background_snapshot_writes_complete_and_some_are_lost_to_crashes_between_capture_and_durability()
 {
-    let (mut durable, mut lost) = (0, 0);
-    for seed in 0..40 {
-        if durable > 0 && lost > 0 {
-            break;
-        }
-        let report = run(SimOptions::new(seed));
-        assert!(
-            report.passed(),
-            "seed {seed}: {:?}",
-            report.violation_report()
-        );
-        durable += report.snapshot_writes.durable;
-        lost += report.snapshot_writes.lost_to_crash;
-    }
+    let (durable, lost) =
+        sweep_until_both(|r| (r.snapshot_writes.durable, r.snapshot_writes.lost_to_crash));
     assert!(durable > 0, "no background snapshot write completed");
     assert!(
         lost > 0,
@@ -46,9 +34,18 @@ fn background_snapshot_writes_complete_and_some_are_lost_to_crashes_between_capt
 /// run stays clean.
 #[test]
 fn persist_stage_syncs_complete_later_and_some_rounds_are_lost_to_crashes() {
-    let (mut durable, mut lost) = (0, 0);
+    let (durable, lost) =
+        sweep_until_both(|r| (r.persist_syncs.durable, r.persist_syncs.lost_to_crash));
+    assert!(durable > 0, "no persist stage sync completed");
+    assert!(lost > 0, "no crash hit rounds queued to a persist stage");
+}
+
+/// Runs seeds 0..40 (each must pass) until both of the counts `of` picks
+/// from the reports have been seen above zero; returns their sums.
+fn sweep_until_both(of: fn(&sim::RunReport) -> (u64, u64)) -> (u64, u64) {
+    let (mut first, mut second) = (0, 0);
     for seed in 0..40 {
-        if durable > 0 && lost > 0 {
+        if first > 0 && second > 0 {
             break;
         }
         let report = run(SimOptions::new(seed));
@@ -57,9 +54,9 @@ fn persist_stage_syncs_complete_later_and_some_rounds_are_lost_to_crashes() {
             "seed {seed}: {:?}",
             report.violation_report()
         );
-        durable += report.persist_syncs.durable;
-        lost += report.persist_syncs.lost_to_crash;
+        let (a, b) = of(&report);
+        first += a;
+        second += b;
     }
-    assert!(durable > 0, "no persist stage sync completed");
-    assert!(lost > 0, "no crash hit rounds queued to a persist stage");
+    (first, second)
 }

@@ -155,6 +155,7 @@ impl PeerSender {
             }),
             target_batch_bytes: spawner.target_batch_bytes,
             reports: spawner.reports.clone(),
+            force_post: forced_post(),
         };
         spawner.runtime.spawn(task.run(rx));
     }
@@ -238,6 +239,8 @@ struct PeerTask {
     authorization: Option<reqwest::header::HeaderValue>,
     target_batch_bytes: usize,
     reports: Reports,
+    /// `KV_NODE_PEER_TRANSPORT=post`, read once when the task starts.
+    force_post: bool,
 }
 
 /// Why a stream session ended.
@@ -265,7 +268,6 @@ impl PeerTask {
     /// `KV_NODE_PEER_TRANSPORT=post`, in batches over `POST /raft/messages`.
     async fn run(self, mut rx: mpsc::Receiver<Message>) {
         let this = Arc::new(self);
-        let force_post = forced_post();
         let mut post_until: Option<Instant> = None;
         let mut backoff = MIN_RECONNECT_BACKOFF;
         let mut seq = 0;
@@ -279,7 +281,7 @@ impl PeerTask {
                     None => return,
                 },
             };
-            if force_post || post_until.is_some_and(|t| t.elapsed() < POST_FALLBACK) {
+            if this.force_post || post_until.is_some_and(|t| t.elapsed() < POST_FALLBACK) {
                 match this.post_batches(first, &mut rx, &mut seq).await {
                     Some(m) => carried = Some(m),
                     None => return,
@@ -487,7 +489,7 @@ impl PeerTask {
                 Some(m) => m,
                 None => rx.recv().await?,
             };
-            if started.elapsed() >= POST_FALLBACK && !forced_post() {
+            if started.elapsed() >= POST_FALLBACK && !self.force_post {
                 return Some(first);
             }
             // Wait for a free slot first, so that the batch takes in
