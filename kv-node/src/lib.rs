@@ -9,7 +9,8 @@
 //!   snapshot files, run over real files.
 //! - `wal_disk`: kv-replica's `Durable` on `storage`, for the real node,
 //!   with the background snapshot writer thread; `persist_stage`: the
-//!   thread that writes and fsyncs the WAL, off the driver thread.
+//!   thread that writes and fsyncs the WAL, off the driver thread;
+//!   `staged_decoder`: a snapshot from the leader decoded while it arrives.
 //! - `driver`: the thread that owns the replica; requests reach it by channel.
 //! - `directory`: the address book (node name -> URL) the node runs with.
 //! - `peer`: the one HTTP(S) client between nodes, raft messages out
@@ -44,6 +45,7 @@ pub mod restore_command;
 pub mod secret_file;
 pub mod server;
 pub mod settings;
+pub mod staged_decoder;
 pub mod tls;
 pub mod wal_disk;
 pub mod watch;

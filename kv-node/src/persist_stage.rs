@@ -143,10 +143,53 @@ impl PersistStage {
         &self,
         f: impl FnOnce(&mut Storage) -> Result<T, StorageError> + Send + 'static,
     ) -> Result<T, StorageError> {
-        let (tx, rx) = std_mpsc::sync_channel(1);
+        self.caller()?.call(f)
+    }
+
+    /// Queues `f` to run on the storage after every job queued before it,
+    /// without waiting. An error in it fails the storage like a failed
+    /// write: the next round's acknowledgement reports it, and the node
+    /// stops.
+    pub fn submit(
+        &self,
+        f: impl FnOnce(&mut Storage) -> Result<(), StorageError> + Send + 'static,
+    ) -> Result<(), StorageError> {
         self.send(Job::Call(Box::new(move |storage| {
-            let _ = tx.send(f(storage));
-        })))?;
+            if let Err(error) = f(storage) {
+                tracing::error!(%error, "a storage step queued on the persist stage failed");
+                storage.mark_failed();
+            }
+        })))
+    }
+
+    /// A handle another thread uses to run calls on the stage and wait for
+    /// them itself (the snapshot writer: its steps wait for the WAL's
+    /// fsyncs, which the driver thread must not).
+    pub fn caller(&self) -> Result<StageCaller, StorageError> {
+        self.jobs
+            .clone()
+            .map(StageCaller)
+            .ok_or(StorageError::Failed)
+    }
+}
+
+/// See [`PersistStage::caller`]. The stage's thread runs until every
+/// caller is dropped too.
+#[derive(Clone)]
+pub struct StageCaller(std_mpsc::Sender<Job>);
+
+impl StageCaller {
+    /// [`PersistStage::call`] from another thread.
+    pub fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Storage) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let (tx, rx) = std_mpsc::sync_channel(1);
+        self.0
+            .send(Job::Call(Box::new(move |storage| {
+                let _ = tx.send(f(storage));
+            })))
+            .map_err(|_| StorageError::Failed)?;
         rx.recv().unwrap_or(Err(StorageError::Failed))
     }
 }
@@ -478,5 +521,51 @@ mod tests {
             Storage::open(dir.path(), StorageOptions::default()),
             Err(StorageError::FsyncFailedEarlier { .. })
         ));
+    }
+    /// Another thread's call (the snapshot writer's prepare and finish)
+    /// waits behind an fsync in flight; the driver's end does not: it
+    /// queues rounds meanwhile, and the call runs after the rounds queued
+    /// before it, with them durable.
+    #[test]
+    fn a_callers_wait_for_an_fsync_does_not_stop_the_driver() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = TestFs::default();
+        let (stage, mut done) = start(dir.path(), &fs);
+        let (started_tx, started) = std_mpsc::channel();
+        let (go, go_rx) = std_mpsc::channel();
+        fs.0.lock().unwrap().hold = Some((started_tx, go_rx));
+        stage.round(1, round(1), true).unwrap();
+        started.recv_timeout(Duration::from_secs(10)).unwrap();
+        let caller = stage.caller().unwrap();
+        let (called_tx, called) = std_mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            let last = caller.call(|storage| Ok(storage.last_index())).unwrap();
+            called_tx.send(last).unwrap();
+        });
+        // The call waits behind the held fsync; the driver goes on.
+        stage.round(2, round(2), true).unwrap();
+        assert!(called.recv_timeout(Duration::from_millis(50)).is_err());
+        go.send(()).unwrap();
+        // Round 2 may have been queued before the call or after it.
+        let last = called.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!([LogIndex(1), LogIndex(2)].contains(&last), "{last}");
+        writer.join().unwrap();
+        assert_eq!(next(&mut done).unwrap(), 1);
+        assert_eq!(next(&mut done).unwrap(), 2);
+    }
+
+    /// A step submitted without waiting that fails stops the stage like a
+    /// failed write: the next round reports an error instead of an
+    /// acknowledgement.
+    #[test]
+    fn a_failed_submitted_step_fails_the_next_round() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = TestFs::default();
+        let (stage, mut done) = start(dir.path(), &fs);
+        stage.round(1, round(1), true).unwrap();
+        assert_eq!(next(&mut done).unwrap(), 1);
+        stage.submit(|_| Err(StorageError::Failed)).unwrap();
+        stage.round(2, round(2), true).unwrap();
+        assert!(next(&mut done).is_err(), "the failure is reported");
     }
 }

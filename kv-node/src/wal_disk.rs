@@ -2,13 +2,21 @@
 //! writes to, with fsync timing for the metrics.
 //!
 //! Snapshots are written off the driver thread (issue 12): the driver hands
-//! `start_snapshot` an O(1) capture of the state machine, a writer thread
-//! streams it into the snapshot file and fsyncs it, and its completion
-//! comes back through the channel from [`WalDisk::take_snapshot_completions`]
-//! to the driver, which then calls `Replica::snapshot_written`: the log is
-//! compacted and raft-core told `SnapshotTaken` only once the file is
-//! durable. The writer streams record by record through a buffered file,
-//! so no serialized copy of the state is ever held in memory.
+//! `start_snapshot` an O(1) capture of the state machine; a writer thread
+//! prepares the snapshot on the persist stage, streams it into the snapshot
+//! file and fsyncs it, and finishes it on the stage (the WAL segments it
+//! covers are dropped), so that none of the fsyncs those steps wait for
+//! stops the driver's ticks. Its completion comes back through the channel
+//! from [`WalDisk::take_snapshot_completions`] to the driver, which then
+//! calls `Replica::snapshot_written`: raft-core is told `SnapshotTaken`
+//! only once the file is durable, and the older snapshot file (whose chunks
+//! the driver may have been sending to a follower until then) is removed
+//! after. The writer streams record by record through a buffered file, so
+//! no serialized copy of the state is ever held in memory.
+//!
+//! A snapshot arriving from the leader is staged in a file and decoded by
+//! a thread while it arrives (`staged_decoder`), so that the follower's
+//! driver only waits for the last chunk's records when it is complete.
 //!
 //! The WAL itself is written and fsynced by the persist stage
 //! (`persist_stage`), a thread that owns the [`Storage`]: each round's
@@ -16,25 +24,29 @@
 //! through the channel from [`WalDisk::take_persist_completions`].
 
 use crate::metrics::Metrics;
-use crate::persist_stage::{PersistDone, PersistStage, RoundWrite};
+use crate::persist_stage::{PersistDone, PersistStage, RoundWrite, StageCaller};
+use crate::staged_decoder::StagedDecoder;
 use crate::storage::{
-    Storage, StorageError, StorageOptions, WrittenSnapshot, open_snapshot, read_snapshot_range,
+    SnapshotInfo, Storage, StorageError, StorageOptions, open_snapshot, read_snapshot_range,
 };
 use bytes::Bytes;
 use kv_replica::replica::{Durable, Recovered};
-use kv_replica::state_machine::KvStateMachine;
-use raft_core::{ChunkRequest, Durability, Entry, HardState, SnapshotMeta};
+use kv_replica::state_machine::{KvStateMachine, SnapshotError};
+use raft_core::{ChunkRequest, Durability, Entry, HardState, LogIndex, SnapshotMeta};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// A snapshot file the writer thread finished (or failed), on its way back
-/// to the driver.
+/// A snapshot the writer thread prepared, wrote and finished on the
+/// storage (or failed to), on its way back to the driver.
 #[derive(Debug)]
 pub struct SnapshotWritten {
-    written: WrittenSnapshot,
+    index: LogIndex,
+    /// The storage's `finish_snapshot_keeping_older`: None if a snapshot
+    /// installed from the leader overtook it.
+    outcome: Result<Option<SnapshotInfo>, StorageError>,
     /// Length of the state inside the file: the size raft-core is told,
     /// whose chunks `snapshot_chunk` serves (the file adds a header and a
     /// footer).
@@ -63,6 +75,9 @@ pub struct WalDisk {
     /// memory) with the bytes staged so far. Never fsynced: after a crash
     /// raft-core asks the leader for the snapshot from the start.
     staging: Option<(std::io::BufWriter<std::fs::File>, u64)>,
+    /// Decodes the staged snapshot while it arrives (None if its thread
+    /// could not start: the replica then decodes at the end, as before).
+    decoder: Option<StagedDecoder>,
 }
 
 impl Drop for WalDisk {
@@ -108,6 +123,7 @@ impl WalDisk {
             completions_rx: Some(completions_rx),
             writer: None,
             staging: None,
+            decoder: None,
         };
         let recovered = Recovered {
             hard_state: recovered.hard_state,
@@ -227,34 +243,33 @@ impl Durable for WalDisk {
         meta: &SnapshotMeta,
         state: KvStateMachine,
     ) -> Result<(), StorageError> {
-        let prepared = meta.clone();
-        let write = self.call(move |storage| storage.prepare_snapshot(&prepared))?;
         if let Some(previous) = self.writer.take() {
             // Its completion was handled, so it is over or about to be.
             let _ = previous.join();
         }
+        // The writer thread does all three steps: preparing and finishing
+        // wait for the WAL's fsyncs on the persist stage (under a busy disk,
+        // hundreds of milliseconds), which must not stop the driver's ticks
+        // and heartbeats.
+        let stage = self.stage.caller()?;
         let completions = self.completions.clone();
+        let meta = meta.clone();
         let spawned = std::thread::Builder::new()
             .name("snapshot-writer".into())
             .spawn(move || {
                 let started = Instant::now();
+                let index = meta.index;
                 let mut state_bytes = 0;
-                let written = write.write(|w: &mut dyn Write| {
-                    let mut counted = CountingWriter {
-                        inner: w,
-                        bytes: &mut state_bytes,
-                    };
-                    state.write_snapshot(&mut counted)
-                });
+                let outcome = write_snapshot(&stage, &meta, &state, &mut state_bytes);
                 // Released before the driver hears of it: from now on the
                 // live map owns every node again and stops copying paths.
                 drop(state);
-                let elapsed = started.elapsed();
                 // The driver may be gone (shutdown): nothing to tell then.
                 let _ = completions.send(SnapshotWritten {
-                    written,
+                    index,
+                    outcome,
                     state_bytes,
-                    elapsed,
+                    elapsed: started.elapsed(),
                 });
             });
         match spawned {
@@ -273,12 +288,18 @@ impl Durable for WalDisk {
         &mut self,
         done: SnapshotWritten,
     ) -> Result<Option<(SnapshotMeta, u64)>, StorageError> {
-        let index = done.written.meta().index;
-        let written = done.written;
-        let Some(info) = self.call(move |storage| storage.finish_snapshot(written))? else {
+        let index = done.index;
+        let stored = self.snapshot.as_ref().map(|(meta, _)| meta.index);
+        let Some(info) = done.outcome? else {
             tracing::info!(%index, "snapshot overtaken by one installed from the leader; dropped");
             return Ok(None);
         };
+        if stored.is_some_and(|stored| stored >= index) {
+            // Installed from the leader after this one was finished on the
+            // stage: the installed one is current there and here.
+            tracing::info!(%index, "snapshot overtaken by one installed from the leader; dropped");
+            return Ok(None);
+        }
         self.metrics.snapshot_save.observe(done.elapsed);
         tracing::info!(
             index = %info.meta.index,
@@ -288,6 +309,10 @@ impl Durable for WalDisk {
             "snapshot saved"
         );
         self.snapshot = Some((info.meta.clone(), info.path.clone()));
+        // Chunks are read from the new file from now on: the older ones
+        // can go (queued behind every write before, never waited for).
+        self.stage
+            .submit(|storage| storage.remove_older_snapshots())?;
         self.metrics.snapshot_index.set(info.meta.index.0);
         self.metrics.snapshot_bytes.set(done.state_bytes);
         self.metrics.snapshots_taken.inc();
@@ -311,12 +336,34 @@ impl Durable for WalDisk {
             .open(&path)
             .map_err(io("create snapshot staging"))?;
             self.staging = Some((std::io::BufWriter::new(file), 0));
+            // Dropping the previous transfer's decoder abandons it.
+            self.decoder = StagedDecoder::start(&path)
+                .inspect_err(|error| {
+                    tracing::warn!(%error, "snapshot decoder not started; decoding at the end")
+                })
+                .ok();
         }
         let (file, staged) = self.staging.as_mut().expect("just created");
         assert_eq!(offset, *staged, "snapshot chunks arrive in order");
         file.write_all(data).map_err(io("write snapshot staging"))?;
         *staged += data.len() as u64;
+        if let Some(decoder) = &self.decoder {
+            // The decoder reads the file: what it is told of must be there.
+            file.flush().map_err(io("write snapshot staging"))?;
+            decoder.staged(*staged);
+        }
         Ok(())
+    }
+
+    fn take_decoded_snapshot(&mut self) -> Option<Result<KvStateMachine, SnapshotError>> {
+        let decoder = self.decoder.take()?;
+        let started = Instant::now();
+        let decoded = decoder.finish();
+        tracing::debug!(
+            waited_ms = started.elapsed().as_secs_f64() * 1e3,
+            "staged snapshot decoded while it arrived"
+        );
+        Some(decoded)
     }
 
     fn staged_snapshot_bytes(&self) -> u64 {
@@ -341,6 +388,7 @@ impl Durable for WalDisk {
         let path = self.staging_path();
         let bytes = self.staged_snapshot_bytes();
         self.staging = None;
+        self.decoder = None;
         let mut staged =
             std::fs::File::open(&path).map_err(staging_error("open snapshot staging", &path))?;
         let installed = meta.clone();
@@ -368,6 +416,33 @@ impl Durable for WalDisk {
             chunk.len,
         )?))
     }
+}
+
+/// The writer thread's three steps on the storage: prepare (on the stage:
+/// syncs the WAL and names the segments the snapshot covers), write and
+/// fsync the file (here), finish (on the stage: make it current and drop
+/// the segments it covers). A snapshot installed from the leader before
+/// the prepare overtakes it (None), as one installed before the finish does.
+fn write_snapshot(
+    stage: &StageCaller,
+    meta: &SnapshotMeta,
+    state: &KvStateMachine,
+    state_bytes: &mut u64,
+) -> Result<Option<SnapshotInfo>, StorageError> {
+    let prepared = meta.clone();
+    let write = match stage.call(move |storage| storage.prepare_snapshot(&prepared)) {
+        Ok(write) => write,
+        Err(StorageError::StaleSnapshot { .. }) => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let written = write.write(|w: &mut dyn Write| {
+        let mut counted = CountingWriter {
+            inner: w,
+            bytes: state_bytes,
+        };
+        state.write_snapshot(&mut counted)
+    });
+    stage.call(move |storage| storage.finish_snapshot_keeping_older(written))
 }
 
 #[cfg(test)]
@@ -688,6 +763,10 @@ mod tests {
                 disk.stage_snapshot_chunk((i * 700) as u64, chunk).unwrap();
             }
             assert_eq!(disk.staged_snapshot_bytes(), bytes.len() as u64);
+            // Decoded while it arrived (the abandoned transfer's decoder
+            // was dropped at offset 0 of the second).
+            let decoded = disk.take_decoded_snapshot().expect("a decoder ran");
+            assert_eq!(decoded.unwrap(), state);
             let read_back = disk
                 .read_staged_snapshot(|r| KvStateMachine::read_snapshot(&mut { r }))
                 .unwrap()

@@ -87,6 +87,14 @@ pub trait Durable {
         &mut self,
         read: impl FnOnce(&mut dyn std::io::Read) -> T,
     ) -> Result<T, Self::Error>;
+    /// The staged snapshot, already decoded, if this disk decodes the
+    /// chunks while they arrive (kv-node: on a thread of its own, so that a
+    /// large restore does not stop the follower's driver after the last
+    /// chunk); called once the last chunk is staged. `None`: the replica
+    /// reads the staged bytes back and decodes them itself.
+    fn take_decoded_snapshot(&mut self) -> Option<Result<KvStateMachine, SnapshotError>> {
+        None
+    }
     /// Stores the staged snapshot (at `meta`) and discards the whole log.
     fn install_staged_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), Self::Error>;
     /// The bytes of the newest snapshot that `chunk` names (its `meta` was
@@ -476,10 +484,13 @@ impl<D: Durable, S: FnMut(Message)> ReadyHandler for Round<'_, D, S> {
         // destroy the log we have. Streamed: the state is built as the
         // records are read, never a second copy in memory.
         let size_bytes = self.disk.staged_snapshot_bytes();
-        let state = self
-            .disk
-            .read_staged_snapshot(|r| read_snapshot_state(meta, r))
-            .map_err(ReplicaError::Storage)??;
+        let state = match self.disk.take_decoded_snapshot() {
+            Some(decoded) => check_snapshot_index(meta, decoded?)?,
+            None => self
+                .disk
+                .read_staged_snapshot(|r| read_snapshot_state(meta, r))
+                .map_err(ReplicaError::Storage)??,
+        };
         self.disk
             .install_staged_snapshot(meta)
             .map_err(ReplicaError::Storage)?;
@@ -539,13 +550,7 @@ fn read_snapshot_state<E: std::error::Error + 'static>(
     meta: &SnapshotMeta,
     mut r: &mut dyn std::io::Read,
 ) -> Result<KvStateMachine, ReplicaError<E>> {
-    let state = KvStateMachine::read_snapshot(&mut r)?;
-    let mut rest = Vec::new();
-    let mut tail = std::io::Read::take(&mut r, 64);
-    std::io::Read::read_to_end(&mut tail, &mut rest).map_err(SnapshotError::Io)?;
-    if !rest.is_empty() {
-        return Err(SnapshotError::TrailingBytes { count: rest.len() }.into());
-    }
+    let state = KvStateMachine::read_whole_snapshot(&mut r)?;
     check_snapshot_index(meta, state)
 }
 

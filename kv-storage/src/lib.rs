@@ -467,6 +467,36 @@ impl Storage {
         &mut self,
         written: WrittenSnapshot,
     ) -> Result<Option<SnapshotInfo>, StorageError> {
+        self.finish_snapshot_removing(written, true)
+    }
+
+    /// [`Storage::finish_snapshot`] without removing the older snapshot
+    /// files, for a caller that may still be reading the previous one (a
+    /// driver serving its chunks to a follower until it hears of the new
+    /// one); [`Storage::remove_older_snapshots`] removes them after. A
+    /// crash in between leaves them behind, and recovery picks the newest.
+    pub fn finish_snapshot_keeping_older(
+        &mut self,
+        written: WrittenSnapshot,
+    ) -> Result<Option<SnapshotInfo>, StorageError> {
+        self.finish_snapshot_removing(written, false)
+    }
+
+    /// Removes every snapshot file but the current one (and temp files).
+    pub fn remove_older_snapshots(&mut self) -> Result<(), StorageError> {
+        self.check_usable()?;
+        let Some((_, path)) = self.snapshot.clone() else {
+            return Ok(());
+        };
+        let result = snapshot_file::remove_others(&*self.fs, &self.snapshot_dir, &path);
+        self.fail_on_error(result)
+    }
+
+    fn finish_snapshot_removing(
+        &mut self,
+        written: WrittenSnapshot,
+        remove_older: bool,
+    ) -> Result<Option<SnapshotInfo>, StorageError> {
         self.check_usable()?;
         let meta = written.header.meta;
         if meta.index <= self.snapshot_index() {
@@ -488,7 +518,8 @@ impl Storage {
             }
             other => self.fail_on_error(other)?,
         };
-        let result = self.finish_snapshot_inner(&meta, &path, written.header.wal_start_seq);
+        let result =
+            self.finish_snapshot_inner(&meta, &path, written.header.wal_start_seq, remove_older);
         let segments_removed = self.fail_on_error(result)?;
         Ok(Some(SnapshotInfo {
             meta,
@@ -503,6 +534,7 @@ impl Storage {
         meta: &SnapshotMeta,
         path: &Path,
         wal_start_seq: u64,
+        remove_older: bool,
     ) -> Result<usize, StorageError> {
         // The active segment then holds the latest hard state durably, so
         // the segments deleted below never hold its only copy.
@@ -514,7 +546,9 @@ impl Storage {
             .count();
         self.snapshot = Some((meta.clone(), path.to_path_buf()));
         self.wal.remove_oldest(covered)?;
-        snapshot_file::remove_others(&*self.fs, &self.snapshot_dir, path)?;
+        if remove_older {
+            snapshot_file::remove_others(&*self.fs, &self.snapshot_dir, path)?;
+        }
         Ok(covered)
     }
 
@@ -592,6 +626,12 @@ impl Storage {
             return Err(StorageError::Failed);
         }
         Ok(())
+    }
+
+    /// Refuses every later step: the caller saw one fail whose effect on
+    /// the files is unknown.
+    pub fn mark_failed(&mut self) {
+        self.failed = true;
     }
 
     fn fail_on_error<T>(&mut self, result: Result<T, StorageError>) -> Result<T, StorageError> {

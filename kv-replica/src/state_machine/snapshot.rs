@@ -315,6 +315,18 @@ impl KvStateMachine {
         bytes
     }
 
+    /// Restores from a stream that must end with the snapshot: bytes after
+    /// it are refused like a corrupt snapshot.
+    pub fn read_whole_snapshot(r: &mut impl Read) -> Result<KvStateMachine, SnapshotError> {
+        let machine = Self::read_snapshot(r)?;
+        let mut rest = Vec::new();
+        r.take(64).read_to_end(&mut rest)?;
+        if !rest.is_empty() {
+            return Err(SnapshotError::TrailingBytes { count: rest.len() });
+        }
+        Ok(machine)
+    }
+
     /// Restores from a buffer that holds exactly one snapshot.
     pub fn restore_from_bytes(bytes: &[u8]) -> Result<KvStateMachine, SnapshotError> {
         let mut rest = bytes;
