@@ -78,7 +78,12 @@ pub struct WalDisk {
     /// Decodes the staged snapshot while it arrives (None if its thread
     /// could not start: the replica then decodes at the end, as before).
     decoder: Option<StagedDecoder>,
+    /// A snapshot from the leader being installed on the persist stage:
+    /// its index, and where the stage reports the stored snapshot after it.
+    installing: Option<(LogIndex, InstallDone)>,
 }
+
+type InstallDone = std::sync::mpsc::Receiver<Result<Option<(SnapshotMeta, PathBuf)>, StorageError>>;
 
 impl Drop for WalDisk {
     fn drop(&mut self) {
@@ -112,6 +117,11 @@ impl WalDisk {
         if let Some((_, data)) = &snapshot {
             metrics.snapshot_bytes.set(data.len() as u64);
         }
+        // A transfer or install cut short by a crash: raft-core asks the
+        // leader for the snapshot again from the start.
+        for leftover in [STAGING_FILE, INSTALLING_FILE] {
+            let _ = std::fs::remove_file(dir.join(leftover));
+        }
         let (completions, completions_rx) = mpsc::unbounded_channel();
         let stored = storage.snapshot_path();
         let disk = WalDisk {
@@ -124,6 +134,7 @@ impl WalDisk {
             writer: None,
             staging: None,
             decoder: None,
+            installing: None,
         };
         let recovered = Recovered {
             hard_state: recovered.hard_state,
@@ -162,10 +173,21 @@ fn staging_error(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -
 
 /// The file in the data directory that received snapshot chunks go to.
 const STAGING_FILE: &str = "snapshot.staging";
+/// A staged snapshot being installed (renamed from [`STAGING_FILE`]).
+const INSTALLING_FILE: &str = "snapshot.installing";
 
 impl WalDisk {
     fn staging_path(&self) -> std::path::PathBuf {
         self.stage.dir().join(STAGING_FILE)
+    }
+
+    /// Waits for the install queued on the stage, if one is, and takes
+    /// the stored snapshot it reports.
+    fn settle_install(&mut self) -> Result<(), StorageError> {
+        if let Some((_, done)) = self.installing.take() {
+            self.snapshot = done.recv().unwrap_or(Err(StorageError::Failed))?;
+        }
+        Ok(())
     }
 
     /// Where the persist stage acknowledges rounds (the newest round
@@ -289,7 +311,10 @@ impl Durable for WalDisk {
         done: SnapshotWritten,
     ) -> Result<Option<(SnapshotMeta, u64)>, StorageError> {
         let index = done.index;
-        let stored = self.snapshot.as_ref().map(|(meta, _)| meta.index);
+        let stored = match &self.installing {
+            Some((installing, _)) => Some(*installing),
+            None => self.snapshot.as_ref().map(|(meta, _)| meta.index),
+        };
         let Some(info) = done.outcome? else {
             tracing::info!(%index, "snapshot overtaken by one installed from the leader; dropped");
             return Ok(None);
@@ -384,28 +409,61 @@ impl Durable for WalDisk {
         Ok(read(&mut reader))
     }
 
+    /// Queues the install on the persist stage and returns: copying and
+    /// fsyncing a large snapshot must not stop the follower's ticks. The
+    /// rounds after it (entries after the snapshot, the acknowledgement to
+    /// the leader) are written and acknowledged only after it.
     fn install_staged_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
-        let path = self.staging_path();
+        let staging = self.staging_path();
         let bytes = self.staged_snapshot_bytes();
-        self.staging = None;
+        if let Some((mut file, _)) = self.staging.take() {
+            file.flush()
+                .map_err(staging_error("write snapshot staging", &staging))?;
+        }
         self.decoder = None;
-        let mut staged =
-            std::fs::File::open(&path).map_err(staging_error("open snapshot staging", &path))?;
+        self.settle_install()?;
+        // Renamed, so that a new transfer may start staging meanwhile.
+        let installing = self.stage.dir().join(INSTALLING_FILE);
+        std::fs::rename(&staging, &installing)
+            .map_err(staging_error("rename snapshot staging", &staging))?;
+        let mut staged = std::fs::File::open(&installing)
+            .map_err(staging_error("open snapshot staging", &installing))?;
+        let (installed_tx, installed_rx) = std::sync::mpsc::sync_channel(1);
         let installed = meta.clone();
-        self.snapshot = self.call(move |storage| {
-            storage
-                .install_snapshot_with(&installed, |w| std::io::copy(&mut staged, w).map(|_| ()))?;
-            Ok(storage.snapshot_path())
+        self.stage.submit(move |storage| {
+            let started = Instant::now();
+            let result = storage
+                .install_snapshot_with(&installed, |w| std::io::copy(&mut staged, w).map(|_| ()));
+            // Not needed any more either way.
+            let _ = std::fs::remove_file(&installing);
+            match result {
+                Ok(()) => {
+                    tracing::info!(
+                        index = %installed.index,
+                        bytes,
+                        ms = started.elapsed().as_secs_f64() * 1e3,
+                        "snapshot installed from the leader"
+                    );
+                    let _ = installed_tx.send(Ok(storage.snapshot_path()));
+                    Ok(())
+                }
+                Err(error) => {
+                    // The stage fails and reports it with the next round.
+                    let _ = installed_tx.send(Err(StorageError::Failed));
+                    Err(error)
+                }
+            }
         })?;
-        // Not needed any more; a leftover is truncated by the next transfer.
-        let _ = std::fs::remove_file(&path);
-        tracing::info!(index = %meta.index, bytes, "snapshot installed from the leader");
+        self.installing = Some((meta.index, installed_rx));
         self.metrics.snapshot_index.set(meta.index.0);
         self.metrics.snapshot_bytes.set(bytes);
         Ok(())
     }
 
     fn snapshot_chunk(&mut self, chunk: ChunkRequest) -> Result<Bytes, StorageError> {
+        // An install from the leader is long over by the time this node
+        // leads and sends it on (its election waited for the stage).
+        self.settle_install()?;
         // The replica checked that `chunk.meta` is the stored snapshot.
         let Some((_, path)) = &self.snapshot else {
             return Ok(Bytes::new());
@@ -778,6 +836,16 @@ mod tests {
             );
             disk.install_staged_snapshot(&meta).unwrap();
             assert!(!staging.exists(), "the staging file is removed");
+            // Installed on the persist stage; read back once it is stored.
+            let chunk = disk
+                .snapshot_chunk(ChunkRequest {
+                    meta: &meta,
+                    offset: 5,
+                    len: 100,
+                })
+                .unwrap();
+            assert_eq!(&chunk[..], &bytes[5..105]);
+            assert!(!dir.path().join(INSTALLING_FILE).exists());
         }
         let (_, recovered) = WalDisk::open(dir.path(), Arc::new(Metrics::default())).unwrap();
         let (installed, data) = recovered.snapshot.expect("installed");

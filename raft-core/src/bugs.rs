@@ -72,6 +72,10 @@ bugs! {
     /// term repaired its log, so it may vote twice in a term, or for a
     /// candidate lacking an entry it helped commit (issue 15).
     vote_while_damaged => VoteWhileDamaged,
+    /// Send the next snapshot chunk for every copy of a follower's answer,
+    /// duplicates included: under message duplication the copies never die
+    /// out and multiply (simulator seed 1800 at one node).
+    resend_chunk_per_answer => ResendChunkPerAnswer,
 }
 
 /// Whether `config` switches the known bug `bug` on: always `false`

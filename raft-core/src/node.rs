@@ -1193,6 +1193,13 @@ impl Node {
     pub fn leader(&self) -> Option<NodeId> {
         self.leader
     }
+    /// The term of the hard state last acknowledged durable (`Persisted`).
+    /// A node that leads a term it has not yet made durable sends nothing
+    /// of that term (`needs_durable_state`) and commits nothing in it; if
+    /// it crashes first, it never led that term as far as anyone can tell.
+    pub fn durable_term(&self) -> Term {
+        self.durable_hard_state.term
+    }
     pub fn commit_index(&self) -> LogIndex {
         self.log.committed
     }

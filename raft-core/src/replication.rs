@@ -243,6 +243,7 @@ impl Node {
         received: u64,
         last_index: Option<LogIndex>,
     ) {
+        let resend_per_answer = self.bug(Bug::ResendChunkPerAnswer);
         let Some(pr) = self.progress_mut(from) else {
             return;
         };
@@ -260,6 +261,20 @@ impl Node {
                 if self.maybe_send_timeout_now(from) {
                     return;
                 }
+            }
+            // A copy of the answer that sent the chunk now in flight (the
+            // network duplicated it, or the follower answered a duplicated
+            // chunk). Sending the chunk again for each copy would keep
+            // every copy alive, and duplication would multiply them without
+            // bound (simulator seed 1800 at one node: millions of chunks in
+            // one tick). A lost chunk is resent by the tick instead.
+            (None, ReplicationState::Snapshot { index, offset })
+                if index == snapshot_index
+                    && received == offset
+                    && pr.probe_sent
+                    && !resend_per_answer =>
+            {
+                return;
             }
             (None, ReplicationState::Snapshot { index, .. }) if index == snapshot_index => {
                 pr.state = ReplicationState::Snapshot {

@@ -45,6 +45,7 @@ bug_flags!(
     lease_after_aborted_transfer,
     vote_at_once_after_restart,
     vote_while_damaged,
+    resend_chunk_per_answer,
 );
 
 /// A configuration hook that switches the named bug on in every node.

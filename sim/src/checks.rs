@@ -64,6 +64,9 @@ pub type Writers = BTreeMap<RequestId, (u64, u64)>;
 #[derive(Debug, Default)]
 pub struct Checker {
     leaders: BTreeMap<Term, NodeId>,
+    /// Nodes that lead a term not yet durable on them: counted in
+    /// `leaders` once it is (see `step`).
+    undurable_leaders: BTreeMap<NodeId, Term>,
     /// By index - 1: every distinct (term, entry) any node logged there.
     logged: Vec<Vec<Logged>>,
     committed: Vec<Option<Committed>>,
@@ -182,6 +185,7 @@ impl Checker {
     /// A node (re)started: its watch starts over from what it recovered.
     pub fn on_start(&mut self, step: u64, replica: &Replica<SimDisk>) -> Result<(), Violation> {
         let node = &replica.node;
+        self.undurable_leaders.remove(&node.id());
         self.watch.insert(
             node.id(),
             Watch {
@@ -345,9 +349,26 @@ impl Checker {
                 }
             }
         }
-        // Election safety and leader completeness, when a leader appears.
+        // Election safety and leader completeness, when a leader appears,
+        // counted once its term is durable: until then it sends nothing of
+        // that term and commits nothing (raft-core holds every message of
+        // an undurable term), and a crash takes the leadership back with
+        // the term. A lone voter wins in the step that raises its term; if
+        // that fsync fails, it restarts in the old term and may vote in the
+        // new one for a node it never told anything (seed 688, one node
+        // grown to three).
         let role = node.role();
         if role == Role::Leader && (watch.role != Some(Role::Leader) || watch.term != node.term()) {
+            self.undurable_leaders.insert(id, node.term());
+        }
+        if role != Role::Leader {
+            self.undurable_leaders.remove(&id);
+        }
+        if role == Role::Leader
+            && self.undurable_leaders.get(&id) == Some(&node.term())
+            && node.durable_term() >= node.term()
+        {
+            self.undurable_leaders.remove(&id);
             let term = node.term();
             if let Some(other) = self.leaders.insert(term, id)
                 && other != id

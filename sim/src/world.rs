@@ -25,7 +25,19 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// The properties a panic of node code breaks: the only ones checked once
 /// a hostile peer sent forged data.
-pub(crate) const PANIC_PROPERTIES: [&str; 2] = ["node code does not panic", "restart recovers"];
+pub(crate) const PANIC_PROPERTIES: [&str; 3] = [
+    "node code does not panic",
+    "restart recovers",
+    STORM_PROPERTY,
+];
+
+/// Events queued at once beyond which the run is a message storm: a
+/// protocol path that answers each copy of a message with more than one
+/// (seed 1800 at one node: every duplicated snapshot answer resent its
+/// chunk, millions within one tick, until the process ran out of memory).
+/// Normal runs stay at a few thousand. Hostile input does not excuse it.
+pub(crate) const MAX_QUEUED_EVENTS: usize = 200_000;
+pub(crate) const STORM_PROPERTY: &str = "messages in flight stay bounded";
 
 /// Something that happens at a point in simulated time.
 #[derive(Debug)]
@@ -481,6 +493,12 @@ impl World {
             self.free_slots.push(slot);
             self.now = at;
             self.handle(event);
+            if self.queue.len() > MAX_QUEUED_EVENTS {
+                self.fail(
+                    STORM_PROPERTY,
+                    format!("{} events queued at once", self.queue.len()),
+                );
+            }
         }
     }
 
