@@ -70,7 +70,11 @@ fn a_lone_voter_sends_nothing_of_its_new_term_before_the_term_is_durable() {
         leaked.is_empty(),
         "sent before term {term} was durable: {leaked:?}"
     );
-    assert_eq!(node.durable_term(), Term(3), "leading, but not yet in a durable term");
+    assert_eq!(
+        node.durable_term(),
+        Term(3),
+        "leading, but not yet in a durable term"
+    );
     // Once the term is durable, the learner gets the no-op and A.
     node.step(Input::Persisted { ready: number }).unwrap();
     assert_eq!(node.durable_term(), term);

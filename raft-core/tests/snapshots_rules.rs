@@ -221,7 +221,10 @@ fn duplicated_chunks_and_answers_send_each_chunk_once() {
         c.deliver_one();
         delivered += 1;
     }
-    assert!(c.in_flight.is_empty(), "the messages died out after {delivered} deliveries");
+    assert!(
+        c.in_flight.is_empty(),
+        "the messages died out after {delivered} deliveries"
+    );
     let offsets = chunk_offsets(&c.take_trace());
     // Each chunk delivered twice (the copy and the original): sent once.
     assert_eq!(

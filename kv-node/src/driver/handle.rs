@@ -154,6 +154,8 @@ pub struct DriverHandle {
     directory: Directory,
 }
 
+/// How long `POST /admin/snapshot` waits for the snapshot it started.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(600);
 impl DriverHandle {
     pub(super) fn new(
         tx: mpsc::Sender<Request>,
@@ -274,7 +276,10 @@ impl DriverHandle {
     pub async fn snapshot(&self) -> Result<Option<u64>, DriverError> {
         let (reply, rx) = oneshot::channel();
         self.submit(Request::Snapshot(reply))?;
-        self.wait(rx, false).await
+        // Writing a snapshot takes time in proportion to the data (seconds
+        // for gigabytes), not the request timeout's few seconds; the driver
+        // answers when it is durable or refused.
+        self.wait_up_to(rx, false, SNAPSHOT_WAIT).await
     }
 
     /// Hands messages from a peer to the core. Waits for room in the queue
@@ -300,7 +305,16 @@ impl DriverHandle {
         rx: oneshot::Receiver<Result<T, DriverError>>,
         proposed: bool,
     ) -> Result<T, DriverError> {
-        match tokio::time::timeout(self.request_timeout, rx).await {
+        self.wait_up_to(rx, proposed, self.request_timeout).await
+    }
+
+    async fn wait_up_to<T>(
+        &self,
+        rx: oneshot::Receiver<Result<T, DriverError>>,
+        proposed: bool,
+        timeout: Duration,
+    ) -> Result<T, DriverError> {
+        match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) if proposed => Err(DriverError::OutcomeUnknown(
                 "the node stopped before the write was applied".into(),
@@ -308,11 +322,11 @@ impl DriverHandle {
             Ok(Err(_)) => Err(stopped()),
             Err(_) if proposed => Err(DriverError::OutcomeUnknown(format!(
                 "the write was proposed but not applied within {} ms",
-                self.request_timeout.as_millis()
+                timeout.as_millis()
             ))),
             Err(_) => Err(DriverError::OutcomeUnknown(format!(
                 "no answer within {} ms",
-                self.request_timeout.as_millis()
+                timeout.as_millis()
             ))),
         }
     }

@@ -363,3 +363,48 @@ fn a_snapshot_is_byte_for_byte_the_version_2_format() {
     assert_eq!(KvStateMachine::restore_from_bytes(&bytes).unwrap(), machine);
     assert_eq!(machine.digest(), 0xf85d_1d7f_ff6e_5bd3);
 }
+
+/// A machine with more keys than `PARALLEL_RESTORE_KEYS` (1,000 in unit
+/// tests): the map is built on a second thread while the records are read.
+fn large_machine() -> KvStateMachine {
+    let mut machine = KvStateMachine::new();
+    for i in 0..3_000 {
+        apply(
+            &mut machine,
+            put(&format!("key{i:05}"), &format!("value {i}")),
+        );
+    }
+    machine
+}
+
+#[test]
+fn a_large_snapshot_restores_an_equal_machine_on_two_threads() {
+    let machine = large_machine();
+    let restored = KvStateMachine::restore_from_bytes(&machine.snapshot_bytes()).unwrap();
+    assert_eq!(restored, machine);
+    assert_eq!(restored.digest(), machine.digest());
+    assert_eq!(restored.live_bytes(), machine.live_bytes());
+}
+
+/// Damage among the keys of a large snapshot is refused with the same
+/// typed errors as in a small one, and the second thread ends with it.
+#[test]
+fn damage_among_the_keys_of_a_large_snapshot_is_refused() {
+    let bytes = large_machine().snapshot_bytes();
+    let middle = bytes.len() / 2;
+    let truncated = KvStateMachine::restore_from_bytes(&bytes[..middle]).unwrap_err();
+    assert!(
+        matches!(truncated, SnapshotError::Truncated { .. }),
+        "{truncated}"
+    );
+    let mut flipped = bytes.clone();
+    flipped[middle] ^= 0x40;
+    let damaged = KvStateMachine::restore_from_bytes(&flipped).unwrap_err();
+    assert!(
+        matches!(
+            damaged,
+            SnapshotError::CrcMismatch { .. } | SnapshotError::RecordTooLarge { .. }
+        ),
+        "{damaged}"
+    );
+}

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Issue 12's restart target: a node holding KEYS keys (default 10,000,000 of
+# 100-byte values, about 1.1 GiB of live data) restarts after kill -9 and
+# serves its first read in under 10 s.
+#
+# One node alone (a single-node cluster: the restart path is the same as a
+# member's, and three 10M-key nodes would not fit beside other work in this
+# machine's memory), release build, default flags, fsync on:
+#   1. load KEYS keys with POST /kv/mput batches of BATCH, WRITERS at once;
+#   2. POST /admin/snapshot, then TAIL_BATCHES more batches (a WAL tail
+#      that overwrites keys the snapshot holds);
+#   3. kill -9, start again, RESTARTS times: seconds until a stale read of
+#      an overwritten key answers the tail's value, until /readyz is 200,
+#      and the peak RSS of the restarted process.
+#
+#   bench/restart-big.sh                    # 10M keys, several minutes
+#   KEYS=1000000 bench/restart-big.sh       # a quick one
+#   BUILD=0 KV_NODE_BIN=/path/kv-node bench/restart-big.sh
+#
+# JSON lines in $OUT/results.jsonl. Every wait is bounded; the node is
+# stopped by PID on exit.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+export KEYS=${KEYS:-10000000} BATCH=${BATCH:-2000} VALUE_BYTES=${VALUE_BYTES:-100}
+export WRITERS=${WRITERS:-4} TAIL_BATCHES=${TAIL_BATCHES:-20} RESTARTS=${RESTARTS:-3}
+export PORT=${KV_PORT:-39680}
+export WORK_DIR=${KV_BENCH_DIR:-/tmp/kv-restartbench}
+out=${OUT:-bench/out/restart-$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$out"
+export RESULTS=$repo/$out/results.jsonl
+if [[ ${BUILD:-1} == 1 ]]; then
+    cargo build --release -p kv-node --bin kv-node
+fi
+bin=${KV_NODE_BIN:-target/release/kv-node}
+rm -rf "$WORK_DIR"; mkdir -p "$WORK_DIR"
+cp "$bin" "$WORK_DIR/kv-node"
+git rev-parse HEAD >"$out/commit"
+
+python3 - <<'PY'
+import http.client, json, os, subprocess, threading, time
+
+KEYS = int(os.environ["KEYS"]); BATCH = int(os.environ["BATCH"])
+VALUE_BYTES = int(os.environ["VALUE_BYTES"]); WRITERS = int(os.environ["WRITERS"])
+TAIL_BATCHES = int(os.environ["TAIL_BATCHES"]); RESTARTS = int(os.environ["RESTARTS"])
+PORT = int(os.environ["PORT"]); WORK = os.environ["WORK_DIR"]
+results = open(os.environ["RESULTS"], "a")
+proc = None
+
+
+def record(kind, **fields):
+    results.write(json.dumps(dict(kind=kind, **fields)) + "\n"); results.flush()
+    print(f"== {kind}: " + ", ".join(f"{k}={v}" for k, v in fields.items()), flush=True)
+
+
+def key(i):
+    return f"k{i:08d}"
+
+
+def value(i, gen):
+    head = f"{gen}-{i:08d}-"
+    return head + "x" * (VALUE_BYTES - len(head))
+
+
+def request(method, path, body=None, timeout=10.0):
+    conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+        reply = conn.getresponse()
+        return reply.status, reply.read()
+    finally:
+        conn.close()
+
+
+def start():
+    global proc
+    log = open(os.path.join(WORK, "node.log"), "a")
+    proc = subprocess.Popen([os.path.join(WORK, "kv-node"), "--id", "node1", "--listen",
+                             f"127.0.0.1:{PORT}", "--data-dir", os.path.join(WORK, "node1")],
+                            stdout=log, stderr=log)
+
+
+def rss_kib():
+    with open(f"/proc/{proc.pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def wait_for(what, probe, within):
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if probe():
+                return
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            raise SystemExit(f"restart-big: the node exited ({proc.returncode}) waiting for {what}")
+        time.sleep(0.02)
+    raise SystemExit(f"restart-big: {what} not within {within} s")
+
+
+def mput(batches, gen):
+    def writer(w):
+        conn = None
+        for b in range(w, len(batches), WRITERS):
+            body = json.dumps({"entries": [{"key": key(n), "value": value(n, gen)} for n in batches[b]],
+                               "client_id": f"load-{gen}-{w}", "seq": b + 1}).encode()
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if conn is None:
+                        conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=60)
+                    conn.request("POST", "/kv/mput", body=body, headers={"Content-Type": "application/json"})
+                    reply = conn.getresponse(); text = reply.read()
+                    if reply.status == 200:
+                        break
+                    if reply.status not in (503, 504):
+                        raise SystemExit(f"mput: {reply.status} {text[:200]}")
+                except (OSError, http.client.HTTPException):
+                    conn = None
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"mput batch {b}: no success within 120 s")
+                time.sleep(0.05)
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(WRITERS)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+
+
+try:
+    start()
+    wait_for("the first /readyz", lambda: request("GET", "/readyz", timeout=1)[0] == 200, 30)
+    started = time.monotonic()
+    mput([list(range(s, min(s + BATCH, KEYS))) for s in range(0, KEYS, BATCH)], 0)
+    load_s = time.monotonic() - started
+    record("load", keys=KEYS, seconds=round(load_s, 1), keys_per_s=round(KEYS / load_s))
+    t0 = time.monotonic()
+    code, body = request("POST", "/admin/snapshot", timeout=600)
+    assert code == 200, body
+    record("snapshot", seconds=round(time.monotonic() - t0, 2), answer=json.loads(body))
+    mput([list(range(b * BATCH, (b + 1) * BATCH)) for b in range(TAIL_BATCHES)], 1)
+    code, body = request("GET", "/status")
+    status = json.loads(body)
+    du = subprocess.run(["du", "-sb", os.path.join(WORK, "node1")], capture_output=True, text=True).stdout.split()[0]
+    record("before-restart", live_bytes=status.get("live_bytes"), keys=status.get("keys"),
+           snapshot_bytes=status.get("snapshot_bytes"), data_dir_bytes=int(du), rss_kib=rss_kib())
+    probe = key(0)
+    for r in range(RESTARTS):
+        proc.kill(); proc.wait()
+        t0 = time.monotonic()
+        start()
+        def read_ok():
+            code, body = request("GET", f"/kv/{probe}?consistency=stale", timeout=1)
+            return code == 200 and json.loads(body)["value"] == value(0, 1)
+        wait_for("a stale read after the restart", read_ok, 120)
+        read_s = time.monotonic() - t0
+        wait_for("/readyz after the restart", lambda: request("GET", "/readyz", timeout=1)[0] == 200, 120)
+        ready_s = time.monotonic() - t0
+        record("restart", round=r + 1, first_read_s=round(read_s, 2), ready_s=round(ready_s, 2),
+               peak_rss_kib=rss_kib(), loadavg=open("/proc/loadavg").read().split()[0])
+finally:
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+PY
+echo "results in $RESULTS"
