@@ -30,6 +30,7 @@
 
 pub mod accept;
 pub mod auth;
+pub mod background;
 pub mod check_command;
 pub mod cli;
 pub mod directory;

@@ -66,6 +66,7 @@ impl StagedDecoder {
         let thread = std::thread::Builder::new()
             .name("snapshot-decode".into())
             .spawn(move || {
+                crate::background::lower_this_threads_priority();
                 let mut reader = io::BufReader::with_capacity(256 * 1024, reader);
                 KvStateMachine::read_whole_snapshot(&mut reader)
             })?;

@@ -279,6 +279,7 @@ impl Durable for WalDisk {
         let spawned = std::thread::Builder::new()
             .name("snapshot-writer".into())
             .spawn(move || {
+                crate::background::lower_this_threads_priority();
                 let started = Instant::now();
                 let index = meta.index;
                 let mut state_bytes = 0;
@@ -730,6 +731,7 @@ mod tests {
         replica.snapshot_policy = kv_replica::replica::SnapshotPolicy {
             max_entries: 0,
             log_bytes_floor: Some(2_000),
+            stagger_percent: 0,
         };
         replica.step(Input::Campaign).unwrap();
         let mut rounds = 0;

@@ -146,6 +146,17 @@ pub struct SnapshotPolicy {
     /// last snapshot's size, or this floor if that is larger. None: the
     /// byte rule is off.
     pub log_bytes_floor: Option<u64>,
+    /// Both thresholds raised by this many percent on this node, so that
+    /// the members of a cluster (which apply the same log) do not all
+    /// write their snapshots at the same moment and compete for the disk
+    /// and the cores (kv-node draws it from the node id; 0 by default).
+    pub stagger_percent: u64,
+}
+
+impl SnapshotPolicy {
+    fn staggered(&self, threshold: u64) -> u64 {
+        threshold.saturating_add(threshold.saturating_mul(self.stagger_percent) / 100)
+    }
 }
 
 /// What each log entry costs on disk beyond its payload (term, index,
@@ -326,9 +337,10 @@ impl<D: Durable> Replica<D> {
             .saturating_sub(self.last_snapshot_index.0);
         self.snapshot_in_flight.is_none()
             && entries > 0
-            && ((policy.max_entries > 0 && entries >= policy.max_entries)
+            && ((policy.max_entries > 0 && entries >= policy.staggered(policy.max_entries))
                 || policy.log_bytes_floor.is_some_and(|floor| {
-                    self.log_bytes_since_snapshot >= floor.max(self.last_snapshot_bytes)
+                    self.log_bytes_since_snapshot
+                        >= policy.staggered(floor.max(self.last_snapshot_bytes))
                 }))
     }
 
@@ -576,4 +588,23 @@ fn check_snapshot_index<E: std::error::Error + 'static>(
         });
     }
     Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SnapshotPolicy;
+
+    /// The stagger raises both thresholds by its percentage, and none
+    /// leaves them as they are.
+    #[test]
+    fn a_staggered_policy_raises_its_thresholds_by_the_percentage() {
+        let plain = SnapshotPolicy::default();
+        assert_eq!(plain.staggered(10_000), 10_000);
+        let late = SnapshotPolicy {
+            stagger_percent: 25,
+            ..SnapshotPolicy::default()
+        };
+        assert_eq!(late.staggered(10_000), 12_500);
+        assert_eq!(late.staggered(u64::MAX), u64::MAX, "saturates");
+    }
 }

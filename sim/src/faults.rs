@@ -510,6 +510,7 @@ impl FaultPlan {
             max_entries: self.snapshot_every,
             log_bytes_floor: (self.snapshot_every > 0)
                 .then_some(self.snapshot_every * SNAPSHOT_LOG_BYTES_PER_ENTRY),
+            stagger_percent: 0,
         }
     }
 
