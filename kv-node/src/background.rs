@@ -22,6 +22,23 @@ pub fn lower_this_threads_priority() {
     }
 }
 
+/// Drops `garbage` on a low-priority thread of its own: freeing half a
+/// million log entries or a replaced state machine of a million keys
+/// holds a thread for a tenth of a second or more, which the driver
+/// thread (ticks, heartbeats) cannot spare. Inline if no thread starts.
+pub fn free_later<T: Send + 'static>(garbage: T) {
+    let spawned = std::thread::Builder::new()
+        .name("free-later".into())
+        .spawn(move || {
+            lower_this_threads_priority();
+            drop(garbage);
+        });
+    if let Err(error) = spawned {
+        // The closure, and the garbage with it, was dropped here.
+        tracing::debug!(%error, "freed on the calling thread");
+    }
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     /// The nice value applies to the calling thread only.

@@ -189,6 +189,9 @@ pub struct Output {
     /// The index of a snapshot installed this round: watchers lose the
     /// revisions up to it.
     pub snapshot_installed: Option<LogIndex>,
+    /// The state machine a snapshot installed this round replaced, for the
+    /// world to free where it likes (dropping it frees every key).
+    pub replaced_state: Option<KvStateMachine>,
 }
 
 pub struct Replica<D: Durable> {
@@ -508,7 +511,9 @@ impl<D: Durable, S: FnMut(Message)> ReadyHandler for Round<'_, D, S> {
             .map_err(ReplicaError::Storage)?;
         let recording = self.state.records_events();
         let bugs = self.state.bugs();
-        *self.state = state;
+        // Handed out rather than dropped here: freeing a large state takes
+        // time the world may want to spend on another thread.
+        self.out.replaced_state = Some(std::mem::replace(self.state, state));
         self.state.record_events(recording);
         self.state.set_bugs(bugs);
         self.out.events.clear();

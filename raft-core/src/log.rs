@@ -26,6 +26,12 @@ pub(crate) struct RaftLog {
     persist_from: LogIndex,
     /// Every entry up to here is durable on this node and agrees with `entries`.
     pub persisted: LogIndex,
+    /// The entries the last compaction (or snapshot install) removed, not
+    /// yet dropped: freeing hundreds of thousands of entries takes the
+    /// thread that does it a tenth of a second, so the driver may take
+    /// them ([`crate::Node::take_compacted_entries`]) and free them off
+    /// its thread. Replaced (and so dropped here) by the next compaction.
+    compacted: VecDeque<Entry>,
 }
 
 impl RaftLog {
@@ -51,7 +57,13 @@ impl RaftLog {
             applied: index,
             persist_from: last.next(),
             persisted: last,
+            compacted: VecDeque::new(),
         })
+    }
+
+    /// The entries the last compaction removed, to be freed by the caller.
+    pub fn take_compacted(&mut self) -> VecDeque<Entry> {
+        std::mem::take(&mut self.compacted)
     }
 
     pub fn snapshot_index(&self) -> LogIndex {
@@ -272,7 +284,9 @@ impl RaftLog {
         );
         let term = self.term(index).expect("compaction point is in the log");
         let drop = (index.0 - self.snapshot_index.0) as usize;
-        self.entries.drain(..drop);
+        // Moves the few entries kept; the removed ones are not touched.
+        let kept = self.entries.split_off(drop);
+        self.compacted = std::mem::replace(&mut self.entries, kept);
         self.snapshot_index = index;
         self.snapshot_term = term;
     }
@@ -284,7 +298,7 @@ impl RaftLog {
             "snapshot at {index} does not advance commit {}",
             self.committed
         );
-        self.entries.clear();
+        self.compacted = std::mem::take(&mut self.entries);
         self.snapshot_index = index;
         self.snapshot_term = term;
         self.committed = index;

@@ -1193,6 +1193,15 @@ impl Node {
     pub fn leader(&self) -> Option<NodeId> {
         self.leader
     }
+    /// The entries the last compaction (`SnapshotTaken`) or snapshot
+    /// install removed from the log, for the driver to free where it
+    /// likes: freeing half a million entries holds a thread for about a
+    /// tenth of a second, longer than a heartbeat interval. Entries not
+    /// taken are freed at the next compaction.
+    pub fn take_compacted_entries(&mut self) -> std::collections::VecDeque<Entry> {
+        self.log.take_compacted()
+    }
+
     /// The term of the hard state last acknowledged durable (`Persisted`).
     /// A node that leads a term it has not yet made durable sends nothing
     /// of that term (`needs_durable_state`) and commits nothing in it; if

@@ -44,7 +44,7 @@ use kv_replica::state_machine::SCAN_BUDGET_BYTES;
 use kv_replica::waiters::Waiters;
 use raft_core::{Input, LogIndex, MessageBody};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Requests queued for the driver before new ones are refused with 503.
@@ -53,6 +53,10 @@ const REQUEST_QUEUE: usize = 16 * 1024;
 const MAX_DRAIN: usize = 8 * 1024;
 /// How often waiters whose HTTP request gave up are forgotten.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// One turn of the driver's loop longer than this is logged as a stall
+/// (`kv_driver_stalls_total`): a few heartbeat intervals, below the
+/// 150 ms election timeout.
+const STALL_WARNING: Duration = Duration::from_millis(100);
 
 /// Why the driver stopped the node.
 #[derive(Debug, thiserror::Error)]
@@ -187,24 +191,39 @@ impl<D: Durable> Driver<D> {
         self.update_metrics();
         self.sync_addresses();
         let result = loop {
+            // What woke the loop, and since when it is busy.
+            let woken;
+            let busy_since: Instant;
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => {
                     if *shutdown.borrow() { break Ok(()); }
+                    woken = "shutdown";
+                    busy_since = Instant::now();
                 }
                 _ = ticker.tick() => {
+                    woken = "tick";
+                    busy_since = Instant::now();
                     if !self.silenced_by_removal() {
                         self.step_logged(Input::Tick);
                     }
                 }
-                _ = sweeper.tick() => self.sweep(),
+                _ = sweeper.tick() => {
+                    woken = "sweep";
+                    busy_since = Instant::now();
+                    self.sweep();
+                }
                 done = persisted.recv() => {
+                    woken = "persisted";
+                    busy_since = Instant::now();
                     if let Err(e) = self.persisted(done, &mut persisted) {
                         break Err(e);
                     }
                 }
                 written = snapshots.recv() => match written {
                     Some(written) => {
+                        woken = "snapshot written";
+                    busy_since = Instant::now();
                         if let Err(e) = self.snapshot_written(written) {
                             break Err(e);
                         }
@@ -212,7 +231,11 @@ impl<D: Durable> Driver<D> {
                     None => break Err(DriverFailed("the snapshot writer is gone".into())),
                 },
                 request = rx.recv() => match request {
-                    Some(request) => self.handle(request),
+                    Some(request) => {
+                        woken = "request";
+                    busy_since = Instant::now();
+                        self.handle(request);
+                    }
                     None => break Ok(()),
                 },
             }
@@ -227,9 +250,26 @@ impl<D: Durable> Driver<D> {
             if let Err(e) = self.process_ready() {
                 break Err(e);
             }
+            self.note_stall(woken, busy_since);
         };
         self.fail_everyone();
         result
+    }
+
+    /// Warns when one turn of the loop kept the thread that ticks and
+    /// sends heartbeats busy for longer than an election timeout's worth
+    /// of heartbeats could bear (etcd warns likewise of slow applies).
+    fn note_stall(&self, woken: &'static str, busy_since: Instant) {
+        let busy = busy_since.elapsed();
+        if busy >= STALL_WARNING {
+            self.metrics.driver_stalls.inc();
+            tracing::warn!(
+                woken_by = woken,
+                ms = busy.as_secs_f64() * 1e3,
+                "the driver thread was busy for one turn of its loop longer than {} ms",
+                STALL_WARNING.as_millis()
+            );
+        }
     }
 
     /// The persist stage made rounds durable (`done`, and whatever else
@@ -373,6 +413,7 @@ impl<D: Durable> Driver<D> {
     /// stored one and compacts (or retries later, or stops the node).
     fn snapshot_written(&mut self, written: D::SnapshotWritten) -> Result<(), DriverFailed> {
         let result = self.replica.snapshot_written(written);
+        crate::background::free_later(self.replica.node.take_compacted_entries());
         let answer = match &result {
             Ok(Some(meta)) => Ok(Some(meta.index.0)),
             Ok(None) => Err(DriverError::Unavailable(
@@ -454,7 +495,7 @@ impl<D: Durable> Driver<D> {
         };
         self.metrics.peer_message_refused(label);
         self.refusals_unlogged += 1;
-        let now = std::time::Instant::now();
+        let now = Instant::now();
         if self
             .refusal_warned_at
             .is_none_or(|at| now.duration_since(at) >= REFUSAL_WARNING_INTERVAL)
@@ -489,6 +530,11 @@ impl<D: Durable> Driver<D> {
                 feed.feed(&mut output, self.replica.state.applied_index());
             }
             self.metrics.ready_rounds.inc();
+            if output.snapshot_installed.is_some() {
+                // The log and the state machine the snapshot replaced.
+                crate::background::free_later(self.replica.node.take_compacted_entries());
+                crate::background::free_later(output.replaced_state.take());
+            }
             // Before the answers go out: a client that reads /metrics after
             // its write was answered sees the write counted.
             self.update_metrics();
