@@ -276,14 +276,15 @@ impl KvStateMachine {
                 return Ok(());
             };
             let mut read = || -> Result<(), SnapshotError> {
-                let mut batch = Vec::with_capacity(RESTORE_BATCH);
+                // Grown as records arrive, never sized from the claimed
+                // count: a hostile header claiming 2^64 keys costs nothing.
+                let mut batch = Vec::new();
                 for _ in 0..key_count {
                     batch.push(self.restore_key(records.next()?, &mut last)?);
-                    if batch.len() == RESTORE_BATCH {
-                        let full = std::mem::replace(&mut batch, Vec::with_capacity(RESTORE_BATCH));
-                        if batches.send(full).is_err() {
-                            break;
-                        }
+                    if batch.len() == RESTORE_BATCH
+                        && batches.send(std::mem::take(&mut batch)).is_err()
+                    {
+                        break;
                     }
                 }
                 let _ = batches.send(batch);
