@@ -149,11 +149,13 @@ impl Read for GrowingFile {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
 
-    fn state_of(keys: u64) -> KvStateMachine {
+    /// A state machine that applied `keys` puts of 64-byte values, one
+    /// per entry (also for `wal_disk`'s tests).
+    pub(crate) fn state_of(keys: u64) -> KvStateMachine {
         let mut state = KvStateMachine::new();
         for index in 1..=keys {
             state.apply_entry(&raft_core::Entry {

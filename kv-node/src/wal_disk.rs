@@ -316,16 +316,16 @@ impl Durable for WalDisk {
             Some((installing, _)) => Some(*installing),
             None => self.snapshot.as_ref().map(|(meta, _)| meta.index),
         };
-        let Some(info) = done.outcome? else {
-            tracing::info!(%index, "snapshot overtaken by one installed from the leader; dropped");
-            return Ok(None);
+        // None: installed from the leader before this one was finished on
+        // the stage; a stored index at or above it: installed after.
+        // Either way the installed one is current there and here.
+        let info = match done.outcome? {
+            Some(info) if stored.is_none_or(|stored| stored < index) => info,
+            _ => {
+                tracing::info!(%index, "snapshot overtaken by one installed from the leader; dropped");
+                return Ok(None);
+            }
         };
-        if stored.is_some_and(|stored| stored >= index) {
-            // Installed from the leader after this one was finished on the
-            // stage: the installed one is current there and here.
-            tracing::info!(%index, "snapshot overtaken by one installed from the leader; dropped");
-            return Ok(None);
-        }
         self.metrics.snapshot_save.observe(done.elapsed);
         tracing::info!(
             index = %info.meta.index,
@@ -524,7 +524,6 @@ impl WalDisk {
 mod tests {
     use super::*;
     use kv_replica::replica::Replica;
-    use raft_core::Entry;
     use raft_core::{Config, Input, LogIndex, Membership, NodeId};
 
     fn put(round: usize) -> Input {
@@ -791,23 +790,7 @@ mod tests {
     #[test]
     fn received_snapshot_chunks_are_staged_on_disk_and_installed_from_there() {
         let dir = tempfile::tempdir().unwrap();
-        let mut state = KvStateMachine::new();
-        for index in 1..=50u64 {
-            state.apply_entry(&Entry {
-                term: raft_core::Term(1),
-                index: LogIndex(index),
-                kind: raft_core::EntryKind::Normal,
-                data: kv_replica::command::Command {
-                    request: None,
-                    client: None,
-                    op: kv_replica::command::Op::Put {
-                        key: format!("key{index}"),
-                        value: "v".repeat(40),
-                    },
-                }
-                .encode(),
-            });
-        }
+        let state = crate::staged_decoder::tests::state_of(50);
         let bytes = state.snapshot_bytes();
         let meta = SnapshotMeta {
             index: LogIndex(50),

@@ -166,8 +166,8 @@ fn a_stale_snapshot_is_ignored_and_answered_with_the_commit_index() {
     );
 }
 
-#[test]
-fn compaction_keeps_the_log_after_the_snapshot_and_restart_recovers_from_both() {
+/// A 3-node cluster led by node 1 that committed and applied ten entries.
+fn cluster_with_ten_entries() -> Cluster {
     let mut c = Cluster::new(3);
     c.campaign(1);
     for i in 0..10u8 {
@@ -175,6 +175,12 @@ fn compaction_keeps_the_log_after_the_snapshot_and_restart_recovers_from_both() 
     }
     c.settle();
     c.tick_all();
+    c
+}
+
+#[test]
+fn compaction_keeps_the_log_after_the_snapshot_and_restart_recovers_from_both() {
+    let mut c = cluster_with_ten_entries();
     c.compact(2);
     for i in 10..15u8 {
         c.propose(1, &[i]).unwrap();
@@ -248,13 +254,7 @@ fn duplicated_chunks_and_answers_send_each_chunk_once() {
 /// the snapshot, once, and the log goes on from the snapshot.
 #[test]
 fn compaction_hands_the_removed_entries_to_the_driver_once() {
-    let mut c = Cluster::new(3);
-    c.campaign(1);
-    for i in 0..10u8 {
-        c.propose(1, &[i]).unwrap();
-    }
-    c.settle();
-    c.tick_all();
+    let mut c = cluster_with_ten_entries();
     let snapshot_at = c.node(1).applied_index();
     c.compact(1);
     let node = c.nodes.get_mut(&NodeId(1)).unwrap();

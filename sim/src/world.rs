@@ -23,8 +23,8 @@ use kv_replica::watch::WatchFilter;
 use raft_core::{Input, Message, MessageBody, NodeId, Role};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-/// The properties a panic of node code breaks: the only ones checked once
-/// a hostile peer sent forged data.
+/// The properties still checked once a hostile peer sent forged data: a
+/// panic of node code, a restart that fails, a message storm.
 pub(crate) const PANIC_PROPERTIES: [&str; 3] = [
     "node code does not panic",
     "restart recovers",

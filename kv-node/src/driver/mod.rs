@@ -58,6 +58,30 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// 150 ms election timeout.
 const STALL_WARNING: Duration = Duration::from_millis(100);
 
+/// What woke the driver's loop: handled after the `select!`, so that one
+/// place times the turn it starts (`Driver::note_stall`).
+enum Woken<W, E> {
+    Shutdown,
+    Tick,
+    Sweep,
+    Persisted(Option<Result<u64, E>>),
+    SnapshotWritten(Option<W>),
+    Request(Option<Request>),
+}
+
+impl<W, E> Woken<W, E> {
+    fn name(&self) -> &'static str {
+        match self {
+            Woken::Shutdown => "shutdown",
+            Woken::Tick => "tick",
+            Woken::Sweep => "sweep",
+            Woken::Persisted(_) => "persisted",
+            Woken::SnapshotWritten(_) => "snapshot written",
+            Woken::Request(_) => "request",
+        }
+    }
+}
+
 /// Why the driver stopped the node.
 #[derive(Debug, thiserror::Error)]
 #[error("replica failed: {0}")]
@@ -191,53 +215,44 @@ impl<D: Durable> Driver<D> {
         self.update_metrics();
         self.sync_addresses();
         let result = loop {
-            // What woke the loop, and since when it is busy.
-            let woken;
-            let busy_since: Instant;
-            tokio::select! {
+            let woken = tokio::select! {
                 biased;
-                _ = shutdown.changed() => {
-                    if *shutdown.borrow() { break Ok(()); }
-                    woken = "shutdown";
-                    busy_since = Instant::now();
+                _ = shutdown.changed() => Woken::Shutdown,
+                _ = ticker.tick() => Woken::Tick,
+                _ = sweeper.tick() => Woken::Sweep,
+                done = persisted.recv() => Woken::Persisted(done),
+                written = snapshots.recv() => Woken::SnapshotWritten(written),
+                request = rx.recv() => Woken::Request(request),
+            };
+            let busy_since = Instant::now();
+            let woken_by = woken.name();
+            match woken {
+                Woken::Shutdown => {
+                    if *shutdown.borrow() {
+                        break Ok(());
+                    }
                 }
-                _ = ticker.tick() => {
-                    woken = "tick";
-                    busy_since = Instant::now();
+                Woken::Tick => {
                     if !self.silenced_by_removal() {
                         self.step_logged(Input::Tick);
                     }
                 }
-                _ = sweeper.tick() => {
-                    woken = "sweep";
-                    busy_since = Instant::now();
-                    self.sweep();
-                }
-                done = persisted.recv() => {
-                    woken = "persisted";
-                    busy_since = Instant::now();
+                Woken::Sweep => self.sweep(),
+                Woken::Persisted(done) => {
                     if let Err(e) = self.persisted(done, &mut persisted) {
                         break Err(e);
                     }
                 }
-                written = snapshots.recv() => match written {
-                    Some(written) => {
-                        woken = "snapshot written";
-                    busy_since = Instant::now();
-                        if let Err(e) = self.snapshot_written(written) {
-                            break Err(e);
-                        }
+                Woken::SnapshotWritten(Some(written)) => {
+                    if let Err(e) = self.snapshot_written(written) {
+                        break Err(e);
                     }
-                    None => break Err(DriverFailed("the snapshot writer is gone".into())),
-                },
-                request = rx.recv() => match request {
-                    Some(request) => {
-                        woken = "request";
-                    busy_since = Instant::now();
-                        self.handle(request);
-                    }
-                    None => break Ok(()),
-                },
+                }
+                Woken::SnapshotWritten(None) => {
+                    break Err(DriverFailed("the snapshot writer is gone".into()));
+                }
+                Woken::Request(Some(request)) => self.handle(request),
+                Woken::Request(None) => break Ok(()),
             }
             // Take in everything already queued, then handle one `Ready`:
             // its writes go to the persist stage as one round.
@@ -250,10 +265,19 @@ impl<D: Durable> Driver<D> {
             if let Err(e) = self.process_ready() {
                 break Err(e);
             }
-            self.note_stall(woken, busy_since);
+            self.note_stall(woken_by, busy_since);
         };
         self.fail_everyone();
         result
+    }
+
+    /// Hands the entries raft-core's last compaction removed, if any, to
+    /// a background thread to free.
+    fn free_compacted_entries(&mut self) {
+        let compacted = self.replica.node.take_compacted_entries();
+        if !compacted.is_empty() {
+            crate::background::free_later(compacted);
+        }
     }
 
     /// Warns when one turn of the loop kept the thread that ticks and
@@ -413,7 +437,7 @@ impl<D: Durable> Driver<D> {
     /// stored one and compacts (or retries later, or stops the node).
     fn snapshot_written(&mut self, written: D::SnapshotWritten) -> Result<(), DriverFailed> {
         let result = self.replica.snapshot_written(written);
-        crate::background::free_later(self.replica.node.take_compacted_entries());
+        self.free_compacted_entries();
         let answer = match &result {
             Ok(Some(meta)) => Ok(Some(meta.index.0)),
             Ok(None) => Err(DriverError::Unavailable(
@@ -530,10 +554,10 @@ impl<D: Durable> Driver<D> {
                 feed.feed(&mut output, self.replica.state.applied_index());
             }
             self.metrics.ready_rounds.inc();
-            if output.snapshot_installed.is_some() {
-                // The log and the state machine the snapshot replaced.
-                crate::background::free_later(self.replica.node.take_compacted_entries());
-                crate::background::free_later(output.replaced_state.take());
+            // The log and the state machine an installed snapshot replaced.
+            self.free_compacted_entries();
+            if let Some(replaced) = output.replaced_state.take() {
+                crate::background::free_later(replaced);
             }
             // Before the answers go out: a client that reads /metrics after
             // its write was answered sees the write counted.

@@ -235,7 +235,6 @@ impl KvStateMachine {
         Ok(())
     }
 
-    /// Adds one `Key` record during a restore, checking order and revision.
     /// Restores the `Key` records. From [`PARALLEL_RESTORE_KEYS`] keys on,
     /// a second thread builds the map while this one reads, checks and
     /// decodes the records: inserting into the map is about half of a
@@ -248,11 +247,7 @@ impl KvStateMachine {
     ) -> Result<(), SnapshotError> {
         let mut last: Option<Arc<str>> = None;
         if key_count < PARALLEL_RESTORE_KEYS {
-            for _ in 0..key_count {
-                let (key, stored) = self.restore_key(records.next()?, &mut last)?;
-                self.data.insert(key, stored);
-            }
-            return Ok(());
+            return self.restore_keys_here(records, key_count, &mut last);
         }
         std::thread::scope(|scope| {
             let (batches, received) = std::sync::mpsc::sync_channel::<Vec<_>>(4);
@@ -269,11 +264,7 @@ impl KvStateMachine {
                 });
             let Ok(builder) = builder else {
                 // No thread to be had: the same, in this one.
-                for _ in 0..key_count {
-                    let (key, stored) = self.restore_key(records.next()?, &mut last)?;
-                    self.data.insert(key, stored);
-                }
-                return Ok(());
+                return self.restore_keys_here(records, key_count, &mut last);
             };
             let mut read = || -> Result<(), SnapshotError> {
                 // Grown as records arrive, never sized from the claimed
@@ -299,6 +290,20 @@ impl KvStateMachine {
             self.data = data;
             Ok(())
         })
+    }
+
+    /// [`Self::restore_keys`] on this thread alone.
+    fn restore_keys_here<R: Read>(
+        &mut self,
+        records: &mut RecordReader<'_, R>,
+        key_count: u64,
+        last: &mut Option<Arc<str>>,
+    ) -> Result<(), SnapshotError> {
+        for _ in 0..key_count {
+            let (key, stored) = self.restore_key(records.next()?, last)?;
+            self.data.insert(key, stored);
+        }
+        Ok(())
     }
 
     /// Checks and decodes one `Key` record of a restore: keys strictly
