@@ -423,7 +423,7 @@ impl PeerTask {
             pending = rest;
             let count = messages.len() as u64;
             *seq += 1;
-            let frame = match stream::encode_batch(&self.batch(*seq, messages)) {
+            let frame = match stream::encode_batch_frame(&self.batch(*seq, messages)) {
                 Ok(frame) => frame,
                 Err(e) => {
                     tracing::error!(peer = %self.name, error = %e, "cannot encode a batch");
@@ -431,7 +431,7 @@ impl PeerTask {
                 }
             };
             let write = async {
-                stream::write_frame(&mut writer, &frame).await?;
+                writer.write_all(&frame).await?;
                 writer.flush().await
             };
             tokio::select! {
