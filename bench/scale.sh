@@ -14,6 +14,7 @@
 #      the leader took during the run x the size of its last one).
 #
 #   SYSTEMS="kv etcd" KEYS=1000000 DURATION=60s bench/scale.sh
+#   SYSTEMS=kv KEYS=10000000 PRELOAD_BATCH=500 bench/scale.sh   # preload by mput
 #   bench/table.py bench/out/scale-*/results.jsonl
 #
 # One JSON line per run in $OUT/results.jsonl, with "term_before",
@@ -28,6 +29,8 @@ READ_CONCURRENCY=${READ_CONCURRENCY:-"16 64"}
 DURATION=${DURATION:-60s}
 READ_DURATION=${READ_DURATION:-20s}
 VALUE_BYTES=${VALUE_BYTES:-100}
+# Keys per preload request (kv-node: one mput; etcd: one txn, at most 128).
+PRELOAD_BATCH=${PRELOAD_BATCH:-1}
 out=${OUT:-bench/out/scale-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 results=$out/results.jsonl
@@ -122,7 +125,7 @@ EOF
     # F failed") becomes one.
     t0=$(term "$system" "$leader")
     # shellcheck disable=SC2086
-    summary=$("$bench" $common --workload put --preload "$KEYS" --duration 0s 2>&1 |
+    summary=$("$bench" $common --workload put --preload "$KEYS" --preload-batch "$PRELOAD_BATCH" --duration 0s 2>&1 |
         tee -a "$out/$system.log" | grep 'preload: wrote' | tail -n1)
     t1=$(term "$system" "$leader")
     python3 - "$summary" "$system" "$t0" "$t1" >>"$results" <<'EOF'

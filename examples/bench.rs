@@ -119,6 +119,11 @@ struct Args {
     /// Concurrency of the preload phase.
     #[arg(long, default_value_t = 64)]
     preload_concurrency: usize,
+    /// Keys per preload request: above 1, kv-node gets `POST /kv/mput`
+    /// and etcd one transaction of puts (etcd refuses more than 128 by
+    /// default). For loading millions of keys before a run.
+    #[arg(long, default_value_t = 1)]
+    preload_batch: u64,
     /// Stop after this many requests in total (warmup included).
     #[arg(long)]
     max_ops: Option<u64>,
@@ -218,6 +223,41 @@ impl Protocol {
                 base64_encode(key.as_bytes()),
                 self.value
             )),
+        }
+    }
+
+    /// Puts keys `keys` in one request (preload).
+    fn put_many(
+        &self,
+        client: &reqwest::Client,
+        worker: usize,
+        keys: std::ops::Range<u64>,
+    ) -> reqwest::RequestBuilder {
+        let base = &self.urls[worker % self.urls.len()];
+        match self.target {
+            Target::Kv => {
+                let entries: Vec<String> = keys
+                    .map(|k| format!(r#"{{"key":"{}","value":"{}"}}"#, key_of(k), self.value))
+                    .collect();
+                client
+                    .post(format!("{base}/kv/mput"))
+                    .header("content-type", "application/json")
+                    .body(format!(r#"{{"entries":[{}]}}"#, entries.join(",")))
+            }
+            Target::Etcd => {
+                let puts: Vec<String> = keys
+                    .map(|k| {
+                        format!(
+                            r#"{{"request_put":{{"key":"{}","value":"{}"}}}}"#,
+                            base64_encode(key_of(k).as_bytes()),
+                            self.value
+                        )
+                    })
+                    .collect();
+                client
+                    .post(format!("{base}/v3/kv/txn"))
+                    .body(format!(r#"{{"success":[{}]}}"#, puts.join(",")))
+            }
         }
     }
 
@@ -429,23 +469,34 @@ async fn worker(shared: Arc<Shared>, args: Arc<Args>, id: usize) -> WorkerReport
     }
 }
 
-/// Writes keys `0..count` once each, `concurrency` at a time.
-async fn preload(protocol: &Protocol, client: &reqwest::Client, count: u64, concurrency: usize) {
+/// Writes keys `0..count` once each, `concurrency` requests at a time,
+/// `batch` keys per request. A failed request counts its keys as failed.
+async fn preload(
+    protocol: &Protocol,
+    client: &reqwest::Client,
+    count: u64,
+    concurrency: usize,
+    batch: u64,
+) {
+    let batch = batch.max(1);
     let next = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
         .map(|id| {
             let (next, failed) = (next.clone(), failed.clone());
-            let request = move |key| protocol.put(client, id, key);
+            let request = move |key: u64| match batch {
+                1 => protocol.put(client, id, key),
+                _ => protocol.put_many(client, id, key..(key + batch).min(count)),
+            };
             async move {
                 loop {
-                    let key = next.fetch_add(1, Relaxed);
+                    let key = next.fetch_add(batch, Relaxed);
                     if key >= count {
                         break;
                     }
                     if let Err(class) = protocol.send(request(key), Op::Put).await
-                        && failed.fetch_add(1, Relaxed) < 5
+                        && failed.fetch_add(batch.min(count - key), Relaxed) < 5 * batch
                     {
                         eprintln!("preload: key {key}: {class}");
                     }
@@ -540,7 +591,14 @@ async fn run(args: Arc<Args>) -> Result<()> {
         Workload::Get | Workload::Mixed => args.keyspace,
     });
     if preload_count > 0 {
-        preload(&protocol, &client, preload_count, args.preload_concurrency).await;
+        preload(
+            &protocol,
+            &client,
+            preload_count,
+            args.preload_concurrency,
+            args.preload_batch,
+        )
+        .await;
     }
     if args.duration.is_zero() {
         return Ok(());
