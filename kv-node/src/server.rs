@@ -103,6 +103,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     raft.election_ticks_max = config.election_ticks_min * 2;
     raft.heartbeat_ticks = config.heartbeat_ticks;
     raft.lease_drift_ticks = (config.election_ticks_min / 5).max(1);
+    raft.max_committed_bytes_per_ready = crate::driver::COMMITTED_BYTES_PER_READY;
     let timing = LeaseTiming {
         tick_ms: u64::try_from(config.tick.as_millis()).unwrap_or(u64::MAX),
         election_ticks_min: raft.election_ticks_min,
