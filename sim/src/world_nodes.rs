@@ -3,7 +3,7 @@
 //! ready-handling loop of `kv_replica::replica::Replica`.
 
 use crate::disk::{DiskImage, SimDisk, StageStep};
-use crate::faults::{PERSIST_STEPS_MAX, SNAPSHOT_WRITE_STEPS_MAX, STEPS_PER_TICK};
+use crate::faults::{PERSIST_STEPS_BY_DISK, SNAPSHOT_WRITE_STEPS_MAX, STEPS_PER_TICK};
 use crate::panics::node_code;
 use crate::world::{Event, NodeState, World};
 use kv_replica::membership_waiters::MembershipWaiters;
@@ -53,6 +53,16 @@ impl World {
             .wrapping_add(id.0.wrapping_mul(0xff51_afd7_ed55_8ccd))
             .wrapping_add(incarnation.wrapping_mul(0xc4ce_b9fe_1a85_ec53));
         (mixed ^ (mixed >> 29)).wrapping_mul(0x94d0_49bb_1331_11eb) >> 62 != 0
+    }
+
+    /// The most steps an fsync of node `id`'s persist stage takes: its
+    /// disk's speed ([`PERSIST_STEPS_BY_DISK`]), drawn from the seed.
+    fn fsync_steps_max(&self, id: NodeId) -> u64 {
+        let mixed = (self.opts.seed ^ 0xd15c_5eed)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .wrapping_add(id.0.wrapping_mul(0xff51_afd7_ed55_8ccd));
+        let pick = (mixed ^ (mixed >> 31)).wrapping_mul(0x94d0_49bb_1331_11eb) >> 62;
+        PERSIST_STEPS_BY_DISK[pick as usize]
     }
 
     /// Starts (or restarts) a node from what its disk synced.
@@ -345,7 +355,7 @@ impl World {
 
     /// The persist stage's fsync ends a few steps from now.
     fn schedule_persisted(&mut self, id: NodeId, incarnation: u32) {
-        let steps = self.rng.range(1, PERSIST_STEPS_MAX);
+        let steps = self.rng.range(1, self.fsync_steps_max(id));
         self.schedule_in(
             steps,
             Event::Persisted {
