@@ -9,6 +9,10 @@
 //! the first failing seed breaks one of the properties; `any`: some seed
 //! does, other failures are passed over), and optionally a tweak of the
 //! options (`with |o| ...`), for example a cluster size or a fault knob.
+//!
+//! Each bug is swept twice: with every node syncing at once (the rows as
+//! first measured) and with persist stages on, as kv-node runs (the
+//! `@nodes Staged` list at the bottom).
 
 use raft_core::Config;
 use raft_core::bugs::Bugs;
