@@ -2,12 +2,28 @@
 //! `sync`, a crash keeps only what was synced, and a restart recovers from it.
 //!
 //! With a persist stage ([`SimDisk::persist_stage`], as kv-node's WAL
-//! thread) a round's writes are made durable later: `persist` queues the
-//! round and returns `Durability::Later`, and the world ends the stage at a
-//! later event ([`SimDisk::complete_persist`]: one sync for every round
-//! queued, the newest acknowledged). A crash before then loses what was
-//! not synced. As kv-node's stage does before its other calls, a snapshot
-//! started, finished or installed first syncs the rounds queued.
+//! thread) a round's writes are made durable later, in two steps the world
+//! ends at events of their own, as kv-node's thread does them:
+//! - `persist` hands the round to the stage (its writes are kept aside, as
+//!   kv-node's driver sends them over a channel) and returns
+//!   `Durability::Later`;
+//! - the stage takes every round handed to it and writes them
+//!   ([`SimDisk::take_queued`]: on a block disk kv-storage's `append` and
+//!   `set_hard_state`; the batch reaches the page cache in the fsync's
+//!   `write`, just before the fdatasync);
+//! - its fsync ends ([`SimDisk::complete_persist`]) and the newest round
+//!   taken is acknowledged; rounds handed meanwhile wait for the next one
+//!   (group commit).
+//!
+//! A crash before the stage took a round loses it. A crash while the
+//! stage's fsync is in flight lands between the write and the fdatasync
+//! ([`SimDisk::crash_in_stage_sync`]): on a block disk the batch is written
+//! into the page cache and the process dies in the fsync, so a process
+//! crash leaves it there for the next process to read and a power loss
+//! writes, loses or tears its blocks; on the simple disk the rounds taken
+//! survive or not, as the world draws. As kv-node's stage does before its
+//! other calls, a snapshot started, finished or installed first writes and
+//! syncs the rounds handed to it.
 //!
 //! In `blockdisk` runs the disk is instead kv-storage itself (the WAL,
 //! snapshot files and recovery kv-node runs) over the block-level
@@ -250,12 +266,38 @@ pub struct SimDisk {
     /// Rounds are made durable by a persist stage, later (set by the world
     /// when the node starts).
     pub persist_stage: bool,
-    /// The newest round queued to the persist stage and not yet durable,
-    /// and whether any queued round asked for a sync.
+    /// The writes of the round being handled, not yet handed to the stage.
+    round_writes: Vec<Write>,
+    /// The writes of the rounds handed to the stage and not yet taken.
+    stage_queue: Vec<Write>,
+    /// The newest round handed to the persist stage and not yet taken by
+    /// it, and whether any of them asked for a sync.
     queued: Option<(u64, bool)>,
-    /// Set when a round is queued to an idle stage, taken by the world to
-    /// schedule the event that ends it.
+    /// The newest round the stage took and wrote, not yet acknowledged,
+    /// and whether its fsync is still to come (false once a call synced
+    /// it, or when no round taken asked for one).
+    in_sync: Option<(u64, bool)>,
+    /// Set when a round is handed to an idle stage, taken by the world to
+    /// schedule the event at which the stage takes it.
     pub persist_started: bool,
+    /// Entries the stage took so far (all rounds of this incarnation), and
+    /// how many of them the rounds it last took reach.
+    entries_taken: u64,
+    entries_in_sync: u64,
+    /// How many of the entries appended (in order) are durable and
+    /// acknowledged: the world logs them for the checker then.
+    pub entries_durable: u64,
+}
+
+/// What the persist stage's event did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StageStep {
+    /// Nothing was waiting.
+    Idle,
+    /// Rounds were taken and written; their fsync is in flight.
+    Syncing,
+    /// Every round up to this one is durable: acknowledge it.
+    Durable(u64),
 }
 
 impl SimDisk {
@@ -412,31 +454,130 @@ impl SimDisk {
         })
     }
 
-    /// The persist stage's work ends: syncs what the rounds queued wrote
-    /// (if any asked for it) and returns the newest, which the world hands
-    /// to `Replica::persisted`; None if nothing was queued.
+    /// The persist stage wakes: it takes every round handed to it and
+    /// writes them (kv-node's thread: `Storage::append` and
+    /// `set_hard_state`, buffered until the fsync's write). If any round
+    /// taken asks for a sync, the fsync is now in flight (`Syncing`: the
+    /// world ends it later with [`SimDisk::complete_persist`]); otherwise
+    /// the rounds are acknowledged at once (`Durable`).
+    pub fn take_queued(&mut self) -> Result<StageStep, SimDiskError> {
+        self.take_writes()?;
+        match self.in_sync {
+            None => Ok(StageStep::Idle),
+            Some((_, true)) => Ok(StageStep::Syncing),
+            Some((ready, false)) => {
+                self.in_sync = None;
+                self.entries_durable = self.entries_in_sync;
+                Ok(StageStep::Durable(ready))
+            }
+        }
+    }
+
+    /// Moves the rounds handed to the stage to those it took, writing them.
+    fn take_writes(&mut self) -> Result<(), SimDiskError> {
+        if let Some((ready, must_sync)) = self.queued.take() {
+            let writes = std::mem::take(&mut self.stage_queue);
+            for write in &writes {
+                if let Write::Append(entries) = write {
+                    self.entries_taken += entries.len() as u64;
+                }
+            }
+            self.entries_in_sync = self.entries_taken;
+            self.write_now(writes)?;
+            let syncing = self.in_sync.is_some_and(|(_, sync)| sync);
+            self.in_sync = Some((ready, syncing || must_sync));
+        }
+        Ok(())
+    }
+
+    /// The stage's fsync ends: what the rounds taken wrote is durable (if
+    /// any asked for it) and the newest is returned, which the world hands
+    /// to `Replica::persisted`; None if nothing was taken.
     pub fn complete_persist(&mut self) -> Result<Option<u64>, SimDiskError> {
-        let Some((ready, must_sync)) = self.queued.take() else {
+        let Some((ready, must_sync)) = self.in_sync.take() else {
             return Ok(None);
         };
         if must_sync {
             self.sync_now()?;
         }
+        self.entries_durable = self.entries_in_sync;
         Ok(Some(ready))
     }
 
-    /// Whether rounds wait in the persist stage.
+    /// Whether rounds wait in the persist stage (handed or taken).
     pub fn persist_queued(&self) -> bool {
+        self.queued.is_some() || self.in_sync.is_some()
+    }
+
+    /// Whether rounds were handed to the stage since it last took some.
+    pub fn persist_waiting(&self) -> bool {
         self.queued.is_some()
     }
 
-    /// kv-node's stage syncs the rounds queued before it runs any other
-    /// call on the storage: the same here. They stay queued (acknowledged
-    /// at the stage's event), only durable earlier.
+    /// Whether the stage's fsync is in flight: a crash now lands between
+    /// its write and its fdatasync.
+    pub fn stage_syncing(&self) -> bool {
+        self.in_sync.is_some_and(|(_, sync)| sync)
+    }
+
+    /// The process dies inside the stage's fsync (a crash while it is in
+    /// flight): on a block disk the batch is written into the page cache
+    /// and the fdatasync never returns (the world then decides whether the
+    /// machine loses power); on the simple disk, with `kept` the writes
+    /// taken reached the disk (the page cache outlived the process), else
+    /// they are lost. Rounds handed and not taken are lost either way.
+    pub fn crash_in_stage_sync(&mut self, kept: bool) {
+        if !self.stage_syncing() {
+            return;
+        }
+        self.in_sync = None;
+        if let Some(block) = &mut self.block {
+            block.fs.kill_in_next_sync();
+            // Dies in its first fdatasync: what it wrote before stays.
+            let _ = block.storage.sync();
+            block.fs.disarm();
+            return;
+        }
+        if kept {
+            self.armed = None;
+            let _ = self.sync_now();
+        }
+        self.pending.clear();
+    }
+
+    /// Applies writes the stage took: to kv-storage on a block disk (which
+    /// buffers them until its next sync), else to the writes to sync.
+    fn write_now(&mut self, writes: Vec<Write>) -> Result<(), SimDiskError> {
+        for write in writes {
+            let Some(block) = &mut self.block else {
+                self.pending.push(write);
+                continue;
+            };
+            match write {
+                Write::Append(entries) => {
+                    // A marker for the armed-failure test; the data is in
+                    // the WAL.
+                    self.pending.push(Write::Append(Vec::new()));
+                    block.storage.append(&entries)?;
+                }
+                Write::HardState(hs) => {
+                    self.pending.push(Write::HardState(hs));
+                    block.storage.set_hard_state(&hs)?;
+                }
+                Write::InstallSnapshot(..) => unreachable!("installed by a call, not a round"),
+            }
+        }
+        Ok(())
+    }
+
+    /// kv-node's stage writes and syncs the rounds handed to it before it
+    /// runs any other call on the storage: the same here. They stay to be
+    /// acknowledged at the stage's event, only durable earlier.
     fn flush_queued(&mut self) -> Result<(), SimDiskError> {
-        if let Some((ready, true)) = self.queued {
+        self.take_writes()?;
+        if let Some((ready, true)) = self.in_sync {
             self.sync_now()?;
-            self.queued = Some((ready, false));
+            self.in_sync = Some((ready, false));
         }
         Ok(())
     }
@@ -497,6 +638,14 @@ impl Durable for SimDisk {
     type Error = SimDiskError;
 
     fn append(&mut self, entries: &[Entry]) -> Result<(), SimDiskError> {
+        if self.persist_stage {
+            // Written by the stage once it takes the round.
+            if !entries.is_empty() {
+                self.appended.extend_from_slice(entries);
+                self.round_writes.push(Write::Append(entries.to_vec()));
+            }
+            return Ok(());
+        }
         if let Some(block) = &mut self.block {
             self.appended.extend_from_slice(entries);
             if !entries.is_empty() {
@@ -513,6 +662,10 @@ impl Durable for SimDisk {
     }
 
     fn set_hard_state(&mut self, hard_state: &HardState) -> Result<(), SimDiskError> {
+        if self.persist_stage {
+            self.round_writes.push(Write::HardState(*hard_state));
+            return Ok(());
+        }
         self.pending.push(Write::HardState(*hard_state));
         if let Some(block) = &mut self.block {
             block.storage.set_hard_state(hard_state)?;
@@ -522,6 +675,8 @@ impl Durable for SimDisk {
 
     fn sync(&mut self) -> Result<(), SimDiskError> {
         self.flush_queued()?;
+        let writes = std::mem::take(&mut self.round_writes);
+        self.write_now(writes)?;
         self.sync_now()
     }
 
@@ -533,8 +688,9 @@ impl Durable for SimDisk {
             return Ok(Durability::Now);
         }
         let queued_sync = self.queued.is_some_and(|(_, sync)| sync);
-        self.persist_started |= self.queued.is_none();
+        self.persist_started |= !self.persist_queued();
         self.queued = Some((ready, queued_sync || must_sync));
+        self.stage_queue.append(&mut self.round_writes);
         Ok(Durability::Later)
     }
 

@@ -201,10 +201,19 @@ pub const SNAPSHOT_LOG_BYTES_PER_ENTRY: u64 = 48;
 /// enough for crashes, elections and installs to happen in between.
 pub const SNAPSHOT_WRITE_STEPS_MAX: u64 = 5 * STEPS_PER_TICK;
 
-/// Steps a persist stage's sync takes at most, drawn per sync (`disk.rs`):
-/// up to a tick, so that messages, proposals and ticks arrive while one is
-/// in flight and crashes land between a round's write and its durability.
+/// Steps a persist stage's fsync takes at most, drawn per sync (`disk.rs`)
+/// on the slowest disks: up to a tick, so that messages, proposals and
+/// ticks arrive while one is in flight and crashes land between a round's
+/// write and its durability. A tick stands for kv-node's 15 ms, a step for
+/// 0.75 ms: an fdatasync of a few KiB takes 0.1 to 2 ms on an NVMe disk, a
+/// few ms on a network volume, 10 ms or more on a disk that seeks.
 pub const PERSIST_STEPS_MAX: u64 = STEPS_PER_TICK;
+
+/// Each node's disk is one of these speeds (the most steps its fsyncs
+/// take, each drawn from 1 to it), drawn from the seed per node (a node
+/// keeps its disk across restarts): half of them fast, a quarter medium, a
+/// quarter slow (`World::fsync_steps_max`).
+pub const PERSIST_STEPS_BY_DISK: [u64; 4] = [2, 2, 7, PERSIST_STEPS_MAX];
 
 impl FaultSelection {
     /// Parses `all`, `none` or a comma-separated list of kind names.

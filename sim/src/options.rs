@@ -53,8 +53,8 @@ pub struct SimOptions {
     pub watchers: usize,
     /// Nodes persist through a stage that makes rounds durable later (as
     /// kv-node does), three incarnations in four, drawn from the seed;
-    /// false: every node syncs each round at once (the protocol and
-    /// storage bug catalogues were measured so).
+    /// false: every node syncs each round at once (the bug catalogues'
+    /// baseline rows; each bug also has a row with stages on).
     pub persist_stage: bool,
     /// Known replica bugs switched on (kv-replica `bugs.rs`; only with the
     /// `buggy` feature).
@@ -102,8 +102,9 @@ impl SimOptions {
         self
     }
 
-    /// The runs the protocol and storage bug catalogues were measured on:
-    /// key-value clients only, every node syncing each round at once.
+    /// The runs the protocol and storage bug catalogues' baseline rows
+    /// were measured on: key-value clients only, every node syncing each
+    /// round at once (the rows with persist stages use `kv_clients_only`).
     pub fn catalogue_baseline(self) -> SimOptions {
         SimOptions {
             persist_stage: false,

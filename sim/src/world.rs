@@ -91,8 +91,14 @@ pub(crate) enum Event {
         node: NodeId,
         incarnation: u32,
     },
-    /// A node's persist stage makes the rounds queued durable (if the node
-    /// is still the incarnation that queued them).
+    /// A node's persist stage takes the rounds handed to it and writes
+    /// them (if the node is still the incarnation that handed them).
+    PersistTaken {
+        node: NodeId,
+        incarnation: u32,
+    },
+    /// A node's persist stage's fsync ends: the rounds it took are durable
+    /// (if the node is still the incarnation that handed them).
     Persisted {
         node: NodeId,
         incarnation: u32,
@@ -140,7 +146,10 @@ pub(crate) struct SimNode {
     /// Entries this incarnation appended in rounds its persist stage has
     /// not made durable yet, each with its predecessor's term: checked
     /// once durable, dropped by a crash.
-    pub logged_pending: Vec<(raft_core::Entry, Option<raft_core::Term>)>,
+    pub logged_pending: std::collections::VecDeque<(raft_core::Entry, Option<raft_core::Term>)>,
+    /// How many entries of this incarnation were logged from
+    /// `logged_pending` (its front is the next one).
+    pub logged_count: u64,
 }
 
 /// A write attempt waiting on a node: client, history position, request.
@@ -250,6 +259,9 @@ pub struct PersistSyncs {
     pub durable: u64,
     /// Crashes that lost rounds queued and not yet durable.
     pub lost_to_crash: u64,
+    /// Of those, crashes that landed inside the stage's fsync, between its
+    /// write and its fdatasync.
+    pub in_fsync: u64,
 }
 
 /// Counts of background snapshot writes, reported per run.
@@ -354,7 +366,8 @@ impl World {
                 sync_crash_down_ticks: 0,
                 waiters: Waiters::new(NodeId(i), None),
                 changes: MembershipWaiters::default(),
-                logged_pending: Vec::new(),
+                logged_pending: Default::default(),
+                logged_count: 0,
             });
             let first_tick = rng.range(1, tick_period);
             world.schedule(first_tick, Event::Tick(NodeId(i)));
@@ -554,6 +567,7 @@ impl World {
             Event::SnapshotWritten { node, incarnation } => {
                 self.snapshot_written(node, incarnation)
             }
+            Event::PersistTaken { node, incarnation } => self.persist_taken(node, incarnation),
             Event::Persisted { node, incarnation } => self.persisted(node, incarnation),
             Event::Heal => self.heal(),
             Event::Probe => self.probe(),

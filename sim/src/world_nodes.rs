@@ -2,8 +2,8 @@
 //! disk, crash, and the driving of each step through the real
 //! ready-handling loop of `kv_replica::replica::Replica`.
 
-use crate::disk::{DiskImage, SimDisk};
-use crate::faults::{PERSIST_STEPS_MAX, SNAPSHOT_WRITE_STEPS_MAX, STEPS_PER_TICK};
+use crate::disk::{DiskImage, SimDisk, StageStep};
+use crate::faults::{PERSIST_STEPS_BY_DISK, SNAPSHOT_WRITE_STEPS_MAX, STEPS_PER_TICK};
 use crate::panics::node_code;
 use crate::world::{Event, NodeState, World};
 use kv_replica::membership_waiters::MembershipWaiters;
@@ -53,6 +53,16 @@ impl World {
             .wrapping_add(id.0.wrapping_mul(0xff51_afd7_ed55_8ccd))
             .wrapping_add(incarnation.wrapping_mul(0xc4ce_b9fe_1a85_ec53));
         (mixed ^ (mixed >> 29)).wrapping_mul(0x94d0_49bb_1331_11eb) >> 62 != 0
+    }
+
+    /// The most steps an fsync of node `id`'s persist stage takes: its
+    /// disk's speed ([`PERSIST_STEPS_BY_DISK`]), drawn from the seed.
+    fn fsync_steps_max(&self, id: NodeId) -> u64 {
+        let mixed = (self.opts.seed ^ 0xd15c_5eed)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .wrapping_add(id.0.wrapping_mul(0xff51_afd7_ed55_8ccd));
+        let pick = (mixed ^ (mixed >> 31)).wrapping_mul(0x94d0_49bb_1331_11eb) >> 62;
+        PERSIST_STEPS_BY_DISK[pick as usize]
     }
 
     /// Starts (or restarts) a node from what its disk synced.
@@ -117,6 +127,7 @@ impl World {
         node.waiters = Waiters::new(id, replica.node.leader());
         node.changes = MembershipWaiters::default();
         node.logged_pending.clear();
+        node.logged_count = 0;
         node.state = NodeState::Up(Box::new(replica));
         node.paused = false;
         node.backlog.clear();
@@ -137,7 +148,21 @@ impl World {
         };
         let in_flight = replica.snapshot_in_flight();
         let queued = replica.disk.persist_queued();
+        let in_fsync = replica.disk.stage_syncing();
         let awaiting_repair = replica.node.status().damaged_up_to_term;
+        let mut replica = replica;
+        if in_fsync {
+            // The crash lands inside the stage's fsync: the batch is in the
+            // page cache, not synced. On the simple disk, whether it
+            // outlives the process is drawn (kill -9 or power loss); on a
+            // block disk the page cache's fate is drawn below.
+            let kept = replica.disk.block_fs().is_none() && self.rng.coin();
+            replica.disk.crash_in_stage_sync(kept);
+            self.trace.note(self.now, || {
+                let kept = if kept { ", its batch kept" } else { "" };
+                format!("{id} dies inside its persist stage's fsync{kept}")
+            });
+        }
         let mut image = replica.disk.crash();
         if image.block.is_some() {
             // Only a hint for the faults (`may_damage`): the REPAIR marker
@@ -162,10 +187,12 @@ impl World {
         node.state = NodeState::Down(image);
         node.incarnation += 1;
         node.logged_pending.clear();
+        node.logged_count = 0;
         node.paused = false;
         node.backlog.clear();
         self.snapshot_writes.lost_to_crash += u64::from(in_flight.is_some());
         self.persist_syncs.lost_to_crash += u64::from(queued);
+        self.persist_syncs.in_fsync += u64::from(in_fsync);
         self.trace.note(self.now, || match in_flight {
             // Captured but not durable: lost, the log it covers stays.
             Some(index) => format!("{id} crashes ({why}) with its snapshot at {index} unwritten"),
@@ -306,16 +333,29 @@ impl World {
             self.schedule_snapshot_written(id, incarnation);
         }
         if persist_started {
-            self.schedule_persisted(id, incarnation);
+            self.schedule_persist_taken(id, incarnation);
         }
         self.answer_clients(id, &applied, outputs);
         self.observe_lease_expiries(id);
         self.settle_changes(id);
     }
 
-    /// The persist stage's sync ends a few steps from now.
+    /// The persist stage takes the rounds handed to it at the next step
+    /// (kv-node: the WAL thread wakes on its channel, or goes on to the
+    /// next batch once an fsync ends).
+    fn schedule_persist_taken(&mut self, id: NodeId, incarnation: u32) {
+        self.schedule_in(
+            1,
+            Event::PersistTaken {
+                node: id,
+                incarnation,
+            },
+        );
+    }
+
+    /// The persist stage's fsync ends a few steps from now.
     fn schedule_persisted(&mut self, id: NodeId, incarnation: u32) {
-        let steps = self.rng.range(1, PERSIST_STEPS_MAX);
+        let steps = self.rng.range(1, self.fsync_steps_max(id));
         self.schedule_in(
             steps,
             Event::Persisted {
@@ -325,9 +365,50 @@ impl World {
         );
     }
 
-    /// The persist stage of a node made the rounds queued durable (kv-node:
-    /// the WAL thread's acknowledgement reaches the driver): the replica is
-    /// told, and goes on. A crash since they were queued lost them (another
+    /// The persist stage of a node takes the rounds handed to it and writes
+    /// them; its fsync then runs until [`World::persisted`], unless no round
+    /// asked for one (acknowledged at once). A crash since they were handed
+    /// lost them (another incarnation); a paused node's stage waits too; a
+    /// failed write stops the node.
+    pub(crate) fn persist_taken(&mut self, id: NodeId, incarnation: u32) {
+        let node = self.node(id);
+        if node.incarnation != incarnation || node.replica().is_none() {
+            return;
+        }
+        if node.paused {
+            self.schedule_persist_taken(id, incarnation);
+            return;
+        }
+        let Some(replica) = self.node_mut(id).replica_mut() else {
+            return;
+        };
+        let result = node_code(|| {
+            let step = replica.disk.take_queued()?;
+            if let StageStep::Durable(ready) = step {
+                replica.persisted(ready);
+            }
+            Ok::<_, crate::disk::SimDiskError>(step)
+        });
+        match result {
+            Err(text) => self.fail(self.panic_property(&text), format!("{id}: {text}")),
+            Ok(Err(storage)) => {
+                let down = self.node(id).sync_crash_down_ticks.max(1);
+                self.crash_node(id, &storage.to_string());
+                self.schedule_restart(id, down * STEPS_PER_TICK);
+            }
+            Ok(Ok(StageStep::Idle)) => {}
+            Ok(Ok(StageStep::Syncing)) => self.schedule_persisted(id, incarnation),
+            Ok(Ok(StageStep::Durable(_))) => {
+                self.persist_syncs.durable += 1;
+                self.acknowledged(id);
+            }
+        }
+    }
+
+    /// The persist stage's fsync of a node ends: the rounds it took are
+    /// durable (kv-node: the WAL thread's acknowledgement reaches the
+    /// driver): the replica is told, and goes on; rounds handed meanwhile
+    /// are taken next. A crash since they were handed lost them (another
     /// incarnation); a paused node's stage waits too; a failed sync stops
     /// the node as a failed write does.
     pub(crate) fn persisted(&mut self, id: NodeId, incarnation: u32) {
@@ -339,7 +420,6 @@ impl World {
             self.schedule_persisted(id, incarnation);
             return;
         }
-        let logged = std::mem::take(&mut self.node_mut(id).logged_pending);
         let Some(replica) = self.node_mut(id).replica_mut() else {
             return;
         };
@@ -348,7 +428,7 @@ impl World {
             if let Some(ready) = done {
                 replica.persisted(ready);
             }
-            Ok::<_, crate::disk::SimDiskError>(done)
+            Ok::<_, crate::disk::SimDiskError>((done, replica.disk.persist_waiting()))
         });
         match result {
             Err(text) => self.fail(self.panic_property(&text), format!("{id}: {text}")),
@@ -357,14 +437,29 @@ impl World {
                 self.crash_node(id, &storage.to_string());
                 self.schedule_restart(id, down * STEPS_PER_TICK);
             }
-            Ok(Ok(done)) => {
+            Ok(Ok((done, waiting))) => {
                 self.persist_syncs.durable += u64::from(done.is_some());
-                if let Err(v) = self.checker.logged(self.now, id, &logged) {
-                    return self.record(v);
+                if waiting {
+                    self.schedule_persist_taken(id, incarnation);
                 }
-                self.drive(id);
+                self.acknowledged(id);
             }
         }
+    }
+
+    /// Rounds of node `id` were acknowledged: the entries they appended are
+    /// logged for the checker, and the node goes on.
+    fn acknowledged(&mut self, id: NodeId) {
+        let node = self.node_mut(id);
+        let durable = node.replica().map_or(0, |r| r.disk.entries_durable);
+        let count = durable.saturating_sub(node.logged_count) as usize;
+        let count = count.min(node.logged_pending.len());
+        node.logged_count += count as u64;
+        let logged: Vec<_> = node.logged_pending.drain(..count).collect();
+        if let Err(v) = self.checker.logged(self.now, id, &logged) {
+            return self.record(v);
+        }
+        self.drive(id);
     }
 
     /// The background write of a snapshot ends a few steps from now.
