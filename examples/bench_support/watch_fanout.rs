@@ -294,7 +294,11 @@ async fn watcher(
             partial.extend_from_slice(&chunk[..=first_newline]);
             for_each_stamp(&partial, target, &mut record);
             partial.clear();
-            for_each_stamp(&chunk[first_newline + 1..=last_newline], target, &mut record);
+            for_each_stamp(
+                &chunk[first_newline + 1..=last_newline],
+                target,
+                &mut record,
+            );
         }
         partial.extend_from_slice(&chunk[last_newline + 1..]);
         delivery.events.fetch_add(events, Relaxed);

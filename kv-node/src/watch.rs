@@ -117,8 +117,12 @@ enum Polled {
     Lines(Bytes),
     /// The poll stopped at its scan bound before finding any event.
     Again,
-    Idle { progress: u64 },
-    SlowConsumer { message: String },
+    Idle {
+        progress: u64,
+    },
+    SlowConsumer {
+        message: String,
+    },
     Gone,
 }
 
@@ -411,5 +415,179 @@ impl futures_util::Stream for LineStream {
             }
         }
         Poll::Ready(Some(Ok(chunk.freeze())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    fn prefix(p: &str) -> WatchFilter {
+        WatchFilter::Prefix(p.into())
+    }
+
+    /// Watches without a hub task or pumps: the test polls by hand.
+    fn by_hand() -> Watches {
+        Watches {
+            shared: Mutex::new(Shared {
+                hub: WatchHub::new(WatchConfig::default(), 0),
+                wakers: HashMap::new(),
+                stopped: false,
+                rendered: HashMap::new(),
+            }),
+            progress_interval: PROGRESS_INTERVAL,
+        }
+    }
+
+    fn lines(polled: Polled) -> Bytes {
+        match polled {
+            Polled::Lines(lines) => lines,
+            _ => panic!("no lines"),
+        }
+    }
+
+    #[test]
+    fn watchers_of_one_filter_share_one_rendering_and_others_get_their_own() {
+        let watches = by_hand();
+        let filters = [
+            prefix("a/"),
+            prefix("a/"),
+            WatchFilter::Key("a/1".into()),
+            prefix("b/"),
+        ];
+        let ids: Vec<WatchId> = {
+            let mut shared = watches.lock();
+            let ids = filters
+                .iter()
+                .map(|f| shared.hub.watch(f.clone(), None).unwrap().id)
+                .collect();
+            shared.hub.apply(
+                3,
+                vec![
+                    WatchEvent::put(1, "a/1", "x"),
+                    WatchEvent::put(2, "a/2", "y"),
+                    WatchEvent::delete(3, "b/1"),
+                ],
+            );
+            ids
+        };
+        let got: Vec<Bytes> = ids
+            .iter()
+            .zip(&filters)
+            .map(|(id, filter)| lines(watches.poll(*id, filter)))
+            .collect();
+        let both = "{\"revision\":1,\"type\":\"put\",\"key\":\"a/1\",\"value\":\"x\"}\n\
+                    {\"revision\":2,\"type\":\"put\",\"key\":\"a/2\",\"value\":\"y\"}\n";
+        assert_eq!(&got[0][..], both.as_bytes());
+        // The second watcher of the filter gets the very same bytes.
+        assert_eq!(got[1], got[0]);
+        assert_eq!(got[1].as_ptr(), got[0].as_ptr());
+        assert_eq!(
+            &got[2][..],
+            b"{\"revision\":1,\"type\":\"put\",\"key\":\"a/1\",\"value\":\"x\"}\n"
+        );
+        assert_eq!(
+            &got[3][..],
+            b"{\"revision\":3,\"type\":\"delete\",\"key\":\"b/1\"}\n"
+        );
+        // Nothing more for anyone.
+        for (id, filter) in ids.iter().zip(&filters) {
+            assert!(matches!(
+                watches.poll(*id, filter),
+                Polled::Idle { progress: 3 }
+            ));
+        }
+    }
+
+    #[test]
+    fn a_watcher_behind_does_not_get_the_batch_of_one_caught_up() {
+        let watches = by_hand();
+        let filter = prefix("");
+        let (behind, ahead) = {
+            let mut shared = watches.lock();
+            let behind = shared.hub.watch(filter.clone(), None).unwrap().id;
+            shared.hub.apply(1, vec![WatchEvent::put(1, "k", "1")]);
+            let ahead = shared.hub.watch(filter.clone(), None).unwrap().id;
+            shared.hub.apply(2, vec![WatchEvent::put(2, "k", "2")]);
+            (behind, ahead)
+        };
+        let ahead_lines = lines(watches.poll(ahead, &filter));
+        assert_eq!(
+            &ahead_lines[..],
+            b"{\"revision\":2,\"type\":\"put\",\"key\":\"k\",\"value\":\"2\"}\n"
+        );
+        let behind_lines = lines(watches.poll(behind, &filter));
+        assert_eq!(
+            &behind_lines[..],
+            b"{\"revision\":1,\"type\":\"put\",\"key\":\"k\",\"value\":\"1\"}\n\
+              {\"revision\":2,\"type\":\"put\",\"key\":\"k\",\"value\":\"2\"}\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_body_takes_every_queued_batch_in_order_in_one_chunk() {
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER_BATCHES);
+        let mut stream = LineStream(rx);
+        for line in ["a\n", "b\n", "c\n"] {
+            tx.try_send(Bytes::from(line)).unwrap();
+        }
+        assert_eq!(&stream.next().await.unwrap().unwrap()[..], b"a\nb\nc\n");
+        tx.try_send(Bytes::from("d\n")).unwrap();
+        drop(tx);
+        assert_eq!(&stream.next().await.unwrap().unwrap()[..], b"d\n");
+        assert!(stream.next().await.is_none());
+    }
+
+    /// Reads the stream until `revision`, bounded in lines and time.
+    async fn revisions_until(stream: &mut LineStream, revision: u64) -> Vec<u64> {
+        let mut seen = Vec::new();
+        let mut text = Vec::new();
+        for _ in 0..1000 {
+            let chunk = tokio::time::timeout(Duration::from_secs(20), stream.next())
+                .await
+                .expect("lines keep coming")
+                .expect("the stream is open")
+                .unwrap();
+            text.extend_from_slice(&chunk);
+            while let Some(end) = text.iter().position(|&b| b == b'\n') {
+                let line: serde_json::Value = serde_json::from_slice(&text[..end]).unwrap();
+                text.drain(..=end);
+                if let Some(r) = line.get("revision").and_then(|r| r.as_u64())
+                    && line.get("key").is_some()
+                {
+                    seen.push(r);
+                }
+            }
+            if seen.last() == Some(&revision) {
+                return seen;
+            }
+        }
+        panic!("revision {revision} never came; saw {seen:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rounds_fed_faster_than_wake_ups_all_arrive_in_order_to_every_watcher() {
+        let (watches, mut feed) = Watches::start(WatchConfig::default(), 0);
+        let mut streams = Vec::new();
+        for filter in [prefix("k"), prefix("k"), WatchFilter::Key("k7".into())] {
+            streams.push(watches.open(filter, None).unwrap().1);
+        }
+        for revision in 1..=200u64 {
+            let mut output = Output {
+                events: vec![WatchEvent::put(
+                    revision,
+                    &format!("k{}", revision % 10),
+                    "v",
+                )],
+                ..Output::default()
+            };
+            feed.feed(&mut output, revision);
+        }
+        let all: Vec<u64> = (1..=200).collect();
+        assert_eq!(revisions_until(&mut streams[0], 200).await, all);
+        assert_eq!(revisions_until(&mut streams[1], 200).await, all);
+        let sevens: Vec<u64> = (1..=200).filter(|r| r % 10 == 7).collect();
+        assert_eq!(revisions_until(&mut streams[2], 197).await, sevens);
     }
 }
