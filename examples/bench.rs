@@ -142,6 +142,11 @@ struct Args {
     /// Tokio worker threads of the load generator.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// watch-fanout: tokio worker threads of the watchers' own runtime (the
+    /// writer runs on the --threads runtime, so that reading a thousand
+    /// streams does not delay the writes it measures).
+    #[arg(long, default_value_t = 2)]
+    watch_threads: usize,
     /// watch-fanout: open watches on the prefix, spread over the --url list.
     #[arg(long, default_value_t = 1000)]
     watchers: usize,

@@ -10,6 +10,15 @@
 //! reads slowly the channel fills, the pump waits, its cursor in the
 //! history stops, and once the history passes it the hub cuts it off
 //! (`slow_consumer`, the last line).
+//!
+//! # Fan-out cost
+//!
+//! What a watcher costs is paid per wake-up, not per event: a task switch,
+//! a lock, a channel send and one socket write. So the hub task wakes the
+//! watchers at most once per [`WAKE_INTERVAL`] (rounds that come faster
+//! are taken together, a batch of several rounds per wake-up), and a batch
+//! is rendered once for all the watchers of the same filter that read the
+//! same revisions ([`Shared::rendered`]): the others get the same bytes.
 
 use bytes::Bytes;
 use kv_replica::replica::Output;
@@ -29,6 +38,12 @@ pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 /// Batches (each at most the hub's batch bytes plus one revision) a watch
 /// buffers between its pump and its HTTP body.
 pub const WATCH_BUFFER_BATCHES: usize = 8;
+/// Shortest time between two wake-ups of the watchers by the hub task:
+/// an event applied after a quiet spell goes out at once, rounds that
+/// follow within this time go out together at its end.
+pub const WAKE_INTERVAL: Duration = Duration::from_millis(5);
+/// Most bytes the HTTP body takes from its channel for one write.
+const BODY_CHUNK_BYTES: usize = 256 << 10;
 
 /// One round of the driver, for the hub.
 #[derive(Debug)]
@@ -67,6 +82,48 @@ struct Shared {
     wakers: HashMap<WatchId, Arc<Notify>>,
     /// The driver stopped: no more events will come.
     stopped: bool,
+    /// The last batch rendered for each filter, by what identifies its
+    /// content. Emptied at each wake-up of the watchers, so it holds at
+    /// most one batch per filter read since (each also in the channel of
+    /// the watch that rendered it).
+    rendered: HashMap<WatchFilter, (BatchKey, Bytes)>,
+}
+
+/// What identifies a polled batch for one filter: its first and last
+/// revisions and its length. A poll returns every matching event of whole
+/// revisions from its first to its last, and applied revisions never
+/// change, so two batches of one filter with the same key are the same
+/// events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct BatchKey {
+    first: u64,
+    last: u64,
+    len: usize,
+}
+
+impl BatchKey {
+    fn of(events: &[WatchEvent]) -> Option<BatchKey> {
+        Some(BatchKey {
+            first: events.first()?.revision,
+            last: events.last()?.revision,
+            len: events.len(),
+        })
+    }
+}
+
+/// One poll of a watcher, its events rendered.
+enum Polled {
+    /// NDJSON lines of the next batch.
+    Lines(Bytes),
+    /// The poll stopped at its scan bound before finding any event.
+    Again,
+    Idle {
+        progress: u64,
+    },
+    SlowConsumer {
+        message: String,
+    },
+    Gone,
 }
 
 /// Why a watch could not start.
@@ -102,6 +159,7 @@ impl Watches {
                 hub: WatchHub::new(config, applied_index),
                 wakers: HashMap::new(),
                 stopped: false,
+                rendered: HashMap::new(),
             }),
             progress_interval,
         });
@@ -143,7 +201,7 @@ impl Watches {
             if shared.stopped {
                 return Err(OpenError::Stopped);
             }
-            let started = shared.hub.watch(filter, from_revision)?;
+            let started = shared.hub.watch(filter.clone(), from_revision)?;
             shared.wakers.insert(started.id, notify.clone());
             started
         };
@@ -155,18 +213,45 @@ impl Watches {
             watches: self.clone(),
             id: started.id,
         };
-        tokio::spawn(pump(guard, notify, tx));
+        tokio::spawn(pump(guard, filter, notify, tx));
         Ok((started, LineStream(rx)))
     }
 
-    fn poll(&self, id: WatchId) -> Delivery {
-        self.lock().hub.poll(id)
+    /// The watcher's next batch, rendered, or the lines of the same batch
+    /// another watcher of `filter` rendered.
+    fn poll(&self, id: WatchId, filter: &WatchFilter) -> Polled {
+        let (key, events) = {
+            let mut shared = self.lock();
+            let events = match shared.hub.poll(id) {
+                Delivery::Events(events) => events,
+                Delivery::Idle { progress } => return Polled::Idle { progress },
+                Delivery::SlowConsumer { message } => return Polled::SlowConsumer { message },
+                Delivery::Gone => return Polled::Gone,
+            };
+            let Some(key) = BatchKey::of(&events) else {
+                return Polled::Again;
+            };
+            if let Some((cached, lines)) = shared.rendered.get(filter)
+                && *cached == key
+            {
+                return Polled::Lines(lines.clone());
+            }
+            (key, events)
+        };
+        // Rendered outside the lock; the pumps of the same filter that
+        // poll meanwhile render it too, the same bytes.
+        let lines = render(&events);
+        self.lock()
+            .rendered
+            .insert(filter.clone(), (key, lines.clone()));
+        Polled::Lines(lines)
     }
 }
 
-/// Takes feeds in, a few rounds per lock, and wakes the watchers.
+/// Takes feeds in, every round that is there at once, and wakes the
+/// watchers, at most once per [`WAKE_INTERVAL`].
 async fn run_hub(watches: Arc<Watches>, mut rx: mpsc::UnboundedReceiver<WatchFeed>) {
-    const ROUNDS_PER_LOCK: usize = 64;
+    const ROUNDS_PER_LOCK: usize = 1024;
     while let Some(first) = rx.recv().await {
         let mut feeds = vec![first];
         while feeds.len() < ROUNDS_PER_LOCK {
@@ -186,13 +271,20 @@ async fn run_hub(watches: Arc<Watches>, mut rx: mpsc::UnboundedReceiver<WatchFee
             }
             ids.sort_unstable();
             ids.dedup();
+            shared.rendered.clear();
             ids.iter()
                 .filter_map(|id| shared.wakers.get(id).cloned())
                 .collect()
         };
+        if wake.is_empty() {
+            continue;
+        }
         for notify in wake {
             notify.notify_one();
         }
+        // The rounds applied meanwhile wait in the channel and are taken
+        // together: one wake-up of each watcher for all of them.
+        tokio::time::sleep(WAKE_INTERVAL).await;
     }
     // The driver stopped: every stream ends (its pump finds its watch
     // gone), so that a graceful shutdown does not wait on open watches.
@@ -225,22 +317,27 @@ impl Drop for Registration {
 }
 
 /// Moves one watch's events from the hub to its HTTP body.
-async fn pump(registration: Registration, notify: Arc<Notify>, tx: mpsc::Sender<Bytes>) {
+async fn pump(
+    registration: Registration,
+    filter: WatchFilter,
+    notify: Arc<Notify>,
+    tx: mpsc::Sender<Bytes>,
+) {
     let watches = &registration.watches;
     let interval = watches.progress_interval;
     let mut progress_due = Instant::now() + interval;
     // Bounded by the client: the loop ends when the body is dropped, the
     // watch is cut off or the node stops.
     loop {
-        match watches.poll(registration.id) {
-            Delivery::Events(events) if events.is_empty() => tokio::task::yield_now().await,
-            Delivery::Events(events) => {
-                if tx.send(render(&events)).await.is_err() {
+        match watches.poll(registration.id, &filter) {
+            Polled::Again => tokio::task::yield_now().await,
+            Polled::Lines(lines) => {
+                if tx.send(lines).await.is_err() {
                     return;
                 }
                 progress_due = Instant::now() + interval;
             }
-            Delivery::Idle { progress } => {
+            Polled::Idle { progress } => {
                 if Instant::now() >= progress_due {
                     let line = format!("{{\"progress\":{progress}}}\n");
                     if tx.send(Bytes::from(line)).await.is_err() {
@@ -255,14 +352,14 @@ async fn pump(registration: Registration, notify: Arc<Notify>, tx: mpsc::Sender<
                     _ = tx.closed() => return,
                 }
             }
-            Delivery::SlowConsumer { message } => {
+            Polled::SlowConsumer { message } => {
                 let line = serde_json::json!({
                     "error": {"code": "slow_consumer", "message": message}
                 });
                 let _ = tx.send(Bytes::from(format!("{line}\n"))).await;
                 return;
             }
-            Delivery::Gone => return,
+            Polled::Gone => return,
         }
     }
 }
@@ -293,13 +390,204 @@ pub fn render(events: &[WatchEvent]) -> Bytes {
     Bytes::from(out)
 }
 
-/// The body of a watch response: its lines as they come.
+/// The body of a watch response: its lines as they come, every batch
+/// waiting in the channel in one chunk (one socket write), up to
+/// [`BODY_CHUNK_BYTES`].
 pub struct LineStream(mpsc::Receiver<Bytes>);
 
 impl futures_util::Stream for LineStream {
     type Item = Result<Bytes, std::convert::Infallible>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx).map(|line| line.map(Ok))
+        let first = match self.0.poll_recv(cx) {
+            Poll::Ready(Some(first)) => first,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        if first.len() >= BODY_CHUNK_BYTES || self.0.is_empty() {
+            return Poll::Ready(Some(Ok(first)));
+        }
+        let mut chunk = bytes::BytesMut::from(&first[..]);
+        while chunk.len() < BODY_CHUNK_BYTES {
+            match self.0.try_recv() {
+                Ok(more) => chunk.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        Poll::Ready(Some(Ok(chunk.freeze())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    fn prefix(p: &str) -> WatchFilter {
+        WatchFilter::Prefix(p.into())
+    }
+
+    /// Watches without a hub task or pumps: the test polls by hand.
+    fn by_hand() -> Watches {
+        Watches {
+            shared: Mutex::new(Shared {
+                hub: WatchHub::new(WatchConfig::default(), 0),
+                wakers: HashMap::new(),
+                stopped: false,
+                rendered: HashMap::new(),
+            }),
+            progress_interval: PROGRESS_INTERVAL,
+        }
+    }
+
+    fn lines(polled: Polled) -> Bytes {
+        match polled {
+            Polled::Lines(lines) => lines,
+            _ => panic!("no lines"),
+        }
+    }
+
+    #[test]
+    fn watchers_of_one_filter_share_one_rendering_and_others_get_their_own() {
+        let watches = by_hand();
+        let filters = [
+            prefix("a/"),
+            prefix("a/"),
+            WatchFilter::Key("a/1".into()),
+            prefix("b/"),
+        ];
+        let ids: Vec<WatchId> = {
+            let mut shared = watches.lock();
+            let ids = filters
+                .iter()
+                .map(|f| shared.hub.watch(f.clone(), None).unwrap().id)
+                .collect();
+            shared.hub.apply(
+                3,
+                vec![
+                    WatchEvent::put(1, "a/1", "x"),
+                    WatchEvent::put(2, "a/2", "y"),
+                    WatchEvent::delete(3, "b/1"),
+                ],
+            );
+            ids
+        };
+        let got: Vec<Bytes> = ids
+            .iter()
+            .zip(&filters)
+            .map(|(id, filter)| lines(watches.poll(*id, filter)))
+            .collect();
+        let both = "{\"revision\":1,\"type\":\"put\",\"key\":\"a/1\",\"value\":\"x\"}\n\
+                    {\"revision\":2,\"type\":\"put\",\"key\":\"a/2\",\"value\":\"y\"}\n";
+        assert_eq!(&got[0][..], both.as_bytes());
+        // The second watcher of the filter gets the very same bytes.
+        assert_eq!(got[1], got[0]);
+        assert_eq!(got[1].as_ptr(), got[0].as_ptr());
+        assert_eq!(
+            &got[2][..],
+            b"{\"revision\":1,\"type\":\"put\",\"key\":\"a/1\",\"value\":\"x\"}\n"
+        );
+        assert_eq!(
+            &got[3][..],
+            b"{\"revision\":3,\"type\":\"delete\",\"key\":\"b/1\"}\n"
+        );
+        // Nothing more for anyone.
+        for (id, filter) in ids.iter().zip(&filters) {
+            assert!(matches!(
+                watches.poll(*id, filter),
+                Polled::Idle { progress: 3 }
+            ));
+        }
+    }
+
+    #[test]
+    fn a_watcher_behind_does_not_get_the_batch_of_one_caught_up() {
+        let watches = by_hand();
+        let filter = prefix("");
+        let (behind, ahead) = {
+            let mut shared = watches.lock();
+            let behind = shared.hub.watch(filter.clone(), None).unwrap().id;
+            shared.hub.apply(1, vec![WatchEvent::put(1, "k", "1")]);
+            let ahead = shared.hub.watch(filter.clone(), None).unwrap().id;
+            shared.hub.apply(2, vec![WatchEvent::put(2, "k", "2")]);
+            (behind, ahead)
+        };
+        let ahead_lines = lines(watches.poll(ahead, &filter));
+        assert_eq!(
+            &ahead_lines[..],
+            b"{\"revision\":2,\"type\":\"put\",\"key\":\"k\",\"value\":\"2\"}\n"
+        );
+        let behind_lines = lines(watches.poll(behind, &filter));
+        assert_eq!(
+            &behind_lines[..],
+            b"{\"revision\":1,\"type\":\"put\",\"key\":\"k\",\"value\":\"1\"}\n\
+              {\"revision\":2,\"type\":\"put\",\"key\":\"k\",\"value\":\"2\"}\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_body_takes_every_queued_batch_in_order_in_one_chunk() {
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER_BATCHES);
+        let mut stream = LineStream(rx);
+        for line in ["a\n", "b\n", "c\n"] {
+            tx.try_send(Bytes::from(line)).unwrap();
+        }
+        assert_eq!(&stream.next().await.unwrap().unwrap()[..], b"a\nb\nc\n");
+        tx.try_send(Bytes::from("d\n")).unwrap();
+        drop(tx);
+        assert_eq!(&stream.next().await.unwrap().unwrap()[..], b"d\n");
+        assert!(stream.next().await.is_none());
+    }
+
+    /// Reads the stream until `revision`, bounded in lines and time.
+    async fn revisions_until(stream: &mut LineStream, revision: u64) -> Vec<u64> {
+        let mut seen = Vec::new();
+        let mut text = Vec::new();
+        for _ in 0..1000 {
+            let chunk = tokio::time::timeout(Duration::from_secs(20), stream.next())
+                .await
+                .expect("lines keep coming")
+                .expect("the stream is open")
+                .unwrap();
+            text.extend_from_slice(&chunk);
+            while let Some(end) = text.iter().position(|&b| b == b'\n') {
+                let line: serde_json::Value = serde_json::from_slice(&text[..end]).unwrap();
+                text.drain(..=end);
+                if let Some(r) = line.get("revision").and_then(|r| r.as_u64())
+                    && line.get("key").is_some()
+                {
+                    seen.push(r);
+                }
+            }
+            if seen.last() == Some(&revision) {
+                return seen;
+            }
+        }
+        panic!("revision {revision} never came; saw {seen:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rounds_fed_faster_than_wake_ups_all_arrive_in_order_to_every_watcher() {
+        let (watches, mut feed) = Watches::start(WatchConfig::default(), 0);
+        let mut streams = Vec::new();
+        for filter in [prefix("k"), prefix("k"), WatchFilter::Key("k7".into())] {
+            streams.push(watches.open(filter, None).unwrap().1);
+        }
+        for revision in 1..=200u64 {
+            let mut output = Output {
+                events: vec![WatchEvent::put(
+                    revision,
+                    &format!("k{}", revision % 10),
+                    "v",
+                )],
+                ..Output::default()
+            };
+            feed.feed(&mut output, revision);
+        }
+        let all: Vec<u64> = (1..=200).collect();
+        assert_eq!(revisions_until(&mut streams[0], 200).await, all);
+        assert_eq!(revisions_until(&mut streams[1], 200).await, all);
+        let sevens: Vec<u64> = (1..=200).filter(|r| r % 10 == 7).collect();
+        assert_eq!(revisions_until(&mut streams[2], 197).await, sevens);
     }
 }

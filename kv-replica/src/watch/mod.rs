@@ -65,7 +65,7 @@ impl Default for WatchConfig {
 }
 
 /// Which keys a watch matches.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum WatchFilter {
     Key(String),
     /// Every key starting with the prefix; the empty prefix is every key.
