@@ -144,11 +144,11 @@ pub struct Cli {
     /// With --join: once caught up as a learner, ask to become a voter.
     #[arg(long, env = "KV_NODE_AUTO_PROMOTE", requires = "join")]
     pub auto_promote: bool,
-    /// Threads serving HTTP clients and peer streams [default: the CPUs
-    /// less one, at least 1: the driver thread, which every request goes
-    /// through, keeps a CPU of its own. On a 2-CPU machine running three
-    /// local nodes, 1 served 17-45 % more writes at 1 and 16 connections
-    /// than 2 (BENCHMARKS.md)].
+    /// Threads serving HTTP clients and peer streams [default: one per
+    /// CPU]. On the idle 2-CPU machine running three local nodes, 1 and 2
+    /// served the same writes at 1 and 16 connections and 2 served 5-13 %
+    /// more at 64 (BENCHMARKS.md, stop 26); fewer leaves the driver thread
+    /// more room on a machine shared with other work.
     #[arg(long, env = "KV_NODE_HTTP_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub http_threads: Option<u16>,
     /// Shut down when standard input closes (used by the local-cluster
@@ -157,12 +157,9 @@ pub struct Cli {
     pub exit_on_stdin_eof: bool,
 }
 
-/// The CPUs less one (the driver thread's), at least 1.
+/// One per CPU, as tokio's default.
 fn default_http_threads() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .saturating_sub(1)
-        .max(1)
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// A configuration rule that the flags break.
