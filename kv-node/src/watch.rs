@@ -56,25 +56,43 @@ pub struct WatchFeed {
 
 /// The driver's end of the feed.
 pub struct FeedSender {
-    tx: mpsc::UnboundedSender<WatchFeed>,
+    watches: Arc<Watches>,
     fed_index: u64,
 }
 
 impl FeedSender {
-    /// Hands a round's events to the hub (never blocks). Rounds that
-    /// applied nothing are not sent.
+    /// Hands a round's events to the hub (never waits on it: the inbox's
+    /// lock is only ever held to push or take the whole queue). Rounds
+    /// that applied nothing are not sent.
     pub fn feed(&mut self, output: &mut Output, applied_index: u64) {
         let snapshot_installed = output.snapshot_installed.map(|i| i.0);
         if applied_index == self.fed_index && snapshot_installed.is_none() {
             return;
         }
         self.fed_index = applied_index;
-        let _ = self.tx.send(WatchFeed {
+        self.watches.inbox().feeds.push(WatchFeed {
             snapshot_installed,
             events: std::mem::take(&mut output.events),
             applied_index,
         });
+        self.watches.inbox_ready.notify_one();
     }
+}
+
+impl Drop for FeedSender {
+    /// The driver stopped: the hub task ends every watch.
+    fn drop(&mut self) {
+        self.watches.inbox().closed = true;
+        self.watches.inbox_ready.notify_one();
+    }
+}
+
+/// Rounds the driver applied that the hub has not taken yet.
+#[derive(Default)]
+struct Inbox {
+    feeds: Vec<WatchFeed>,
+    /// The driver dropped its `FeedSender`.
+    closed: bool,
 }
 
 struct Shared {
@@ -87,6 +105,9 @@ struct Shared {
     /// most one batch per filter read since (each also in the channel of
     /// the watch that rendered it).
     rendered: HashMap<WatchFilter, (BatchKey, Bytes)>,
+    /// Watchers with events taken into the hub that the hub task has not
+    /// woken yet.
+    due: Vec<WatchId>,
 }
 
 /// What identifies a polled batch for one filter: its first and last
@@ -138,6 +159,10 @@ pub enum OpenError {
 /// The node's watches.
 pub struct Watches {
     shared: Mutex<Shared>,
+    /// Never held with a wait inside: the driver pushes, the hub and
+    /// openers take everything (under `shared`, so rounds go in in order).
+    inbox: Mutex<Inbox>,
+    inbox_ready: Notify,
     progress_interval: Duration,
 }
 
@@ -160,16 +185,63 @@ impl Watches {
                 wakers: HashMap::new(),
                 stopped: false,
                 rendered: HashMap::new(),
+                due: Vec::new(),
             }),
+            inbox: Mutex::new(Inbox::default()),
+            inbox_ready: Notify::new(),
             progress_interval,
         });
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run_hub(watches.clone(), rx));
+        tokio::spawn(run_hub(watches.clone()));
         let sender = FeedSender {
-            tx,
+            watches: watches.clone(),
             fed_index: applied_index,
         };
         (watches, sender)
+    }
+
+    fn inbox(&self) -> MutexGuard<'_, Inbox> {
+        self.inbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes every round waiting in the inbox into the hub, in order (the
+    /// caller holds `shared`), adding the watchers they concern to `due`.
+    /// Returns whether the driver stopped feeding.
+    fn take_inbox(&self, shared: &mut Shared) -> bool {
+        let (feeds, closed) = {
+            let mut inbox = self.inbox();
+            (std::mem::take(&mut inbox.feeds), inbox.closed)
+        };
+        for feed in feeds {
+            if let Some(index) = feed.snapshot_installed {
+                let ids = shared.hub.snapshot_installed(index);
+                shared.due.extend(ids);
+            }
+            let ids = shared.hub.apply(feed.applied_index, feed.events);
+            shared.due.extend(ids);
+        }
+        closed
+    }
+
+    /// Wakes the watchers due (once each) and returns when the interval
+    /// this starts ends; `None` if nobody was due (a quiet spell).
+    fn wake_due(&self) -> Option<Instant> {
+        let wake: Vec<Arc<Notify>> = {
+            let mut shared = self.lock();
+            if shared.due.is_empty() {
+                return None;
+            }
+            let mut due = std::mem::take(&mut shared.due);
+            due.sort_unstable();
+            due.dedup();
+            shared.rendered.clear();
+            due.iter()
+                .filter_map(|id| shared.wakers.get(id).cloned())
+                .collect()
+        };
+        for notify in wake {
+            notify.notify_one();
+        }
+        Some(Instant::now() + WAKE_INTERVAL)
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
@@ -200,6 +272,14 @@ impl Watches {
             let mut shared = self.lock();
             if shared.stopped {
                 return Err(OpenError::Stopped);
+            }
+            // Every round applied before this request is in the hub first:
+            // a write acknowledged to the client is in the history it
+            // watches (and in a 410's compact revision). The hub task
+            // wakes the watchers those rounds concern.
+            self.take_inbox(&mut shared);
+            if !shared.due.is_empty() {
+                self.inbox_ready.notify_one();
             }
             let started = shared.hub.watch(filter.clone(), from_revision)?;
             shared.wakers.insert(started.id, notify.clone());
@@ -248,43 +328,34 @@ impl Watches {
     }
 }
 
-/// Takes feeds in, every round that is there at once, and wakes the
-/// watchers, at most once per [`WAKE_INTERVAL`].
-async fn run_hub(watches: Arc<Watches>, mut rx: mpsc::UnboundedReceiver<WatchFeed>) {
-    const ROUNDS_PER_LOCK: usize = 1024;
-    while let Some(first) = rx.recv().await {
-        let mut feeds = vec![first];
-        while feeds.len() < ROUNDS_PER_LOCK {
-            match rx.try_recv() {
-                Ok(feed) => feeds.push(feed),
-                Err(_) => break,
-            }
-        }
-        let wake: Vec<Arc<Notify>> = {
-            let mut shared = watches.lock();
-            let mut ids = Vec::new();
-            for feed in feeds {
-                if let Some(index) = feed.snapshot_installed {
-                    ids.extend(shared.hub.snapshot_installed(index));
+/// Takes the driver's rounds into the hub as they come and wakes the
+/// watchers they concern: at once after a quiet spell, then at most once
+/// per [`WAKE_INTERVAL`] (rounds taken within an interval wake their
+/// watchers together at its end). Taking rounds in is never delayed, so
+/// the hub's history lags the applied index only by the inbox.
+async fn run_hub(watches: Arc<Watches>) {
+    let mut interval_ends: Option<Instant> = None;
+    loop {
+        match interval_ends {
+            None => watches.inbox_ready.notified().await,
+            Some(deadline) => tokio::select! {
+                () = watches.inbox_ready.notified() => {}
+                () = tokio::time::sleep_until(deadline) => {
+                    interval_ends = watches.wake_due();
+                    continue;
                 }
-                ids.extend(shared.hub.apply(feed.applied_index, feed.events));
-            }
-            ids.sort_unstable();
-            ids.dedup();
-            shared.rendered.clear();
-            ids.iter()
-                .filter_map(|id| shared.wakers.get(id).cloned())
-                .collect()
+            },
+        }
+        let closed = {
+            let mut shared = watches.lock();
+            watches.take_inbox(&mut shared)
         };
-        if wake.is_empty() {
-            continue;
+        if closed {
+            break;
         }
-        for notify in wake {
-            notify.notify_one();
+        if interval_ends.is_none() {
+            interval_ends = watches.wake_due();
         }
-        // The rounds applied meanwhile wait in the channel and are taken
-        // together: one wake-up of each watcher for all of them.
-        tokio::time::sleep(WAKE_INTERVAL).await;
     }
     // The driver stopped: every stream ends (its pump finds its watch
     // gone), so that a graceful shutdown does not wait on open watches.
@@ -435,7 +506,10 @@ mod tests {
                 wakers: HashMap::new(),
                 stopped: false,
                 rendered: HashMap::new(),
+                due: Vec::new(),
             }),
+            inbox: Mutex::new(Inbox::default()),
+            inbox_ready: Notify::new(),
             progress_interval: PROGRESS_INTERVAL,
         }
     }
@@ -589,5 +663,38 @@ mod tests {
         assert_eq!(revisions_until(&mut streams[1], 200).await, all);
         let sevens: Vec<u64> = (1..=200).filter(|r| r % 10 == 7).collect();
         assert_eq!(revisions_until(&mut streams[2], 197).await, sevens);
+    }
+
+    /// A round the driver fed is in the hub before a watch opens, even if
+    /// the hub task has not run since (a current-thread runtime: it cannot
+    /// run between the feed and the open), so a 410 names the compact
+    /// revision of every acknowledged write and a watch from the newest
+    /// revision starts there.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_watch_opened_right_after_a_round_sees_it_in_the_history() {
+        let config = WatchConfig {
+            history_revisions: 5,
+            ..WatchConfig::default()
+        };
+        let (watches, mut feed) = Watches::start(config, 0);
+        for revision in 1..=20u64 {
+            let mut output = Output {
+                events: vec![WatchEvent::put(revision, "k", "v")],
+                ..Output::default()
+            };
+            feed.feed(&mut output, revision);
+        }
+        match watches.open(WatchFilter::Key("k".into()), Some(1)) {
+            Err(OpenError::Hub(WatchError::Compacted {
+                compact_revision, ..
+            })) => assert_eq!(compact_revision, 16, "the last 5 of 20 revisions are kept"),
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("revision 1 should be compacted"),
+        }
+        let (started, mut stream) = watches
+            .open(WatchFilter::Key("k".into()), Some(20))
+            .unwrap();
+        assert_eq!(started.revision, 20);
+        assert_eq!(revisions_until(&mut stream, 20).await, vec![20]);
     }
 }

@@ -541,20 +541,40 @@ impl Client {
         let uri: hyper::Uri = url
             .parse()
             .map_err(|e| ExchangeError::NotSent(format!("bad URL {url:?}: {e}")))?;
-        let mut request = hyper::Request::builder().method(method).uri(uri);
-        if body.is_some() {
-            request = request.header(header::CONTENT_TYPE, "application/json");
+        let has_body = body.is_some();
+        let body = Bytes::from(body.unwrap_or_default());
+        let build = || {
+            let mut request = hyper::Request::builder()
+                .method(method.clone())
+                .uri(uri.clone());
+            if has_body {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+            }
+            if let Some(authorization) = &self.inner.authorization {
+                request = request.header(header::AUTHORIZATION, authorization.clone());
+            }
+            request.body(Full::new(body.clone()))
+        };
+        // A request the client cancelled before sending it (its connection
+        // closed first) is sent again on a new connection, a bounded number
+        // of times. Over TLS 1.3 this is how a server's refusal of the
+        // handshake (a missing client certificate) can first show: the
+        // alert closes the connection before the request goes out; the next
+        // try reads the alert and names it.
+        const TRIES: usize = 3;
+        for tries in 1.. {
+            let request =
+                build().map_err(|e| ExchangeError::NotSent(format!("bad request: {e}")))?;
+            match self.inner.http.request(request).await {
+                Ok(response) => return Ok(response),
+                Err(e) if tries < TRIES && is_canceled_before_sending(&e) => continue,
+                Err(e) => {
+                    let connect = e.is_connect();
+                    return Err(self.classify(url, &e, connect));
+                }
+            }
         }
-        if let Some(authorization) = &self.inner.authorization {
-            request = request.header(header::AUTHORIZATION, authorization.clone());
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| ExchangeError::NotSent(format!("bad request: {e}")))?;
-        self.inner.http.request(request).await.map_err(|e| {
-            let connect = e.is_connect();
-            self.classify(url, &e, connect)
-        })
+        unreachable!("the loop returns by its last try")
     }
 
     /// A TLS failure anywhere in the chain wins (the node did not process
@@ -585,6 +605,21 @@ impl Client {
             ExchangeError::MaybeSent(text)
         }
     }
+}
+
+/// Whether hyper cancelled the request before sending it (the pooled or
+/// new connection closed first): nothing reached the node.
+fn is_canceled_before_sending(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    // Bounded: a chain is a few levels deep.
+    for _ in 0..32 {
+        let Some(e) = current else { return false };
+        if let Some(hyper_error) = e.downcast_ref::<hyper::Error>() {
+            return hyper_error.is_canceled();
+        }
+        current = e.source();
+    }
+    false
 }
 
 /// What the endpoints tried so far came to, for the final failure.
