@@ -16,6 +16,7 @@
 //! ```text
 //! <dir>/LOCK                 held with flock while a Storage is open
 //! <dir>/wal/<seq>-<first index>.wal
+//! <dir>/wal/<seq>.spare                 compacted segments kept for reuse (at most 2)
 //! <dir>/wal-cut/<segment>.<offset>.cut   torn tails and damage cut off at open, kept
 //! <dir>/snapshots/<index>.snap
 //! <dir>/FSYNC_FAILED         left by a failed fsync; open refuses while present
@@ -389,6 +390,12 @@ impl Storage {
     /// The last entry's index, or the snapshot index if no entry follows it.
     pub fn last_index(&self) -> LogIndex {
         self.wal.last_index()
+    }
+
+    /// WAL rolls since open that reused the file of a compacted segment
+    /// (see `wal.rs`, segment recycling).
+    pub fn wal_recycled_rolls(&self) -> u64 {
+        self.wal.recycled_rolls()
     }
 
     /// The hard state last set (durable once synced).

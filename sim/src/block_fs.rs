@@ -443,22 +443,37 @@ struct SimFile {
     inode: u64,
 }
 
-impl io::Write for SimFile {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+impl SimFile {
+    /// Writes `buf` at `offset` into the page cache: the blocks touched are
+    /// dirty, so a power loss writes, loses or tears each of them, an
+    /// overwritten block then keeping its old contents, the new, or a mix
+    /// (the same model as an append; see the module comment).
+    fn write_at(&mut self, buf: &[u8], offset: usize) -> io::Result<()> {
         let mut state = self.fs.live()?;
+        let end = offset + buf.len();
         if let Some(capacity) = state.capacity_blocks {
             let used: u64 = state.inodes.values().map(Inode::blocks).sum();
             let inode = &state.inodes[&self.inode];
-            let grown = (inode.cache.len() + buf.len()).div_ceil(BLOCK_BYTES) as u64;
+            let grown = inode.cache.len().max(end).div_ceil(BLOCK_BYTES) as u64;
             if used - inode.blocks() + grown > capacity {
                 return Err(io::ErrorKind::StorageFull.into());
             }
         }
         let inode = state.inodes.get_mut(&self.inode).ok_or_else(dead)?;
-        let start = inode.cache.len();
-        inode.cache.extend_from_slice(buf);
-        inode.len_dirty = true;
-        inode.mark_dirty(start, start + buf.len());
+        if end > inode.cache.len() {
+            inode.cache.resize(end, 0);
+            inode.len_dirty = true;
+        }
+        inode.cache[offset..end].copy_from_slice(buf);
+        inode.mark_dirty(offset, end);
+        Ok(())
+    }
+}
+
+impl io::Write for SimFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let end = self.fs.live()?.inodes.get(&self.inode).ok_or_else(dead)?.cache.len();
+        self.write_at(buf, end)?;
         Ok(buf.len())
     }
 
@@ -468,6 +483,9 @@ impl io::Write for SimFile {
 }
 
 impl FsFile for SimFile {
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.write_at(buf, offset as usize)
+    }
     fn sync_data(&mut self) -> io::Result<()> {
         self.fs.sync_inode(self.inode)
     }
@@ -550,6 +568,9 @@ impl Fs for BlockFs {
             fs: self.clone(),
             inode: id,
         }))
+    }
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        self.open_append(path)
     }
     fn set_len(&self, path: &Path, len: u64) -> io::Result<()> {
         let mut state = self.live()?;
