@@ -127,6 +127,8 @@ struct State {
     /// Counts of what the model did, for the trace.
     pub torn_blocks: u64,
     pub lost_blocks: u64,
+    /// Renames of a spare WAL file to a segment: kv-storage recycling one.
+    recycled_segments: u64,
 }
 
 /// One node's disk. Cloning gives another handle on the same disk.
@@ -168,6 +170,7 @@ impl BlockFs {
                 rng: SimRng::new(seed, 3),
                 torn_blocks: 0,
                 lost_blocks: 0,
+                recycled_segments: 0,
             })),
             incarnation: 0,
         }
@@ -303,6 +306,12 @@ impl BlockFs {
     /// Whether the disk refuses writes for want of space.
     pub fn is_limited(&self) -> bool {
         self.lock().capacity_blocks.is_some()
+    }
+
+    /// WAL segments kv-storage made of spare files so far (it renames a
+    /// `.spare` to a `.wal`): shows that sweeps reach recycling.
+    pub fn recycled_segments(&self) -> u64 {
+        self.lock().recycled_segments
     }
 
     /// (torn, lost) blocks so far.
@@ -593,6 +602,10 @@ impl Fs for BlockFs {
         let id = BlockFs::inode_of(&state, from)?;
         if !state.dirs.contains(&parent(to)) {
             return Err(io::ErrorKind::NotFound.into());
+        }
+        let extension = |p: &Path| p.extension().map(|e| e.to_string_lossy().into_owned());
+        if extension(from).as_deref() == Some("spare") && extension(to).as_deref() == Some("wal") {
+            state.recycled_segments += 1;
         }
         state.names.remove(from);
         state.names.insert(to.to_path_buf(), id);
