@@ -71,6 +71,8 @@ mod wal;
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]
+mod recycle_tests;
+#[cfg(test)]
 mod tests;
 
 pub use bugs::StorageBugs;
