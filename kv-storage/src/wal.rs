@@ -561,7 +561,7 @@ impl Wal {
             header.recycled = true;
             self.active = recycle_segment_file(&*self.fs, &self.dir, &spare, &path, header)?;
             self.recycled_rolls += 1;
-            tracing::debug!(seq, spare = %spare.display(), "WAL segment recycled");
+            tracing::info!(seq, spare = %spare.display(), "WAL segment recycled");
         } else {
             let mut ignored = Vec::new();
             self.active = create_segment_file(
