@@ -25,7 +25,9 @@
 //!
 //! What recovery does with damage:
 //! - A torn, never-acknowledged last batch (no valid batch after it, in the
-//!   last segment) is cut into a side file with a warning.
+//!   last segment) is cut into a side file with a warning. In a recycled
+//!   segment (`wal`) the blocks after the valid batches are the file's
+//!   former segment's, and are truncated away without a side file.
 //! - Damage to acknowledged records (a bad batch followed by a valid one, a
 //!   bad batch or header in a closed segment, a batch that does not continue
 //!   the log because earlier ones were lost) cuts the log before the damage
