@@ -21,7 +21,9 @@
 //! - Bit rot flips a bit in an old block of a WAL segment: one that a later
 //!   sync of the same file followed (never the header block, whose loss
 //!   looks like a torn creation by design, nor the newest batch, whose loss
-//!   looks like a torn write; see kv-storage `replay.rs`).
+//!   looks like a torn write; see kv-storage `replay.rs`), nor one synced
+//!   before the header block (a recycled segment's stale blocks, which
+//!   nothing reads: rot there would be a fault that tests nothing).
 //! - A capacity: writes beyond it fail with ENOSPC.
 //!
 //! Directories are durable once created (the storage creates its three
@@ -247,9 +249,13 @@ impl BlockFs {
             }
             let inode = &state.inodes[id];
             let newest = inode.generation.iter().copied().max().unwrap_or(0);
+            // Blocks synced before the header block are a recycled file's
+            // former life, which nothing reads: rot there finds nothing.
+            let header = inode.generation.first().copied().unwrap_or(0);
             let full_blocks = inode.durable.len() / BLOCK_BYTES;
             for block in 1..full_blocks.min(inode.generation.len()) {
-                if inode.generation[block] < newest {
+                let generation = inode.generation[block];
+                if generation < newest && generation >= header {
                     candidates.push((path.clone(), *id, block));
                 }
             }
