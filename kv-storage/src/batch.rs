@@ -112,8 +112,7 @@ pub(super) fn decode_segment_header(buf: &[u8]) -> Result<SegmentHeader, BadSegm
     // keeps the stale blocks as a torn tail, which loses nothing.
     let recycled = buf.len() >= RECYCLED_RECORD_END
         && &buf[SEGMENT_HEADER_BYTES..SEGMENT_HEADER_BYTES + 8] == RECYCLED_MAGIC
-        && u32_at(buf, RECYCLED_RECORD_END - 4)
-            == crc32c::crc32c(&buf[..RECYCLED_RECORD_END - 4]);
+        && u32_at(buf, RECYCLED_RECORD_END - 4) == crc32c::crc32c(&buf[..RECYCLED_RECORD_END - 4]);
     Ok(SegmentHeader {
         salt: u64_at(buf, 12),
         seq: u64_at(buf, 20),
@@ -276,10 +275,7 @@ mod tests {
         });
         assert_eq!(block[..SEGMENT_HEADER_BYTES], plain[..SEGMENT_HEADER_BYTES]);
         block[RECYCLED_RECORD_END - 1] ^= 1;
-        assert_eq!(
-            decode_segment_header(&block).map(|h| h.recycled),
-            Ok(false)
-        );
+        assert_eq!(decode_segment_header(&block).map(|h| h.recycled), Ok(false));
     }
 
     #[test]

@@ -164,7 +164,9 @@ impl Fs for StdFs {
         )))
     }
     fn open_write(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        Ok(Box::new(StdFile(OpenOptions::new().write(true).open(path)?)))
+        Ok(Box::new(StdFile(
+            OpenOptions::new().write(true).open(path)?,
+        )))
     }
     fn set_len(&self, path: &Path, len: u64) -> io::Result<()> {
         OpenOptions::new().write(true).open(path)?.set_len(len)

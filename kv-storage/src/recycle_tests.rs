@@ -4,9 +4,9 @@
 
 use super::tests::entry;
 use super::*;
+use crate::fs::{DirGuard, Fs, FsFile, StdFs};
 use batch::BLOCK_BYTES;
 use raft_core::{Membership, NodeId, Term};
-use crate::fs::{DirGuard, Fs, FsFile, StdFs};
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -135,7 +135,10 @@ fn a_recycled_segment_that_is_rolled_past_is_truncated_to_its_valid_end() {
     drop(storage);
     let (_, recovered) = Storage::open(dir.path(), options()).unwrap();
     assert!(recovered.warnings.is_empty(), "{:?}", recovered.warnings);
-    assert_eq!(recovered.entries.last().map(|e| e.index), Some(LogIndex(25)));
+    assert_eq!(
+        recovered.entries.last().map(|e| e.index),
+        Some(LogIndex(25))
+    );
 }
 
 /// A storage whose active segment is recycled and holds small entries
@@ -160,7 +163,10 @@ fn a_torn_batch_in_a_recycled_segment_is_a_torn_tail_dropped_with_the_stale_bloc
     fs::write(&active, &raw).unwrap();
     let (_, recovered) = Storage::open(dir.path(), options()).unwrap();
     assert_eq!(recovered.damaged_up_to_term, None);
-    assert_eq!(recovered.entries.last().map(|e| e.index), Some(LogIndex(20)));
+    assert_eq!(
+        recovered.entries.last().map(|e| e.index),
+        Some(LogIndex(20))
+    );
     assert_eq!(recovered.warnings.len(), 1, "{:?}", recovered.warnings);
     assert!(recovered.warnings[0].contains("torn write"));
     assert_eq!(fs::metadata(&active).unwrap().len(), 4 * BLOCK_BYTES);
@@ -177,7 +183,10 @@ fn damage_followed_by_a_valid_batch_in_a_recycled_segment_is_damage_to_acknowled
     fs::write(&active, &raw).unwrap();
     let (_, recovered) = Storage::open(dir.path(), options()).unwrap();
     assert!(recovered.damaged_up_to_term.is_some());
-    assert_eq!(recovered.entries.last().map(|e| e.index), Some(LogIndex(19)));
+    assert_eq!(
+        recovered.entries.last().map(|e| e.index),
+        Some(LogIndex(19))
+    );
     assert!(cut_files(dir.path()) > 0, "damage is kept aside");
 }
 
@@ -362,7 +371,10 @@ fn a_process_killed_at_any_step_of_compaction_and_recycling_reopens_to_the_same_
             "killed at step {crash_at}: log ends at {last}, acknowledged {acknowledged}"
         );
         let spares = files_ending(dir.path(), ".spare").len();
-        assert!(spares <= wal::MAX_SPARES, "step {crash_at}: {spares} spares");
+        assert!(
+            spares <= wal::MAX_SPARES,
+            "step {crash_at}: {spares} spares"
+        );
         // And it goes on: more rolls (recycling what is left) and a reopen.
         for index in last + 1..=last + 14 {
             sync_one(&mut storage, entry(index, 1));

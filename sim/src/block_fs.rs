@@ -487,7 +487,14 @@ impl SimFile {
 
 impl io::Write for SimFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let end = self.fs.live()?.inodes.get(&self.inode).ok_or_else(dead)?.cache.len();
+        let end = self
+            .fs
+            .live()?
+            .inodes
+            .get(&self.inode)
+            .ok_or_else(dead)?
+            .cache
+            .len();
         self.write_at(buf, end)?;
         Ok(buf.len())
     }

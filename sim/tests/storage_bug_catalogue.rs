@@ -14,13 +14,6 @@ fn assert_found(bugs: StorageBugs, faults: &str, limit: u64, expected: &[&str]) 
     assert_found_in(bugs, faults, 1..=limit, expected, false);
 }
 
-/// As [`assert_found`], with persist stages on as kv-node runs (issue 12:
-/// the stage's write and fsync end at events of their own, and a crash
-/// while the fsync is in flight leaves the batch in the page cache).
-fn assert_found_staged(bugs: StorageBugs, faults: &str, limit: u64, expected: &[&str]) {
-    assert_found_in(bugs, faults, 1..=limit, expected, true);
-}
-
 /// As [`assert_found`], over `seeds`: for a bug the sweep finds rarely, the
 /// range starts just before the first seed known to find it (measured with
 /// the release simulator over every seed below; see BUG_CATALOGUE.md).
