@@ -349,6 +349,9 @@ mod tests {
     }
 
     impl FsFile for TestFile {
+        fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+            self.0.write_all_at(buf, offset)
+        }
         fn sync_data(&mut self) -> io::Result<()> {
             self.1.sync()?;
             self.0.sync_data()
@@ -391,6 +394,9 @@ mod tests {
         }
         fn open_append(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
             Ok(Box::new(TestFile(StdFs.open_append(path)?, self.clone())))
+        }
+        fn open_write(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+            Ok(Box::new(TestFile(StdFs.open_write(path)?, self.clone())))
         }
         fn set_len(&self, path: &Path, len: u64) -> io::Result<()> {
             StdFs.set_len(path, len)

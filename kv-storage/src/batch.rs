@@ -3,7 +3,9 @@
 //!
 //! ```text
 //! block 0:  [magic "RKVWAL\0\0": 8][version: u32 LE][salt: u64 LE][seq: u64 LE]
-//!           [crc32c of the 28 bytes before: u32 LE][zeros to 4096]
+//!           [crc32c of the 28 bytes before: u32 LE]
+//!           (recycled segments only: [magic "RKVRECYC": 8][crc32c of the
+//!           40 bytes before: u32 LE])[zeros to 4096]
 //! batch:    [magic "RKVB": 4][batch seq: u64 LE][body len: u32 LE]
 //!           [body crc: u32 LE][header crc: u32 LE]
 //!           [body: records, see `segment`][zeros to the next 4096 boundary]
@@ -22,6 +24,12 @@
 //!   bytes that a client put into a value can never pass for a batch header
 //!   (the client cannot know the salt), and a block left over from another
 //!   segment does not either.
+//! - A recycled segment (the file of a compacted one, reused by a roll,
+//!   see `wal`) holds the blocks of its former life after its valid data.
+//!   Its header says so in a second checksummed record that readers
+//!   before it ignore (they check the first 32 bytes only), so that
+//!   recovery drops those stale blocks instead of keeping them as a torn
+//!   tail: they carry another salt, so they never validate as batches.
 //! - Candidate batch headers only sit on block boundaries, so the scan for
 //!   "is anything valid after the damage" costs one 24-byte check per 4 KiB.
 
@@ -36,12 +44,17 @@ pub(super) const BATCH_HEADER_BYTES: usize = 24;
 const SEGMENT_MAGIC: &[u8; 8] = b"RKVWAL\0\0";
 const SEGMENT_HEADER_BYTES: usize = 32;
 const BATCH_MAGIC: &[u8; 4] = b"RKVB";
+const RECYCLED_MAGIC: &[u8; 8] = b"RKVRECYC";
+const RECYCLED_RECORD_END: usize = SEGMENT_HEADER_BYTES + 12;
 
 /// What block 0 of a segment holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct SegmentHeader {
     pub(super) salt: u64,
     pub(super) seq: u64,
+    /// The file held another segment before: the bytes after the valid
+    /// batches are that segment's (or a torn batch), never acknowledged.
+    pub(super) recycled: bool,
 }
 
 /// Why block 0 is not a valid segment header.
@@ -65,6 +78,11 @@ pub(super) fn encode_segment_header(header: SegmentHeader) -> Vec<u8> {
     block.extend_from_slice(&header.seq.to_le_bytes());
     let crc = crc32c::crc32c(&block);
     block.extend_from_slice(&crc.to_le_bytes());
+    if header.recycled {
+        block.extend_from_slice(RECYCLED_MAGIC);
+        let crc = crc32c::crc32c(&block);
+        block.extend_from_slice(&crc.to_le_bytes());
+    }
     block.resize(BLOCK_BYTES as usize, 0);
     block
 }
@@ -90,9 +108,15 @@ pub(super) fn decode_segment_header(buf: &[u8]) -> Result<SegmentHeader, BadSegm
     if version != FORMAT_VERSION {
         return Err(BadSegmentHeader::Version(version));
     }
+    // A damaged recycled record reads as "not recycled": recovery then
+    // keeps the stale blocks as a torn tail, which loses nothing.
+    let recycled = buf.len() >= RECYCLED_RECORD_END
+        && &buf[SEGMENT_HEADER_BYTES..SEGMENT_HEADER_BYTES + 8] == RECYCLED_MAGIC
+        && u32_at(buf, RECYCLED_RECORD_END - 4) == crc32c::crc32c(&buf[..RECYCLED_RECORD_END - 4]);
     Ok(SegmentHeader {
         salt: u64_at(buf, 12),
         seq: u64_at(buf, 20),
+        recycled,
     })
 }
 
@@ -217,15 +241,41 @@ mod tests {
 
     #[test]
     fn a_batch_is_padded_to_a_block_and_reads_back() {
-        let mut out = encode_segment_header(SegmentHeader { salt: 7, seq: 3 });
+        let mut out = encode_segment_header(SegmentHeader {
+            salt: 7,
+            seq: 3,
+            recycled: false,
+        });
         encode_batch(7, 0, b"records", &mut out);
         assert_eq!(out.len() as u64, 2 * BLOCK_BYTES);
         assert_eq!(
             decode_segment_header(&out),
-            Ok(SegmentHeader { salt: 7, seq: 3 })
+            Ok(SegmentHeader {
+                salt: 7,
+                seq: 3,
+                recycled: false
+            })
         );
         let (header, body, end) = check_batch(&out, BLOCK_BYTES as usize, 7).unwrap();
         assert_eq!((header.seq, body, end), (0, &b"records"[..], out.len()));
+    }
+
+    #[test]
+    fn a_recycled_header_says_so_and_its_first_32_bytes_are_an_ordinary_header() {
+        let header = SegmentHeader {
+            salt: 5,
+            seq: 9,
+            recycled: true,
+        };
+        let mut block = encode_segment_header(header);
+        assert_eq!(decode_segment_header(&block), Ok(header));
+        let plain = encode_segment_header(SegmentHeader {
+            recycled: false,
+            ..header
+        });
+        assert_eq!(block[..SEGMENT_HEADER_BYTES], plain[..SEGMENT_HEADER_BYTES]);
+        block[RECYCLED_RECORD_END - 1] ^= 1;
+        assert_eq!(decode_segment_header(&block).map(|h| h.recycled), Ok(false));
     }
 
     #[test]
@@ -265,7 +315,11 @@ mod tests {
             decode_segment_header(&[0; 4096]),
             Err(BadSegmentHeader::Damaged(_))
         ));
-        let mut header = encode_segment_header(SegmentHeader { salt: 1, seq: 1 });
+        let mut header = encode_segment_header(SegmentHeader {
+            salt: 1,
+            seq: 1,
+            recycled: false,
+        });
         header[8] = 9;
         let crc = crc32c::crc32c(&header[..28]);
         header[28..32].copy_from_slice(&crc.to_le_bytes());

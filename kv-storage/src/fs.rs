@@ -17,8 +17,14 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
-/// A file opened for writing at its end.
+/// A file opened for writing: at its end through `io::Write`, or at an
+/// offset through `write_all_at` (a recycled WAL segment overwrites the
+/// blocks of an older one; see kv-storage `wal.rs`).
 pub trait FsFile: io::Write + Send {
+    /// Writes all of `buf` at `offset` (pwrite), extending the file if it
+    /// runs past the end. Not durable until `sync_data`, like any write.
+    /// On a file opened for appending the offset must be its length.
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// fdatasync: the data written so far is durable on Ok.
     fn sync_data(&mut self) -> io::Result<()>;
     /// fsync: data and metadata (the length) durable on Ok.
@@ -52,6 +58,10 @@ pub trait Fs: Send + Sync + std::fmt::Debug {
     fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
     /// An existing file, written by appending at its end.
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
+    /// An existing file, written at explicit offsets (`write_all_at`), not
+    /// opened for appending: Linux's pwrite ignores the offset under
+    /// O_APPEND.
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
     /// Cuts (or extends with zeros) `path` to `len` bytes.
     fn set_len(&self, path: &Path, len: u64) -> io::Result<()>;
     /// fdatasync (`data_only`) or fsync of an existing file by name.
@@ -84,6 +94,9 @@ impl io::Write for StdFile {
 }
 
 impl FsFile for StdFile {
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(&self.0, buf, offset)
+    }
     fn sync_data(&mut self) -> io::Result<()> {
         self.0.sync_data()
     }
@@ -148,6 +161,11 @@ impl Fs for StdFs {
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
         Ok(Box::new(StdFile(
             OpenOptions::new().append(true).open(path)?,
+        )))
+    }
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        Ok(Box::new(StdFile(
+            OpenOptions::new().write(true).open(path)?,
         )))
     }
     fn set_len(&self, path: &Path, len: u64) -> io::Result<()> {

@@ -16,6 +16,7 @@
 //! ```text
 //! <dir>/LOCK                 held with flock while a Storage is open
 //! <dir>/wal/<seq>-<first index>.wal
+//! <dir>/wal/<seq>.spare                 compacted segments kept for reuse (at most 2)
 //! <dir>/wal-cut/<segment>.<offset>.cut   torn tails and damage cut off at open, kept
 //! <dir>/snapshots/<index>.snap
 //! <dir>/FSYNC_FAILED         left by a failed fsync; open refuses while present
@@ -24,7 +25,9 @@
 //!
 //! What recovery does with damage:
 //! - A torn, never-acknowledged last batch (no valid batch after it, in the
-//!   last segment) is cut into a side file with a warning.
+//!   last segment) is cut into a side file with a warning. In a recycled
+//!   segment (`wal`) the blocks after the valid batches are the file's
+//!   former segment's, and are truncated away without a side file.
 //! - Damage to acknowledged records (a bad batch followed by a valid one, a
 //!   bad batch or header in a closed segment, a batch that does not continue
 //!   the log because earlier ones were lost) cuts the log before the damage
@@ -69,6 +72,8 @@ mod wal;
 
 #[cfg(test)]
 mod model_tests;
+#[cfg(test)]
+mod recycle_tests;
 #[cfg(test)]
 mod tests;
 
@@ -389,6 +394,12 @@ impl Storage {
     /// The last entry's index, or the snapshot index if no entry follows it.
     pub fn last_index(&self) -> LogIndex {
         self.wal.last_index()
+    }
+
+    /// WAL rolls since open that reused the file of a compacted segment
+    /// (see `wal.rs`, segment recycling).
+    pub fn wal_recycled_rolls(&self) -> u64 {
+        self.wal.recycled_rolls()
     }
 
     /// The hard state last set (durable once synced).

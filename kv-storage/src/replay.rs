@@ -53,6 +53,15 @@ pub(super) struct SegmentScan {
 }
 
 impl SegmentScan {
+    /// Whether the file held another segment before (its header says so):
+    /// the bytes after `valid_bytes` are then that segment's stale blocks,
+    /// dropped at open rather than kept as a torn tail.
+    pub(super) fn recycled(&self) -> bool {
+        self.header.is_some_and(|h| h.recycled)
+    }
+}
+
+impl SegmentScan {
     /// A segment of `file_bytes` with no valid header, so nothing in it.
     fn nothing_valid(file_bytes: u64) -> SegmentScan {
         SegmentScan {
@@ -64,7 +73,12 @@ impl SegmentScan {
         }
     }
 
+    /// The bytes open would cut into a side file: none in a recycled
+    /// segment, whose tail is dropped (see `replay_segment`).
     pub(super) fn torn_bytes(&self) -> u64 {
+        if self.recycled() {
+            return 0;
+        }
         self.file_bytes.saturating_sub(self.valid_bytes)
     }
 }
@@ -83,6 +97,15 @@ const TORN_CREATION_MAX_BYTES: u64 = 2 * BLOCK_BYTES;
 /// header on any later block boundary is the batch being written when the
 /// node stopped, never acknowledged: a torn tail. A damaged batch followed
 /// by a valid one was acknowledged: corruption.
+///
+/// A recycled last segment holds, after its valid batches, the blocks of
+/// the segment the file held before. They carry another salt, so they
+/// never validate, and the rules above hold unchanged: a valid batch of
+/// this segment after damage is damage. Without one, the tail is stale
+/// blocks, perhaps with the batch being written torn over them: batch
+/// `n + 1` is written only after batch `n`'s fdatasync, so nothing there
+/// was acknowledged, and open drops it without a side file (it can be a
+/// whole segment's worth of old bytes).
 pub(super) fn replay_segment(
     fs: &dyn Fs,
     path: &Path,
@@ -150,7 +173,8 @@ pub(super) fn replay_segment(
             }
             Err(reason) => reason,
         };
-        if buf[offset..].iter().all(|&b| b == 0) && is_last {
+        let recycled = header.recycled;
+        if buf[offset..].iter().all(|&b| b == 0) && is_last && !recycled {
             // Space the file system extended the file by without the data
             // that was to fill it: an unsynced batch.
             replay.torn_tail = true;
@@ -188,6 +212,21 @@ pub(super) fn replay_segment(
             }
         }
         replay.torn_tail = true;
+        if recycled {
+            // Stale blocks are the normal end of a recycled segment: only
+            // a batch header of this segment says a write was torn here.
+            if batch::check_batch_header(&buf, offset, salt).is_ok() {
+                warn(
+                    warnings,
+                    format!(
+                        "a torn write at the end of recycled segment {} at offset {offset} was never acknowledged ({reason}); it and the {} bytes of older segments after it are dropped",
+                        path.display(),
+                        buf.len() - offset
+                    ),
+                );
+            }
+            break;
+        }
         warn(
             warnings,
             format!(

@@ -16,6 +16,26 @@
 //! new segment is fdatasynced (with its directory) before it is used, so
 //! deleting any prefix of older segments never removes the only durable
 //! copy of the term and vote.
+//!
+//! Segment recycling (RocksDB's `recycle_log_file_num`): compaction renames
+//! up to [`MAX_SPARES`] full-size segments to `<seq>.spare` instead of
+//! deleting them, and a roll reuses one. Its batches then overwrite blocks
+//! the file already has, so their fdatasync writes data only: no inode
+//! (size, extent state), one I/O instead of two. The invariants kept:
+//! - A file with a segment's name has that segment's durable header: a
+//!   roll writes the new header (salt, seq, "recycled") into the spare and
+//!   fdatasyncs it before the rename, then fsyncs the directory.
+//! - The blocks after a recycled segment's valid batches belong to its
+//!   former life and carry another salt, so they never validate; replay's
+//!   rules (torn tail versus damage) hold unchanged. Open drops them
+//!   instead of keeping them as a torn tail (see `replay_segment`).
+//! - A segment that is not the last is valid to its end: a roll truncates
+//!   a recycled active segment to its valid end (durably) before the next
+//!   segment's name exists.
+//! - A spare is space the WAL keeps reserved: at most `MAX_SPARES`
+//!   segments' worth on top of the live ones, and what it saves is the
+//!   allocation of the next segment. The free-space threshold (kv-node
+//!   `disk_space.rs`) measures the file system, so it counts them as used.
 
 use super::StorageOptions;
 use super::SyncStats;
@@ -36,6 +56,10 @@ use std::time::Instant;
 /// size even without a `sync`, so that its length fits the batch header.
 const MAX_BATCH_BODY_BYTES: usize = 256 * 1024 * 1024;
 
+/// Spare segments kept for reuse. Two cover a compaction that frees two
+/// segments at once before the next roll; more would only hold disk space.
+pub(super) const MAX_SPARES: usize = 2;
+
 #[derive(Clone, Debug)]
 struct SegmentInfo {
     seq: u64,
@@ -52,8 +76,17 @@ pub(super) struct Wal {
     segments: Vec<SegmentInfo>,
     /// The active segment, opened for appending.
     active: Box<dyn FsFile>,
-    /// Size of the active segment on disk: always a multiple of the block.
+    /// The end of the active segment's valid batches, where the next one
+    /// is written: always a multiple of the block.
     active_bytes: u64,
+    /// The active segment is a recycled file: it may be longer than
+    /// `active_bytes` (stale blocks), so a roll truncates it first.
+    active_recycled: bool,
+    /// Files of compacted segments, ready for reuse by `roll`; at most
+    /// `MAX_SPARES`, each at least `segment_size_bytes` long.
+    spares: Vec<PathBuf>,
+    /// Rolls that reused a spare since open (for metrics and the simulator).
+    recycled_rolls: u64,
     /// The active segment's checksum salt.
     salt: u64,
     /// The sequence number of the next batch in the active segment.
@@ -80,6 +113,15 @@ pub(super) struct Wal {
 
 fn segment_file_name(seq: u64, first_index: LogIndex) -> String {
     format!("{seq:020}-{:020}.wal", first_index.0)
+}
+
+fn spare_file_name(seq: u64) -> String {
+    format!("{seq:020}.spare")
+}
+
+fn is_spare_file_name(name: &str) -> bool {
+    name.strip_suffix(".spare")
+        .is_some_and(|seq| seq.len() == 20 && seq.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn parse_segment_file_name(name: &str) -> Option<u64> {
@@ -111,11 +153,18 @@ impl Wal {
     ) -> Result<(Wal, Replayed), StorageError> {
         let fsr = &*fs;
         ensure_dir(fsr, dir)?;
-        let mut segments = list_segments(fsr, dir, warnings)?;
+        let (mut segments, found_spares) = list_segments(fsr, dir, warnings)?;
+        let mut spares = keep_spares(fsr, dir, found_spares, options.segment_size_bytes)?;
         let stale = segments.iter().take_while(|s| s.seq < start_seq).count();
         if stale > 0 {
             tracing::info!(stale, "finishing an interrupted WAL compaction");
-            remove_segment_files(fsr, dir, segments.drain(..stale))?;
+            retire_segment_files(
+                fsr,
+                dir,
+                segments.drain(..stale),
+                &mut spares,
+                options.segment_size_bytes,
+            )?;
         }
 
         check_first_segment(dir, &segments, start_seq)?;
@@ -148,15 +197,21 @@ impl Wal {
         if let Some(damage) = &replayed.damage {
             let bound = replayed.repair_bound.expect("set with damage");
             record_damage(damage, bound)?;
-            let wal = Wal::open_after_damage(
+            let mut wal = Wal::open_after_damage(
                 fs, dir, cut_dir, options, segments, &replayed, last_index, warnings,
             )?;
+            wal.spares = spares;
             return Ok((wal, replayed));
         }
 
         if let Some(scan) = &last_scan {
             let last = segments.last().expect("a scan means a segment");
-            if scan.file_bytes != scan.valid_bytes {
+            if scan.file_bytes != scan.valid_bytes && scan.recycled() {
+                // Stale blocks of the file's former segments, perhaps with
+                // a torn batch over them: nothing acknowledged (see
+                // `replay_segment`), and up to a segment's size.
+                drop_tail(fsr, &last.path, scan.valid_bytes)?;
+            } else if scan.file_bytes != scan.valid_bytes {
                 // A torn tail, or padding the crash cut short (re-extended).
                 cut_tail(fsr, &last.path, cut_dir, scan.valid_bytes)?;
             }
@@ -173,8 +228,10 @@ impl Wal {
 
         let (active, active_bytes, header, next_batch_seq) = match (segments.last(), last_scan) {
             (Some(last), Some(scan)) if scan.header.is_some() => {
+                // Positional writes from `valid_bytes`, which is now the
+                // file's length.
                 let file = fsr
-                    .open_append(&last.path)
+                    .open_write(&last.path)
                     .map_err(io_error("open segment", &last.path))?;
                 let header = scan.header.expect("checked above");
                 (file, scan.valid_bytes, header, scan.next_batch_seq)
@@ -198,6 +255,9 @@ impl Wal {
             segments,
             active,
             active_bytes,
+            active_recycled: false,
+            spares,
+            recycled_rolls: 0,
             salt: header.salt,
             next_batch_seq,
             pending: Vec::new(),
@@ -265,6 +325,9 @@ impl Wal {
             segments,
             active,
             active_bytes: BLOCK_BYTES,
+            active_recycled: false,
+            spares: Vec::new(),
+            recycled_rolls: 0,
             salt: header.salt,
             next_batch_seq: 0,
             pending: Vec::new(),
@@ -376,8 +439,13 @@ impl Wal {
         self.segments.len()
     }
 
-    /// Deletes the `count` oldest segments, oldest first, then fsyncs the
-    /// directory.
+    /// Rolls that reused a spare segment since open.
+    pub(super) fn recycled_rolls(&self) -> u64 {
+        self.recycled_rolls
+    }
+
+    /// Removes the `count` oldest segments, oldest first (full-size ones
+    /// become spares while there is room), then fsyncs the directory.
     pub(super) fn remove_oldest(&mut self, count: usize) -> Result<(), StorageError> {
         assert!(
             count < self.segments.len(),
@@ -388,7 +456,13 @@ impl Wal {
             self.pending.is_empty() || self.has_bug_undurable_hard_state(),
             "segments are removed only after a sync: the active segment must hold the durable hard state"
         );
-        remove_segment_files(&*self.fs, &self.dir, self.segments.drain(..count))
+        retire_segment_files(
+            &*self.fs,
+            &self.dir,
+            self.segments.drain(..count),
+            &mut self.spares,
+            self.segment_size_bytes,
+        )
     }
 
     /// Discards the whole log for a snapshot at `snapshot_index`: rolls to a
@@ -450,7 +524,7 @@ impl Wal {
             &self.pending,
             &mut self.scratch,
         );
-        if let Err(source) = self.active.write_all(&self.scratch) {
+        if let Err(source) = self.active.write_all_at(&self.scratch, self.active_bytes) {
             return Err(io_error("write", self.active_path())(source));
         }
         let path = self.active_path().to_path_buf();
@@ -474,22 +548,35 @@ impl Wal {
     /// then may a snapshot delete the segments before it.
     fn roll(&mut self, first_index: LogIndex) -> Result<(), StorageError> {
         assert!(self.pending.is_empty(), "roll after a sync only");
+        if self.active_recycled {
+            // It stops being the last segment: it must end with its valid
+            // data before the next segment's name exists.
+            drop_tail(&*self.fs, self.active_path(), self.active_bytes)?;
+        }
         let seq = self.segments.last().expect("never empty").seq + 1;
         let path = self.dir.join(segment_file_name(seq, first_index));
-        let header = new_segment_header(&*self.fs, seq);
-        let mut ignored = Vec::new();
-        self.active = create_segment_file(
-            &*self.fs,
-            &self.dir,
-            &path,
-            header,
-            &StorageOptions {
-                segment_size_bytes: self.segment_size_bytes,
-                preallocate: self.preallocate,
-                bugs: self.bugs,
-            },
-            &mut ignored,
-        )?;
+        let mut header = new_segment_header(&*self.fs, seq);
+        self.active_recycled = !self.spares.is_empty();
+        if let Some(spare) = self.spares.pop() {
+            header.recycled = true;
+            self.active = recycle_segment_file(&*self.fs, &self.dir, &spare, &path, header)?;
+            self.recycled_rolls += 1;
+            tracing::info!(seq, spare = %spare.display(), "WAL segment recycled");
+        } else {
+            let mut ignored = Vec::new();
+            self.active = create_segment_file(
+                &*self.fs,
+                &self.dir,
+                &path,
+                header,
+                &StorageOptions {
+                    segment_size_bytes: self.segment_size_bytes,
+                    preallocate: self.preallocate,
+                    bugs: self.bugs,
+                },
+                &mut ignored,
+            )?;
+        }
         self.active_bytes = BLOCK_BYTES;
         self.salt = header.salt;
         self.next_batch_seq = 0;
@@ -550,7 +637,7 @@ pub(super) fn verify(
     warnings: &mut Vec<String>,
 ) -> Result<(Replayed, u64), StorageError> {
     let mut segments = if fs.is_dir(dir) {
-        list_segments(fs, dir, warnings)?
+        list_segments(fs, dir, warnings)?.0
     } else {
         Vec::new()
     };
@@ -618,6 +705,7 @@ fn new_segment_header(fs: &dyn Fs, seq: u64) -> SegmentHeader {
     SegmentHeader {
         salt: fs.unpredictable_u64(seq),
         seq,
+        recycled: false,
     }
 }
 
@@ -650,6 +738,40 @@ fn create_segment_file(
     file.sync_data().map_err(io_error("fdatasync", path))?;
     sync_dir(fs, dir)?;
     Ok(file)
+}
+
+/// Turns the spare file `spare` into the segment `path`: the new header
+/// (a fresh salt, marked recycled) is durable before the name is, so a
+/// crash leaves either a spare (whatever its header) or a segment whose
+/// header is its own, followed by stale blocks of another salt.
+fn recycle_segment_file(
+    fs: &dyn Fs,
+    dir: &Path,
+    spare: &Path,
+    path: &Path,
+    header: SegmentHeader,
+) -> Result<Box<dyn FsFile>, StorageError> {
+    debug_assert!(header.recycled, "a recycled segment's header says so");
+    // Not O_APPEND: every batch is written at its offset over old blocks.
+    let mut file = fs
+        .open_write(spare)
+        .map_err(io_error("open spare segment", spare))?;
+    file.write_all_at(&batch::encode_segment_header(header), 0)
+        .map_err(io_error("write segment header", spare))?;
+    file.sync_data().map_err(io_error("fdatasync", spare))?;
+    fs.rename(spare, path)
+        .map_err(io_error("rename spare segment", spare))?;
+    sync_dir(fs, dir)?;
+    Ok(file)
+}
+
+/// Truncates a recycled segment at `valid_bytes`, durably (fsync: the
+/// length is metadata), dropping the stale blocks after its valid data.
+fn drop_tail(fs: &dyn Fs, path: &Path, valid_bytes: u64) -> Result<(), StorageError> {
+    fs.set_len(path, valid_bytes)
+        .map_err(io_error("truncate segment", path))?;
+    fs.sync_file(path, false)
+        .map_err(io_error("fsync segment", path))
 }
 
 /// fdatasyncs a segment written by an earlier run.
@@ -703,6 +825,65 @@ fn file_name(path: &Path) -> String {
         .map_or_else(|| "segment".into(), |n| n.to_string_lossy().into_owned())
 }
 
+/// Removes segments that a durable snapshot covers: a full-size one
+/// becomes a spare while the pool has room (its name no longer parses as
+/// a segment, so a crash at any point leaves it a spare or a segment below
+/// the snapshot's start, which the next open retires again), others are
+/// deleted. Then fsyncs the directory.
+fn retire_segment_files(
+    fs: &dyn Fs,
+    dir: &Path,
+    segments: impl Iterator<Item = SegmentInfo>,
+    spares: &mut Vec<PathBuf>,
+    segment_size_bytes: u64,
+) -> Result<(), StorageError> {
+    let mut removed = Vec::new();
+    for segment in segments {
+        let full = fs
+            .file_len(&segment.path)
+            .is_ok_and(|len| len >= segment_size_bytes);
+        if spares.len() < MAX_SPARES && full {
+            let spare = dir.join(spare_file_name(segment.seq));
+            fs.rename(&segment.path, &spare)
+                .map_err(io_error("rename segment to a spare", &segment.path))?;
+            spares.push(spare);
+        } else {
+            removed.push(segment);
+        }
+    }
+    remove_segment_files(fs, dir, removed.into_iter())
+}
+
+/// The spares found at open that the pool keeps (full-size, at most
+/// `MAX_SPARES`); the rest are deleted.
+fn keep_spares(
+    fs: &dyn Fs,
+    dir: &Path,
+    found: Vec<PathBuf>,
+    segment_size_bytes: u64,
+) -> Result<Vec<PathBuf>, StorageError> {
+    let mut kept = Vec::new();
+    let mut removed = false;
+    for spare in found {
+        let full = fs
+            .file_len(&spare)
+            .is_ok_and(|len| len >= segment_size_bytes);
+        if full && kept.len() < MAX_SPARES {
+            kept.push(spare);
+            continue;
+        }
+        match fs.remove_file(&spare) {
+            Ok(()) => removed = true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error("remove spare segment", &spare)(e)),
+        }
+    }
+    if removed {
+        sync_dir(fs, dir)?;
+    }
+    Ok(kept)
+}
+
 fn remove_segment_files(
     fs: &dyn Fs,
     dir: &Path,
@@ -718,14 +899,20 @@ fn remove_segment_files(
     sync_dir(fs, dir)
 }
 
+/// The segments in `dir` in sequence order, and the spare files.
 fn list_segments(
     fs: &dyn Fs,
     dir: &Path,
     warnings: &mut Vec<String>,
-) -> Result<Vec<SegmentInfo>, StorageError> {
+) -> Result<(Vec<SegmentInfo>, Vec<PathBuf>), StorageError> {
     let mut segments = Vec::new();
+    let mut spares = Vec::new();
     for name in list_dir(fs, dir)? {
         let path = dir.join(&name);
+        if is_spare_file_name(&name) {
+            spares.push(path);
+            continue;
+        }
         match parse_segment_file_name(&name) {
             Some(seq) => segments.push(SegmentInfo {
                 seq,
@@ -751,5 +938,5 @@ fn list_segments(
             ));
         }
     }
-    Ok(segments)
+    Ok((segments, spares))
 }

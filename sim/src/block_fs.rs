@@ -21,7 +21,9 @@
 //! - Bit rot flips a bit in an old block of a WAL segment: one that a later
 //!   sync of the same file followed (never the header block, whose loss
 //!   looks like a torn creation by design, nor the newest batch, whose loss
-//!   looks like a torn write; see kv-storage `replay.rs`).
+//!   looks like a torn write; see kv-storage `replay.rs`), nor one synced
+//!   before the header block (a recycled segment's stale blocks, which
+//!   nothing reads: rot there would be a fault that tests nothing).
 //! - A capacity: writes beyond it fail with ENOSPC.
 //!
 //! Directories are durable once created (the storage creates its three
@@ -127,6 +129,8 @@ struct State {
     /// Counts of what the model did, for the trace.
     pub torn_blocks: u64,
     pub lost_blocks: u64,
+    /// Renames of a spare WAL file to a segment: kv-storage recycling one.
+    recycled_segments: u64,
 }
 
 /// One node's disk. Cloning gives another handle on the same disk.
@@ -168,6 +172,7 @@ impl BlockFs {
                 rng: SimRng::new(seed, 3),
                 torn_blocks: 0,
                 lost_blocks: 0,
+                recycled_segments: 0,
             })),
             incarnation: 0,
         }
@@ -244,9 +249,13 @@ impl BlockFs {
             }
             let inode = &state.inodes[id];
             let newest = inode.generation.iter().copied().max().unwrap_or(0);
+            // Blocks synced before the header block are a recycled file's
+            // former life, which nothing reads: rot there finds nothing.
+            let header = inode.generation.first().copied().unwrap_or(0);
             let full_blocks = inode.durable.len() / BLOCK_BYTES;
             for block in 1..full_blocks.min(inode.generation.len()) {
-                if inode.generation[block] < newest {
+                let generation = inode.generation[block];
+                if generation < newest && generation >= header {
                     candidates.push((path.clone(), *id, block));
                 }
             }
@@ -303,6 +312,12 @@ impl BlockFs {
     /// Whether the disk refuses writes for want of space.
     pub fn is_limited(&self) -> bool {
         self.lock().capacity_blocks.is_some()
+    }
+
+    /// WAL segments kv-storage made of spare files so far (it renames a
+    /// `.spare` to a `.wal`): shows that sweeps reach recycling.
+    pub fn recycled_segments(&self) -> u64 {
+        self.lock().recycled_segments
     }
 
     /// (torn, lost) blocks so far.
@@ -443,22 +458,44 @@ struct SimFile {
     inode: u64,
 }
 
-impl io::Write for SimFile {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+impl SimFile {
+    /// Writes `buf` at `offset` into the page cache: the blocks touched are
+    /// dirty, so a power loss writes, loses or tears each of them, an
+    /// overwritten block then keeping its old contents, the new, or a mix
+    /// (the same model as an append; see the module comment).
+    fn write_at(&mut self, buf: &[u8], offset: usize) -> io::Result<()> {
         let mut state = self.fs.live()?;
+        let end = offset + buf.len();
         if let Some(capacity) = state.capacity_blocks {
             let used: u64 = state.inodes.values().map(Inode::blocks).sum();
             let inode = &state.inodes[&self.inode];
-            let grown = (inode.cache.len() + buf.len()).div_ceil(BLOCK_BYTES) as u64;
+            let grown = inode.cache.len().max(end).div_ceil(BLOCK_BYTES) as u64;
             if used - inode.blocks() + grown > capacity {
                 return Err(io::ErrorKind::StorageFull.into());
             }
         }
         let inode = state.inodes.get_mut(&self.inode).ok_or_else(dead)?;
-        let start = inode.cache.len();
-        inode.cache.extend_from_slice(buf);
-        inode.len_dirty = true;
-        inode.mark_dirty(start, start + buf.len());
+        if end > inode.cache.len() {
+            inode.cache.resize(end, 0);
+            inode.len_dirty = true;
+        }
+        inode.cache[offset..end].copy_from_slice(buf);
+        inode.mark_dirty(offset, end);
+        Ok(())
+    }
+}
+
+impl io::Write for SimFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let end = self
+            .fs
+            .live()?
+            .inodes
+            .get(&self.inode)
+            .ok_or_else(dead)?
+            .cache
+            .len();
+        self.write_at(buf, end)?;
         Ok(buf.len())
     }
 
@@ -468,6 +505,9 @@ impl io::Write for SimFile {
 }
 
 impl FsFile for SimFile {
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.write_at(buf, offset as usize)
+    }
     fn sync_data(&mut self) -> io::Result<()> {
         self.fs.sync_inode(self.inode)
     }
@@ -551,6 +591,9 @@ impl Fs for BlockFs {
             inode: id,
         }))
     }
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        self.open_append(path)
+    }
     fn set_len(&self, path: &Path, len: u64) -> io::Result<()> {
         let mut state = self.live()?;
         let id = BlockFs::inode_of(&state, path)?;
@@ -572,6 +615,10 @@ impl Fs for BlockFs {
         let id = BlockFs::inode_of(&state, from)?;
         if !state.dirs.contains(&parent(to)) {
             return Err(io::ErrorKind::NotFound.into());
+        }
+        let extension = |p: &Path| p.extension().map(|e| e.to_string_lossy().into_owned());
+        if extension(from).as_deref() == Some("spare") && extension(to).as_deref() == Some("wal") {
+            state.recycled_segments += 1;
         }
         state.names.remove(from);
         state.names.insert(to.to_path_buf(), id);

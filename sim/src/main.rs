@@ -217,6 +217,7 @@ fn sweep(args: &Args, from: u64, to: u64) -> Result<ExitCode, String> {
     });
     let started = Instant::now();
     let (mut failed, mut ticks, mut inconclusive) = (Vec::new(), 0u64, 0u64);
+    let mut recycled = 0u64;
     let mut panicked = Vec::new();
     for seed in from..to {
         let Some(report) = run_or_report_panic(options(args, seed)?) else {
@@ -228,6 +229,7 @@ fn sweep(args: &Args, from: u64, to: u64) -> Result<ExitCode, String> {
             continue;
         };
         ticks += report.ticks;
+        recycled += report.wal_segments_recycled;
         let mut text = report.to_string();
         if let Some(v) = report.violation_report() {
             failed.push(seed);
@@ -256,6 +258,9 @@ fn sweep(args: &Args, from: u64, to: u64) -> Result<ExitCode, String> {
         seeds as f64 / seconds,
         ticks as f64 / seconds,
     );
+    if recycled > 0 {
+        println!("{recycled} WAL segments recycled (block disks)");
+    }
     if !failed.is_empty() {
         let list: Vec<String> = failed.iter().map(|s| s.to_string()).collect();
         println!("failing seeds: {}", list.join(" "));

@@ -36,6 +36,9 @@ pub struct RunReport {
     /// Persist stages' syncs: rounds made durable later, and queued rounds
     /// lost to a crash before they were.
     pub persist_syncs: crate::world::PersistSyncs,
+    /// WAL segments the nodes' block disks saw recycled (kv-storage reusing
+    /// a compacted segment's file): 0 without `blockdisk`.
+    pub wal_segments_recycled: u64,
 }
 
 /// The parts of a report that a snapshot test pins down.
@@ -66,6 +69,7 @@ pub fn run(options: SimOptions) -> RunReport {
 
 impl World {
     pub fn into_report(self) -> RunReport {
+        let wal_segments_recycled = self.wal_segments_recycled();
         RunReport {
             seed: self.opts.seed,
             nodes: self.opts.nodes,
@@ -85,7 +89,23 @@ impl World {
             history: self.history,
             snapshot_writes: self.snapshot_writes,
             persist_syncs: self.persist_syncs,
+            wal_segments_recycled,
         }
+    }
+}
+
+impl World {
+    /// Summed over the nodes' block disks (see `BlockFs::recycled_segments`).
+    fn wal_segments_recycled(&self) -> u64 {
+        use crate::world::NodeState;
+        self.nodes
+            .iter()
+            .filter_map(|node| match &node.state {
+                NodeState::Up(replica) => replica.disk.block_fs().cloned(),
+                NodeState::Down(image) => image.block.clone(),
+            })
+            .map(|fs| fs.recycled_segments())
+            .sum()
     }
 }
 
@@ -151,6 +171,9 @@ impl fmt::Display for RunReport {
             self.fault_kinds,
             self.trace_hash,
         )?;
+        if self.wal_segments_recycled > 0 {
+            write!(f, " wal_recycled={}", self.wal_segments_recycled)?;
+        }
         if let Some(v) = &self.violation {
             write!(f, " VIOLATION {}", v.property)?;
         }
