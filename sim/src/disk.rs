@@ -44,7 +44,8 @@ use std::sync::Arc;
 pub const DATA_DIR: &str = "/data";
 
 /// kv-storage's options in the simulator: small segments, so that rolls,
-/// and snapshots that delete covered segments, happen often.
+/// snapshots that retire covered segments, and rolls that recycle them
+/// (spares) happen often: a sweep reports how many (`wal_recycled=`).
 pub fn block_storage_options(bugs: StorageBugs) -> StorageOptions {
     StorageOptions {
         segment_size_bytes: 32 * 1024,
