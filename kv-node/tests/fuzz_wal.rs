@@ -202,9 +202,12 @@ fn write_wal(plan: &Plan) -> Written {
 
 /// Walks the segment header block and the batch framing of every segment.
 fn scan_records(wal: &Path) -> Vec<BatchAt> {
+    // Segments only: a `.spare` (a compacted segment kept for reuse)
+    // holds nothing of the log.
     let mut names: Vec<String> = fs::read_dir(wal)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".wal"))
         .collect();
     names.sort();
     let mut batches = Vec::new();
