@@ -562,19 +562,20 @@ impl Client {
         // alert closes the connection before the request goes out; the next
         // try reads the alert and names it.
         const TRIES: usize = 3;
-        for tries in 1.. {
+        let mut tries = 0;
+        loop {
+            tries += 1;
             let request =
                 build().map_err(|e| ExchangeError::NotSent(format!("bad request: {e}")))?;
             match self.inner.http.request(request).await {
                 Ok(response) => return Ok(response),
-                Err(e) if tries < TRIES && is_canceled_before_sending(&e) => continue,
+                Err(e) if tries < TRIES && is_canceled_before_sending(&e) => {}
                 Err(e) => {
                     let connect = e.is_connect();
                     return Err(self.classify(url, &e, connect));
                 }
             }
         }
-        unreachable!("the loop returns by its last try")
     }
 
     /// A TLS failure anywhere in the chain wins (the node did not process
