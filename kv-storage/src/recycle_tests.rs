@@ -399,3 +399,50 @@ fn copy_dir(from: &Path) -> tempfile::TempDir {
     }
     copy
 }
+
+/// Seed 773 of the simulator at 5 nodes: repair of a recycled last segment
+/// makes a new segment, so the damaged one stops being last. A process
+/// killed after that, before the cut, left the recycled segment's stale
+/// blocks in a segment that is not the last, where they read as damage
+/// with no hard state after it: the node could never start again.
+#[test]
+fn a_process_killed_at_any_step_of_a_repair_of_a_recycled_segment_reopens_in_repair_mode() {
+    let damaged = |dir: &Path| {
+        let active = recycled_active_with_three_batches(dir);
+        // Batch 2 (entry 20) at block 3 lost; batch 3 after it is valid,
+        // and stale blocks of the file's former segment follow.
+        let mut raw = fs::read(&active).unwrap();
+        assert!(raw.len() as u64 > 5 * BLOCK_BYTES, "stale blocks follow");
+        raw[3 * BLOCK_BYTES as usize..4 * BLOCK_BYTES as usize].fill(0);
+        fs::write(&active, &raw).unwrap();
+    };
+    let unlimited = KilledAt {
+        calls: Arc::new(AtomicU64::new(0)),
+        crash_at: u64::MAX,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    damaged(dir.path());
+    Storage::open_in(Arc::new(unlimited.clone()), dir.path(), options()).unwrap();
+    let steps = unlimited.calls.load(SeqCst);
+    assert!(steps > 5, "{steps} steps");
+    for crash_at in 0..steps {
+        let dir = tempfile::tempdir().unwrap();
+        damaged(dir.path());
+        let fs = KilledAt {
+            calls: Arc::new(AtomicU64::new(0)),
+            crash_at,
+        };
+        assert!(
+            Storage::open_in(Arc::new(fs), dir.path(), options()).is_err(),
+            "step {crash_at} is before the end"
+        );
+        let (storage, recovered) = Storage::open(dir.path(), options())
+            .unwrap_or_else(|e| panic!("killed at step {crash_at}: {e}"));
+        assert!(recovered.damaged_up_to_term.is_some(), "step {crash_at}");
+        assert_eq!(storage.last_index(), LogIndex(19), "step {crash_at}");
+        drop(storage);
+        // Repaired on disk: the next open finds a clean log.
+        let (storage, _) = Storage::open(dir.path(), options()).unwrap();
+        assert_eq!(storage.last_index(), LogIndex(19), "step {crash_at}");
+    }
+}

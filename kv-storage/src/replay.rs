@@ -50,6 +50,10 @@ pub(super) struct SegmentScan {
     pub(super) valid_bytes: u64,
     /// The file's length; bytes from `valid_bytes` on are a torn tail.
     pub(super) file_bytes: u64,
+    /// The block-aligned end of the last valid batch, after damage too
+    /// (where `valid_bytes` stops): what of a recycled file is this
+    /// segment's, the rest being stale blocks.
+    pub(super) batches_end: u64,
 }
 
 impl SegmentScan {
@@ -70,6 +74,7 @@ impl SegmentScan {
             next_batch_seq: 0,
             valid_bytes: 0,
             file_bytes,
+            batches_end: 0,
         }
     }
 
@@ -153,6 +158,7 @@ pub(super) fn replay_segment(
         next_batch_seq: 0,
         valid_bytes: BLOCK_BYTES,
         file_bytes,
+        batches_end: BLOCK_BYTES,
     };
     let salt = header.salt;
     let mut offset = BLOCK_BYTES as usize;
@@ -168,6 +174,7 @@ pub(super) fn replay_segment(
                 resuming = false;
                 replay_batch(body, path, offset, replay, &mut scan)?;
                 scan.next_batch_seq = batch.seq + 1;
+                scan.batches_end = (end as u64).min(file_bytes);
                 offset = end;
                 continue;
             }

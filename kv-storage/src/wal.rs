@@ -197,6 +197,17 @@ impl Wal {
         if let Some(damage) = &replayed.damage {
             let bound = replayed.repair_bound.expect("set with damage");
             record_damage(damage, bound)?;
+            if let (Some(last), Some(scan)) = (segments.last(), &last_scan)
+                && scan.recycled()
+                && scan.file_bytes > scan.batches_end
+            {
+                // Repair makes a new segment, and the last one then stops
+                // being last: its stale blocks would read as damage with no
+                // hard state after it (seed 773 at 5 nodes, a crash between
+                // the new segment and the cut). Nothing acknowledged is
+                // there (see `replay_segment`), as at a clean open.
+                drop_tail(fsr, &last.path, scan.batches_end)?;
+            }
             let mut wal = Wal::open_after_damage(
                 fs, dir, cut_dir, options, segments, &replayed, last_index, warnings,
             )?;
