@@ -46,6 +46,7 @@ pub mod restore_command;
 pub mod secret_file;
 pub mod server;
 pub mod settings;
+mod spare_maker;
 pub mod staged_decoder;
 pub mod tls;
 pub mod wal_disk;

@@ -125,6 +125,9 @@ pub struct Metrics {
     /// to (0: none).
     pub live_bytes: U64Gauge,
     pub quota_bytes: U64Gauge,
+    /// WAL rolls since start that reused a spare segment file (a gauge of
+    /// the storage's own count: it restarts at 0 with the process).
+    pub wal_recycled_rolls: U64Gauge,
     pub proposals: Counter,
     pub proposals_refused: Counter,
     /// Writes refused with 507 because the store is over its quota.
@@ -177,6 +180,7 @@ impl Metrics {
         let leader_known = add(r, "kv_raft_leader_known", "1 if a leader is known");
         let live_bytes = add(r, "kv_live_bytes", "bytes of live keys and values");
         let quota_bytes = add(r, "kv_quota_bytes", "live bytes over which writes that add data are refused (0: no quota)");
+        let wal_recycled_rolls = add(r, "kv_wal_recycled_rolls", "WAL segments since start written into a spare file (a compacted segment or one made from zeros) instead of a new one");
 
         // Counters are registered without their `_total` suffix, which the
         // encoder appends.
@@ -237,6 +241,7 @@ impl Metrics {
             leader_known,
             live_bytes,
             quota_bytes,
+            wal_recycled_rolls,
             proposals,
             proposals_refused,
             quota_refused,

@@ -202,6 +202,7 @@ fn run(
     metrics: Arc<Metrics>,
 ) {
     let mut batch = Batch::default();
+    let spares = crate::spare_maker::SpareMaker::start();
     while let Ok(first) = jobs.recv() {
         // Group commit: everything queued meanwhile shares one fsync.
         for job in std::iter::once(first).chain(jobs.try_iter()) {
@@ -222,6 +223,10 @@ fn run(
             }
         }
         batch.finish(&mut storage, &done, &metrics);
+        if let Some(spares) = &spares {
+            spares.tend(&mut storage);
+        }
+        metrics.wal_recycled_rolls.set(storage.wal_recycled_rolls());
     }
 }
 

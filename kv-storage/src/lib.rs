@@ -85,6 +85,7 @@ pub use snapshot_file::{
     SnapshotReader, open_snapshot, read_snapshot, read_snapshot_range, read_snapshot_range_in,
 };
 pub use space::free_bytes;
+pub use wal::SpareFill;
 
 use error::{io_error, warn};
 use fs::DirGuard;
@@ -400,6 +401,29 @@ impl Storage {
     /// (see `wal.rs`, segment recycling).
     pub fn wal_recycled_rolls(&self) -> u64 {
         self.wal.recycled_rolls()
+    }
+
+    /// A spare WAL segment to make from zeros off the thread that writes
+    /// the WAL (see `Wal::spare_wanted`): run it anywhere, then give the
+    /// result to [`Storage::spare_filled`]. None while one is out, a
+    /// spare is kept, or the active segment is not yet worth leaving.
+    pub fn spare_wanted(&mut self) -> Option<SpareFill> {
+        self.check_usable().ok()?;
+        self.wal.spare_wanted()
+    }
+
+    /// The result of a [`SpareFill`] from `spare_wanted`: the next roll
+    /// reuses the spare. A spare that could not be made is not an error
+    /// of the storage's (logged; the roll creates a file as before).
+    /// It may roll the WAL into the spare at once (see `Wal::spare_filled`);
+    /// an error there fails the storage like a failed write.
+    pub fn spare_filled(
+        &mut self,
+        made: Result<PathBuf, StorageError>,
+    ) -> Result<(), StorageError> {
+        self.check_usable()?;
+        let result = self.wal.spare_filled(made);
+        self.fail_on_error(result)
     }
 
     /// The hard state last set (durable once synced).

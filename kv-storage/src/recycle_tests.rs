@@ -446,3 +446,188 @@ fn a_process_killed_at_any_step_of_a_repair_of_a_recycled_segment_reopens_in_rep
         assert_eq!(storage.last_index(), LogIndex(19), "step {crash_at}");
     }
 }
+
+/// Small entries synced one by one on a fresh storage until it asks for a
+/// spare (its active segment half full); returns the last index written.
+fn write_until_a_spare_is_wanted(storage: &mut Storage, from: u64) -> (u64, SpareFill) {
+    for index in from..from + 100 {
+        sync_one(storage, entry(index, 1));
+        if let Some(fill) = storage.spare_wanted() {
+            return (index, fill);
+        }
+    }
+    panic!("no spare wanted after 100 batches");
+}
+
+#[test]
+fn a_spare_made_from_zeros_is_rolled_into_at_once_and_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut storage, _) = Storage::open(dir.path(), options()).unwrap();
+    sync_one(&mut storage, entry(1, 1));
+    assert!(
+        storage.spare_wanted().is_none(),
+        "a fresh segment is not worth leaving yet"
+    );
+    let (last, fill) = write_until_a_spare_is_wanted(&mut storage, 2);
+    assert!(storage.spare_wanted().is_none(), "one fill at a time");
+    let spare = fill.run(|| Ok(())).unwrap();
+    assert!(spare.to_string_lossy().ends_with(".spare"));
+    assert_eq!(fs::metadata(&spare).unwrap().len(), SEGMENT_BYTES);
+    assert!(files_ending(dir.path(), ".fill").is_empty());
+    storage.spare_filled(Ok(spare)).unwrap();
+    // The active segment was a new file: the WAL moved into the spare.
+    assert_eq!(storage.wal_recycled_rolls(), 1);
+    assert!(files_ending(dir.path(), ".spare").is_empty());
+    assert!(
+        storage.spare_wanted().is_none(),
+        "a recycled segment asks for the next spare only when half full"
+    );
+    for index in last + 1..=last + 3 {
+        sync_one(&mut storage, entry(index, 1));
+    }
+    drop(storage);
+    let (storage, recovered) = Storage::open(dir.path(), options()).unwrap();
+    assert!(recovered.warnings.is_empty(), "{:?}", recovered.warnings);
+    assert_eq!(recovered.damaged_up_to_term, None);
+    assert_eq!(storage.last_index(), LogIndex(last + 3));
+    assert_eq!(recovered.entries.len() as u64, last + 3);
+}
+
+#[test]
+fn a_spare_that_cannot_be_made_leaves_no_file_and_the_wal_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut storage, _) = Storage::open(dir.path(), options()).unwrap();
+    let (last, fill) = write_until_a_spare_is_wanted(&mut storage, 1);
+    // As a full disk does: the fill stops with an error after one chunk.
+    let made = fill.run(|| Err(io::Error::other("no space left on device")));
+    assert!(made.is_err());
+    assert!(
+        files_ending(dir.path(), ".fill").is_empty(),
+        "the partial file is removed"
+    );
+    storage.spare_filled(made).unwrap();
+    assert_eq!(storage.wal_recycled_rolls(), 0);
+    // Asked again later; meanwhile the WAL rolls into new files as before.
+    assert!(storage.spare_wanted().is_some());
+    storage.spare_filled(Err(StorageError::Failed)).unwrap();
+    for index in last + 1..=last + 20 {
+        sync_one(&mut storage, entry(index, 1));
+    }
+    drop(storage);
+    let (storage, recovered) = Storage::open(dir.path(), options()).unwrap();
+    assert_eq!(storage.last_index(), LogIndex(last + 20));
+    assert!(recovered.warnings.is_empty(), "{:?}", recovered.warnings);
+}
+
+#[test]
+fn a_fill_file_left_by_a_crash_is_removed_at_open_and_spare_names_never_repeat() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(storage_with_spares(dir.path()));
+    let wal_dir = dir.path().join(WAL_DIR);
+    let fill = wal_dir.join(format!("{:020}.fill", 40));
+    fs::write(&fill, vec![0u8; 3 * BLOCK_BYTES as usize]).unwrap();
+    let (mut storage, recovered) = Storage::open(dir.path(), options()).unwrap();
+    assert!(recovered.warnings.is_empty(), "{:?}", recovered.warnings);
+    assert!(!fill.exists());
+    // Rolls use up both spares; a spare made from zeros and the spares of
+    // the next compaction all get names above every name seen so far.
+    let mut index = 13;
+    while storage.wal_recycled_rolls() < 2 {
+        sync_one(&mut storage, large_entry(index));
+        index += 1;
+    }
+    let (last, fill) = loop {
+        sync_one(&mut storage, entry(index, 1));
+        if let Some(fill) = storage.spare_wanted() {
+            break (index, fill);
+        }
+        index += 1;
+    };
+    let made = fill.run(|| Ok(())).unwrap();
+    let number = |p: &Path| -> u64 {
+        p.file_name().unwrap().to_str().unwrap()[..20]
+            .parse()
+            .unwrap()
+    };
+    assert!(number(&made) > 40, "{}", made.display());
+    storage.spare_filled(Ok(made.clone())).unwrap();
+    assert_eq!(files_ending(dir.path(), ".spare"), vec![made.clone()]);
+    for index in last + 1..=last + 12 {
+        sync_one(&mut storage, large_entry(index));
+    }
+    storage
+        .save_snapshot(&meta(last + 12), |w| w.write_all(b"state"))
+        .unwrap();
+    let spares = files_ending(dir.path(), ".spare");
+    assert_eq!(spares.len(), wal::MAX_SPARES);
+    for spare in &spares {
+        assert!(number(spare) > 40, "{}", spare.display());
+    }
+    drop(storage);
+    let (storage, _) = Storage::open(dir.path(), options()).unwrap();
+    assert_eq!(storage.last_index(), LogIndex(last + 12));
+}
+
+/// Fresh storage, entries until a spare is wanted, the spare made and
+/// rolled into, then more entries, all on `fs`. Returns the last entry
+/// whose sync returned Ok.
+fn fill_and_roll(fs: &KilledAt, dir: &Path) -> u64 {
+    let Ok((mut storage, _)) = Storage::open_in(Arc::new(fs.clone()), dir, options()) else {
+        return 0;
+    };
+    let mut acknowledged = 0;
+    let mut filled = false;
+    for index in 1..=12 {
+        if storage.append(&[entry(index, 1)]).is_err() || storage.sync().is_err() {
+            return acknowledged;
+        }
+        acknowledged = index;
+        if !filled && let Some(fill) = storage.spare_wanted() {
+            filled = true;
+            let made = fill.run(|| Ok(()));
+            if storage.spare_filled(made).is_err() {
+                return acknowledged;
+            }
+        }
+    }
+    assert!(filled, "a spare was wanted");
+    acknowledged
+}
+
+#[test]
+fn a_process_killed_at_any_step_of_making_a_spare_and_rolling_into_it_reopens_to_the_same_log() {
+    let unlimited = KilledAt {
+        calls: Arc::new(AtomicU64::new(0)),
+        crash_at: u64::MAX,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(fill_and_roll(&unlimited, dir.path()), 12);
+    let steps = unlimited.calls.load(SeqCst);
+    assert!(steps > 20, "{steps} steps");
+    for crash_at in 0..steps {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = KilledAt {
+            calls: Arc::new(AtomicU64::new(0)),
+            crash_at,
+        };
+        let acknowledged = fill_and_roll(&fs, dir.path());
+        let (mut storage, recovered) = Storage::open(dir.path(), options())
+            .unwrap_or_else(|e| panic!("killed at step {crash_at}: {e}"));
+        assert_eq!(recovered.damaged_up_to_term, None, "step {crash_at}");
+        let last = storage.last_index().0;
+        assert!(
+            last == acknowledged || last == acknowledged + 1,
+            "killed at step {crash_at}: log ends at {last}, acknowledged {acknowledged}"
+        );
+        assert!(
+            files_ending(dir.path(), ".fill").is_empty(),
+            "step {crash_at}"
+        );
+        for index in last + 1..=last + 14 {
+            sync_one(&mut storage, entry(index, 1));
+        }
+        drop(storage);
+        let (storage, _) = Storage::open(dir.path(), options()).unwrap();
+        assert_eq!(storage.last_index(), LogIndex(last + 14), "step {crash_at}");
+    }
+}

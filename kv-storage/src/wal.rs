@@ -87,6 +87,11 @@ pub(super) struct Wal {
     spares: Vec<PathBuf>,
     /// Rolls that reused a spare since open (for metrics and the simulator).
     recycled_rolls: u64,
+    /// The number the next spare file is named with: above every spare,
+    /// fill and segment number found at open.
+    next_spare_number: u64,
+    /// A `SpareFill` handed out is not back yet (`spare_filled`).
+    spare_filling: bool,
     /// The active segment's checksum salt.
     salt: u64,
     /// The sequence number of the next batch in the active segment.
@@ -115,13 +120,24 @@ fn segment_file_name(seq: u64, first_index: LogIndex) -> String {
     format!("{seq:020}-{:020}.wal", first_index.0)
 }
 
-fn spare_file_name(seq: u64) -> String {
-    format!("{seq:020}.spare")
+/// Spares are numbered on their own (`Wal::next_spare_number`), so that a
+/// spare made from zeros never takes the name of a later one.
+fn spare_file_name(number: u64) -> String {
+    format!("{number:020}.spare")
 }
 
-fn is_spare_file_name(name: &str) -> bool {
-    name.strip_suffix(".spare")
-        .is_some_and(|seq| seq.len() == 20 && seq.bytes().all(|b| b.is_ascii_digit()))
+/// A spare being made from zeros (`SpareFill`): renamed to a `.spare` once
+/// whole and durable; one found at open was cut short and is deleted.
+fn fill_file_name(number: u64) -> String {
+    format!("{number:020}.fill")
+}
+
+/// The number of a `<20 digits><suffix>` file name.
+fn parse_numbered(name: &str, suffix: &str) -> Option<u64> {
+    name.strip_suffix(suffix)
+        .filter(|n| n.len() == 20 && n.bytes().all(|b| b.is_ascii_digit()))?
+        .parse()
+        .ok()
 }
 
 fn parse_segment_file_name(name: &str) -> Option<u64> {
@@ -153,8 +169,11 @@ impl Wal {
     ) -> Result<(Wal, Replayed), StorageError> {
         let fsr = &*fs;
         ensure_dir(fsr, dir)?;
-        let (mut segments, found_spares) = list_segments(fsr, dir, warnings)?;
-        let mut spares = keep_spares(fsr, dir, found_spares, options.segment_size_bytes)?;
+        let listing = list_segments(fsr, dir, warnings)?;
+        let mut segments = listing.segments;
+        let mut next_spare_number = listing.highest_number + 1;
+        remove_fill_files(fsr, dir, &listing.fills)?;
+        let mut spares = keep_spares(fsr, dir, listing.spares, options.segment_size_bytes)?;
         let stale = segments.iter().take_while(|s| s.seq < start_seq).count();
         if stale > 0 {
             tracing::info!(stale, "finishing an interrupted WAL compaction");
@@ -163,6 +182,7 @@ impl Wal {
                 dir,
                 segments.drain(..stale),
                 &mut spares,
+                &mut next_spare_number,
                 options.segment_size_bytes,
             )?;
         }
@@ -211,6 +231,7 @@ impl Wal {
             let mut wal = Wal::open_after_damage(
                 fs, dir, cut_dir, options, segments, &replayed, last_index, warnings,
             )?;
+            wal.next_spare_number = next_spare_number;
             wal.spares = spares;
             return Ok((wal, replayed));
         }
@@ -269,6 +290,8 @@ impl Wal {
             active_recycled: false,
             spares,
             recycled_rolls: 0,
+            next_spare_number,
+            spare_filling: false,
             salt: header.salt,
             next_batch_seq,
             pending: Vec::new(),
@@ -339,6 +362,8 @@ impl Wal {
             active_recycled: false,
             spares: Vec::new(),
             recycled_rolls: 0,
+            next_spare_number: 0,
+            spare_filling: false,
             salt: header.salt,
             next_batch_seq: 0,
             pending: Vec::new(),
@@ -472,8 +497,77 @@ impl Wal {
             &self.dir,
             self.segments.drain(..count),
             &mut self.spares,
+            &mut self.next_spare_number,
             self.segment_size_bytes,
         )
+    }
+
+    /// A spare to make from zeros, off the thread that writes the WAL,
+    /// when the next roll would otherwise create a new file: the active
+    /// segment is half full, no spare is kept and none is being made.
+    /// Compaction keeps spares only as fast as snapshots come, and one
+    /// batch per put (a single connection) fills a segment with 4 KiB
+    /// blocks long before the byte rule takes a snapshot. A new file's
+    /// fdatasync writes its inode too (two I/Os); a spare's, data only.
+    /// The caller runs it (`SpareFill::run`) and hands the result back to
+    /// `spare_filled`.
+    pub(super) fn spare_wanted(&mut self) -> Option<SpareFill> {
+        let half_full = self.active_bytes.saturating_mul(2) >= self.segment_size_bytes;
+        // A new file's writes cost two I/Os each: once a node is seen
+        // writing, it moves to a spare early (`spare_filled`).
+        let writing = !self.active_recycled && self.active_bytes >= EARLY_SPARE_BYTES;
+        if self.spare_filling || self.poisoned || !self.spares.is_empty() || !(half_full || writing)
+        {
+            return None;
+        }
+        let number = self.next_spare_number;
+        self.next_spare_number += 1;
+        self.spare_filling = true;
+        Some(SpareFill {
+            fs: self.fs.clone(),
+            dir: self.dir.clone(),
+            fill: self.dir.join(fill_file_name(number)),
+            spare: self.dir.join(spare_file_name(number)),
+            bytes: self.segment_size_bytes,
+        })
+    }
+
+    /// Takes back what `spare_wanted` handed out: a spare made is kept for
+    /// the next roll (if the pool has room and it is whole). A spare that
+    /// could not be made is no error of the WAL's: the next roll creates a
+    /// new file, as without spares.
+    ///
+    /// If the active segment is a new file (not recycled) and nothing is
+    /// pending, the WAL rolls into the spare at once rather than when the
+    /// segment is full: the rest of the segment's writes would each cost
+    /// an inode write.
+    pub(super) fn spare_filled(
+        &mut self,
+        made: Result<PathBuf, StorageError>,
+    ) -> Result<(), StorageError> {
+        self.spare_filling = false;
+        let spare = match made {
+            Ok(spare) => spare,
+            Err(error) => {
+                tracing::warn!(%error, "no spare WAL segment could be made; the next roll creates a new file");
+                return Ok(());
+            }
+        };
+        let whole = self
+            .fs
+            .file_len(&spare)
+            .is_ok_and(|len| len >= self.segment_size_bytes);
+        if !whole || self.spares.len() >= MAX_SPARES || self.poisoned {
+            if let Err(error) = self.fs.remove_file(&spare) {
+                tracing::warn!(%error, spare = %spare.display(), "cannot remove an unneeded spare");
+            }
+            return Ok(());
+        }
+        self.spares.push(spare);
+        if !self.active_recycled && self.pending.is_empty() {
+            self.roll(self.last_index.next())?;
+        }
+        Ok(())
     }
 
     /// Discards the whole log for a snapshot at `snapshot_index`: rolls to a
@@ -648,7 +742,7 @@ pub(super) fn verify(
     warnings: &mut Vec<String>,
 ) -> Result<(Replayed, u64), StorageError> {
     let mut segments = if fs.is_dir(dir) {
-        list_segments(fs, dir, warnings)?.0
+        list_segments(fs, dir, warnings)?.segments
     } else {
         Vec::new()
     };
@@ -846,6 +940,7 @@ fn retire_segment_files(
     dir: &Path,
     segments: impl Iterator<Item = SegmentInfo>,
     spares: &mut Vec<PathBuf>,
+    next_spare_number: &mut u64,
     segment_size_bytes: u64,
 ) -> Result<(), StorageError> {
     let mut removed = Vec::new();
@@ -854,7 +949,8 @@ fn retire_segment_files(
             .file_len(&segment.path)
             .is_ok_and(|len| len >= segment_size_bytes);
         if spares.len() < MAX_SPARES && full {
-            let spare = dir.join(spare_file_name(segment.seq));
+            let spare = dir.join(spare_file_name(*next_spare_number));
+            *next_spare_number += 1;
             fs.rename(&segment.path, &spare)
                 .map_err(io_error("rename segment to a spare", &segment.path))?;
             spares.push(spare);
@@ -910,26 +1006,48 @@ fn remove_segment_files(
     sync_dir(fs, dir)
 }
 
+/// What the WAL directory holds.
+struct Listing {
+    /// In sequence order.
+    segments: Vec<SegmentInfo>,
+    spares: Vec<PathBuf>,
+    /// Spares whose making was cut short.
+    fills: Vec<PathBuf>,
+    /// The highest segment, spare or fill number: new spares go above it.
+    highest_number: u64,
+}
+
 /// The segments in `dir` in sequence order, and the spare files.
 fn list_segments(
     fs: &dyn Fs,
     dir: &Path,
     warnings: &mut Vec<String>,
-) -> Result<(Vec<SegmentInfo>, Vec<PathBuf>), StorageError> {
+) -> Result<Listing, StorageError> {
     let mut segments = Vec::new();
     let mut spares = Vec::new();
+    let mut fills = Vec::new();
+    let mut highest_number = 0;
     for name in list_dir(fs, dir)? {
         let path = dir.join(&name);
-        if is_spare_file_name(&name) {
+        if let Some(number) = parse_numbered(&name, ".spare") {
+            highest_number = highest_number.max(number);
             spares.push(path);
             continue;
         }
+        if let Some(number) = parse_numbered(&name, ".fill") {
+            highest_number = highest_number.max(number);
+            fills.push(path);
+            continue;
+        }
         match parse_segment_file_name(&name) {
-            Some(seq) => segments.push(SegmentInfo {
-                seq,
-                path,
-                max_entry_index: None,
-            }),
+            Some(seq) => {
+                highest_number = highest_number.max(seq);
+                segments.push(SegmentInfo {
+                    seq,
+                    path,
+                    max_entry_index: None,
+                });
+            }
             None => warn(
                 warnings,
                 format!(
@@ -949,5 +1067,104 @@ fn list_segments(
             ));
         }
     }
-    Ok((segments, spares))
+    Ok(Listing {
+        segments,
+        spares,
+        fills,
+        highest_number,
+    })
+}
+
+/// Deletes spares whose making a crash cut short.
+fn remove_fill_files(fs: &dyn Fs, dir: &Path, fills: &[PathBuf]) -> Result<(), StorageError> {
+    for fill in fills {
+        match fs.remove_file(fill) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error("remove unfinished spare", fill)(e)),
+        }
+    }
+    if !fills.is_empty() {
+        sync_dir(fs, dir)?;
+    }
+    Ok(())
+}
+
+/// A new (not recycled) active segment this full asks for a spare to roll
+/// into (`Wal::spare_wanted`): enough writes to show the node is being
+/// written to, few enough that a test cluster that writes little never
+/// makes one.
+const EARLY_SPARE_BYTES: u64 = 4 << 20;
+
+/// Zeros written (and fdatasynced) in one step while a spare is made: no
+/// single flush of it holds the disk long against the WAL's own (a WAL
+/// batch of 64 connections' puts is about as large).
+const FILL_CHUNK_BYTES: usize = 256 << 10;
+
+/// A spare segment to make from zeros (`Wal::spare_wanted`), on any thread:
+/// it touches only its own files.
+pub struct SpareFill {
+    fs: Arc<dyn Fs>,
+    dir: PathBuf,
+    fill: PathBuf,
+    spare: PathBuf,
+    bytes: u64,
+}
+
+impl SpareFill {
+    /// Writes the file full of zeros under its fill name, durably, and
+    /// renames it to a spare. `between_chunks` runs after each chunk (the
+    /// caller paces the writes, or stops them by returning an error). On
+    /// error the fill file is removed: a full disk gets its space back.
+    pub fn run(
+        self,
+        mut between_chunks: impl FnMut() -> std::io::Result<()>,
+    ) -> Result<PathBuf, StorageError> {
+        let fs = &*self.fs;
+        let made = (|| {
+            let mut file = fs
+                .create_new(&self.fill)
+                .map_err(io_error("create spare segment", &self.fill))?;
+            let zeros = vec![0u8; FILL_CHUNK_BYTES];
+            let mut written = 0u64;
+            while written < self.bytes {
+                let n = (self.bytes - written).min(FILL_CHUNK_BYTES as u64);
+                file.write_all(&zeros[..n as usize])
+                    .map_err(io_error("write spare segment", &self.fill))?;
+                written += n;
+                file.sync_data()
+                    .map_err(io_error("fdatasync spare segment", &self.fill))?;
+                between_chunks().map_err(io_error("make spare segment", &self.fill))?;
+            }
+            // Durable under the new name at the roll that uses it (which
+            // fsyncs the directory); a crash before leaves a fill file or
+            // a spare, both whole or removed at open.
+            fs.rename(&self.fill, &self.spare)
+                .map_err(io_error("rename spare segment", &self.fill))?;
+            Ok(self.spare.clone())
+        })();
+        if made.is_err() {
+            let _ = fs.remove_file(&self.fill);
+        }
+        made
+    }
+
+    /// The WAL directory it is made in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The size of the spare.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl std::fmt::Debug for SpareFill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpareFill")
+            .field("spare", &self.spare)
+            .field("bytes", &self.bytes)
+            .finish()
+    }
 }

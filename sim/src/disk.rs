@@ -500,9 +500,29 @@ impl SimDisk {
         };
         if must_sync {
             self.sync_now()?;
+            self.tend_spares()?;
         }
         self.entries_durable = self.entries_in_sync;
         Ok(Some(ready))
+    }
+
+    /// As kv-node's persist thread after a batch (`spare_maker.rs`): a
+    /// spare segment the storage wants is made from zeros and handed back,
+    /// which may roll the WAL into it. kv-node makes it on another thread
+    /// and hands it back before a later batch; its writes touch only its
+    /// own file, so making it here, between two of the stage's events, is
+    /// one of the orders that can take. A crash later finds its file
+    /// under either name, or its name lost (the directory is fsynced only
+    /// by the roll that uses it).
+    fn tend_spares(&mut self) -> Result<(), SimDiskError> {
+        let Some(block) = &mut self.block else {
+            return Ok(());
+        };
+        if let Some(fill) = block.storage.spare_wanted() {
+            let made = fill.run(|| Ok(()));
+            block.storage.spare_filled(made)?;
+        }
+        Ok(())
     }
 
     /// Whether rounds wait in the persist stage (handed or taken).
@@ -685,6 +705,7 @@ impl Durable for SimDisk {
         if !self.persist_stage {
             if must_sync {
                 self.sync_now()?;
+                self.tend_spares()?;
             }
             return Ok(Durability::Now);
         }
