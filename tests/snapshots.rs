@@ -222,9 +222,10 @@ fn the_data_dir_stays_bounded_while_writing_far_more_than_the_snapshot_threshold
     let written_bytes = (BATCHES * OVERWRITE_KEYS * OVERWRITE_VALUE_BYTES) as u64;
     // The WAL: at most a full segment, the next one and one more record,
     // plus two spares (compacted segments kept for reuse, kv-storage
-    // `wal.rs`), each a segment and a batch; the snapshots: one, plus one
-    // being written.
-    let wal_bound = 4 * SEGMENT_BYTES + (2 << 20);
+    // `wal.rs`), each a segment and a batch, plus a spare being made from
+    // zeros (only while none is kept; dropped if compaction filled the
+    // pool meanwhile); the snapshots: one, plus one being written.
+    let wal_bound = 5 * SEGMENT_BYTES + (2 << 20);
     let snapshot_bound = 2 * live_bytes + (64 << 10);
 
     let mut client = Client::new();
@@ -280,7 +281,7 @@ fn the_data_dir_stays_bounded_while_writing_far_more_than_the_snapshot_threshold
         );
         assert!(
             max_wal[i] <= wal_bound,
-            "{name}'s WAL reached {} bytes, over the bound of {wal_bound} (two segments), after writing {written_bytes}",
+            "{name}'s WAL reached {} bytes, over the bound of {wal_bound} (five segments), after writing {written_bytes}",
             max_wal[i]
         );
         assert!(

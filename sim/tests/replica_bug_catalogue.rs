@@ -74,11 +74,12 @@ fn first_failure(limit: u64, tweak: fn(&mut SimOptions)) -> Option<(u64, &'stati
 
 /// A lease clock that runs ten times fast (it takes a tick for 500 ms
 /// where the simulator's tick stands for 50 ms) expires leases whose
-/// keepalives were answered: the safety check fails.
+/// keepalives were answered: the safety check fails. Seed 3 (seed 1
+/// until spare WAL segments made from zeros changed what block disks do).
 #[test]
 fn a_lease_clock_that_runs_fast_is_found() {
     let found = first_failure(10, |o| o.lease_tick_ms = 500);
-    assert_eq!(found, Some((1, "a lease outlives its keepalives")));
+    assert_eq!(found, Some((3, "a lease outlives its keepalives")));
 }
 
 /// A lease clock that runs fifty times slow (a tick for 1 ms) keeps
