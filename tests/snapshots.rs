@@ -337,6 +337,14 @@ fn restarting_every_node_recovers_from_its_snapshot_and_wal_tail() {
     let commit = status_number(&cluster, leader, "commit_index").expect("status");
     for i in 0..3 {
         wait_applied(&cluster, i, commit, READY_TIMEOUT);
+        // Snapshots are written in the background: on a loaded machine the
+        // one started at the threshold may still be on its way to disk.
+        wait_for(
+            READY_TIMEOUT,
+            &format!("{} holding a snapshot", cluster.nodes[i].name),
+            || (status_number(&cluster, i, "snapshot_index")? > 0).then_some(()),
+            || format!("{:?}", cluster.status(i)),
+        );
         let snapshot = status_number(&cluster, i, "snapshot_index").expect("status");
         assert!(
             snapshot > 0 && snapshot < commit,

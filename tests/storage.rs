@@ -84,14 +84,22 @@ fn a_roll_a_snapshot_and_kill_9_keep_the_term_and_vote_and_the_node_restarts() {
     }
     assert!(segments(&data_dir).len() >= 3, "the WAL rolled over twice");
     put_ok(&mut client, &cluster, "last", "written after the roll");
+    let before = segments(&data_dir).len();
     let (taken, _) = admin_snapshot(cluster.addr(0));
     assert!(taken, "snapshot taken");
     cluster.kill(0);
-    assert_eq!(segments(&data_dir).len(), 1, "older segments retired");
-    // The full-size segment is kept for reuse, not deleted; the short
-    // first one is deleted.
-    assert_eq!(wal_files(&data_dir, "spare").len(), 1, "a spare kept");
-    assert!(wal_files(&data_dir, "fill").is_empty());
+    // How many segments there are depends on when the spares were made
+    // (a segment left early for one is short); the snapshot retires every
+    // closed one, and keeps the full-size one for reuse (short ones are
+    // deleted). A spare being made from zeros may be cut short by the
+    // kill (a `.fill`, removed at the restart).
+    let after = segments(&data_dir).len();
+    assert!(
+        after < before && after <= 2,
+        "older segments retired: {before} -> {after}"
+    );
+    let spares = wal_files(&data_dir, "spare").len();
+    assert!((1..=2).contains(&spares), "a spare kept: {spares}");
 
     let report = check(&data_dir, false);
     let report_text = text(&report);

@@ -108,9 +108,15 @@ fn a_snapshot_deleting_the_only_durable_hard_state_is_found() {
 /// recovery catches (repair mode) and the "only rot damages acknowledged
 /// records" check reports, or, when the damage leaves no hard state after
 /// it, the node cannot restart. Rare since background snapshots changed
-/// the seeds: the first of seeds 1..1000 is 771 ("restart recovers";
-/// without the bug it passes) since WAL segment recycling (before: 518).
+/// the seeds (771 of 1..1000 since WAL segment recycling, 518 before), and
+/// not found in seeds 1..1500 since spare segments are made from zeros:
+/// every segment is then recycled, and the fsync of a recycled segment's
+/// truncation when it rolls makes the replayed batch durable too, so the
+/// window is only between recovery and the node's first sync. Kept (run
+/// with `--ignored`) for the day the swarm reaches it again; the bug is
+/// shown by `open_syncs_replayed.rs`, which holds that window open.
 #[test]
+#[ignore = "not found in seeds 1..1500 since spare segments (see open_syncs_replayed.rs)"]
 fn open_trusting_the_page_cache_is_found() {
     let bugs = StorageBugs {
         open_trusts_page_cache: true,
@@ -130,8 +136,10 @@ fn open_trusting_the_page_cache_is_found() {
 /// seeds 1..1500; with the earlier stage model, whose write and fsync
 /// were one event, 1303 of seeds 1..1500), each through a process killed
 /// inside an fsync and a power loss after a later batch was synced; the
-/// sweep starts just before the first.
+/// sweep starts just before the first. Not found in seeds 1..1500 since
+/// spare segments are made from zeros, as without stages (see above).
 #[test]
+#[ignore = "not found in seeds 1..1500 since spare segments (see open_syncs_replayed.rs)"]
 fn open_trusting_the_page_cache_is_found_with_persist_stages() {
     let bugs = StorageBugs {
         open_trusts_page_cache: true,
