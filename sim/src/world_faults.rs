@@ -171,15 +171,13 @@ impl World {
     }
 
     /// Whether a fault may damage `id`'s acknowledged records now.
-    fn may_damage(&self, id: NodeId) -> bool {
-        // One damaged node at a time: the fault model is a disk failing
-        // now and then, not a majority of them at once (then no leader can
-        // be elected to repair them, by design).
-        // On a block disk, until the restart that removes the REPAIR
-        // marker: the entry that repaired the node in memory may not be
-        // durable yet, and a crash then leaves it damaged again.
+    /// Whether some node lost acknowledged records and is not repaired
+    /// yet. On a block disk, until the restart that removes the REPAIR
+    /// marker: the entry that repaired the node in memory may not be
+    /// durable yet, and a crash then leaves it damaged again.
+    pub(crate) fn awaiting_repair(&self) -> bool {
         let marker = std::path::Path::new(crate::disk::DATA_DIR).join("REPAIR");
-        let awaiting_repair = self.nodes.iter().any(|n| match &n.state {
+        self.nodes.iter().any(|n| match &n.state {
             NodeState::Up(r) => {
                 r.node.status().damaged_up_to_term.is_some()
                     || r.disk.block_fs().is_some_and(|fs| fs.is_durable(&marker))
@@ -192,7 +190,14 @@ impl World {
                         .as_ref()
                         .is_some_and(|fs| fs.is_durable(&marker))
             }
-        });
+        })
+    }
+
+    fn may_damage(&self, id: NodeId) -> bool {
+        // One damaged node at a time: the fault model is a disk failing
+        // now and then, not a majority of them at once (then no leader can
+        // be elected to repair them, by design).
+        let awaiting_repair = self.awaiting_repair();
         // A voter whose vote every election needs refuses to start
         // damaged (`ConfigError::DamagedVoteNeeded`): not a case to
         // inject where the run expects it back. Once the configuration has

@@ -98,7 +98,15 @@ impl World {
             }
             TransferShape::TargetRemoved => {
                 let voters = self.other_voters(leader).len() + 1;
-                if voters > 1 {
+                // Not while a node awaits repair: removing another voter
+                // can leave a configuration in which the damaged node's
+                // vote is needed, and it grants none until a leader
+                // repairs it (by design), so no leader is ever elected
+                // (seed 540: n3 rotted at tick 169, n1's removal proposed
+                // at 170, {n2, n3} left to win). Damage is injected only
+                // in an unchanged configuration (`may_damage`) for the
+                // same reason.
+                if voters > 1 && !self.awaiting_repair() {
                     let change = ConfChange::Enter(vec![ConfChangeStep::Remove(target)]);
                     let accepted = self
                         .step_node(leader, Input::ProposeConfChange(change))
