@@ -279,11 +279,12 @@ impl<D: Durable> Driver<D> {
                     Err(_) => break,
                 }
             }
+            let ready_since = Instant::now();
             match self.process_ready() {
                 Ok(more) => more_ready = more,
                 Err(e) => break Err(e),
             }
-            self.note_stall(woken_by, busy_since);
+            self.note_stall(woken_by, busy_since, ready_since);
         };
         self.fail_everyone();
         result
@@ -301,13 +302,17 @@ impl<D: Durable> Driver<D> {
     /// Warns when one turn of the loop kept the thread that ticks and
     /// sends heartbeats busy for longer than an election timeout's worth
     /// of heartbeats could bear (etcd warns likewise of slow applies).
-    fn note_stall(&self, woken: &'static str, busy_since: Instant) {
+    /// `ready_ms` is the part spent handling `Ready`s (stepping outputs,
+    /// applying, handing rounds to the persist stage), the rest handling
+    /// what woke the loop and the requests queued.
+    fn note_stall(&self, woken: &'static str, busy_since: Instant, ready_since: Instant) {
         let busy = busy_since.elapsed();
         if busy >= STALL_WARNING {
             self.metrics.driver_stalls.inc();
             tracing::warn!(
                 woken_by = woken,
                 ms = busy.as_secs_f64() * 1e3,
+                ready_ms = ready_since.elapsed().as_secs_f64() * 1e3,
                 "the driver thread was busy for one turn of its loop longer than {} ms",
                 STALL_WARNING.as_millis()
             );
