@@ -214,6 +214,15 @@ struct KilledAt {
 }
 
 impl KilledAt {
+    /// Fails every call from the `crash_at`-th mutating one on (u64::MAX:
+    /// never, to count a run's steps).
+    fn at(crash_at: u64) -> KilledAt {
+        KilledAt {
+            calls: Arc::new(AtomicU64::new(0)),
+            crash_at,
+        }
+    }
+
     fn step(&self) -> io::Result<()> {
         if self.calls.fetch_add(1, SeqCst) >= self.crash_at {
             return Err(io::Error::other("killed"));
@@ -346,20 +355,14 @@ fn a_process_killed_at_any_step_of_compaction_and_recycling_reopens_to_the_same_
             sync_one(&mut storage, large_entry(index));
         }
     }
-    let unlimited = KilledAt {
-        calls: Arc::new(AtomicU64::new(0)),
-        crash_at: u64::MAX,
-    };
+    let unlimited = KilledAt::at(u64::MAX);
     let copy = copy_dir(template.path());
     assert_eq!(recycle_twice(&unlimited, copy.path()), 26);
     let steps = unlimited.calls.load(SeqCst);
     assert!(steps > 40, "{steps} steps");
     for crash_at in 0..steps {
         let dir = copy_dir(template.path());
-        let fs = KilledAt {
-            calls: Arc::new(AtomicU64::new(0)),
-            crash_at,
-        };
+        let fs = KilledAt::at(crash_at);
         let acknowledged = recycle_twice(&fs, dir.path());
         let (mut storage, recovered) = Storage::open(dir.path(), options())
             .unwrap_or_else(|e| panic!("killed at step {crash_at}: {e}"));
@@ -416,10 +419,7 @@ fn a_process_killed_at_any_step_of_a_repair_of_a_recycled_segment_reopens_in_rep
         raw[3 * BLOCK_BYTES as usize..4 * BLOCK_BYTES as usize].fill(0);
         fs::write(&active, &raw).unwrap();
     };
-    let unlimited = KilledAt {
-        calls: Arc::new(AtomicU64::new(0)),
-        crash_at: u64::MAX,
-    };
+    let unlimited = KilledAt::at(u64::MAX);
     let dir = tempfile::tempdir().unwrap();
     damaged(dir.path());
     Storage::open_in(Arc::new(unlimited.clone()), dir.path(), options()).unwrap();
@@ -428,10 +428,7 @@ fn a_process_killed_at_any_step_of_a_repair_of_a_recycled_segment_reopens_in_rep
     for crash_at in 0..steps {
         let dir = tempfile::tempdir().unwrap();
         damaged(dir.path());
-        let fs = KilledAt {
-            calls: Arc::new(AtomicU64::new(0)),
-            crash_at,
-        };
+        let fs = KilledAt::at(crash_at);
         assert!(
             Storage::open_in(Arc::new(fs), dir.path(), options()).is_err(),
             "step {crash_at} is before the end"
@@ -596,20 +593,14 @@ fn fill_and_roll(fs: &KilledAt, dir: &Path) -> u64 {
 
 #[test]
 fn a_process_killed_at_any_step_of_making_a_spare_and_rolling_into_it_reopens_to_the_same_log() {
-    let unlimited = KilledAt {
-        calls: Arc::new(AtomicU64::new(0)),
-        crash_at: u64::MAX,
-    };
+    let unlimited = KilledAt::at(u64::MAX);
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(fill_and_roll(&unlimited, dir.path()), 12);
     let steps = unlimited.calls.load(SeqCst);
     assert!(steps > 20, "{steps} steps");
     for crash_at in 0..steps {
         let dir = tempfile::tempdir().unwrap();
-        let fs = KilledAt {
-            calls: Arc::new(AtomicU64::new(0)),
-            crash_at,
-        };
+        let fs = KilledAt::at(crash_at);
         let acknowledged = fill_and_roll(&fs, dir.path());
         let (mut storage, recovered) = Storage::open(dir.path(), options())
             .unwrap_or_else(|e| panic!("killed at step {crash_at}: {e}"));
@@ -630,4 +621,18 @@ fn a_process_killed_at_any_step_of_making_a_spare_and_rolling_into_it_reopens_to
         let (storage, _) = Storage::open(dir.path(), options()).unwrap();
         assert_eq!(storage.last_index(), LogIndex(last + 14), "step {crash_at}");
     }
+}
+
+#[test]
+fn a_file_name_numbered_at_the_top_of_the_range_is_refused_at_open_with_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Storage::open(dir.path(), options()).unwrap());
+    let forged = dir.path().join(WAL_DIR).join(format!("{}.spare", u64::MAX));
+    fs::write(&forged, [0u8; 10]).unwrap();
+    let error = Storage::open(dir.path(), options()).err().expect("refused");
+    assert!(matches!(error, StorageError::Corrupt { .. }), "{error}");
+    assert!(
+        error.to_string().contains("no number for the next spare"),
+        "{error}"
+    );
 }

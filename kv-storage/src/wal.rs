@@ -171,7 +171,17 @@ impl Wal {
         ensure_dir(fsr, dir)?;
         let listing = list_segments(fsr, dir, warnings)?;
         let mut segments = listing.segments;
-        let mut next_spare_number = listing.highest_number + 1;
+        // File names are input: one numbered u64::MAX leaves no number above.
+        let mut next_spare_number = listing.highest_number.checked_add(1).ok_or_else(|| {
+            corrupt(
+                dir,
+                0,
+                format!(
+                    "a file numbered {} leaves no number for the next spare",
+                    listing.highest_number
+                ),
+            )
+        })?;
         remove_fill_files(fsr, dir, &listing.fills)?;
         let mut spares = keep_spares(fsr, dir, listing.spares, options.segment_size_bytes)?;
         let stale = segments.iter().take_while(|s| s.seq < start_seq).count();
@@ -520,8 +530,7 @@ impl Wal {
         {
             return None;
         }
-        let number = self.next_spare_number;
-        self.next_spare_number += 1;
+        let number = take_number(&mut self.next_spare_number)?;
         self.spare_filling = true;
         Some(SpareFill {
             fs: self.fs.clone(),
@@ -948,9 +957,13 @@ fn retire_segment_files(
         let full = fs
             .file_len(&segment.path)
             .is_ok_and(|len| len >= segment_size_bytes);
-        if spares.len() < MAX_SPARES && full {
-            let spare = dir.join(spare_file_name(*next_spare_number));
-            *next_spare_number += 1;
+        let number = if spares.len() < MAX_SPARES && full {
+            take_number(next_spare_number)
+        } else {
+            None
+        };
+        if let Some(number) = number {
+            let spare = dir.join(spare_file_name(number));
             fs.rename(&segment.path, &spare)
                 .map_err(io_error("rename segment to a spare", &segment.path))?;
             spares.push(spare);
@@ -996,11 +1009,27 @@ fn remove_segment_files(
     dir: &Path,
     segments: impl Iterator<Item = SegmentInfo>,
 ) -> Result<(), StorageError> {
-    for segment in segments {
-        match fs.remove_file(&segment.path) {
+    let paths: Vec<PathBuf> = segments.map(|s| s.path).collect();
+    remove_files(
+        fs,
+        dir,
+        paths.iter().map(PathBuf::as_path),
+        "remove segment",
+    )
+}
+
+/// Deletes `paths` (one already gone is fine), then fsyncs `dir`.
+fn remove_files<'a>(
+    fs: &dyn Fs,
+    dir: &Path,
+    paths: impl Iterator<Item = &'a Path>,
+    op: &'static str,
+) -> Result<(), StorageError> {
+    for path in paths {
+        match fs.remove_file(path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error("remove segment", &segment.path)(e)),
+            Err(e) => return Err(io_error(op, path)(e)),
         }
     }
     sync_dir(fs, dir)
@@ -1077,17 +1106,23 @@ fn list_segments(
 
 /// Deletes spares whose making a crash cut short.
 fn remove_fill_files(fs: &dyn Fs, dir: &Path, fills: &[PathBuf]) -> Result<(), StorageError> {
-    for fill in fills {
-        match fs.remove_file(fill) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error("remove unfinished spare", fill)(e)),
-        }
+    if fills.is_empty() {
+        return Ok(());
     }
-    if !fills.is_empty() {
-        sync_dir(fs, dir)?;
-    }
-    Ok(())
+    remove_files(
+        fs,
+        dir,
+        fills.iter().map(PathBuf::as_path),
+        "remove unfinished spare",
+    )
+}
+
+/// The next spare number, or None once they ran out (near `u64::MAX`,
+/// reachable only through a forged file name: no spare is made then).
+fn take_number(next: &mut u64) -> Option<u64> {
+    let number = *next;
+    *next = next.checked_add(1)?;
+    Some(number)
 }
 
 /// A new (not recycled) active segment this full asks for a spare to roll

@@ -170,7 +170,6 @@ impl World {
         self.note_fired(i, fired);
     }
 
-    /// Whether a fault may damage `id`'s acknowledged records now.
     /// Whether some node lost acknowledged records and is not repaired
     /// yet. On a block disk, until the restart that removes the REPAIR
     /// marker: the entry that repaired the node in memory may not be
@@ -193,6 +192,7 @@ impl World {
         })
     }
 
+    /// Whether a fault may damage `id`'s acknowledged records now.
     fn may_damage(&self, id: NodeId) -> bool {
         // One damaged node at a time: the fault model is a disk failing
         // now and then, not a majority of them at once (then no leader can
