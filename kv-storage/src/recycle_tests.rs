@@ -629,7 +629,9 @@ fn a_file_name_numbered_at_the_top_of_the_range_is_refused_at_open_with_a_typed_
     drop(Storage::open(dir.path(), options()).unwrap());
     let forged = dir.path().join(WAL_DIR).join(format!("{}.spare", u64::MAX));
     fs::write(&forged, [0u8; 10]).unwrap();
-    let error = Storage::open(dir.path(), options()).err().expect("refused");
+    let Err(error) = Storage::open(dir.path(), options()) else {
+        panic!("a forged spare number at u64::MAX must be refused");
+    };
     assert!(matches!(error, StorageError::Corrupt { .. }), "{error}");
     assert!(
         error.to_string().contains("no number for the next spare"),
