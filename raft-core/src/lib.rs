@@ -80,6 +80,7 @@ pub mod bugs;
 mod config;
 mod drain;
 mod election;
+mod entries;
 #[cfg(feature = "harness")]
 pub mod harness;
 mod input;
@@ -99,6 +100,7 @@ mod types;
 mod validate;
 
 pub use config::{Config, ConfigError};
+pub use entries::RemovedEntries;
 pub use input::{Accepted, Input, StepError};
 pub use membership::{ConfChange, ConfChangeStep, Membership, MembershipError};
 pub use message::{ForwardedEntry, Message, MessageBody};

@@ -6,8 +6,8 @@
 //! `snapshot_index <= applied <= handed_out <= committed <= last_index()`,
 //! `handed_out <= persisted`, and `persisted < persist_from`.
 
+use crate::entries::{Entries, RemovedEntries};
 use crate::types::{Entry, LogIndex, Term};
-use std::collections::VecDeque;
 
 #[derive(Debug)]
 pub(crate) struct RaftLog {
@@ -15,7 +15,7 @@ pub(crate) struct RaftLog {
     snapshot_index: LogIndex,
     snapshot_term: Term,
     /// `entries[i]` has index `snapshot_index + 1 + i`.
-    entries: VecDeque<Entry>,
+    entries: Entries,
     /// The highest index known to be committed (Raft paper: commitIndex).
     pub committed: LogIndex,
     /// The highest index handed to the driver to apply.
@@ -31,7 +31,7 @@ pub(crate) struct RaftLog {
     /// thread that does it a tenth of a second, so the driver may take
     /// them ([`crate::Node::take_compacted_entries`]) and free them off
     /// its thread. Replaced (and so dropped here) by the next compaction.
-    compacted: VecDeque<Entry>,
+    compacted: RemovedEntries,
 }
 
 impl RaftLog {
@@ -57,12 +57,12 @@ impl RaftLog {
             applied: index,
             persist_from: last.next(),
             persisted: last,
-            compacted: VecDeque::new(),
+            compacted: RemovedEntries::default(),
         })
     }
 
     /// The entries the last compaction removed, to be freed by the caller.
-    pub fn take_compacted(&mut self) -> VecDeque<Entry> {
+    pub fn take_compacted(&mut self) -> RemovedEntries {
         std::mem::take(&mut self.compacted)
     }
 
@@ -119,7 +119,7 @@ impl RaftLog {
         let mut out = Vec::new();
         let mut bytes = 0;
         let start = (from.0 - self.snapshot_index.0 - 1) as usize;
-        for entry in self.entries.iter().skip(start) {
+        for entry in self.entries.iter_from(start) {
             bytes += entry.size_bytes();
             if !out.is_empty() && bytes > max_bytes {
                 break;
@@ -197,7 +197,7 @@ impl RaftLog {
     /// The last index holding `term`, if the log has any entry of it.
     pub fn last_index_of_term(&self, term: Term) -> Option<LogIndex> {
         self.entries
-            .iter()
+            .iter_from(0)
             .rev()
             .skip_while(|e| e.term > term)
             .find(|e| e.term == term)
@@ -223,7 +223,7 @@ impl RaftLog {
             return Vec::new();
         }
         let start = (self.persist_from.0 - self.snapshot_index.0 - 1) as usize;
-        let out: Vec<Entry> = self.entries.iter().skip(start).cloned().collect();
+        let out: Vec<Entry> = self.entries.iter_from(start).cloned().collect();
         self.persist_from = self.last_index().next();
         out
     }
@@ -284,9 +284,8 @@ impl RaftLog {
         );
         let term = self.term(index).expect("compaction point is in the log");
         let drop = (index.0 - self.snapshot_index.0) as usize;
-        // Moves the few entries kept; the removed ones are not touched.
-        let kept = self.entries.split_off(drop);
-        self.compacted = std::mem::replace(&mut self.entries, kept);
+        // Whole chunks are moved out; the removed entries are not touched.
+        self.compacted = self.entries.remove_front(drop);
         self.snapshot_index = index;
         self.snapshot_term = term;
     }
@@ -298,7 +297,7 @@ impl RaftLog {
             "snapshot at {index} does not advance commit {}",
             self.committed
         );
-        self.compacted = std::mem::take(&mut self.entries);
+        self.compacted = self.entries.take_all();
         self.snapshot_index = index;
         self.snapshot_term = term;
         self.committed = index;

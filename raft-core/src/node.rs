@@ -1198,7 +1198,7 @@ impl Node {
     /// likes: freeing half a million entries holds a thread for about a
     /// tenth of a second, longer than a heartbeat interval. Entries not
     /// taken are freed at the next compaction.
-    pub fn take_compacted_entries(&mut self) -> std::collections::VecDeque<Entry> {
+    pub fn take_compacted_entries(&mut self) -> crate::RemovedEntries {
         self.log.take_compacted()
     }
 

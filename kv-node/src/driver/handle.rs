@@ -140,6 +140,22 @@ pub(crate) enum Request {
     },
 }
 
+impl Request {
+    /// What kind of request this is, for the driver's stall warnings.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Request::Propose { .. } => "propose",
+            Request::Read { .. } => "read",
+            Request::Peer(_) => "peer",
+            Request::Status(_) => "status",
+            Request::TransferLeader { .. } => "transfer leader",
+            Request::Snapshot(_) => "snapshot",
+            Request::ProposeCluster { .. } => "propose cluster",
+            Request::ConfChange { .. } => "conf change",
+        }
+    }
+}
+
 /// The cloneable way to talk to the driver.
 #[derive(Clone)]
 pub struct DriverHandle {

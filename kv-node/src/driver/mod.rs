@@ -96,6 +96,15 @@ impl<W, E> Woken<W, E> {
     }
 }
 
+/// The requests one turn of the loop handled, for its stall warning.
+#[derive(Default)]
+struct RequestsTimed {
+    count: usize,
+    total: Duration,
+    slowest: Duration,
+    slowest_kind: &'static str,
+}
+
 /// Why the driver stopped the node.
 #[derive(Debug, thiserror::Error)]
 #[error("replica failed: {0}")]
@@ -242,6 +251,7 @@ impl<D: Durable> Driver<D> {
             };
             let busy_since = Instant::now();
             let woken_by = woken.name();
+            let mut requests = RequestsTimed::default();
             match woken {
                 Woken::Shutdown => {
                     if *shutdown.borrow() {
@@ -267,7 +277,7 @@ impl<D: Durable> Driver<D> {
                 Woken::SnapshotWritten(None) => {
                     break Err(DriverFailed("the snapshot writer is gone".into()));
                 }
-                Woken::Request(Some(request)) => self.handle(request),
+                Woken::Request(Some(request)) => self.handle_timed(request, &mut requests),
                 Woken::Request(None) => break Ok(()),
                 Woken::MoreReady => {}
             }
@@ -275,7 +285,7 @@ impl<D: Durable> Driver<D> {
             // its writes go to the persist stage as one round.
             for _ in 0..MAX_DRAIN {
                 match rx.try_recv() {
-                    Ok(request) => self.handle(request),
+                    Ok(request) => self.handle_timed(request, &mut requests),
                     Err(_) => break,
                 }
             }
@@ -284,10 +294,24 @@ impl<D: Durable> Driver<D> {
                 Ok(more) => more_ready = more,
                 Err(e) => break Err(e),
             }
-            self.note_stall(woken_by, busy_since, ready_since);
+            self.note_stall(woken_by, busy_since, ready_since, &requests);
         };
         self.fail_everyone();
         result
+    }
+
+    /// Handles one request, timing it for the stall warning.
+    fn handle_timed(&mut self, request: Request, timed: &mut RequestsTimed) {
+        let kind = request.name();
+        let started = Instant::now();
+        self.handle(request);
+        let took = started.elapsed();
+        timed.count += 1;
+        timed.total += took;
+        if took >= timed.slowest {
+            timed.slowest = took;
+            timed.slowest_kind = kind;
+        }
     }
 
     /// Hands the entries raft-core's last compaction removed, if any, to
@@ -305,7 +329,13 @@ impl<D: Durable> Driver<D> {
     /// `ready_ms` is the part spent handling `Ready`s (stepping outputs,
     /// applying, handing rounds to the persist stage), the rest handling
     /// what woke the loop and the requests queued.
-    fn note_stall(&self, woken: &'static str, busy_since: Instant, ready_since: Instant) {
+    fn note_stall(
+        &self,
+        woken: &'static str,
+        busy_since: Instant,
+        ready_since: Instant,
+        requests: &RequestsTimed,
+    ) {
         let busy = busy_since.elapsed();
         if busy >= STALL_WARNING {
             self.metrics.driver_stalls.inc();
@@ -313,6 +343,10 @@ impl<D: Durable> Driver<D> {
                 woken_by = woken,
                 ms = busy.as_secs_f64() * 1e3,
                 ready_ms = ready_since.elapsed().as_secs_f64() * 1e3,
+                requests = requests.count,
+                requests_ms = requests.total.as_secs_f64() * 1e3,
+                slowest_request = requests.slowest_kind,
+                slowest_request_ms = requests.slowest.as_secs_f64() * 1e3,
                 "the driver thread was busy for one turn of its loop longer than {} ms",
                 STALL_WARNING.as_millis()
             );
