@@ -96,6 +96,16 @@ impl<W, E> Woken<W, E> {
     }
 }
 
+/// The CPU time the calling thread has used (a syscall, well under a
+/// microsecond; read once per turn of the driver's loop).
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
+
 /// The requests one turn of the loop handled, for its stall warning.
 #[derive(Default)]
 struct RequestsTimed {
@@ -250,6 +260,7 @@ impl<D: Durable> Driver<D> {
                 () = std::future::ready(()), if more_ready => Woken::MoreReady,
             };
             let busy_since = Instant::now();
+            let cpu_since = thread_cpu_time();
             let woken_by = woken.name();
             let mut requests = RequestsTimed::default();
             match woken {
@@ -294,7 +305,7 @@ impl<D: Durable> Driver<D> {
                 Ok(more) => more_ready = more,
                 Err(e) => break Err(e),
             }
-            self.note_stall(woken_by, busy_since, ready_since, &requests);
+            self.note_stall(woken_by, busy_since, cpu_since, ready_since, &requests);
         };
         self.fail_everyone();
         result
@@ -326,6 +337,8 @@ impl<D: Durable> Driver<D> {
     /// Warns when one turn of the loop kept the thread that ticks and
     /// sends heartbeats busy for longer than an election timeout's worth
     /// of heartbeats could bear (etcd warns likewise of slow applies).
+    /// `cpu_ms` is the CPU time the thread got in the turn: far below `ms`,
+    /// the thread was kept off the CPU (other threads, a starved machine).
     /// `ready_ms` is the part spent handling `Ready`s (stepping outputs,
     /// applying, handing rounds to the persist stage), the rest handling
     /// what woke the loop and the requests queued.
@@ -333,6 +346,7 @@ impl<D: Durable> Driver<D> {
         &self,
         woken: &'static str,
         busy_since: Instant,
+        cpu_since: Duration,
         ready_since: Instant,
         requests: &RequestsTimed,
     ) {
@@ -342,6 +356,7 @@ impl<D: Durable> Driver<D> {
             tracing::warn!(
                 woken_by = woken,
                 ms = busy.as_secs_f64() * 1e3,
+                cpu_ms = thread_cpu_time().saturating_sub(cpu_since).as_secs_f64() * 1e3,
                 ready_ms = ready_since.elapsed().as_secs_f64() * 1e3,
                 requests = requests.count,
                 requests_ms = requests.total.as_secs_f64() * 1e3,
