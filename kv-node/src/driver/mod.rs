@@ -61,8 +61,10 @@ const STALL_WARNING: Duration = Duration::from_millis(100);
 /// The committed entries one `Ready` hands out to apply, in bytes (the
 /// core's default is 16 MiB). Applying 16 MiB of 500-key `mput`s into a
 /// 10M-key map took the driver 100-600 ms in one go, past the election
-/// timeout (leader changes while loading 10M keys, `bench/scale.sh`).
-pub const COMMITTED_BYTES_PER_READY: usize = 1 << 20;
+/// timeout (leader changes while loading 10M keys, `bench/scale.sh`); 1 MiB
+/// still took 20-28 ms of CPU, which a machine short of CPU stretched to
+/// 100-165 ms turns (stop 28). 256 KiB keeps one `Ready` to a few ms.
+pub const COMMITTED_BYTES_PER_READY: usize = 256 << 10;
 /// How long one turn of the loop goes on handling `Ready`s while more
 /// follow: the rest waits until ticks, acknowledgements and requests
 /// queued meanwhile are taken in, so a backlog of committed entries
