@@ -426,6 +426,18 @@ impl Storage {
         self.fail_on_error(result)
     }
 
+    /// Makes the spare the storage wants, if any, here and at once (no
+    /// pause between chunks), and adopts it: what the simulator and tests
+    /// do in place of kv-node's `wal-spare` thread. True if one was made;
+    /// an error is one `spare_filled` returns.
+    pub fn make_wanted_spare_now(&mut self) -> Result<bool, StorageError> {
+        let Some(fill) = self.spare_wanted() else {
+            return Ok(false);
+        };
+        let made = fill.run(|| Ok(()));
+        self.spare_filled(made).map(|()| true)
+    }
+
     /// The hard state last set (durable once synced).
     pub fn hard_state(&self) -> HardState {
         self.wal.hard_state()

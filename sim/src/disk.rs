@@ -518,10 +518,7 @@ impl SimDisk {
         let Some(block) = &mut self.block else {
             return Ok(());
         };
-        if let Some(fill) = block.storage.spare_wanted() {
-            let made = fill.run(|| Ok(()));
-            block.storage.spare_filled(made)?;
-        }
+        block.storage.make_wanted_spare_now()?;
         Ok(())
     }
 

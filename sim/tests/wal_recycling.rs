@@ -209,11 +209,10 @@ fn fill_and_roll(fs: &PowerLossAt) -> u64 {
             return acknowledged;
         }
         acknowledged = index;
-        if !filled && let Some(fill) = storage.spare_wanted() {
-            filled = true;
-            let made = fill.run(|| Ok(()));
-            if storage.spare_filled(made).is_err() {
-                return acknowledged;
+        if !filled {
+            match storage.make_wanted_spare_now() {
+                Ok(made) => filled = made,
+                Err(_) => return acknowledged,
             }
         }
     }
