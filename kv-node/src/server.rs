@@ -149,7 +149,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
 
     // Started even without peers: members added later get a sender task.
     let peer_secret = config.auth.as_ref().and_then(|a| a.peer_secret());
+    let driver_runtime = driver::runtime().map_err(StartError::Thread)?;
     let peers = transport::start(
+        driver_runtime.handle().clone(),
         members,
         peer_client.clone(),
         metrics.clone(),
@@ -167,6 +169,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         .take_persist_completions()
         .expect("a freshly opened disk has its persist channel");
     let (driver, driver_done) = driver::spawn(
+        driver_runtime,
         replica,
         snapshots,
         persisted,

@@ -69,6 +69,7 @@ async fn single_node_with_quota(quota_bytes: u64) -> TestNode {
     .unwrap();
     let (stop, stop_rx) = watch::channel(false);
     let (driver, _done) = driver::spawn(
+        driver::runtime().unwrap(),
         replica,
         snapshots,
         persisted,

@@ -111,8 +111,9 @@ struct Spawner {
     /// Estimated bytes a batch may grow to (see [`BATCH_FILL_PERCENT`]).
     target_batch_bytes: usize,
     reports: Reports,
-    /// The server's runtime: the driver thread, which adds peers, runs a
-    /// runtime of its own that must not carry network tasks.
+    /// The driver thread's runtime (`driver::runtime`): the tasks run
+    /// between the driver's turns, so a message leaves without a thread
+    /// hand-off.
     runtime: tokio::runtime::Handle,
 }
 
@@ -186,9 +187,10 @@ impl PeerSender {
     }
 }
 
-/// Starts one sender task per peer on the current runtime; peers added
-/// later with [`PeerSender::add`] get theirs on the same runtime.
+/// Starts one sender task per peer on `runtime` (the driver's); peers
+/// added later with [`PeerSender::add`] get theirs on the same runtime.
 pub fn start(
+    runtime: tokio::runtime::Handle,
     members: &Members,
     client: PeerClient,
     metrics: Arc<Metrics>,
@@ -215,7 +217,7 @@ pub fn start(
             secret,
             target_batch_bytes: max_batch_bytes / 100 * BATCH_FILL_PERCENT,
             reports: Reports::default(),
-            runtime: tokio::runtime::Handle::current(),
+            runtime,
         })),
     };
     for peer in members.peers.values() {
