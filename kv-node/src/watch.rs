@@ -27,6 +27,7 @@ use kv_replica::watch::{
 };
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -42,6 +43,9 @@ pub const WATCH_BUFFER_BATCHES: usize = 8;
 /// an event applied after a quiet spell goes out at once, rounds that
 /// follow within this time go out together at its end.
 pub const WAKE_INTERVAL: Duration = Duration::from_millis(5);
+/// Rounds the inbox gathers before the hub task takes them while no watch
+/// is open.
+pub const IDLE_FEED_ROUNDS: usize = 64;
 /// Most bytes the HTTP body takes from its channel for one write.
 const BODY_CHUNK_BYTES: usize = 256 << 10;
 
@@ -64,18 +68,31 @@ impl FeedSender {
     /// Hands a round's events to the hub (never waits on it: the inbox's
     /// lock is only ever held to push or take the whole queue). Rounds
     /// that applied nothing are not sent.
+    ///
+    /// The hub task is woken at once only while a watch is open; otherwise
+    /// every [`IDLE_FEED_ROUNDS`] rounds. Waking it for every round cost a
+    /// thread wake-up per round on every node, watched or not. A watch
+    /// opened meanwhile misses nothing: `open` takes the inbox itself.
     pub fn feed(&mut self, output: &mut Output, applied_index: u64) {
         let snapshot_installed = output.snapshot_installed.map(|i| i.0);
         if applied_index == self.fed_index && snapshot_installed.is_none() {
             return;
         }
         self.fed_index = applied_index;
-        self.watches.inbox().feeds.push(WatchFeed {
-            snapshot_installed,
-            events: std::mem::take(&mut output.events),
-            applied_index,
-        });
-        self.watches.inbox_ready.notify_one();
+        let waiting = {
+            let mut inbox = self.watches.inbox();
+            inbox.feeds.push(WatchFeed {
+                snapshot_installed,
+                events: std::mem::take(&mut output.events),
+                applied_index,
+            });
+            inbox.feeds.len()
+        };
+        // SeqCst, paired with `open`: either this load sees the watch, or
+        // the opener's take of the inbox comes after the push above.
+        if self.watches.open_watches.load(Ordering::SeqCst) > 0 || waiting >= IDLE_FEED_ROUNDS {
+            self.watches.inbox_ready.notify_one();
+        }
     }
 }
 
@@ -163,6 +180,9 @@ pub struct Watches {
     /// openers take everything (under `shared`, so rounds go in in order).
     inbox: Mutex<Inbox>,
     inbox_ready: Notify,
+    /// The watches open (`Shared::wakers`), read by the driver without the
+    /// lock to decide whether the hub task needs waking.
+    open_watches: AtomicUsize,
     progress_interval: Duration,
 }
 
@@ -189,6 +209,7 @@ impl Watches {
             }),
             inbox: Mutex::new(Inbox::default()),
             inbox_ready: Notify::new(),
+            open_watches: AtomicUsize::new(0),
             progress_interval,
         });
         tokio::spawn(run_hub(watches.clone()));
@@ -255,9 +276,11 @@ impl Watches {
         self.lock().hub.watch_count()
     }
 
-    /// The hub's applied revision.
+    /// The hub's applied revision, the inbox taken in first.
     pub fn revision(&self) -> u64 {
-        self.lock().hub.revision()
+        let mut shared = self.lock();
+        self.take_inbox(&mut shared);
+        shared.hub.revision()
     }
 
     /// Starts a watch: its start and the body of its stream, whose first
@@ -273,6 +296,9 @@ impl Watches {
             if shared.stopped {
                 return Err(OpenError::Stopped);
             }
+            // Counted before the inbox is taken (see `FeedSender::feed`):
+            // a round the driver pushes after this sees the watch.
+            self.open_watches.fetch_add(1, Ordering::SeqCst);
             // Every round applied before this request is in the hub first:
             // a write acknowledged to the client is in the history it
             // watches (and in a 410's compact revision). The hub task
@@ -281,7 +307,13 @@ impl Watches {
             if !shared.due.is_empty() {
                 self.inbox_ready.notify_one();
             }
-            let started = shared.hub.watch(filter.clone(), from_revision)?;
+            let started = match shared.hub.watch(filter.clone(), from_revision) {
+                Ok(started) => started,
+                Err(e) => {
+                    self.open_watches.fetch_sub(1, Ordering::SeqCst);
+                    return Err(e.into());
+                }
+            };
             shared.wakers.insert(started.id, notify.clone());
             started
         };
@@ -383,7 +415,9 @@ impl Drop for Registration {
     fn drop(&mut self) {
         let mut shared = self.watches.lock();
         shared.hub.cancel(self.id);
-        shared.wakers.remove(&self.id);
+        if shared.wakers.remove(&self.id).is_some() {
+            self.watches.open_watches.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -510,6 +544,7 @@ mod tests {
             }),
             inbox: Mutex::new(Inbox::default()),
             inbox_ready: Notify::new(),
+            open_watches: AtomicUsize::new(0),
             progress_interval: PROGRESS_INTERVAL,
         }
     }
@@ -696,5 +731,69 @@ mod tests {
             .unwrap();
         assert_eq!(started.revision, 20);
         assert_eq!(revisions_until(&mut stream, 20).await, vec![20]);
+    }
+
+    /// Without an open watch the hub task is not woken for every round,
+    /// but it takes them in every `IDLE_FEED_ROUNDS` rounds, so the inbox
+    /// stays bounded; the count of open watches follows opens, refused
+    /// opens and ends.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_hub_is_woken_per_round_only_while_a_watch_is_open() {
+        let config = WatchConfig {
+            history_revisions: 5,
+            ..WatchConfig::default()
+        };
+        let (watches, mut feed) = Watches::start(config, 0);
+        let round = |feed: &mut FeedSender, revision: u64| {
+            let mut output = Output {
+                events: vec![WatchEvent::put(revision, "k", "v")],
+                ..Output::default()
+            };
+            feed.feed(&mut output, revision);
+        };
+        let inbox_len = |w: &Watches| w.inbox().feeds.len();
+        for revision in 1..IDLE_FEED_ROUNDS as u64 {
+            round(&mut feed, revision);
+        }
+        tokio::task::yield_now().await;
+        assert_eq!(
+            inbox_len(&watches),
+            IDLE_FEED_ROUNDS - 1,
+            "no watch: not woken yet"
+        );
+        round(&mut feed, IDLE_FEED_ROUNDS as u64);
+        tokio::task::yield_now().await;
+        assert_eq!(inbox_len(&watches), 0, "woken at the bound");
+
+        assert!(watches.open(WatchFilter::Key("k".into()), Some(1)).is_err());
+        assert_eq!(
+            watches.open_watches.load(Ordering::SeqCst),
+            0,
+            "a refused open is not counted"
+        );
+        let (_, stream) = watches.open(WatchFilter::Key("k".into()), None).unwrap();
+        assert_eq!(watches.open_watches.load(Ordering::SeqCst), 1);
+        round(&mut feed, IDLE_FEED_ROUNDS as u64 + 1);
+        tokio::task::yield_now().await;
+        assert_eq!(
+            inbox_len(&watches),
+            0,
+            "a watch is open: woken for the round"
+        );
+
+        drop(stream);
+        // The pump notices the dropped body on its next send.
+        round(&mut feed, IDLE_FEED_ROUNDS as u64 + 2);
+        for _ in 0..1000 {
+            if watches.open_watches.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(
+            watches.open_watches.load(Ordering::SeqCst),
+            0,
+            "the ended watch is not counted"
+        );
     }
 }
