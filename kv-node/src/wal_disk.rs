@@ -183,9 +183,19 @@ impl WalDisk {
 
     /// Waits for the install queued on the stage, if one is, and takes
     /// the stored snapshot it reports.
+    /// A snapshot of our own that finished meanwhile at a higher index
+    /// stays the stored one: the stage finished it after the install (it
+    /// covers entries applied after it), and dropped the installed file.
     fn settle_install(&mut self) -> Result<(), StorageError> {
         if let Some((_, done)) = self.installing.take() {
-            self.snapshot = done.recv().unwrap_or(Err(StorageError::Failed))?;
+            let installed = done.recv().unwrap_or(Err(StorageError::Failed))?;
+            let ours_is_newer = match (&self.snapshot, &installed) {
+                (Some((ours, _)), Some((installed, _))) => ours.index > installed.index,
+                _ => false,
+            };
+            if !ours_is_newer {
+                self.snapshot = installed;
+            }
         }
         Ok(())
     }
@@ -835,6 +845,53 @@ mod tests {
         let (_, recovered) = WalDisk::open(dir.path(), Arc::new(Metrics::default())).unwrap();
         let (installed, data) = recovered.snapshot.expect("installed");
         assert_eq!((installed, &data[..]), (meta, &bytes[..]));
+    }
+
+    /// Found by the chaos test: a follower installed a snapshot from the
+    /// leader, took two of its own at higher indexes, won an election and
+    /// sent a snapshot to a lagging follower. Reading the chunk settled the
+    /// install only then, took the installed (older, already removed) file
+    /// for the stored one, and stopped the node on "No such file". The
+    /// snapshot sent is the newest stored, whenever the install is settled.
+    #[test]
+    fn a_snapshot_of_our_own_taken_after_an_install_is_the_one_sent() {
+        use raft_core::{Entry, EntryKind, Term};
+        let dir = tempfile::tempdir().unwrap();
+        let meta = |index| SnapshotMeta {
+            index: LogIndex(index),
+            term: Term(1),
+            membership: Membership::new([NodeId(1)]),
+        };
+        let installed = crate::staged_decoder::tests::state_of(50);
+        let (mut disk, _) = WalDisk::open(dir.path(), Arc::new(Metrics::default())).unwrap();
+        let mut completions = disk.take_snapshot_completions().unwrap();
+        disk.stage_snapshot_chunk(0, &installed.snapshot_bytes())
+            .unwrap();
+        disk.install_staged_snapshot(&meta(50)).unwrap();
+        let entries: Vec<Entry> = (51..=60)
+            .map(|index| Entry {
+                term: Term(1),
+                index: LogIndex(index),
+                kind: EntryKind::Noop,
+                data: Bytes::new(),
+            })
+            .collect();
+        disk.append(&entries).unwrap();
+        disk.sync().unwrap();
+        let ours = crate::staged_decoder::tests::state_of(60);
+        disk.start_snapshot(&meta(60), ours.clone()).unwrap();
+        let written = completions.blocking_recv().expect("the writer answers");
+        let finished = disk.finish_snapshot(written).unwrap();
+        assert_eq!(finished.map(|(m, _)| m.index), Some(LogIndex(60)));
+        let bytes = ours.snapshot_bytes();
+        let chunk = disk
+            .snapshot_chunk(ChunkRequest {
+                meta: &meta(60),
+                offset: 0,
+                len: bytes.len() as u64,
+            })
+            .expect("the stored snapshot is ours, at 60");
+        assert_eq!(&chunk[..], &bytes[..]);
     }
 
     /// Issue 15, item 6: a snapshot whose file cannot be written (here its
