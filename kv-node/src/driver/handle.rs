@@ -168,6 +168,9 @@ pub struct DriverHandle {
     next_request: Arc<AtomicU64>,
     request_timeout: Duration,
     directory: Directory,
+    /// The driver thread's runtime, for the connections whose frames are
+    /// read on the driver's thread (`http::peer_stream`).
+    runtime: tokio::runtime::Handle,
 }
 
 /// How long `POST /admin/snapshot` waits for the snapshot it started.
@@ -178,6 +181,7 @@ impl DriverHandle {
         node: NodeId,
         request_timeout: Duration,
         directory: Directory,
+        runtime: tokio::runtime::Handle,
     ) -> Self {
         // Proposal numbers start at the boot time in microseconds, so that
         // they never repeat across restarts (see `next_request`).
@@ -190,7 +194,14 @@ impl DriverHandle {
             next_request: Arc::new(AtomicU64::new(boot_micros)),
             request_timeout,
             directory,
+            runtime,
         }
+    }
+
+    /// The driver thread's runtime: tasks spawned on it run between the
+    /// driver's turns, on its thread.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
     }
 
     /// Proposes a write and waits until this node has applied it.
@@ -373,6 +384,8 @@ impl DriverHandle {
                 )
                 .expect("a valid name"),
             ),
+            // Called inside the test's runtime.
+            runtime: tokio::runtime::Handle::current(),
         };
         (handle, rx)
     }

@@ -202,7 +202,13 @@ where
 {
     let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
     let node = replica.node.id();
-    let handle = DriverHandle::new(tx, node, request_timeout, directory.clone());
+    let handle = DriverHandle::new(
+        tx,
+        node,
+        request_timeout,
+        directory.clone(),
+        runtime.handle().clone(),
+    );
     let leader = replica.node.leader();
     // Published before the first message can arrive (see `Directory::admits`).
     directory.set_configuration(replica.node.membership().members());

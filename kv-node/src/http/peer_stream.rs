@@ -7,9 +7,12 @@
 
 use super::{ApiError, AppState, ops, watch};
 use crate::accept::OnUpgraded;
+use crate::peer::rewind::Rewind;
 use crate::peer::stream::{self, PROTOCOL, STREAM_PATH, StreamReply};
+use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::net::TcpStream;
 use warp::http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 
 /// Answers a stream request: `101` with the connection's handler, or the
@@ -53,20 +56,33 @@ fn accept(
     let handler = OnUpgraded::new(move |io| {
         let state = state.clone();
         Box::pin(async move {
-            let limit = state.max_peer_batch_bytes;
-            let deadline = state.body_timeout;
-            stream::receive(io, limit, deadline, |frame| {
-                let state = state.clone();
-                async move {
-                    let batch = ops::check_batch(&state, &frame).map_err(refusal)?;
-                    state
-                        .driver
-                        .deliver(batch.messages)
-                        .await
-                        .map_err(|e| refusal(e.into()))
+            // A plain connection moves to the driver's thread: a batch then
+            // reaches the driver without a thread hand-off (on a follower,
+            // the leader's appends; on the leader, the acknowledgements).
+            // A TLS connection stays here.
+            match io.into_inner().downcast::<TokioIo<TcpStream>>() {
+                Ok(parts) => {
+                    let unread = parts.read_buf;
+                    let tcp = match parts.io.into_inner().into_std() {
+                        Ok(tcp) => tcp,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "a peer stream could not be taken over");
+                            return;
+                        }
+                    };
+                    let on_driver = state.clone();
+                    let served = state.driver.runtime().spawn(async move {
+                        match TcpStream::from_std(tcp) {
+                            Ok(tcp) => receive(on_driver, Rewind::new(unread, tcp)).await,
+                            Err(e) => {
+                                tracing::debug!(error = %e, "a peer stream could not be taken over")
+                            }
+                        }
+                    });
+                    let _ = served.await;
                 }
-            })
-            .await;
+                Err(io) => receive(state, TokioIo::new(io)).await,
+            }
         })
     });
     let mut response = Response::new(Vec::new());
@@ -77,6 +93,28 @@ fn accept(
     let mut response = watch::plain(response);
     response.extensions_mut().insert(handler);
     Ok(response)
+}
+
+/// Serves the frames of one stream: each batch is checked as a `POST
+/// /raft/messages` body and handed to the driver in order.
+async fn receive<IO>(state: Arc<AppState>, io: IO)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let limit = state.max_peer_batch_bytes;
+    let deadline = state.body_timeout;
+    stream::receive(io, limit, deadline, |frame| {
+        let state = state.clone();
+        async move {
+            let batch = ops::check_batch(&state, &frame).map_err(refusal)?;
+            state
+                .driver
+                .deliver(batch.messages)
+                .await
+                .map_err(|e| refusal(e.into()))
+        }
+    })
+    .await;
 }
 
 /// The last frame of a stream whose batch was refused.

@@ -12,6 +12,7 @@ pub mod client;
 pub mod forward;
 pub mod inbound;
 pub mod join;
+pub mod rewind;
 pub mod stream;
 pub mod transport;
 
