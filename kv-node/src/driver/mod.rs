@@ -271,9 +271,7 @@ impl<D: Durable> Driver<D> {
                 done = persisted.recv() => Woken::Persisted(done),
                 written = snapshots.recv() => Woken::SnapshotWritten(written),
                 request = rx.recv() => Woken::Request(request),
-                // A yield, not a ready future: the peer tasks share this
-                // thread and must get their turn to send what this one made.
-                () = tokio::task::yield_now(), if more_ready => Woken::MoreReady,
+                () = std::future::ready(()), if more_ready => Woken::MoreReady,
             };
             let busy_since = Instant::now();
             let cpu_since = thread_cpu_time();
@@ -322,6 +320,12 @@ impl<D: Durable> Driver<D> {
                 Err(e) => break Err(e),
             }
             self.note_stall(woken_by, busy_since, cpu_since, ready_since, &requests);
+            // The peer streams' tasks share this thread: they send what
+            // this turn made and read what arrived before the next turn.
+            // Without the yield the loop runs on while its channels have
+            // work (tokio's budget allows 128 receives), and under a heavy
+            // load the peers heard nothing for an election timeout.
+            tokio::task::yield_now().await;
         };
         self.fail_everyone();
         result
