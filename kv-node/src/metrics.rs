@@ -141,6 +141,7 @@ pub struct Metrics {
     pub ready_rounds: Counter,
     pub snapshots_taken: Counter,
     pub driver_stalls: Counter,
+    pub driver_turns: Counter,
     pub peer_messages_received: Counter,
     pub peer_batches_refused: Counter,
     /// AppendEntries rejections received (log repair, or reordered batches).
@@ -193,6 +194,7 @@ impl Metrics {
         let ready_rounds = add(r, "kv_ready_rounds", "Ready batches handled");
         let snapshots_taken = add(r, "kv_snapshots", "snapshots taken");
         let driver_stalls = add(r, "kv_driver_stalls", "turns of the driver loop that took over 100 ms (heartbeats wait meanwhile)");
+        let driver_turns = add(r, "kv_driver_turns", "turns of the driver loop");
         let peer_messages_received = add(r, "kv_peer_messages_received", "raft messages received from peers");
         let peer_batches_refused = add(r, "kv_peer_batches_refused", "peer batches refused (bad encoding, unknown sender, or a sender that is not a member)");
         let append_rejections = add(r, "kv_append_rejections", "AppendEntries rejections received from followers");
@@ -253,6 +255,7 @@ impl Metrics {
             ready_rounds,
             snapshots_taken,
             driver_stalls,
+            driver_turns,
             peer_messages_received,
             peer_batches_refused,
             append_rejections,

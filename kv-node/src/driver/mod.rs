@@ -273,6 +273,7 @@ impl<D: Durable> Driver<D> {
                 request = rx.recv() => Woken::Request(request),
                 () = std::future::ready(()), if more_ready => Woken::MoreReady,
             };
+            self.metrics.driver_turns.inc();
             let busy_since = Instant::now();
             let cpu_since = thread_cpu_time();
             let woken_by = woken.name();

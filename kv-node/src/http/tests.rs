@@ -623,6 +623,64 @@ async fn writes_that_add_data_over_the_quota_get_507_while_deletes_and_reads_go_
     assert!(text.contains("kv_live_bytes 5"), "{text}");
 }
 
+/// The peer streams' tasks share the driver's thread (`driver::runtime`):
+/// under a steady load, a task there runs between every two turns of the
+/// driver's loop. Without the yield at the end of each turn the loop ran
+/// on while its channels had work, and under the 10M-key preload the
+/// peers heard nothing for an election timeout (BENCHMARKS.md, stop 29).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_on_the_drivers_thread_runs_between_every_two_turns() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let node = single_node().await;
+    let metrics = node.state.metrics.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let widest = Arc::new(AtomicU64::new(0));
+    let probe = {
+        let (metrics, stop, widest) = (metrics.clone(), stop.clone(), widest.clone());
+        node.state.driver.runtime().spawn(async move {
+            let mut last = metrics.driver_turns.get();
+            let mut polls = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                tokio::task::yield_now().await;
+                let now = metrics.driver_turns.get();
+                widest.fetch_max(now - last, Ordering::Relaxed);
+                last = now;
+                polls += 1;
+            }
+            polls
+        })
+    };
+    let turns_before = metrics.driver_turns.get();
+    let writers: Vec<_> = (0..32)
+        .map(|w| {
+            let state = node.state.clone();
+            tokio::spawn(async move {
+                for i in 0..60 {
+                    let body = r#"{"value":"v"}"#;
+                    let (status, _) = call(&state, "PUT", &format!("/kv/w{w}-{i}"), body).await;
+                    assert_eq!(status, 200);
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let polls = probe.await.unwrap();
+    let turns = metrics.driver_turns.get() - turns_before;
+    assert!(turns >= 10, "the writes took {turns} turns");
+    assert!(
+        polls >= turns / 2,
+        "the probe ran {polls} times in {turns} turns"
+    );
+    assert!(
+        widest.load(Ordering::Relaxed) <= 2,
+        "up to {} turns ran back to back without the probe",
+        widest.load(Ordering::Relaxed)
+    );
+}
+
 #[tokio::test]
 async fn a_write_that_is_never_applied_times_out_with_504() {
     let (driver, _rx) = DriverHandle::detached(Duration::from_millis(50), 8);
