@@ -577,6 +577,27 @@ mod tests {
         replica.snapshot_written(written).unwrap()
     }
 
+    /// Snapshot metadata at `index`, term 1, of the single voter 1.
+    fn meta(index: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            index: LogIndex(index),
+            term: raft_core::Term(1),
+            membership: Membership::new([NodeId(1)]),
+        }
+    }
+
+    /// No-op entries of term 1 at `indexes`.
+    fn noop_entries(indexes: std::ops::RangeInclusive<u64>) -> Vec<raft_core::Entry> {
+        indexes
+            .map(|index| raft_core::Entry {
+                term: raft_core::Term(1),
+                index: LogIndex(index),
+                kind: raft_core::EntryKind::Noop,
+                data: Bytes::new(),
+            })
+            .collect()
+    }
+
     fn single_voter(dir: &Path) -> (Replica<WalDisk>, mpsc::UnboundedReceiver<SnapshotWritten>) {
         let (mut disk, recovered) = WalDisk::open(dir, Arc::new(Metrics::default())).unwrap();
         let completions = disk.take_snapshot_completions().unwrap();
@@ -760,24 +781,10 @@ mod tests {
     /// removes its file, and a restart finds the installed one.
     #[test]
     fn a_snapshot_installed_during_a_background_write_overtakes_it() {
-        use raft_core::{Entry, EntryKind, Term};
         let dir = tempfile::tempdir().unwrap();
-        let meta = |index| SnapshotMeta {
-            index: LogIndex(index),
-            term: Term(1),
-            membership: Membership::new([NodeId(1)]),
-        };
         {
             let (mut storage, _) = Storage::open(dir.path(), StorageOptions::default()).unwrap();
-            let entries: Vec<Entry> = (1..=5)
-                .map(|index| Entry {
-                    term: Term(1),
-                    index: LogIndex(index),
-                    kind: EntryKind::Noop,
-                    data: Bytes::new(),
-                })
-                .collect();
-            storage.append(&entries).unwrap();
+            storage.append(&noop_entries(1..=5)).unwrap();
             storage.sync().unwrap();
             let ours = storage.prepare_snapshot(&meta(5)).unwrap();
             storage.install_snapshot(&meta(9), b"installed").unwrap();
@@ -855,28 +862,14 @@ mod tests {
     /// snapshot sent is the newest stored, whenever the install is settled.
     #[test]
     fn a_snapshot_of_our_own_taken_after_an_install_is_the_one_sent() {
-        use raft_core::{Entry, EntryKind, Term};
         let dir = tempfile::tempdir().unwrap();
-        let meta = |index| SnapshotMeta {
-            index: LogIndex(index),
-            term: Term(1),
-            membership: Membership::new([NodeId(1)]),
-        };
         let installed = crate::staged_decoder::tests::state_of(50);
         let (mut disk, _) = WalDisk::open(dir.path(), Arc::new(Metrics::default())).unwrap();
         let mut completions = disk.take_snapshot_completions().unwrap();
         disk.stage_snapshot_chunk(0, &installed.snapshot_bytes())
             .unwrap();
         disk.install_staged_snapshot(&meta(50)).unwrap();
-        let entries: Vec<Entry> = (51..=60)
-            .map(|index| Entry {
-                term: Term(1),
-                index: LogIndex(index),
-                kind: EntryKind::Noop,
-                data: Bytes::new(),
-            })
-            .collect();
-        disk.append(&entries).unwrap();
+        disk.append(&noop_entries(51..=60)).unwrap();
         disk.sync().unwrap();
         let ours = crate::staged_decoder::tests::state_of(60);
         disk.start_snapshot(&meta(60), ours.clone()).unwrap();

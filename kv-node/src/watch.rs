@@ -700,6 +700,15 @@ mod tests {
         assert_eq!(revisions_until(&mut streams[2], 197).await, sevens);
     }
 
+    /// Feeds the hub one round that applied `revision`: a put of `k`.
+    fn feed_put(feed: &mut FeedSender, revision: u64) {
+        let mut output = Output {
+            events: vec![WatchEvent::put(revision, "k", "v")],
+            ..Output::default()
+        };
+        feed.feed(&mut output, revision);
+    }
+
     /// A round the driver fed is in the hub before a watch opens, even if
     /// the hub task has not run since (a current-thread runtime: it cannot
     /// run between the feed and the open), so a 410 names the compact
@@ -713,11 +722,7 @@ mod tests {
         };
         let (watches, mut feed) = Watches::start(config, 0);
         for revision in 1..=20u64 {
-            let mut output = Output {
-                events: vec![WatchEvent::put(revision, "k", "v")],
-                ..Output::default()
-            };
-            feed.feed(&mut output, revision);
+            feed_put(&mut feed, revision);
         }
         match watches.open(WatchFilter::Key("k".into()), Some(1)) {
             Err(OpenError::Hub(WatchError::Compacted {
@@ -744,16 +749,9 @@ mod tests {
             ..WatchConfig::default()
         };
         let (watches, mut feed) = Watches::start(config, 0);
-        let round = |feed: &mut FeedSender, revision: u64| {
-            let mut output = Output {
-                events: vec![WatchEvent::put(revision, "k", "v")],
-                ..Output::default()
-            };
-            feed.feed(&mut output, revision);
-        };
         let inbox_len = |w: &Watches| w.inbox().feeds.len();
         for revision in 1..IDLE_FEED_ROUNDS as u64 {
-            round(&mut feed, revision);
+            feed_put(&mut feed, revision);
         }
         tokio::task::yield_now().await;
         assert_eq!(
@@ -761,7 +759,7 @@ mod tests {
             IDLE_FEED_ROUNDS - 1,
             "no watch: not woken yet"
         );
-        round(&mut feed, IDLE_FEED_ROUNDS as u64);
+        feed_put(&mut feed, IDLE_FEED_ROUNDS as u64);
         tokio::task::yield_now().await;
         assert_eq!(inbox_len(&watches), 0, "woken at the bound");
 
@@ -773,7 +771,7 @@ mod tests {
         );
         let (_, stream) = watches.open(WatchFilter::Key("k".into()), None).unwrap();
         assert_eq!(watches.open_watches.load(Ordering::SeqCst), 1);
-        round(&mut feed, IDLE_FEED_ROUNDS as u64 + 1);
+        feed_put(&mut feed, IDLE_FEED_ROUNDS as u64 + 1);
         tokio::task::yield_now().await;
         assert_eq!(
             inbox_len(&watches),
@@ -783,7 +781,7 @@ mod tests {
 
         drop(stream);
         // The pump notices the dropped body on its next send.
-        round(&mut feed, IDLE_FEED_ROUNDS as u64 + 2);
+        feed_put(&mut feed, IDLE_FEED_ROUNDS as u64 + 2);
         for _ in 0..1000 {
             if watches.open_watches.load(Ordering::SeqCst) == 0 {
                 break;

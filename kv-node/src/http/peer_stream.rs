@@ -62,24 +62,9 @@ fn accept(
             // A TLS connection stays here.
             match io.into_inner().downcast::<TokioIo<TcpStream>>() {
                 Ok(parts) => {
-                    let unread = parts.read_buf;
-                    let tcp = match parts.io.into_inner().into_std() {
-                        Ok(tcp) => tcp,
-                        Err(e) => {
-                            tracing::debug!(error = %e, "a peer stream could not be taken over");
-                            return;
-                        }
-                    };
-                    let on_driver = state.clone();
-                    let served = state.driver.runtime().spawn(async move {
-                        match TcpStream::from_std(tcp) {
-                            Ok(tcp) => receive(on_driver, Rewind::new(unread, tcp)).await,
-                            Err(e) => {
-                                tracing::debug!(error = %e, "a peer stream could not be taken over")
-                            }
-                        }
-                    });
-                    let _ = served.await;
+                    if let Err(e) = receive_on_driver(state, parts).await {
+                        tracing::debug!(error = %e, "a peer stream could not be taken over");
+                    }
                 }
                 Err(io) => receive(state, TokioIo::new(io)).await,
             }
@@ -93,6 +78,25 @@ fn accept(
     let mut response = watch::plain(response);
     response.extensions_mut().insert(handler);
     Ok(response)
+}
+
+/// Moves a plain connection's socket to the driver's runtime, with what
+/// hyper had read past the request put back in front, and serves it there.
+async fn receive_on_driver(
+    state: Arc<AppState>,
+    parts: hyper::upgrade::Parts<TokioIo<TcpStream>>,
+) -> std::io::Result<()> {
+    let tcp = parts.io.into_inner().into_std()?;
+    let unread = parts.read_buf;
+    let runtime = state.driver.runtime().clone();
+    // Registered with the driver's reactor: `from_std` inside its runtime.
+    let served = runtime.spawn(async move {
+        let tcp = TcpStream::from_std(tcp)?;
+        receive(state, Rewind::new(unread, tcp)).await;
+        Ok(())
+    });
+    // A join error: the driver's runtime shut down (the node is stopping).
+    served.await.unwrap_or(Ok(()))
 }
 
 /// Serves the frames of one stream: each batch is checked as a `POST
