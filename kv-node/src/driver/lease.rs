@@ -13,7 +13,6 @@
 use super::Driver;
 use kv_replica::lease_clock::KeepaliveRefused;
 use kv_replica::replica::Durable;
-use std::sync::Arc;
 
 /// A lease request that waits for a ReadIndex round on the leader.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,7 +43,7 @@ pub enum LeaseAnswer {
     },
     Info {
         summary: LeaseSummary,
-        keys: Vec<Arc<str>>,
+        keys: Vec<kv_replica::state_machine::Key>,
     },
     List(Vec<LeaseSummary>),
 }

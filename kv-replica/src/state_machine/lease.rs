@@ -8,7 +8,7 @@
 //! `lease_clock`) and proposes an `Op::LeaseExpire`, so every replica
 //! deletes the same keys at the same revision.
 
-use super::KvStateMachine;
+use super::{Key, KvStateMachine};
 
 /// The TTLs a lease may have (API.md): one second to one day. kv-node
 /// refuses others at the door; a snapshot holding one is refused as
@@ -17,7 +17,6 @@ pub const MIN_TTL_MS: u64 = 1_000;
 pub const MAX_TTL_MS: u64 = 86_400_000;
 use crate::command::{OpResult, Txn, TxnOp};
 use imbl::OrdSet;
-use std::sync::Arc;
 
 /// One lease as the state machine keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,7 +24,7 @@ pub(super) struct Lease {
     pub(super) ttl_ms: u64,
     /// Invariant: exactly the keys whose `key_leases` entry names this
     /// lease; each is present in the data.
-    pub(super) keys: OrdSet<Arc<str>>,
+    pub(super) keys: OrdSet<Key>,
 }
 
 impl KvStateMachine {
@@ -77,7 +76,7 @@ impl KvStateMachine {
         lease: u64,
         revision: u64,
     ) -> Option<String> {
-        let shared: Arc<str> = key.as_str().into();
+        let shared = Key::from(key.as_str());
         let prev = self.put(key, value, revision);
         let entry = self
             .leases
@@ -117,7 +116,7 @@ impl KvStateMachine {
     }
 
     /// A lease's TTL and attached keys (in key order), if it exists.
-    pub fn lease(&self, id: u64) -> Option<(u64, Vec<Arc<str>>)> {
+    pub fn lease(&self, id: u64) -> Option<(u64, Vec<Key>)> {
         self.leases
             .get(&id)
             .map(|lease| (lease.ttl_ms, lease.keys.iter().cloned().collect()))

@@ -14,8 +14,9 @@
 //! a clone and another thread serializes and fsyncs it while the driver
 //! goes on applying (issue 12). A write made while a capture is alive
 //! copies only the nodes on its path (about log16(n) nodes of 16 slots);
-//! keys and values are `Arc<str>`, so a copied node clones pointers, never
-//! the bytes: memory during a snapshot is the live data plus the copied
+//! values are `Arc<str>` and keys are [`Key`] (inline up to 23 bytes, else
+//! an `Arc<str>`), so a copied node clones pointers or a few inline bytes,
+//! never a value: memory during a snapshot is the live data plus the copied
 //! nodes, far below twice the data. Without a live capture every node is
 //! uniquely owned and is changed in place. Iteration order is key order,
 //! exactly as with `BTreeMap`, so the snapshot format and digest are
@@ -66,10 +67,17 @@ pub const SCAN_BUDGET_BYTES: usize = 4 << 20;
 /// JSON framing around them (`{"key":"","value":"","revision":N}`).
 pub const SCAN_ENTRY_OVERHEAD_BYTES: usize = 48;
 
+/// A key as the map stores it: up to 23 bytes inline (no heap pointer to
+/// follow on every comparison down the B-tree, which at 10M keys was a
+/// cache miss per comparison), longer keys behind an `Arc<str>`. Cloning
+/// is a copy or a reference count, never a copy of the bytes, so a node
+/// copied while a snapshot capture is alive stays cheap.
+pub type Key = smol_str::SmolStr;
+
 /// One entry of a scan: key, value, revision. Key and value are shared with
 /// the map (a reference count, no copy), so a scan costs the driver thread
 /// pointer copies only; rendering happens on the caller's thread.
-pub type ScanEntry = (Arc<str>, Arc<str>, u64);
+pub type ScanEntry = (Key, Arc<str>, u64);
 
 /// What applying one log entry produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,16 +134,16 @@ pub struct KvStateMachine {
     /// Index of the last entry applied (0 before the first). Entries arrive
     /// strictly in order: the next one must be `applied_index + 1`.
     applied_index: u64,
-    data: OrdMap<Arc<str>, StoredValue>,
+    data: OrdMap<Key, StoredValue>,
     /// Invariant: the sum of key and value lengths over `data` (the live
     /// data that `--quota-bytes` bounds). Derived, so neither in snapshots
     /// nor in the digest.
     live_bytes: u64,
     /// Entries behind `Arc`: a dedup result may carry a large `prev` value.
-    dedup: OrdMap<Arc<str>, Arc<DedupEntry>>,
+    dedup: OrdMap<Key, Arc<DedupEntry>>,
     /// The same clients as `dedup`, ordered by the index of their last write,
     /// so that finding the one to evict is O(log n).
-    dedup_by_index: OrdSet<(u64, Arc<str>)>,
+    dedup_by_index: OrdSet<(u64, Key)>,
     /// Invariant: `dedup.len() <= dedup_limit` after every apply.
     dedup_limit: usize,
     /// The cluster's address book: node name -> base URL, written by
@@ -146,7 +154,7 @@ pub struct KvStateMachine {
     leases: OrdMap<u64, lease::Lease>,
     /// The lease each attached key belongs to (the other side of
     /// `lease::Lease::keys`).
-    key_leases: OrdMap<Arc<str>, u64>,
+    key_leases: OrdMap<Key, u64>,
     /// Changes for watchers, recorded by `put` and `delete` (the lowest
     /// mutation points, so every op that changes keys emits events) when
     /// switched on; not replicated state (see [`EventRecorder`]).
@@ -257,7 +265,7 @@ impl KvStateMachine {
     }
 
     fn remember(&mut self, client_id: String, seq: u64, index: u64, result: OpResult) {
-        let client_id: Arc<str> = client_id.into();
+        let client_id = Key::from(client_id);
         let entry = Arc::new(DedupEntry { seq, index, result });
         if let Some(old) = self.dedup.insert(client_id.clone(), entry) {
             let removed = self
@@ -345,7 +353,7 @@ impl KvStateMachine {
         self.detach_lease(&key);
         let key_len = key.len() as u64;
         let value_len = value.len() as u64;
-        let key: Arc<str> = key.into();
+        let key = Key::from(key);
         let value: Arc<str> = value.into();
         self.events.record(revision, &key, Some(&value));
         let stored = StoredValue { value, revision };
@@ -421,7 +429,7 @@ impl KvStateMachine {
                 break;
             }
             used += cost;
-            entries.push((Arc::clone(key), Arc::clone(&stored.value), stored.revision));
+            entries.push((Key::clone(key), Arc::clone(&stored.value), stored.revision));
             matching.next();
         }
         let more = matching.peek().is_some();

@@ -5,7 +5,7 @@ use super::records::{
     Record, RecordReader, SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SNAPSHOT_VERSION_WITHOUT_LEASES,
     SnapshotError, read_exact_or, write_record,
 };
-use super::{DedupEntry, KvStateMachine, StoredValue};
+use super::{DedupEntry, Key, KvStateMachine, StoredValue};
 use std::borrow::Cow;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -135,7 +135,7 @@ impl KvStateMachine {
         // leases, then lease keys; a record of an earlier phase after a
         // later one is refused.
         let mut phase = 0;
-        let mut last_lease_key: Option<(u64, Arc<str>)> = None;
+        let mut last_lease_key: Option<(u64, Key)> = None;
         loop {
             let actual = records.records_read();
             match records.next()? {
@@ -210,7 +210,7 @@ impl KvStateMachine {
         record: u64,
         lease: u64,
         key: &str,
-        last: &mut Option<(u64, Arc<str>)>,
+        last: &mut Option<(u64, Key)>,
     ) -> Result<(), SnapshotError> {
         let bad = || SnapshotError::BadLeaseKey {
             record,
@@ -228,7 +228,7 @@ impl KvStateMachine {
         {
             return Err(SnapshotError::OutOfOrder { record });
         }
-        let key: Arc<str> = key.into();
+        let key = Key::from(key);
         *last = Some((lease, key.clone()));
         entry.keys.insert(key.clone());
         self.key_leases.insert(key, lease);
@@ -245,7 +245,7 @@ impl KvStateMachine {
         records: &mut RecordReader<'_, R>,
         key_count: u64,
     ) -> Result<(), SnapshotError> {
-        let mut last: Option<Arc<str>> = None;
+        let mut last: Option<Key> = None;
         if key_count < PARALLEL_RESTORE_KEYS {
             return self.restore_keys_here(records, key_count, &mut last);
         }
@@ -297,7 +297,7 @@ impl KvStateMachine {
         &mut self,
         records: &mut RecordReader<'_, R>,
         key_count: u64,
-        last: &mut Option<Arc<str>>,
+        last: &mut Option<Key>,
     ) -> Result<(), SnapshotError> {
         for _ in 0..key_count {
             let (key, stored) = self.restore_key(records.next()?, last)?;
@@ -311,8 +311,8 @@ impl KvStateMachine {
     fn restore_key(
         &mut self,
         (record, decoded): (u64, Record),
-        last: &mut Option<Arc<str>>,
-    ) -> Result<(Arc<str>, StoredValue), SnapshotError> {
+        last: &mut Option<Key>,
+    ) -> Result<(Key, StoredValue), SnapshotError> {
         let Record::Key {
             key,
             value,
@@ -331,7 +331,7 @@ impl KvStateMachine {
             revision,
         };
         self.live_bytes += (key.len() + value.len()) as u64;
-        let key: Arc<str> = key.into();
+        let key = Key::from(key);
         *last = Some(key.clone());
         Ok((key, stored))
     }
@@ -357,7 +357,7 @@ impl KvStateMachine {
         {
             return Err(SnapshotError::OutOfOrder { record });
         }
-        let client_id: Arc<str> = client_id.into();
+        let client_id = Key::from(client_id);
         if self
             .dedup_by_index
             .insert((index, client_id.clone()))

@@ -1,5 +1,6 @@
 //! Watch events and the recorder the state machine writes them into.
 
+use crate::state_machine::Key;
 use std::fmt;
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use std::sync::Arc;
 pub struct WatchEvent {
     /// The revision (log index) of the entry that made the change.
     pub revision: u64,
-    pub key: Arc<str>,
+    pub key: Key,
     /// The new value of a put; `None` for a delete.
     pub value: Option<Arc<str>>,
 }
@@ -83,11 +84,11 @@ impl EventRecorder {
     }
 
     /// Records a put (`value` set) or a delete of `key` at `revision`.
-    pub fn record(&mut self, revision: u64, key: &Arc<str>, value: Option<&Arc<str>>) {
+    pub fn record(&mut self, revision: u64, key: &Key, value: Option<&Arc<str>>) {
         if self.on {
             self.pending.push(WatchEvent {
                 revision,
-                key: Arc::clone(key),
+                key: key.clone(),
                 value: value.map(Arc::clone),
             });
         }
