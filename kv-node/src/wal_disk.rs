@@ -776,38 +776,6 @@ mod tests {
         assert!(settle(&mut replica, &mut completions).is_some());
     }
 
-    /// The entry bound waits for as many entries as there are keys: a
-    /// snapshot writes every key, so with 40 keys and a bound of 5 the
-    /// next snapshot comes after 40 entries, not 5.
-    #[test]
-    fn the_entry_bound_is_raised_to_the_number_of_keys() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut replica, mut completions) = single_voter(dir.path());
-        replica.step(Input::Campaign).unwrap();
-        for round in 0..40 {
-            replica.step(put(round)).unwrap();
-            settle_rounds(&mut replica);
-        }
-        assert_eq!(replica.state.len(), 40);
-        replica.start_snapshot().unwrap();
-        assert!(settle(&mut replica, &mut completions).is_some());
-        replica.snapshot_policy = kv_replica::replica::SnapshotPolicy {
-            max_entries: 5,
-            log_bytes_floor: None,
-            stagger_percent: 0,
-        };
-        let mut rounds = 0;
-        while replica.snapshot_in_flight().is_none() {
-            assert!(rounds < 100, "no snapshot after {rounds} puts");
-            // Overwrites: the key count stays 40.
-            replica.step(put(rounds % 40)).unwrap();
-            settle_rounds(&mut replica);
-            rounds += 1;
-        }
-        assert_eq!(rounds, 40, "one snapshot per 40 entries, as many as keys");
-        assert!(settle(&mut replica, &mut completions).is_some());
-    }
-
     /// A snapshot installed from the leader while a snapshot of our own is
     /// being written overtakes it: finishing ours changes nothing and
     /// removes its file, and a restart finds the installed one.

@@ -137,15 +137,9 @@ pub enum ReplicaError<E: std::error::Error + 'static> {
 /// at most about a snapshot's worth of log. The floor keeps small stores
 /// from snapshotting every few entries; the entry bound caps the log for
 /// entries too small for the byte rule to notice soon (no-ops, tiny puts).
-/// The entry bound is raised to the number of keys held: a snapshot
-/// writes every key, so it waits for at least as many entries to pay for
-/// it (at 10M keys a bound of 1M entries wrote the whole store every
-/// minute under load, 9 snapshot bytes per user byte), and replaying the
-/// log at restart costs about what loading the snapshot does.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SnapshotPolicy {
-    /// Snapshot after at most this many applied entries, or as many as
-    /// there are keys if that is more (0: no entry bound).
+    /// Snapshot after at most this many applied entries (0: no bound).
     pub max_entries: u64,
     /// Snapshot once the log applied since the last snapshot
     /// ([`ENTRY_OVERHEAD_BYTES`] plus the payload per entry) reaches the
@@ -346,8 +340,7 @@ impl<D: Durable> Replica<D> {
             .saturating_sub(self.last_snapshot_index.0);
         self.snapshot_in_flight.is_none()
             && entries > 0
-            && ((policy.max_entries > 0
-                && entries >= policy.staggered(policy.max_entries.max(self.state.len() as u64)))
+            && ((policy.max_entries > 0 && entries >= policy.staggered(policy.max_entries))
                 || policy.log_bytes_floor.is_some_and(|floor| {
                     self.log_bytes_since_snapshot
                         >= policy.staggered(floor.max(self.last_snapshot_bytes))
