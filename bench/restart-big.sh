@@ -8,13 +8,17 @@
 # machine's memory), release build, default flags, fsync on:
 #   1. load KEYS keys with POST /kv/mput batches of BATCH, WRITERS at once;
 #   2. POST /admin/snapshot, then TAIL_BATCHES more batches (a WAL tail
-#      that overwrites keys the snapshot holds);
+#      that overwrites keys the snapshot holds); with TAIL_PUTS_SECONDS,
+#      then also that long of random single-key puts over the keys
+#      (examples/bench, 64 connections: a tail of many small entries, the
+#      costliest to replay), then one more write of the probe key;
 #   3. kill -9, start again, RESTARTS times: seconds until a stale read of
 #      an overwritten key answers the tail's value, until /readyz is 200,
 #      and the peak RSS of the restarted process.
 #
 #   bench/restart-big.sh                    # 10M keys, several minutes
 #   KEYS=1000000 bench/restart-big.sh       # a quick one
+#   TAIL_PUTS_SECONDS=60 bench/restart-big.sh   # plus ~1-2M single puts
 #   BUILD=0 KV_NODE_BIN=/path/kv-node bench/restart-big.sh
 #
 # JSON lines in $OUT/results.jsonl. Every wait is bounded; the node is
@@ -24,17 +28,19 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 export KEYS=${KEYS:-10000000} BATCH=${BATCH:-2000} VALUE_BYTES=${VALUE_BYTES:-100}
 export WRITERS=${WRITERS:-4} TAIL_BATCHES=${TAIL_BATCHES:-20} RESTARTS=${RESTARTS:-3}
+export TAIL_PUTS_SECONDS=${TAIL_PUTS_SECONDS:-0}
 export PORT=${KV_PORT:-39680}
 export WORK_DIR=${KV_BENCH_DIR:-/tmp/kv-restartbench}
 out=${OUT:-bench/out/restart-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 export RESULTS=$repo/$out/results.jsonl
 if [[ ${BUILD:-1} == 1 ]]; then
-    cargo build --release -p kv-node --bin kv-node
+    cargo build --release -p kv-node --bin kv-node && cargo build --release --example bench
 fi
 bin=${KV_NODE_BIN:-target/release/kv-node}
 rm -rf "$WORK_DIR"; mkdir -p "$WORK_DIR"
 cp "$bin" "$WORK_DIR/kv-node"
+cp target/release/examples/bench "$WORK_DIR/bench"
 git rev-parse HEAD >"$out/commit"
 
 python3 - <<'PY'
@@ -43,6 +49,7 @@ import http.client, json, os, subprocess, threading, time
 KEYS = int(os.environ["KEYS"]); BATCH = int(os.environ["BATCH"])
 VALUE_BYTES = int(os.environ["VALUE_BYTES"]); WRITERS = int(os.environ["WRITERS"])
 TAIL_BATCHES = int(os.environ["TAIL_BATCHES"]); RESTARTS = int(os.environ["RESTARTS"])
+TAIL_PUTS_SECONDS = int(os.environ["TAIL_PUTS_SECONDS"])
 PORT = int(os.environ["PORT"]); WORK = os.environ["WORK_DIR"]
 results = open(os.environ["RESULTS"], "a")
 proc = None
@@ -54,7 +61,8 @@ def record(kind, **fields):
 
 
 def key(i):
-    return f"k{i:08d}"
+    # The bench tool's key names, so that its random puts overwrite these.
+    return f"bench{i:011d}"
 
 
 def value(i, gen):
@@ -141,10 +149,26 @@ try:
     assert code == 200, body
     record("snapshot", seconds=round(time.monotonic() - t0, 2), answer=json.loads(body))
     mput([list(range(b * BATCH, (b + 1) * BATCH)) for b in range(TAIL_BATCHES)], 1)
+    probe_gen = 1
+    if TAIL_PUTS_SECONDS > 0:
+        status = json.loads(request("GET", "/status")[1])
+        before = status.get("last_applied")
+        subprocess.run([os.path.join(WORK, "bench"), "--target", "kv", "--url", f"http://127.0.0.1:{PORT}",
+                        "--workload", "put", "--keyspace", str(KEYS), "--value-bytes", str(VALUE_BYTES),
+                        "--preload", "0", "--concurrency", "64", "--duration", f"{TAIL_PUTS_SECONDS}s"],
+                       check=True, stdout=subprocess.DEVNULL)
+        # The probe written last: a read of it after a restart proves the
+        # whole tail was replayed.
+        mput([[0]], 2)
+        probe_gen = 2
+        status = json.loads(request("GET", "/status")[1])
+        after = status.get("last_applied")
+        record("tail-puts", seconds=TAIL_PUTS_SECONDS, entries=(after - before) if before and after else None)
     code, body = request("GET", "/status")
     status = json.loads(body)
     du = subprocess.run(["du", "-sb", os.path.join(WORK, "node1")], capture_output=True, text=True).stdout.split()[0]
     record("before-restart", live_bytes=status.get("live_bytes"), keys=status.get("keys"),
+           last_applied=status.get("last_applied"), snapshot_index=status.get("snapshot_index"),
            snapshot_bytes=status.get("snapshot_bytes"), data_dir_bytes=int(du), rss_kib=rss_kib())
     probe = key(0)
     for r in range(RESTARTS):
@@ -153,7 +177,7 @@ try:
         start()
         def read_ok():
             code, body = request("GET", f"/kv/{probe}?consistency=stale", timeout=1)
-            return code == 200 and json.loads(body)["value"] == value(0, 1)
+            return code == 200 and json.loads(body)["value"] == value(0, probe_gen)
         wait_for("a stale read after the restart", read_ok, 120)
         read_s = time.monotonic() - t0
         wait_for("/readyz after the restart", lambda: request("GET", "/readyz", timeout=1)[0] == 200, 120)
