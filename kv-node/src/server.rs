@@ -137,8 +137,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     replica.record_watch_events(true);
     let (watches, watch_feed) =
         crate::watch::Watches::start(config.watch, replica.state.applied_index());
+    // The entry bound's points spread evenly over the members by their
+    // rank in id order (every node derives the same order from its
+    // peers), so that they write their snapshots in turn.
+    let rank = members.peers.range(..members.this.id).count() as u64;
     replica.snapshot_policy = SnapshotPolicy {
         max_entries: config.snapshot_entries,
+        entry_phase_percent: rank * 100 / (members.peers.len() as u64 + 1),
         log_bytes_floor: config.snapshot_min_log_bytes,
         // 0-30 % later than the thresholds, by node: the members apply the
         // same log, and snapshots written on all of them at once (tens of

@@ -514,9 +514,17 @@ pub struct PlanShape {
 impl FaultPlan {
     /// The snapshot policy every replica of the run gets (kv-node's rules
     /// at the simulator's scale).
-    pub fn snapshot_policy(&self) -> kv_replica::replica::SnapshotPolicy {
+    /// Node `node` of `nodes` (ids from 1) takes its turn as kv-node's
+    /// members do, spread evenly over the entry bound.
+    pub fn snapshot_policy(
+        &self,
+        node: raft_core::NodeId,
+        nodes: usize,
+    ) -> kv_replica::replica::SnapshotPolicy {
+        let nodes = nodes.max(1) as u64;
         kv_replica::replica::SnapshotPolicy {
             max_entries: self.snapshot_every,
+            entry_phase_percent: (node.0 % nodes) * 100 / nodes,
             log_bytes_floor: (self.snapshot_every > 0)
                 .then_some(self.snapshot_every * SNAPSHOT_LOG_BYTES_PER_ENTRY),
             stagger_percent: 0,
