@@ -155,6 +155,13 @@ struct Driver<D: Durable> {
     quota_bytes: u64,
     /// Where each round's applied changes go for watchers (never waits).
     watch_feed: Option<crate::watch::FeedSender>,
+    /// When a message from each peer was last stepped here, for the log
+    /// line of a role change: it tells a silent peer from a driver that
+    /// fell behind its inbox.
+    heard_from: std::collections::BTreeMap<raft_core::NodeId, Instant>,
+    /// Requests queued for this thread when the turn began (the same log
+    /// line).
+    inbox_len: usize,
 }
 
 /// At most one warning about refused peer messages per this long.
@@ -225,6 +232,8 @@ where
         disk_space,
         refusal_warned_at: None,
         refusals_unlogged: 0,
+        heard_from: Default::default(),
+        inbox_len: 0,
         snapshot_waiters: Vec::new(),
         quota_bytes,
         watch_feed,
@@ -274,6 +283,7 @@ impl<D: Durable> Driver<D> {
                 () = std::future::ready(()), if more_ready => Woken::MoreReady,
             };
             self.metrics.driver_turns.inc();
+            self.inbox_len = rx.len();
             let busy_since = Instant::now();
             let cpu_since = thread_cpu_time();
             let woken_by = woken.name();
@@ -471,6 +481,9 @@ impl<D: Durable> Driver<D> {
                 self.metrics
                     .peer_messages_received
                     .inc_by(messages.len() as u64);
+                if let Some(m) = messages.first() {
+                    self.heard_from.insert(m.from, Instant::now());
+                }
                 for m in messages {
                     if let MessageBody::AppendEntriesResponse { success: false, .. } = m.body {
                         self.metrics.append_rejections.inc();
@@ -677,11 +690,22 @@ impl<D: Durable> Driver<D> {
     fn handle_output(&mut self, output: Output) {
         if let Some(soft) = output.soft_state {
             let leader = soft.leader.map(|id| self.membership.directory.name_of(id));
+            let now = Instant::now();
+            let heard_ms_ago: Vec<String> = self
+                .heard_from
+                .iter()
+                .map(|(id, at)| {
+                    let name = self.membership.directory.name_of(*id);
+                    format!("{name}={}", now.duration_since(*at).as_millis())
+                })
+                .collect();
             tracing::info!(
                 role = ?soft.role,
                 leader = leader.as_deref().unwrap_or("none"),
                 leader_id = ?soft.leader,
                 term = %soft.term,
+                heard_ms_ago = %heard_ms_ago.join(","),
+                inbox = self.inbox_len,
                 "raft state changed"
             );
         }
