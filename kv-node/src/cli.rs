@@ -56,9 +56,12 @@ pub struct Cli {
     /// Largest value accepted, in bytes.
     #[arg(long, env = "KV_NODE_MAX_VALUE_BYTES", default_value_t = kv_replica::state_machine::MAX_VALUE_BYTES)]
     pub max_value_bytes: usize,
-    /// Take a snapshot after at most this many applied entries (0: no
-    /// entry bound). Usually the byte rule (`--snapshot-min-log-mb`) fires
-    /// first; this bounds the log when entries are tiny.
+    /// Take a snapshot about every this many applied entries (0: no entry
+    /// bound). The points are aligned on the log and shifted per member,
+    /// so that the members of a cluster snapshot in turn; a node snapshots
+    /// between half and one and a half times this many entries after its
+    /// last snapshot. Usually the byte rule (`--snapshot-min-log-mb`)
+    /// fires first; this bounds the log when entries are tiny.
     #[arg(long, env = "KV_NODE_SNAPSHOT_ENTRIES", default_value_t = 1_000_000)]
     pub snapshot_entries: u64,
     /// Take a snapshot once the log applied since the last one is larger
