@@ -143,7 +143,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     let rank = members.peers.range(..members.this.id).count() as u64;
     replica.snapshot_policy = SnapshotPolicy {
         max_entries: config.snapshot_entries,
-        entry_phase_percent: rank * 100 / (members.peers.len() as u64 + 1),
+        entry_phase_percent: Some(rank * 100 / (members.peers.len() as u64 + 1)),
         log_bytes_floor: config.snapshot_min_log_bytes,
         // 0-30 % later than the thresholds, by node: the members apply the
         // same log, and snapshots written on all of them at once (tens of

@@ -760,7 +760,7 @@ mod tests {
         let (mut replica, mut completions) = single_voter(dir.path());
         replica.snapshot_policy = kv_replica::replica::SnapshotPolicy {
             max_entries: 0,
-            entry_phase_percent: 0,
+            entry_phase_percent: None,
             log_bytes_floor: Some(2_000),
             stagger_percent: 0,
         };

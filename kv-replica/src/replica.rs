@@ -138,9 +138,9 @@ pub enum ReplicaError<E: std::error::Error + 'static> {
 /// from snapshotting every few entries; the entry bound caps the log for
 /// entries too small for the byte rule to notice soon (no-ops, tiny puts).
 ///
-/// The entry bound is aligned on the log, shifted per node: a node
-/// snapshots when its applied index reaches a point `k * max_entries -
-/// phase`, at least half a bound after its last snapshot. Members apply
+/// With a phase, the entry bound is aligned on the log, shifted per node:
+/// a node snapshots when its applied index reaches a point `k *
+/// max_entries - phase`, at least half a bound after its last snapshot. Members apply
 /// the same indexes, so with phases spread over the bound they snapshot
 /// in turn and stay so whatever happened before (an install, a manual
 /// snapshot, a restart). On one shared disk, three 1.3 GB snapshots at
@@ -148,13 +148,16 @@ pub enum ReplicaError<E: std::error::Error + 'static> {
 /// a quorum of two that is not writing a snapshot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SnapshotPolicy {
-    /// Snapshot after about this many applied entries, between half and
-    /// one and a half times as many (0: no bound).
+    /// Snapshot after this many applied entries (raised by the stagger),
+    /// or with a phase about this many, between half and one and a half
+    /// times as many (0: no bound).
     pub max_entries: u64,
     /// This node's entry-bound snapshots fall this share of `max_entries`
     /// (0..100 percent) before the bound's multiples (kv-node spreads its
-    /// members evenly by their rank; 0 by default).
-    pub entry_phase_percent: u64,
+    /// members evenly by their rank). None: the bound counts from the last
+    /// snapshot, raised by the stagger (the simulator's schedule, which its
+    /// catalogue of seeds was found with).
+    pub entry_phase_percent: Option<u64>,
     /// Snapshot once the log applied since the last snapshot
     /// ([`ENTRY_OVERHEAD_BYTES`] plus the payload per entry) reaches the
     /// last snapshot's size, or this floor if that is larger. None: the
@@ -181,7 +184,10 @@ impl SnapshotPolicy {
         if bound == 0 {
             return false;
         }
-        let phase = bound.saturating_mul(self.entry_phase_percent % 100) / 100;
+        let Some(phase_percent) = self.entry_phase_percent else {
+            return applied.saturating_sub(last) >= self.staggered(bound);
+        };
+        let phase = bound.saturating_mul(phase_percent % 100) / 100;
         let earliest = last.saturating_add(phase).saturating_add(bound / 2);
         let next = earliest.div_ceil(bound).saturating_mul(bound);
         applied.saturating_add(phase) >= next
@@ -633,7 +639,7 @@ mod tests {
     fn entry_bound_snapshots(bound: u64, phase_percent: u64, until: u64) -> Vec<u64> {
         let policy = SnapshotPolicy {
             max_entries: bound,
-            entry_phase_percent: phase_percent,
+            entry_phase_percent: Some(phase_percent),
             ..SnapshotPolicy::default()
         };
         let mut last = 0;
@@ -673,7 +679,7 @@ mod tests {
     fn after_a_snapshot_off_its_points_a_node_falls_back_into_turn() {
         let policy = SnapshotPolicy {
             max_entries: 300,
-            entry_phase_percent: 33,
+            entry_phase_percent: Some(33),
             ..SnapshotPolicy::default()
         };
         // Points of this node: 201, 501, 801, ...
@@ -697,6 +703,19 @@ mod tests {
             let gap = next_after(last).unwrap() - last;
             assert!((150..=450).contains(&gap), "after {last}: {gap}");
         }
+    }
+
+    /// Without a phase the bound counts from the last snapshot, raised by
+    /// the stagger.
+    #[test]
+    fn without_a_phase_the_bound_counts_from_the_last_snapshot() {
+        let policy = SnapshotPolicy {
+            max_entries: 300,
+            stagger_percent: 10,
+            ..SnapshotPolicy::default()
+        };
+        assert!(!policy.entry_bound_reached(429, 100));
+        assert!(policy.entry_bound_reached(430, 100));
     }
 
     /// The stagger raises both thresholds by its percentage, and none

@@ -514,17 +514,14 @@ pub struct PlanShape {
 impl FaultPlan {
     /// The snapshot policy every replica of the run gets (kv-node's rules
     /// at the simulator's scale).
-    /// Node `node` of `nodes` (ids from 1) takes its turn as kv-node's
-    /// members do, spread evenly over the entry bound.
-    pub fn snapshot_policy(
-        &self,
-        node: raft_core::NodeId,
-        nodes: usize,
-    ) -> kv_replica::replica::SnapshotPolicy {
-        let nodes = nodes.max(1) as u64;
+    /// The entry bound counts from each node's last snapshot (no phase):
+    /// the schedule the catalogue's seeds were found with. kv-node's
+    /// phased points are a pure function of two indexes, tested in
+    /// kv-replica.
+    pub fn snapshot_policy(&self) -> kv_replica::replica::SnapshotPolicy {
         kv_replica::replica::SnapshotPolicy {
             max_entries: self.snapshot_every,
-            entry_phase_percent: (node.0 % nodes) * 100 / nodes,
+            entry_phase_percent: None,
             log_bytes_floor: (self.snapshot_every > 0)
                 .then_some(self.snapshot_every * SNAPSHOT_LOG_BYTES_PER_ENTRY),
             stagger_percent: 0,

@@ -119,7 +119,7 @@ impl World {
             Ok(Err(e)) => return self.fail("restart recovers", format!("{id}: {e}")),
             Err(text) => return self.fail("restart recovers", format!("{id}: {text}")),
         };
-        replica.snapshot_policy = self.plan.snapshot_policy(id, self.nodes.len());
+        replica.snapshot_policy = self.plan.snapshot_policy();
         if let Err(v) = self.checker.on_start(self.now, &replica) {
             self.record(v);
         }
