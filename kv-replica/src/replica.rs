@@ -140,10 +140,10 @@ pub enum ReplicaError<E: std::error::Error + 'static> {
 ///
 /// With a phase, the entry bound is aligned on the log, shifted per node:
 /// a node snapshots when its applied index reaches a point `k *
-/// max_entries - phase`, at least half a bound after its last snapshot. Members apply
-/// the same indexes, so with phases spread over the bound they snapshot
-/// in turn and stay so whatever happened before (an install, a manual
-/// snapshot, a restart). On one shared disk, three 1.3 GB snapshots at
+/// max_entries - phase`, at least half a bound after its last snapshot.
+/// Members apply the same indexes, so with phases spread over the bound
+/// they snapshot in turn and stay so whatever happened before (an
+/// install, a manual snapshot, a restart). On one shared disk, three 1.3 GB snapshots at
 /// once (10M keys) slowed every fsync for about 10 s; one at a time leaves
 /// a quorum of two that is not writing a snapshot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
