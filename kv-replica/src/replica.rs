@@ -368,14 +368,10 @@ impl<D: Durable> Replica<D> {
     /// Whether the policy asks for a snapshot now.
     fn snapshot_due(&self) -> bool {
         let policy = &self.snapshot_policy;
-        let entries = self
-            .node
-            .applied_index()
-            .0
-            .saturating_sub(self.last_snapshot_index.0);
+        let (applied, last) = (self.node.applied_index().0, self.last_snapshot_index.0);
         self.snapshot_in_flight.is_none()
-            && entries > 0
-            && (policy.entry_bound_reached(self.node.applied_index().0, self.last_snapshot_index.0)
+            && applied > last
+            && (policy.entry_bound_reached(applied, last)
                 || policy.log_bytes_floor.is_some_and(|floor| {
                     self.log_bytes_since_snapshot
                         >= policy.staggered(floor.max(self.last_snapshot_bytes))

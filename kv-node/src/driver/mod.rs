@@ -346,6 +346,12 @@ impl<D: Durable> Driver<D> {
     fn handle_timed(&mut self, request: Request, timed: &mut RequestsTimed) {
         let kind = request.name();
         let started = Instant::now();
+        if let Request::Peer(messages) = &request
+            && let Some(m) = messages.first()
+        {
+            // A batch comes from one sender (`check_batch`).
+            self.heard_from.insert(m.from, started);
+        }
         self.handle(request);
         let took = started.elapsed();
         timed.count += 1;
@@ -481,9 +487,6 @@ impl<D: Durable> Driver<D> {
                 self.metrics
                     .peer_messages_received
                     .inc_by(messages.len() as u64);
-                if let Some(m) = messages.first() {
-                    self.heard_from.insert(m.from, Instant::now());
-                }
                 for m in messages {
                     if let MessageBody::AppendEntriesResponse { success: false, .. } = m.body {
                         self.metrics.append_rejections.inc();
