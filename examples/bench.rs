@@ -142,6 +142,16 @@ struct Args {
     /// Tokio worker threads of the load generator.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// The progress line counts, each second, the measured successes that
+    /// took longer than this (to tell a burst of slow requests, such as a
+    /// snapshot or a stalled fsync, from a tail spread over the run).
+    #[arg(long, default_value_t = 5)]
+    slow_ms: u64,
+    /// Also write each of those slow requests to this file, one line of
+    /// `<unix seconds at its end> <ms>`, to set them beside the servers'
+    /// logs.
+    #[arg(long)]
+    slow_log: Option<std::path::PathBuf>,
     /// watch-fanout: tokio worker threads of the watchers' own runtime (the
     /// writer runs on the --threads runtime, so that reading a thousand
     /// streams does not delay the writes it measures).
@@ -422,11 +432,16 @@ struct Shared {
     ok_count: AtomicU64,
     error_count: AtomicU64,
     latency_sum_micros: AtomicU64,
+    /// Measured successes over `--slow-ms`.
+    slow_count: AtomicU64,
 }
 
 /// What one worker measured.
 struct WorkerReport {
     latency_micros: Histogram<u64>,
+    /// (unix time at the end, µs) of each measured success over `--slow-ms`,
+    /// kept only with `--slow-log`.
+    slow: Vec<(f64, u64)>,
     errors: BTreeMap<String, u64>,
 }
 
@@ -434,6 +449,7 @@ async fn worker(shared: Arc<Shared>, args: Arc<Args>, id: usize) -> WorkerReport
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed.wrapping_mul(1_000_003) + id as u64);
     let mut latency_micros = Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
     let mut errors = BTreeMap::new();
+    let mut slow = Vec::new();
     while !shared.stop.load(Relaxed) && shared.issued.fetch_add(1, Relaxed) < shared.max_ops {
         let key = rng.next_u64() % args.keyspace;
         let op = match args.workload {
@@ -461,6 +477,15 @@ async fn worker(shared: Arc<Shared>, args: Arc<Args>, id: usize) -> WorkerReport
                 latency_micros.saturating_record(micros.max(1));
                 shared.ok_count.fetch_add(1, Relaxed);
                 shared.latency_sum_micros.fetch_add(micros, Relaxed);
+                if micros > args.slow_ms * 1000 {
+                    shared.slow_count.fetch_add(1, Relaxed);
+                    if args.slow_log.is_some() {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0.0, |d| d.as_secs_f64());
+                        slow.push((now, micros));
+                    }
+                }
             }
             Err(class) => {
                 *errors.entry(class).or_insert(0) += 1;
@@ -471,6 +496,7 @@ async fn worker(shared: Arc<Shared>, args: Arc<Args>, id: usize) -> WorkerReport
     WorkerReport {
         latency_micros,
         errors,
+        slow,
     }
 }
 
@@ -618,6 +644,7 @@ async fn run(args: Arc<Args>) -> Result<()> {
         ok_count: AtomicU64::new(0),
         error_count: AtomicU64::new(0),
         latency_sum_micros: AtomicU64::new(0),
+        slow_count: AtomicU64::new(0),
     });
     let workers: Vec<_> = (0..args.concurrency)
         .map(|id| tokio::spawn(worker(shared.clone(), args.clone(), id)))
@@ -654,7 +681,7 @@ async fn measure(
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
-    let (mut last_ok, mut last_sum) = (0, 0);
+    let (mut last_ok, mut last_sum, mut last_slow) = (0, 0, 0);
     while start.elapsed() < args.duration && !workers.iter().all(|w| w.is_finished()) {
         let remaining = args.duration.saturating_sub(start.elapsed());
         tokio::select! {
@@ -665,14 +692,17 @@ async fn measure(
             shared.ok_count.load(Relaxed),
             shared.latency_sum_micros.load(Relaxed),
         );
+        let slow = shared.slow_count.load(Relaxed);
         let interval_ok = ok - last_ok;
         let mean_ms = (sum - last_sum) as f64 / interval_ok.max(1) as f64 / 1000.0;
         eprintln!(
-            "[{:>4.0}s] {interval_ok:>7} ops/s  mean {mean_ms:>7.3} ms  errors {}  total {ok}",
+            "[{:>4.0}s] {interval_ok:>7} ops/s  mean {mean_ms:>7.3} ms  over {} ms {:>5}  errors {}  total {ok}",
             start.elapsed().as_secs_f64(),
+            args.slow_ms,
+            slow - last_slow,
             shared.error_count.load(Relaxed),
         );
-        (last_ok, last_sum) = (ok, sum);
+        (last_ok, last_sum, last_slow) = (ok, sum, slow);
     }
     let elapsed = start.elapsed().min(args.duration);
     let cpu = |a: Option<(u64, u64)>, b: Option<(u64, u64)>| match (a, b) {
@@ -699,11 +729,21 @@ async fn measure(
 fn report(args: &Args, window: Window, reports: Vec<WorkerReport>) -> Result<()> {
     let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     let mut errors = BTreeMap::<String, u64>::new();
+    let mut slow = Vec::new();
     for r in reports {
         latency.add(&r.latency_micros)?;
+        slow.extend(r.slow);
         for (class, n) in r.errors {
             *errors.entry(class).or_insert(0) += n;
         }
+    }
+    if let Some(path) = &args.slow_log {
+        slow.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let lines: String = slow
+            .iter()
+            .map(|(at, micros)| format!("{at:.6} {:.3}\n", *micros as f64 / 1000.0))
+            .collect();
+        std::fs::write(path, lines)?;
     }
     let ops = latency.len();
     let seconds = window.elapsed.as_secs_f64();

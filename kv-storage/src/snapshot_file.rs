@@ -35,8 +35,11 @@ const MAX_HEADER_BYTES: u32 = 1024 * 1024;
 /// One fsync of a whole large snapshot (118 MB at 1M keys) at the end
 /// hands the device all of it at once, and every WAL fsync meanwhile
 /// waits behind it: writes stall for the length of the flush. Synced in
-/// steps, the WAL's fsyncs wait behind one step at most.
-pub const SYNC_STEP_BYTES: u64 = 8 << 20;
+/// steps, the WAL's fsyncs wait behind one step at most. Measured on the
+/// bench machine (a 4 KiB write + fdatasync loop beside a 1 GiB writer):
+/// WAL fdatasync p99 4.1-5.4 ms with 8 MiB steps, 0.7-0.9 ms with 1 MiB
+/// steps, and the writer still ran at 0.5-1 GB/s (BENCHMARKS.md, stop 31).
+pub const SYNC_STEP_BYTES: u64 = 1 << 20;
 const SUFFIX: &str = ".snap";
 const TEMP_SUFFIX: &str = ".snap.tmp";
 
