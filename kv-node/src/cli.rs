@@ -67,7 +67,9 @@ pub struct Cli {
     /// Take a snapshot once the log applied since the last one is larger
     /// than that snapshot, or than this many MiB if that is more: the
     /// snapshot bytes written stay at most about the log bytes written,
-    /// whatever the data size. 0 turns the byte rule off.
+    /// whatever the data size. The threshold is raised per member by its
+    /// rank in id order (0, 33 and 66 % in a cluster of three), so that the
+    /// members snapshot in turn. 0 turns the byte rule off.
     #[arg(long, env = "KV_NODE_SNAPSHOT_MIN_LOG_MB", default_value_t = 64)]
     pub snapshot_min_log_mb: u64,
     /// Refuse writes that add data (507 quota_exceeded) once the live keys

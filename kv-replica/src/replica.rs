@@ -166,8 +166,8 @@ pub struct SnapshotPolicy {
     /// The byte rule's threshold raised by this many percent on this node,
     /// so that the members of a cluster (which apply the same log) do not
     /// all write their snapshots at the same moment and compete for the
-    /// disk and the cores (kv-node draws it from the node id; 0 by
-    /// default).
+    /// disk and the cores (kv-node spreads its members evenly by rank, as
+    /// for `entry_phase_percent`; 0 by default).
     pub stagger_percent: u64,
 }
 
