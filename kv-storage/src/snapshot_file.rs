@@ -123,19 +123,30 @@ fn write_temp(
         unsynced: 0,
         step: SYNC_STEP_BYTES,
     };
-    let mut out = BufWriter::with_capacity(256 * 1024, file);
+    // The state's checksum is taken under the buffer, over 256 KiB at a
+    // time: over each record's few bytes (as they are written) it was a
+    // tenth of the writer's CPU at 1M keys.
+    let mut out = BufWriter::with_capacity(
+        256 * 1024,
+        StateCrc {
+            inner: file,
+            counting: false,
+            crc: 0,
+            bytes: 0,
+        },
+    );
     let result = (|| {
         out.write_all(MAGIC)?;
         out.write_all(&VERSION.to_le_bytes())?;
         out.write_all(&header_len.to_le_bytes())?;
         out.write_all(&header_crc(header_len, &header_bytes).to_le_bytes())?;
         out.write_all(&header_bytes)?;
-        let mut state = CrcWriter {
-            inner: &mut out,
-            crc: 0,
-            bytes: 0,
-        };
-        write_state(&mut state)?;
+        out.flush()?;
+        out.get_mut().counting = true;
+        write_state(&mut out)?;
+        out.flush()?;
+        let state = out.get_mut();
+        state.counting = false;
         let (state_len, state_crc) = (state.bytes, state.crc);
         out.write_all(&state_len.to_le_bytes())?;
         out.write_all(&state_crc.to_le_bytes())?;
@@ -145,6 +156,7 @@ fn write_temp(
     })();
     let bytes = result.map_err(io_error("write snapshot", path))?;
     out.get_mut()
+        .inner
         .file
         .sync_all()
         .map_err(io_error("fsync snapshot", path))?;
@@ -181,18 +193,22 @@ fn header_crc(header_len: u32, header: &[u8]) -> u32 {
     crc32c::crc32c_append(crc, header)
 }
 
-/// Counts and checksums the state bytes on their way to the file.
-struct CrcWriter<'a, W: Write> {
-    inner: &'a mut W,
+/// Counts and checksums, while `counting`, the bytes on their way to the
+/// file: the state's, between the header and the footer.
+struct StateCrc<W: Write> {
+    inner: W,
+    counting: bool,
     crc: u32,
     bytes: u64,
 }
 
-impl<W: Write> Write for CrcWriter<'_, W> {
+impl<W: Write> Write for StateCrc<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
-        self.bytes += n as u64;
+        if self.counting {
+            self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
+            self.bytes += n as u64;
+        }
         Ok(n)
     }
 
@@ -201,10 +217,6 @@ impl<W: Write> Write for CrcWriter<'_, W> {
     }
 }
 
-/// Reads bytes `offset..offset + len` of a snapshot file's state (fewer at
-/// its end), for one InstallSnapshot chunk: a seek and one read, so sending
-/// a snapshot never holds it whole in memory. The receiver checks the state
-/// as a whole (its records carry their own CRCs).
 pub fn read_snapshot_range(path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, StorageError> {
     read_snapshot_range_in(&StdFs, path, offset, len)
 }
