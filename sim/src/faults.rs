@@ -85,6 +85,14 @@ pub enum FaultKind {
     /// blocks rot and disks fill up (faults of their own). Drawn by the
     /// swarm from a side stream (see [`DRAWN_APART`]).
     BlockDisk,
+    /// Every node's disk slows down at once for a while, as when the
+    /// members share one device or one of them writes a large snapshot
+    /// beside the WAL: the persist stage's fsyncs and the background
+    /// snapshot writes take several times longer on all nodes, long enough
+    /// for heartbeats and elections to happen between a round's write and
+    /// its durability. On demand only (`--faults slowdisk`, see
+    /// [`ON_DEMAND_ONLY`]).
+    SlowDisk,
 }
 
 /// Kinds the swarm draws from a side stream of the plan's generator, after
@@ -112,7 +120,7 @@ pub struct BlockDiskPlan {
 /// seed's run (and the bug catalogue's measurements) unchanged; `--faults
 /// KIND` runs them. Move one into the swarm together with a re-measured
 /// `sim/BUG_CATALOGUE.md`.
-pub const ON_DEMAND_ONLY: [FaultKind; 1] = [FaultKind::Damage];
+pub const ON_DEMAND_ONLY: [FaultKind; 2] = [FaultKind::Damage, FaultKind::SlowDisk];
 
 /// Whether a `RemoveLeader` membership fault with `split` cuts the removed
 /// leader off one way once its removal commits (issue 18 §1): with the bug
@@ -126,7 +134,7 @@ pub const CUT_REMOVED_LEADER: bool = true;
 pub const AWAITING_CORE_FIXES: [FaultKind; 0] = [];
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 19] = [
+    pub const ALL: [FaultKind; 20] = [
         FaultKind::Partition,
         FaultKind::Loss,
         FaultKind::Duplicate,
@@ -146,6 +154,7 @@ impl FaultKind {
         FaultKind::Hostile,
         FaultKind::Damage,
         FaultKind::BlockDisk,
+        FaultKind::SlowDisk,
     ];
 
     /// Kinds the swarm may switch on.
@@ -176,6 +185,7 @@ impl FaultKind {
             FaultKind::Hostile => "hostile",
             FaultKind::Damage => "damage",
             FaultKind::BlockDisk => "blockdisk",
+            FaultKind::SlowDisk => "slowdisk",
         }
     }
 
@@ -384,6 +394,11 @@ pub enum Fault {
     DiskFull {
         target: Target,
         free_blocks: u64,
+    },
+    /// Every node's fsyncs and snapshot writes take up to `factor` times
+    /// as many steps for the fault's duration.
+    SlowDisks {
+        factor: u64,
     },
 }
 

@@ -96,6 +96,7 @@ impl fmt::Display for Fault {
                 target,
                 free_blocks,
             } => write!(f, "fill {target}'s disk ({free_blocks} blocks left)"),
+            Fault::SlowDisks { factor } => write!(f, "every disk {factor}x slower"),
         }
     }
 }

@@ -140,6 +140,7 @@ pub fn draw(
             FaultKind::Transfer => (100, rng.range(1, 2 * max_per_kind)),
             FaultKind::Restart => (3, rng.range(1, 2 * max_per_kind)),
             FaultKind::Damage => (30, rng.range(1, 2 * max_per_kind)),
+            FaultKind::SlowDisk => (300, rng.range(1, max_per_kind)),
             _ => continue,
         };
         for _ in 0..count {
@@ -175,6 +176,9 @@ pub fn draw(
                     target: random_target(shape.nodes, rng),
                     lose_entries: rng.range(1, 6) as u32,
                     lose_hard_state: rng.coin(),
+                },
+                FaultKind::SlowDisk => Fault::SlowDisks {
+                    factor: rng.pick(&[4, 10, 30]),
                 },
                 FaultKind::Pause => Fault::Pause {
                     target: random_target(shape.nodes, rng),

@@ -217,6 +217,8 @@ pub struct World {
     pub(crate) paused_by: BTreeMap<usize, NodeId>,
     /// The node whose disk each active `DiskFull` fault filled.
     pub(crate) full_disks: BTreeMap<usize, NodeId>,
+    /// The slow-down factor of each active `SlowDisks` fault.
+    pub(crate) slow_disks: BTreeMap<usize, u64>,
     /// Whether a configuration change was ever accepted in this run: a
     /// log cut by disk damage may then go back to an older configuration.
     pub(crate) config_changed: bool,
@@ -326,6 +328,7 @@ impl World {
             active_links: BTreeMap::new(),
             paused_by: BTreeMap::new(),
             full_disks: BTreeMap::new(),
+            slow_disks: BTreeMap::new(),
             config_changed: false,
             armed: BTreeMap::new(),
             probe: Probe::default(),

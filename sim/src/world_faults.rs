@@ -142,6 +142,11 @@ impl World {
                     )
                 })
             }
+            Fault::SlowDisks { factor } => {
+                self.slow_disks.insert(i, factor);
+                self.schedule_in(duration, Event::FaultEnd(i));
+                Some(format!("every disk {factor}x slower"))
+            }
             Fault::DiskFull {
                 target,
                 free_blocks,
@@ -259,6 +264,10 @@ impl World {
     }
 
     pub(crate) fn fault_end(&mut self, i: usize) {
+        if self.slow_disks.remove(&i).is_some() {
+            self.trace.note(self.now, || format!("fault #{i} heals"));
+            return;
+        }
         if let Some(id) = self.full_disks.remove(&i) {
             self.unfill_disk(id);
             self.trace.note(self.now, || format!("fault #{i} heals"));

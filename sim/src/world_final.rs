@@ -45,6 +45,7 @@ impl World {
         self.paused_by.clear();
         self.armed.clear();
         self.full_disks.clear();
+        self.slow_disks.clear();
         for id in self.all_ids() {
             self.unfill_disk(id);
             if let Some(r) = self.node_mut(id).replica_mut() {

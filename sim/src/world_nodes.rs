@@ -56,8 +56,20 @@ impl World {
     }
 
     /// The most steps an fsync of node `id`'s persist stage takes: its
-    /// disk's speed ([`PERSIST_STEPS_BY_DISK`]), drawn from the seed.
+    /// disk's speed, times the slow-down of an active `SlowDisks` fault.
     fn fsync_steps_max(&self, id: NodeId) -> u64 {
+        self.disk_speed_max(id) * self.disk_slowdown()
+    }
+
+    /// How many times slower every disk is now: the largest factor of the
+    /// active `SlowDisks` faults, 1 without one.
+    fn disk_slowdown(&self) -> u64 {
+        self.slow_disks.values().copied().max().unwrap_or(1)
+    }
+
+    /// The most steps an fsync of node `id`'s disk takes at its own speed
+    /// ([`PERSIST_STEPS_BY_DISK`]), drawn from the seed.
+    fn disk_speed_max(&self, id: NodeId) -> u64 {
         let mixed = (self.opts.seed ^ 0xd15c_5eed)
             .wrapping_mul(0x9e37_79b9_7f4a_7c15)
             .wrapping_add(id.0.wrapping_mul(0xff51_afd7_ed55_8ccd));
@@ -464,7 +476,9 @@ impl World {
 
     /// The background write of a snapshot ends a few steps from now.
     fn schedule_snapshot_written(&mut self, id: NodeId, incarnation: u32) {
-        let steps = self.rng.range(1, SNAPSHOT_WRITE_STEPS_MAX);
+        let steps = self
+            .rng
+            .range(1, SNAPSHOT_WRITE_STEPS_MAX * self.disk_slowdown());
         self.schedule_in(
             steps,
             Event::SnapshotWritten {
