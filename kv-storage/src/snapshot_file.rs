@@ -217,6 +217,10 @@ impl<W: Write> Write for StateCrc<W> {
     }
 }
 
+/// Reads bytes `offset..offset + len` of a snapshot file's state (fewer at
+/// its end), for one InstallSnapshot chunk: a seek and one read, so sending
+/// a snapshot never holds it whole in memory. The receiver checks the state
+/// as a whole (its records carry their own CRCs).
 pub fn read_snapshot_range(path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, StorageError> {
     read_snapshot_range_in(&StdFs, path, offset, len)
 }
