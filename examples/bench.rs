@@ -477,7 +477,7 @@ async fn worker(shared: Arc<Shared>, args: Arc<Args>, id: usize) -> WorkerReport
                 latency_micros.saturating_record(micros.max(1));
                 shared.ok_count.fetch_add(1, Relaxed);
                 shared.latency_sum_micros.fetch_add(micros, Relaxed);
-                if micros > args.slow_ms * 1000 {
+                if micros > args.slow_ms.saturating_mul(1000) {
                     shared.slow_count.fetch_add(1, Relaxed);
                     if args.slow_log.is_some() {
                         let now = std::time::SystemTime::now()

@@ -143,8 +143,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     // the byte rule's threshold is raised by it (0, 33 and 66 % with three
     // members). The members apply the same log; snapshots written on all
     // of them at once starve the drivers of a shared machine of CPU and
-    // disk (at 10M keys, two 1.3 GB snapshots at once halved the puts for
-    // 13 s after a bulk load; bench/scale.sh).
+    // disk (at 10M keys, three 1.3 GB snapshots at once slowed every fsync
+    // for about 10 s; bench/scale.sh). During a bulk load the byte rule
+    // keeps every member snapshotting back to back whatever the spread.
     let rank_percent = spread_percent(
         members.peers.range(..members.this.id).count(),
         members.peers.len() + 1,

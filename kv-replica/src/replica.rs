@@ -134,18 +134,20 @@ pub enum ReplicaError<E: std::error::Error + 'static> {
 /// A snapshot pays when the log written since the last one is as large as
 /// the snapshot itself: every byte of log then costs at most one byte of
 /// snapshot written, whatever the size of the data, and restart replays
-/// at most about a snapshot's worth of log. The floor keeps small stores
-/// from snapshotting every few entries; the entry bound caps the log for
-/// entries too small for the byte rule to notice soon (no-ops, tiny puts).
+/// at most about a snapshot's worth of log (raised by the stagger: up to
+/// 1.8 times with kv-node's five-member spread). The floor keeps small
+/// stores from snapshotting every few entries; the entry bound caps the log
+/// for entries too small for the byte rule to notice soon (no-ops, tiny
+/// puts).
 ///
 /// With a phase, the entry bound is aligned on the log, shifted per node:
 /// a node snapshots when its applied index reaches a point `k *
 /// max_entries - phase`, at least half a bound after its last snapshot.
 /// Members apply the same indexes, so with phases spread over the bound
 /// they snapshot in turn and stay so whatever happened before (an
-/// install, a manual snapshot, a restart). On one shared disk, three 1.3 GB snapshots at
-/// once (10M keys) slowed every fsync for about 10 s; one at a time leaves
-/// a quorum of two that is not writing a snapshot.
+/// install, a manual snapshot, a restart). On one shared disk, three
+/// 1.3 GB snapshots at once (10M keys) slowed every fsync for about 10 s;
+/// one at a time leaves a quorum of two that is not writing a snapshot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SnapshotPolicy {
     /// Snapshot after this many applied entries (raised by the stagger),
