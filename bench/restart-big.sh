@@ -7,11 +7,20 @@
 # member's, and three 10M-key nodes would not fit beside other work in this
 # machine's memory), release build, default flags, fsync on:
 #   1. load KEYS keys with POST /kv/mput batches of BATCH, WRITERS at once;
-#   2. POST /admin/snapshot, then TAIL_BATCHES more batches (a WAL tail
+#   2. POST /admin/snapshot (not with SNAPSHOT=0: then the node restarts
+#      from whatever its own snapshot rules left, the state an operator
+#      finds after a bulk load), then TAIL_BATCHES more batches (a WAL tail
 #      that overwrites keys the snapshot holds); with TAIL_PUTS_SECONDS,
 #      then also that long of random single-key puts over the keys
 #      (examples/bench, 64 connections: a tail of many small entries, the
 #      costliest to replay), then one more write of the probe key;
+#      With SHUFFLE=1 the load writes the keys in a random order (the same
+#      every run): replaying random inserts costs several times more per
+#      key than ascending ones.
+#      With SETTLE_S=N the node is left idle N seconds before the first
+#      kill, so that a snapshot the load started can finish (the restart
+#      time of a node that had time to settle, rather than of one killed
+#      in the middle of its snapshot write).
 #   3. kill -9, start again, RESTARTS times: seconds until a stale read of
 #      an overwritten key answers the tail's value, until /readyz is 200,
 #      and the peak RSS of the restarted process.
@@ -28,7 +37,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 export KEYS=${KEYS:-10000000} BATCH=${BATCH:-2000} VALUE_BYTES=${VALUE_BYTES:-100}
 export WRITERS=${WRITERS:-4} TAIL_BATCHES=${TAIL_BATCHES:-20} RESTARTS=${RESTARTS:-3}
-export TAIL_PUTS_SECONDS=${TAIL_PUTS_SECONDS:-0}
+export TAIL_PUTS_SECONDS=${TAIL_PUTS_SECONDS:-0} SNAPSHOT=${SNAPSHOT:-1} SHUFFLE=${SHUFFLE:-0} SETTLE_S=${SETTLE_S:-0}
 export PORT=${KV_PORT:-39680}
 export WORK_DIR=${KV_BENCH_DIR:-/tmp/kv-restartbench}
 out=${OUT:-bench/out/restart-$(date -u +%Y%m%dT%H%M%SZ)}
@@ -44,12 +53,15 @@ cp target/release/examples/bench "$WORK_DIR/bench"
 git rev-parse HEAD >"$out/commit"
 
 python3 - <<'PY'
-import http.client, json, os, subprocess, threading, time
+import http.client, json, os, random, subprocess, threading, time
 
 KEYS = int(os.environ["KEYS"]); BATCH = int(os.environ["BATCH"])
 VALUE_BYTES = int(os.environ["VALUE_BYTES"]); WRITERS = int(os.environ["WRITERS"])
 TAIL_BATCHES = int(os.environ["TAIL_BATCHES"]); RESTARTS = int(os.environ["RESTARTS"])
 TAIL_PUTS_SECONDS = int(os.environ["TAIL_PUTS_SECONDS"])
+SNAPSHOT = os.environ["SNAPSHOT"] == "1"
+SHUFFLE = os.environ["SHUFFLE"] == "1"
+SETTLE_S = float(os.environ["SETTLE_S"])
 PORT = int(os.environ["PORT"]); WORK = os.environ["WORK_DIR"]
 results = open(os.environ["RESULTS"], "a")
 proc = None
@@ -141,13 +153,17 @@ try:
     start()
     wait_for("the first /readyz", lambda: request("GET", "/readyz", timeout=1)[0] == 200, 30)
     started = time.monotonic()
-    mput([list(range(s, min(s + BATCH, KEYS))) for s in range(0, KEYS, BATCH)], 0)
+    order = list(range(KEYS))
+    if SHUFFLE:
+        random.Random(12).shuffle(order)
+    mput([order[s:s + BATCH] for s in range(0, KEYS, BATCH)], 0)
     load_s = time.monotonic() - started
     record("load", keys=KEYS, seconds=round(load_s, 1), keys_per_s=round(KEYS / load_s))
-    t0 = time.monotonic()
-    code, body = request("POST", "/admin/snapshot", timeout=600)
-    assert code == 200, body
-    record("snapshot", seconds=round(time.monotonic() - t0, 2), answer=json.loads(body))
+    if SNAPSHOT:
+        t0 = time.monotonic()
+        code, body = request("POST", "/admin/snapshot", timeout=600)
+        assert code == 200, body
+        record("snapshot", seconds=round(time.monotonic() - t0, 2), answer=json.loads(body))
     mput([list(range(b * BATCH, (b + 1) * BATCH)) for b in range(TAIL_BATCHES)], 1)
     probe_gen = 1
     if TAIL_PUTS_SECONDS > 0:
@@ -164,6 +180,7 @@ try:
         status = json.loads(request("GET", "/status")[1])
         after = status.get("last_applied")
         record("tail-puts", seconds=TAIL_PUTS_SECONDS, entries=(after - before) if before and after else None)
+    time.sleep(SETTLE_S)
     code, body = request("GET", "/status")
     status = json.loads(body)
     du = subprocess.run(["du", "-sb", os.path.join(WORK, "node1")], capture_output=True, text=True).stdout.split()[0]

@@ -61,7 +61,10 @@ pub struct Cli {
     /// so that the members of a cluster snapshot in turn; a node snapshots
     /// between half and one and a half times this many entries after its
     /// last snapshot. Usually the byte rule (`--snapshot-min-log-mb`)
-    /// fires first; this bounds the log when entries are tiny.
+    /// fires first; this bounds the log when entries are tiny. A node also
+    /// snapshots once one and a half times this many keys were written
+    /// since its last snapshot (each key of an mput or transaction
+    /// counted), which bounds what a restart replays for batched writes.
     #[arg(long, env = "KV_NODE_SNAPSHOT_ENTRIES", default_value_t = 1_000_000)]
     pub snapshot_entries: u64,
     /// Take a snapshot once the log applied since the last one is larger

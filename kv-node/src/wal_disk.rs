@@ -759,10 +759,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut replica, mut completions) = single_voter(dir.path());
         replica.snapshot_policy = kv_replica::replica::SnapshotPolicy {
-            max_entries: 0,
-            entry_phase_percent: None,
             log_bytes_floor: Some(2_000),
-            stagger_percent: 0,
+            ..Default::default()
         };
         replica.step(Input::Campaign).unwrap();
         let mut rounds = 0;
@@ -775,6 +773,53 @@ mod tests {
         // About 2,000 bytes at ~50 bytes per put entry.
         assert!((20..60).contains(&rounds), "{rounds} puts");
         assert!(settle(&mut replica, &mut completions).is_some());
+    }
+
+    /// The key-write bound: batched writes start a snapshot once the keys
+    /// they wrote reach it, long before the entry bound counts as many
+    /// entries, and a restart replays at most about that many keys.
+    #[test]
+    fn batched_writes_start_a_snapshot_at_the_key_write_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut replica, mut completions) = single_voter(dir.path());
+        replica.snapshot_policy = kv_replica::replica::SnapshotPolicy {
+            max_entries: 1_000,
+            max_key_writes: 1_500,
+            ..Default::default()
+        };
+        replica.step(Input::Campaign).unwrap();
+        let mput = |round: usize| Input::Propose {
+            data: kv_replica::command::Command {
+                request: None,
+                client: None,
+                op: kv_replica::command::Op::MultiPut {
+                    entries: (0..100)
+                        .map(|k| (format!("k{round}-{k}"), "v".into()))
+                        .collect(),
+                },
+            }
+            .encode(),
+        };
+        let mut rounds = 0;
+        while replica.snapshot_in_flight().is_none() {
+            assert!(rounds < 100, "no snapshot after {rounds} batches");
+            replica.step(mput(rounds)).unwrap();
+            settle_rounds(&mut replica);
+            rounds += 1;
+        }
+        assert_eq!(rounds, 15, "1,500 keys in batches of 100");
+        let taken = settle(&mut replica, &mut completions).expect("written");
+        assert_eq!(replica.state.len(), 1_500);
+        // The count starts again from the snapshot.
+        for round in 15..29 {
+            replica.step(mput(round)).unwrap();
+            settle_rounds(&mut replica);
+        }
+        assert_eq!(replica.snapshot_in_flight(), None, "1,400 keys since");
+        replica.step(mput(29)).unwrap();
+        settle_rounds(&mut replica);
+        assert!(replica.snapshot_in_flight().is_some(), "1,500 keys since");
+        assert!(settle(&mut replica, &mut completions).unwrap().index > taken.index);
     }
 
     /// A snapshot installed from the leader while a snapshot of our own is

@@ -536,6 +536,9 @@ impl FaultPlan {
     pub fn snapshot_policy(&self) -> kv_replica::replica::SnapshotPolicy {
         kv_replica::replica::SnapshotPolicy {
             max_entries: self.snapshot_every,
+            max_key_writes: kv_replica::replica::SnapshotPolicy::key_writes_for(
+                self.snapshot_every,
+            ),
             entry_phase_percent: None,
             log_bytes_floor: (self.snapshot_every > 0)
                 .then_some(self.snapshot_every * SNAPSHOT_LOG_BYTES_PER_ENTRY),

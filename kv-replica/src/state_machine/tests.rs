@@ -320,6 +320,40 @@ fn live_bytes_counts_keys_and_values_through_puts_overwrites_deletes_and_cas() {
     assert_eq!(restored.live_bytes(), 2, "recomputed on restore");
 }
 
+/// Every key a write touches counts once, batched or not, whether or not
+/// it changed anything; reads, failed comparisons and no-ops count nothing.
+/// A restored machine starts from 0, and the count is not compared.
+#[test]
+fn key_writes_count_each_key_written_by_any_op() {
+    let mut machine = KvStateMachine::new();
+    apply(&mut machine, put("a", "1"));
+    assert_eq!(machine.key_writes(), 1);
+    apply(
+        &mut machine,
+        Op::MultiPut {
+            entries: vec![("b".into(), "1".into()), ("c".into(), "1".into())],
+        },
+    );
+    assert_eq!(machine.key_writes(), 3, "each key of a batch");
+    apply(&mut machine, cas("a", Some("wrong"), Some("2")));
+    assert_eq!(
+        machine.key_writes(),
+        3,
+        "a failed comparison writes nothing"
+    );
+    apply(&mut machine, cas("a", Some("1"), None));
+    apply(
+        &mut machine,
+        Op::Delete {
+            key: "missing".into(),
+        },
+    );
+    assert_eq!(machine.key_writes(), 5, "a delete, found or not");
+    let restored = KvStateMachine::restore_from_bytes(&machine.snapshot_bytes()).unwrap();
+    assert_eq!(restored.key_writes(), 0);
+    assert_eq!(restored, machine, "not part of the state");
+}
+
 #[test]
 fn a_clone_is_a_frozen_capture_that_later_writes_do_not_reach() {
     let mut machine = KvStateMachine::new();
