@@ -19,6 +19,24 @@ const PARALLEL_RESTORE_KEYS: u64 = 1_000;
 /// Keys handed to that thread at once.
 const RESTORE_BATCH: usize = 4096;
 
+/// Keys whose values the snapshot writer loads ahead of encoding them.
+const PREFETCH_WINDOW: usize = 16;
+
+/// Reads the first byte of each value in `window`, so that the cache
+/// misses on them are in flight together rather than one after another.
+/// Each value is an allocation of its own, scattered over the heap once
+/// keys are overwritten in a random order: with 10M keys after 5M random
+/// puts, writing a snapshot to `io::sink` took 2.1-2.4 s without this and
+/// 1.3 s with it (windows of 4, 8, 32, 64: 1.9, 1.5, 1.5, 1.5 s;
+/// `examples/snapshot_write_time.rs`).
+fn touch_values(window: &[(&Key, &StoredValue)]) {
+    let first_bytes = window
+        .iter()
+        .map(|(_, stored)| stored.value.as_bytes().first().copied().unwrap_or(0) as u64)
+        .fold(0u64, u64::wrapping_add);
+    std::hint::black_box(first_bytes);
+}
+
 impl KvStateMachine {
     /// Streams the whole state (applied index, every key with its value and
     /// revision, the dedup table) to `w`, one record at a time. Fails with
@@ -40,13 +58,23 @@ impl KvStateMachine {
             dedup_count: self.dedup.len() as u64,
         };
         write_record(w, &mut buffer, &meta)?;
-        for (key, stored) in &self.data {
-            let record = Record::Key {
-                key,
-                value: &stored.value,
-                revision: stored.revision,
-            };
-            write_record(w, &mut buffer, &record)?;
+        let mut keys = self.data.iter();
+        let mut window = Vec::with_capacity(PREFETCH_WINDOW);
+        loop {
+            window.clear();
+            window.extend(keys.by_ref().take(PREFETCH_WINDOW));
+            if window.is_empty() {
+                break;
+            }
+            touch_values(&window);
+            for (key, stored) in &window {
+                let record = Record::Key {
+                    key,
+                    value: &stored.value,
+                    revision: stored.revision,
+                };
+                write_record(w, &mut buffer, &record)?;
+            }
         }
         for (client_id, entry) in &self.dedup {
             let record = Record::Dedup {
