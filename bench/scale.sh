@@ -31,6 +31,9 @@ READ_DURATION=${READ_DURATION:-20s}
 VALUE_BYTES=${VALUE_BYTES:-100}
 # Keys per preload request (kv-node: one mput; etcd: one txn, at most 128).
 PRELOAD_BATCH=${PRELOAD_BATCH:-1}
+# Seconds to leave the cluster idle between the preload and the first run
+# (0: none): what a run measures once the preload's last snapshots are done.
+SETTLE_S=${SETTLE_S:-0}
 out=${OUT:-bench/out/scale-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 results=$out/results.jsonl
@@ -140,6 +143,7 @@ print(json.dumps(dict(system=system, label="preload", keys=int(m[1]), seconds=fl
                       failed=int(m[3]), term_before=int(t0), term_after=int(t1))))
 EOF
     tail -n1 "$results" >&2
+    sleep "$SETTLE_S"
     for c in $CONCURRENCY; do
         run "put-$c" --workload put --preload 0 --concurrency "$c" --duration "$DURATION"
     done

@@ -153,6 +153,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     replica.snapshot_policy = SnapshotPolicy {
         max_entries: config.snapshot_entries,
         max_key_writes: SnapshotPolicy::key_writes_for(config.snapshot_entries),
+        after_replay: true,
         entry_phase_percent: Some(rank_percent),
         log_bytes_floor: config.snapshot_min_log_bytes,
         stagger_percent: rank_percent,

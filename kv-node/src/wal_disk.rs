@@ -822,6 +822,61 @@ mod tests {
         assert!(settle(&mut replica, &mut completions).unwrap().index > taken.index);
     }
 
+    /// With `after_replay`, a restarted node starts no snapshot while it
+    /// replays its own log (up to the commit index it recovered), however
+    /// far past its bounds the replay goes, and starts one as soon as the
+    /// replay is done.
+    #[test]
+    fn no_snapshot_starts_while_a_restart_replays_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut replica, _completions) = single_voter(dir.path());
+            replica.step(Input::Campaign).unwrap();
+            for round in 0..40 {
+                replica.step(put(round)).unwrap();
+                settle_rounds(&mut replica);
+            }
+            assert_eq!(replica.state.len(), 40);
+        }
+        let (mut disk, recovered) =
+            WalDisk::open(dir.path(), Arc::new(Metrics::default())).unwrap();
+        let mut completions = disk.take_snapshot_completions().unwrap();
+        let replay_end = recovered.hard_state.commit.0;
+        assert!(
+            replay_end >= 40,
+            "the commit index was written: {replay_end}"
+        );
+        let mut config = Config::new(NodeId(1));
+        // One small entry per round, so that the replay takes many rounds.
+        config.max_committed_bytes_per_ready = 1;
+        let mut replica =
+            Replica::open(config, recovered, Membership::new([NodeId(1)]), disk, 100).unwrap();
+        replica.snapshot_policy = kv_replica::replica::SnapshotPolicy {
+            max_entries: 5,
+            after_replay: true,
+            ..Default::default()
+        };
+        let mut rounds = 0;
+        while replica.state.applied_index() < replay_end {
+            assert!(rounds < 1_000, "the replay never ended");
+            assert_eq!(
+                replica.snapshot_in_flight(),
+                None,
+                "a snapshot during the replay, at {}",
+                replica.state.applied_index()
+            );
+            replica.process_ready(|_| {}).unwrap();
+            if let Some(ready) = replica.disk.wait_persisted() {
+                replica.persisted(ready);
+            }
+            rounds += 1;
+        }
+        assert!(rounds > 10, "the replay took {rounds} rounds");
+        replica.process_ready(|_| {}).unwrap();
+        let taken = settle(&mut replica, &mut completions).expect("one right after the replay");
+        assert!(taken.index.0 >= replay_end);
+    }
+
     /// A snapshot installed from the leader while a snapshot of our own is
     /// being written overtakes it: finishing ours changes nothing and
     /// removes its file, and a restart finds the installed one.

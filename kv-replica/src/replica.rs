@@ -178,6 +178,13 @@ pub struct SnapshotPolicy {
     /// turn (a lower key bound would cut in before a late point again and
     /// again and keep a member off its phase).
     pub max_key_writes: u64,
+    /// Start no snapshot before the log recovered at open is replayed (up
+    /// to the commit index recovered with it). A capture held during the
+    /// replay makes every replayed write copy its path in the map, and the
+    /// write competes with the replay for the machine: a restart is then
+    /// slower by the snapshot it takes, when it is in a hurry to serve
+    /// (kv-node; the simulator keeps its schedule).
+    pub after_replay: bool,
     /// Snapshot once the log applied since the last snapshot
     /// ([`ENTRY_OVERHEAD_BYTES`] plus the payload per entry) reaches the
     /// last snapshot's size, or this floor if that is larger. None: the
@@ -289,6 +296,10 @@ pub struct Replica<D: Durable> {
     last_snapshot_bytes: u64,
     /// What was applied since the last snapshot was captured.
     since_snapshot: SinceSnapshot,
+    /// The commit index recovered at open: until the state machine has
+    /// applied up to it (the restart's replay of its own log), the policy
+    /// starts no snapshot (see [`SnapshotPolicy::after_replay`]).
+    replay_end: LogIndex,
     /// Invariant: at most one snapshot write is in flight; while one is,
     /// no other starts.
     snapshot_in_flight: Option<SnapshotInFlight>,
@@ -326,6 +337,7 @@ impl<D: Durable> Replica<D> {
             None => (KvStateMachine::with_dedup_limit(dedup_limit), None),
         };
         let last_snapshot_index = snapshot_meta.as_ref().map_or(LogIndex::ZERO, |m| m.index);
+        let replay_end = recovered.hard_state.commit;
         let node = Node::new(
             config,
             InitialState {
@@ -345,6 +357,7 @@ impl<D: Durable> Replica<D> {
             last_snapshot_index,
             last_snapshot_bytes: snapshot_bytes,
             since_snapshot: SinceSnapshot::default(),
+            replay_end,
             snapshot_in_flight: None,
             snapshot_retry_rounds: 0,
             lease_clock: crate::lease_clock::LeaseClock::new(crate::lease_clock::DEFAULT_TICK_MS),
@@ -420,6 +433,7 @@ impl<D: Durable> Replica<D> {
         let (applied, last) = (self.node.applied_index().0, self.last_snapshot_index.0);
         self.snapshot_in_flight.is_none()
             && applied > last
+            && (!policy.after_replay || applied >= self.replay_end.0)
             && (policy.entry_bound_reached(applied, last)
                 || policy.key_write_bound_reached(self.since_snapshot.key_writes)
                 || policy.log_bytes_floor.is_some_and(|floor| {

@@ -539,6 +539,7 @@ impl FaultPlan {
             max_key_writes: kv_replica::replica::SnapshotPolicy::key_writes_for(
                 self.snapshot_every,
             ),
+            after_replay: false,
             entry_phase_percent: None,
             log_bytes_floor: (self.snapshot_every > 0)
                 .then_some(self.snapshot_every * SNAPSHOT_LOG_BYTES_PER_ENTRY),
