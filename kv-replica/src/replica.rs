@@ -173,10 +173,11 @@ pub struct SnapshotPolicy {
     /// Snapshot once this many keys were written (puts and deletes, each key
     /// of a batch counted) since the last snapshot (0: no bound). Not
     /// staggered: kv-node and the simulator set it to one and a half entry
-    /// bounds, the longest the entry bound waits, so that with one key per
-    /// entry the entry bound always comes first and keeps the members in
-    /// turn (a lower key bound would cut in before a late point again and
-    /// again and keep a member off its phase).
+    /// bounds ([`SnapshotPolicy::key_writes_for`]), the longest the phased
+    /// entry bound waits, so that with one key per entry the entry bound
+    /// always comes first and keeps the members in turn (a lower key bound
+    /// would cut in before a late point again and again and keep a member
+    /// off its phase).
     pub max_key_writes: u64,
     /// Start no snapshot before the log recovered at open is replayed (up
     /// to the commit index recovered with it). A capture held during the
