@@ -6,7 +6,9 @@
 # One node alone (a single-node cluster: the restart path is the same as a
 # member's, and three 10M-key nodes would not fit beside other work in this
 # machine's memory), release build, default flags, fsync on:
-#   1. load KEYS keys with POST /kv/mput batches of BATCH, WRITERS at once;
+#   1. load KEYS keys with POST /kv/mput batches of BATCH, WRITERS at once
+#      (with SHUFFLE=1 in a random order, the same every run: replaying
+#      random inserts costs several times more per key than ascending ones);
 #   2. POST /admin/snapshot (not with SNAPSHOT=0: then the node restarts
 #      from whatever its own snapshot rules left, the state an operator
 #      finds after a bulk load), then TAIL_BATCHES more batches (a WAL tail
@@ -14,13 +16,10 @@
 #      then also that long of random single-key puts over the keys
 #      (examples/bench, 64 connections: a tail of many small entries, the
 #      costliest to replay), then one more write of the probe key;
-#      With SHUFFLE=1 the load writes the keys in a random order (the same
-#      every run): replaying random inserts costs several times more per
-#      key than ascending ones.
-#      With SETTLE_S=N the node is left idle N seconds before the first
-#      kill, so that a snapshot the load started can finish (the restart
-#      time of a node that had time to settle, rather than of one killed
-#      in the middle of its snapshot write).
+#      with SETTLE_S=N, the node is then left idle N seconds before the
+#      first kill, so that a snapshot the load started can finish (the
+#      restart of a node that had time to settle, rather than of one
+#      killed in the middle of its snapshot write);
 #   3. kill -9, start again, RESTARTS times: seconds until a stale read of
 #      an overwritten key answers the tail's value, until /readyz is 200,
 #      and the peak RSS of the restarted process.
