@@ -8,6 +8,10 @@ use std::sync::Arc;
 /// Adjusts each node's configuration (tests switch protocol bugs on here).
 pub type ConfigHook = Arc<dyn Fn(&mut Config) + Send + Sync>;
 
+/// Adjusts each node's snapshot policy after the plan set it (tests give
+/// kv-node's rules a scale at which they fire in a run).
+pub type SnapshotPolicyHook = Arc<dyn Fn(&mut kv_replica::replica::SnapshotPolicy) + Send + Sync>;
+
 /// How long after the final heal a new write must commit.
 pub const LIVENESS_BOUND_TICKS: u64 = 150;
 
@@ -39,6 +43,7 @@ pub struct SimOptions {
     /// Run the linearizability checker at the end.
     pub check_linearizability: bool,
     pub config_hook: Option<ConfigHook>,
+    pub snapshot_policy_hook: Option<SnapshotPolicyHook>,
     /// Cut a removed leader off one way once its removal commits (see
     /// [`crate::faults::CUT_REMOVED_LEADER`]).
     pub cut_removed_leader: bool,
@@ -81,6 +86,7 @@ impl SimOptions {
             keep_faults: None,
             check_linearizability: true,
             config_hook: None,
+            snapshot_policy_hook: None,
             cut_removed_leader: crate::faults::CUT_REMOVED_LEADER,
             storage_bugs: kv_storage::StorageBugs::default(),
             txn_clients: 1,
@@ -154,6 +160,7 @@ impl fmt::Debug for SimOptions {
             .field("plan_ticks", &self.plan_ticks)
             .field("keep_faults", &self.keep_faults)
             .field("config_hook", &self.config_hook.is_some())
+            .field("snapshot_policy_hook", &self.snapshot_policy_hook.is_some())
             .field("cut_removed_leader", &self.cut_removed_leader)
             .field("storage_bugs", &self.storage_bugs)
             .field("txn_clients", &self.txn_clients)

@@ -132,6 +132,9 @@ impl World {
             Err(text) => return self.fail("restart recovers", format!("{id}: {text}")),
         };
         replica.snapshot_policy = self.plan.snapshot_policy();
+        if let Some(hook) = &self.opts.snapshot_policy_hook {
+            hook(&mut replica.snapshot_policy);
+        }
         if let Err(v) = self.checker.on_start(self.now, &replica) {
             self.record(v);
         }
