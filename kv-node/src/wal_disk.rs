@@ -552,6 +552,14 @@ mod tests {
 
     /// Handles `Ready` rounds, acknowledging what the persist stage made
     /// durable, until there is nothing left (bounded).
+    /// Puts `count` keys one entry at a time, each settled, as the leader.
+    fn put_rounds(replica: &mut Replica<WalDisk>, count: usize) {
+        for round in 0..count {
+            replica.step(put(round)).unwrap();
+            settle_rounds(replica);
+        }
+    }
+
     fn settle_rounds(replica: &mut Replica<WalDisk>) {
         for _ in 0..100 {
             let out = replica.process_ready(|_| {}).unwrap();
@@ -678,10 +686,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut replica, mut completions) = single_voter(dir.path());
         replica.step(Input::Campaign).unwrap();
-        for round in 0..10 {
-            replica.step(put(round)).unwrap();
-            settle_rounds(&mut replica);
-        }
+        put_rounds(&mut replica, 10);
         let meta = replica
             .start_snapshot()
             .unwrap()
@@ -733,10 +738,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut replica, completions) = single_voter(dir.path());
         replica.step(Input::Campaign).unwrap();
-        for round in 0..10 {
-            replica.step(put(round)).unwrap();
-            settle_rounds(&mut replica);
-        }
+        put_rounds(&mut replica, 10);
         let last = replica.node.last_index();
         replica
             .start_snapshot()
@@ -832,10 +834,7 @@ mod tests {
         {
             let (mut replica, _completions) = single_voter(dir.path());
             replica.step(Input::Campaign).unwrap();
-            for round in 0..40 {
-                replica.step(put(round)).unwrap();
-                settle_rounds(&mut replica);
-            }
+            put_rounds(&mut replica, 40);
             assert_eq!(replica.state.len(), 40);
         }
         let (mut disk, recovered) =

@@ -6,24 +6,15 @@
 //! The keys are loaded in order, then half as many random puts overwrite
 //! them, so that the values are scattered over the heap as they are in a
 //! node that has served random writes for a while.
-use kv_replica::command::{Command, Op};
-use kv_replica::state_machine::KvStateMachine;
-use raft_core::{Entry, EntryKind, LogIndex, Term};
-use std::time::Instant;
-
-fn entry(index: u64, op: Op) -> Entry {
-    Entry {
-        term: Term(1),
-        index: LogIndex(index),
-        kind: EntryKind::Normal,
-        data: Command {
-            request: None,
-            client: None,
-            op,
-        }
-        .encode(),
-    }
+mod support {
+    pub mod load;
 }
+
+use kv_replica::command::Op;
+use kv_replica::state_machine::KvStateMachine;
+use raft_core::Entry;
+use std::time::Instant;
+use support::load::entry;
 
 /// Applies `count` random single-key puts over `keys` keys and prints what
 /// each cost; the entries are encoded before the clock starts.
@@ -53,17 +44,8 @@ fn random_puts(state: &mut KvStateMachine, count: u64, keys: u64) {
 }
 
 fn main() {
-    let n: u64 = std::env::args()
-        .nth(1)
-        .map_or(1_000_000, |a| a.parse().expect("a count"));
-    let mut state = KvStateMachine::new();
-    for (index, chunk) in (0..n).collect::<Vec<_>>().chunks(1000).enumerate() {
-        let entries = chunk
-            .iter()
-            .map(|i| (format!("k{i:08}"), format!("{i:0>100}")))
-            .collect();
-        state.apply_entry(&entry(index as u64 + 1, Op::MultiPut { entries }));
-    }
+    let n = support::load::key_count();
+    let mut state = support::load::ordered_state(n);
     random_puts(&mut state, n / 2, n);
     for _ in 0..3 {
         let started = Instant::now();

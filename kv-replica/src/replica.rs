@@ -338,7 +338,6 @@ impl<D: Durable> Replica<D> {
             None => (KvStateMachine::with_dedup_limit(dedup_limit), None),
         };
         let last_snapshot_index = snapshot_meta.as_ref().map_or(LogIndex::ZERO, |m| m.index);
-        let replay_end = recovered.hard_state.commit;
         let node = Node::new(
             config,
             InitialState {
@@ -350,6 +349,9 @@ impl<D: Durable> Replica<D> {
                 damaged_up_to_term: recovered.damaged_up_to_term,
             },
         )?;
+        // The commit index as the core took it in (checked against the log,
+        // at least the snapshot's index).
+        let replay_end = node.commit_index();
         Ok(Replica {
             node,
             state,
