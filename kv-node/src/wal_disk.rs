@@ -550,8 +550,6 @@ mod tests {
         }
     }
 
-    /// Handles `Ready` rounds, acknowledging what the persist stage made
-    /// durable, until there is nothing left (bounded).
     /// Puts `count` keys one entry at a time, each settled, as the leader.
     fn put_rounds(replica: &mut Replica<WalDisk>, count: usize) {
         for round in 0..count {
@@ -560,6 +558,8 @@ mod tests {
         }
     }
 
+    /// Handles `Ready` rounds, acknowledging what the persist stage made
+    /// durable, until there is nothing left (bounded).
     fn settle_rounds(replica: &mut Replica<WalDisk>) {
         for _ in 0..100 {
             let out = replica.process_ready(|_| {}).unwrap();
@@ -613,6 +613,63 @@ mod tests {
         let replica =
             Replica::open(Config::new(id), recovered, Membership::new([id]), disk, 100).unwrap();
         (replica, completions)
+    }
+
+    /// The hard state the WAL holds now.
+    fn stored_hard_state(replica: &mut Replica<WalDisk>) -> raft_core::HardState {
+        replica
+            .disk
+            .call(|storage| Ok(storage.hard_state()))
+            .unwrap()
+    }
+
+    /// A round that only moves the commit index, handed out while the
+    /// persist stage holds nothing, is acknowledged at once: its hard state
+    /// goes to the WAL with the next round, or on the next tick
+    /// (`write_deferred_hard_state`). A crash before that loses only the
+    /// commit index, which the node learns again.
+    #[test]
+    fn a_commit_only_round_waits_for_the_next_round_or_tick() {
+        let dir = tempfile::tempdir().unwrap();
+        let last;
+        {
+            let (mut replica, _completions) = single_voter(dir.path());
+            replica.step(Input::Campaign).unwrap();
+            put_rounds(&mut replica, 3);
+            let commit = replica.node.commit_index();
+            assert_eq!(commit, replica.node.last_index(), "all committed");
+            let stored = stored_hard_state(&mut replica);
+            assert!(
+                stored.commit < commit,
+                "the last commit-only round was deferred: {stored:?}, commit {commit:?}"
+            );
+            // The next put's round writes it (with its own, newer one).
+            put_rounds(&mut replica, 1);
+            let before_tick = stored_hard_state(&mut replica).commit;
+            assert!(before_tick >= commit && before_tick < replica.node.commit_index());
+            // A tick hands the newest to the stage; its acknowledgement
+            // repeats a round already acknowledged.
+            replica.write_deferred_hard_state().unwrap();
+            settle_rounds(&mut replica);
+            assert_eq!(
+                stored_hard_state(&mut replica).commit,
+                replica.node.commit_index()
+            );
+            replica.write_deferred_hard_state().unwrap();
+            put_rounds(&mut replica, 1);
+            last = replica.node.last_index();
+            // Dropped without a tick: the crash case.
+        }
+        let (mut replica, _completions) = single_voter(dir.path());
+        settle_rounds(&mut replica);
+        assert_eq!(
+            LogIndex(replica.state.applied_index()),
+            LogIndex(last.0 - 1),
+            "replayed up to the stored commit, the last put's entry is in the log"
+        );
+        replica.step(Input::Campaign).unwrap();
+        settle_rounds(&mut replica);
+        assert!(replica.state.applied_index() > last.0, "committed again");
     }
 
     /// Leases through a real replica: the countdown runs on ticks, a

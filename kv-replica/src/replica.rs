@@ -310,6 +310,37 @@ pub struct Replica<D: Durable> {
     /// The leader's lease countdowns, stepped on every tick
     /// (`replica_leases`).
     pub(crate) lease_clock: crate::lease_clock::LeaseClock,
+    /// Rounds handed to the disk's persist stage and acknowledged.
+    rounds: RoundsInFlight,
+}
+
+/// Which rounds the disk's persist stage holds, and a commit-only hard
+/// state not handed to it yet.
+///
+/// A round that only moves the commit index needs no fsync
+/// (`Ready::must_sync`), but handed to a persist stage it still costs a
+/// wake-up of the stage's thread and one of the driver's for the
+/// acknowledgement, on every node for every lone write. When the stage
+/// holds nothing, the round is acknowledged at once instead and its hard
+/// state waits ([`RoundsInFlight::deferred`]): the next round writes it
+/// (unless its own hard state supersedes it), or the next tick does. A
+/// crash may lose it, as it may lose any unsynced commit index; the
+/// leader tells it again.
+#[derive(Debug, Default)]
+struct RoundsInFlight {
+    /// The newest round the disk answered `Durability::Later` for.
+    handed_out: u64,
+    /// The newest round acknowledged (`Replica::persisted`).
+    acknowledged: u64,
+    /// The newest round number seen, acknowledged or not.
+    newest: u64,
+    deferred: Option<HardState>,
+}
+
+impl RoundsInFlight {
+    fn stage_is_idle(&self) -> bool {
+        self.acknowledged >= self.handed_out
+    }
 }
 
 /// Rounds of ready handling between automatic snapshot attempts on a disk
@@ -364,6 +395,7 @@ impl<D: Durable> Replica<D> {
             snapshot_in_flight: None,
             snapshot_retry_rounds: 0,
             lease_clock: crate::lease_clock::LeaseClock::new(crate::lease_clock::DEFAULT_TICK_MS),
+            rounds: RoundsInFlight::default(),
         })
     }
 
@@ -392,6 +424,29 @@ impl<D: Durable> Replica<D> {
         Ok(accepted)
     }
 
+    /// Hands a deferred commit-only hard state (see [`RoundsInFlight`]) to
+    /// the disk, as a round numbered like the newest one (already
+    /// acknowledged or about to be: its acknowledgement changes nothing).
+    /// The world calls it on each tick and before it stops.
+    pub fn write_deferred_hard_state(&mut self) -> Result<(), ReplicaError<D::Error>> {
+        let Some(hard_state) = self.rounds.deferred.take() else {
+            return Ok(());
+        };
+        self.disk
+            .set_hard_state(&hard_state)
+            .map_err(ReplicaError::Storage)?;
+        let newest = self.rounds.newest;
+        if self
+            .disk
+            .persist(newest, false)
+            .map_err(ReplicaError::Storage)?
+            == Durability::Later
+        {
+            self.rounds.handed_out = newest;
+        }
+        Ok(())
+    }
+
     /// Handles one `Ready` through raft-core's one loop
     /// ([`Node::handle_ready`]): observe, send (the node holds back what
     /// must wait for durability), persist and sync, acknowledge, apply,
@@ -407,6 +462,8 @@ impl<D: Durable> Replica<D> {
             last_snapshot_index: &mut self.last_snapshot_index,
             last_snapshot_bytes: &mut self.last_snapshot_bytes,
             since_snapshot: &mut self.since_snapshot,
+            rounds: &mut self.rounds,
+            round_hard_state: None,
             out: &mut out,
             send,
         };
@@ -425,6 +482,7 @@ impl<D: Durable> Replica<D> {
     /// now send what it held back for them and apply what they hold.
     /// Called in the order of the rounds; handle the next `Ready` after.
     pub fn persisted(&mut self, ready: u64) {
+        self.rounds.acknowledged = self.rounds.acknowledged.max(ready);
         self.node
             .step(Input::Persisted { ready })
             .expect("acknowledging a round handed out never fails");
@@ -547,6 +605,10 @@ struct Round<'a, D: Durable, S: FnMut(Message)> {
     last_snapshot_index: &'a mut LogIndex,
     last_snapshot_bytes: &'a mut u64,
     since_snapshot: &'a mut SinceSnapshot,
+    rounds: &'a mut RoundsInFlight,
+    /// This round's hard state, written at `persist` (after its entries,
+    /// as the contract orders) unless the round is deferred whole.
+    round_hard_state: Option<HardState>,
     out: &'a mut Output,
     send: S,
 }
@@ -619,6 +681,8 @@ impl<D: Durable, S: FnMut(Message)> ReadyHandler for Round<'_, D, S> {
         *self.last_snapshot_index = meta.index;
         *self.last_snapshot_bytes = size_bytes;
         *self.since_snapshot = SinceSnapshot::default();
+        // The install round's own hard state covers the snapshot.
+        self.rounds.deferred = None;
         Ok(())
     }
 
@@ -627,9 +691,8 @@ impl<D: Durable, S: FnMut(Message)> ReadyHandler for Round<'_, D, S> {
     }
 
     fn set_hard_state(&mut self, hard_state: &HardState) -> Result<(), Self::Error> {
-        self.disk
-            .set_hard_state(hard_state)
-            .map_err(ReplicaError::Storage)
+        self.round_hard_state = Some(*hard_state);
+        Ok(())
     }
 
     fn persist(&mut self, ready: u64, must_sync: bool) -> Result<Durability, Self::Error> {
@@ -638,9 +701,32 @@ impl<D: Durable, S: FnMut(Message)> ReadyHandler for Round<'_, D, S> {
         // that saves the one between the followers' acknowledgements and
         // the reply.
         self.out.synced = must_sync;
-        self.disk
+        self.rounds.newest = self.rounds.newest.max(ready);
+        // Entries, a snapshot or a new term or vote all sync; a round that
+        // does not wrote at most its hard state (and staged snapshot
+        // chunks, which need not be durable).
+        if !must_sync && self.rounds.stage_is_idle() {
+            if let Some(hard_state) = self.round_hard_state.take() {
+                self.rounds.deferred = Some(hard_state);
+            }
+            return Ok(Durability::Now);
+        }
+        // A deferred hard state goes out with the next round, unless the
+        // round's own (newer) one supersedes it.
+        let deferred = self.rounds.deferred.take();
+        if let Some(hard_state) = self.round_hard_state.take().or(deferred) {
+            self.disk
+                .set_hard_state(&hard_state)
+                .map_err(ReplicaError::Storage)?;
+        }
+        let durability = self
+            .disk
             .persist(ready, must_sync)
-            .map_err(ReplicaError::Storage)
+            .map_err(ReplicaError::Storage)?;
+        if durability == Durability::Later {
+            self.rounds.handed_out = ready;
+        }
+        Ok(durability)
     }
 
     fn apply(&mut self, entries: Vec<Entry>) -> Result<(), Self::Error> {

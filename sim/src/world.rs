@@ -524,6 +524,7 @@ impl World {
                 let period = self.node(id).tick_period;
                 self.schedule_in(period, Event::Tick(id));
                 if self.node(id).is_live() {
+                    self.write_deferred_hard_state(id);
                     self.step_node(id, Input::Tick);
                 }
             }

@@ -269,6 +269,31 @@ impl World {
         }
     }
 
+    /// Hands a node's deferred commit-only hard state to its disk, as
+    /// kv-node's driver does on each tick; the tick's `drive` then starts
+    /// the persist stage on it. A failed write stops the node.
+    pub(crate) fn write_deferred_hard_state(&mut self, id: NodeId) {
+        if self.violation.is_some() {
+            return;
+        }
+        let Some(replica) = self.node_mut(id).replica_mut() else {
+            return;
+        };
+        match node_code(|| {
+            replica
+                .write_deferred_hard_state()
+                .map_err(|e| e.to_string())
+        }) {
+            Ok(Ok(())) => {}
+            Err(text) => self.fail(self.panic_property(&text), format!("{id}: {text}")),
+            Ok(Err(storage)) => {
+                let down = self.node(id).sync_crash_down_ticks.max(1);
+                self.crash_node(id, &storage);
+                self.schedule_restart(id, down * STEPS_PER_TICK);
+            }
+        }
+    }
+
     /// Drains every `Ready` of a node through the real ready-handling loop,
     /// sends what it sent, checks the invariants and answers clients.
     pub(crate) fn drive(&mut self, id: NodeId) {

@@ -291,12 +291,15 @@ impl<D: Durable> Driver<D> {
             match woken {
                 Woken::Shutdown => {
                     if *shutdown.borrow() {
-                        break Ok(());
+                        break self.write_deferred_hard_state();
                     }
                 }
                 Woken::Tick => {
                     if !self.silenced_by_removal() {
                         self.step_logged(Input::Tick);
+                    }
+                    if let Err(e) = self.write_deferred_hard_state() {
+                        break Err(e);
                     }
                 }
                 Woken::Sweep => self.sweep(),
@@ -430,6 +433,14 @@ impl<D: Durable> Driver<D> {
             self.replica.persisted(ready);
         }
         Ok(())
+    }
+
+    /// A commit index the replica held back from the persist stage goes
+    /// to it now (on a tick, and before the driver stops).
+    fn write_deferred_hard_state(&mut self) -> Result<(), DriverFailed> {
+        self.replica
+            .write_deferred_hard_state()
+            .map_err(|e| DriverFailed(e.to_string()))
     }
 
     fn handle(&mut self, request: Request) {
