@@ -17,7 +17,7 @@ impl Node {
     /// the current leader handed over leadership (`transfer`).
     pub(crate) fn campaign(&mut self, transfer: bool) {
         assert!(
-            self.is_promotable(),
+            self.may_campaign(),
             "{} campaigns without a vote",
             self.config.id
         );

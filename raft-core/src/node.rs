@@ -562,6 +562,26 @@ impl Node {
         self.membership.is_voter(self.config.id)
     }
 
+    /// Whether the election timer may start a campaign: a voter of the
+    /// configuration in force, or of the latest one its uncommitted log
+    /// tail makes (the Raft thesis, section 4.1: a server uses the latest
+    /// configuration in its log). The second case is a learner being made
+    /// a voter whose log is ahead of every voter's: say the only voter
+    /// appended the change and one more entry, sent both, and lost the
+    /// second (unsynced) in a crash. Its elections must win the new
+    /// configuration too (`election_configs`), whose new voter refuses the
+    /// shorter log, so nobody else can lead: the learner must (simulator
+    /// seed 1104 at 1 node, `sim/tests/seeds.rs`). Safe: every election
+    /// still wins a majority of each configuration the candidate knows,
+    /// the one in force first.
+    pub(crate) fn may_campaign(&self) -> bool {
+        if self.is_promotable() {
+            return true;
+        }
+        let configs = self.election_configs();
+        configs.len() > 1 && configs.last().is_some_and(|c| c.is_voter(self.config.id))
+    }
+
     pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
         if term > self.term {
             self.term = term;
@@ -688,9 +708,10 @@ impl Node {
             return;
         }
         self.election_elapsed = self.election_elapsed.saturating_add(1);
-        if self.is_promotable()
+        // The cheap checks first: `may_campaign` may read the log tail.
+        if self.election_elapsed >= self.election_timeout
             && !self.is_damaged()
-            && self.election_elapsed >= self.election_timeout
+            && self.may_campaign()
         {
             tracing::debug!(term = %self.term, "election timeout");
             self.campaign(false);

@@ -756,6 +756,76 @@ fn a_learner_receives_the_log_but_never_votes_and_can_be_promoted() {
     assert_eq!(c.node(3).role(), Role::Follower);
 }
 
+/// etcd-raft's TestLearnerElectionTimeout: a learner does not start an
+/// election when its timer runs out. Except (simulator seed 1104 at one
+/// node, `sim/tests/found_bugs.rs`) when its own uncommitted log tail makes
+/// it a voter: every election must win that configuration too, so it
+/// campaigns like any voter of it.
+#[test]
+fn a_learner_campaigns_on_its_timer_only_if_its_log_tail_makes_it_a_voter() {
+    let conf = |index: u64, change: ConfChange| Entry {
+        index: LogIndex(index),
+        term: Term(1),
+        kind: EntryKind::ConfChange,
+        data: change.encode(),
+    };
+    let learner = |entries: Vec<Entry>| {
+        Node::new(
+            config_voting_at_start(2),
+            InitialState {
+                hard_state: HardState {
+                    term: Term(1),
+                    vote: None,
+                    commit: LogIndex(2),
+                },
+                entries,
+                bootstrap: Membership::new([NodeId(1)]),
+                ..InitialState::default()
+            },
+        )
+        .unwrap()
+    };
+    let committed = vec![
+        conf(1, ConfChange::Bootstrap(vec![NodeId(1)])),
+        conf(
+            2,
+            ConfChange::Enter(vec![ConfChangeStep::AddLearner(NodeId(2))]),
+        ),
+    ];
+    let ticks = Config::new(NodeId(2)).election_ticks_max * 2;
+
+    let mut n2 = learner(committed.clone());
+    for _ in 0..ticks {
+        n2.step(Input::Tick).unwrap();
+    }
+    assert_eq!(n2.role(), Role::Learner);
+    assert_eq!(n2.term(), Term(1));
+
+    let mut tail = committed;
+    tail.push(conf(
+        3,
+        ConfChange::Enter(vec![ConfChangeStep::AddVoter(NodeId(2))]),
+    ));
+    let mut n2 = learner(tail);
+    assert_eq!(n2.role(), Role::Learner, "the change is not committed");
+    for _ in 0..ticks {
+        n2.step(Input::Tick).unwrap();
+    }
+    assert_eq!(n2.role(), Role::PreCandidate);
+    let asked: std::collections::BTreeSet<NodeId> = n2
+        .ready()
+        .messages
+        .iter()
+        .filter(|m| matches!(m.body, MessageBody::RequestVote { .. }))
+        .map(|m| m.to)
+        .collect();
+    assert_eq!(
+        asked,
+        [NodeId(1)].into(),
+        "the voter of the configuration in force"
+    );
+}
+
 #[test]
 fn only_one_membership_change_may_be_in_flight() {
     let mut c = Cluster::new(3);

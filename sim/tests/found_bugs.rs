@@ -4,8 +4,8 @@
 //! `cargo test -p sim --test found_bugs -- --ignored`.
 
 use raft_core::{
-    Config, HardState, InitialState, Input, Membership, Message, MessageBody, Node, NodeId, Role,
-    Term,
+    ConfChange, ConfChangeStep, Config, Entry, EntryKind, HardState, InitialState, Input, LogIndex,
+    Membership, Message, MessageBody, Node, NodeId, Role, Term,
 };
 use sim::{SimOptions, run};
 
@@ -192,5 +192,99 @@ fn seed_773_at_five_nodes_restarts_after_a_repair_cut_short() {
 #[test]
 fn seed_540_removes_no_voter_while_a_node_awaits_repair() {
     let report = run(SimOptions::new(540));
+    assert!(report.passed(), "{}", report.violation_report().unwrap());
+}
+
+/// Bug 7 (`sim --seeds 1..2001 --nodes 1`, seed 1104): n1, the only voter,
+/// appended `AddVoter(n3)` for its learner n3 and one more entry, sent
+/// both, and lost the second (not yet synced) when its disk filled. Its
+/// elections must win the configuration the uncommitted change makes too
+/// (`election_configs`), so n3's vote, and n3 refuses the shorter log;
+/// n3, a learner in the configuration in force, never campaigned: no
+/// leader for the rest of the run. A node whose uncommitted log tail makes
+/// it a voter now campaigns on its election timer.
+#[test]
+fn a_learner_made_voter_by_its_log_tail_campaigns_when_the_voter_cannot_win() {
+    let entry = |index: u64, kind: EntryKind, data: bytes::Bytes| Entry {
+        term: Term(1),
+        index: LogIndex(index),
+        kind,
+        data,
+    };
+    let conf = |index, change: ConfChange| entry(index, EntryKind::ConfChange, change.encode());
+    let shared = vec![
+        conf(1, ConfChange::Bootstrap(vec![NodeId(1)])),
+        conf(
+            2,
+            ConfChange::Enter(vec![ConfChangeStep::AddLearner(NodeId(3))]),
+        ),
+        conf(
+            3,
+            ConfChange::Enter(vec![ConfChangeStep::AddVoter(NodeId(3))]),
+        ),
+    ];
+    let start = |id: u64, vote: Option<NodeId>, entries: Vec<Entry>| {
+        let mut config = Config::new(NodeId(id));
+        config.check_quorum = false;
+        Node::new(
+            config,
+            InitialState {
+                hard_state: HardState {
+                    term: Term(1),
+                    vote,
+                    commit: LogIndex(2),
+                },
+                entries,
+                bootstrap: Membership::new([NodeId(1)]),
+                ..InitialState::default()
+            },
+        )
+        .expect("valid node")
+    };
+    let mut n1 = start(1, Some(NodeId(1)), shared.clone());
+    let mut longer = shared;
+    longer.push(entry(4, EntryKind::Normal, bytes::Bytes::from_static(b"x")));
+    let mut n3 = start(3, None, longer);
+    assert_eq!(n3.role(), Role::Learner);
+
+    // n1 needs n3's pre-vote for the configuration its tail makes, and
+    // n3 refuses the shorter log.
+    n1.step(Input::Campaign).unwrap();
+    let mut to_n1 = Vec::new();
+    for m in messages(&mut n1) {
+        n3.step(Input::Message(m)).unwrap();
+    }
+    to_n1.extend(messages(&mut n3));
+    for m in to_n1.drain(..) {
+        n1.step(Input::Message(m)).unwrap();
+    }
+    assert_ne!(n1.role(), Role::Leader);
+
+    // n3's election timer fires: it campaigns, n1 votes for the longer
+    // log, and n3 leads.
+    for _ in 0..200 {
+        n3.step(Input::Tick).unwrap();
+        for m in messages(&mut n3) {
+            n1.step(Input::Message(m)).unwrap();
+        }
+        for m in messages(&mut n1) {
+            if m.to == NodeId(3) {
+                n3.step(Input::Message(m)).unwrap();
+            }
+        }
+        if n3.role() == Role::Leader {
+            return;
+        }
+    }
+    panic!("n3 never led: {:?}, n1 {:?}", n3.role(), n1.role());
+}
+
+/// Bug 7's seed (`sim --seeds 1..2001 --nodes 1`). Replay with
+/// `sim --seed 1104 --nodes 1`.
+#[test]
+fn seed_1104_at_one_node_elects_the_learner_the_log_tail_made_a_voter() {
+    let mut o = SimOptions::new(1104);
+    o.nodes = 1;
+    let report = run(o);
     assert!(report.passed(), "{}", report.violation_report().unwrap());
 }
