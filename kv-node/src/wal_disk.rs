@@ -260,6 +260,10 @@ impl Durable for WalDisk {
         })
     }
 
+    fn has_persist_stage(&self) -> bool {
+        true
+    }
+
     /// Hands the round to the persist thread; it is acknowledged through
     /// the completion channel once durable.
     fn persist(&mut self, ready: u64, must_sync: bool) -> Result<Durability, StorageError> {

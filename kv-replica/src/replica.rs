@@ -45,6 +45,13 @@ pub trait Durable {
         }
         Ok(Durability::Now)
     }
+    /// Whether `persist` hands rounds to a persist stage (`Durability::Later`).
+    /// Only then is a commit-only round kept back from the disk while the
+    /// stage is idle (see `RoundsInFlight`): without a stage, writing it
+    /// costs no wake-up.
+    fn has_persist_stage(&self) -> bool {
+        false
+    }
     /// What a snapshot write started by `start_snapshot` hands back when it
     /// ends, through the world's own channel, to
     /// [`Replica::snapshot_written`].
@@ -321,7 +328,8 @@ pub struct Replica<D: Durable> {
 /// (`Ready::must_sync`), but handed to a persist stage it still costs a
 /// wake-up of the stage's thread and one of the driver's for the
 /// acknowledgement, on every node for every lone write. When the stage
-/// holds nothing, the round is acknowledged at once instead and its hard
+/// holds nothing (and the disk has one: `Durable::has_persist_stage`), the
+/// round is acknowledged at once instead and its hard
 /// state waits ([`RoundsInFlight::deferred`]): the next round writes it
 /// (unless its own hard state supersedes it), or the next tick does. A
 /// crash may lose it, as it may lose any unsynced commit index; the
@@ -705,7 +713,7 @@ impl<D: Durable, S: FnMut(Message)> ReadyHandler for Round<'_, D, S> {
         // Entries, a snapshot or a new term or vote all sync; a round that
         // does not wrote at most its hard state (and staged snapshot
         // chunks, which need not be durable).
-        if !must_sync && self.rounds.stage_is_idle() {
+        if !must_sync && self.disk.has_persist_stage() && self.rounds.stage_is_idle() {
             if let Some(hard_state) = self.round_hard_state.take() {
                 self.rounds.deferred = Some(hard_state);
             }

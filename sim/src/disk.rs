@@ -698,6 +698,10 @@ impl Durable for SimDisk {
         self.sync_now()
     }
 
+    fn has_persist_stage(&self) -> bool {
+        self.persist_stage
+    }
+
     fn persist(&mut self, ready: u64, must_sync: bool) -> Result<Durability, SimDiskError> {
         if !self.persist_stage {
             if must_sync {
