@@ -10,20 +10,27 @@ use raft_core::{
 use sim::{SimOptions, run};
 
 fn node(id: u64, term: u64) -> Node {
+    let hard_state = HardState {
+        term: Term(term),
+        ..HardState::default()
+    };
     let voters = Membership::new([NodeId(1), NodeId(2), NodeId(3)]);
+    node_with(id, hard_state, Vec::new(), voters)
+}
+
+/// Node `id` restarted with `hard_state` and the durable log `entries`.
+fn node_with(id: u64, hard_state: HardState, entries: Vec<Entry>, bootstrap: Membership) -> Node {
     // Check-quorum off: a restarted node with check-quorum refuses votes
-    // for the minimum election timeout (issue 11), which is not what this
-    // test is about.
+    // for the minimum election timeout (issue 11), which is not what these
+    // tests are about.
     let mut config = Config::new(NodeId(id));
     config.check_quorum = false;
     Node::new(
         config,
         InitialState {
-            hard_state: HardState {
-                term: Term(term),
-                ..HardState::default()
-            },
-            bootstrap: voters,
+            hard_state,
+            entries,
+            bootstrap,
             ..InitialState::default()
         },
     )
@@ -225,22 +232,12 @@ fn a_learner_made_voter_by_its_log_tail_campaigns_when_the_voter_cannot_win() {
         ),
     ];
     let start = |id: u64, vote: Option<NodeId>, entries: Vec<Entry>| {
-        let mut config = Config::new(NodeId(id));
-        config.check_quorum = false;
-        Node::new(
-            config,
-            InitialState {
-                hard_state: HardState {
-                    term: Term(1),
-                    vote,
-                    commit: LogIndex(2),
-                },
-                entries,
-                bootstrap: Membership::new([NodeId(1)]),
-                ..InitialState::default()
-            },
-        )
-        .expect("valid node")
+        let hard_state = HardState {
+            term: Term(1),
+            vote,
+            commit: LogIndex(2),
+        };
+        node_with(id, hard_state, entries, Membership::new([NodeId(1)]))
     };
     let mut n1 = start(1, Some(NodeId(1)), shared.clone());
     let mut longer = shared;
