@@ -571,7 +571,7 @@ impl Node {
     /// second (unsynced) in a crash. Its elections must win the new
     /// configuration too (`election_configs`), whose new voter refuses the
     /// shorter log, so nobody else can lead: the learner must (simulator
-    /// seed 1104 at 1 node, `sim/tests/seeds.rs`). Safe: every election
+    /// seed 1104 at 1 node, `sim/tests/found_bugs.rs`). Safe: every election
     /// still wins a majority of each configuration the candidate knows,
     /// the one in force first.
     pub(crate) fn may_campaign(&self) -> bool {
