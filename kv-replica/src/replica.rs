@@ -329,8 +329,8 @@ pub struct Replica<D: Durable> {
 /// wake-up of the stage's thread and one of the driver's for the
 /// acknowledgement, on every node for every lone write. When the stage
 /// holds nothing (and the disk has one: `Durable::has_persist_stage`), the
-/// round is acknowledged at once instead and its hard
-/// state waits ([`RoundsInFlight::deferred`]): the next round writes it
+/// round is acknowledged at once instead and its hard state waits
+/// ([`RoundsInFlight::deferred`]): the next round writes it
 /// (unless its own hard state supersedes it), or the next tick does. A
 /// crash may lose it, as it may lose any unsynced commit index; the
 /// leader tells it again.
@@ -340,9 +340,9 @@ struct RoundsInFlight {
     handed_out: u64,
     /// The newest round acknowledged (`Replica::persisted`).
     acknowledged: u64,
-    /// The newest round number seen, acknowledged or not.
-    newest: u64,
-    deferred: Option<HardState>,
+    /// The hard state of the newest round, acknowledged at once, with that
+    /// round's number; taken by the next round that goes to the stage.
+    deferred: Option<(u64, HardState)>,
 }
 
 impl RoundsInFlight {
@@ -433,24 +433,23 @@ impl<D: Durable> Replica<D> {
     }
 
     /// Hands a deferred commit-only hard state (see [`RoundsInFlight`]) to
-    /// the disk, as a round numbered like the newest one (already
-    /// acknowledged or about to be: its acknowledgement changes nothing).
-    /// The world calls it on each tick and before it stops.
+    /// the disk, numbered as the round it came from (already acknowledged:
+    /// its acknowledgement changes nothing). The world calls it on each
+    /// tick and before it stops.
     pub fn write_deferred_hard_state(&mut self) -> Result<(), ReplicaError<D::Error>> {
-        let Some(hard_state) = self.rounds.deferred.take() else {
+        let Some((ready, hard_state)) = self.rounds.deferred.take() else {
             return Ok(());
         };
         self.disk
             .set_hard_state(&hard_state)
             .map_err(ReplicaError::Storage)?;
-        let newest = self.rounds.newest;
         if self
             .disk
-            .persist(newest, false)
+            .persist(ready, false)
             .map_err(ReplicaError::Storage)?
             == Durability::Later
         {
-            self.rounds.handed_out = newest;
+            self.rounds.handed_out = ready;
         }
         Ok(())
     }
@@ -709,19 +708,22 @@ impl<D: Durable, S: FnMut(Message)> ReadyHandler for Round<'_, D, S> {
         // that saves the one between the followers' acknowledgements and
         // the reply.
         self.out.synced = must_sync;
-        self.rounds.newest = self.rounds.newest.max(ready);
         // Entries, a snapshot or a new term or vote all sync; a round that
         // does not wrote at most its hard state (and staged snapshot
         // chunks, which need not be durable).
         if !must_sync && self.disk.has_persist_stage() && self.rounds.stage_is_idle() {
             if let Some(hard_state) = self.round_hard_state.take() {
-                self.rounds.deferred = Some(hard_state);
+                self.rounds.deferred = Some((ready, hard_state));
             }
             return Ok(Durability::Now);
         }
         // A deferred hard state goes out with the next round, unless the
         // round's own (newer) one supersedes it.
-        let deferred = self.rounds.deferred.take();
+        let deferred = self
+            .rounds
+            .deferred
+            .take()
+            .map(|(_, hard_state)| hard_state);
         if let Some(hard_state) = self.round_hard_state.take().or(deferred) {
             self.disk
                 .set_hard_state(&hard_state)

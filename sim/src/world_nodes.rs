@@ -286,12 +286,16 @@ impl World {
         }) {
             Ok(Ok(())) => {}
             Err(text) => self.fail(self.panic_property(&text), format!("{id}: {text}")),
-            Ok(Err(storage)) => {
-                let down = self.node(id).sync_crash_down_ticks.max(1);
-                self.crash_node(id, &storage);
-                self.schedule_restart(id, down * STEPS_PER_TICK);
-            }
+            Ok(Err(storage)) => self.stop_on_storage_error(id, &storage),
         }
+    }
+
+    /// A storage step failed: the node stops, as kv-node's driver stops
+    /// it, and restarts after its down time.
+    fn stop_on_storage_error(&mut self, id: NodeId, why: &str) {
+        let down = self.node(id).sync_crash_down_ticks.max(1);
+        self.crash_node(id, why);
+        self.schedule_restart(id, down * STEPS_PER_TICK);
     }
 
     /// Drains every `Ready` of a node through the real ready-handling loop,
@@ -324,12 +328,7 @@ impl World {
             Err(text) => {
                 return self.fail(self.panic_property(&text), format!("{id}: {text}"));
             }
-            Ok(Err(storage)) => {
-                let down = self.node(id).sync_crash_down_ticks.max(1);
-                self.crash_node(id, &storage);
-                self.schedule_restart(id, down * STEPS_PER_TICK);
-                return;
-            }
+            Ok(Err(storage)) => return self.stop_on_storage_error(id, &storage),
             Ok(Ok(())) => {}
         }
         self.feed_watches(id, &mut outputs);
@@ -431,11 +430,7 @@ impl World {
         });
         match result {
             Err(text) => self.fail(self.panic_property(&text), format!("{id}: {text}")),
-            Ok(Err(storage)) => {
-                let down = self.node(id).sync_crash_down_ticks.max(1);
-                self.crash_node(id, &storage.to_string());
-                self.schedule_restart(id, down * STEPS_PER_TICK);
-            }
+            Ok(Err(storage)) => self.stop_on_storage_error(id, &storage.to_string()),
             Ok(Ok(StageStep::Idle)) => {}
             Ok(Ok(StageStep::Syncing)) => self.schedule_persisted(id, incarnation),
             Ok(Ok(StageStep::Durable(_))) => {
@@ -472,11 +467,7 @@ impl World {
         });
         match result {
             Err(text) => self.fail(self.panic_property(&text), format!("{id}: {text}")),
-            Ok(Err(storage)) => {
-                let down = self.node(id).sync_crash_down_ticks.max(1);
-                self.crash_node(id, &storage.to_string());
-                self.schedule_restart(id, down * STEPS_PER_TICK);
-            }
+            Ok(Err(storage)) => self.stop_on_storage_error(id, &storage.to_string()),
             Ok(Ok((done, waiting))) => {
                 self.persist_syncs.durable += u64::from(done.is_some());
                 if waiting {
@@ -539,9 +530,7 @@ impl World {
         match result {
             Err(text) => self.fail(self.panic_property(&text), format!("{id}: {text}")),
             Ok(Err(storage)) => {
-                let down = self.node(id).sync_crash_down_ticks.max(1);
-                self.crash_node(id, &format!("snapshot write failed: {storage}"));
-                self.schedule_restart(id, down * STEPS_PER_TICK);
+                self.stop_on_storage_error(id, &format!("snapshot write failed: {storage}"));
             }
             Ok(Ok(taken)) => {
                 self.snapshot_writes.durable += u64::from(taken.is_some());
