@@ -142,6 +142,10 @@ pub struct Metrics {
     pub snapshots_taken: Counter,
     pub driver_stalls: Counter,
     pub driver_turns: Counter,
+    /// `--spin-wait-us`: time the driver polled for input instead of
+    /// sleeping, and the turns whose input such a poll took.
+    pub driver_poll_seconds: Counter<f64, AtomicU64>,
+    pub driver_poll_hits: Counter,
     pub peer_messages_received: Counter,
     pub peer_batches_refused: Counter,
     /// AppendEntries rejections received (log repair, or reordered batches).
@@ -195,6 +199,8 @@ impl Metrics {
         let snapshots_taken = add(r, "kv_snapshots", "snapshots taken");
         let driver_stalls = add(r, "kv_driver_stalls", "turns of the driver loop that took over 100 ms (heartbeats wait meanwhile)");
         let driver_turns = add(r, "kv_driver_turns", "turns of the driver loop");
+        let driver_poll_seconds = add(r, "kv_driver_poll_seconds", "time the driver loop polled for input instead of sleeping (--spin-wait-us)");
+        let driver_poll_hits = add(r, "kv_driver_poll_hits", "turns of the driver loop whose input a poll took, without a wake-up");
         let peer_messages_received = add(r, "kv_peer_messages_received", "raft messages received from peers");
         let peer_batches_refused = add(r, "kv_peer_batches_refused", "peer batches refused (bad encoding, unknown sender, or a sender that is not a member)");
         let append_rejections = add(r, "kv_append_rejections", "AppendEntries rejections received from followers");
@@ -256,6 +262,8 @@ impl Metrics {
             snapshots_taken,
             driver_stalls,
             driver_turns,
+            driver_poll_seconds,
+            driver_poll_hits,
             peer_messages_received,
             peer_batches_refused,
             append_rejections,

@@ -26,6 +26,7 @@
 mod handle;
 mod lease;
 mod membership;
+mod spin;
 mod transfer;
 
 pub(crate) use handle::Request;
@@ -82,6 +83,8 @@ enum Woken<W, E> {
     Request(Option<Request>),
     /// The last turn left `Ready`s for this one (`READY_BUDGET`).
     MoreReady,
+    /// A poll (`--spin-wait-us`) found no input.
+    Nothing,
 }
 
 impl<W, E> Woken<W, E> {
@@ -94,7 +97,17 @@ impl<W, E> Woken<W, E> {
             Woken::SnapshotWritten(_) => "snapshot written",
             Woken::Request(_) => "request",
             Woken::MoreReady => "more ready",
+            Woken::Nothing => "nothing",
         }
+    }
+
+    /// Whether the turn this starts may be followed by a poll: one woken
+    /// by an input that a lone write's round trip waits for.
+    fn may_poll_after(&self) -> bool {
+        matches!(
+            self,
+            Woken::Request(Some(_)) | Woken::Persisted(Some(_)) | Woken::SnapshotWritten(Some(_))
+        )
     }
 }
 
@@ -199,6 +212,7 @@ pub fn spawn<D>(
     metrics: Arc<Metrics>,
     tick: Duration,
     request_timeout: Duration,
+    spin_wait: Duration,
     shutdown: watch::Receiver<bool>,
     disk_space: DiskSpace,
     watch_feed: Option<crate::watch::FeedSender>,
@@ -248,7 +262,8 @@ where
             let _span = span.entered();
             // `run` consumes the driver: the storage is flushed and its
             // lock released before the result is reported.
-            let result = runtime.block_on(driver.run(rx, snapshots, persisted, tick, shutdown));
+            let result =
+                runtime.block_on(driver.run(rx, snapshots, persisted, tick, spin_wait, shutdown));
             // The peer tasks go with the runtime, before the result is told.
             drop(runtime);
             let _ = done_tx.send(result);
@@ -263,6 +278,7 @@ impl<D: Durable> Driver<D> {
         mut snapshots: mpsc::UnboundedReceiver<D::SnapshotWritten>,
         mut persisted: mpsc::UnboundedReceiver<Result<u64, D::Error>>,
         tick: Duration,
+        spin_wait: Duration,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), DriverFailed> {
         let mut ticker = tokio::time::interval(tick);
@@ -271,6 +287,7 @@ impl<D: Durable> Driver<D> {
         self.update_metrics();
         self.sync_addresses();
         let mut more_ready = false;
+        let mut spin = spin::SpinWait::new(spin_wait);
         let result = loop {
             let woken = tokio::select! {
                 biased;
@@ -281,7 +298,25 @@ impl<D: Durable> Driver<D> {
                 written = snapshots.recv() => Woken::SnapshotWritten(written),
                 request = rx.recv() => Woken::Request(request),
                 () = std::future::ready(()), if more_ready => Woken::MoreReady,
+                // Lets the peer streams' tasks and the sockets be polled,
+                // then comes back (`spin.rs`).
+                () = tokio::task::yield_now(), if spin.polling() => Woken::Nothing,
             };
+            if let Woken::Nothing = woken {
+                if let Some(lasted) = spin.poll_again() {
+                    self.metrics
+                        .driver_poll_seconds
+                        .inc_by(lasted.as_secs_f64());
+                }
+                continue;
+            }
+            if let Some(lasted) = spin.input_arrived() {
+                self.metrics
+                    .driver_poll_seconds
+                    .inc_by(lasted.as_secs_f64());
+                self.metrics.driver_poll_hits.inc();
+            }
+            let may_poll = woken.may_poll_after();
             self.metrics.driver_turns.inc();
             self.inbox_len = rx.len();
             let busy_since = Instant::now();
@@ -318,7 +353,7 @@ impl<D: Durable> Driver<D> {
                 }
                 Woken::Request(Some(request)) => self.handle_timed(request, &mut requests),
                 Woken::Request(None) => break Ok(()),
-                Woken::MoreReady => {}
+                Woken::MoreReady | Woken::Nothing => {}
             }
             // Take in everything already queued, then handle one `Ready`:
             // its writes go to the persist stage as one round.
@@ -334,6 +369,9 @@ impl<D: Durable> Driver<D> {
                 Err(e) => break Err(e),
             }
             self.note_stall(woken_by, busy_since, cpu_since, ready_since, &requests);
+            // Light: one input and nothing queued behind it. Under load the
+            // next input is queued already, or worth waiting for to batch.
+            spin.after_turn(may_poll && requests.count <= 1 && self.inbox_len == 0 && !more_ready);
             // The peer streams' tasks share this thread: they send what
             // this turn made and read what arrived before the next turn.
             // Without the yield the loop runs on while its channels have

@@ -80,6 +80,7 @@ async fn single_node_with_quota(quota_bytes: u64) -> TestNode {
         metrics.clone(),
         Duration::from_millis(5),
         Duration::from_secs(5),
+        Duration::from_micros(200),
         stop_rx,
         crate::disk_space::DiskSpace::unlimited(),
         None,

@@ -1,0 +1,148 @@
+//! Polling before sleeping (`--spin-wait-us`): after a light turn the
+//! driver keeps polling its channels and sockets for a short while instead
+//! of parking its thread at once.
+//!
+//! Why: one lone write crosses about eight thread hand-offs (HTTP worker,
+//! driver, WAL thread, the follower's driver and WAL thread, back). On a
+//! virtual machine whose idle vCPUs halt, each hand-off to a sleeping
+//! thread costs 30-40 us, as much as an fsync's share of the write; a
+//! thread that is still polling when its input arrives takes it in a few
+//! microseconds, and its vCPU never halts, so the other threads' wake-ups
+//! on it are cheap too (measured in BENCHMARKS.md, "Stop 34").
+//!
+//! When it must not: under load the driver has work queued anyway, and a
+//! polling thread would take CPU from the threads that produce that work
+//! and cut the batching of what arrives while it sleeps. So it polls only
+//! after a light turn (woken by one request or an acknowledgement, with
+//! nothing else queued), only up to the budget, and it gives the CPU up
+//! (`sched_yield`) between polls, stopping at once when another thread
+//! took the CPU for longer than [`CONTENDED`]. Ticks never start a poll: an
+//! idle cluster costs nothing but the poll after each heartbeat.
+
+use std::time::{Duration, Instant};
+
+/// A yield that gave the CPU away for longer than this means another
+/// thread wanted it: the poll ends and the driver sleeps.
+const CONTENDED: Duration = Duration::from_micros(20);
+
+/// The driver's poll-before-sleep state.
+#[derive(Debug)]
+pub(super) struct SpinWait {
+    budget: Duration,
+    /// While polling: when the poll gives up.
+    until: Option<Instant>,
+    /// While polling: when it began (for the time spent).
+    since: Option<Instant>,
+}
+
+impl SpinWait {
+    /// `budget` zero turns polling off.
+    pub(super) fn new(budget: Duration) -> SpinWait {
+        SpinWait {
+            budget,
+            until: None,
+            since: None,
+        }
+    }
+
+    /// After a turn: a light one starts a poll, any other leaves the loop
+    /// to sleep.
+    pub(super) fn after_turn(&mut self, light: bool) {
+        if light && !self.budget.is_zero() {
+            let now = Instant::now();
+            self.until = Some(now + self.budget);
+            self.since = Some(now);
+        } else {
+            self.until = None;
+            self.since = None;
+        }
+    }
+
+    /// Whether the loop should poll rather than sleep.
+    pub(super) fn polling(&self) -> bool {
+        self.until.is_some()
+    }
+
+    /// Called when a poll found nothing: gives the CPU to any other thread
+    /// that wants it, and says whether to poll again. `None` to poll
+    /// again; once the budget is spent or another thread took the CPU, the
+    /// time the poll lasted, and the loop then sleeps until its next input.
+    pub(super) fn poll_again(&mut self) -> Option<Duration> {
+        let until = self.until?;
+        let before = Instant::now();
+        std::thread::yield_now();
+        let after = Instant::now();
+        if after >= until || after - before > CONTENDED {
+            return Some(self.stop(after));
+        }
+        None
+    }
+
+    /// An input arrived: the time the poll lasted if one was running (the
+    /// input was taken without a wake-up), else `None`.
+    pub(super) fn input_arrived(&mut self) -> Option<Duration> {
+        self.until.is_some().then(|| self.stop(Instant::now()))
+    }
+
+    fn stop(&mut self, now: Instant) -> Duration {
+        self.until = None;
+        self.since
+            .take()
+            .map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zero_budget_never_polls() {
+        let mut spin = SpinWait::new(Duration::ZERO);
+        spin.after_turn(true);
+        assert!(!spin.polling());
+        assert_eq!(spin.input_arrived(), None);
+    }
+
+    #[test]
+    fn a_light_turn_polls_until_the_budget_is_spent() {
+        let mut spin = SpinWait::new(Duration::from_millis(2));
+        spin.after_turn(true);
+        assert!(spin.polling());
+        let started = Instant::now();
+        let mut polls = 0u32;
+        // Bounded: the budget ends it within 2 ms on an idle CPU, a busy
+        // one ends it at its first long yield.
+        let lasted = loop {
+            if let Some(lasted) = spin.poll_again() {
+                break lasted;
+            }
+            polls += 1;
+            assert!(polls < 10_000_000, "the poll never ended");
+        };
+        assert!(!spin.polling());
+        assert!(lasted <= started.elapsed());
+        assert_eq!(spin.input_arrived(), None, "an ended poll takes no input");
+    }
+
+    #[test]
+    fn a_heavy_turn_leaves_the_loop_to_sleep() {
+        let mut spin = SpinWait::new(Duration::from_secs(60));
+        spin.after_turn(true);
+        assert!(spin.polling());
+        spin.after_turn(false);
+        assert!(!spin.polling());
+        assert_eq!(spin.input_arrived(), None);
+    }
+
+    #[test]
+    fn an_input_during_a_poll_ends_it_and_tells_how_long_it_lasted() {
+        let mut spin = SpinWait::new(Duration::from_secs(60));
+        spin.after_turn(true);
+        std::thread::sleep(Duration::from_millis(2));
+        let lasted = spin.input_arrived().expect("it was polling");
+        assert!(lasted >= Duration::from_millis(2));
+        assert!(!spin.polling());
+        assert_eq!(spin.input_arrived(), None);
+    }
+}
