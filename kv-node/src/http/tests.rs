@@ -53,6 +53,13 @@ async fn single_node() -> TestNode {
 }
 
 async fn single_node_with_quota(quota_bytes: u64) -> TestNode {
+    single_node_with(quota_bytes, SPIN_WAIT).await
+}
+
+/// The default `--spin-wait-us`.
+const SPIN_WAIT: Duration = Duration::from_micros(200);
+
+async fn single_node_with(quota_bytes: u64, spin_wait: Duration) -> TestNode {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Arc::new(Metrics::default());
     let (mut disk, recovered) = WalDisk::open(dir.path(), metrics.clone()).unwrap();
@@ -80,7 +87,7 @@ async fn single_node_with_quota(quota_bytes: u64) -> TestNode {
         metrics.clone(),
         Duration::from_millis(5),
         Duration::from_secs(5),
-        Duration::from_micros(200),
+        spin_wait,
         stop_rx,
         crate::disk_space::DiskSpace::unlimited(),
         None,
@@ -680,6 +687,32 @@ async fn a_task_on_the_drivers_thread_runs_between_every_two_turns() {
         "up to {} turns ran back to back without the probe",
         widest.load(Ordering::Relaxed)
     );
+}
+
+/// `--spin-wait-us`: a lone write's turn is light, so the driver polls
+/// after it (the poll ends with the write's acknowledgement, its budget,
+/// or a busy CPU, and counts its time in every case); with a zero budget
+/// it never polls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_driver_polls_after_a_lone_write_unless_its_budget_is_zero() {
+    for (budget, polls) in [(SPIN_WAIT, true), (Duration::ZERO, false)] {
+        let node = single_node_with(QUOTA_BYTES, budget).await;
+        let metrics = node.state.metrics.clone();
+        for i in 0..20 {
+            let (status, _) =
+                call(&node.state, "PUT", &format!("/kv/k{i}"), r#"{"value":"v"}"#).await;
+            assert_eq!(status, 200);
+        }
+        assert_eq!(
+            metrics.driver_poll_seconds.get() > 0.0,
+            polls,
+            "budget {budget:?}: polled {} s",
+            metrics.driver_poll_seconds.get()
+        );
+        if !polls {
+            assert_eq!(metrics.driver_poll_hits.get(), 0);
+        }
+    }
 }
 
 #[tokio::test]
