@@ -102,12 +102,10 @@ impl<W, E> Woken<W, E> {
     }
 
     /// Whether the turn this starts may be followed by a poll: one woken
-    /// by an input that a lone write's round trip waits for.
+    /// by an input that a lone write's round trip waits for (a client
+    /// request, a peer batch, the persist stage's acknowledgement).
     fn may_poll_after(&self) -> bool {
-        matches!(
-            self,
-            Woken::Request(Some(_)) | Woken::Persisted(Some(_)) | Woken::SnapshotWritten(Some(_))
-        )
+        matches!(self, Woken::Request(Some(_)) | Woken::Persisted(Some(_)))
     }
 }
 

@@ -102,9 +102,10 @@ mod tests {
     #[test]
     fn a_light_turn_polls_until_the_budget_is_spent() {
         let mut spin = SpinWait::new(Duration::from_millis(2));
+        // Before the poll starts: the time it reports runs from its start.
+        let started = Instant::now();
         spin.after_turn(true);
         assert!(spin.polling());
-        let started = Instant::now();
         let mut polls = 0u32;
         // Bounded: the budget ends it within 2 ms on an idle CPU, a busy
         // one ends it at its first long yield.
