@@ -146,6 +146,7 @@ pub struct Metrics {
     /// sleeping, and the turns whose input such a poll took.
     pub driver_poll_seconds: Counter<f64, AtomicU64>,
     pub driver_poll_hits: Counter,
+    pub driver_poll_ran_out: Counter,
     pub peer_messages_received: Counter,
     pub peer_batches_refused: Counter,
     /// AppendEntries rejections received (log repair, or reordered batches).
@@ -201,6 +202,7 @@ impl Metrics {
         let driver_turns = add(r, "kv_driver_turns", "turns of the driver loop");
         let driver_poll_seconds = add(r, "kv_driver_poll_seconds", "time the driver loop polled for input instead of sleeping (--spin-wait-us)");
         let driver_poll_hits = add(r, "kv_driver_poll_hits", "turns of the driver loop whose input a poll took, without a wake-up");
+        let driver_poll_ran_out = add(r, "kv_driver_poll_ran_out", "polls of the driver loop that ran their whole budget (--spin-wait-us) without an input: CPU spent for nothing");
         let peer_messages_received = add(r, "kv_peer_messages_received", "raft messages received from peers");
         let peer_batches_refused = add(r, "kv_peer_batches_refused", "peer batches refused (bad encoding, unknown sender, or a sender that is not a member)");
         let append_rejections = add(r, "kv_append_rejections", "AppendEntries rejections received from followers");
@@ -264,6 +266,7 @@ impl Metrics {
             driver_turns,
             driver_poll_seconds,
             driver_poll_hits,
+            driver_poll_ran_out,
             peer_messages_received,
             peer_batches_refused,
             append_rejections,

@@ -301,10 +301,13 @@ impl<D: Durable> Driver<D> {
                 () = tokio::task::yield_now(), if spin.polling() => Woken::Nothing,
             };
             if let Woken::Nothing = woken {
-                if let Some(lasted) = spin.poll_again() {
+                if let Some(ended) = spin.poll_again() {
                     self.metrics
                         .driver_poll_seconds
-                        .inc_by(lasted.as_secs_f64());
+                        .inc_by(ended.lasted.as_secs_f64());
+                    if ended.ran_out {
+                        self.metrics.driver_poll_ran_out.inc();
+                    }
                 }
                 continue;
             }

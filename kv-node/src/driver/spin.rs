@@ -31,6 +31,16 @@ use std::time::{Duration, Instant};
 /// thread wanted it: the poll ends and the driver sleeps.
 const CONTENDED: Duration = Duration::from_micros(20);
 
+/// A poll that ended without an input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct PollEnded {
+    /// From the poll's start.
+    pub(super) lasted: Duration,
+    /// The whole budget went by: CPU spent for nothing (else another
+    /// thread took the CPU and the poll stopped early).
+    pub(super) ran_out: bool,
+}
+
 /// The driver's poll-before-sleep state.
 #[derive(Debug)]
 pub(super) struct SpinWait {
@@ -61,15 +71,17 @@ impl SpinWait {
 
     /// Called when a poll found nothing: gives the CPU to any other thread
     /// that wants it, and says whether to poll again. `None` to poll
-    /// again; once the budget is spent or another thread took the CPU, the
-    /// time the poll lasted, and the loop then sleeps until its next input.
-    pub(super) fn poll_again(&mut self) -> Option<Duration> {
+    /// again; once the budget is spent or another thread took the CPU, how
+    /// the poll ended, and the loop then sleeps until its next input.
+    pub(super) fn poll_again(&mut self) -> Option<PollEnded> {
         let until = self.until?;
         let before = Instant::now();
         std::thread::yield_now();
         let after = Instant::now();
-        if after >= until || after - before > CONTENDED {
-            return Some(self.stop(after));
+        let ran_out = after >= until;
+        if ran_out || after - before > CONTENDED {
+            let lasted = self.stop(after);
+            return Some(PollEnded { lasted, ran_out });
         }
         None
     }
@@ -110,8 +122,8 @@ mod tests {
         // Bounded: the budget ends it within 2 ms on an idle CPU, a busy
         // one ends it at its first long yield.
         let lasted = loop {
-            if let Some(lasted) = spin.poll_again() {
-                break lasted;
+            if let Some(ended) = spin.poll_again() {
+                break ended.lasted;
             }
             polls += 1;
             assert!(polls < 10_000_000, "the poll never ended");
@@ -140,5 +152,16 @@ mod tests {
         assert!(lasted >= Duration::from_millis(2));
         assert!(!spin.polling());
         assert_eq!(spin.input_arrived(), None);
+    }
+
+    #[test]
+    fn a_poll_whose_budget_is_spent_says_it_ran_out() {
+        // A nanosecond's budget is spent by the time the first yield returns.
+        let mut spin = SpinWait::new(Duration::from_nanos(1));
+        spin.after_turn(true);
+        let ended = spin.poll_again().expect("the budget is spent");
+        assert!(ended.ran_out);
+        assert!(!spin.polling());
+        assert_eq!(spin.poll_again(), None, "an ended poll polls no more");
     }
 }

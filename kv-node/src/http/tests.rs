@@ -711,6 +711,7 @@ async fn the_driver_polls_after_a_lone_write_unless_its_budget_is_zero() {
         );
         if !polls {
             assert_eq!(metrics.driver_poll_hits.get(), 0);
+            assert_eq!(metrics.driver_poll_ran_out.get(), 0);
         }
     }
 }
