@@ -27,6 +27,9 @@
 //! `snapshot` writing and restoring whole snapshots, `digest` the hash the
 //! simulator compares across replicas.
 
+mod delta;
+#[cfg(test)]
+mod delta_tests;
 mod digest;
 mod lease;
 #[cfg(test)]
@@ -164,6 +167,9 @@ pub struct KvStateMachine {
     /// Puts and deletes applied by this instance (not state: see
     /// [`KeyWrites`]).
     key_writes: KeyWrites,
+    /// The keys written since the last capture for a delta snapshot (not
+    /// state: see [`delta::ChangedKeys`]).
+    changed: delta::ChangedKeys,
 }
 
 /// How many times this instance wrote to its map (each put and delete,
@@ -211,6 +217,7 @@ impl KvStateMachine {
             events: EventRecorder::default(),
             bugs: crate::bugs::BugSwitch::default(),
             key_writes: KeyWrites::default(),
+            changed: delta::ChangedKeys::default(),
         }
     }
 
@@ -376,6 +383,7 @@ impl KvStateMachine {
         let key_len = key.len() as u64;
         let value_len = value.len() as u64;
         let key = Key::from(key);
+        self.changed.note(&key, self.data.len());
         let value: Arc<str> = value.into();
         self.events.record(revision, &key, Some(&value));
         let stored = StoredValue { value, revision };
@@ -393,6 +401,7 @@ impl KvStateMachine {
         self.key_writes.0 += 1;
         self.detach_lease(key);
         let (key, old) = self.data.remove_with_key(key)?;
+        self.changed.note(&key, self.data.len());
         self.events.record(self.applied_index, &key, None);
         self.live_bytes -= (key.len() + old.value.len()) as u64;
         Some(old.value.to_string())

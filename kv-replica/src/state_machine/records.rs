@@ -15,6 +15,11 @@ pub const SNAPSHOT_MAGIC: [u8; 8] = *b"RAFTKVSM";
 /// still written as version 2, byte for byte as before; versions 1 and 2
 /// are still read.
 pub const SNAPSHOT_VERSION: u32 = 3;
+/// The first bytes of a delta snapshot (`delta.rs`): a magic of its own, so
+/// that no reader takes a delta for a whole state.
+pub const DELTA_MAGIC: [u8; 8] = *b"RAFTKVDL";
+/// The delta format's version.
+pub const DELTA_VERSION: u32 = 1;
 /// The version written for a state without leases.
 pub(super) const SNAPSHOT_VERSION_WITHOUT_LEASES: u32 = 2;
 /// Largest record payload a snapshot may hold. A reader refuses larger length
@@ -106,6 +111,12 @@ pub enum SnapshotError {
     },
     #[error("{count} bytes follow the snapshot trailer")]
     TrailingBytes { count: usize },
+    #[error("delta goes on top of index {found}, but the state is at {expected}")]
+    DeltaBaseMismatch { expected: u64, found: u64 },
+    #[error("delta at index {applied} does not follow its base {base}")]
+    DeltaGoesBack { base: u64, applied: u64 },
+    #[error("after the delta the state holds {actual} keys, the delta says {claimed}")]
+    KeyCountMismatch { claimed: u64, actual: u64 },
 }
 
 /// One snapshot record, as written and as read: one type, so the variant
@@ -149,6 +160,16 @@ pub(super) enum Record<'a> {
     /// `key` is attached to lease `lease`.
     LeaseKey {
         lease: u64,
+        key: &'a str,
+    },
+    /// A delta's second record: the applied index of the state it goes on
+    /// top of, and how many `Key` and `Tombstone` records follow.
+    DeltaBase {
+        base_index: u64,
+        changed_count: u64,
+    },
+    /// In a delta: `key` was deleted since the base.
+    Tombstone {
         key: &'a str,
     },
 }

@@ -76,6 +76,19 @@ impl KvStateMachine {
                 write_record(w, &mut buffer, &record)?;
             }
         }
+        self.write_tables(w, &mut buffer, 1 + self.data.len() as u64)
+    }
+
+    /// Writes what every snapshot, whole or delta, carries whole: the dedup
+    /// entries, the address book, the leases and their keys, then the
+    /// trailer, which counts `records_before` (the records written before
+    /// these) with them.
+    pub(super) fn write_tables(
+        &self,
+        w: &mut impl Write,
+        buffer: &mut Vec<u8>,
+        records_before: u64,
+    ) -> io::Result<()> {
         for (client_id, entry) in &self.dedup {
             let record = Record::Dedup {
                 client_id,
@@ -83,31 +96,30 @@ impl KvStateMachine {
                 index: entry.index,
                 result: Cow::Borrowed(&entry.result),
             };
-            write_record(w, &mut buffer, &record)?;
+            write_record(w, buffer, &record)?;
         }
         for (name, url) in &self.addresses {
-            write_record(w, &mut buffer, &Record::Address { name, url })?;
+            write_record(w, buffer, &Record::Address { name, url })?;
         }
         for (id, lease) in &self.leases {
             let record = Record::Lease {
                 id: *id,
                 ttl_ms: lease.ttl_ms,
             };
-            write_record(w, &mut buffer, &record)?;
+            write_record(w, buffer, &record)?;
         }
         for (id, lease) in &self.leases {
             for key in &lease.keys {
                 let record = Record::LeaseKey { lease: *id, key };
-                write_record(w, &mut buffer, &record)?;
+                write_record(w, buffer, &record)?;
             }
         }
-        let record_count = 1
-            + self.data.len() as u64
+        let record_count = records_before
             + self.dedup.len() as u64
             + self.addresses.len() as u64
             + self.leases.len() as u64
             + self.key_leases.len() as u64;
-        write_record(w, &mut buffer, &Record::Trailer { record_count })
+        write_record(w, buffer, &Record::Trailer { record_count })
     }
 
     /// Reads a snapshot written by [`KvStateMachine::write_snapshot`],
@@ -155,8 +167,23 @@ impl KvStateMachine {
         let mut machine = KvStateMachine::with_dedup_limit(dedup_limit);
         machine.applied_index = applied;
         machine.restore_keys(&mut records, key_count)?;
+        machine.restore_tables(&mut records, version, dedup_count, false)?;
+        Ok(machine)
+    }
+
+    /// Reads what [`Self::write_tables`] wrote, up to and with the trailer,
+    /// into tables that are empty. `version` is the format's (a delta's
+    /// tables are those of version 3); `delta`: a delta, whose tables may
+    /// be those of a state without leases whatever the version.
+    pub(super) fn restore_tables<R: Read>(
+        &mut self,
+        records: &mut RecordReader<'_, R>,
+        version: u32,
+        dedup_count: u64,
+        delta: bool,
+    ) -> Result<(), SnapshotError> {
         for _ in 0..dedup_count {
-            machine.restore_dedup_entry(records.next()?)?;
+            self.restore_dedup_entry(records.next()?)?;
         }
 
         // Records after the dedup entries come in phases: addresses, then
@@ -168,12 +195,14 @@ impl KvStateMachine {
             let actual = records.records_read();
             match records.next()? {
                 // Version 3 is written only for a state with leases.
-                (record, Record::Trailer { .. }) if version >= 3 && machine.leases.is_empty() => {
+                (record, Record::Trailer { .. })
+                    if version >= 3 && !delta && self.leases.is_empty() =>
+                {
                     let expected = "lease";
                     return Err(SnapshotError::UnexpectedRecord { record, expected });
                 }
                 (_, Record::Trailer { record_count }) if record_count == actual => {
-                    return Ok(machine);
+                    return Ok(());
                 }
                 (_, Record::Trailer { record_count }) => {
                     return Err(SnapshotError::RecordCountMismatch {
@@ -182,20 +211,20 @@ impl KvStateMachine {
                     });
                 }
                 (record, Record::Address { name, url }) if version >= 2 && phase == 0 => {
-                    if let Some((last, _)) = machine.addresses.last_key_value()
+                    if let Some((last, _)) = self.addresses.last_key_value()
                         && name <= last.as_str()
                     {
                         return Err(SnapshotError::OutOfOrder { record });
                     }
-                    machine.addresses.insert(name.to_owned(), url.to_owned());
+                    self.addresses.insert(name.to_owned(), url.to_owned());
                 }
                 (record, Record::Lease { id, ttl_ms }) if version >= 3 && phase <= 1 => {
                     phase = 1;
-                    machine.restore_lease(record, id, ttl_ms)?;
+                    self.restore_lease(record, id, ttl_ms)?;
                 }
                 (record, Record::LeaseKey { lease, key }) if version >= 3 => {
                     phase = 2;
-                    machine.restore_lease_key(record, lease, key, &mut last_lease_key)?;
+                    self.restore_lease_key(record, lease, key, &mut last_lease_key)?;
                 }
                 (record, _) => {
                     let expected = match version {
@@ -404,7 +433,11 @@ impl KvStateMachine {
 
     /// A revision or dedup index in a snapshot must be a real entry at or
     /// before the snapshot's applied index.
-    fn check_restored_index(&self, record: u64, index: u64) -> Result<(), SnapshotError> {
+    pub(super) fn check_restored_index(
+        &self,
+        record: u64,
+        index: u64,
+    ) -> Result<(), SnapshotError> {
         if index == 0 || index > self.applied_index {
             return Err(SnapshotError::IndexOutOfRange {
                 record,
