@@ -275,3 +275,335 @@ impl KvStateMachine {
         Ok(state)
     }
 }
+
+/// One input of a merged restore: the key records of a whole snapshot or
+/// of a delta, read one ahead.
+struct KeySource<'r, R: Read> {
+    records: RecordReader<'r, R>,
+    /// The index of the state this input ends at: no revision above it.
+    applied: u64,
+    /// Key records not read yet.
+    remaining: u64,
+    /// The next key and its value (None: a tombstone), read ahead.
+    head: Option<(Key, Option<StoredValue>)>,
+    /// Whether tombstones may appear (a delta).
+    delta: bool,
+    /// The key read last, for the order check.
+    last: Option<Key>,
+}
+
+impl<R: Read> KeySource<'_, R> {
+    /// Reads the next key record into `head` (None once they are all read),
+    /// checking order and revision.
+    fn advance(&mut self) -> Result<(), SnapshotError> {
+        if self.remaining == 0 {
+            self.head = None;
+            return Ok(());
+        }
+        self.remaining -= 1;
+        let (record, decoded) = self.records.next()?;
+        let (key, stored) = match decoded {
+            Record::Key {
+                key,
+                value,
+                revision,
+            } => {
+                if revision == 0 || revision > self.applied {
+                    return Err(SnapshotError::IndexOutOfRange {
+                        record,
+                        index: revision,
+                        applied: self.applied,
+                    });
+                }
+                let stored = StoredValue {
+                    value: value.into(),
+                    revision,
+                };
+                (key, Some(stored))
+            }
+            Record::Tombstone { key } if self.delta => (key, None),
+            _ => {
+                let expected = if self.delta {
+                    "key or tombstone"
+                } else {
+                    "key"
+                };
+                return Err(SnapshotError::UnexpectedRecord { record, expected });
+            }
+        };
+        if self.last.as_deref().is_some_and(|last| key <= last) {
+            return Err(SnapshotError::OutOfOrder { record });
+        }
+        let key = Key::from(key);
+        self.last = Some(key.clone());
+        self.head = Some((key, stored));
+        Ok(())
+    }
+
+    /// Reads the records after the keys up to and with the trailer, for an
+    /// input whose tables a newer delta replaces: their frames are checked
+    /// and their count, not their contents.
+    fn skip_tables(&mut self) -> Result<(), SnapshotError> {
+        loop {
+            let actual = self.records.records_read();
+            match self.records.next()? {
+                (_, Record::Trailer { record_count }) if record_count == actual => return Ok(()),
+                (_, Record::Trailer { record_count }) => {
+                    return Err(SnapshotError::RecordCountMismatch {
+                        trailer: record_count,
+                        actual,
+                    });
+                }
+                (_, Record::Dedup { .. } | Record::Address { .. })
+                | (_, Record::Lease { .. } | Record::LeaseKey { .. }) => {}
+                (record, _) => {
+                    let expected = "dedup, address, lease, lease key or trailer";
+                    return Err(SnapshotError::UnexpectedRecord { record, expected });
+                }
+            }
+        }
+    }
+}
+
+/// What a snapshot's or a delta's first records say.
+struct Head {
+    applied: u64,
+    dedup_limit: u64,
+    key_count: u64,
+    dedup_count: u64,
+    /// A delta's base and number of changed keys.
+    base: Option<(u64, u64)>,
+}
+
+/// Reads the header and meta record (and a delta's base record) of one input.
+fn read_head<R: Read>(
+    r: &mut R,
+    delta: bool,
+) -> Result<(u32, Head, RecordReader<'_, R>), SnapshotError> {
+    let mut header = [0u8; 12];
+    read_exact_or(r, &mut header, SnapshotError::TruncatedHeader)?;
+    let magic: [u8; 8] = header[0..8].try_into().expect("8 bytes");
+    let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+    let (expected_magic, versions) = if delta {
+        (DELTA_MAGIC, DELTA_VERSION..=DELTA_VERSION)
+    } else {
+        (super::records::SNAPSHOT_MAGIC, 1..=SNAPSHOT_VERSION)
+    };
+    if magic != expected_magic {
+        return Err(SnapshotError::BadMagic { found: magic });
+    }
+    if !versions.contains(&version) {
+        return Err(SnapshotError::BadVersion {
+            found: version,
+            supported: *versions.end(),
+        });
+    }
+    let mut records = RecordReader::new(r);
+    let mut head = match records.next()? {
+        (
+            _,
+            Record::Meta {
+                applied_index,
+                dedup_limit,
+                key_count,
+                dedup_count,
+            },
+        ) => Head {
+            applied: applied_index,
+            dedup_limit,
+            key_count,
+            dedup_count,
+            base: None,
+        },
+        (record, _) => {
+            let expected = "meta";
+            return Err(SnapshotError::UnexpectedRecord { record, expected });
+        }
+    };
+    if head.dedup_count > head.dedup_limit {
+        return Err(SnapshotError::DedupOverLimit {
+            count: head.dedup_count,
+            limit: head.dedup_limit,
+        });
+    }
+    if delta {
+        match records.next()? {
+            (
+                _,
+                Record::DeltaBase {
+                    base_index,
+                    changed_count,
+                },
+            ) => head.base = Some((base_index, changed_count)),
+            (record, _) => {
+                let expected = "delta base";
+                return Err(SnapshotError::UnexpectedRecord { record, expected });
+            }
+        }
+    }
+    Ok((version, head, records))
+}
+
+impl KvStateMachine {
+    /// Restores the state at the last of `deltas` from a whole snapshot and
+    /// the deltas on top of it, each read from its own stream, in one pass:
+    /// their keys are merged in key order (the newest input's entry for a
+    /// key wins, a tombstone drops it) and the map is built as from one
+    /// whole snapshot, so a chain costs what its bytes do, not a random
+    /// update per changed key. The tables come from the newest input.
+    /// Gives the same state as [`Self::read_snapshot_chain`].
+    pub fn restore_merged<R: Read>(
+        whole: &mut R,
+        deltas: &mut [R],
+    ) -> Result<KvStateMachine, SnapshotError> {
+        let (whole_version, whole_head, whole_records) = read_head(whole, false)?;
+        let mut version = whole_version;
+        let mut previous = whole_head.applied;
+        let mut newest = (
+            whole_head.dedup_limit,
+            whole_head.key_count,
+            whole_head.dedup_count,
+        );
+        let mut sources = vec![KeySource {
+            records: whole_records,
+            applied: whole_head.applied,
+            remaining: whole_head.key_count,
+            head: None,
+            delta: false,
+            last: None,
+        }];
+        for delta in deltas.iter_mut() {
+            let (_, head, records) = read_head(delta, true)?;
+            let (base, changed_count) = head.base.expect("a delta's head has its base");
+            if base != previous {
+                return Err(SnapshotError::DeltaBaseMismatch {
+                    expected: previous,
+                    found: base,
+                });
+            }
+            if head.applied <= base {
+                return Err(SnapshotError::DeltaGoesBack {
+                    base,
+                    applied: head.applied,
+                });
+            }
+            previous = head.applied;
+            version = SNAPSHOT_VERSION;
+            newest = (head.dedup_limit, head.key_count, head.dedup_count);
+            sources.push(KeySource {
+                records,
+                applied: head.applied,
+                remaining: changed_count,
+                head: None,
+                delta: true,
+                last: None,
+            });
+        }
+        let (dedup_limit, key_count, dedup_count) = newest;
+        let mut machine =
+            KvStateMachine::with_dedup_limit(usize::try_from(dedup_limit).unwrap_or(usize::MAX));
+        machine.applied_index = previous;
+        for source in &mut sources {
+            source.advance()?;
+        }
+        let mut built = 0u64;
+        let mut live_bytes = 0u64;
+        let data = build_in_order(|| {
+            loop {
+                // The smallest key at the head of any input; the newest input
+                // that holds it decides.
+                let Some(smallest) = sources
+                    .iter()
+                    .filter_map(|source| source.head.as_ref().map(|(key, _)| key))
+                    .min()
+                    .cloned()
+                else {
+                    return Ok(None);
+                };
+                let mut winner = None;
+                for source in sources.iter_mut() {
+                    if source
+                        .head
+                        .as_ref()
+                        .is_some_and(|(key, _)| *key == smallest)
+                    {
+                        let (_, stored) = source.head.take().expect("just matched");
+                        winner = Some(stored);
+                        source.advance()?;
+                    }
+                }
+                if let Some(Some(stored)) = winner {
+                    built += 1;
+                    live_bytes += (smallest.len() + stored.value.len()) as u64;
+                    return Ok(Some((smallest, stored)));
+                }
+            }
+        })?;
+        if built != key_count {
+            return Err(SnapshotError::KeyCountMismatch {
+                claimed: key_count,
+                actual: built,
+            });
+        }
+        machine.data = data;
+        machine.live_bytes = live_bytes;
+        let (newest_source, older) = sources.split_last_mut().expect("the whole snapshot");
+        for source in older {
+            source.skip_tables()?;
+        }
+        let delta = newest_source.delta;
+        machine.restore_tables(&mut newest_source.records, version, dedup_count, delta)?;
+        Ok(machine)
+    }
+}
+
+/// Builds a map from entries that `next` yields in strictly ascending key
+/// order, on a second thread while `next` reads (as a whole snapshot's
+/// restore does), or here if no thread is to be had.
+fn build_in_order(
+    mut next: impl FnMut() -> Result<Option<(Key, StoredValue)>, SnapshotError>,
+) -> Result<imbl::OrdMap<Key, StoredValue>, SnapshotError> {
+    std::thread::scope(|scope| {
+        let (batches, received) = std::sync::mpsc::sync_channel::<Vec<_>>(4);
+        let builder = std::thread::Builder::new()
+            .name("snapshot-restore".into())
+            .spawn_scoped(scope, move || {
+                let mut data = imbl::OrdMap::new();
+                for batch in received {
+                    for (key, stored) in batch {
+                        data.insert(key, stored);
+                    }
+                }
+                data
+            });
+        let Ok(builder) = builder else {
+            let mut data = imbl::OrdMap::new();
+            while let Some((key, stored)) = next()? {
+                data.insert(key, stored);
+            }
+            return Ok(data);
+        };
+        let mut read = || -> Result<(), SnapshotError> {
+            let mut batch = Vec::new();
+            while let Some(entry) = next()? {
+                batch.push(entry);
+                if batch.len() == RESTORE_BATCH && batches.send(std::mem::take(&mut batch)).is_err()
+                {
+                    break;
+                }
+            }
+            let _ = batches.send(batch);
+            Ok(())
+        };
+        let read = read();
+        drop(batches);
+        let data = builder
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        read?;
+        Ok(data)
+    })
+}
+
+/// Entries handed to the building thread at once.
+const RESTORE_BATCH: usize = 4096;

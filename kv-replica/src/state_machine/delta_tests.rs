@@ -123,6 +123,24 @@ fn a_chain_of_deltas_restores_exactly_the_state_it_was_taken_from() {
         let mut readers: Vec<&[u8]> = deltas.iter().map(Vec::as_slice).collect();
         let restored = KvStateMachine::read_snapshot_chain(&mut whole.as_slice(), &mut readers)
             .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let mut readers: Vec<&[u8]> = deltas.iter().map(Vec::as_slice).collect();
+        let merged = KvStateMachine::restore_merged(&mut whole.as_slice(), &mut readers)
+            .unwrap_or_else(|e| panic!("seed {seed}, merged: {e}"));
+        assert_eq!(merged, live, "seed {seed}, merged");
+        assert_eq!(
+            merged.live_bytes(),
+            live.live_bytes(),
+            "seed {seed}, merged"
+        );
+        assert_eq!(
+            merged.snapshot_bytes(),
+            live.snapshot_bytes(),
+            "seed {seed}, merged"
+        );
+        assert!(
+            readers.iter().all(|rest| rest.is_empty()),
+            "seed {seed}, merged"
+        );
         assert_eq!(restored, live, "seed {seed}");
         assert_eq!(restored.digest(), live.digest(), "seed {seed}");
         assert_eq!(restored.live_bytes(), live.live_bytes(), "seed {seed}");
@@ -409,4 +427,88 @@ fn tracking_stops_once_half_the_keys_changed_and_resumes_after_a_take() {
     let mut capture = state.clone();
     apply(&mut capture, put("k000002", "w"));
     assert_eq!(capture.take_changed_keys(), None);
+}
+
+#[test]
+fn a_merged_restore_refuses_every_truncation_and_a_misplaced_delta() {
+    let (base, delta, state) = base_and_delta();
+    let whole = base.snapshot_bytes();
+    let merged = |whole: &[u8], deltas: &[&[u8]]| {
+        let mut readers = deltas.to_vec();
+        KvStateMachine::restore_merged(&mut { whole }, &mut readers)
+    };
+    assert_eq!(merged(&whole, &[&delta]).unwrap(), state);
+    for len in 0..delta.len() {
+        assert!(
+            merged(&whole, &[&delta[..len]]).is_err(),
+            "delta cut to {len}"
+        );
+    }
+    for len in 0..whole.len() {
+        assert!(
+            merged(&whole[..len], &[&delta]).is_err(),
+            "whole cut to {len}"
+        );
+    }
+    // The delta twice: the second does not go on top of the first.
+    assert!(matches!(
+        merged(&whole, &[&delta, &delta]),
+        Err(SnapshotError::DeltaBaseMismatch { .. })
+    ));
+    // A delta on the wrong whole snapshot.
+    assert!(matches!(
+        merged(&state.snapshot_bytes(), &[&delta]),
+        Err(SnapshotError::DeltaBaseMismatch { .. })
+    ));
+    // A flipped bit anywhere never yields another state.
+    for byte in 0..delta.len() {
+        for bit in 0..8 {
+            let mut damaged = delta.clone();
+            damaged[byte] ^= 1 << bit;
+            if let Ok(restored) = merged(&whole, &[&damaged]) {
+                assert_eq!(restored, state, "byte {byte} bit {bit}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_merged_restore_of_many_keys_builds_the_map_on_a_second_thread_alike() {
+    // Over `RESTORE_BATCH` keys, in several batches, with deltas that add,
+    // overwrite and delete across the range.
+    let mut live = KvStateMachine::new();
+    let mops = |range: std::ops::Range<u32>, tag: &str| Op::MultiPut {
+        entries: range
+            .map(|i| (format!("k{i:06}"), format!("{tag}{i}")))
+            .collect(),
+    };
+    apply(&mut live, mops(0..9000, "a"));
+    let whole = live.snapshot_bytes();
+    live.take_changed_keys();
+    let mut deltas = Vec::new();
+    for round in 0..3u32 {
+        let base = live.applied_index();
+        apply(&mut live, mops(round * 1000..round * 1000 + 500, "b"));
+        apply(
+            &mut live,
+            mops(9000 + round * 10..9000 + round * 10 + 5, "c"),
+        );
+        for i in (round * 7..3000).step_by(97) {
+            apply(
+                &mut live,
+                Op::Delete {
+                    key: format!("k{i:06}"),
+                },
+            );
+        }
+        let mut bytes = Vec::new();
+        let changed = live.take_changed_keys().unwrap();
+        live.write_delta_snapshot(base, changed, &mut bytes)
+            .unwrap();
+        deltas.push(bytes);
+    }
+    let mut readers: Vec<&[u8]> = deltas.iter().map(Vec::as_slice).collect();
+    let merged = KvStateMachine::restore_merged(&mut whole.as_slice(), &mut readers).unwrap();
+    assert_eq!(merged, live);
+    assert_eq!(merged.snapshot_bytes(), live.snapshot_bytes());
 }
