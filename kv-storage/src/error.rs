@@ -85,6 +85,12 @@ pub enum StorageError {
         #[source]
         source: io::Error,
     },
+    /// A delta snapshot at `index` has no snapshot to go on top of (none is
+    /// stored, or the one it was taken on was replaced meanwhile by one
+    /// installed from the leader). Nothing durable changed: the storage
+    /// stays usable, and a whole snapshot can be written instead.
+    #[error("no snapshot for the delta at {index} to go on top of; write a whole one")]
+    NoSnapshotBase { index: LogIndex },
     /// `StorageOptions` failed validation.
     #[error("invalid storage option {option}: {reason}")]
     InvalidOption {

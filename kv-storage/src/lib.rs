@@ -82,7 +82,8 @@ pub use check::{CheckReport, check, check_in};
 pub use error::StorageError;
 pub use fs::{Fs, FsFile, StdFs};
 pub use snapshot_file::{
-    SnapshotReader, open_snapshot, read_snapshot, read_snapshot_range, read_snapshot_range_in,
+    SnapshotReader, open_snapshot, read_chain_range_in, read_snapshot, read_snapshot_range,
+    read_snapshot_range_in,
 };
 pub use space::free_bytes;
 pub use wal::SpareFill;
@@ -148,6 +149,9 @@ pub struct Recovered {
     pub hard_state: HardState,
     /// The newest valid snapshot; read it with [`open_snapshot`].
     pub snapshot: Option<(SnapshotMeta, PathBuf)>,
+    /// Its files, oldest first: a whole snapshot, then the deltas on top of
+    /// it up to `snapshot` (just `snapshot`'s own file when it is whole).
+    pub snapshot_chain: Vec<PathBuf>,
     /// The log after the snapshot: contiguous, starting at its index + 1
     /// (or at 1 without a snapshot).
     pub entries: Vec<Entry>,
@@ -227,6 +231,9 @@ pub struct Storage {
     snapshot_dir: PathBuf,
     wal: Wal,
     snapshot: Option<(SnapshotMeta, PathBuf)>,
+    /// The files of `snapshot`'s chain, oldest first (see
+    /// [`Recovered::snapshot_chain`]); kept while it is current.
+    chain: Vec<PathBuf>,
     /// Set by an I/O error that may have left the files in an unknown state:
     /// every later call fails, so the node stops instead of limping on.
     failed: bool,
@@ -267,7 +274,9 @@ impl Storage {
         let mut warnings = Vec::new();
         let snapshot_dir = dir.join(SNAPSHOT_DIR);
         files::ensure_dir(fsr, &snapshot_dir)?;
-        let latest = snapshot_file::recover_latest(fsr, &snapshot_dir, &mut warnings, true)?;
+        let chain = snapshot_file::recover_chain(fsr, &snapshot_dir, &mut warnings, true)?;
+        let chain_paths: Vec<PathBuf> = chain.iter().flatten().map(|(_, p)| p.clone()).collect();
+        let latest = chain.and_then(|mut chain| chain.pop());
         let (wal_start_seq, snapshot_index) =
             latest.as_ref().map_or((0, LogIndex::ZERO), |(h, _)| {
                 (h.wal_start_seq, h.meta.index)
@@ -322,12 +331,14 @@ impl Storage {
             snapshot_dir,
             wal,
             snapshot: snapshot.clone(),
+            chain: chain_paths.clone(),
             failed: false,
             _lock: lock,
         };
         let recovered = Recovered {
             hard_state: replayed.hard_state,
             snapshot,
+            snapshot_chain: chain_paths,
             entries: replayed.entries,
             warnings,
             damaged_up_to_term,
@@ -448,6 +459,13 @@ impl Storage {
         self.snapshot.clone()
     }
 
+    /// The files of the current snapshot's chain, oldest first: a whole
+    /// snapshot, then its deltas (empty without a snapshot). Its state is
+    /// theirs read in this order.
+    pub fn snapshot_chain(&self) -> &[PathBuf] {
+        &self.chain
+    }
+
     /// Saves a snapshot of the local state machine taken at `meta.index`
     /// (which must be in the log), streaming its bytes from `write`. Once
     /// it is durable, WAL segments it covers and older snapshots are deleted.
@@ -476,6 +494,28 @@ impl Storage {
     /// (recovery picks the newest valid file and skips the segments before
     /// the one it names).
     pub fn prepare_snapshot(&mut self, meta: &SnapshotMeta) -> Result<SnapshotWrite, StorageError> {
+        self.prepare(meta, None)
+    }
+
+    /// [`Storage::prepare_snapshot`] for a delta on top of the current
+    /// snapshot: its file is written with the current one as its base, and
+    /// the current chain is kept with it. Without a current snapshot there
+    /// is nothing to go on top of: [`StorageError::NoSnapshotBase`].
+    pub fn prepare_delta_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+    ) -> Result<SnapshotWrite, StorageError> {
+        let Some(base) = self.snapshot.as_ref().map(|(meta, _)| meta.index) else {
+            return Err(StorageError::NoSnapshotBase { index: meta.index });
+        };
+        self.prepare(meta, Some(base))
+    }
+
+    fn prepare(
+        &mut self,
+        meta: &SnapshotMeta,
+        base: Option<LogIndex>,
+    ) -> Result<SnapshotWrite, StorageError> {
         self.check_usable()?;
         self.check_newer(meta)?;
         assert!(
@@ -500,6 +540,7 @@ impl Storage {
             header: SnapshotHeader {
                 meta: meta.clone(),
                 wal_start_seq: self.wal.seq_at(covered),
+                base,
             },
         })
     }
@@ -532,10 +573,10 @@ impl Storage {
     /// Removes every snapshot file but the current one (and temp files).
     pub fn remove_older_snapshots(&mut self) -> Result<(), StorageError> {
         self.check_usable()?;
-        let Some((_, path)) = self.snapshot.clone() else {
+        if self.snapshot.is_none() {
             return Ok(());
-        };
-        let result = snapshot_file::remove_others(&*self.fs, &self.snapshot_dir, &path);
+        }
+        let result = snapshot_file::remove_others(&*self.fs, &self.snapshot_dir, &self.chain);
         self.fail_on_error(result)
     }
 
@@ -545,7 +586,7 @@ impl Storage {
         remove_older: bool,
     ) -> Result<Option<SnapshotInfo>, StorageError> {
         self.check_usable()?;
-        let meta = written.header.meta;
+        let meta = written.header.meta.clone();
         if meta.index <= self.snapshot_index() {
             // Overtaken by an installed snapshot (whose own write may have
             // removed our temp file, failing our rename: that is fine too).
@@ -565,8 +606,16 @@ impl Storage {
             }
             other => self.fail_on_error(other)?,
         };
-        let result =
-            self.finish_snapshot_inner(&meta, &path, written.header.wal_start_seq, remove_older);
+        if let Some(base) = written.header.base
+            && Some(base) != self.snapshot.as_ref().map(|(meta, _)| meta.index)
+        {
+            // Its base is no longer the current snapshot (one installed
+            // meanwhile is older than the delta): it goes on top of nothing.
+            let removed = self.fs.remove_file(&path);
+            tracing::debug!(?removed, path = %path.display(), "delta on a replaced base removed");
+            return Err(StorageError::NoSnapshotBase { index: meta.index });
+        }
+        let result = self.finish_snapshot_inner(&meta, &path, &written.header, remove_older);
         let segments_removed = self.fail_on_error(result)?;
         Ok(Some(SnapshotInfo {
             meta,
@@ -580,9 +629,10 @@ impl Storage {
         &mut self,
         meta: &SnapshotMeta,
         path: &Path,
-        wal_start_seq: u64,
+        header: &SnapshotHeader,
         remove_older: bool,
     ) -> Result<usize, StorageError> {
+        let wal_start_seq = header.wal_start_seq;
         // The active segment then holds the latest hard state durably, so
         // the segments deleted below never hold its only copy.
         if !self.wal.has_bug_undurable_hard_state() {
@@ -592,9 +642,13 @@ impl Storage {
             .take_while(|&position| self.wal.seq_at(position) < wal_start_seq)
             .count();
         self.snapshot = Some((meta.clone(), path.to_path_buf()));
+        if header.base.is_none() {
+            self.chain.clear();
+        }
+        self.chain.push(path.to_path_buf());
         self.wal.remove_oldest(covered)?;
         if remove_older {
-            snapshot_file::remove_others(&*self.fs, &self.snapshot_dir, path)?;
+            snapshot_file::remove_others(&*self.fs, &self.snapshot_dir, &self.chain)?;
         }
         Ok(covered)
     }
@@ -634,11 +688,13 @@ impl Storage {
         let header = SnapshotHeader {
             meta: meta.clone(),
             wal_start_seq,
+            base: None,
         };
         let (path, _) = snapshot_file::write(&*self.fs, &self.snapshot_dir, &header, write)?;
         self.snapshot = Some((meta.clone(), path.clone()));
+        self.chain = vec![path];
         self.wal.remove_oldest(self.wal.segment_count() - 1)?;
-        snapshot_file::remove_others(&*self.fs, &self.snapshot_dir, &path)
+        snapshot_file::remove_others(&*self.fs, &self.snapshot_dir, &self.chain)
     }
 
     /// The data directory.

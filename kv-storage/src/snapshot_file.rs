@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"RKVSNAP\0";
 const END_MAGIC: &[u8; 8] = b"RKVSEND\0";
-const VERSION: u32 = 1;
+/// Version 2 added the header's `base` (delta snapshots); version 1 files
+/// are still read.
+const VERSION: u32 = 2;
 /// magic + version + header_len + header_crc.
 const PREFIX_BYTES: u64 = 8 + 4 + 4 + 4;
 /// state_len + state_crc + end magic.
@@ -55,6 +57,17 @@ pub(super) struct SnapshotHeader {
     /// it needs. For an installed snapshot this is how the discarded log stays
     /// discarded across a crash: the rename of this file is the commit point.
     pub(super) wal_start_seq: u64,
+    /// For a delta: the index of the snapshot it goes on top of, whose file
+    /// must be kept (the chain of a snapshot runs from a whole one through
+    /// its deltas). None: a whole snapshot.
+    pub(super) base: Option<LogIndex>,
+}
+
+/// The header of a version 1 file, which had no `base`.
+#[derive(Deserialize)]
+struct SnapshotHeaderV1 {
+    meta: SnapshotMeta,
+    wal_start_seq: u64,
 }
 
 /// Where the parts of a validated snapshot file are.
@@ -139,7 +152,7 @@ fn write_temp(
         out.write_all(MAGIC)?;
         out.write_all(&VERSION.to_le_bytes())?;
         out.write_all(&header_len.to_le_bytes())?;
-        out.write_all(&header_crc(header_len, &header_bytes).to_le_bytes())?;
+        out.write_all(&header_crc(VERSION, header_len, &header_bytes).to_le_bytes())?;
         out.write_all(&header_bytes)?;
         out.flush()?;
         out.get_mut().counting = true;
@@ -187,8 +200,8 @@ impl Write for SyncInSteps {
     }
 }
 
-fn header_crc(header_len: u32, header: &[u8]) -> u32 {
-    let crc = crc32c::crc32c(&VERSION.to_le_bytes());
+fn header_crc(version: u32, header_len: u32, header: &[u8]) -> u32 {
+    let crc = crc32c::crc32c(&version.to_le_bytes());
     let crc = crc32c::crc32c_append(crc, &header_len.to_le_bytes());
     crc32c::crc32c_append(crc, header)
 }
@@ -238,6 +251,36 @@ pub fn read_snapshot_range_in(
     let mut data = vec![0; (end - start) as usize];
     fs.read_at(path, layout.state_offset + start, &mut data)
         .map_err(io_error("read snapshot", path))?;
+    Ok(data)
+}
+
+/// Reads bytes `offset..offset + len` of a chain's state (fewer at its
+/// end): the states of its files, oldest first, one after the other, as a
+/// follower is sent them and restores them ([`read_snapshot_range`] for
+/// each file).
+pub fn read_chain_range_in(
+    fs: &dyn Fs,
+    chain: &[PathBuf],
+    offset: u64,
+    len: u64,
+) -> Result<Vec<u8>, StorageError> {
+    let mut data = Vec::new();
+    let mut start = offset;
+    let mut wanted = len;
+    for path in chain {
+        if wanted == 0 {
+            break;
+        }
+        let state_len = read_layout(fs, path)?.state_len;
+        if start >= state_len {
+            start -= state_len;
+            continue;
+        }
+        let part = read_snapshot_range_in(fs, path, start, wanted)?;
+        wanted -= part.len() as u64;
+        data.extend_from_slice(&part);
+        start = 0;
+    }
     Ok(data)
 }
 
@@ -346,8 +389,8 @@ fn read_layout(fs: &dyn Fs, path: &Path) -> Result<Layout, StorageError> {
         return Err(corrupt(path, 0, "not a snapshot file (bad magic)"));
     }
     let (version, header_len, stored_crc) = (word(8), word(12), word(16));
-    if version != VERSION {
-        let reason = format!("unsupported snapshot version {version}, expected {VERSION}");
+    if !(1..=VERSION).contains(&version) {
+        let reason = format!("unsupported snapshot version {version}, expected 1 to {VERSION}");
         return Err(corrupt(path, 8, reason));
     }
     if header_len > MAX_HEADER_BYTES
@@ -359,14 +402,26 @@ fn read_layout(fs: &dyn Fs, path: &Path) -> Result<Layout, StorageError> {
     let mut header_bytes = vec![0u8; header_len as usize];
     fs.read_at(path, PREFIX_BYTES, &mut header_bytes)
         .map_err(io_error("read snapshot", path))?;
-    let computed_crc = header_crc(header_len, &header_bytes);
+    let computed_crc = header_crc(version, header_len, &header_bytes);
     if computed_crc != stored_crc {
         let reason = format!(
             "header checksum mismatch: stored {stored_crc:08x}, computed {computed_crc:08x}"
         );
         return Err(corrupt(path, 16, reason));
     }
-    let header = match postcard::take_from_bytes::<SnapshotHeader>(&header_bytes) {
+    let decoded = if version == 1 {
+        postcard::take_from_bytes::<SnapshotHeaderV1>(&header_bytes).map(|(v1, rest)| {
+            let header = SnapshotHeader {
+                meta: v1.meta,
+                wal_start_seq: v1.wal_start_seq,
+                base: None,
+            };
+            (header, rest)
+        })
+    } else {
+        postcard::take_from_bytes::<SnapshotHeader>(&header_bytes)
+    };
+    let header = match decoded {
         Ok((header, [])) => header,
         Ok(_) => return Err(corrupt(path, PREFIX_BYTES, "trailing bytes in the header")),
         Err(e) => {
@@ -377,6 +432,13 @@ fn read_layout(fs: &dyn Fs, path: &Path) -> Result<Layout, StorageError> {
             ));
         }
     };
+
+    if let Some(base) = header.base
+        && base >= header.meta.index
+    {
+        let reason = format!("a delta at {} on top of {base}", header.meta.index);
+        return Err(corrupt(path, PREFIX_BYTES, reason));
+    }
 
     let footer_offset = file_len - FOOTER_BYTES;
     let mut footer = [0u8; FOOTER_BYTES as usize];
@@ -403,16 +465,18 @@ fn read_layout(fs: &dyn Fs, path: &Path) -> Result<Layout, StorageError> {
     })
 }
 
-/// Finds the newest valid snapshot in `dir`, removing temp files left by a
-/// crash mid-write and skipping (with a warning) damaged files.
+/// Finds the newest valid snapshot in `dir` whose chain is complete: the
+/// files from a whole snapshot through the deltas on top of it up to that
+/// one, oldest first. Removes temp files left by a crash mid-write and
+/// skips (with a warning) damaged files and broken chains.
 /// With `repair` off (`kv-node check` without `--repair`) nothing is
 /// removed: leftover temp files are only reported.
-pub(super) fn recover_latest(
+pub(super) fn recover_chain(
     fs: &dyn Fs,
     dir: &Path,
     warnings: &mut Vec<String>,
     repair: bool,
-) -> Result<Option<(SnapshotHeader, PathBuf)>, StorageError> {
+) -> Result<Option<Vec<(SnapshotHeader, PathBuf)>>, StorageError> {
     let mut candidates = Vec::new();
     let mut removed_temp_files = false;
     for name in list_dir(fs, dir)? {
@@ -438,11 +502,11 @@ pub(super) fn recover_latest(
     if removed_temp_files {
         sync_dir(fs, dir)?;
     }
-    candidates.sort_by_key(|(index, _)| std::cmp::Reverse(*index));
+    let mut valid = std::collections::BTreeMap::new();
     for (index, path) in candidates {
         match read_layout(fs, &path) {
             Ok(layout) if layout.header.meta.index == index => {
-                return Ok(Some((layout.header, path)));
+                valid.insert(index, (layout.header, path));
             }
             Ok(layout) => {
                 let message = format!(
@@ -458,15 +522,50 @@ pub(super) fn recover_latest(
             Err(error) => return Err(error),
         }
     }
+    // The newest snapshot whose chain (down to a whole one) is all there.
+    for (&index, (header, path)) in valid.iter().rev() {
+        let mut chain = vec![(header.clone(), path.clone())];
+        let mut base = header.base;
+        while let Some(below) = base {
+            let Some((header, path)) = valid.get(&below) else {
+                break;
+            };
+            chain.push((header.clone(), path.clone()));
+            base = header.base;
+        }
+        if base.is_none() {
+            chain.reverse();
+            return Ok(Some(chain));
+        }
+        let message = format!(
+            "ignoring snapshot {}: the delta at {index} misses the snapshot at {} below it",
+            path.display(),
+            base.expect("the chain broke there")
+        );
+        warn(warnings, message);
+    }
     Ok(None)
 }
 
-/// Removes every snapshot file in `dir` except `keep`, then fsyncs `dir`.
-pub(super) fn remove_others(fs: &dyn Fs, dir: &Path, keep: &Path) -> Result<(), StorageError> {
+/// [`recover_chain`]'s newest snapshot.
+pub(super) fn recover_latest(
+    fs: &dyn Fs,
+    dir: &Path,
+    warnings: &mut Vec<String>,
+    repair: bool,
+) -> Result<Option<(SnapshotHeader, PathBuf)>, StorageError> {
+    Ok(recover_chain(fs, dir, warnings, repair)?.and_then(|mut chain| chain.pop()))
+}
+
+/// Removes every snapshot file in `dir` except those in `keep` (a chain),
+/// then fsyncs `dir`.
+pub(super) fn remove_others(fs: &dyn Fs, dir: &Path, keep: &[PathBuf]) -> Result<(), StorageError> {
     let mut removed = false;
     for name in list_dir(fs, dir)? {
         let path = dir.join(&name);
-        if path != keep && (parse_file_name(&name).is_some() || name.ends_with(TEMP_SUFFIX)) {
+        if !keep.contains(&path)
+            && (parse_file_name(&name).is_some() || name.ends_with(TEMP_SUFFIX))
+        {
             fs.remove_file(&path)
                 .map_err(io_error("remove snapshot", &path))?;
             removed = true;
@@ -492,6 +591,7 @@ mod tests {
                 membership: Membership::new([NodeId(1), NodeId(2), NodeId(3)]),
             },
             wal_start_seq: 4,
+            base: None,
         }
     }
 

@@ -646,6 +646,7 @@ fn a_truncated_new_snapshot_file_falls_back_to_the_previous_snapshot() {
     let header = SnapshotHeader {
         meta: meta(45, 1),
         wal_start_seq: 0,
+        base: None,
     };
     let (newer, bytes) = snapshot_file::write(&StdFs, elsewhere.path(), &header, |w| {
         w.write_all(&[9; 500])
@@ -1332,4 +1333,176 @@ fn data_dir_and_every_file_are_private_to_the_node_user() {
     }
     // The data dir, wal/, snapshots/, LOCK, a segment and the snapshot.
     assert!(checked >= 6, "only {checked} paths found");
+}
+
+/// The file names of a chain, for the assertions.
+fn names(chain: &[PathBuf]) -> Vec<String> {
+    chain
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn snap_name(index: u64) -> String {
+    format!("{index:020}.snap")
+}
+
+/// Writes a delta at `index` on top of the current snapshot.
+fn save_delta(storage: &mut Storage, index: u64, state: &[u8]) -> SnapshotInfo {
+    let written = storage
+        .prepare_delta_snapshot(&meta(index, 1))
+        .unwrap()
+        .write(|w| w.write_all(state));
+    storage.finish_snapshot(written).unwrap().unwrap()
+}
+
+#[test]
+fn deltas_keep_their_chain_and_a_whole_snapshot_starts_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut storage, _) = open_small(dir.path());
+    append_synced(&mut storage, &entries(1..=40, 1));
+    storage
+        .save_snapshot(&meta(10, 1), |w| w.write_all(b"whole at 10"))
+        .unwrap();
+    save_delta(&mut storage, 20, b"+delta to 20");
+    save_delta(&mut storage, 30, b"+delta to 30");
+    assert_eq!(
+        names(storage.snapshot_chain()),
+        [snap_name(10), snap_name(20), snap_name(30)]
+    );
+    // The chain is what a follower is sent: the states one after another.
+    let chain = storage.snapshot_chain().to_vec();
+    let all = read_chain_range_in(&StdFs, &chain, 0, 1000).unwrap();
+    assert_eq!(all, b"whole at 10+delta to 20+delta to 30");
+    for (offset, len) in [(0, 5), (8, 6), (11, 12), (20, 100), (35, 5), (36, 5)] {
+        let part = read_chain_range_in(&StdFs, &chain, offset, len).unwrap();
+        let end = (offset + len).min(all.len() as u64) as usize;
+        assert_eq!(
+            part,
+            &all[(offset as usize).min(all.len())..end],
+            "{offset} {len}"
+        );
+    }
+    drop(storage);
+    let (mut storage, recovered) = open_small(dir.path());
+    assert_eq!(recovered.snapshot.as_ref().unwrap().0.index, LogIndex(30));
+    assert_eq!(
+        names(&recovered.snapshot_chain),
+        [snap_name(10), snap_name(20), snap_name(30)]
+    );
+    assert_eq!(index_term(&recovered.entries).first(), Some(&(31, 1)));
+    // A whole snapshot replaces the chain, and its files go.
+    storage
+        .save_snapshot(&meta(35, 1), |w| w.write_all(b"whole at 35"))
+        .unwrap();
+    assert_eq!(names(storage.snapshot_chain()), [snap_name(35)]);
+    let mut left: Vec<String> = fs::read_dir(dir.path().join(SNAPSHOT_DIR))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, [snap_name(35)]);
+}
+
+#[test]
+fn a_delta_needs_a_snapshot_below_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut storage, _) = open(dir.path());
+    append_synced(&mut storage, &entries(1..=5, 1));
+    assert!(matches!(
+        storage.prepare_delta_snapshot(&meta(5, 1)),
+        Err(StorageError::NoSnapshotBase { index: LogIndex(5) })
+    ));
+    // The storage goes on: a whole one is taken.
+    storage
+        .save_snapshot(&meta(5, 1), |w| w.write_all(b"5"))
+        .unwrap();
+}
+
+#[test]
+fn a_delta_whose_base_was_replaced_by_an_install_is_refused_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut storage, _) = open(dir.path());
+    append_synced(&mut storage, &entries(1..=20, 1));
+    storage
+        .save_snapshot(&meta(5, 1), |w| w.write_all(b"5"))
+        .unwrap();
+    let prepared = storage.prepare_delta_snapshot(&meta(15, 1)).unwrap();
+    let written = prepared.write(|w| w.write_all(b"+15"));
+    // Installed from the leader meanwhile, below the delta's index.
+    storage
+        .install_snapshot(&meta(12, 2), b"installed at 12")
+        .unwrap();
+    assert!(matches!(
+        storage.finish_snapshot(written),
+        Err(StorageError::NoSnapshotBase {
+            index: LogIndex(15)
+        })
+    ));
+    assert_eq!(names(storage.snapshot_chain()), [snap_name(12)]);
+    assert!(!dir.path().join(SNAPSHOT_DIR).join(snap_name(15)).exists());
+    // Usable, and a delta now goes on the installed snapshot.
+    append_synced(&mut storage, &entries(13..=16, 2));
+    save_delta(&mut storage, 16, b"+16");
+    assert_eq!(
+        names(storage.snapshot_chain()),
+        [snap_name(12), snap_name(16)]
+    );
+}
+
+#[test]
+fn a_chain_missing_a_file_is_skipped_for_the_newest_complete_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut storage, _) = open(dir.path());
+    append_synced(&mut storage, &entries(1..=40, 1));
+    storage
+        .save_snapshot(&meta(10, 1), |w| w.write_all(b"10"))
+        .unwrap();
+    save_delta(&mut storage, 20, b"+20");
+    save_delta(&mut storage, 30, b"+30");
+    drop(storage);
+    let snapshots = dir.path().join(SNAPSHOT_DIR);
+    fs::remove_file(snapshots.join(snap_name(20))).unwrap();
+    let mut warnings = Vec::new();
+    let chain = snapshot_file::recover_chain(&StdFs, &snapshots, &mut warnings, true)
+        .unwrap()
+        .unwrap();
+    let paths: Vec<PathBuf> = chain.into_iter().map(|(_, p)| p).collect();
+    assert_eq!(names(&paths), [snap_name(10)]);
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("misses the snapshot at 20")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn a_version_1_snapshot_file_is_still_read_as_a_whole_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut storage, _) = open(dir.path());
+    append_synced(&mut storage, &entries(1..=5, 1));
+    let info = storage
+        .save_snapshot(&meta(5, 1), |w| w.write_all(b"five"))
+        .unwrap();
+    drop(storage);
+    // Rewrite its prefix and header as version 1 wrote them: no `base`.
+    let bytes = fs::read(&info.path).unwrap();
+    let header_len = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    let header = &bytes[20..20 + header_len];
+    assert_eq!(header.last(), Some(&0), "a header ending in `base: None`");
+    let v1_header = &header[..header_len - 1];
+    let mut v1 = b"RKVSNAP\0".to_vec();
+    v1.extend_from_slice(&1u32.to_le_bytes());
+    v1.extend_from_slice(&((header_len - 1) as u32).to_le_bytes());
+    let crc = crc32c::crc32c(&1u32.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc, &((header_len - 1) as u32).to_le_bytes());
+    v1.extend_from_slice(&crc32c::crc32c_append(crc, v1_header).to_le_bytes());
+    v1.extend_from_slice(v1_header);
+    v1.extend_from_slice(&bytes[20 + header_len..]);
+    fs::write(&info.path, v1).unwrap();
+    let (_, recovered) = open(dir.path());
+    assert_eq!(recovered.snapshot.unwrap().0.index, LogIndex(5));
+    assert_eq!(recovered.snapshot_chain.len(), 1);
+    assert_eq!(read_snapshot(&info.path).1, b"five");
 }
