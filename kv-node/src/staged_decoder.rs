@@ -68,7 +68,8 @@ impl StagedDecoder {
             .spawn(move || {
                 crate::background::lower_this_threads_priority();
                 let mut reader = io::BufReader::with_capacity(256 * 1024, reader);
-                KvStateMachine::read_whole_snapshot(&mut reader)
+                // A chain arrives as its whole snapshot, then its deltas.
+                KvStateMachine::read_snapshot_stream(&mut reader).map(|(state, _)| state)
             })?;
         Ok(StagedDecoder {
             shared,

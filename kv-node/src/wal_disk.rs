@@ -27,10 +27,10 @@ use crate::metrics::Metrics;
 use crate::persist_stage::{PersistDone, PersistStage, RoundWrite, StageCaller};
 use crate::staged_decoder::StagedDecoder;
 use crate::storage::{
-    SnapshotInfo, Storage, StorageError, StorageOptions, open_snapshot, read_snapshot_range,
+    SnapshotInfo, Storage, StorageError, StorageOptions, open_snapshot, read_chain_range_in,
 };
 use bytes::Bytes;
-use kv_replica::replica::{Durable, Recovered};
+use kv_replica::replica::{DeltaOf, Durable, Recovered};
 use kv_replica::state_machine::{KvStateMachine, SnapshotError};
 use raft_core::{ChunkRequest, Durability, Entry, HardState, LogIndex, SnapshotMeta};
 use std::io::{Read, Write};
@@ -46,7 +46,8 @@ pub struct SnapshotWritten {
     index: LogIndex,
     /// The storage's `finish_snapshot_keeping_older`: None if a snapshot
     /// installed from the leader overtook it.
-    outcome: Result<Option<SnapshotInfo>, StorageError>,
+    /// With the stored chain's files after it.
+    outcome: Result<Option<(SnapshotInfo, Vec<PathBuf>)>, StorageError>,
     /// Length of the state inside the file: the size raft-core is told,
     /// whose chunks `snapshot_chunk` serves (the file adds a header and a
     /// footer).
@@ -61,9 +62,10 @@ pub struct WalDisk {
     stage: PersistStage,
     /// This round's writes, queued to the stage by `persist`.
     round: Vec<RoundWrite>,
-    /// The stored snapshot and its file, as the stage last reported it
-    /// (only calls on the driver's behalf change it).
-    snapshot: Option<(SnapshotMeta, PathBuf)>,
+    /// The stored snapshot and its chain's files (a whole snapshot, then
+    /// the deltas on top of it), as the stage last reported them (only
+    /// calls on the driver's behalf change it).
+    snapshot: Option<(SnapshotMeta, Vec<PathBuf>)>,
     metrics: Arc<Metrics>,
     completions: mpsc::UnboundedSender<SnapshotWritten>,
     /// Until the driver takes it.
@@ -83,7 +85,14 @@ pub struct WalDisk {
     installing: Option<(LogIndex, InstallDone)>,
 }
 
-type InstallDone = std::sync::mpsc::Receiver<Result<Option<(SnapshotMeta, PathBuf)>, StorageError>>;
+type InstallDone =
+    std::sync::mpsc::Receiver<Result<Option<(SnapshotMeta, Vec<PathBuf>)>, StorageError>>;
+
+/// The stored snapshot with its chain's files.
+fn stored_chain(storage: &Storage) -> Option<(SnapshotMeta, Vec<PathBuf>)> {
+    let (meta, _) = storage.snapshot_path()?;
+    Some((meta, storage.snapshot_chain().to_vec()))
+}
 
 impl Drop for WalDisk {
     fn drop(&mut self) {
@@ -97,25 +106,31 @@ impl WalDisk {
     /// Opens (or creates) the data directory and recovers what it holds.
     pub fn open(dir: &Path, metrics: Arc<Metrics>) -> Result<(WalDisk, Recovered), StorageError> {
         let (storage, recovered) = Storage::open(dir, StorageOptions::default())?;
-        let snapshot = match recovered.snapshot {
-            Some((_, path)) => {
-                let (meta, mut reader) = open_snapshot(&path)?;
-                let mut data = Vec::with_capacity(
-                    usize::try_from(reader.remaining_bytes()).unwrap_or_default(),
-                );
-                reader
-                    .read_to_end(&mut data)
-                    .map_err(|source| StorageError::Io {
-                        op: "read snapshot",
-                        path: path.clone(),
-                        source,
-                    })?;
-                Some((meta, Bytes::from(data)))
+        // The chain's files: a whole snapshot's state, then each delta's.
+        let mut parts = Vec::with_capacity(recovered.snapshot_chain.len());
+        for path in &recovered.snapshot_chain {
+            let (_, mut reader) = open_snapshot(path)?;
+            let mut data =
+                Vec::with_capacity(usize::try_from(reader.remaining_bytes()).unwrap_or_default());
+            reader
+                .read_to_end(&mut data)
+                .map_err(|source| StorageError::Io {
+                    op: "read snapshot",
+                    path: path.clone(),
+                    source,
+                })?;
+            parts.push(Bytes::from(data));
+        }
+        let (snapshot, snapshot_deltas) = match recovered.snapshot {
+            Some((meta, _)) if !parts.is_empty() => {
+                let whole = parts.remove(0);
+                (Some((meta, whole)), parts)
             }
-            None => None,
+            _ => (None, Vec::new()),
         };
-        if let Some((_, data)) = &snapshot {
-            metrics.snapshot_bytes.set(data.len() as u64);
+        if let Some((_, whole)) = &snapshot {
+            let deltas: usize = snapshot_deltas.iter().map(Bytes::len).sum();
+            metrics.snapshot_bytes.set((whole.len() + deltas) as u64);
         }
         // A transfer or install cut short by a crash: raft-core asks the
         // leader for the snapshot again from the start.
@@ -123,7 +138,7 @@ impl WalDisk {
             let _ = std::fs::remove_file(dir.join(leftover));
         }
         let (completions, completions_rx) = mpsc::unbounded_channel();
-        let stored = storage.snapshot_path();
+        let stored = stored_chain(&storage);
         let disk = WalDisk {
             stage: PersistStage::start(storage, metrics.clone())?,
             round: Vec::new(),
@@ -139,11 +154,21 @@ impl WalDisk {
         let recovered = Recovered {
             hard_state: recovered.hard_state,
             snapshot,
+            snapshot_deltas,
             entries: recovered.entries,
             damaged_up_to_term: recovered.damaged_up_to_term,
         };
         Ok((disk, recovered))
     }
+}
+
+/// The state bytes of a chain's files together (what a follower is sent).
+fn chain_state_bytes(chain: &[PathBuf]) -> u64 {
+    chain
+        .iter()
+        .filter_map(|path| open_snapshot(path).ok())
+        .map(|(_, reader)| reader.remaining_bytes())
+        .sum()
 }
 
 /// Counts the state bytes on their way into the snapshot file.
@@ -274,10 +299,15 @@ impl Durable for WalDisk {
 
     type SnapshotWritten = SnapshotWritten;
 
+    fn writes_deltas(&self) -> bool {
+        true
+    }
+
     fn start_snapshot(
         &mut self,
         meta: &SnapshotMeta,
         state: KvStateMachine,
+        delta: Option<DeltaOf>,
     ) -> Result<(), StorageError> {
         if let Some(previous) = self.writer.take() {
             // Its completion was handled, so it is over or about to be.
@@ -297,7 +327,7 @@ impl Durable for WalDisk {
                 let started = Instant::now();
                 let index = meta.index;
                 let mut state_bytes = 0;
-                let outcome = write_snapshot(&stage, &meta, &state, &mut state_bytes);
+                let outcome = write_snapshot(&stage, &meta, &state, delta, &mut state_bytes);
                 // Released before the driver hears of it: from now on the
                 // live map owns every node again and stops copying paths.
                 drop(state);
@@ -333,8 +363,8 @@ impl Durable for WalDisk {
         // None: installed from the leader before this one was finished on
         // the stage; a stored index at or above it: installed after.
         // Either way the installed one is current there and here.
-        let info = match done.outcome? {
-            Some(info) if stored.is_none_or(|stored| stored < index) => info,
+        let (info, chain) = match done.outcome? {
+            Some(done) if stored.is_none_or(|stored| stored < index) => done,
             _ => {
                 tracing::info!(%index, "snapshot overtaken by one installed from the leader; dropped");
                 return Ok(None);
@@ -348,13 +378,14 @@ impl Durable for WalDisk {
             ms = done.elapsed.as_secs_f64() * 1e3,
             "snapshot saved"
         );
-        self.snapshot = Some((info.meta.clone(), info.path.clone()));
+        let chain_bytes = chain_state_bytes(&chain);
+        self.snapshot = Some((info.meta.clone(), chain));
         // Chunks are read from the new file from now on: the older ones
         // can go (queued behind every write before, never waited for).
         self.stage
             .submit(|storage| storage.remove_older_snapshots())?;
         self.metrics.snapshot_index.set(info.meta.index.0);
-        self.metrics.snapshot_bytes.set(done.state_bytes);
+        self.metrics.snapshot_bytes.set(chain_bytes);
         self.metrics.snapshots_taken.inc();
         Ok(Some((info.meta, done.state_bytes)))
     }
@@ -459,7 +490,7 @@ impl Durable for WalDisk {
                         ms = started.elapsed().as_secs_f64() * 1e3,
                         "snapshot installed from the leader"
                     );
-                    let _ = installed_tx.send(Ok(storage.snapshot_path()));
+                    let _ = installed_tx.send(Ok(stored_chain(storage)));
                     Ok(())
                 }
                 Err(error) => {
@@ -480,11 +511,14 @@ impl Durable for WalDisk {
         // leads and sends it on (its election waited for the stage).
         self.settle_install()?;
         // The replica checked that `chunk.meta` is the stored snapshot.
-        let Some((_, path)) = &self.snapshot else {
+        let Some((_, chain)) = &self.snapshot else {
             return Ok(Bytes::new());
         };
-        Ok(Bytes::from(read_snapshot_range(
-            path,
+        // A chain is sent as its files' states one after another: the
+        // follower reads the whole snapshot, then each delta on top.
+        Ok(Bytes::from(read_chain_range_in(
+            &kv_storage::fs::StdFs,
+            chain,
             chunk.offset,
             chunk.len,
         )?))
@@ -500,10 +534,18 @@ fn write_snapshot(
     stage: &StageCaller,
     meta: &SnapshotMeta,
     state: &KvStateMachine,
+    delta: Option<DeltaOf>,
     state_bytes: &mut u64,
-) -> Result<Option<SnapshotInfo>, StorageError> {
+) -> Result<Option<(SnapshotInfo, Vec<PathBuf>)>, StorageError> {
     let prepared = meta.clone();
-    let write = match stage.call(move |storage| storage.prepare_snapshot(&prepared)) {
+    let is_delta = delta.is_some();
+    let write = match stage.call(move |storage| {
+        if is_delta {
+            storage.prepare_delta_snapshot(&prepared)
+        } else {
+            storage.prepare_snapshot(&prepared)
+        }
+    }) {
         Ok(write) => write,
         Err(StorageError::StaleSnapshot { .. }) => return Ok(None),
         Err(error) => return Err(error),
@@ -513,9 +555,15 @@ fn write_snapshot(
             inner: w,
             bytes: state_bytes,
         };
-        state.write_snapshot(&mut counted)
+        match delta {
+            Some(delta) => state.write_delta_snapshot(delta.base.0, delta.changed, &mut counted),
+            None => state.write_snapshot(&mut counted),
+        }
     });
-    stage.call(move |storage| storage.finish_snapshot_keeping_older(written))
+    stage.call(move |storage| {
+        let info = storage.finish_snapshot_keeping_older(written)?;
+        Ok(info.map(|info| (info, storage.snapshot_chain().to_vec())))
+    })
 }
 
 #[cfg(test)]
@@ -738,7 +786,117 @@ mod tests {
         );
     }
 
-    /// Issue 12: a snapshot is written by a thread of its own; until its
+    /// Snapshot files in the data directory, by name.
+    fn snapshot_files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.join("snapshots"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Takes a snapshot and waits until it is durable.
+    fn snapshot_now(
+        replica: &mut Replica<WalDisk>,
+        completions: &mut mpsc::UnboundedReceiver<SnapshotWritten>,
+    ) -> SnapshotMeta {
+        let meta = replica
+            .start_snapshot()
+            .unwrap()
+            .expect("entries to snapshot");
+        assert_eq!(settle(replica, completions).as_ref(), Some(&meta));
+        // The older files' removal was queued on the stage: let it run.
+        replica.disk.call(|_| Ok(())).unwrap();
+        meta
+    }
+
+    /// The files of the stored snapshot's chain, by name.
+    fn chain_files(replica: &Replica<WalDisk>) -> Vec<String> {
+        let (_, chain) = replica.disk.snapshot.as_ref().expect("a snapshot");
+        chain
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// After a whole snapshot, the next ones are deltas of the keys written
+    /// since, kept in a chain with it; a restart restores the chain, and a
+    /// follower is sent it as one stream that decodes to the same state.
+    /// Once the deltas add up to the whole snapshot's size, the next one is
+    /// whole again and the chain's files go.
+    #[test]
+    fn snapshots_after_a_whole_one_are_deltas_and_a_restart_restores_their_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut replica, mut completions) = single_voter(dir.path());
+        replica.step(Input::Campaign).unwrap();
+        put_rounds(&mut replica, 200);
+        let whole = snapshot_now(&mut replica, &mut completions);
+        let whole_bytes = replica.last_snapshot_bytes();
+        assert_eq!(snapshot_files(dir.path()).len(), 1);
+        // A few keys over again: a delta much smaller than the whole one.
+        for round in 0..5 {
+            replica.step(put(round)).unwrap();
+            settle_rounds(&mut replica);
+        }
+        let first = snapshot_now(&mut replica, &mut completions);
+        for round in 5..10 {
+            replica.step(put(round)).unwrap();
+            settle_rounds(&mut replica);
+        }
+        let second = snapshot_now(&mut replica, &mut completions);
+        let files = snapshot_files(dir.path());
+        assert_eq!(
+            files,
+            [whole.index, first.index, second.index].map(|i| format!("{:020}.snap", i.0))
+        );
+        assert_eq!(
+            replica.last_snapshot_bytes(),
+            whole_bytes,
+            "the whole one's size"
+        );
+        // What a follower is sent: the chain as one stream.
+        let sent = replica
+            .disk
+            .snapshot_chunk(ChunkRequest {
+                meta: &second,
+                offset: 0,
+                len: u64::MAX,
+            })
+            .unwrap();
+        assert!(sent.len() as u64 > whole_bytes);
+        let (decoded, deltas) = KvStateMachine::read_snapshot_stream(&mut sent.as_ref()).unwrap();
+        assert_eq!(deltas, 2);
+        assert_eq!(decoded.applied_index(), second.index.0);
+        let live = replica.state.clone();
+        assert_eq!(decoded.digest(), {
+            let mut at_second = live.clone();
+            // Nothing was applied after the second snapshot.
+            assert_eq!(at_second.applied_index(), second.index.0);
+            at_second.take_changed_keys();
+            at_second.digest()
+        });
+        drop(replica);
+        let (mut reopened, mut completions) = single_voter(dir.path());
+        assert_eq!(reopened.last_snapshot_index(), second.index);
+        assert_eq!(reopened.state.digest(), live.digest());
+        reopened.step(Input::Campaign).unwrap();
+        settle_rounds(&mut reopened);
+        // Rewriting every key makes deltas as large as the whole snapshot:
+        // the one after them is whole, and the chain's files go.
+        let mut chain_lengths = Vec::new();
+        for _ in 0..4 {
+            put_rounds(&mut reopened, 200);
+            snapshot_now(&mut reopened, &mut completions);
+            chain_lengths.push(chain_files(&reopened).len());
+            assert_eq!(snapshot_files(dir.path()), chain_files(&reopened));
+            if chain_lengths.last() == Some(&1) {
+                break;
+            }
+        }
+        assert_eq!(chain_lengths, [4, 1]);
+    }
+
     /// completion is handed back, the log is not compacted and the core
     /// does not know the snapshot, and the replica goes on applying. After
     /// it, a restart recovers the snapshot and the log after it.
@@ -1033,7 +1191,7 @@ mod tests {
         disk.append(&noop_entries(51..=60)).unwrap();
         disk.sync().unwrap();
         let ours = crate::staged_decoder::tests::state_of(60);
-        disk.start_snapshot(&meta(60), ours.clone()).unwrap();
+        disk.start_snapshot(&meta(60), ours.clone(), None).unwrap();
         let written = completions.blocking_recv().expect("the writer answers");
         let finished = disk.finish_snapshot(written).unwrap();
         assert_eq!(finished.map(|(m, _)| m.index), Some(LogIndex(60)));

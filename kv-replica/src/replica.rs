@@ -5,7 +5,7 @@
 //! Only the world differs between the two: the [`Durable`] implementation
 //! (a real WAL or a simulated disk) and what `send` does with a message.
 
-use crate::state_machine::{Applied, KvStateMachine, SnapshotError};
+use crate::state_machine::{Applied, Key, KvStateMachine, SnapshotError};
 use crate::watch::WatchEvent;
 use bytes::Bytes;
 use raft_core::{
@@ -13,6 +13,7 @@ use raft_core::{
     Membership, Message, Node, ReadState, ReadyHandler, SnapshotChunk, SnapshotMeta, SoftState,
     Term,
 };
+use std::collections::HashSet;
 
 /// The storage a replica writes to. Writes may be buffered until `sync`;
 /// only what was synced survives a crash.
@@ -62,11 +63,21 @@ pub trait Durable {
     /// a later event, with crashes possible in between); when it is over,
     /// the world hands its `SnapshotWritten` to `Replica::snapshot_written`.
     /// At most one is in flight.
+    ///
+    /// With `delta`, the snapshot is written as a delta on top of the
+    /// stored one (`delta.base`), holding only `delta.changed`; only asked
+    /// of a disk that [`Durable::writes_deltas`].
     fn start_snapshot(
         &mut self,
         meta: &SnapshotMeta,
         state: KvStateMachine,
+        delta: Option<DeltaOf>,
     ) -> Result<(), Self::Error>;
+    /// Whether this disk writes delta snapshots and keeps their chains
+    /// (default: no, every snapshot is whole).
+    fn writes_deltas(&self) -> bool {
+        false
+    }
     /// Ends a snapshot write on the replica's thread: if it succeeded and is
     /// newer than the stored snapshot, makes it the stored one, drops the
     /// log it covers and returns its metadata and size in bytes; if a newer
@@ -112,11 +123,25 @@ pub trait Durable {
     fn snapshot_chunk(&mut self, chunk: ChunkRequest) -> Result<Bytes, Self::Error>;
 }
 
+/// A snapshot to write as a delta: what changed since the stored one.
+#[derive(Debug)]
+pub struct DeltaOf {
+    /// The stored snapshot's index, which the delta goes on top of.
+    pub base: LogIndex,
+    /// The keys put or deleted since then.
+    pub changed: HashSet<Key>,
+}
+
 /// What storage recovered, to rebuild a replica from.
 #[derive(Debug, Default)]
 pub struct Recovered {
     pub hard_state: HardState,
+    /// The stored snapshot's metadata, and the state bytes of the whole
+    /// snapshot its chain starts with (its own, when it is whole).
     pub snapshot: Option<(SnapshotMeta, Bytes)>,
+    /// The deltas on top of that whole snapshot, oldest first, up to the
+    /// stored snapshot (empty when it is whole).
+    pub snapshot_deltas: Vec<Bytes>,
     pub entries: Vec<Entry>,
     /// Set when storage lost records this node had acknowledged: the node
     /// starts in repair mode (`InitialState::damaged_up_to_term`).
@@ -262,10 +287,31 @@ impl SinceSnapshot {
     }
 }
 
+/// The sizes of the stored snapshot's chain: a whole snapshot and the
+/// deltas written on top of it since.
+#[derive(Clone, Copy, Debug, Default)]
+struct ChainSizes {
+    whole_bytes: u64,
+    delta_bytes: u64,
+    deltas: u64,
+}
+
+impl ChainSizes {
+    fn total(&self) -> u64 {
+        self.whole_bytes + self.delta_bytes
+    }
+}
+
+/// A chain is rewritten whole once its deltas add up to its whole
+/// snapshot's size, or are this many: a restore reads each of them.
+const MAX_CHAIN_DELTAS: u64 = 32;
+
 /// The snapshot whose write is in flight.
 #[derive(Clone, Debug)]
 struct SnapshotInFlight {
     index: LogIndex,
+    /// Written as a delta on top of the stored snapshot.
+    delta: bool,
     /// What was counted toward the snapshot when it was captured, given
     /// back if the write fails and will be retried.
     since: SinceSnapshot,
@@ -300,8 +346,19 @@ pub struct Replica<D: Durable> {
     /// When to snapshot on its own (default: never).
     pub snapshot_policy: SnapshotPolicy,
     last_snapshot_index: LogIndex,
-    /// Size in bytes of the stored snapshot (0 without one).
+    /// Size in bytes of the stored snapshot's whole snapshot (0 without
+    /// one): what the byte rule compares the log with.
     last_snapshot_bytes: u64,
+    /// The stored snapshot's chain.
+    chain: ChainSizes,
+    /// The next snapshot must be whole: the changed keys since the stored
+    /// snapshot are not known (none yet, a write refused, one installed
+    /// from the leader or recovered from what a leader sent).
+    whole_next: bool,
+    /// The index the state machine tracks its changed keys since (the last
+    /// capture, restore or install): a delta needs it to be the stored
+    /// snapshot's.
+    tracked_since: LogIndex,
     /// What was applied since the last snapshot was captured.
     since_snapshot: SinceSnapshot,
     /// The commit index recovered at open: until the state machine has
@@ -365,13 +422,29 @@ impl<D: Durable> Replica<D> {
         disk: D,
         dedup_limit: usize,
     ) -> Result<Replica<D>, ReplicaError<D::Error>> {
-        let snapshot_bytes = recovered
+        let whole_bytes = recovered
             .snapshot
             .as_ref()
             .map_or(0, |(_, data)| data.len() as u64);
+        let chain = ChainSizes {
+            whole_bytes,
+            delta_bytes: recovered
+                .snapshot_deltas
+                .iter()
+                .map(|d| d.len() as u64)
+                .sum(),
+            deltas: recovered.snapshot_deltas.len() as u64,
+        };
+        let snapshot_bytes = chain.total();
+        // A whole snapshot that a leader sent with deltas after it cannot
+        // take deltas of ours: they would be read as one (the merge reads
+        // each file as a whole snapshot or a delta).
+        let mut whole_next = true;
         let (state, snapshot_meta) = match recovered.snapshot {
             Some((meta, data)) => {
-                let state = restore_snapshot_state(&meta, &data)?;
+                let (state, received_deltas) =
+                    restore_chain_state(&meta, &data, &recovered.snapshot_deltas)?;
+                whole_next = received_deltas > 0;
                 (state, Some(meta))
             }
             None => (KvStateMachine::with_dedup_limit(dedup_limit), None),
@@ -397,7 +470,10 @@ impl<D: Durable> Replica<D> {
             disk,
             snapshot_policy: SnapshotPolicy::default(),
             last_snapshot_index,
-            last_snapshot_bytes: snapshot_bytes,
+            last_snapshot_bytes: chain.whole_bytes,
+            chain,
+            whole_next,
+            tracked_since: last_snapshot_index,
             since_snapshot: SinceSnapshot::default(),
             replay_end,
             snapshot_in_flight: None,
@@ -468,6 +544,9 @@ impl<D: Durable> Replica<D> {
             disk: &mut self.disk,
             last_snapshot_index: &mut self.last_snapshot_index,
             last_snapshot_bytes: &mut self.last_snapshot_bytes,
+            chain: &mut self.chain,
+            whole_next: &mut self.whole_next,
+            tracked_since: &mut self.tracked_since,
             since_snapshot: &mut self.since_snapshot,
             rounds: &mut self.rounds,
             round_hard_state: None,
@@ -526,7 +605,17 @@ impl<D: Durable> Replica<D> {
             .node
             .snapshot_meta_at(applied)
             .expect("the applied index is in the log");
-        match self.disk.start_snapshot(&meta, self.state.clone()) {
+        // Tracking restarts at every capture, whole or delta.
+        let changed = self.state.take_changed_keys();
+        let delta = changed
+            .filter(|_| self.delta_possible())
+            .map(|changed| DeltaOf {
+                base: self.last_snapshot_index,
+                changed,
+            });
+        self.tracked_since = applied;
+        let is_delta = delta.is_some();
+        match self.disk.start_snapshot(&meta, self.state.clone(), delta) {
             Ok(()) => {}
             Err(e) if D::snapshot_can_wait(&e) => {
                 self.snapshot_refused(&e);
@@ -536,6 +625,7 @@ impl<D: Durable> Replica<D> {
         }
         self.snapshot_in_flight = Some(SnapshotInFlight {
             index: meta.index,
+            delta: is_delta,
             since: std::mem::take(&mut self.since_snapshot),
         });
         Ok(Some(meta))
@@ -556,7 +646,10 @@ impl<D: Durable> Replica<D> {
             .expect("a snapshot write ends only after it started");
         let (meta, size_bytes) = match self.disk.finish_snapshot(written) {
             Ok(Some(done)) => done,
-            Ok(None) => return Ok(None),
+            Ok(None) => {
+                self.whole_next = true;
+                return Ok(None);
+            }
             Err(e) if D::snapshot_can_wait(&e) => {
                 self.since_snapshot.add(in_flight.since);
                 self.snapshot_refused(&e);
@@ -571,20 +664,48 @@ impl<D: Durable> Replica<D> {
         );
         if meta.index <= self.last_snapshot_index {
             // A newer snapshot was installed meanwhile; the disk keeps it.
+            self.whole_next = true;
             return Ok(None);
         }
+        if in_flight.delta {
+            self.chain.delta_bytes += size_bytes;
+            self.chain.deltas += 1;
+        } else {
+            self.chain = ChainSizes {
+                whole_bytes: size_bytes,
+                ..ChainSizes::default()
+            };
+        }
+        self.whole_next = false;
         self.node
             .step(Input::SnapshotTaken {
                 meta: meta.clone(),
-                size_bytes,
+                size_bytes: self.chain.total(),
             })
             .expect("a snapshot at or below the applied index is accepted");
         self.last_snapshot_index = meta.index;
-        self.last_snapshot_bytes = size_bytes;
+        self.last_snapshot_bytes = self.chain.whole_bytes;
         Ok(Some(meta))
     }
 
+    /// Whether the snapshot about to be captured can be a delta on top of
+    /// the stored one: the disk writes them, the changed keys are known
+    /// since exactly the stored snapshot, and its chain's deltas are still
+    /// fewer and smaller than its whole snapshot (else it is rewritten
+    /// whole, so that deltas never cost more than the whole snapshot).
+    fn delta_possible(&self) -> bool {
+        self.disk.writes_deltas()
+            && !self.whole_next
+            && self.last_snapshot_index > LogIndex::ZERO
+            && self.tracked_since == self.last_snapshot_index
+            && self.chain.delta_bytes < self.chain.whole_bytes
+            && self.chain.deltas < MAX_CHAIN_DELTAS
+    }
+
     fn snapshot_refused(&mut self, error: &D::Error) {
+        // The keys changed since the stored snapshot are lost with the
+        // capture.
+        self.whole_next = true;
         tracing::warn!(error = %error, retry_after_rounds = SNAPSHOT_RETRY_ROUNDS, "snapshot not taken; will retry");
         self.snapshot_retry_rounds = SNAPSHOT_RETRY_ROUNDS;
     }
@@ -611,6 +732,9 @@ struct Round<'a, D: Durable, S: FnMut(Message)> {
     disk: &'a mut D,
     last_snapshot_index: &'a mut LogIndex,
     last_snapshot_bytes: &'a mut u64,
+    chain: &'a mut ChainSizes,
+    whole_next: &'a mut bool,
+    tracked_since: &'a mut LogIndex,
     since_snapshot: &'a mut SinceSnapshot,
     rounds: &'a mut RoundsInFlight,
     /// This round's hard state, written at `persist` (after its entries,
@@ -687,6 +811,14 @@ impl<D: Durable, S: FnMut(Message)> ReadyHandler for Round<'_, D, S> {
         self.out.snapshot_installed = Some(meta.index);
         *self.last_snapshot_index = meta.index;
         *self.last_snapshot_bytes = size_bytes;
+        *self.chain = ChainSizes {
+            whole_bytes: size_bytes,
+            ..ChainSizes::default()
+        };
+        // What the leader sent may hold deltas after its whole snapshot,
+        // stored as one file: ours cannot go on top of it.
+        *self.whole_next = true;
+        *self.tracked_since = meta.index;
         *self.since_snapshot = SinceSnapshot::default();
         // The install round's own hard state covers the snapshot.
         self.rounds.deferred = None;
@@ -763,19 +895,36 @@ fn read_snapshot_state<E: std::error::Error + 'static>(
     meta: &SnapshotMeta,
     mut r: &mut dyn std::io::Read,
 ) -> Result<KvStateMachine, ReplicaError<E>> {
-    let state = KvStateMachine::read_whole_snapshot(&mut r)?;
+    let (state, _) = KvStateMachine::read_snapshot_stream(&mut r)?;
     check_snapshot_index(meta, state)
 }
 
-/// Decodes a snapshot's state and checks that it is the state its metadata
-/// describes: a mismatch (a corrupt file, a buggy or hostile peer) stops the
-/// node with a clear error instead of applying from the wrong place.
-fn restore_snapshot_state<E: std::error::Error + 'static>(
+/// Decodes a stored snapshot's state from its chain (a whole snapshot,
+/// possibly followed in the same bytes by deltas a leader sent with it,
+/// then our own deltas on top) and checks that it is the state its
+/// metadata describes: a mismatch (a corrupt file, a buggy or hostile
+/// peer) stops the node with a clear error instead of applying from the
+/// wrong place. Also returns how many deltas followed the whole snapshot
+/// in its own bytes.
+fn restore_chain_state<E: std::error::Error + 'static>(
     meta: &SnapshotMeta,
-    data: &[u8],
-) -> Result<KvStateMachine, ReplicaError<E>> {
-    let state = KvStateMachine::restore_from_bytes(data)?;
-    check_snapshot_index(meta, state)
+    whole: &[u8],
+    deltas: &[Bytes],
+) -> Result<(KvStateMachine, usize), ReplicaError<E>> {
+    if deltas.is_empty() {
+        let (state, received) = KvStateMachine::read_snapshot_stream(&mut { whole })?;
+        return Ok((check_snapshot_index(meta, state)?, received));
+    }
+    let mut whole_reader = whole;
+    let mut readers: Vec<&[u8]> = deltas.iter().map(|d| &d[..]).collect();
+    let state = KvStateMachine::restore_merged(&mut whole_reader, &mut readers)?;
+    if !whole_reader.is_empty() || readers.iter().any(|rest| !rest.is_empty()) {
+        // Deltas of ours on a received chain: never written (`whole_next`).
+        return Err(ReplicaError::Snapshot(SnapshotError::TrailingBytes {
+            count: whole_reader.len() + readers.iter().map(|r| r.len()).sum::<usize>(),
+        }));
+    }
+    Ok((check_snapshot_index(meta, state)?, 0))
 }
 
 fn check_snapshot_index<E: std::error::Error + 'static>(

@@ -127,6 +127,7 @@ impl DiskImage {
         Recovered {
             hard_state: self.hard_state,
             snapshot: self.snapshot.clone(),
+            snapshot_deltas: Vec::new(),
             entries: self.entries.clone(),
             damaged_up_to_term: self.damaged_up_to_term,
         }
@@ -367,6 +368,7 @@ impl SimDisk {
         let recovered = Recovered {
             hard_state: recovered.hard_state,
             snapshot,
+            snapshot_deltas: Vec::new(),
             entries: recovered.entries,
             damaged_up_to_term: recovered.damaged_up_to_term,
         };
@@ -723,7 +725,9 @@ impl Durable for SimDisk {
         &mut self,
         meta: &SnapshotMeta,
         state: KvStateMachine,
+        delta: Option<kv_replica::replica::DeltaOf>,
     ) -> Result<(), SimDiskError> {
+        assert!(delta.is_none(), "the simulated disk writes whole snapshots");
         assert!(self.job.is_none(), "one snapshot write at a time");
         self.flush_queued()?;
         // On a block disk the real storage names the segments the snapshot

@@ -262,6 +262,31 @@ impl KvStateMachine {
         Ok(())
     }
 
+    /// Reads a whole snapshot and the deltas that follow it in the same
+    /// stream, up to the stream's end (what a follower is sent of a chain):
+    /// the state, and how many deltas there were. Bytes after the whole
+    /// snapshot that are not a delta on top of it are refused.
+    pub fn read_snapshot_stream(
+        r: &mut impl Read,
+    ) -> Result<(KvStateMachine, usize), SnapshotError> {
+        let mut state = Self::read_snapshot(r)?;
+        let mut deltas = 0;
+        loop {
+            let mut first = [0u8; 1];
+            let read = loop {
+                match r.read(&mut first) {
+                    Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                    other => break other?,
+                }
+            };
+            if read == 0 {
+                return Ok((state, deltas));
+            }
+            state.apply_delta_snapshot(&mut (&first[..]).chain(&mut *r))?;
+            deltas += 1;
+        }
+    }
+
     /// Reads a whole snapshot and the deltas on top of it, in order: the
     /// state at the last delta's index.
     pub fn read_snapshot_chain<R: Read>(
