@@ -224,9 +224,11 @@ fn the_data_dir_stays_bounded_while_writing_far_more_than_the_snapshot_threshold
     // plus two spares (compacted segments kept for reuse, kv-storage
     // `wal.rs`), each a segment and a batch, plus a spare being made from
     // zeros (only while none is kept; dropped if compaction filled the
-    // pool meanwhile); the snapshots: one, plus one being written.
+    // pool meanwhile); the snapshots: a chain (a whole snapshot and deltas
+    // that add up to less than it), plus the whole one that replaces it
+    // being written.
     let wal_bound = 5 * SEGMENT_BYTES + (2 << 20);
-    let snapshot_bound = 2 * live_bytes + (64 << 10);
+    let snapshot_bound = 3 * live_bytes + (128 << 10);
 
     let mut client = Client::new();
     let mut expected = BTreeMap::new();
@@ -477,8 +479,8 @@ fn admin_snapshot_takes_a_snapshot_now_and_status_shows_its_index() {
     assert_eq!(metric(&cluster, leader, "kv_snapshots_total"), Some(2.0));
     assert_eq!(
         count_files(&snapshot_dir, ".snap"),
-        1,
-        "the older snapshot is deleted"
+        2,
+        "the second snapshot is a delta on top of the first, which stays"
     );
     say(&format!(
         "admin snapshot: {:.1} s",

@@ -391,7 +391,10 @@ impl Durable for WalDisk {
     }
 
     fn snapshot_can_wait(error: &StorageError) -> bool {
-        matches!(error, StorageError::SnapshotNotWritten { .. })
+        matches!(
+            error,
+            StorageError::SnapshotNotWritten { .. } | StorageError::NoSnapshotBase { .. }
+        )
     }
 
     fn stage_snapshot_chunk(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
@@ -1171,6 +1174,77 @@ mod tests {
         let (_, recovered) = WalDisk::open(dir.path(), Arc::new(Metrics::default())).unwrap();
         let (installed, data) = recovered.snapshot.expect("installed");
         assert_eq!((installed, &data[..]), (meta, &bytes[..]));
+    }
+
+    /// A chain received from a leader (its whole snapshot, then its
+    /// deltas, as one stream) decodes while it arrives, is stored as one
+    /// file, restores after a restart, and takes no delta of ours on top:
+    /// the next snapshot is whole.
+    #[test]
+    fn a_received_chain_is_installed_as_one_file_and_the_next_snapshot_is_whole() {
+        let leader_dir = tempfile::tempdir().unwrap();
+        let (mut leader, mut completions) = single_voter(leader_dir.path());
+        leader.step(Input::Campaign).unwrap();
+        put_rounds(&mut leader, 100);
+        snapshot_now(&mut leader, &mut completions);
+        for round in 0..10 {
+            leader.step(put(round)).unwrap();
+            settle_rounds(&mut leader);
+            if round % 5 == 4 {
+                snapshot_now(&mut leader, &mut completions);
+            }
+        }
+        assert_eq!(chain_files(&leader).len(), 3);
+        let meta = leader.disk.snapshot.as_ref().unwrap().0.clone();
+        let stream = leader
+            .disk
+            .snapshot_chunk(ChunkRequest {
+                meta: &meta,
+                offset: 0,
+                len: u64::MAX,
+            })
+            .unwrap();
+        let mut expected = leader.state.clone();
+        expected.take_changed_keys();
+
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut disk, _) = WalDisk::open(dir.path(), Arc::new(Metrics::default())).unwrap();
+            for (i, chunk) in stream.chunks(300).enumerate() {
+                disk.stage_snapshot_chunk((i * 300) as u64, chunk).unwrap();
+            }
+            let decoded = disk
+                .take_decoded_snapshot()
+                .expect("a decoder ran")
+                .unwrap();
+            assert_eq!(decoded.digest(), expected.digest());
+            disk.install_staged_snapshot(&meta).unwrap();
+            // What the install round writes with it.
+            disk.set_hard_state(&raft_core::HardState {
+                term: meta.term,
+                vote: None,
+                commit: meta.index,
+            })
+            .unwrap();
+            disk.sync().unwrap();
+        }
+        let (mut follower, mut completions) = single_voter(dir.path());
+        assert_eq!(follower.state.digest(), expected.digest());
+        assert_eq!(chain_files(&follower).len(), 1, "stored as one file");
+        follower.step(Input::Campaign).unwrap();
+        settle_rounds(&mut follower);
+        put_rounds(&mut follower, 3);
+        snapshot_now(&mut follower, &mut completions);
+        assert_eq!(chain_files(&follower).len(), 1, "whole, not a delta on it");
+        assert_eq!(snapshot_files(dir.path()).len(), 1);
+        // And from then on, deltas.
+        put_rounds(&mut follower, 3);
+        snapshot_now(&mut follower, &mut completions);
+        assert_eq!(chain_files(&follower).len(), 2);
+        let live = follower.state.digest();
+        drop(follower);
+        let (reopened, _) = single_voter(dir.path());
+        assert_eq!(reopened.state.digest(), live);
     }
 
     /// Found by the chaos test: a follower installed a snapshot from the

@@ -5,7 +5,7 @@
 //! Only the world differs between the two: the [`Durable`] implementation
 //! (a real WAL or a simulated disk) and what `send` does with a message.
 
-use crate::state_machine::{Applied, Key, KvStateMachine, SnapshotError};
+use crate::state_machine::{Applied, KeyList, KvStateMachine, SnapshotError};
 use crate::watch::WatchEvent;
 use bytes::Bytes;
 use raft_core::{
@@ -128,8 +128,8 @@ pub trait Durable {
 pub struct DeltaOf {
     /// The stored snapshot's index, which the delta goes on top of.
     pub base: LogIndex,
-    /// The keys put or deleted since then.
-    pub changed: HashSet<Key>,
+    /// The keys put or deleted since then (in write order, with repeats).
+    pub changed: KeyList,
 }
 
 /// What storage recovered, to rebuild a replica from.

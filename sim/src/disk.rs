@@ -228,6 +228,8 @@ struct BlockStore {
 struct SnapshotJob {
     meta: SnapshotMeta,
     state: KvStateMachine,
+    /// Written as a delta on top of the stored snapshot (block disk only).
+    delta: Option<kv_replica::replica::DeltaOf>,
     /// The real storage's half of the write, on a block disk.
     write: Option<kv_storage::SnapshotWrite>,
 }
@@ -343,12 +345,16 @@ impl SimDisk {
             }
             other => other?,
         };
-        let snapshot = match &recovered.snapshot {
-            Some((_, path)) => {
-                let (meta, data) = kv_storage::read_snapshot(&fs, path)?;
-                Some((meta, Bytes::from(data)))
-            }
-            None => None,
+        // The chain's files: a whole snapshot, then the deltas on top.
+        let mut parts = Vec::new();
+        for path in &recovered.snapshot_chain {
+            let (meta, data) = kv_storage::read_snapshot(&fs, path)?;
+            parts.push((meta, Bytes::from(data)));
+        }
+        let snapshot_deltas: Vec<Bytes> = parts.iter().skip(1).map(|(_, d)| d.clone()).collect();
+        let snapshot = match (parts.first(), parts.last()) {
+            (Some((_, whole)), Some((latest, _))) => Some((latest.clone(), whole.clone())),
+            _ => None,
         };
         let disk = SimDisk {
             recovery_warnings: recovered.warnings.clone(),
@@ -368,7 +374,7 @@ impl SimDisk {
         let recovered = Recovered {
             hard_state: recovered.hard_state,
             snapshot,
-            snapshot_deltas: Vec::new(),
+            snapshot_deltas,
             entries: recovered.entries,
             damaged_up_to_term: recovered.damaged_up_to_term,
         };
@@ -420,8 +426,22 @@ impl SimDisk {
     /// file, fsyncs and renames it: all or nothing), unless a newer
     /// snapshot is already durable or an armed fault fails it.
     pub fn write_snapshot(&mut self) -> Option<SimSnapshotWritten> {
-        let SnapshotJob { meta, state, write } = self.job.take()?;
-        let data = Bytes::from(state.snapshot_bytes());
+        let SnapshotJob {
+            meta,
+            state,
+            delta,
+            write,
+        } = self.job.take()?;
+        let data = match delta {
+            Some(delta) => {
+                let mut bytes = Vec::new();
+                state
+                    .write_delta_snapshot(delta.base.0, delta.changed, &mut bytes)
+                    .expect("a delta of the capture serializes");
+                Bytes::from(bytes)
+            }
+            None => Bytes::from(state.snapshot_bytes()),
+        };
         if let Some(write) = write {
             // The real write (temp file, fsync, rename, directory fsync) on
             // the block disk, with the armed fault inside its fsync.
@@ -721,23 +741,38 @@ impl Durable for SimDisk {
 
     type SnapshotWritten = SimSnapshotWritten;
 
+    /// The block disk keeps chains in kv-storage's files, as kv-node does;
+    /// the in-memory image keeps one snapshot.
+    fn writes_deltas(&self) -> bool {
+        self.block.is_some()
+    }
+
     fn start_snapshot(
         &mut self,
         meta: &SnapshotMeta,
         state: KvStateMachine,
         delta: Option<kv_replica::replica::DeltaOf>,
     ) -> Result<(), SimDiskError> {
-        assert!(delta.is_none(), "the simulated disk writes whole snapshots");
+        assert!(
+            delta.is_none() || self.block.is_some(),
+            "only the block disk writes deltas"
+        );
         assert!(self.job.is_none(), "one snapshot write at a time");
         self.flush_queued()?;
         // On a block disk the real storage names the segments the snapshot
         // will cover now, on the replica's thread, as kv-node's does.
         let write = match &mut self.block {
+            Some(block) if delta.is_some() => Some(block.storage.prepare_delta_snapshot(meta)?),
             Some(block) => Some(block.storage.prepare_snapshot(meta)?),
             None => None,
         };
         let meta = meta.clone();
-        self.job = Some(SnapshotJob { meta, state, write });
+        self.job = Some(SnapshotJob {
+            meta,
+            state,
+            delta,
+            write,
+        });
         self.snapshot_started = true;
         Ok(())
     }
@@ -771,7 +806,9 @@ impl Durable for SimDisk {
     fn snapshot_can_wait(error: &SimDiskError) -> bool {
         matches!(
             error,
-            SimDiskError::Storage(StorageError::SnapshotNotWritten { .. })
+            SimDiskError::Storage(
+                StorageError::SnapshotNotWritten { .. } | StorageError::NoSnapshotBase { .. }
+            )
         )
     }
 
@@ -817,10 +854,11 @@ impl Durable for SimDisk {
         // rule is kv-replica's, the same for every disk).
         let ChunkRequest { meta, offset, len } = chunk;
         if let Some(block) = &self.block {
-            let Some((_, path)) = block.storage.snapshot_path() else {
+            if block.storage.snapshot_path().is_none() {
                 return Err(SimDiskError::NoSnapshot { index: meta.index });
-            };
-            let data = kv_storage::read_snapshot_range_in(&block.fs, &path, offset, len)?;
+            }
+            let chain = block.storage.snapshot_chain().to_vec();
+            let data = kv_storage::read_chain_range_in(&block.fs, &chain, offset, len)?;
             return Ok(Bytes::from(data));
         }
         let Some((_, data)) = &self.latest_snapshot else {

@@ -5,7 +5,6 @@
 use super::records::{DELTA_MAGIC, Record, write_record};
 use super::tests::{apply, apply_as, put};
 use super::*;
-use std::collections::HashSet;
 
 /// A fixed pseudo-random sequence (xorshift64), no dependency.
 struct Rng(u64);
@@ -171,7 +170,7 @@ fn a_restored_chain_goes_on_as_the_live_state_does() {
     let changed = restored.take_changed_keys().unwrap();
     assert_eq!(
         changed,
-        HashSet::from([Key::from("k1"), Key::from("k2")]),
+        KeyList::from(["k1", "k2"]),
         "a restore tracks from the restored state"
     );
     restored
@@ -231,7 +230,7 @@ fn a_delta_can_only_be_written_forward() {
     let (base, _, _) = base_and_delta();
     let mut out = Vec::new();
     let error = base
-        .write_delta_snapshot(base.applied_index(), HashSet::new(), &mut out)
+        .write_delta_snapshot(base.applied_index(), KeyList::default(), &mut out)
         .unwrap_err();
     assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
 }
@@ -410,18 +409,36 @@ fn well_framed_but_inconsistent_deltas_are_refused() {
 }
 
 #[test]
-fn tracking_stops_once_half_the_keys_changed_and_resumes_after_a_take() {
+fn tracking_stops_once_the_writes_outnumber_the_keys_and_resumes_after_a_take() {
     let mut state = KvStateMachine::new();
-    let keys = 2 * super::delta::MIN_TRACKED as u64 + 10;
+    let keys = 2 * super::delta::MIN_TRACKED as u64;
+    // From nothing, every write is a new key: past the floor, the writes
+    // reach the key count at once.
     for i in 0..keys {
         apply(&mut state, put(&format!("k{i:06}"), "v"));
     }
-    // Every key was new: more than half of them, so no longer tracked.
+    assert_eq!(state.take_changed_keys(), None);
+    // On top of them, as many new keys again: fewer writes than keys.
+    for i in keys..2 * keys {
+        apply(&mut state, put(&format!("k{i:06}"), "v"));
+    }
+    assert_eq!(
+        state.take_changed_keys().map(|l| l.len()),
+        Some(keys as usize)
+    );
+    // Then every key twice over: more writes than keys.
+    for round in 0..2 {
+        for i in 0..2 * keys {
+            apply(&mut state, put(&format!("k{i:06}"), &format!("{round}")));
+        }
+    }
     assert_eq!(state.take_changed_keys(), None);
     apply(&mut state, put("k000001", "w"));
+    apply(&mut state, put("k000001", "x"));
     assert_eq!(
         state.take_changed_keys(),
-        Some(HashSet::from([Key::from("k000001")]))
+        Some(KeyList::from(["k000001", "k000001"])),
+        "each write, in order"
     );
     // A capture tracks nothing.
     let mut capture = state.clone();
@@ -511,4 +528,17 @@ fn a_merged_restore_of_many_keys_builds_the_map_on_a_second_thread_alike() {
     let merged = KvStateMachine::restore_merged(&mut whole.as_slice(), &mut readers).unwrap();
     assert_eq!(merged, live);
     assert_eq!(merged.snapshot_bytes(), live.snapshot_bytes());
+}
+
+#[test]
+fn a_key_list_grows_in_chunks_and_sorts_each_key_once() {
+    let mut list = KeyList::default();
+    let keys = 2 * super::delta::CHUNK_KEYS_FOR_TESTS + 7;
+    for i in (0..keys).rev() {
+        list.push(Key::from(format!("k{:07}", i % 1000)));
+    }
+    assert_eq!(list.len(), keys);
+    let sorted = list.into_sorted();
+    assert_eq!(sorted.len(), 1000);
+    assert!(sorted.windows(2).all(|w| w[0] < w[1]));
 }

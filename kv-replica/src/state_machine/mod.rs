@@ -28,6 +28,7 @@
 //! simulator compares across replicas.
 
 mod delta;
+pub use delta::KeyList;
 #[cfg(test)]
 mod delta_tests;
 mod digest;
