@@ -13,7 +13,6 @@ use raft_core::{
     Membership, Message, Node, ReadState, ReadyHandler, SnapshotChunk, SnapshotMeta, SoftState,
     Term,
 };
-use std::collections::HashSet;
 
 /// The storage a replica writes to. Writes may be buffered until `sync`;
 /// only what was synced survives a crash.
