@@ -37,7 +37,9 @@ cd "$repo"
 export KEYS=${KEYS:-10000000} BATCH=${BATCH:-2000} VALUE_BYTES=${VALUE_BYTES:-100}
 export WRITERS=${WRITERS:-4} TAIL_BATCHES=${TAIL_BATCHES:-20} RESTARTS=${RESTARTS:-3}
 export TAIL_PUTS_SECONDS=${TAIL_PUTS_SECONDS:-0} SNAPSHOT=${SNAPSHOT:-1} SHUFFLE=${SHUFFLE:-0} SETTLE_S=${SETTLE_S:-0}
-export PORT=${KV_PORT:-39680}
+# Below the ephemeral range (32768-60999 here): a probe of a port nobody
+# listens on can otherwise connect to itself and read its own request back.
+export PORT=${KV_PORT:-29680}
 export WORK_DIR=${KV_BENCH_DIR:-/tmp/kv-restartbench}
 out=${OUT:-bench/out/restart-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
@@ -113,7 +115,7 @@ def wait_for(what, probe, within):
         try:
             if probe():
                 return
-        except OSError:
+        except (OSError, http.client.HTTPException):
             pass
         if proc.poll() is not None:
             raise SystemExit(f"restart-big: the node exited ({proc.returncode}) waiting for {what}")
