@@ -200,66 +200,25 @@ impl KvStateMachine {
     /// this state, which must be its base, checking every record. On an
     /// error the state is half changed: the caller drops it.
     pub fn apply_delta_snapshot(&mut self, r: &mut impl Read) -> Result<(), SnapshotError> {
-        let mut header = [0u8; 12];
-        read_exact_or(r, &mut header, SnapshotError::TruncatedHeader)?;
-        let magic: [u8; 8] = header[0..8].try_into().expect("8 bytes");
-        if magic != DELTA_MAGIC {
-            return Err(SnapshotError::BadMagic { found: magic });
-        }
-        let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-        if version != DELTA_VERSION {
-            return Err(SnapshotError::BadVersion {
-                found: version,
-                supported: DELTA_VERSION,
+        let (_, head, mut records) = read_head(r, true)?;
+        let (base_index, changed_count) = head.base.expect("a delta's head has its base");
+        if base_index != self.applied_index {
+            return Err(SnapshotError::DeltaBaseMismatch {
+                expected: self.applied_index,
+                found: base_index,
             });
         }
-        let mut records = RecordReader::new(r);
-        let (applied, dedup_limit, key_count, dedup_count) = match records.next()? {
-            (
-                _,
-                Record::Meta {
-                    applied_index,
-                    dedup_limit,
-                    key_count,
-                    dedup_count,
-                },
-            ) => (applied_index, dedup_limit, key_count, dedup_count),
-            (record, _) => {
-                let expected = "meta";
-                return Err(SnapshotError::UnexpectedRecord { record, expected });
-            }
-        };
-        let changed_count = match records.next()? {
-            (
-                _,
-                Record::DeltaBase {
-                    base_index,
-                    changed_count,
-                },
-            ) => {
-                if base_index != self.applied_index {
-                    return Err(SnapshotError::DeltaBaseMismatch {
-                        expected: self.applied_index,
-                        found: base_index,
-                    });
-                }
-                changed_count
-            }
-            (record, _) => {
-                let expected = "delta base";
-                return Err(SnapshotError::UnexpectedRecord { record, expected });
-            }
-        };
+        let Head {
+            applied,
+            dedup_limit,
+            key_count,
+            dedup_count,
+            ..
+        } = head;
         if applied <= self.applied_index {
             return Err(SnapshotError::DeltaGoesBack {
                 base: self.applied_index,
                 applied,
-            });
-        }
-        if dedup_count > dedup_limit {
-            return Err(SnapshotError::DedupOverLimit {
-                count: dedup_count,
-                limit: dedup_limit,
             });
         }
         self.applied_index = applied;
@@ -456,17 +415,18 @@ impl<R: Read> KeySource<'_, R> {
 }
 
 /// What a snapshot's or a delta's first records say.
-struct Head {
-    applied: u64,
-    dedup_limit: u64,
-    key_count: u64,
-    dedup_count: u64,
+pub(super) struct Head {
+    pub(super) applied: u64,
+    pub(super) dedup_limit: u64,
+    pub(super) key_count: u64,
+    pub(super) dedup_count: u64,
     /// A delta's base and number of changed keys.
-    base: Option<(u64, u64)>,
+    pub(super) base: Option<(u64, u64)>,
 }
 
-/// Reads the header and meta record (and a delta's base record) of one input.
-fn read_head<R: Read>(
+/// Reads the header and meta record (and a delta's base record) of a
+/// whole snapshot or a delta, checking magic, version and the dedup count.
+pub(super) fn read_head<R: Read>(
     r: &mut R,
     delta: bool,
 ) -> Result<(u32, Head, RecordReader<'_, R>), SnapshotError> {

@@ -3,7 +3,7 @@
 
 use super::records::{
     Record, RecordReader, SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SNAPSHOT_VERSION_WITHOUT_LEASES,
-    SnapshotError, read_exact_or, write_record,
+    SnapshotError, write_record,
 };
 use super::{DedupEntry, Key, KvStateMachine, StoredValue};
 use std::borrow::Cow;
@@ -126,42 +126,14 @@ impl KvStateMachine {
     /// checking every record, and stops right after its trailer. The next
     /// entry to apply is `applied_index() + 1`.
     pub fn read_snapshot(r: &mut impl Read) -> Result<KvStateMachine, SnapshotError> {
-        let mut header = [0u8; 12];
-        read_exact_or(r, &mut header, SnapshotError::TruncatedHeader)?;
-        let magic: [u8; 8] = header[0..8].try_into().expect("8 bytes");
-        if magic != SNAPSHOT_MAGIC {
-            return Err(SnapshotError::BadMagic { found: magic });
-        }
-        let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-        if !(1..=SNAPSHOT_VERSION).contains(&version) {
-            return Err(SnapshotError::BadVersion {
-                found: version,
-                supported: SNAPSHOT_VERSION,
-            });
-        }
-        let mut records = RecordReader::new(r);
-
-        let (applied, dedup_limit, key_count, dedup_count) = match records.next()? {
-            (
-                _,
-                Record::Meta {
-                    applied_index,
-                    dedup_limit,
-                    key_count,
-                    dedup_count,
-                },
-            ) => (applied_index, dedup_limit, key_count, dedup_count),
-            (record, _) => {
-                let expected = "meta";
-                return Err(SnapshotError::UnexpectedRecord { record, expected });
-            }
-        };
-        if dedup_count > dedup_limit {
-            return Err(SnapshotError::DedupOverLimit {
-                count: dedup_count,
-                limit: dedup_limit,
-            });
-        }
+        let (version, head, mut records) = super::delta::read_head(r, false)?;
+        let super::delta::Head {
+            applied,
+            dedup_limit,
+            key_count,
+            dedup_count,
+            ..
+        } = head;
         // A limit beyond usize (only on 32-bit targets) can never be reached.
         let dedup_limit = usize::try_from(dedup_limit).unwrap_or(usize::MAX);
         let mut machine = KvStateMachine::with_dedup_limit(dedup_limit);
