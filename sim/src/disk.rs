@@ -239,9 +239,18 @@ struct SnapshotJob {
 #[derive(Debug)]
 pub struct SimSnapshotWritten {
     meta: SnapshotMeta,
+    /// Written as a delta on top of the stored snapshot.
+    delta: bool,
     result: Result<Bytes, SimDiskError>,
     /// On a block disk: the file the real storage wrote, to finish.
     file: Option<kv_storage::WrittenSnapshot>,
+}
+
+impl SimSnapshotWritten {
+    /// Whether this write is a delta on top of the stored snapshot.
+    pub fn is_delta(&self) -> bool {
+        self.delta
+    }
 }
 
 /// The disk of one node.
@@ -432,6 +441,7 @@ impl SimDisk {
             delta,
             write,
         } = self.job.take()?;
+        let is_delta = delta.is_some();
         let data = match delta {
             Some(delta) => {
                 let mut bytes = Vec::new();
@@ -453,6 +463,7 @@ impl SimDisk {
             let result = Ok(data);
             return Some(SimSnapshotWritten {
                 meta,
+                delta: is_delta,
                 result,
                 file: Some(file),
             });
@@ -462,6 +473,7 @@ impl SimDisk {
             let result = Err(SimDiskError::SyncFailed);
             return Some(SimSnapshotWritten {
                 meta,
+                delta: is_delta,
                 result,
                 file: None,
             });
@@ -472,6 +484,7 @@ impl SimDisk {
         let result = Ok(data);
         Some(SimSnapshotWritten {
             meta,
+            delta: is_delta,
             result,
             file: None,
         })

@@ -218,6 +218,7 @@ fn sweep(args: &Args, from: u64, to: u64) -> Result<ExitCode, String> {
     let started = Instant::now();
     let (mut failed, mut ticks, mut inconclusive) = (Vec::new(), 0u64, 0u64);
     let mut recycled = 0u64;
+    let (mut deltas, mut chains) = (0u64, 0u64);
     let mut panicked = Vec::new();
     for seed in from..to {
         let Some(report) = run_or_report_panic(options(args, seed)?) else {
@@ -230,6 +231,8 @@ fn sweep(args: &Args, from: u64, to: u64) -> Result<ExitCode, String> {
         };
         ticks += report.ticks;
         recycled += report.wal_segments_recycled;
+        deltas += report.snapshot_writes.deltas_durable;
+        chains += report.snapshot_writes.chains_restored;
         let mut text = report.to_string();
         if let Some(v) = report.violation_report() {
             failed.push(seed);
@@ -260,6 +263,11 @@ fn sweep(args: &Args, from: u64, to: u64) -> Result<ExitCode, String> {
     );
     if recycled > 0 {
         println!("{recycled} WAL segments recycled (block disks)");
+    }
+    if deltas > 0 || chains > 0 {
+        println!(
+            "{deltas} delta snapshots made durable, {chains} restarts from a snapshot chain (block disks)"
+        );
     }
     if !failed.is_empty() {
         let list: Vec<String> = failed.iter().map(|s| s.to_string()).collect();

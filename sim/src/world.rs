@@ -273,6 +273,10 @@ pub struct SnapshotWrites {
     pub durable: u64,
     /// Captured, then lost to a crash before they were durable.
     pub lost_to_crash: u64,
+    /// Of the durable ones, those written as deltas (block disks only).
+    pub deltas_durable: u64,
+    /// Restarts that rebuilt the state from a whole snapshot and deltas.
+    pub chains_restored: u64,
 }
 
 /// The kind of every client: the KV clients, then the transaction and

@@ -124,6 +124,7 @@ impl World {
                 format!("{id} lost acknowledged records: repair mode up to term {bound}")
             });
         }
+        self.snapshot_writes.chains_restored += u64::from(!recovered.snapshot_deltas.is_empty());
         let opened =
             node_code(|| Replica::open(config, recovered, membership, disk, DEFAULT_DEDUP_LIMIT));
         let mut replica = match opened {
@@ -526,6 +527,7 @@ impl World {
             return;
         };
         let index = replica.snapshot_in_flight();
+        let is_delta = written.is_delta();
         let result = node_code(|| replica.snapshot_written(written));
         match result {
             Err(text) => self.fail(self.panic_property(&text), format!("{id}: {text}")),
@@ -534,6 +536,7 @@ impl World {
             }
             Ok(Ok(taken)) => {
                 self.snapshot_writes.durable += u64::from(taken.is_some());
+                self.snapshot_writes.deltas_durable += u64::from(taken.is_some() && is_delta);
                 self.trace.note(self.now, || match (taken, index) {
                     (Some(meta), _) => format!("{id} snapshot at {} durable", meta.index),
                     (None, index) => format!("{id} snapshot at {index:?} overtaken or refused"),
