@@ -558,7 +558,7 @@ impl KvStateMachine {
         }
         let mut built = 0u64;
         let mut live_bytes = 0u64;
-        let data = build_in_order(|| {
+        let data = super::snapshot::build_in_order(|| {
             loop {
                 // The smallest key at the head of any input; the newest input
                 // that holds it decides.
@@ -606,54 +606,3 @@ impl KvStateMachine {
         Ok(machine)
     }
 }
-
-/// Builds a map from entries that `next` yields in strictly ascending key
-/// order, on a second thread while `next` reads (as a whole snapshot's
-/// restore does), or here if no thread is to be had.
-fn build_in_order(
-    mut next: impl FnMut() -> Result<Option<(Key, StoredValue)>, SnapshotError>,
-) -> Result<imbl::OrdMap<Key, StoredValue>, SnapshotError> {
-    std::thread::scope(|scope| {
-        let (batches, received) = std::sync::mpsc::sync_channel::<Vec<_>>(4);
-        let builder = std::thread::Builder::new()
-            .name("snapshot-restore".into())
-            .spawn_scoped(scope, move || {
-                let mut data = imbl::OrdMap::new();
-                for batch in received {
-                    for (key, stored) in batch {
-                        data.insert(key, stored);
-                    }
-                }
-                data
-            });
-        let Ok(builder) = builder else {
-            let mut data = imbl::OrdMap::new();
-            while let Some((key, stored)) = next()? {
-                data.insert(key, stored);
-            }
-            return Ok(data);
-        };
-        let mut read = || -> Result<(), SnapshotError> {
-            let mut batch = Vec::new();
-            while let Some(entry) = next()? {
-                batch.push(entry);
-                if batch.len() == RESTORE_BATCH && batches.send(std::mem::take(&mut batch)).is_err()
-                {
-                    break;
-                }
-            }
-            let _ = batches.send(batch);
-            Ok(())
-        };
-        let read = read();
-        drop(batches);
-        let data = builder
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        read?;
-        Ok(data)
-    })
-}
-
-/// Entries handed to the building thread at once.
-const RESTORE_BATCH: usize = 4096;

@@ -278,47 +278,16 @@ impl KvStateMachine {
         if key_count < PARALLEL_RESTORE_KEYS {
             return self.restore_keys_here(records, key_count, &mut last);
         }
-        std::thread::scope(|scope| {
-            let (batches, received) = std::sync::mpsc::sync_channel::<Vec<_>>(4);
-            let builder = std::thread::Builder::new()
-                .name("snapshot-restore".into())
-                .spawn_scoped(scope, move || {
-                    let mut data = imbl::OrdMap::new();
-                    for batch in received {
-                        for (key, stored) in batch {
-                            data.insert(key, stored);
-                        }
-                    }
-                    data
-                });
-            let Ok(builder) = builder else {
-                // No thread to be had: the same, in this one.
-                return self.restore_keys_here(records, key_count, &mut last);
-            };
-            let mut read = || -> Result<(), SnapshotError> {
-                // Grown as records arrive, never sized from the claimed
-                // count: a hostile header claiming 2^64 keys costs nothing.
-                let mut batch = Vec::new();
-                for _ in 0..key_count {
-                    batch.push(self.restore_key(records.next()?, &mut last)?);
-                    if batch.len() == RESTORE_BATCH
-                        && batches.send(std::mem::take(&mut batch)).is_err()
-                    {
-                        break;
-                    }
-                }
-                let _ = batches.send(batch);
-                Ok(())
-            };
-            let read = read();
-            drop(batches);
-            let data = builder
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            read?;
-            self.data = data;
-            Ok(())
-        })
+        let mut remaining = key_count;
+        let data = build_in_order(|| {
+            if remaining == 0 {
+                return Ok(None);
+            }
+            remaining -= 1;
+            self.restore_key(records.next()?, &mut last).map(Some)
+        })?;
+        self.data = data;
+        Ok(())
     }
 
     /// [`Self::restore_keys`] on this thread alone.
@@ -451,4 +420,52 @@ impl KvStateMachine {
         }
         Ok(machine)
     }
+}
+
+/// Builds a map from entries that `next` yields in strictly ascending key
+/// order, on a second thread while `next` reads (as a whole snapshot's
+/// restore does), or here if no thread is to be had.
+pub(super) fn build_in_order(
+    mut next: impl FnMut() -> Result<Option<(Key, StoredValue)>, SnapshotError>,
+) -> Result<imbl::OrdMap<Key, StoredValue>, SnapshotError> {
+    std::thread::scope(|scope| {
+        let (batches, received) = std::sync::mpsc::sync_channel::<Vec<_>>(4);
+        let builder = std::thread::Builder::new()
+            .name("snapshot-restore".into())
+            .spawn_scoped(scope, move || {
+                let mut data = imbl::OrdMap::new();
+                for batch in received {
+                    for (key, stored) in batch {
+                        data.insert(key, stored);
+                    }
+                }
+                data
+            });
+        let Ok(builder) = builder else {
+            let mut data = imbl::OrdMap::new();
+            while let Some((key, stored)) = next()? {
+                data.insert(key, stored);
+            }
+            return Ok(data);
+        };
+        let mut read = || -> Result<(), SnapshotError> {
+            let mut batch = Vec::new();
+            while let Some(entry) = next()? {
+                batch.push(entry);
+                if batch.len() == RESTORE_BATCH && batches.send(std::mem::take(&mut batch)).is_err()
+                {
+                    break;
+                }
+            }
+            let _ = batches.send(batch);
+            Ok(())
+        };
+        let read = read();
+        drop(batches);
+        let data = builder
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        read?;
+        Ok(data)
+    })
 }
