@@ -128,10 +128,6 @@ impl WalDisk {
             }
             _ => (None, Vec::new()),
         };
-        if let Some((_, whole)) = &snapshot {
-            let deltas: usize = snapshot_deltas.iter().map(Bytes::len).sum();
-            metrics.snapshot_bytes.set((whole.len() + deltas) as u64);
-        }
         // A transfer or install cut short by a crash: raft-core asks the
         // leader for the snapshot again from the start.
         for leftover in [STAGING_FILE, INSTALLING_FILE] {
@@ -160,15 +156,6 @@ impl WalDisk {
         };
         Ok((disk, recovered))
     }
-}
-
-/// The state bytes of a chain's files together (what a follower is sent).
-fn chain_state_bytes(chain: &[PathBuf]) -> u64 {
-    chain
-        .iter()
-        .filter_map(|path| open_snapshot(path).ok())
-        .map(|(_, reader)| reader.remaining_bytes())
-        .sum()
 }
 
 /// Counts the state bytes on their way into the snapshot file.
@@ -378,14 +365,12 @@ impl Durable for WalDisk {
             ms = done.elapsed.as_secs_f64() * 1e3,
             "snapshot saved"
         );
-        let chain_bytes = chain_state_bytes(&chain);
         self.snapshot = Some((info.meta.clone(), chain));
         // Chunks are read from the new file from now on: the older ones
         // can go (queued behind every write before, never waited for).
         self.stage
             .submit(|storage| storage.remove_older_snapshots())?;
         self.metrics.snapshot_index.set(info.meta.index.0);
-        self.metrics.snapshot_bytes.set(chain_bytes);
         self.metrics.snapshots_taken.inc();
         Ok(Some((info.meta, done.state_bytes)))
     }
@@ -505,7 +490,6 @@ impl Durable for WalDisk {
         })?;
         self.installing = Some((meta.index, installed_rx));
         self.metrics.snapshot_index.set(meta.index.0);
-        self.metrics.snapshot_bytes.set(bytes);
         Ok(())
     }
 

@@ -739,6 +739,12 @@ impl<D: Durable> Replica<D> {
         self.snapshot_in_flight.as_ref().map(|s| s.index)
     }
 
+    /// Size in bytes of the stored snapshot's chain, its whole snapshot and
+    /// the deltas on top (what a follower is sent; 0 without one).
+    pub fn snapshot_chain_bytes(&self) -> u64 {
+        self.chain.total()
+    }
+
     /// Size in bytes of the stored snapshot (0 without one).
     pub fn last_snapshot_bytes(&self) -> u64 {
         self.last_snapshot_bytes

@@ -643,6 +643,8 @@ impl<D: Durable> Driver<D> {
         let result = self.replica.snapshot_written(written);
         let bytes = matches!(result, Ok(Some(_))).then(|| self.replica.last_written_bytes());
         self.pacer.snapshot_ended(bytes, Instant::now());
+        // Before the answers: `/status` shows the new snapshot's size then.
+        self.update_metrics();
         self.free_compacted_entries();
         let answer = match &result {
             Ok(Some(meta)) => Ok(Some(meta.index.0)),
@@ -908,6 +910,8 @@ impl<D: Durable> Driver<D> {
         m.applied_index.set(self.replica.state.applied_index());
         m.last_log_index.set(node.last_index().0);
         m.snapshot_index.set(self.replica.last_snapshot_index().0);
+        // The replica knows its chain's size; the disk opens no file for it.
+        m.snapshot_bytes.set(self.replica.snapshot_chain_bytes());
         m.leader_known.set(u64::from(node.leader().is_some()));
         m.live_bytes.set(self.replica.state.live_bytes());
     }
