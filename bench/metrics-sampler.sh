@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Samples a local kv-node cluster's snapshot progress once a second beside a
 # benchmark: for each node its applied index, stored snapshot index, chain
-# bytes, snapshots taken and writes paced and held (from /metrics), and the
-# data directory's size.
+# bytes and snapshots taken (from /metrics), and the data directory's size.
 #
 #   bench/metrics-sampler.sh /tmp/samples.log &   # then run bench/scale.sh
 #
@@ -18,7 +17,7 @@ for _ in $(seq "${SAMPLES:-400}"); do
     line="$(date +%s)"
     for p in $ports; do
         m=$(curl -sf --max-time 1 "http://127.0.0.1:$p/metrics" 2>/dev/null |
-            grep -E "^(kv_snapshots_total|kv_raft_snapshot_index|kv_raft_applied_index|kv_snapshot_bytes|kv_writes_paced_total|kv_writes_held) " |
+            grep -E "^(kv_snapshots_total|kv_raft_snapshot_index|kv_raft_applied_index|kv_snapshot_bytes) " |
             awk '{printf "%s=%s ", $1, $2}')
         line="$line | $p $m"
     done
