@@ -166,13 +166,6 @@ pub struct Cli {
     /// more room on a machine shared with other work.
     #[arg(long, env = "KV_NODE_HTTP_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub http_threads: Option<u16>,
-    /// Slow writes down while the snapshots are behind them (one being
-    /// written and the next already due, as in a bulk load faster than the
-    /// snapshot writer): the leader admits writes at half the rate the
-    /// last snapshot was written, holding each at most 1 s, so that the
-    /// load does not leave snapshot writes behind it for what follows.
-    #[arg(long, env = "KV_NODE_PACE_WRITES", default_value_t = true, action = clap::ArgAction::Set)]
-    pub pace_writes: bool,
     /// Shut down when standard input closes (used by the local-cluster
     /// example so that nodes never outlive it).
     #[arg(long, env = "KV_NODE_EXIT_ON_STDIN_EOF", hide = true)]
@@ -250,8 +243,6 @@ pub struct NodeConfig {
     /// `--min-free-disk-mb` in bytes (0: no threshold).
     pub min_free_disk_bytes: u64,
     pub request_timeout: Duration,
-    /// `--pace-writes`.
-    pub pace_writes: bool,
     /// `--spin-wait-us` (zero: off).
     pub spin_wait: Duration,
     pub exit_on_stdin_eof: bool,
@@ -412,7 +403,6 @@ impl Cli {
             quota_bytes: self.quota_bytes,
             min_free_disk_bytes: self.min_free_disk_mb.saturating_mul(1024 * 1024),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
-            pace_writes: self.pace_writes,
             spin_wait: Duration::from_micros(self.spin_wait_us),
             exit_on_stdin_eof: self.exit_on_stdin_eof,
             http_threads: self

@@ -192,7 +192,6 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         metrics.clone(),
         config.tick,
         config.request_timeout,
-        config.pace_writes,
         config.spin_wait,
         shutdown_rx.clone(),
         crate::disk_space::DiskSpace::for_dir(config.data_dir.clone(), config.min_free_disk_bytes),

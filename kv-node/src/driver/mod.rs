@@ -213,7 +213,6 @@ pub fn spawn<D>(
     metrics: Arc<Metrics>,
     tick: Duration,
     request_timeout: Duration,
-    pace_writes: bool,
     spin_wait: Duration,
     shutdown: watch::Receiver<bool>,
     disk_space: DiskSpace,
@@ -253,7 +252,7 @@ where
         snapshot_waiters: Vec::new(),
         quota_bytes,
         watch_feed,
-        pacer: pace::WritePacer::new(request_timeout, pace_writes),
+        pacer: pace::WritePacer::new(request_timeout),
     };
     let (done_tx, done_rx) = oneshot::channel();
     // Log lines of the core and the driver carry the node's name, which

@@ -46,14 +46,11 @@ pub(super) struct WritePacer<T> {
     held: VecDeque<(Instant, usize, T)>,
     /// The longest a write is held.
     max_hold: Duration,
-    /// `--pace-writes`: off, nothing is ever held.
-    enabled: bool,
 }
 
 impl<T> WritePacer<T> {
-    /// A pacer for requests that time out after `request_timeout`; one
-    /// not `enabled` holds nothing.
-    pub(super) fn new(request_timeout: Duration, enabled: bool) -> Self {
+    /// A pacer for requests that time out after `request_timeout`.
+    pub(super) fn new(request_timeout: Duration) -> Self {
         Self {
             writer_rate: None,
             write_started: None,
@@ -61,7 +58,6 @@ impl<T> WritePacer<T> {
             refilled_at: None,
             held: VecDeque::new(),
             max_hold: MAX_HOLD.min(request_timeout / 4),
-            enabled,
         }
     }
 
@@ -129,7 +125,7 @@ impl<T> WritePacer<T> {
     /// Takes `bytes` from the budget if it has any left; always true when
     /// the snapshots are level or no rate is known yet.
     fn spend(&mut self, behind: bool, bytes: usize, now: Instant) -> bool {
-        let Some(rate) = self.paced_rate().filter(|_| behind && self.enabled) else {
+        let Some(rate) = self.paced_rate().filter(|_| behind) else {
             self.refilled_at = None;
             return true;
         };
@@ -156,7 +152,7 @@ mod tests {
     /// A pacer whose writer made 40 MiB durable in one second: writes go at
     /// 20 MiB/s while behind.
     fn timed_pacer(t0: Instant) -> WritePacer<u32> {
-        let mut pacer = WritePacer::new(Duration::from_secs(5), true);
+        let mut pacer = WritePacer::new(Duration::from_secs(5));
         pacer.snapshot_in_flight(t0);
         pacer.snapshot_ended(Some(40 * MB), t0 + Duration::from_secs(1));
         pacer
@@ -165,7 +161,7 @@ mod tests {
     #[test]
     fn level_snapshots_or_an_unknown_rate_hold_nothing() {
         let t0 = Instant::now();
-        let mut untimed = WritePacer::new(Duration::from_secs(5), true);
+        let mut untimed = WritePacer::new(Duration::from_secs(5));
         for i in 0..1_000 {
             assert_eq!(untimed.offer(true, 1 << 20, i, t0), Some(i), "no rate yet");
         }
@@ -174,23 +170,13 @@ mod tests {
             assert_eq!(pacer.offer(false, 1 << 20, i, t0), Some(i), "level");
         }
         assert_eq!(pacer.held(), 0);
-        let mut off = WritePacer::new(Duration::from_secs(5), false);
-        off.snapshot_in_flight(t0);
-        off.snapshot_ended(Some(40 * MB), t0 + Duration::from_secs(1));
-        for i in 0..1_000 {
-            assert_eq!(
-                off.offer(true, 1 << 20, i, t0),
-                Some(i),
-                "--pace-writes false"
-            );
-        }
     }
 
     #[test]
     fn the_rate_is_half_the_writers_and_never_below_the_floor() {
         let t0 = Instant::now();
         assert_eq!(timed_pacer(t0).paced_rate(), Some((20 * MB) as f64));
-        let mut slow = WritePacer::<u32>::new(Duration::from_secs(5), true);
+        let mut slow = WritePacer::<u32>::new(Duration::from_secs(5));
         slow.snapshot_in_flight(t0);
         slow.snapshot_ended(Some(1_000), t0 + Duration::from_secs(10));
         assert_eq!(slow.paced_rate(), Some(MIN_RATE));
@@ -274,7 +260,7 @@ mod tests {
     #[test]
     fn a_short_request_timeout_shortens_the_hold() {
         let t0 = Instant::now();
-        let mut pacer = WritePacer::new(Duration::from_millis(400), true);
+        let mut pacer = WritePacer::new(Duration::from_millis(400));
         pacer.snapshot_in_flight(t0);
         pacer.snapshot_ended(Some(1 << 20), t0 + Duration::from_secs(1));
         assert_eq!(pacer.offer(true, 100 << 20, 0, t0), Some(0));

@@ -87,7 +87,6 @@ async fn single_node_with(quota_bytes: u64, spin_wait: Duration) -> TestNode {
         metrics.clone(),
         Duration::from_millis(5),
         Duration::from_secs(5),
-        true,
         spin_wait,
         stop_rx,
         crate::disk_space::DiskSpace::unlimited(),
