@@ -308,54 +308,6 @@ fn the_data_dir_stays_bounded_while_writing_far_more_than_the_snapshot_threshold
     ));
 }
 
-fn bulk_entry(w: usize, b: usize, k: usize) -> (String, String) {
-    (
-        format!("b{w}-{b:04}-{k:03}"),
-        format!("{b:04}{k:03}{}", "v".repeat(300)),
-    )
-}
-
-/// A bulk load that runs ahead of the snapshot writer (every 100-key batch
-/// makes the next snapshot due, and eight writers go on while one is being
-/// written) is paced by the leader (`kv-node/src/driver/pace.rs`): the
-/// writes wait a while, none fails, none is lost, and none is still held
-/// once the load is over. Whether a write is held at all depends on how
-/// fast this machine's disk writes a snapshot, so the count is printed,
-/// not asserted; the pacer's rate and order are unit-tested.
-#[test]
-fn a_bulk_load_ahead_of_the_snapshot_writer_is_paced_and_loses_nothing() {
-    const WRITERS: usize = 8;
-    // 8,000 keys of 300-byte values: one scan answers them all.
-    const BATCHES: usize = 80;
-    const KEYS: usize = 100;
-    let started = Instant::now();
-    // A key-write bound of 30 keys: each batch makes a snapshot due.
-    let cluster = start_cluster("snap-paced", 20);
-    cluster.wait_ready(READY_TIMEOUT);
-    let written = write_batches(&cluster.addrs(), "bulk", WRITERS, BATCHES, KEYS, bulk_entry);
-    assert_eq!(written.len(), BATCHES * KEYS);
-    let leader = cluster.wait_ready(READY_TIMEOUT);
-    let commit = status_number(&cluster, leader, "commit_index").expect("status");
-    let mut paced = 0.0;
-    for i in 0..3 {
-        wait_applied(&cluster, i, commit, READY_TIMEOUT);
-        assert_node_holds_exactly(&cluster, i, "b", &written);
-        let name = &cluster.nodes[i].name;
-        paced += metric(&cluster, i, "kv_writes_paced_total")
-            .unwrap_or_else(|| panic!("{name} exports kv_writes_paced_total"));
-        assert_eq!(
-            metric(&cluster, i, "kv_writes_held"),
-            Some(0.0),
-            "{name} still holds writes after the load"
-        );
-    }
-    say(&format!(
-        "bulk load of {} keys in {BATCHES} batches: {paced} writes paced, {:.1} s",
-        written.len(),
-        started.elapsed().as_secs_f64()
-    ));
-}
-
 fn restart_entry(w: usize, b: usize, k: usize) -> (String, String) {
     // Batches overwrite keys of earlier ones: 4 keys per batch over 600.
     let n = (b * 4 + k) % 600;
