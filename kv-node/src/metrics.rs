@@ -132,10 +132,6 @@ pub struct Metrics {
     pub proposals_refused: Counter,
     /// Writes refused with 507 because the store is over its quota.
     pub quota_refused: Counter,
-    /// Writes held by the write pacer while the snapshots were behind, and
-    /// those held now.
-    pub writes_paced: Counter,
-    pub writes_held: U64Gauge,
     pub reads: Counter,
     pub reads_dropped: Counter,
     pub fsync: Histogram,
@@ -190,7 +186,6 @@ impl Metrics {
         let leader_known = add(r, "kv_raft_leader_known", "1 if a leader is known");
         let live_bytes = add(r, "kv_live_bytes", "bytes of live keys and values");
         let quota_bytes = add(r, "kv_quota_bytes", "live bytes over which writes that add data are refused (0: no quota)");
-        let writes_held = add(r, "kv_writes_held", "writes the write pacer holds now (the snapshots are behind the writes)");
         let wal_recycled_rolls = add(r, "kv_wal_recycled_rolls", "WAL segments since start written into a spare file (a compacted segment or one made from zeros) instead of a new one");
 
         // Counters are registered without their `_total` suffix, which the
@@ -198,7 +193,6 @@ impl Metrics {
         let proposals = add(r, "kv_proposals", "writes proposed to raft");
         let proposals_refused = add(r, "kv_proposals_refused", "writes refused before proposing (503)");
         let quota_refused = add(r, "kv_quota_refused", "writes refused with 507 because the store is over its quota");
-        let writes_paced = add(r, "kv_writes_paced", "writes held a while because the snapshots were behind the writes (a bulk load ahead of the snapshot writer)");
         let reads = add(r, "kv_reads", "reads served");
         let reads_dropped = add(r, "kv_reads_dropped", "read-index requests dropped");
         let fsync_bytes = add(r, "kv_fsync_bytes", "bytes made durable");
@@ -261,8 +255,6 @@ impl Metrics {
             proposals,
             proposals_refused,
             quota_refused,
-            writes_paced,
-            writes_held,
             reads,
             reads_dropped,
             fsync,

@@ -1030,68 +1030,6 @@ mod tests {
         assert!(settle(&mut replica, &mut completions).unwrap().index > taken.index);
     }
 
-    /// The snapshots are behind while one is being written and the keys
-    /// written since its capture already reach the bound again; the next
-    /// starts as soon as the first is durable, and they are level again.
-    #[test]
-    fn snapshots_are_behind_while_the_next_is_due_before_the_last_is_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut replica, mut completions) = single_voter(dir.path());
-        replica.snapshot_policy = kv_replica::replica::SnapshotPolicy {
-            max_key_writes: 500,
-            ..Default::default()
-        };
-        replica.step(Input::Campaign).unwrap();
-        let mput = |round: usize| Input::Propose {
-            data: kv_replica::command::Command {
-                request: None,
-                client: None,
-                op: kv_replica::command::Op::MultiPut {
-                    entries: (0..100)
-                        .map(|k| (format!("k{round}-{k}"), "v".repeat(100)))
-                        .collect(),
-                },
-            }
-            .encode(),
-        };
-        assert!(!replica.snapshots_behind(), "no snapshot yet");
-        assert_eq!(replica.last_written_bytes(), 0);
-        for round in 0..5 {
-            replica.step(mput(round)).unwrap();
-            settle_rounds(&mut replica);
-        }
-        let first = replica.snapshot_in_flight().expect("500 keys written");
-        // The completion is not taken in: the write stays in flight.
-        for round in 5..9 {
-            replica.step(mput(round)).unwrap();
-            settle_rounds(&mut replica);
-            assert!(
-                !replica.snapshots_behind(),
-                "{} keys since",
-                (round - 4) * 100
-            );
-        }
-        replica.step(mput(9)).unwrap();
-        settle_rounds(&mut replica);
-        assert!(replica.snapshots_behind(), "500 keys since the capture");
-        assert_eq!(replica.snapshot_in_flight(), Some(first), "one at a time");
-        assert_eq!(settle(&mut replica, &mut completions).unwrap().index, first);
-        assert!(
-            replica.last_written_bytes() > 500 * 100,
-            "the file holds the 500 values: {}",
-            replica.last_written_bytes()
-        );
-        // The next round starts the snapshot that was due.
-        replica.step(mput(10)).unwrap();
-        settle_rounds(&mut replica);
-        assert!(
-            replica
-                .snapshot_in_flight()
-                .is_some_and(|next| next > first)
-        );
-        assert!(!replica.snapshots_behind(), "level again");
-    }
-
     /// With `after_replay`, a restarted node starts no snapshot while it
     /// replays its own log (up to the commit index it recovered), however
     /// far past its bounds the replay goes, and starts one as soon as the

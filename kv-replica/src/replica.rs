@@ -350,8 +350,6 @@ pub struct Replica<D: Durable> {
     last_snapshot_bytes: u64,
     /// The stored snapshot's chain.
     chain: ChainSizes,
-    /// Size in bytes of the last snapshot file written (whole or delta).
-    last_written_bytes: u64,
     /// The next snapshot must be whole: the changed keys since the stored
     /// snapshot are not known (none yet, a write refused, one installed
     /// from the leader or recovered from what a leader sent).
@@ -473,7 +471,6 @@ impl<D: Durable> Replica<D> {
             last_snapshot_index,
             last_snapshot_bytes: chain.whole_bytes,
             chain,
-            last_written_bytes: 0,
             whole_next,
             tracked_since: last_snapshot_index,
             since_snapshot: SinceSnapshot::default(),
@@ -578,15 +575,10 @@ impl<D: Durable> Replica<D> {
 
     /// Whether the policy asks for a snapshot now.
     fn snapshot_due(&self) -> bool {
-        self.snapshot_in_flight.is_none() && self.policy_asks(self.last_snapshot_index)
-    }
-
-    /// Whether the policy asks for a snapshot of what was applied since
-    /// the capture at `last` (`since_snapshot` counts from it).
-    fn policy_asks(&self, last: LogIndex) -> bool {
         let policy = &self.snapshot_policy;
-        let (applied, last) = (self.node.applied_index().0, last.0);
-        applied > last
+        let (applied, last) = (self.node.applied_index().0, self.last_snapshot_index.0);
+        self.snapshot_in_flight.is_none()
+            && applied > last
             && (!policy.after_replay || applied >= self.replay_end.0)
             && (policy.entry_bound_reached(applied, last)
                 || policy.key_write_bound_reached(self.since_snapshot.key_writes)
@@ -594,22 +586,6 @@ impl<D: Durable> Replica<D> {
                     self.since_snapshot.log_bytes
                         >= policy.staggered(floor.max(self.last_snapshot_bytes))
                 }))
-    }
-
-    /// Whether the snapshots lag the writes: one is being written and the
-    /// writes applied since its capture already ask for the next. A driver
-    /// slows the writes it admits meanwhile (kv-node's write pacer), so
-    /// that a bulk load does not leave snapshots due behind it.
-    pub fn snapshots_behind(&self) -> bool {
-        self.snapshot_in_flight
-            .as_ref()
-            .is_some_and(|in_flight| self.policy_asks(in_flight.index))
-    }
-
-    /// Size in bytes of the last snapshot file this node wrote (whole or
-    /// delta; 0 before the first).
-    pub fn last_written_bytes(&self) -> u64 {
-        self.last_written_bytes
     }
 
     /// Captures the state machine at its applied index (an O(1) clone) and
@@ -690,7 +666,6 @@ impl<D: Durable> Replica<D> {
             self.whole_next = true;
             return Ok(None);
         }
-        self.last_written_bytes = size_bytes;
         if in_flight.delta {
             self.chain.delta_bytes += size_bytes;
             self.chain.deltas += 1;

@@ -26,7 +26,6 @@
 mod handle;
 mod lease;
 mod membership;
-mod pace;
 mod spin;
 mod transfer;
 
@@ -174,8 +173,6 @@ struct Driver<D: Durable> {
     /// Requests queued for this thread when the turn began (the same log
     /// line).
     inbox_len: usize,
-    /// Holds writes while the snapshots are behind (`pace.rs`).
-    pacer: pace::WritePacer<Request>,
 }
 
 /// At most one warning about refused peer messages per this long.
@@ -252,7 +249,6 @@ where
         snapshot_waiters: Vec::new(),
         quota_bytes,
         watch_feed,
-        pacer: pace::WritePacer::new(request_timeout),
     };
     let (done_tx, done_rx) = oneshot::channel();
     // Log lines of the core and the driver carry the node's name, which
@@ -368,14 +364,10 @@ impl<D: Durable> Driver<D> {
                     Err(_) => break,
                 }
             }
-            self.release_paced_writes();
             let ready_since = Instant::now();
             match self.process_ready() {
                 Ok(more) => more_ready = more,
                 Err(e) => break Err(e),
-            }
-            if self.replica.snapshot_in_flight().is_some() {
-                self.pacer.snapshot_in_flight(Instant::now());
             }
             self.note_stall(woken_by, busy_since, cpu_since, ready_since, &requests);
             // Light: one input and nothing queued behind it. Under load the
@@ -490,44 +482,7 @@ impl<D: Durable> Driver<D> {
             .map_err(|e| DriverFailed(e.to_string()))
     }
 
-    /// Whether writes are paced now: this node leads (only a leader's
-    /// proposals make entries) and its snapshots are behind.
-    fn snapshots_behind(&self) -> bool {
-        self.replica.node.role() == raft_core::Role::Leader && self.replica.snapshots_behind()
-    }
-
-    /// Handles the writes the pacer lets go now.
-    fn release_paced_writes(&mut self) {
-        if self.pacer.held() == 0 {
-            return;
-        }
-        let behind = self.snapshots_behind();
-        for request in self.pacer.release(behind, Instant::now()) {
-            self.handle_admitted(request);
-        }
-        self.metrics.writes_held.set(self.pacer.held() as u64);
-    }
-
-    /// Handles a request, unless it is a write the pacer holds for now.
     fn handle(&mut self, request: Request) {
-        if let Request::Propose { data, .. } = &request
-            && (self.pacer.held() > 0 || self.snapshots_behind())
-        {
-            let bytes = data.len();
-            let behind = self.snapshots_behind();
-            match self.pacer.offer(behind, bytes, request, Instant::now()) {
-                Some(request) => self.handle_admitted(request),
-                None => {
-                    self.metrics.writes_paced.inc();
-                    self.metrics.writes_held.set(self.pacer.held() as u64);
-                }
-            }
-            return;
-        }
-        self.handle_admitted(request);
-    }
-
-    fn handle_admitted(&mut self, request: Request) {
         match request {
             Request::Propose {
                 request,
@@ -641,8 +596,6 @@ impl<D: Durable> Driver<D> {
     /// stored one and compacts (or retries later, or stops the node).
     fn snapshot_written(&mut self, written: D::SnapshotWritten) -> Result<(), DriverFailed> {
         let result = self.replica.snapshot_written(written);
-        let bytes = matches!(result, Ok(Some(_))).then(|| self.replica.last_written_bytes());
-        self.pacer.snapshot_ended(bytes, Instant::now());
         // Before the answers: `/status` shows the new snapshot's size then.
         self.update_metrics();
         self.free_compacted_entries();
