@@ -10,8 +10,10 @@
 #      and the bytes each server process wrote to disk during the puts
 #      (sectors the data's block device wrote) per byte of user data
 #      written (ops x (16-byte key + value)), i.e. WAL + snapshots on 3 nodes
-#      divided by 3; for kv-node also the snapshots' share alone (snapshots
-#      the leader took during the run x the size of its last one).
+#      divided by 3; for kv-node also the snapshots' share alone (the bytes
+#      of the snapshot files the leader finished writing during the run,
+#      kv_snapshot_written_bytes_total; until stop 37 this was the snapshots
+#      taken x the size of the last chain, which overstated deltas).
 #
 #   SYSTEMS="kv etcd" KEYS=1000000 DURATION=60s bench/scale.sh
 #   SYSTEMS=kv KEYS=10000000 PRELOAD_BATCH=500 bench/scale.sh   # preload by mput
@@ -60,12 +62,13 @@ term() {
     fi
 }
 
-# kv-node only: "snapshots_taken snapshot_bytes" from the leader's /metrics.
+# kv-node only: "snapshots_taken snapshot_written_bytes" from the leader's
+# /metrics (the bytes of the snapshot files it wrote, whole and delta).
 snapshots() {
     local system=$1 url=$2
     if [[ $system == kv ]]; then
         curl -sf --max-time 2 "$url/metrics" |
-            awk '/^kv_snapshots_total / {n=$2} /^kv_snapshot_bytes / {b=$2} END {print n+0, b+0}'
+            awk '/^kv_snapshots_total / {n=$2} /^kv_snapshot_written_bytes_total / {b=$2} END {printf "%d %d\n", n, b}'
     else
         echo "0 0"
     fi
@@ -118,11 +121,11 @@ r.update(system=system, label=label, term_before=int(t0), term_after=int(t1))
 user = r["ops"] * (16 + int(value_bytes))
 if r.get("workload") == "put" and user:
     r["disk_bytes_per_user_byte"] = round((int(w1) - int(w0)) / 3 / user, 2)
-    # The leader's snapshots taken during the run times the last one's size.
+    # The bytes of the snapshot files the leader wrote during the run.
     taken = int(s1.split()[0]) - int(s0.split()[0])
     if system == "kv":
         r["snapshots_taken"] = taken
-        r["snapshot_bytes_per_user_byte"] = round(taken * int(s1.split()[1]) / user, 2)
+        r["snapshot_bytes_per_user_byte"] = round((int(s1.split()[1]) - int(s0.split()[1])) / user, 2)
 print(json.dumps(r))
 EOF
         tail -n1 "$results" >&2

@@ -443,6 +443,13 @@ fn admin_snapshot_takes_a_snapshot_now_and_status_shows_its_index() {
         metric(&cluster, leader, "kv_snapshot_bytes"),
         Some(size as f64)
     );
+    // The file holds the state and its header and checksums.
+    let written = metric(&cluster, leader, "kv_snapshot_written_bytes_total")
+        .expect("the leader counts the snapshot bytes it wrote");
+    assert!(
+        written >= size as f64,
+        "{written} bytes written for a snapshot of {size} bytes of state"
+    );
     let snapshot_dir = cluster.nodes[leader].data_dir.join("snapshots");
     assert_eq!(count_files(&snapshot_dir, ".snap"), 1, "one snapshot file");
 

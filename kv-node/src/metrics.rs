@@ -140,6 +140,8 @@ pub struct Metrics {
     pub fsync_bytes: Counter,
     pub ready_rounds: Counter,
     pub snapshots_taken: Counter,
+    /// Bytes of the snapshot files this node wrote (whole and delta).
+    pub snapshot_written_bytes: Counter,
     pub driver_stalls: Counter,
     pub driver_turns: Counter,
     /// `--spin-wait-us`: time the driver polled for input instead of
@@ -198,6 +200,7 @@ impl Metrics {
         let fsync_bytes = add(r, "kv_fsync_bytes", "bytes made durable");
         let ready_rounds = add(r, "kv_ready_rounds", "Ready batches handled");
         let snapshots_taken = add(r, "kv_snapshots", "snapshots taken");
+        let snapshot_written_bytes = add(r, "kv_snapshot_written_bytes", "bytes of snapshot files this node wrote (whole snapshots and deltas; not those installed from a leader)");
         let driver_stalls = add(r, "kv_driver_stalls", "turns of the driver loop that took over 100 ms (heartbeats wait meanwhile)");
         let driver_turns = add(r, "kv_driver_turns", "turns of the driver loop");
         let driver_poll_seconds = add(r, "kv_driver_poll_seconds", "time the driver loop polled for input instead of sleeping (--spin-wait-us)");
@@ -262,6 +265,7 @@ impl Metrics {
             fsync_bytes,
             ready_rounds,
             snapshots_taken,
+            snapshot_written_bytes,
             driver_stalls,
             driver_turns,
             driver_poll_seconds,

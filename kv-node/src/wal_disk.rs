@@ -372,6 +372,7 @@ impl Durable for WalDisk {
             .submit(|storage| storage.remove_older_snapshots())?;
         self.metrics.snapshot_index.set(info.meta.index.0);
         self.metrics.snapshots_taken.inc();
+        self.metrics.snapshot_written_bytes.inc_by(info.file_bytes);
         Ok(Some((info.meta, done.state_bytes)))
     }
 
