@@ -291,18 +291,55 @@ impl SinceSnapshot {
 #[derive(Clone, Copy, Debug, Default)]
 struct ChainSizes {
     whole_bytes: u64,
+    /// The live bytes (keys and values) of the state the whole snapshot
+    /// holds: with `whole_bytes`, what a whole snapshot costs per live
+    /// byte, to estimate one of the state as it is now.
+    whole_live_bytes: u64,
     delta_bytes: u64,
     deltas: u64,
 }
 
 impl ChainSizes {
+    fn whole(whole_bytes: u64, whole_live_bytes: u64) -> ChainSizes {
+        ChainSizes {
+            whole_bytes,
+            whole_live_bytes,
+            ..ChainSizes::default()
+        }
+    }
+
     fn total(&self) -> u64 {
         self.whole_bytes + self.delta_bytes
     }
+
+    /// The size a whole snapshot of a state of `live_bytes` would have,
+    /// at the stored whole snapshot's bytes per live byte (the whole
+    /// snapshot's own size when that is unknown).
+    fn whole_now(&self, live_bytes: u64) -> u64 {
+        if self.whole_live_bytes == 0 {
+            return self.whole_bytes;
+        }
+        let estimate = u128::from(self.whole_bytes) * u128::from(live_bytes)
+            / u128::from(self.whole_live_bytes);
+        u64::try_from(estimate).unwrap_or(u64::MAX)
+    }
+
+    /// Whether one more delta may go on top: the chain is still smaller
+    /// than twice a whole snapshot of the state now (`live_bytes`), and
+    /// its deltas are fewer than [`MAX_CHAIN_DELTAS`]. Measured against
+    /// the state now, not the whole snapshot's: a state that grows by new
+    /// keys (a bulk load) adds deltas that are its new data, which a whole
+    /// rewrite would write again, so it is never rewritten for growing;
+    /// a state that stays the same size is rewritten once its deltas add
+    /// up to its whole snapshot, so that deltas never cost more.
+    fn takes_a_delta(&self, live_bytes: u64) -> bool {
+        self.deltas < MAX_CHAIN_DELTAS
+            && self.total() < self.whole_now(live_bytes).saturating_mul(2)
+    }
 }
 
-/// A chain is rewritten whole once its deltas add up to its whole
-/// snapshot's size, or are this many: a restore reads each of them.
+/// A chain is rewritten whole once it holds this many deltas: a restore
+/// reads each of them.
 const MAX_CHAIN_DELTAS: u64 = 32;
 
 /// The snapshot whose write is in flight.
@@ -311,6 +348,8 @@ struct SnapshotInFlight {
     index: LogIndex,
     /// Written as a delta on top of the stored snapshot.
     delta: bool,
+    /// The live bytes of the state captured.
+    live_bytes: u64,
     /// What was counted toward the snapshot when it was captured, given
     /// back if the write fails and will be retried.
     since: SinceSnapshot,
@@ -427,6 +466,10 @@ impl<D: Durable> Replica<D> {
             .map_or(0, |(_, data)| data.len() as u64);
         let chain = ChainSizes {
             whole_bytes,
+            // Unknown from the files (a merged restore never holds the
+            // whole snapshot's state alone): the whole snapshot's own size
+            // stands for one now, which rewrites a grown chain sooner.
+            whole_live_bytes: 0,
             delta_bytes: recovered
                 .snapshot_deltas
                 .iter()
@@ -625,6 +668,7 @@ impl<D: Durable> Replica<D> {
         self.snapshot_in_flight = Some(SnapshotInFlight {
             index: meta.index,
             delta: is_delta,
+            live_bytes: self.state.live_bytes(),
             since: std::mem::take(&mut self.since_snapshot),
         });
         Ok(Some(meta))
@@ -670,10 +714,7 @@ impl<D: Durable> Replica<D> {
             self.chain.delta_bytes += size_bytes;
             self.chain.deltas += 1;
         } else {
-            self.chain = ChainSizes {
-                whole_bytes: size_bytes,
-                ..ChainSizes::default()
-            };
+            self.chain = ChainSizes::whole(size_bytes, in_flight.live_bytes);
         }
         self.whole_next = false;
         self.node
@@ -689,16 +730,14 @@ impl<D: Durable> Replica<D> {
 
     /// Whether the snapshot about to be captured can be a delta on top of
     /// the stored one: the disk writes them, the changed keys are known
-    /// since exactly the stored snapshot, and its chain's deltas are still
-    /// fewer and smaller than its whole snapshot (else it is rewritten
-    /// whole, so that deltas never cost more than the whole snapshot).
+    /// since exactly the stored snapshot, and its chain still takes one
+    /// ([`ChainSizes::takes_a_delta`]; else it is rewritten whole).
     fn delta_possible(&self) -> bool {
         self.disk.writes_deltas()
             && !self.whole_next
             && self.last_snapshot_index > LogIndex::ZERO
             && self.tracked_since == self.last_snapshot_index
-            && self.chain.delta_bytes < self.chain.whole_bytes
-            && self.chain.deltas < MAX_CHAIN_DELTAS
+            && self.chain.takes_a_delta(self.state.live_bytes())
     }
 
     fn snapshot_refused(&mut self, error: &D::Error) {
@@ -816,10 +855,9 @@ impl<D: Durable, S: FnMut(Message)> ReadyHandler for Round<'_, D, S> {
         self.out.snapshot_installed = Some(meta.index);
         *self.last_snapshot_index = meta.index;
         *self.last_snapshot_bytes = size_bytes;
-        *self.chain = ChainSizes {
-            whole_bytes: size_bytes,
-            ..ChainSizes::default()
-        };
+        // Not a delta on top of it (`whole_next`): its live bytes matter
+        // only once ours replaces it.
+        *self.chain = ChainSizes::whole(size_bytes, 0);
         // What the leader sent may hold deltas after its whole snapshot,
         // stored as one file: ours cannot go on top of it.
         *self.whole_next = true;
@@ -947,7 +985,69 @@ fn check_snapshot_index<E: std::error::Error + 'static>(
 
 #[cfg(test)]
 mod tests {
-    use super::SnapshotPolicy;
+    use super::{ChainSizes, MAX_CHAIN_DELTAS, SnapshotPolicy};
+
+    /// A chain of a 1,000-byte whole snapshot of 800 live bytes, with
+    /// deltas of `delta_bytes` in all.
+    fn chain(delta_bytes: u64, deltas: u64) -> ChainSizes {
+        ChainSizes {
+            delta_bytes,
+            deltas,
+            ..ChainSizes::whole(1_000, 800)
+        }
+    }
+
+    /// Data of a steady size: deltas until they add up to the whole
+    /// snapshot (the rule before the estimate, which it keeps).
+    #[test]
+    fn a_chain_of_steady_data_takes_deltas_until_they_add_up_to_its_whole_snapshot() {
+        assert!(chain(0, 0).takes_a_delta(800));
+        assert!(chain(999, 5).takes_a_delta(800));
+        assert!(!chain(1_000, 5).takes_a_delta(800));
+    }
+
+    /// Data that grew: measured against a whole snapshot of the data now,
+    /// so that a bulk load's deltas (its new data) do not force a rewrite.
+    #[test]
+    fn a_chain_of_grown_data_is_measured_against_a_whole_snapshot_now() {
+        // 4x the live bytes: a whole snapshot now would be about 4,000.
+        let grown = chain(5_000, 3);
+        assert_eq!(grown.whole_now(3_200), 4_000);
+        assert!(grown.takes_a_delta(3_200), "6,000 < 2 x 4,000");
+        assert!(!chain(7_000, 3).takes_a_delta(3_200), "8,000 = 2 x 4,000");
+        // Data deleted down to a quarter: rewritten sooner.
+        assert_eq!(chain(0, 0).whole_now(200), 250);
+        assert!(!chain(0, 0).takes_a_delta(200), "1,000 >= 2 x 250");
+    }
+
+    /// Without the whole snapshot's live bytes (a restart, an install),
+    /// its own size stands for one now.
+    #[test]
+    fn a_chain_of_unknown_live_bytes_is_measured_against_its_whole_snapshot() {
+        let recovered = ChainSizes {
+            delta_bytes: 999,
+            deltas: 2,
+            ..ChainSizes::whole(1_000, 0)
+        };
+        assert_eq!(recovered.whole_now(1 << 40), 1_000);
+        assert!(recovered.takes_a_delta(1 << 40));
+        let full = ChainSizes {
+            delta_bytes: 1_000,
+            ..recovered
+        };
+        assert!(!full.takes_a_delta(1 << 40));
+    }
+
+    /// However small the deltas, a restore reads at most so many files.
+    #[test]
+    fn a_chain_takes_at_most_max_chain_deltas() {
+        assert!(chain(1, MAX_CHAIN_DELTAS - 1).takes_a_delta(800));
+        assert!(!chain(1, MAX_CHAIN_DELTAS).takes_a_delta(800));
+        // No overflow at the extremes.
+        let huge = ChainSizes::whole(u64::MAX, 1);
+        assert_eq!(huge.whole_now(u64::MAX), u64::MAX);
+        assert!(!huge.takes_a_delta(u64::MAX), "total is not below u64::MAX");
+    }
 
     /// Where a node with this phase snapshots by the entry bound alone,
     /// from index 0 up to `until`.
