@@ -1,9 +1,10 @@
 //! What a delta snapshot costs against a whole one, and what a merged
 //! restore of a chain costs against a whole snapshot's:
-//! `cargo run --release -p kv-replica --example delta_time -- 10000000`.
+//! `cargo run --release -p kv-replica --example delta_time -- 10000000 [DELTAS]`.
 //!
-//! N keys loaded in order, a whole snapshot, then three rounds of N/8
-//! random single-key puts, each followed by a delta (all to memory).
+//! N keys loaded in order, a whole snapshot, then DELTAS (default 3)
+//! rounds of N/8 random single-key puts, each followed by a delta (all to
+//! memory).
 mod support {
     pub mod load;
 }
@@ -27,7 +28,10 @@ fn main() {
     state.take_changed_keys();
     let mut x: u64 = 88_172_645_463_325_252;
     let mut deltas = Vec::new();
-    for round in 0..3 {
+    let rounds: usize = std::env::args()
+        .nth(2)
+        .map_or(3, |a| a.parse().expect("DELTAS is a count"));
+    for round in 0..rounds {
         let base = state.applied_index();
         let start = base + 1;
         for i in 0..n / 8 {
@@ -70,7 +74,7 @@ fn main() {
     let mut readers: Vec<&[u8]> = deltas.iter().map(Vec::as_slice).collect();
     let merged = KvStateMachine::restore_merged(&mut whole.as_slice(), &mut readers).unwrap();
     println!(
-        "merged restore of the whole snapshot and 3 deltas: {:.2?}",
+        "merged restore of the whole snapshot and {rounds} deltas: {:.2?}",
         started.elapsed()
     );
     assert_eq!(merged.digest(), digest);
@@ -79,7 +83,7 @@ fn main() {
     let mut readers: Vec<&[u8]> = deltas.iter().map(Vec::as_slice).collect();
     let chained = KvStateMachine::read_snapshot_chain(&mut whole.as_slice(), &mut readers).unwrap();
     println!(
-        "restore of the whole snapshot, then the 3 deltas applied key by key: {:.2?}",
+        "restore of the whole snapshot, then the {rounds} deltas applied key by key: {:.2?}",
         started.elapsed()
     );
     assert_eq!(chained.digest(), digest);

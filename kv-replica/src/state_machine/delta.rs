@@ -558,34 +558,43 @@ impl KvStateMachine {
         }
         let mut built = 0u64;
         let mut live_bytes = 0u64;
+        // The inputs whose head is the smallest key, oldest first; reused.
+        let mut holders: Vec<usize> = Vec::with_capacity(sources.len());
         let data = super::snapshot::build_in_order(|| {
             loop {
-                // The smallest key at the head of any input; the newest input
-                // that holds it decides.
-                let Some(smallest) = sources
-                    .iter()
-                    .filter_map(|source| source.head.as_ref().map(|(key, _)| key))
-                    .min()
-                    .cloned()
-                else {
-                    return Ok(None);
-                };
-                let mut winner = None;
-                for source in sources.iter_mut() {
-                    if source
-                        .head
-                        .as_ref()
-                        .is_some_and(|(key, _)| *key == smallest)
-                    {
-                        let (_, stored) = source.head.take().expect("just matched");
-                        winner = Some(stored);
-                        source.advance()?;
+                // One pass finds the smallest key at the head of any input
+                // and every input that holds it (a chain of a bulk load in
+                // random order interleaves its keys across all its files,
+                // so this runs once per key with every input in play).
+                holders.clear();
+                let mut smallest: Option<&Key> = None;
+                for (i, source) in sources.iter().enumerate() {
+                    let Some((key, _)) = &source.head else {
+                        continue;
+                    };
+                    match smallest.map(|smallest| key.cmp(smallest)) {
+                        Some(std::cmp::Ordering::Greater) => {}
+                        Some(std::cmp::Ordering::Equal) => holders.push(i),
+                        None | Some(std::cmp::Ordering::Less) => {
+                            smallest = Some(key);
+                            holders.clear();
+                            holders.push(i);
+                        }
                     }
                 }
-                if let Some(Some(stored)) = winner {
+                if holders.is_empty() {
+                    return Ok(None);
+                }
+                // The newest input that holds it decides.
+                let mut winner = None;
+                for &i in &holders {
+                    winner = sources[i].head.take();
+                    sources[i].advance()?;
+                }
+                if let Some((key, Some(stored))) = winner {
                     built += 1;
-                    live_bytes += (smallest.len() + stored.value.len()) as u64;
-                    return Ok(Some((smallest, stored)));
+                    live_bytes += (key.len() + stored.value.len()) as u64;
+                    return Ok(Some((key, stored)));
                 }
             }
         })?;
