@@ -56,11 +56,13 @@ const SAFETY: &[&str] = &[
 
 /// Item 2: rot in an acknowledged batch of the last segment, cut as a
 /// torn tail: the node forgets entries (and its vote) it acknowledged and
-/// votes at once. Found at seeds 187, 215 and 286 of 1..300 as "restart
-/// recovers" (the cut took every hard state) since spare segments are
-/// made from zeros and every segment is recycled (before: 23 and 33 of
-/// 1..60; before WAL segment recycling 2 and 52, and 43 as leader
-/// completeness); the sweep starts just before the first.
+/// votes at once. Found at seeds 2, 118, 215, 219 and 286 of 1..300 as
+/// "restart recovers" (the cut took every hard state) and 211 as leader
+/// completeness since stop 38's chain rule changed which snapshots are
+/// deltas (before: 187, 215 and 286 since spare segments are made from
+/// zeros and every segment is recycled; 23 and 33 of 1..60 before that;
+/// before WAL segment recycling 2 and 52, and 43 as leader completeness);
+/// the sweep starts just before the first.
 #[test]
 fn ack_damage_cut_as_a_torn_tail_is_found() {
     let bugs = StorageBugs {
@@ -72,7 +74,7 @@ fn ack_damage_cut_as_a_torn_tail_is_found() {
     // without the bug these seeds pass.
     let mut expected = SAFETY.to_vec();
     expected.push("restart recovers");
-    assert_found_in(bugs, "blockdisk,loss,crash", 180..=190, &expected, false);
+    assert_found_in(bugs, "blockdisk,loss,crash", 1..=2, &expected, false);
 }
 
 /// Item 1: a roll leaves the new segment's hard state buffered and a
@@ -150,9 +152,11 @@ fn open_trusting_the_page_cache_is_found_with_persist_stages() {
     );
 }
 
-/// Item 2 with persist stages on: found at seeds 144 ("restart
-/// recovers"), 151, 218 and 239 of 1..300 since stop 33 acknowledges
-/// commit-only rounds at once (before: 43, the only one of 1..300, since
+/// Item 2 with persist stages on: found at seeds 23 and 218 (leader
+/// completeness), 31, 43, 138 and 285 ("restart recovers") of 1..300
+/// since stop 38's chain rule (before: 144, 151, 218 and 239 since
+/// stop 33 acknowledges commit-only rounds at once; 43, the only one of
+/// 1..300, since
 /// spare segments are made from zeros; since WAL segment recycling before
 /// that: 143, 149, 182, 184, 228, 230, 248 of 1..300; before it: 3, 11,
 /// 43 of 1..60); the sweep starts just before the first.
@@ -164,7 +168,7 @@ fn ack_damage_cut_as_a_torn_tail_is_found_with_persist_stages() {
     };
     let mut expected = SAFETY.to_vec();
     expected.push("restart recovers");
-    assert_found_in(bugs, "blockdisk,loss,crash", 140..=144, &expected, true);
+    assert_found_in(bugs, "blockdisk,loss,crash", 20..=23, &expected, true);
 }
 
 /// Item 1 with persist stages on: seeds 101, 137, 169, 215 of 1..300
